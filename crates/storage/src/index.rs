@@ -1,0 +1,78 @@
+//! The ordered concurrent index behind every table (one place to swap it).
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crossbeam_skiplist::SkipMap;
+
+use crate::record::Record;
+use crate::table::Key;
+
+/// Ordered map from keys to records; records are never removed while the table lives.
+#[derive(Default)]
+pub(crate) struct Index {
+    map: SkipMap<Key, Arc<Record>>,
+}
+
+impl Index {
+    /// The record under `key`, if indexed.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Record>> {
+        self.map.get(key).map(|e| e.value().clone())
+    }
+
+    /// The record under `key`, indexing a fresh absent one if needed; `true` if created.
+    pub(crate) fn get_or_insert(&self, key: &[u8]) -> (Arc<Record>, bool) {
+        if let Some(r) = self.get(key) {
+            return (r, false);
+        }
+        let fresh = Arc::new(Record::absent());
+        let entry = self
+            .map
+            .get_or_insert(Key::from_slice(key), Arc::clone(&fresh));
+        let created = Arc::ptr_eq(entry.value(), &fresh);
+        (entry.value().clone(), created)
+    }
+
+    /// Calls `f` on each entry in the range, ascending or descending, while it returns `true`.
+    pub(crate) fn visit(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        reverse: bool,
+        mut f: impl FnMut(&[u8], &Arc<Record>) -> bool,
+    ) {
+        if range_is_empty(lo, hi) {
+            return;
+        }
+        let range = self.map.range::<[u8], _>((lo, hi));
+        if reverse {
+            for e in range.rev() {
+                if !f(e.key(), e.value()) {
+                    break;
+                }
+            }
+        } else {
+            for e in range {
+                if !f(e.key(), e.value()) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Number of indexed keys (tombstoned ones included).
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// Whether a range selects nothing (start after end); such ranges would panic in `BTreeMap`-style APIs.
+pub(crate) fn range_is_empty(lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
+    match (lo, hi) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b))
+        | (Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+        _ => false,
+    }
+}

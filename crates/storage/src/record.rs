@@ -1,0 +1,228 @@
+//! Records: the version word and the version chain of one key.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use smallvec::{SmallVec, smallvec};
+
+/// Bit of the version word that marks a record locked by a committing writer.
+pub const LOCK_BIT: u64 = 1 << 63;
+
+/// A vector timestamp: one `u64` per shard (index = shard id).
+pub type Vt = SmallVec<[u64; 2]>;
+
+/// When a version was written: failure epoch, this shard's timestamp, and the full `VT`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Stamp {
+    /// Failure epoch of the writing transaction.
+    pub epoch: u32,
+    /// This shard's component of `vt`; orders versions of one record.
+    pub ts: u64,
+    /// The writing transaction's vector timestamp.
+    pub vt: Vt,
+}
+
+impl Stamp {
+    /// A stamp for a one-shard deployment: `VT = [ts]`.
+    pub fn single(epoch: u32, ts: u64) -> Self {
+        Stamp {
+            epoch,
+            ts,
+            vt: smallvec![ts],
+        }
+    }
+
+    /// The last-writer-wins order key `(epoch, ts)`.
+    pub fn order(&self) -> (u32, u64) {
+        (self.epoch, self.ts)
+    }
+}
+
+/// One version of a record: its stamp and a value, or `None` for a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// When the version was written.
+    pub stamp: Stamp,
+    /// The value, `None` if the key was deleted.
+    pub value: Option<Bytes>,
+}
+
+/// A consistent read of a record: the version word and the newest version it names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadView {
+    /// Timestamp part of the version word (0 if the record never had a version).
+    pub ts: u64,
+    /// Whether a writer held the lock at the time of the read.
+    pub locked: bool,
+    /// The newest version, `None` if the record has none yet.
+    pub version: Option<Version>,
+}
+
+impl ReadView {
+    /// The visible value: `None` for a tombstone or a record without versions.
+    pub fn value(&self) -> Option<&Bytes> {
+        self.version.as_ref().and_then(|v| v.value.as_ref())
+    }
+}
+
+/// The stored state of one key: a version word and a chain of versions.
+///
+/// The chain is kept oldest-first in memory (so installing is a push); readers
+/// see it newest-first through [`Record::read`] and [`Record::versions`].
+#[derive(Debug, Default)]
+pub struct Record {
+    word: AtomicU64,
+    chain: Mutex<Vec<Version>>,
+}
+
+impl Record {
+    /// A record with no version (the state of a freshly indexed key).
+    pub fn absent() -> Self {
+        Record::default()
+    }
+
+    /// The current version word (lock bit | timestamp of the newest version).
+    pub fn word(&self) -> u64 {
+        self.word.load(Ordering::Acquire)
+    }
+
+    /// Tries to set the lock bit; returns the timestamp it held, or `None` if already locked.
+    pub fn try_lock(&self) -> Option<u64> {
+        let w = self.word.load(Ordering::Acquire);
+        if w & LOCK_BIT != 0 {
+            return None;
+        }
+        self.word
+            .compare_exchange(w, w | LOCK_BIT, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| w)
+    }
+
+    /// Takes the lock, waiting for the current holder; for non-transactional writers only.
+    pub fn lock_wait(&self) -> u64 {
+        let mut spins = 0u32;
+        loop {
+            if let Some(ts) = self.try_lock() {
+                return ts;
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Clears the lock bit without installing anything (abort path).
+    pub fn unlock(&self) {
+        self.word.fetch_and(!LOCK_BIT, Ordering::Release);
+    }
+
+    /// Reads the version word and the newest version consistently.
+    pub fn read(&self) -> ReadView {
+        let chain = self.chain.lock();
+        let w = self.word.load(Ordering::Acquire);
+        ReadView {
+            ts: w & !LOCK_BIT,
+            locked: w & LOCK_BIT != 0,
+            version: chain.last().cloned(),
+        }
+    }
+
+    /// Installs `value` as the newest version and releases the lock the caller holds.
+    ///
+    /// Versions at or below `reclaim_bound` other than the newest such one are trimmed.
+    pub fn install(&self, stamp: Stamp, value: Option<Bytes>, reclaim_bound: u64) {
+        let mut chain = self.chain.lock();
+        let ts = stamp.ts;
+        chain.push(Version { stamp, value });
+        trim(&mut chain, reclaim_bound);
+        self.word.store(ts & !LOCK_BIT, Ordering::Release);
+    }
+
+    /// Applies a replicated version last-writer-wins by `(epoch, ts)`; returns whether it was new.
+    ///
+    /// Idempotent and order-insensitive: applying the same set of versions in any
+    /// order, any number of times, leaves the same newest version.
+    pub fn apply(&self, stamp: Stamp, value: Option<Bytes>, reclaim_bound: u64) -> bool {
+        let held = self.lock_wait();
+        let mut chain = self.chain.lock();
+        let key = stamp.order();
+        let pos = chain.partition_point(|v| v.stamp.order() < key);
+        if chain.get(pos).is_some_and(|v| v.stamp.order() == key) {
+            drop(chain);
+            self.unlock();
+            return false;
+        }
+        chain.insert(pos, Version { stamp, value });
+        trim(&mut chain, reclaim_bound);
+        let newest = chain.last().map_or(held, |v| v.stamp.ts);
+        self.word.store(newest & !LOCK_BIT, Ordering::Release);
+        true
+    }
+
+    /// Number of versions currently kept.
+    pub fn chain_len(&self) -> usize {
+        self.chain.lock().len()
+    }
+
+    /// A copy of the kept versions, newest first.
+    pub fn versions(&self) -> Vec<Version> {
+        self.chain.lock().iter().rev().cloned().collect()
+    }
+}
+
+/// Drops every version older than the newest one at or below `bound`.
+fn trim(chain: &mut Vec<Version>, bound: u64) {
+    let at_or_below = chain.partition_point(|v| v.stamp.ts <= bound);
+    if at_or_below > 1 {
+        chain.drain(..at_or_below - 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lock_is_exclusive_and_install_unlocks() {
+        let r = Record::absent();
+        assert_eq!(r.try_lock(), Some(0));
+        assert_eq!(r.try_lock(), None);
+        r.install(Stamp::single(0, 5), Some(Bytes::from_static(b"v")), u64::MAX);
+        assert_eq!(r.word(), 5);
+        let view = r.read();
+        assert_eq!(view.ts, 5);
+        assert!(!view.locked);
+        assert_eq!(view.value().map(|b| &b[..]), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn trim_keeps_versions_above_bound() {
+        let r = Record::absent();
+        for ts in 1..=10 {
+            r.lock_wait();
+            r.install(Stamp::single(0, ts), None, 6);
+        }
+        // 6 (newest at or below the bound) and 7..=10.
+        assert_eq!(r.chain_len(), 5);
+        assert_eq!(r.versions().last().map(|v| v.stamp.ts), Some(6));
+    }
+
+    #[test]
+    fn apply_is_last_writer_wins_and_idempotent() {
+        let a = Record::absent();
+        let b = Record::absent();
+        let versions = [(0, 3), (1, 1), (0, 7)];
+        for &(e, ts) in &versions {
+            a.apply(Stamp::single(e, ts), Some(Bytes::from(format!("{e}.{ts}"))), 0);
+        }
+        for &(e, ts) in versions.iter().rev().chain(versions.iter()) {
+            b.apply(Stamp::single(e, ts), Some(Bytes::from(format!("{e}.{ts}"))), 0);
+        }
+        assert_eq!(a.read(), b.read());
+        assert_eq!(a.read().version.map(|v| v.stamp.order()), Some((1, 1)));
+    }
+}
