@@ -517,7 +517,10 @@ mod tests {
 
     #[test]
     fn unknown_kind() {
-        assert_eq!(Entry::decode(&frame(&[0])), Err(DecodeError::UnknownKind(0)));
+        assert_eq!(
+            Entry::decode(&frame(&[0])),
+            Err(DecodeError::UnknownKind(0))
+        );
         assert_eq!(
             Entry::decode(&frame(&[6, 0, 0])),
             Err(DecodeError::UnknownKind(6))
@@ -553,7 +556,9 @@ mod tests {
         let body = batch_body(u32::MAX, &[0; 64]);
         assert_eq!(
             Entry::decode(&frame(&body)),
-            Err(DecodeError::Malformed("piece count exceeds remaining bytes"))
+            Err(DecodeError::Malformed(
+                "piece count exceeds remaining bytes"
+            ))
         );
         // One piece: vt_len = 65535 with only a few bytes behind it.
         let body = batch_body(1, &[0xff, 0xff, 0, 0, 0, 0, 0, 0]);
@@ -564,10 +569,15 @@ mod tests {
             ))
         );
         // One piece, empty vt, write_count = u32::MAX.
-        let body = batch_body(1, &[0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let body = batch_body(
+            1,
+            &[0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
         assert_eq!(
             Entry::decode(&frame(&body)),
-            Err(DecodeError::Malformed("write count exceeds remaining bytes"))
+            Err(DecodeError::Malformed(
+                "write count exceeds remaining bytes"
+            ))
         );
         // One write whose key_len is u32::MAX.
         let mut piece = vec![0, 0, 1, 0, 0, 0];

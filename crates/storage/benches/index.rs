@@ -1,1 +1,565 @@
-fn main() {}
+//! Ordered concurrent index candidates for mako-storage tables.
+//!
+//! Compares, with 2 worker threads, `scc::TreeIndex`, `crossbeam_skiplist::SkipMap`,
+//! `masstree::MassTree15`, `ferntree::Tree` and a `parking_lot::RwLock<BTreeMap>` baseline.
+//! Keys are byte strings (an 8-byte big-endian `u64`, optionally behind a constant prefix)
+//! stored as `SmallVec<[u8; 16]>` (a newtype over it for ferntree, `&[u8]` for masstree);
+//! values are `Arc<u64>`, as the store keeps `Arc<Record>`.
+//!
+//! Per candidate: load 1,000,000 keys in shuffled order (2 threads, timed, RSS growth
+//! recorded), then three phases of uniform random keys, each run 3 times (median printed):
+//!
+//! * reads:  point lookup + clone of the `Arc`;
+//! * writes: 50% replace the value of an existing key, 50% insert a key that is new;
+//! * scans:  100 ascending entries from a random start key, cloning each `Arc`.
+//!
+//! Each candidate runs in its own child process so RSS and allocator state do not leak
+//! between candidates.
+//!
+//! Run: `cargo bench -p mako-storage --bench index [-- FILTER...]`, where a FILTER is a
+//! substring of a candidate id (`scc`, `skipmap`, `masstree`, `ferntree`, `btree`).
+//! Environment: `INDEX_BENCH_SECS` (seconds per phase run, default 1) and
+//! `INDEX_BENCH_KEY_PREFIX` (constant prefix bytes before the 8-byte id, 0..=8, default 0).
+
+use std::borrow::Borrow;
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::ops::Bound;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use parking_lot::RwLock;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use smallvec::SmallVec;
+
+const KEYS: u64 = 1_000_000;
+const THREADS: usize = 2;
+const REPS: usize = 3;
+const SCAN_LEN: usize = 100;
+/// Operations between two checks of the stop flag.
+const BATCH: u64 = 16;
+/// Loaded key `i` has id `i << ID_SHIFT`; keys inserted by the write phase fill the low bits,
+/// so they are new, unique and spread uniformly between the loaded ones.
+const ID_SHIFT: u32 = 32;
+const MAX_KEY: usize = 16;
+const PREFIX: &[u8; 8] = b"mako/tb/";
+const CHILD_ENV: &str = "INDEX_BENCH_CHILD";
+
+type Key = SmallVec<[u8; MAX_KEY]>;
+type Val = Arc<u64>;
+
+/// The operations the benchmark needs from a candidate index.
+trait Index: Send + Sync {
+    fn create() -> Self;
+    fn point_get(&self, key: &[u8]) -> Option<Val>;
+    /// Insert, or replace the value of an existing key.
+    fn upsert(&self, key: &[u8], val: Val);
+    /// Append the values of up to `n` entries with keys `>= start`, ascending, to `out`.
+    fn scan_n(&self, start: &[u8], n: usize, out: &mut Vec<Val>);
+}
+
+impl Index for scc::TreeIndex<Key, Val> {
+    fn create() -> Self {
+        Self::new()
+    }
+    fn point_get(&self, key: &[u8]) -> Option<Val> {
+        self.peek(key, &scc::Guard::new()).cloned()
+    }
+    fn upsert(&self, key: &[u8], val: Val) {
+        self.upsert_sync(Key::from_slice(key), val);
+    }
+    fn scan_n(&self, start: &[u8], n: usize, out: &mut Vec<Val>) {
+        let guard = scc::Guard::new();
+        let range = (Bound::Included(start), Bound::Unbounded);
+        out.extend(
+            self.range::<[u8], _>(range, &guard)
+                .take(n)
+                .map(|(_, v)| v.clone()),
+        );
+    }
+}
+
+impl Index for crossbeam_skiplist::SkipMap<Key, Val> {
+    fn create() -> Self {
+        Self::new()
+    }
+    fn point_get(&self, key: &[u8]) -> Option<Val> {
+        self.get(key).map(|e| e.value().clone())
+    }
+    fn upsert(&self, key: &[u8], val: Val) {
+        self.insert(Key::from_slice(key), val);
+    }
+    fn scan_n(&self, start: &[u8], n: usize, out: &mut Vec<Val>) {
+        let range = (Bound::Included(start), Bound::Unbounded);
+        out.extend(
+            self.range::<[u8], _>(range)
+                .take(n)
+                .map(|e| e.value().clone()),
+        );
+    }
+}
+
+/// `MassTree15` is the boxed-value variant (the inline one only takes `Copy` values).
+impl Index for masstree::MassTree15<Val> {
+    fn create() -> Self {
+        Self::new()
+    }
+    fn point_get(&self, key: &[u8]) -> Option<Val> {
+        let guard = self.guard();
+        self.get_ref(key, &guard).map(|v| Val::clone(&v))
+    }
+    fn upsert(&self, key: &[u8], val: Val) {
+        let guard = self.guard();
+        self.insert_with_guard(key, val, &guard);
+    }
+    fn scan_n(&self, start: &[u8], n: usize, out: &mut Vec<Val>) {
+        let guard = self.guard();
+        let end = out.len() + n;
+        self.scan_intra_leaf_batch_ref(
+            masstree::RangeBound::Included(start),
+            masstree::RangeBound::Unbounded,
+            |_, v| {
+                out.push(v.clone());
+                out.len() < end
+            },
+            &guard,
+        );
+    }
+}
+
+/// ferntree keys must implement its `OptimisticRead`; a newtype lets `SmallVec` opt in
+/// through the crate's boxed-slot macro.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct FernKey(Key);
+
+impl Borrow<[u8]> for FernKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+ferntree::impl_optimistic_read_boxed!(FernKey);
+
+/// Uses the optimistic read path, so writes must go through `insert_defer`.
+impl Index for ferntree::Tree<FernKey, Val> {
+    fn create() -> Self {
+        Self::new()
+    }
+    fn point_get(&self, key: &[u8]) -> Option<Val> {
+        self.get_optimistic(key)
+    }
+    fn upsert(&self, key: &[u8], val: Val) {
+        self.insert_defer(FernKey(Key::from_slice(key)), val);
+    }
+    fn scan_n(&self, start: &[u8], n: usize, out: &mut Vec<Val>) {
+        let mut range = self.range(Bound::Included(start), Bound::Unbounded);
+        for _ in 0..n {
+            let Some((_, v)) = range.next() else { break };
+            out.push(v.clone());
+        }
+    }
+}
+
+impl Index for RwLock<BTreeMap<Key, Val>> {
+    fn create() -> Self {
+        Self::new(BTreeMap::new())
+    }
+    fn point_get(&self, key: &[u8]) -> Option<Val> {
+        self.read().get(key).cloned()
+    }
+    fn upsert(&self, key: &[u8], val: Val) {
+        self.write().insert(Key::from_slice(key), val);
+    }
+    fn scan_n(&self, start: &[u8], n: usize, out: &mut Vec<Val>) {
+        let map = self.read();
+        let range = (Bound::Included(start), Bound::Unbounded);
+        out.extend(map.range::<[u8], _>(range).take(n).map(|(_, v)| v.clone()));
+    }
+}
+
+/// One index under test.
+struct Candidate {
+    /// Short id, matched by the CLI filter and used to select the child process.
+    id: &'static str,
+    label: &'static str,
+    run: fn(&Config) -> Summary,
+}
+
+const CANDIDATES: [Candidate; 5] = [
+    Candidate {
+        id: "scc",
+        label: "scc::TreeIndex",
+        run: bench::<scc::TreeIndex<Key, Val>>,
+    },
+    Candidate {
+        id: "skipmap",
+        label: "crossbeam SkipMap",
+        run: bench::<crossbeam_skiplist::SkipMap<Key, Val>>,
+    },
+    Candidate {
+        id: "masstree",
+        label: "masstree::MassTree15",
+        run: bench::<masstree::MassTree15<Val>>,
+    },
+    Candidate {
+        id: "ferntree",
+        label: "ferntree::Tree",
+        run: bench::<ferntree::Tree<FernKey, Val>>,
+    },
+    Candidate {
+        id: "btree",
+        label: "RwLock<BTreeMap>",
+        run: bench::<RwLock<BTreeMap<Key, Val>>>,
+    },
+];
+
+struct Config {
+    secs: f64,
+    prefix: usize,
+}
+
+impl Config {
+    fn from_env() -> Self {
+        let secs = std::env::var("INDEX_BENCH_SECS")
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .filter(|s| *s > 0.0)
+            .unwrap_or(1.0);
+        let prefix = std::env::var("INDEX_BENCH_KEY_PREFIX")
+            .ok()
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(PREFIX.len());
+        Self { secs, prefix }
+    }
+}
+
+/// Encodes key ids as `PREFIX[..prefix] ++ id.to_be_bytes()` into a stack buffer.
+struct KeyBuf {
+    buf: [u8; MAX_KEY],
+    len: usize,
+}
+
+impl KeyBuf {
+    fn new(prefix: usize) -> Self {
+        let mut buf = [0; MAX_KEY];
+        buf[..prefix].copy_from_slice(&PREFIX[..prefix]);
+        Self {
+            buf,
+            len: prefix + 8,
+        }
+    }
+    fn key(&mut self, id: u64) -> &[u8] {
+        self.buf[self.len - 8..self.len].copy_from_slice(&id.to_be_bytes());
+        &self.buf[..self.len]
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    Reads,
+    Writes,
+    Scans,
+}
+
+/// Per-thread state of a phase run.
+struct Worker {
+    rng: SmallRng,
+    key: KeyBuf,
+    /// High bit of the low id half: keeps the two threads' new keys apart.
+    thread_bit: u64,
+    /// Count of new keys this thread has inserted so far (across runs).
+    fresh: u64,
+    out: Vec<Val>,
+}
+
+impl Worker {
+    /// Runs one operation; returns the number of items it found (for sanity checks).
+    fn op<I: Index>(&mut self, idx: &I, phase: Phase) -> u64 {
+        match phase {
+            Phase::Reads => {
+                let id = self.rng.random_range(0..KEYS) << ID_SHIFT;
+                u64::from(black_box(idx.point_get(self.key.key(id))).is_some())
+            }
+            Phase::Writes => {
+                let i = self.rng.random_range(0..KEYS);
+                let id = if self.rng.random_bool(0.5) {
+                    i << ID_SHIFT
+                } else {
+                    self.fresh += 1;
+                    (i << ID_SHIFT) | self.thread_bit | self.fresh
+                };
+                idx.upsert(self.key.key(id), Arc::new(i));
+                0
+            }
+            Phase::Scans => {
+                let id = self.rng.random_range(0..KEYS - SCAN_LEN as u64) << ID_SHIFT;
+                self.out.clear();
+                idx.scan_n(self.key.key(id), SCAN_LEN, &mut self.out);
+                black_box(&self.out);
+                self.out.len() as u64
+            }
+        }
+    }
+}
+
+/// Runs `phase` on `THREADS` threads for `cfg.secs`; returns operations per second.
+fn run_phase<I: Index>(
+    idx: &I,
+    cfg: &Config,
+    phase: Phase,
+    seed: u64,
+    fresh: &mut [u64; THREADS],
+) -> f64 {
+    let stop = AtomicBool::new(false);
+    let barrier = Barrier::new(THREADS + 1);
+    let (ops, items, elapsed) = std::thread::scope(|s| {
+        let workers: Vec<_> = fresh
+            .iter_mut()
+            .enumerate()
+            .map(|(t, fresh)| {
+                let (stop, barrier) = (&stop, &barrier);
+                s.spawn(move || {
+                    let mut w = Worker {
+                        rng: SmallRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(t as u64)),
+                        key: KeyBuf::new(cfg.prefix),
+                        thread_bit: (t as u64) << (ID_SHIFT - 1),
+                        fresh: *fresh,
+                        out: Vec::with_capacity(SCAN_LEN),
+                    };
+                    barrier.wait();
+                    let (mut ops, mut items) = (0, 0);
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..BATCH {
+                            items += w.op(idx, phase);
+                        }
+                        ops += BATCH;
+                    }
+                    *fresh = w.fresh;
+                    (ops, items)
+                })
+            })
+            .collect();
+        barrier.wait();
+        let start = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(cfg.secs));
+        stop.store(true, Ordering::Relaxed);
+        let (ops, items) = workers
+            .into_iter()
+            .map(|w| w.join().expect("worker panicked"))
+            .fold((0, 0), |(o, i), (wo, wi)| (o + wo, i + wi));
+        (ops, items, start.elapsed())
+    });
+    let expected = match phase {
+        Phase::Reads => ops,
+        Phase::Writes => 0,
+        Phase::Scans => ops * SCAN_LEN as u64,
+    };
+    assert_eq!(items, expected, "{phase:?}: wrong number of items found");
+    ops as f64 / elapsed.as_secs_f64()
+}
+
+impl std::fmt::Debug for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Phase::Reads => "reads",
+            Phase::Writes => "writes",
+            Phase::Scans => "scans",
+        })
+    }
+}
+
+/// Medians of one candidate's runs.
+struct Summary {
+    load_s: f64,
+    rss_mib: f64,
+    reads: f64,
+    writes: f64,
+    scans: f64,
+}
+
+fn median(mut xs: [f64; REPS]) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[REPS / 2]
+}
+
+/// Resident set size of this process in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Loads `ids` (shuffled) into `idx` with `THREADS` threads; returns the wall time.
+fn load<I: Index>(idx: &I, cfg: &Config, ids: &[u64]) -> Duration {
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for chunk in ids.chunks(ids.len().div_ceil(THREADS)) {
+            s.spawn(move || {
+                let mut key = KeyBuf::new(cfg.prefix);
+                for &i in chunk {
+                    idx.upsert(key.key(i << ID_SHIFT), Arc::new(i));
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+/// Checks that scans return the loaded values in key order.
+fn verify<I: Index>(idx: &I, cfg: &Config) {
+    let mut key = KeyBuf::new(cfg.prefix);
+    let mut out = Vec::new();
+    for start in [0, 1, KEYS / 2 + 7, KEYS - SCAN_LEN as u64] {
+        out.clear();
+        idx.scan_n(key.key(start << ID_SHIFT), SCAN_LEN, &mut out);
+        let got: Vec<u64> = out.iter().map(|v| **v).collect();
+        let want: Vec<u64> = (start..start + SCAN_LEN as u64).collect();
+        assert_eq!(got, want, "scan from {start} returned wrong entries");
+        assert_eq!(
+            idx.point_get(key.key(start << ID_SHIFT)).as_deref(),
+            Some(&start)
+        );
+    }
+}
+
+fn bench<I: Index>(cfg: &Config) -> Summary {
+    let mut ids: Vec<u64> = (0..KEYS).collect();
+    ids.shuffle(&mut SmallRng::seed_from_u64(42));
+    let rss_before = rss_kib();
+    let idx = I::create();
+    let load_time = load(&idx, cfg, &ids);
+    let rss_mib = rss_kib().saturating_sub(rss_before) as f64 / 1024.0;
+    drop(ids);
+    verify(&idx, cfg);
+    eprintln!(
+        "  load {:.3} s, RSS +{rss_mib:.0} MiB",
+        load_time.as_secs_f64()
+    );
+
+    let mut fresh = [0; THREADS];
+    let mut medians = [0.0; 3];
+    for (p, phase) in [Phase::Reads, Phase::Writes, Phase::Scans]
+        .into_iter()
+        .enumerate()
+    {
+        let mut runs = [0.0; REPS];
+        for (r, run) in runs.iter_mut().enumerate() {
+            *run = run_phase(&idx, cfg, phase, (p * REPS + r) as u64, &mut fresh);
+        }
+        eprintln!("  {phase:?} ops/s: {runs:.0?}");
+        medians[p] = median(runs);
+    }
+    Summary {
+        load_s: load_time.as_secs_f64(),
+        rss_mib,
+        reads: medians[0],
+        writes: medians[1],
+        scans: medians[2],
+    }
+}
+
+/// Child mode: run one candidate and print its summary as one machine-readable line.
+fn child(id: &str) -> ExitCode {
+    let Some(c) = CANDIDATES.iter().find(|c| c.id == id) else {
+        eprintln!("unknown candidate {id}");
+        return ExitCode::FAILURE;
+    };
+    eprintln!("{}:", c.label);
+    let s = (c.run)(&Config::from_env());
+    println!(
+        "RESULT {} {} {} {} {}",
+        s.load_s, s.rss_mib, s.reads, s.writes, s.scans
+    );
+    ExitCode::SUCCESS
+}
+
+fn spawn_child(id: &str) -> Option<Summary> {
+    let exe = std::env::current_exe().ok()?;
+    let out = Command::new(exe)
+        .env(CHILD_ENV, id)
+        .stderr(Stdio::inherit())
+        .output()
+        .ok()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT "))?;
+    let v: Vec<f64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
+    let [load_s, rss_mib, reads, writes, scans] = v[..] else {
+        return None;
+    };
+    Some(Summary {
+        load_s,
+        rss_mib,
+        reads,
+        writes,
+        scans,
+    })
+}
+
+fn main() -> ExitCode {
+    if let Ok(id) = std::env::var(CHILD_ENV) {
+        return child(&id);
+    }
+    // `cargo bench` passes flags such as `--bench`; everything else is a filter.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| a.to_lowercase())
+        .collect();
+    let cfg = Config::from_env();
+    eprintln!(
+        "{KEYS} keys of {} bytes, {THREADS} threads, {REPS} x {} s per phase, medians",
+        cfg.prefix + 8,
+        cfg.secs
+    );
+
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for c in &CANDIDATES {
+        let label = c.label.to_lowercase();
+        let selected = filters.is_empty()
+            || filters
+                .iter()
+                .any(|f| c.id.contains(f.as_str()) || label.contains(f.as_str()));
+        if !selected {
+            continue;
+        }
+        let summary = spawn_child(c.id);
+        failed |= summary.is_none();
+        rows.push((c.label, summary));
+    }
+
+    println!(
+        "\n{:<22} | {:>7} | {:>8} | {:>12} | {:>13} | {:>9}",
+        "index", "load s", "RSS MiB", "reads Mops/s", "writes Mops/s", "scans k/s"
+    );
+    println!(
+        "{:-<22}-+-{:->7}-+-{:->8}-+-{:->12}-+-{:->13}-+-{:->9}",
+        "", "", "", "", "", ""
+    );
+    for (label, summary) in rows {
+        match summary {
+            Some(s) => println!(
+                "{label:<22} | {:>7.3} | {:>8.0} | {:>12.2} | {:>13.2} | {:>9.1}",
+                s.load_s,
+                s.rss_mib,
+                s.reads / 1e6,
+                s.writes / 1e6,
+                s.scans / 1e3
+            ),
+            None => println!("{label:<22} | failed (see stderr above)"),
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -191,7 +191,11 @@ mod tests {
         let r = Record::absent();
         assert_eq!(r.try_lock(), Some(0));
         assert_eq!(r.try_lock(), None);
-        r.install(Stamp::single(0, 5), Some(Bytes::from_static(b"v")), u64::MAX);
+        r.install(
+            Stamp::single(0, 5),
+            Some(Bytes::from_static(b"v")),
+            u64::MAX,
+        );
         assert_eq!(r.word(), 5);
         let view = r.read();
         assert_eq!(view.ts, 5);
@@ -217,10 +221,18 @@ mod tests {
         let b = Record::absent();
         let versions = [(0, 3), (1, 1), (0, 7)];
         for &(e, ts) in &versions {
-            a.apply(Stamp::single(e, ts), Some(Bytes::from(format!("{e}.{ts}"))), 0);
+            a.apply(
+                Stamp::single(e, ts),
+                Some(Bytes::from(format!("{e}.{ts}"))),
+                0,
+            );
         }
         for &(e, ts) in versions.iter().rev().chain(versions.iter()) {
-            b.apply(Stamp::single(e, ts), Some(Bytes::from(format!("{e}.{ts}"))), 0);
+            b.apply(
+                Stamp::single(e, ts),
+                Some(Bytes::from(format!("{e}.{ts}"))),
+                0,
+            );
         }
         assert_eq!(a.read(), b.read());
         assert_eq!(a.read().version.map(|v| v.stamp.order()), Some((1, 1)));

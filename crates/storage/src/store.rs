@@ -63,7 +63,11 @@ impl Store {
                 id,
             });
         }
-        let t = Arc::new(Table::new(id, name.to_owned(), Arc::clone(&self.reclaim_bound)));
+        let t = Arc::new(Table::new(
+            id,
+            name.to_owned(),
+            Arc::clone(&self.reclaim_bound),
+        ));
         tables.insert(id, Arc::clone(&t));
         Ok(t)
     }

@@ -1,14 +1,51 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Serializable optimistic transactions on one shard, after Silo.
+//!
+//! A [`Shard`] wraps a [`mako_storage::Store`] with the shard's Lamport clock
+//! `c_s`, its failure epoch and a [`CommitSink`] that receives the write set of
+//! every committed transaction (the replication log, or [`NoopSink`]).
+//!
+//! [`Shard::begin`] starts a [`Transaction`]. Reads (`get`, `scan`, `rscan`)
+//! record the version word of each record they see, absent keys, and the range
+//! each scan covered; writes (`put`, `insert`, `delete`) are buffered and visible
+//! to the transaction's own later reads. [`Transaction::commit`] then
+//!
+//! 1. locks the write set in global `(table id, key)` order, no-wait: a lock
+//!    held by someone else aborts with [`AbortReason::Conflict`];
+//! 2. allocates `c_s = max(c_s, deps) + 1`, where `deps` is the newest
+//!    timestamp read or overwritten;
+//! 3. validates: every read version is unchanged and unlocked, every absent key
+//!    is still absent, and every scanned range still holds exactly the records
+//!    it held (no phantoms);
+//! 4. installs the new versions stamped `(epoch, VT)`, unlocking them, and
+//!    hands the piece to the sink.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use bytes::Bytes;
+//! use mako_storage::Store;
+//! use mako_txn::Shard;
+//!
+//! let shard = Shard::single(Arc::new(Store::new()));
+//! let t = shard.store().create_table("kv").unwrap();
+//! let mut tx = shard.begin();
+//! tx.put(&t, b"k", Bytes::from_static(b"v1"));
+//! assert_eq!(tx.get(&t, b"k").as_deref(), Some(&b"v1"[..])); // read-your-own-writes
+//! let info = tx.commit().unwrap();
+//! assert_eq!(info.vt[0], 1);
+//! assert_eq!(t.get(b"k").as_deref(), Some(&b"v1"[..]));
+//! ```
+//!
+//! [`replay`] applies a replicated `Batch` of the commit log to a store, the
+//! follower side of the same data.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod error;
+mod replay;
+mod shard;
+mod sink;
+mod txn;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use error::{Abort, AbortReason, OpError};
+pub use replay::{ReplayError, ReplayStats, replay};
+pub use shard::Shard;
+pub use sink::{CommitSink, CommittedPiece, NoopSink};
+pub use txn::{CommitInfo, Transaction};

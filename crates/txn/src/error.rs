@@ -1,0 +1,63 @@
+//! Transaction outcomes that are not success: aborts and operation errors.
+
+/// Why a transaction aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AbortReason {
+    /// A lock was held by another writer, or a read, absent read or scan was invalidated.
+    Conflict,
+    /// The transaction's epoch ended in a failover before it was released.
+    Failover,
+    /// This replica is not the shard leader.
+    NotLeader,
+    /// The transaction waited too long (for a lock, a remote reply or release).
+    Timeout,
+}
+
+impl AbortReason {
+    /// Every reason, in declaration order (handy for per-reason counters).
+    pub const ALL: [AbortReason; 4] = [
+        AbortReason::Conflict,
+        AbortReason::Failover,
+        AbortReason::NotLeader,
+        AbortReason::Timeout,
+    ];
+
+    /// A short lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AbortReason::Conflict => "conflict",
+            AbortReason::Failover => "failover",
+            AbortReason::NotLeader => "not_leader",
+            AbortReason::Timeout => "timeout",
+        }
+    }
+}
+
+impl std::fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A transaction that did not commit; nothing it wrote is visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("transaction aborted: {reason}")]
+pub struct Abort {
+    /// Why it aborted.
+    pub reason: AbortReason,
+}
+
+impl Abort {
+    /// An abort for `reason`.
+    pub fn new(reason: AbortReason) -> Self {
+        Abort { reason }
+    }
+}
+
+/// An operation inside a transaction that failed without aborting it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// `insert` found a visible value under the key.
+    #[error("key already exists")]
+    KeyExists,
+}

@@ -1,0 +1,450 @@
+//! Silo-style optimistic transactions: read set, buffered writes, lock–validate–install commit.
+
+use std::collections::HashMap;
+use std::ops::{Bound, Range, RangeBounds};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mako_storage::{Key, LOCK_BIT, Record, Stamp, Table, TableId, Vt};
+
+use crate::error::{Abort, AbortReason, OpError};
+use crate::shard::Shard;
+use crate::sink::{CommittedPiece, LoggedWrite};
+
+/// Write sets larger than this get a hash index for read-your-own-writes look-ups.
+const WRITE_INDEX_THRESHOLD: usize = 16;
+
+/// A record read, with the version-word timestamp it had.
+struct ReadEntry {
+    record: Arc<Record>,
+    ts: u64,
+}
+
+/// A key read as absent because the index had no record for it.
+struct AbsentEntry<'s> {
+    table: &'s Table,
+    key: Key,
+}
+
+/// A scan: its range, how far it got, and the records it visited (a slice of the read set).
+struct ScanEntry<'s> {
+    table: &'s Table,
+    lo: Bound<Key>,
+    hi: Bound<Key>,
+    reverse: bool,
+    reads: Range<usize>,
+}
+
+/// A buffered write.
+struct WriteEntry<'s> {
+    table: &'s Table,
+    key: Key,
+    value: Option<Bytes>,
+    /// Set at commit: the locked record, and whether commit created it in the index.
+    record: Option<(Arc<Record>, bool)>,
+}
+
+/// What a committed transaction is known by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// Epoch the transaction belongs to.
+    pub epoch: u32,
+    /// Vector timestamp: this shard's new clock value if it wrote, else its read dependencies.
+    pub vt: Vt,
+    /// Whether it wrote anything (read-only transactions allocate no timestamp).
+    pub wrote: bool,
+}
+
+/// An optimistic transaction on one shard; dropping it without committing aborts it.
+pub struct Transaction<'s> {
+    shard: &'s Shard,
+    reads: Vec<ReadEntry>,
+    absent: Vec<AbsentEntry<'s>>,
+    scans: Vec<ScanEntry<'s>>,
+    writes: Vec<WriteEntry<'s>>,
+    write_index: Option<HashMap<(TableId, Key), usize>>,
+    /// Largest timestamp of any version read (this shard's read dependency).
+    dep: u64,
+}
+
+impl<'s> Transaction<'s> {
+    pub(crate) fn new(shard: &'s Shard) -> Self {
+        Transaction {
+            shard,
+            reads: Vec::new(),
+            absent: Vec::new(),
+            scans: Vec::new(),
+            writes: Vec::new(),
+            write_index: None,
+            dep: 0,
+        }
+    }
+
+    fn find_write(&self, table: TableId, key: &[u8]) -> Option<usize> {
+        match &self.write_index {
+            Some(ix) => ix.get(&(table, Key::from_slice(key))).copied(),
+            None => self
+                .writes
+                .iter()
+                .position(|w| w.table.id() == table && w.key[..] == *key),
+        }
+    }
+
+    fn buffer_write(&mut self, table: &'s Table, key: &[u8], value: Option<Bytes>) {
+        if let Some(i) = self.find_write(table.id(), key) {
+            self.writes[i].value = value;
+            return;
+        }
+        let i = self.writes.len();
+        self.writes.push(WriteEntry {
+            table,
+            key: Key::from_slice(key),
+            value,
+            record: None,
+        });
+        if let Some(ix) = &mut self.write_index {
+            ix.insert((table.id(), Key::from_slice(key)), i);
+        } else if self.writes.len() > WRITE_INDEX_THRESHOLD {
+            let ix = self
+                .writes
+                .iter()
+                .enumerate()
+                .map(|(i, w)| ((w.table.id(), w.key.clone()), i))
+                .collect();
+            self.write_index = Some(ix);
+        }
+    }
+
+    fn track_read(&mut self, record: &Arc<Record>) -> Option<Bytes> {
+        let view = record.read();
+        self.dep = self.dep.max(view.ts);
+        self.reads.push(ReadEntry {
+            record: Arc::clone(record),
+            ts: view.ts,
+        });
+        view.version.and_then(|v| v.value)
+    }
+
+    /// The value under `key`, seeing this transaction's own writes.
+    pub fn get(&mut self, table: &'s Table, key: &[u8]) -> Option<Bytes> {
+        if let Some(i) = self.find_write(table.id(), key) {
+            return self.writes[i].value.clone();
+        }
+        match table.record(key) {
+            Some(rec) => self.track_read(&rec),
+            None => {
+                self.absent.push(AbsentEntry {
+                    table,
+                    key: Key::from_slice(key),
+                });
+                None
+            }
+        }
+    }
+
+    /// Writes `value` under `key` (insert or overwrite).
+    pub fn put(&mut self, table: &'s Table, key: &[u8], value: Bytes) {
+        self.buffer_write(table, key, Some(value));
+    }
+
+    /// Writes `value` under `key` if no value is visible there, else fails (the transaction goes on).
+    pub fn insert(&mut self, table: &'s Table, key: &[u8], value: Bytes) -> Result<(), OpError> {
+        if self.get(table, key).is_some() {
+            return Err(OpError::KeyExists);
+        }
+        self.buffer_write(table, key, Some(value));
+        Ok(())
+    }
+
+    /// Deletes `key` (a no-op at commit if nothing is there).
+    pub fn delete(&mut self, table: &'s Table, key: &[u8]) {
+        self.buffer_write(table, key, None);
+    }
+
+    /// Up to `limit` visible pairs in `range`, ascending, seeing this transaction's own writes.
+    pub fn scan<'k>(
+        &mut self,
+        table: &'s Table,
+        range: impl RangeBounds<&'k [u8]>,
+        limit: usize,
+    ) -> Vec<(Key, Bytes)> {
+        self.scan_dir(table, &range, limit, false)
+    }
+
+    /// Up to `limit` visible pairs in `range`, descending, seeing this transaction's own writes.
+    pub fn rscan<'k>(
+        &mut self,
+        table: &'s Table,
+        range: impl RangeBounds<&'k [u8]>,
+        limit: usize,
+    ) -> Vec<(Key, Bytes)> {
+        self.scan_dir(table, &range, limit, true)
+    }
+
+    fn scan_dir<'k>(
+        &mut self,
+        table: &'s Table,
+        range: &impl RangeBounds<&'k [u8]>,
+        limit: usize,
+        reverse: bool,
+    ) -> Vec<(Key, Bytes)> {
+        let mut out: Vec<(Key, Bytes)> = Vec::new();
+        if limit == 0 {
+            return out;
+        }
+        let lo = range.start_bound().map(|b| *b);
+        let hi = range.end_bound().map(|b| *b);
+        // This transaction's own writes in range, in scan order.
+        let mut own: Vec<(Key, Option<Bytes>)> = self
+            .writes
+            .iter()
+            .filter(|w| w.table.id() == table.id() && in_range(lo, hi, &w.key))
+            .map(|w| (w.key.clone(), w.value.clone()))
+            .collect();
+        own.sort_by(|a, b| {
+            if reverse {
+                b.0.cmp(&a.0)
+            } else {
+                a.0.cmp(&b.0)
+            }
+        });
+        let before = |a: &[u8], b: &[u8]| if reverse { a > b } else { a < b };
+
+        let first_read = self.reads.len();
+        let mut next_own = 0;
+        // Last key (in scan order) up to which the index was fully visited, if the limit stopped the scan.
+        let mut stopped_at: Option<Key> = None;
+        let mut dep = self.dep;
+        let reads = &mut self.reads;
+        table.visit(lo, hi, reverse, |k, rec| {
+            while let Some((ok, ov)) = own.get(next_own) {
+                if !before(ok, k) {
+                    break;
+                }
+                if let Some(v) = ov {
+                    out.push((ok.clone(), v.clone()));
+                }
+                next_own += 1;
+                if out.len() == limit {
+                    stopped_at = Some(ok.clone());
+                    return false;
+                }
+            }
+            let view = rec.read();
+            dep = dep.max(view.ts);
+            reads.push(ReadEntry {
+                record: Arc::clone(rec),
+                ts: view.ts,
+            });
+            match own.get(next_own) {
+                Some((ok, ov)) if ok[..] == *k => {
+                    if let Some(v) = ov {
+                        out.push((ok.clone(), v.clone()));
+                    }
+                    next_own += 1;
+                }
+                _ => {
+                    if let Some(v) = view.value() {
+                        out.push((Key::from_slice(k), v.clone()));
+                    }
+                }
+            }
+            if out.len() == limit {
+                stopped_at = Some(Key::from_slice(k));
+                return false;
+            }
+            true
+        });
+        self.dep = dep;
+        if stopped_at.is_none() {
+            for (ok, ov) in &own[next_own..] {
+                if out.len() == limit {
+                    break;
+                }
+                if let Some(v) = ov {
+                    out.push((ok.clone(), v.clone()));
+                }
+            }
+        }
+        // The part of the range the scan vouches for: up to where it stopped.
+        let owned = |b: Bound<&[u8]>| b.map(Key::from_slice);
+        let (lo, hi) = match (stopped_at, reverse) {
+            (None, _) => (owned(lo), owned(hi)),
+            (Some(k), false) => (owned(lo), Bound::Included(k)),
+            (Some(k), true) => (Bound::Included(k), owned(hi)),
+        };
+        self.scans.push(ScanEntry {
+            table,
+            lo,
+            hi,
+            reverse,
+            reads: first_read..self.reads.len(),
+        });
+        out
+    }
+
+    /// Number of buffered writes.
+    pub fn write_count(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Abandons the transaction (same as dropping it).
+    pub fn abort(self) {}
+
+    /// Commits: lock the write set in key order, take a timestamp, validate, install, log.
+    ///
+    /// On success every write is visible to later transactions and has been handed
+    /// to the shard's commit-log sink. On failure nothing is visible.
+    pub fn commit(mut self) -> Result<CommitInfo, Abort> {
+        let shard = self.shard;
+        let epoch = shard.epoch();
+        if self.writes.is_empty() {
+            self.validate()?;
+            let mut vt: Vt = smallvec::smallvec![0; shard.shards()];
+            vt[shard.id()] = self.dep;
+            return Ok(CommitInfo {
+                epoch,
+                vt,
+                wrote: false,
+            });
+        }
+        self.writes
+            .sort_unstable_by(|a, b| (a.table.id(), &a.key).cmp(&(b.table.id(), &b.key)));
+        let mut dep = self.dep;
+        for i in 0..self.writes.len() {
+            let w = &mut self.writes[i];
+            let (rec, created) = w.table.record_or_insert(&w.key);
+            match rec.try_lock() {
+                Some(ts) => {
+                    dep = dep.max(ts);
+                    w.record = Some((rec, created));
+                }
+                None => {
+                    self.unlock_writes();
+                    return Err(Abort::new(AbortReason::Conflict));
+                }
+            }
+        }
+        let ts = shard.next_ts(dep);
+        if let Err(e) = self.validate() {
+            self.unlock_writes();
+            return Err(e);
+        }
+        let mut vt: Vt = smallvec::smallvec![0; shard.shards()];
+        vt[shard.id()] = ts;
+        let stamp = Stamp {
+            epoch,
+            ts,
+            vt: vt.clone(),
+        };
+        for w in &self.writes {
+            if let Some((rec, _)) = &w.record {
+                rec.install(stamp.clone(), w.value.clone(), w.table.reclaim_bound());
+            }
+        }
+        let logged: Vec<LoggedWrite<'_>> = self
+            .writes
+            .iter()
+            .map(|w| LoggedWrite {
+                table: w.table,
+                key: &w.key,
+                value: w.value.as_ref(),
+            })
+            .collect();
+        shard.sink().append(&CommittedPiece {
+            epoch,
+            vt: &vt,
+            writes: &logged,
+        });
+        Ok(CommitInfo {
+            epoch,
+            vt,
+            wrote: true,
+        })
+    }
+
+    /// Releases every lock taken so far (abort path).
+    fn unlock_writes(&mut self) {
+        for w in &mut self.writes {
+            if let Some((rec, _)) = w.record.take() {
+                rec.unlock();
+            }
+        }
+    }
+
+    /// Whether this transaction holds the lock of `rec`.
+    fn locked_by_me(&self, rec: &Record) -> bool {
+        self.writes.iter().any(|w| {
+            w.record
+                .as_ref()
+                .is_some_and(|(r, _)| std::ptr::eq(&**r, rec))
+        })
+    }
+
+    /// Whether `rec` was put into the index by this transaction's commit.
+    fn created_by_me(&self, rec: &Record) -> bool {
+        self.writes.iter().any(|w| {
+            w.record
+                .as_ref()
+                .is_some_and(|(r, created)| *created && std::ptr::eq(&**r, rec))
+        })
+    }
+
+    /// Checks that every read, absent read and scan still holds.
+    fn validate(&self) -> Result<(), Abort> {
+        let conflict = Err(Abort::new(AbortReason::Conflict));
+        for r in &self.reads {
+            let w = r.record.word();
+            if w & !LOCK_BIT != r.ts {
+                return conflict;
+            }
+            if w & LOCK_BIT != 0 && !self.locked_by_me(&r.record) {
+                return conflict;
+            }
+        }
+        for a in &self.absent {
+            if let Some(rec) = a.table.record(&a.key) {
+                // A record appeared: fine only if it is still version-less and not another writer's.
+                let w = rec.word();
+                if w & !LOCK_BIT != 0 || (w & LOCK_BIT != 0 && !self.locked_by_me(&rec)) {
+                    return conflict;
+                }
+            }
+        }
+        for s in &self.scans {
+            let seen = &self.reads[s.reads.clone()];
+            let mut i = 0;
+            let mut ok = true;
+            s.table
+                .visit(borrow(&s.lo), borrow(&s.hi), s.reverse, |_, rec| {
+                    if self.created_by_me(rec) {
+                        return true;
+                    }
+                    match seen.get(i) {
+                        Some(r) if Arc::ptr_eq(&r.record, rec) => {
+                            i += 1;
+                            true
+                        }
+                        _ => {
+                            ok = false;
+                            false
+                        }
+                    }
+                });
+            if !ok || i != seen.len() {
+                return conflict;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `key` lies within `(lo, hi)`.
+fn in_range(lo: Bound<&[u8]>, hi: Bound<&[u8]>, key: &[u8]) -> bool {
+    RangeBounds::<[u8]>::contains(&(lo, hi), key)
+}
+
+/// Borrows an owned key bound.
+fn borrow(b: &Bound<Key>) -> Bound<&[u8]> {
+    b.as_ref().map(|k| &k[..])
+}
