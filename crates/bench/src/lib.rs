@@ -1,14 +1,32 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! Benchmarks of mako-rs, run in-process: the engine behind `mako bench`.
+//!
+//! A [`BenchConfig`] names a [`Workload`] (Mako's microbenchmark or YCSB
+//! A/B/C), a thread count, a duration, a key count and a key distribution.
+//! [`run`] loads the keys (the load phase), runs the workload on that many
+//! threads for the duration (the measured phase), and returns a
+//! [`BenchReport`]: committed transactions per second, abort percentage and
+//! commit latency percentiles from an HDR histogram.
+//!
+//! ```
+//! use std::time::Duration;
+//! use mako_bench::{BenchConfig, Workload, run};
+//!
+//! let cfg = BenchConfig {
+//!     workload: Workload::Micro,
+//!     keys: 1_000,
+//!     duration: Duration::from_millis(50),
+//!     ..BenchConfig::default()
+//! };
+//! let report = run(&cfg, |_| {}).unwrap();
+//! assert!(report.committed > 0);
+//! ```
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+mod driver;
+mod workload;
+mod zipf;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use driver::{
+    BenchConfig, BenchError, BenchReport, Dist, Progress, TABLE, ZIPF_THETA, load, run,
+};
+pub use workload::{MICRO_KEYS, Workload, key_bytes, run_one};
+pub use zipf::{KeyDist, Zipf};

@@ -6,15 +6,20 @@
 //! stored as `SmallVec<[u8; 16]>` (a newtype over it for ferntree, `&[u8]` for masstree);
 //! values are `Arc<u64>`, as the store keeps `Arc<Record>`.
 //!
-//! Per candidate: load 1,000,000 keys in shuffled order (2 threads, timed, RSS growth
-//! recorded), then three phases of uniform random keys, each run 3 times (median printed):
+//! One run of a candidate loads 1,000,000 keys in shuffled order (2 threads; wall time and
+//! RSS growth, which includes the 1M `Arc`s, are recorded), then runs three phases of
+//! uniform random keys on 2 threads for `INDEX_BENCH_SECS` each:
 //!
-//! * reads:  point lookup + clone of the `Arc`;
-//! * writes: 50% replace the value of an existing key, 50% insert a key that is new;
+//! * reads:  point lookup + clone of the `Arc` (every key exists);
+//! * writes: 50% replace the value of an existing key, 50% insert a new key (an id between
+//!   two loaded ids, so new keys are spread uniformly over the key space);
 //! * scans:  100 ascending entries from a random start key, cloning each `Arc`.
 //!
-//! Each candidate runs in its own child process so RSS and allocator state do not leak
-//! between candidates.
+//! Every run is a separate child process (clean RSS and allocator state); 3 runs per
+//! candidate, interleaved across candidates to spread out interference from other work,
+//! and the table shows per-column medians. "min CPU %" is the lowest share of 2 CPUs the
+//! process got during a phase: well below 100 means the machine was busy and the numbers
+//! are unreliable.
 //!
 //! Run: `cargo bench -p mako-storage --bench index [-- FILTER...]`, where a FILTER is a
 //! substring of a candidate id (`scc`, `skipmap`, `masstree`, `ferntree`, `btree`).
@@ -186,7 +191,7 @@ struct Candidate {
     /// Short id, matched by the CLI filter and used to select the child process.
     id: &'static str,
     label: &'static str,
-    run: fn(&Config) -> Summary,
+    run: fn(&Config, u64) -> Summary,
 }
 
 const CANDIDATES: [Candidate; 5] = [
@@ -259,7 +264,7 @@ impl KeyBuf {
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 enum Phase {
     Reads,
     Writes,
@@ -270,9 +275,9 @@ enum Phase {
 struct Worker {
     rng: SmallRng,
     key: KeyBuf,
-    /// High bit of the low id half: keeps the two threads' new keys apart.
+    /// Low-half bit that keeps the two threads' new keys apart.
     thread_bit: u64,
-    /// Count of new keys this thread has inserted so far (across runs).
+    /// Number of new keys this thread has inserted.
     fresh: u64,
     out: Vec<Val>,
 }
@@ -307,28 +312,26 @@ impl Worker {
     }
 }
 
-/// Runs `phase` on `THREADS` threads for `cfg.secs`; returns operations per second.
-fn run_phase<I: Index>(
-    idx: &I,
-    cfg: &Config,
-    phase: Phase,
-    seed: u64,
-    fresh: &mut [u64; THREADS],
-) -> f64 {
+/// Throughput of one phase run, and the share of `THREADS` CPUs the process got.
+struct PhaseResult {
+    ops_per_s: f64,
+    cpu_share: f64,
+}
+
+/// Runs `phase` on `THREADS` threads for `cfg.secs`.
+fn run_phase<I: Index>(idx: &I, cfg: &Config, phase: Phase, seed: u64) -> PhaseResult {
     let stop = AtomicBool::new(false);
     let barrier = Barrier::new(THREADS + 1);
-    let (ops, items, elapsed) = std::thread::scope(|s| {
-        let workers: Vec<_> = fresh
-            .iter_mut()
-            .enumerate()
-            .map(|(t, fresh)| {
+    let (ops, items, elapsed, cpu) = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..THREADS as u64)
+            .map(|t| {
                 let (stop, barrier) = (&stop, &barrier);
                 s.spawn(move || {
                     let mut w = Worker {
-                        rng: SmallRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(t as u64)),
+                        rng: SmallRng::seed_from_u64(seed * 1000 + t),
                         key: KeyBuf::new(cfg.prefix),
-                        thread_bit: (t as u64) << (ID_SHIFT - 1),
-                        fresh: *fresh,
+                        thread_bit: t << (ID_SHIFT - 1),
+                        fresh: 0,
                         out: Vec::with_capacity(SCAN_LEN),
                     };
                     barrier.wait();
@@ -339,20 +342,19 @@ fn run_phase<I: Index>(
                         }
                         ops += BATCH;
                     }
-                    *fresh = w.fresh;
                     (ops, items)
                 })
             })
             .collect();
         barrier.wait();
-        let start = Instant::now();
+        let (start, cpu_start) = (Instant::now(), cpu_secs());
         std::thread::sleep(Duration::from_secs_f64(cfg.secs));
         stop.store(true, Ordering::Relaxed);
         let (ops, items) = workers
             .into_iter()
             .map(|w| w.join().expect("worker panicked"))
             .fold((0, 0), |(o, i), (wo, wi)| (o + wo, i + wi));
-        (ops, items, start.elapsed())
+        (ops, items, start.elapsed(), cpu_secs() - cpu_start)
     });
     let expected = match phase {
         Phase::Reads => ops,
@@ -360,45 +362,41 @@ fn run_phase<I: Index>(
         Phase::Scans => ops * SCAN_LEN as u64,
     };
     assert_eq!(items, expected, "{phase:?}: wrong number of items found");
-    ops as f64 / elapsed.as_secs_f64()
-}
-
-impl std::fmt::Debug for Phase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Phase::Reads => "reads",
-            Phase::Writes => "writes",
-            Phase::Scans => "scans",
-        })
+    let secs = elapsed.as_secs_f64();
+    PhaseResult {
+        ops_per_s: ops as f64 / secs,
+        cpu_share: cpu / (secs * THREADS as f64),
     }
 }
 
-/// Medians of one candidate's runs.
-struct Summary {
-    load_s: f64,
-    rss_mib: f64,
-    reads: f64,
-    writes: f64,
-    scans: f64,
+/// User + system CPU time of this process (all threads), in seconds.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name start at field 3; utime and stime are
+    // fields 14 and 15, in clock ticks (USER_HZ, 100 on Linux).
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let ticks: u64 = after_comm
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse::<u64>().ok())
+        .sum();
+    ticks as f64 / 100.0
 }
 
-fn median(mut xs: [f64; REPS]) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[REPS / 2]
-}
-
-/// Resident set size of this process in KiB.
-fn rss_kib() -> u64 {
+/// Resident set size of this process in MiB.
+fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
+    let kib: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    kib as f64 / 1024.0
 }
 
-/// Loads `ids` (shuffled) into `idx` with `THREADS` threads; returns the wall time.
-fn load<I: Index>(idx: &I, cfg: &Config, ids: &[u64]) -> Duration {
+/// Loads `ids` into `idx` with `THREADS` threads; returns the wall time in seconds.
+fn load<I: Index>(idx: &I, cfg: &Config, ids: &[u64]) -> f64 {
     let start = Instant::now();
     std::thread::scope(|s| {
         for chunk in ids.chunks(ids.len().div_ceil(THREADS)) {
@@ -410,10 +408,10 @@ fn load<I: Index>(idx: &I, cfg: &Config, ids: &[u64]) -> Duration {
             });
         }
     });
-    start.elapsed()
+    start.elapsed().as_secs_f64()
 }
 
-/// Checks that scans return the loaded values in key order.
+/// Checks that point reads and scans return the loaded values, scans in key order.
 fn verify<I: Index>(idx: &I, cfg: &Config) {
     let mut key = KeyBuf::new(cfg.prefix);
     let mut out = Vec::new();
@@ -423,89 +421,135 @@ fn verify<I: Index>(idx: &I, cfg: &Config) {
         let got: Vec<u64> = out.iter().map(|v| **v).collect();
         let want: Vec<u64> = (start..start + SCAN_LEN as u64).collect();
         assert_eq!(got, want, "scan from {start} returned wrong entries");
-        assert_eq!(
-            idx.point_get(key.key(start << ID_SHIFT)).as_deref(),
-            Some(&start)
-        );
+        let got = idx.point_get(key.key(start << ID_SHIFT));
+        assert_eq!(got.as_deref(), Some(&start), "get({start})");
     }
 }
 
-fn bench<I: Index>(cfg: &Config) -> Summary {
+/// Results of one run of one candidate (or the medians of several runs).
+#[derive(Clone, Copy)]
+struct Summary {
+    load_s: f64,
+    rss_mib: f64,
+    reads: f64,
+    writes: f64,
+    scans: f64,
+    /// Lowest CPU share over the three phases.
+    cpu: f64,
+}
+
+impl Summary {
+    const FIELDS: usize = 6;
+
+    fn to_array(self) -> [f64; Self::FIELDS] {
+        [
+            self.load_s,
+            self.rss_mib,
+            self.reads,
+            self.writes,
+            self.scans,
+            self.cpu,
+        ]
+    }
+
+    fn from_array(a: [f64; Self::FIELDS]) -> Self {
+        let [load_s, rss_mib, reads, writes, scans, cpu] = a;
+        Self {
+            load_s,
+            rss_mib,
+            reads,
+            writes,
+            scans,
+            cpu,
+        }
+    }
+
+    /// Field-wise median (upper median for an even count).
+    fn median(runs: &[Self]) -> Self {
+        Self::from_array(std::array::from_fn(|f| {
+            let mut xs: Vec<f64> = runs.iter().map(|r| r.to_array()[f]).collect();
+            xs.sort_by(f64::total_cmp);
+            xs[xs.len() / 2]
+        }))
+    }
+}
+
+/// One run of one candidate: a fresh load, then each phase once.
+fn bench<I: Index>(cfg: &Config, run: u64) -> Summary {
     let mut ids: Vec<u64> = (0..KEYS).collect();
-    ids.shuffle(&mut SmallRng::seed_from_u64(42));
-    let rss_before = rss_kib();
+    ids.shuffle(&mut SmallRng::seed_from_u64(run));
+    let rss_before = rss_mib();
     let idx = I::create();
-    let load_time = load(&idx, cfg, &ids);
-    let rss_mib = rss_kib().saturating_sub(rss_before) as f64 / 1024.0;
+    let load_s = load(&idx, cfg, &ids);
+    let rss = rss_mib() - rss_before;
     drop(ids);
     verify(&idx, cfg);
-    eprintln!(
-        "  load {:.3} s, RSS +{rss_mib:.0} MiB",
-        load_time.as_secs_f64()
-    );
-
-    let mut fresh = [0; THREADS];
-    let mut medians = [0.0; 3];
+    let mut rates = [0.0; 3];
+    let mut cpu = f64::INFINITY;
     for (p, phase) in [Phase::Reads, Phase::Writes, Phase::Scans]
         .into_iter()
         .enumerate()
     {
-        let mut runs = [0.0; REPS];
-        for (r, run) in runs.iter_mut().enumerate() {
-            *run = run_phase(&idx, cfg, phase, (p * REPS + r) as u64, &mut fresh);
-        }
-        eprintln!("  {phase:?} ops/s: {runs:.0?}");
-        medians[p] = median(runs);
+        let r = run_phase(&idx, cfg, phase, run * 3 + p as u64);
+        rates[p] = r.ops_per_s;
+        cpu = cpu.min(r.cpu_share);
     }
+    let [reads, writes, scans] = rates;
     Summary {
-        load_s: load_time.as_secs_f64(),
-        rss_mib,
-        reads: medians[0],
-        writes: medians[1],
-        scans: medians[2],
+        load_s,
+        rss_mib: rss,
+        reads,
+        writes,
+        scans,
+        cpu,
     }
 }
 
-/// Child mode: run one candidate and print its summary as one machine-readable line.
-fn child(id: &str) -> ExitCode {
-    let Some(c) = CANDIDATES.iter().find(|c| c.id == id) else {
-        eprintln!("unknown candidate {id}");
+/// Child mode (`INDEX_BENCH_CHILD="<id> <run>"`): one run, printed as one `RESULT` line.
+fn child(spec: &str) -> ExitCode {
+    let mut parts = spec.split(' ');
+    let (Some(c), Some(run)) = (
+        parts
+            .next()
+            .and_then(|id| CANDIDATES.iter().find(|c| c.id == id)),
+        parts.next().and_then(|r| r.parse::<u64>().ok()),
+    ) else {
+        eprintln!("bad {CHILD_ENV} value {spec:?}");
         return ExitCode::FAILURE;
     };
-    eprintln!("{}:", c.label);
-    let s = (c.run)(&Config::from_env());
-    println!(
-        "RESULT {} {} {} {} {}",
-        s.load_s, s.rss_mib, s.reads, s.writes, s.scans
+    let s = (c.run)(&Config::from_env(), run);
+    eprintln!(
+        "  {:<20} run {}: load {:.2} s (+{:.0} MiB), reads {:.2} M/s, writes {:.2} M/s, \
+         scans {:.1} k/s, cpu >= {:.0}%",
+        c.label,
+        run + 1,
+        s.load_s,
+        s.rss_mib,
+        s.reads / 1e6,
+        s.writes / 1e6,
+        s.scans / 1e3,
+        s.cpu * 100.0
     );
+    let fields: Vec<String> = s.to_array().iter().map(f64::to_string).collect();
+    println!("RESULT {}", fields.join(" "));
     ExitCode::SUCCESS
 }
 
-fn spawn_child(id: &str) -> Option<Summary> {
-    let exe = std::env::current_exe().ok()?;
-    let out = Command::new(exe)
-        .env(CHILD_ENV, id)
+fn spawn_child(id: &str, run: usize) -> Option<Summary> {
+    let out = Command::new(std::env::current_exe().ok()?)
+        .env(CHILD_ENV, format!("{id} {run}"))
         .stderr(Stdio::inherit())
         .output()
         .ok()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().find_map(|l| l.strip_prefix("RESULT "))?;
     let v: Vec<f64> = line.split(' ').filter_map(|x| x.parse().ok()).collect();
-    let [load_s, rss_mib, reads, writes, scans] = v[..] else {
-        return None;
-    };
-    Some(Summary {
-        load_s,
-        rss_mib,
-        reads,
-        writes,
-        scans,
-    })
+    Some(Summary::from_array(v.try_into().ok()?))
 }
 
 fn main() -> ExitCode {
-    if let Ok(id) = std::env::var(CHILD_ENV) {
-        return child(&id);
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return child(&spec);
     }
     // `cargo bench` passes flags such as `--bench`; everything else is a filter.
     let filters: Vec<String> = std::env::args()
@@ -513,51 +557,67 @@ fn main() -> ExitCode {
         .filter(|a| !a.starts_with('-'))
         .map(|a| a.to_lowercase())
         .collect();
+    let selected: Vec<&Candidate> = CANDIDATES
+        .iter()
+        .filter(|c| {
+            let label = c.label.to_lowercase();
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| c.id.contains(f.as_str()) || label.contains(f.as_str()))
+        })
+        .collect();
     let cfg = Config::from_env();
     eprintln!(
-        "{KEYS} keys of {} bytes, {THREADS} threads, {REPS} x {} s per phase, medians",
+        "{KEYS} keys of {} bytes, {THREADS} threads, {REPS} runs x {} s per phase",
         cfg.prefix + 8,
         cfg.secs
     );
 
-    let mut rows = Vec::new();
-    let mut failed = false;
-    for c in &CANDIDATES {
-        let label = c.label.to_lowercase();
-        let selected = filters.is_empty()
-            || filters
-                .iter()
-                .any(|f| c.id.contains(f.as_str()) || label.contains(f.as_str()));
-        if !selected {
-            continue;
+    // Runs are interleaved across candidates so that interference from other work on the
+    // machine is spread over all of them rather than hitting one candidate's runs.
+    let mut runs: Vec<Vec<Summary>> = vec![Vec::new(); selected.len()];
+    let mut failed = vec![false; selected.len()];
+    for run in 0..REPS {
+        for (i, c) in selected.iter().enumerate() {
+            match spawn_child(c.id, run) {
+                Some(s) => runs[i].push(s),
+                None => failed[i] = true,
+            }
         }
-        let summary = spawn_child(c.id);
-        failed |= summary.is_none();
-        rows.push((c.label, summary));
     }
 
     println!(
-        "\n{:<22} | {:>7} | {:>8} | {:>12} | {:>13} | {:>9}",
-        "index", "load s", "RSS MiB", "reads Mops/s", "writes Mops/s", "scans k/s"
+        "\nmedians of {REPS} runs ({} s per phase, {}-byte keys, {THREADS} threads)",
+        cfg.secs,
+        cfg.prefix + 8
     );
     println!(
-        "{:-<22}-+-{:->7}-+-{:->8}-+-{:->12}-+-{:->13}-+-{:->9}",
-        "", "", "", "", "", ""
+        "{:<20} | {:>6} | {:>7} | {:>12} | {:>13} | {:>9} | {:>9}",
+        "index", "load s", "RSS MiB", "reads Mops/s", "writes Mops/s", "scans k/s", "min CPU %"
     );
-    for (label, summary) in rows {
-        match summary {
-            Some(s) => println!(
-                "{label:<22} | {:>7.3} | {:>8.0} | {:>12.2} | {:>13.2} | {:>9.1}",
-                s.load_s,
-                s.rss_mib,
-                s.reads / 1e6,
-                s.writes / 1e6,
-                s.scans / 1e3
-            ),
-            None => println!("{label:<22} | failed (see stderr above)"),
+    println!(
+        "{:-<20}-+-{:->6}-+-{:->7}-+-{:->12}-+-{:->13}-+-{:->9}-+-{:->9}",
+        "", "", "", "", "", "", ""
+    );
+    for ((c, runs), failed) in selected.iter().zip(&runs).zip(&failed) {
+        if *failed {
+            println!("{:<20} | failed (see stderr above)", c.label);
+            continue;
         }
+        let s = Summary::median(runs);
+        println!(
+            "{:<20} | {:>6.3} | {:>7.0} | {:>12.2} | {:>13.2} | {:>9.1} | {:>9.0}",
+            c.label,
+            s.load_s,
+            s.rss_mib,
+            s.reads / 1e6,
+            s.writes / 1e6,
+            s.scans / 1e3,
+            s.cpu * 100.0
+        );
     }
-    if failed {
+    if failed.contains(&true) {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
