@@ -14,6 +14,9 @@ use crate::sink::{CommittedPiece, LoggedWrite};
 /// Write sets larger than this get a hash index for read-your-own-writes look-ups.
 const WRITE_INDEX_THRESHOLD: usize = 16;
 
+/// How many recent point reads keep their record handy for a following write to the same key.
+const RECENT_READS: usize = 8;
+
 /// A record read, with the version-word timestamp it had.
 struct ReadEntry {
     record: Arc<Record>,
@@ -42,6 +45,8 @@ struct WriteEntry<'s> {
     value: Option<Bytes>,
     /// Set at commit: the locked record, and whether commit created it in the index.
     record: Option<(Arc<Record>, bool)>,
+    /// The record, if a read already found it in the index.
+    known: Option<Arc<Record>>,
 }
 
 /// What a committed transaction is known by.
@@ -63,6 +68,8 @@ pub struct Transaction<'s> {
     scans: Vec<ScanEntry<'s>>,
     writes: Vec<WriteEntry<'s>>,
     write_index: Option<HashMap<(TableId, Key), usize>>,
+    /// Records of the last few point reads, so read-modify-write skips a second index look-up.
+    recent: Vec<(TableId, Key, Arc<Record>)>,
     /// Largest timestamp of any version read (this shard's read dependency).
     dep: u64,
 }
@@ -76,6 +83,7 @@ impl<'s> Transaction<'s> {
             scans: Vec::new(),
             writes: Vec::new(),
             write_index: None,
+            recent: Vec::new(),
             dep: 0,
         }
     }
@@ -96,11 +104,17 @@ impl<'s> Transaction<'s> {
             return;
         }
         let i = self.writes.len();
+        let known = self
+            .recent
+            .iter()
+            .position(|(t, k, _)| *t == table.id() && k[..] == *key)
+            .map(|j| self.recent.swap_remove(j).2);
         self.writes.push(WriteEntry {
             table,
             key: Key::from_slice(key),
             value,
             record: None,
+            known,
         });
         if let Some(ix) = &mut self.write_index {
             ix.insert((table.id(), Key::from_slice(key)), i);
@@ -131,7 +145,14 @@ impl<'s> Transaction<'s> {
             return self.writes[i].value.clone();
         }
         match table.record(key) {
-            Some(rec) => self.track_read(&rec),
+            Some(rec) => {
+                if self.recent.len() == RECENT_READS {
+                    self.recent.remove(0);
+                }
+                self.recent
+                    .push((table.id(), Key::from_slice(key), Arc::clone(&rec)));
+                self.track_read(&rec)
+            }
             None => {
                 self.absent.push(AbsentEntry {
                     table,
@@ -313,7 +334,10 @@ impl<'s> Transaction<'s> {
         let mut dep = self.dep;
         for i in 0..self.writes.len() {
             let w = &mut self.writes[i];
-            let (rec, created) = w.table.record_or_insert(&w.key);
+            let (rec, created) = match w.known.take() {
+                Some(rec) => (rec, false),
+                None => w.table.record_or_insert(&w.key),
+            };
             match rec.try_lock() {
                 Some(ts) => {
                     dep = dep.max(ts);
