@@ -20,7 +20,9 @@
 //! and the table shows per-column medians. A run during which other processes used more
 //! than 10% of the machine's CPUs (from `/proc/stat`) is retried up to 3 times; the "busy %"
 //! column shows the worst such share among the kept runs: well above 10 means the numbers
-//! are unreliable.
+//! are unreliable. After each load, point reads and 100-key scans from every 997th key are
+//! checked against the loaded data; "results" says WRONG if any check failed (details on
+//! stderr), and the throughput numbers are still reported.
 //!
 //! Run: `cargo bench -p mako-storage --bench index [-- FILTER...]`, where a FILTER is a
 //! substring of a candidate id (`scc`, `skipmap`, `masstree`, `ferntree`, `btree`).
@@ -461,19 +463,32 @@ fn load<I: Index>(idx: &I, cfg: &Config, ids: &[u64]) -> (f64, f64) {
     meter.stop()
 }
 
-/// Checks that point reads and scans return the loaded values, scans in key order.
-fn verify<I: Index>(idx: &I, cfg: &Config) {
+/// Checks that point reads and scans from every 997th loaded key return the loaded values,
+/// scans in key order. Reports failures on stderr and returns how many checks failed.
+fn verify<I: Index>(idx: &I, cfg: &Config) -> u64 {
     let mut key = KeyBuf::new(cfg.prefix);
     let mut out = Vec::new();
-    for start in [0, 1, KEYS / 2 + 7, KEYS - SCAN_LEN as u64] {
+    let mut failures = 0;
+    let mut report = |what: String| {
+        if failures < 3 {
+            eprintln!("  WRONG RESULT: {what}");
+        }
+        failures += 1;
+    };
+    for start in (0..=KEYS - SCAN_LEN as u64).step_by(997) {
         out.clear();
         idx.scan_n(key.key(start << ID_SHIFT), SCAN_LEN, &mut out);
         let got: Vec<u64> = out.iter().map(|v| **v).collect();
-        let want: Vec<u64> = (start..start + SCAN_LEN as u64).collect();
-        assert_eq!(got, want, "scan from {start} returned wrong entries");
+        if !got.iter().copied().eq(start..start + SCAN_LEN as u64) {
+            let shown = &got[..got.len().min(3)];
+            report(format!("scan from {start} returned {shown:?}..."));
+        }
         let got = idx.point_get(key.key(start << ID_SHIFT));
-        assert_eq!(got.as_deref(), Some(&start), "get({start})");
+        if got.as_deref() != Some(&start) {
+            report(format!("get({start}) returned {got:?}"));
+        }
     }
+    failures
 }
 
 /// Results of one run of one candidate (or the medians of several runs).
@@ -486,10 +501,12 @@ struct Summary {
     scans: f64,
     /// Highest share of the machine's CPUs used by other processes during load or a phase.
     busy: f64,
+    /// Number of failed result checks after the load.
+    failures: f64,
 }
 
 impl Summary {
-    const FIELDS: usize = 6;
+    const FIELDS: usize = 7;
 
     fn to_array(self) -> [f64; Self::FIELDS] {
         [
@@ -499,11 +516,12 @@ impl Summary {
             self.writes,
             self.scans,
             self.busy,
+            self.failures,
         ]
     }
 
     fn from_array(a: [f64; Self::FIELDS]) -> Self {
-        let [load_s, rss_mib, reads, writes, scans, busy] = a;
+        let [load_s, rss_mib, reads, writes, scans, busy, failures] = a;
         Self {
             load_s,
             rss_mib,
@@ -511,6 +529,7 @@ impl Summary {
             writes,
             scans,
             busy,
+            failures,
         }
     }
 
@@ -533,7 +552,7 @@ fn bench<I: Index>(cfg: &Config, run: u64) -> Summary {
     let (load_s, mut busy) = load(&idx, cfg, &ids);
     let rss = rss_mib() - rss_before;
     drop(ids);
-    verify(&idx, cfg);
+    let failures = verify(&idx, cfg) as f64;
     let mut rates = [0.0; 3];
     for (p, phase) in [Phase::Reads, Phase::Writes, Phase::Scans]
         .into_iter()
@@ -551,6 +570,7 @@ fn bench<I: Index>(cfg: &Config, run: u64) -> Summary {
         writes,
         scans,
         busy,
+        failures,
     }
 }
 
@@ -569,7 +589,7 @@ fn child(spec: &str) -> ExitCode {
     let s = (c.run)(&Config::from_env(), run);
     eprintln!(
         "  {:<20} run {}: load {:.2} s (+{:.0} MiB), reads {:.2} M/s, writes {:.2} M/s, \
-         scans {:.1} k/s, others busy <= {:.0}%",
+         scans {:.1} k/s, others busy <= {:.0}%, {} failed checks",
         c.label,
         run + 1,
         s.load_s,
@@ -577,7 +597,8 @@ fn child(spec: &str) -> ExitCode {
         s.reads / 1e6,
         s.writes / 1e6,
         s.scans / 1e3,
-        s.busy * 100.0
+        s.busy * 100.0,
+        s.failures
     );
     let fields: Vec<String> = s.to_array().iter().map(f64::to_string).collect();
     println!("RESULT {}", fields.join(" "));
@@ -656,12 +677,12 @@ fn main() -> ExitCode {
         cfg.prefix + 8
     );
     println!(
-        "{:<20} | {:>6} | {:>7} | {:>12} | {:>13} | {:>9} | {:>9}",
+        "{:<20} | {:>6} | {:>7} | {:>12} | {:>13} | {:>9} | {:>6} | results",
         "index", "load s", "RSS MiB", "reads Mops/s", "writes Mops/s", "scans k/s", "busy %"
     );
     println!(
-        "{:-<20}-+-{:->6}-+-{:->7}-+-{:->12}-+-{:->13}-+-{:->9}-+-{:->9}",
-        "", "", "", "", "", "", ""
+        "{:-<20}-+-{:->6}-+-{:->7}-+-{:->12}-+-{:->13}-+-{:->9}-+-{:->6}-+-{:-<7}",
+        "", "", "", "", "", "", "", ""
     );
     for ((c, runs), failed) in selected.iter().zip(&runs).zip(&failed) {
         if *failed {
@@ -670,15 +691,17 @@ fn main() -> ExitCode {
         }
         let s = Summary::median(runs);
         let busy = runs.iter().map(|r| r.busy).fold(0.0, f64::max);
+        let wrong = runs.iter().any(|r| r.failures > 0.0);
         println!(
-            "{:<20} | {:>6.3} | {:>7.0} | {:>12.2} | {:>13.2} | {:>9.1} | {:>9.0}",
+            "{:<20} | {:>6.3} | {:>7.0} | {:>12.2} | {:>13.2} | {:>9.1} | {:>6.0} | {}",
             c.label,
             s.load_s,
             s.rss_mib,
             s.reads / 1e6,
             s.writes / 1e6,
             s.scans / 1e3,
-            busy * 100.0
+            busy * 100.0,
+            if wrong { "WRONG" } else { "ok" }
         );
     }
     if failed.contains(&true) {
