@@ -24,6 +24,16 @@ pub enum Dist {
     Zipf,
 }
 
+impl Dist {
+    /// The distribution's name as given on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dist::Uniform => "uniform",
+            Dist::Zipf => "zipf",
+        }
+    }
+}
+
 /// Name of the table the key-value workloads use.
 pub const TABLE: &str = "usertable";
 

@@ -115,11 +115,11 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let live = std::io::stdout().is_terminal() && !args.json;
     if !args.json {
         println!(
-            "mako bench: workload={} threads={} keys={} dist={:?} duration={:.1}s (loading...)",
+            "mako bench: workload={} threads={} keys={} dist={} duration={:.1}s (loading...)",
             cfg.workload.name(),
             cfg.threads,
             cfg.keys,
-            cfg.dist,
+            cfg.dist.name(),
             cfg.duration.as_secs_f64()
         );
     }
