@@ -1,0 +1,240 @@
+//! The apply dispatcher: routes committed entries to the callback of the current role.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use crate::{
+    ApplyCtx, ApplyFn, ApplyStatus, PendingQueue, QueuedEntry, Role, RoleChange, RoleChangeFn,
+};
+
+/// Counters of what the dispatcher did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Entries handed to a callback.
+    pub applied: u64,
+    /// Entries queued because the callback answered `SafetyFail`.
+    pub queued: u64,
+    /// Entries applied with no callback registered for the role.
+    pub unhandled: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    role: Option<Role>,
+    leader_cb: Option<ApplyFn>,
+    follower_cb: Option<ApplyFn>,
+    role_cbs: Vec<RoleChangeFn>,
+    queue: PendingQueue,
+    stats: ApplyStats,
+}
+
+impl Inner {
+    fn cb(&mut self) -> (Option<&mut ApplyFn>, &mut PendingQueue) {
+        let cb = match self.role.unwrap_or(Role::Follower) {
+            Role::Leader => self.leader_cb.as_mut(),
+            Role::Follower => self.follower_cb.as_mut(),
+        };
+        (cb, &mut self.queue)
+    }
+}
+
+/// Holds a group's callbacks, current role and pending queue; shared by every protocol.
+///
+/// All methods take one internal lock, so a role change and the choice of
+/// callback for an entry never interleave: each entry goes to the callback of
+/// the role in force when it is applied.
+pub struct ApplyDispatcher {
+    shard: u32,
+    inner: Mutex<Inner>,
+}
+
+impl std::fmt::Debug for ApplyDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.lock();
+        f.debug_struct("ApplyDispatcher")
+            .field("shard", &self.shard)
+            .field("role", &inner.role)
+            .field("queued", &inner.queue.len())
+            .field("stats", &inner.stats)
+            .finish()
+    }
+}
+
+impl ApplyDispatcher {
+    /// A dispatcher for `shard`, starting as a follower.
+    pub fn new(shard: u32) -> Self {
+        ApplyDispatcher {
+            shard,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Sets the callback for `role`.
+    pub fn set_callback(&self, role: Role, cb: ApplyFn) {
+        let mut inner = self.inner.lock();
+        match role {
+            Role::Leader => inner.leader_cb = Some(cb),
+            Role::Follower => inner.follower_cb = Some(cb),
+        }
+    }
+
+    /// Adds a role-change listener.
+    pub fn add_role_listener(&self, cb: RoleChangeFn) {
+        self.inner.lock().role_cbs.push(cb);
+    }
+
+    /// The role entries are currently dispatched for.
+    pub fn role(&self) -> Role {
+        self.inner.lock().role.unwrap_or(Role::Follower)
+    }
+
+    /// Switches role (if it changed) and tells the listeners.
+    pub fn set_role(&self, role: Role, term: u64, leader: Option<crate::NodeId>) {
+        let mut inner = self.inner.lock();
+        if inner.role == Some(role) {
+            return;
+        }
+        inner.role = Some(role);
+        let change = RoleChange {
+            shard: self.shard,
+            role,
+            term,
+            leader,
+        };
+        for cb in &mut inner.role_cbs {
+            cb(change);
+        }
+    }
+
+    /// Hands one committed entry to the current role's callback.
+    pub fn apply(&self, index: u64, entry: &Bytes) -> ApplyStatus {
+        let mut inner = self.inner.lock();
+        let shard = self.shard;
+        let (cb, queue) = inner.cb();
+        let status = match cb {
+            Some(cb) => {
+                cb(ApplyCtx {
+                    entry,
+                    index,
+                    shard,
+                    queue: &mut *queue,
+                })
+                .status
+            }
+            None => {
+                inner.stats.unhandled += 1;
+                inner.stats.applied += 1;
+                return ApplyStatus::Normal;
+            }
+        };
+        if status == ApplyStatus::SafetyFail {
+            queue.push_back(QueuedEntry {
+                index,
+                entry: entry.clone(),
+            });
+            inner.stats.queued += 1;
+        }
+        inner.stats.applied += 1;
+        status
+    }
+
+    /// Re-offers queued entries, oldest first, until one is still not safe.
+    pub fn retry_pending(&self) -> usize {
+        let mut inner = self.inner.lock();
+        let shard = self.shard;
+        let (cb, queue) = inner.cb();
+        let Some(cb) = cb else { return 0 };
+        let mut drained = 0;
+        while let Some(e) = queue.pop_front() {
+            let mut rest = std::mem::take(queue);
+            let status = cb(ApplyCtx {
+                entry: &e.entry,
+                index: e.index,
+                shard,
+                queue: &mut rest,
+            })
+            .status;
+            *queue = rest;
+            if status == ApplyStatus::SafetyFail {
+                queue.push_front(e);
+                break;
+            }
+            drained += 1;
+        }
+        drained
+    }
+
+    /// Number of queued entries.
+    pub fn queued(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+
+    /// A copy of the queued entries, oldest first.
+    pub fn queue_snapshot(&self) -> Vec<QueuedEntry> {
+        self.inner.lock().queue.iter().cloned().collect()
+    }
+
+    /// What the dispatcher did so far.
+    pub fn stats(&self) -> ApplyStats {
+        self.inner.lock().stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Applied;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    #[test]
+    fn callback_follows_role_and_safety_fail_entries_queue_in_order() {
+        let d = ApplyDispatcher::new(3);
+        let leader_calls = Arc::new(AtomicU64::new(0));
+        let safe_below = Arc::new(AtomicU64::new(0));
+        let lc = Arc::clone(&leader_calls);
+        d.set_callback(
+            Role::Leader,
+            Box::new(move |ctx| {
+                assert_eq!(ctx.shard, 3);
+                lc.fetch_add(1, Ordering::SeqCst);
+                Applied::normal(ctx.index)
+            }),
+        );
+        let sb = Arc::clone(&safe_below);
+        d.set_callback(
+            Role::Follower,
+            Box::new(move |ctx| {
+                if ctx.index < sb.load(Ordering::SeqCst) {
+                    Applied::normal(ctx.index)
+                } else {
+                    Applied {
+                        status: ApplyStatus::SafetyFail,
+                        ts: ctx.index,
+                    }
+                }
+            }),
+        );
+        let roles = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let r = Arc::clone(&roles);
+        d.add_role_listener(Box::new(move |c| r.lock().push(c.role)));
+        for i in 1..=3 {
+            d.apply(i, &Bytes::from(vec![i as u8]));
+        }
+        assert_eq!(
+            d.queue_snapshot()
+                .iter()
+                .map(|e| e.index)
+                .collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        safe_below.store(3, Ordering::SeqCst);
+        assert_eq!(d.retry_pending(), 2);
+        assert_eq!(d.queue_snapshot()[0].index, 3);
+        d.set_role(Role::Leader, 2, Some(1));
+        d.apply(4, &Bytes::new());
+        assert_eq!(leader_calls.load(Ordering::SeqCst), 1);
+        assert_eq!(*roles.lock(), [Role::Leader]);
+        assert_eq!(d.stats().queued, 3);
+    }
+}

@@ -1,0 +1,219 @@
+//! The replication seam: what a shard's replication group offers, whatever protocol runs it.
+//!
+//! Mako replicates every shard's commit log through a group of `R` replicas.
+//! This crate is the one interface callers use; Raft (`mako-raft`) implements
+//! it today and Multi-Paxos will implement it behind the same [`Replicator`]
+//! trait, chosen in the config. The table below maps Mako's C++ helpers to it:
+//!
+//! | Mako C++ | mako-rs |
+//! |---|---|
+//! | `add_log_to_nc(log, len, par_id)` | [`Replicator::submit`] (fails fast with [`SubmitError::NotLeader`]) |
+//! | `register_for_leader_par_id_return(cb)` | [`Replicator::on_apply`]`(Role::Leader, cb)` |
+//! | `register_for_follower_par_id_return(cb)` | [`Replicator::on_apply`]`(Role::Follower, cb)` |
+//! | callback returns `ts * 10 + status` | callback returns [`Applied`] `{ status, ts }` |
+//! | `get_outstanding_logs(par_id)` | [`Replicator::outstanding`] |
+//! | leader-change callback | [`Replicator::on_role_change`] |
+//! | `shutdown_paxos()` | [`Replicator::shutdown`] |
+//!
+//! Every committed entry is handed, in log order and exactly once per
+//! incarnation, to the callback registered for the replica's *current* role,
+//! together with its log index, the shard id and the group's [`PendingQueue`]
+//! of entries not yet replayed. An entry for which the callback answers
+//! [`ApplyStatus::SafetyFail`] is appended to that queue; the callback (or
+//! [`Replicator::retry_pending`]) drains it in order once replay is safe.
+//! [`ApplyDispatcher`] implements this contract once for every protocol.
+
+mod dispatch;
+
+pub use dispatch::{ApplyDispatcher, ApplyStats};
+
+use bytes::Bytes;
+use std::collections::VecDeque;
+
+/// Identifier of a replica (a node) in the cluster.
+pub type NodeId = u64;
+
+/// A replica's role in its group, as far as apply callbacks care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Executes transactions and proposes entries.
+    Leader,
+    /// Replays what the leader logged (candidates count as followers).
+    Follower,
+}
+
+/// What an apply callback did with an entry (Mako's `status` digit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApplyStatus {
+    /// Applied (leader bookkeeping or follower replay) normally.
+    Normal,
+    /// Replayed, and the pending queue was drained behind it.
+    ReplayDone,
+    /// Not safe to replay yet (`VT > VW`): keep it in the pending queue.
+    SafetyFail,
+    /// A `NoOp` epoch marker was recognised.
+    NoOps,
+    /// A stream's `Ending` marker was recognised.
+    Ending,
+}
+
+/// An apply callback's answer: its status and the timestamp it saw in the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Applied {
+    /// What happened to the entry.
+    pub status: ApplyStatus,
+    /// The entry's timestamp (e.g. its largest `VT[s]`), 0 if none.
+    pub ts: u64,
+}
+
+impl Applied {
+    /// A `Normal` answer with timestamp `ts`.
+    pub fn normal(ts: u64) -> Self {
+        Applied {
+            status: ApplyStatus::Normal,
+            ts,
+        }
+    }
+}
+
+/// A committed entry waiting in the pending queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedEntry {
+    /// Log index of the entry.
+    pub index: u64,
+    /// The entry's bytes.
+    pub entry: Bytes,
+}
+
+/// The group's queue of committed entries not yet replayed, in log order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PendingQueue {
+    entries: VecDeque<QueuedEntry>,
+}
+
+impl PendingQueue {
+    /// Number of queued entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The oldest queued entry.
+    pub fn front(&self) -> Option<&QueuedEntry> {
+        self.entries.front()
+    }
+
+    /// Removes and returns the oldest queued entry.
+    pub fn pop_front(&mut self) -> Option<QueuedEntry> {
+        self.entries.pop_front()
+    }
+
+    /// Puts an entry back at the head (it is still not safe).
+    pub fn push_front(&mut self, e: QueuedEntry) {
+        self.entries.push_front(e);
+    }
+
+    /// Appends an entry at the tail.
+    pub fn push_back(&mut self, e: QueuedEntry) {
+        self.entries.push_back(e);
+    }
+
+    /// The queued entries, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &QueuedEntry> {
+        self.entries.iter()
+    }
+}
+
+/// What an apply callback is given for one committed entry.
+pub struct ApplyCtx<'a> {
+    /// The entry's bytes (an encoded commit-log entry).
+    pub entry: &'a Bytes,
+    /// Its log index.
+    pub index: u64,
+    /// The shard whose group committed it.
+    pub shard: u32,
+    /// The group's queue of entries not yet replayed.
+    pub queue: &'a mut PendingQueue,
+}
+
+/// An apply callback.
+pub type ApplyFn = Box<dyn FnMut(ApplyCtx<'_>) -> Applied + Send>;
+
+/// A role-change notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleChange {
+    /// The group's shard.
+    pub shard: u32,
+    /// The replica's new role.
+    pub role: Role,
+    /// The protocol's term (Raft) or ballot (Paxos) at the change.
+    pub term: u64,
+    /// The leader, if known.
+    pub leader: Option<NodeId>,
+}
+
+/// A role-change callback.
+pub type RoleChangeFn = Box<dyn FnMut(RoleChange) + Send>;
+
+/// Produces and installs application snapshots for log compaction and catch-up.
+pub trait SnapshotHandler: Send {
+    /// The application state as of the last entry handed to an apply callback.
+    fn snapshot(&mut self) -> Bytes;
+    /// Replaces the application state with `data`, taken at log index `index`.
+    fn restore(&mut self, data: &Bytes, index: u64);
+}
+
+/// Why a submission (or a leadership request) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// This replica is not the leader; `hint` is the leader it believes in.
+    #[error("not the leader (leader hint: {hint:?})")]
+    NotLeader {
+        /// The leader this replica knows of, if any.
+        hint: Option<NodeId>,
+    },
+    /// The group was shut down.
+    #[error("replication group stopped")]
+    Stopped,
+    /// The entry is larger than the group accepts.
+    #[error("entry of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+}
+
+/// One shard's replication group as seen from one replica.
+pub trait Replicator: Send + Sync {
+    /// The shard this group replicates.
+    fn shard(&self) -> u32;
+    /// This replica's id.
+    fn id(&self) -> NodeId;
+    /// Proposes an entry; fails fast with `NotLeader` on a follower.
+    fn submit(&self, entry: Bytes) -> Result<(), SubmitError>;
+    /// Registers the callback used for committed entries while in `role` (replacing any earlier one).
+    fn on_apply(&self, role: Role, cb: ApplyFn);
+    /// Registers a callback told about every role change.
+    fn on_role_change(&self, cb: RoleChangeFn);
+    /// Entries submitted on this replica and not yet committed.
+    fn outstanding(&self) -> u64;
+    /// This replica's current role.
+    fn role(&self) -> Role;
+    /// The leader this replica believes in.
+    fn leader(&self) -> Option<NodeId>;
+    /// The protocol's current term or ballot.
+    fn term(&self) -> u64;
+    /// Highest log index known committed.
+    fn commit_index(&self) -> u64;
+    /// Highest log index handed to a callback.
+    fn applied_index(&self) -> u64;
+    /// Asks the group to move leadership to `to` (only meaningful on the leader).
+    fn transfer_leader(&self, to: NodeId) -> Result<(), SubmitError>;
+    /// Installs the handler that makes and restores snapshots (without one, snapshots carry no data).
+    fn set_snapshot_handler(&self, handler: Box<dyn SnapshotHandler>);
+    /// Re-offers the pending queue to the current callback (call when replay may have become safe).
+    fn retry_pending(&self);
+    /// Drains in-flight work, syncs storage and joins every thread; idempotent.
+    fn shutdown(&self);
+}

@@ -1,0 +1,98 @@
+//! The semantics of records applied to a group: shared by recovery and the writer's bookkeeping.
+
+use std::collections::VecDeque;
+
+use crate::types::{GroupState, HardState, LogEntry, SnapshotMeta};
+
+/// What the writer remembers of a group (no entries): enough to write a checkpoint and to
+/// decide which segments are reclaimable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct GroupMeta {
+    /// Last hard state.
+    pub hard_state: HardState,
+    /// Last snapshot point.
+    pub snapshot: Option<SnapshotMeta>,
+    /// Entries below this index are dead.
+    pub first_index: u64,
+}
+
+impl GroupMeta {
+    /// Applies a snapshot record.
+    pub fn install_snapshot(&mut self, meta: SnapshotMeta) {
+        self.snapshot = Some(meta);
+        self.first_index = self.first_index.max(meta.index.saturating_add(1));
+    }
+
+    /// Applies a compact record.
+    pub fn compact(&mut self, to: u64) {
+        self.first_index = self.first_index.max(to);
+    }
+}
+
+/// A group being rebuilt by recovery: meta plus live entries.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReplayGroup {
+    /// Hard state, snapshot point and first needed index.
+    pub meta: GroupMeta,
+    /// Live entries, contiguous and ascending.
+    pub entries: VecDeque<LogEntry>,
+}
+
+impl ReplayGroup {
+    /// Drops entries below the first needed index.
+    fn trim_front(&mut self) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.index < self.meta.first_index)
+        {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Applies an entries record starting at `first`: existing entries `>= first` are
+    /// discarded (and all of them if `first` would leave a gap), then the new ones appended.
+    pub fn append(&mut self, first: u64, new: impl IntoIterator<Item = LogEntry>) {
+        match (self.entries.front(), self.entries.back()) {
+            (Some(f), Some(l)) => {
+                if first <= f.index || first > l.index.saturating_add(1) {
+                    self.entries.clear();
+                } else {
+                    let keep = (first - f.index) as usize;
+                    self.entries.truncate(keep);
+                }
+            }
+            _ => self.entries.clear(),
+        }
+        let floor = self.meta.first_index;
+        self.entries
+            .extend(new.into_iter().filter(|e| e.index >= floor));
+    }
+
+    /// Applies a hard-state record.
+    pub fn set_hard_state(&mut self, hs: HardState) {
+        self.meta.hard_state = hs;
+    }
+
+    /// Applies a snapshot record.
+    pub fn install_snapshot(&mut self, meta: SnapshotMeta) {
+        self.meta.install_snapshot(meta);
+        self.trim_front();
+    }
+
+    /// Applies a compact record.
+    pub fn compact(&mut self, to: u64) {
+        self.meta.compact(to);
+        self.trim_front();
+    }
+
+    /// The public form of the recovered group.
+    pub fn into_state(self) -> GroupState {
+        GroupState {
+            hard_state: self.meta.hard_state,
+            snapshot: self.meta.snapshot,
+            first_index: self.meta.first_index,
+            entries: self.entries.into(),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Raft group configuration: who is in the group, timing in milliseconds, batching limits.
+
+use mako_replication::NodeId;
+
+/// Configuration of one replica of one Raft group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftConfig {
+    /// This replica's id (non-zero).
+    pub id: NodeId,
+    /// Every replica of the group, this one included.
+    pub peers: Vec<NodeId>,
+    /// The shard the group replicates.
+    pub shard: u32,
+    /// Leader heartbeat period; also the tick length.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Appends in flight per follower (pipelining depth).
+    pub max_inflight: usize,
+    /// Byte limit of one append message.
+    pub max_append_bytes: u64,
+    /// The replica that should lead when healthy and caught up.
+    pub preferred: Option<NodeId>,
+    /// Compact the log once it holds more than this many applied entries.
+    pub compact_after_entries: u64,
+    /// Size of the chunks a snapshot is sent in.
+    pub snapshot_chunk_bytes: usize,
+}
+
+impl RaftConfig {
+    /// A configuration with the seed's defaults (5 / 400 / 700 ms, 16 appends in flight).
+    pub fn new(id: NodeId, peers: Vec<NodeId>, shard: u32) -> Self {
+        RaftConfig {
+            id,
+            peers,
+            shard,
+            heartbeat_interval_ms: 5,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 700,
+            max_inflight: 16,
+            max_append_bytes: 1 << 20,
+            preferred: None,
+            compact_after_entries: 10_000,
+            snapshot_chunk_bytes: 1 << 20,
+        }
+    }
+
+    /// Checks the configuration, naming the first bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &'static str, reason: &'static str| Err(ConfigError { key, reason });
+        if self.id == 0 {
+            return bad("id", "must be non-zero");
+        }
+        if !self.peers.contains(&self.id) {
+            return bad("peers", "must include this replica's id");
+        }
+        if self.peers.contains(&0) {
+            return bad("peers", "ids must be non-zero");
+        }
+        if self.heartbeat_interval_ms == 0 {
+            return bad("heartbeat_interval_ms", "must be positive");
+        }
+        if self.election_timeout_min_ms < 2 * self.heartbeat_interval_ms {
+            return bad(
+                "election_timeout_min_ms",
+                "must be at least twice heartbeat_interval_ms",
+            );
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return bad(
+                "election_timeout_max_ms",
+                "must exceed election_timeout_min_ms",
+            );
+        }
+        if self.max_inflight == 0 {
+            return bad("max_inflight", "must be positive");
+        }
+        if let Some(p) = self.preferred
+            && !self.peers.contains(&p)
+        {
+            return bad("preferred", "must be one of peers");
+        }
+        if self.snapshot_chunk_bytes == 0 {
+            return bad("snapshot_chunk_bytes", "must be positive");
+        }
+        Ok(())
+    }
+
+    /// Election timeout bounds in ticks (`[min, max)`).
+    pub fn election_ticks(&self) -> (usize, usize) {
+        let t = self.heartbeat_interval_ms;
+        let min = self.election_timeout_min_ms.div_ceil(t) as usize;
+        let max = (self.election_timeout_max_ms.div_ceil(t) as usize).max(min + 1);
+        (min, max)
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid raft config `{key}`: {reason}")]
+pub struct ConfigError {
+    /// The offending key.
+    pub key: &'static str,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}

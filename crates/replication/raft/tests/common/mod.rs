@@ -1,0 +1,514 @@
+//! A deterministic lab cluster: `RaftNode`s driven on the simulated network's virtual clock.
+//!
+//! Every replica applies committed entries into its own history; every apply is
+//! checked against one global history (same index, same bytes), every leader
+//! is checked to be alone in its term, and terms never go backwards.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use crossbeam_channel::Receiver;
+use mako_raft::{InitialState, PersistJob, RaftConfig, RaftNode, wire};
+use mako_replication::{Applied, ApplyDispatcher, ApplyStatus, NodeId, Role, SnapshotHandler};
+use mako_transport::sim::{SimConfig, SimEndpoint, SimNetwork};
+use mako_transport::{Envelope, Transport};
+use parking_lot::Mutex;
+use protobuf::Message as _;
+use raft::eraftpb::{Entry, HardState, MessageType, Snapshot};
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+/// The lab's timing: heartbeat 100 ms; election 3 ticks, each node ticking every 100–200 ms.
+pub const HEARTBEAT_MS: u64 = 100;
+/// An election timeout's upper bound, for waits.
+pub const ELECTION_MS: u64 = 600;
+
+/// What survives a crash.
+#[derive(Default, Clone)]
+pub struct Disk {
+    pub hard_state: HardState,
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<Entry>,
+}
+
+impl Disk {
+    fn persist(&mut self, job: &PersistJob) {
+        if let Some(s) = &job.snapshot {
+            let idx = s.get_metadata().index;
+            if self
+                .snapshot
+                .as_ref()
+                .is_none_or(|c| c.get_metadata().index < idx)
+            {
+                self.snapshot = Some(s.clone());
+                self.entries.retain(|e| e.index > idx);
+            }
+        }
+        if let Some(first) = job.entries.first() {
+            self.entries.retain(|e| e.index < first.index);
+            self.entries.extend(job.entries.iter().cloned());
+        }
+        if let Some(hs) = &job.hard_state {
+            self.hard_state = hs.clone();
+        }
+    }
+
+    fn initial(&self) -> InitialState {
+        InitialState {
+            hard_state: self.hard_state.clone(),
+            snapshot: self.snapshot.clone(),
+            entries: self.entries.clone(),
+        }
+    }
+}
+
+/// One replica's applied history: index → bytes, in apply order.
+pub type History = Arc<Mutex<Vec<(u64, Bytes)>>>;
+
+/// Snapshots of the lab application: its whole history.
+struct HistorySnapshots(History);
+
+impl SnapshotHandler for HistorySnapshots {
+    fn snapshot(&mut self) -> Bytes {
+        let h = self.0.lock();
+        let mut b = BytesMut::new();
+        for (i, e) in h.iter() {
+            b.put_u64_le(*i);
+            b.put_u32_le(e.len() as u32);
+            b.put_slice(e);
+        }
+        b.freeze()
+    }
+
+    fn restore(&mut self, data: &Bytes, _index: u64) {
+        let mut d = data.clone();
+        let mut h = Vec::new();
+        while d.remaining() >= 12 {
+            let i = d.get_u64_le();
+            let n = d.get_u32_le() as usize;
+            if d.remaining() < n {
+                break;
+            }
+            h.push((i, d.split_to(n)));
+        }
+        *self.0.lock() = h;
+    }
+}
+
+/// Facts checked across the whole run.
+#[derive(Default)]
+pub struct Checker {
+    /// The one history every replica's applied sequence must be a prefix of.
+    pub committed: BTreeMap<u64, Bytes>,
+    /// Leader seen for each term.
+    pub leaders: BTreeMap<u64, NodeId>,
+    pub violations: Vec<String>,
+}
+
+pub struct LabNode {
+    pub node: RaftNode,
+    endpoint: SimEndpoint,
+    inbox: Receiver<Envelope>,
+    period: Duration,
+    next_tick: Duration,
+    pub leader_applies: Arc<Mutex<u64>>,
+    pub follower_applies: Arc<Mutex<u64>>,
+}
+
+pub struct Cluster {
+    pub net: SimNetwork,
+    pub n: usize,
+    pub nodes: Vec<Option<LabNode>>,
+    pub disks: Vec<Disk>,
+    pub histories: Vec<History>,
+    pub checker: Arc<Mutex<Checker>>,
+    pub rng: SmallRng,
+    pub now: Duration,
+    pub cfg_template: RaftConfig,
+    /// Requests (not responses) sent, by message type name.
+    pub rpcs: u64,
+    max_term: Vec<u64>,
+    /// Whether a crash loses the disk (durability `memory`).
+    pub lose_disk_on_crash: bool,
+}
+
+pub fn ids(n: usize) -> Vec<NodeId> {
+    (1..=n as u64).collect()
+}
+
+impl Cluster {
+    pub fn new(n: usize, seed: u64) -> Self {
+        Self::with_config(n, seed, |_| {})
+    }
+
+    pub fn with_config(n: usize, seed: u64, tweak: impl FnOnce(&mut RaftConfig)) -> Self {
+        let mut cfg = RaftConfig::new(1, ids(n), 0);
+        cfg.heartbeat_interval_ms = HEARTBEAT_MS;
+        cfg.election_timeout_min_ms = 3 * HEARTBEAT_MS;
+        cfg.election_timeout_max_ms = 4 * HEARTBEAT_MS; // pinned: jitter comes from per-node tick periods
+        cfg.max_inflight = 8;
+        cfg.compact_after_entries = u64::MAX / 2;
+        tweak(&mut cfg);
+        let mut c = Cluster {
+            net: SimNetwork::new(seed, SimConfig::default()),
+            n,
+            nodes: (0..n).map(|_| None).collect(),
+            disks: vec![Disk::default(); n],
+            histories: (0..n).map(|_| History::default()).collect(),
+            checker: Arc::new(Mutex::new(Checker::default())),
+            rng: SmallRng::seed_from_u64(seed ^ 0x5eed),
+            now: Duration::ZERO,
+            cfg_template: cfg,
+            rpcs: 0,
+            max_term: vec![0; n],
+            lose_disk_on_crash: false,
+        };
+        for i in 0..n {
+            c.start(i);
+        }
+        c
+    }
+
+    /// Starts (or restarts) replica `i` from its disk.
+    pub fn start(&mut self, i: usize) {
+        let id = i as NodeId + 1;
+        let mut cfg = self.cfg_template.clone();
+        cfg.id = id;
+        let d = Arc::new(ApplyDispatcher::new(0));
+        let history = History::default();
+        self.histories[i] = history.clone();
+        let leader_applies = Arc::new(Mutex::new(0));
+        let follower_applies = Arc::new(Mutex::new(0));
+        for (role, counter) in [
+            (Role::Leader, leader_applies.clone()),
+            (Role::Follower, follower_applies.clone()),
+        ] {
+            let h = history.clone();
+            let checker = self.checker.clone();
+            d.set_callback(
+                role,
+                Box::new(move |ctx| {
+                    *counter.lock() += 1;
+                    let mut c = checker.lock();
+                    match c.committed.get(&ctx.index) {
+                        Some(b) if b != ctx.entry => c.violations.push(format!(
+                            "node {id} applied a different entry at index {}",
+                            ctx.index
+                        )),
+                        Some(_) => {}
+                        None => {
+                            c.committed.insert(ctx.index, ctx.entry.clone());
+                        }
+                    }
+                    let mut h = h.lock();
+                    if let Some((last, _)) = h.last()
+                        && ctx.index <= *last
+                    {
+                        c.violations.push(format!(
+                            "node {id} applied index {} after {last}",
+                            ctx.index
+                        ));
+                    }
+                    h.push((ctx.index, ctx.entry.clone()));
+                    Applied {
+                        status: ApplyStatus::Normal,
+                        ts: ctx.index,
+                    }
+                }),
+            );
+        }
+        let snaps = Box::new(HistorySnapshots(history));
+        let node =
+            RaftNode::new(cfg, self.disks[i].initial(), d, Some(snaps)).expect("lab node starts");
+        let (endpoint, inbox) = self.net.endpoint(id);
+        let period = Duration::from_millis(self.rng.random_range(HEARTBEAT_MS..2 * HEARTBEAT_MS));
+        let next_tick = self.now + period;
+        self.nodes[i] = Some(LabNode {
+            node,
+            endpoint,
+            inbox,
+            period,
+            next_tick,
+            leader_applies,
+            follower_applies,
+        });
+    }
+
+    /// Crashes replica `i`: it stops; its disk stays (or is wiped in `memory` durability).
+    pub fn crash(&mut self, i: usize) {
+        self.nodes[i] = None;
+        self.net.crash(i as NodeId + 1);
+        if self.lose_disk_on_crash {
+            self.disks[i] = Disk::default();
+        }
+    }
+
+    pub fn disconnect(&mut self, i: usize) {
+        self.net.disconnect(i as NodeId + 1);
+    }
+
+    pub fn connect(&mut self, i: usize) {
+        self.net.connect(i as NodeId + 1);
+    }
+
+    pub fn alive(&self, i: usize) -> bool {
+        self.nodes[i].is_some()
+    }
+
+    fn drive(&mut self, i: usize) {
+        let id = i as NodeId + 1;
+        loop {
+            let Some(ln) = self.nodes[i].as_mut() else {
+                return;
+            };
+            let out = ln.node.poll();
+            if out.is_empty() {
+                break;
+            }
+            let mut sent = Vec::new();
+            sent.extend(out.messages);
+            if let Some(job) = out.persist {
+                self.disks[i].persist(&job);
+                sent.extend(job.after);
+                ln.node.on_persisted(job.number);
+            }
+            for m in sent {
+                if is_request(&m.payload) {
+                    self.rpcs += 1;
+                }
+                let _ = ln.endpoint.send(Envelope {
+                    group: 0,
+                    from: id,
+                    to: m.to,
+                    payload: m.payload,
+                });
+            }
+        }
+        if let Some(ln) = self.nodes[i].as_ref() {
+            let term = ln.node.term();
+            let mut c = self.checker.lock();
+            if term < self.max_term[i] {
+                c.violations.push(format!(
+                    "node {id} term went back {} -> {term}",
+                    self.max_term[i]
+                ));
+            }
+            self.max_term[i] = term;
+            if ln.node.is_leader() {
+                match c.leaders.get(&term) {
+                    Some(&l) if l != id => c
+                        .violations
+                        .push(format!("term {term} has leaders {l} and {id}")),
+                    _ => {
+                        c.leaders.insert(term, id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Advances virtual time by one millisecond.
+    pub fn step(&mut self) {
+        self.now += Duration::from_millis(1);
+        self.net.advance_to(self.now);
+        for i in 0..self.n {
+            let Some(ln) = self.nodes[i].as_mut() else {
+                continue;
+            };
+            while let Ok(env) = ln.inbox.try_recv() {
+                let _ = ln.node.step(env.from, &env.payload);
+            }
+            while self.now >= ln.next_tick {
+                ln.node.tick();
+                ln.next_tick += ln.period;
+            }
+            self.drive(i);
+        }
+        let v = &self.checker.lock().violations;
+        assert!(v.is_empty(), "safety violations: {v:?}");
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    pub fn run_ms(&mut self, ms: u64) {
+        self.run_for(Duration::from_millis(ms));
+    }
+
+    /// Runs until `f` holds or `ms` pass; returns whether it held.
+    pub fn run_until(&mut self, ms: u64, mut f: impl FnMut(&Cluster) -> bool) -> bool {
+        let end = self.now + Duration::from_millis(ms);
+        while self.now < end {
+            if f(self) {
+                return true;
+            }
+            self.step();
+        }
+        f(self)
+    }
+
+    pub fn node(&self, i: usize) -> Option<&RaftNode> {
+        self.nodes[i].as_ref().map(|l| &l.node)
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> Option<&mut RaftNode> {
+        self.nodes[i].as_mut().map(|l| &mut l.node)
+    }
+
+    /// Leaders among live replicas, by index.
+    pub fn leaders(&self) -> Vec<usize> {
+        (0..self.n)
+            .filter(|&i| self.node(i).is_some_and(|n| n.is_leader()))
+            .collect()
+    }
+
+    /// Waits for exactly one leader among `among` in the newest term; returns it.
+    pub fn check_one_leader_among(&mut self, among: &[usize]) -> usize {
+        for _ in 0..10 {
+            self.run_ms(ELECTION_MS / 2);
+            let mut by_term: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+            for &i in among {
+                if let Some(n) = self.node(i)
+                    && n.is_leader()
+                {
+                    by_term.entry(n.term()).or_default().push(i);
+                }
+            }
+            for (t, ls) in &by_term {
+                assert!(ls.len() <= 1, "term {t} has {} leaders", ls.len());
+            }
+            if let Some((_, ls)) = by_term.iter().next_back() {
+                return ls[0];
+            }
+        }
+        panic!("no leader elected among {among:?}");
+    }
+
+    pub fn check_one_leader(&mut self) -> usize {
+        let all: Vec<usize> = (0..self.n).collect();
+        self.check_one_leader_among(&all)
+    }
+
+    /// The term every live replica agrees on, if they agree.
+    pub fn agreed_term(&self) -> Option<u64> {
+        let terms: Vec<u64> = (0..self.n)
+            .filter_map(|i| self.node(i).map(|n| n.term()))
+            .collect();
+        terms
+            .first()
+            .copied()
+            .filter(|t| terms.iter().all(|x| x == t))
+    }
+
+    /// How many replicas applied `index`, and the bytes they agree on.
+    pub fn n_committed(&self, index: u64) -> (usize, Option<Bytes>) {
+        let mut count = 0;
+        let mut cmd = None;
+        for h in &self.histories {
+            if let Some((_, b)) = h.lock().iter().find(|(i, _)| *i == index) {
+                if let Some(c) = &cmd {
+                    assert_eq!(c, b, "replicas disagree at index {index}");
+                }
+                cmd = Some(b.clone());
+                count += 1;
+            }
+        }
+        (count, cmd)
+    }
+
+    /// Submits `cmd` until it commits on at least `expected` replicas (MIT 6.824's `one`); returns its index.
+    pub fn one(&mut self, cmd: &[u8], expected: usize, retry: bool) -> u64 {
+        let deadline = self.now + Duration::from_secs(10);
+        while self.now < deadline {
+            let mut index = None;
+            for i in 0..self.n {
+                let Some(n) = self.node_mut(i) else { continue };
+                if n.is_leader() && n.propose(Bytes::copy_from_slice(cmd)).is_ok() {
+                    index = Some(n.last_index());
+                    break;
+                }
+            }
+            if let Some(index) = index {
+                let until = self.now + Duration::from_secs(2);
+                while self.now < until {
+                    let (nd, got) = self.n_committed(index);
+                    if nd >= expected && got.as_deref() == Some(cmd) {
+                        return index;
+                    }
+                    self.step();
+                }
+                if !retry {
+                    panic!("command {cmd:?} did not commit on {expected}");
+                }
+            } else {
+                self.run_ms(50);
+            }
+        }
+        panic!("one({cmd:?}) failed to reach agreement");
+    }
+
+    /// Proposes on replica `i` if it leads; returns (index, term).
+    pub fn start_cmd(&mut self, i: usize, cmd: &[u8]) -> Option<(u64, u64)> {
+        let n = self.node_mut(i)?;
+        n.propose(Bytes::copy_from_slice(cmd)).ok()?;
+        Some((n.last_index(), n.term()))
+    }
+
+    pub fn set_net(&mut self, cfg: SimConfig) {
+        self.net.set_config(cfg);
+    }
+
+    pub fn unreliable() -> SimConfig {
+        SimConfig {
+            drop_rate: 0.1,
+            min_delay: Duration::ZERO,
+            max_delay: Duration::from_millis(26),
+            reorder: true,
+            duplicate_rate: 0.01,
+        }
+    }
+
+    /// Every live replica's history is a prefix of the committed history (checked on every apply too).
+    pub fn histories_agree(&self) -> bool {
+        let c = self.checker.lock();
+        self.histories
+            .iter()
+            .all(|h| h.lock().iter().all(|(i, b)| c.committed.get(i) == Some(b)))
+    }
+
+    pub fn applied_len(&self, i: usize) -> usize {
+        self.histories[i].lock().len()
+    }
+}
+
+/// Whether an encoded payload is a request (counted by the `count` test) rather than a response.
+fn is_request(payload: &Bytes) -> bool {
+    let mut r = wire::Reassembler::default();
+    match r.push(0, payload) {
+        Ok(Some(m)) => !matches!(
+            m.get_msg_type(),
+            MessageType::MsgAppendResponse
+                | MessageType::MsgRequestVoteResponse
+                | MessageType::MsgRequestPreVoteResponse
+                | MessageType::MsgHeartbeatResponse
+        ),
+        _ => true,
+    }
+}
+
+/// Keeps protobuf's trait in use for callers that decode messages.
+pub fn encoded_len(m: &raft::eraftpb::Message) -> usize {
+    m.compute_size() as usize
+}
+
+/// A map from replica to how many entries it applied, for messages.
+pub fn applied_counts(c: &Cluster) -> HashMap<usize, usize> {
+    (0..c.n).map(|i| (i, c.applied_len(i))).collect()
+}
