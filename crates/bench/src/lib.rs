@@ -22,11 +22,13 @@
 //! ```
 
 mod driver;
+mod raft;
 mod workload;
 mod zipf;
 
 pub use driver::{
     BenchConfig, BenchError, BenchReport, Dist, Progress, TABLE, ZIPF_THETA, load, run,
 };
+pub use raft::{NetKind, RaftBenchConfig, RaftBenchError, RaftBenchReport, run_raft};
 pub use workload::{MICRO_KEYS, Workload, key_bytes, run_one};
 pub use zipf::{KeyDist, Zipf};

@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use mako_bench::{BenchConfig, BenchReport, Dist, Progress, Workload};
+use mako_bench::{
+    BenchConfig, BenchReport, Dist, NetKind, Progress, RaftBenchConfig, RaftBenchReport, Workload,
+};
+use mako_logstore::Durability;
 
 /// mako-rs: a sharded, replicated, serializable transactional key-value store.
 #[derive(Parser, Debug)]
@@ -18,7 +21,75 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a workload in-process on one shard and print throughput, aborts and latency.
-    Bench(BenchArgs),
+    Bench(BenchCmd),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchCmd {
+    #[command(subcommand)]
+    target: Option<BenchTarget>,
+    #[command(flatten)]
+    kv: BenchArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchTarget {
+    /// Raft replication alone: 3 replicas per group in one process, entries/s and commit latency.
+    Raft(RaftArgs),
+}
+
+/// Transports accepted by `--net`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum NetArg {
+    /// In-memory network.
+    Mem,
+    /// Loopback TCP.
+    Tcp,
+}
+
+/// Durability modes accepted by `--durability`.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum DurabilityArg {
+    /// fdatasync before acknowledging.
+    Fsync,
+    /// Write without sync.
+    Buffered,
+    /// Keep nothing on disk.
+    Memory,
+}
+
+#[derive(clap::Args, Debug)]
+struct RaftArgs {
+    /// Transports to run (comma-separated).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "mem,tcp")]
+    net: Vec<NetArg>,
+    /// Entry sizes in bytes (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "64,4096,262144")]
+    entry_size: Vec<usize>,
+    /// Group counts (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,6")]
+    groups: Vec<usize>,
+    /// Durability modes (comma-separated).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "memory,fsync"
+    )]
+    durability: Vec<DurabilityArg>,
+    /// Measured seconds per run.
+    #[arg(long, default_value_t = 3.0)]
+    duration: f64,
+    /// Entries in flight per group when unthrottled.
+    #[arg(long, default_value_t = 1024)]
+    window: usize,
+    /// Skip the paced run at half the unthrottled rate.
+    #[arg(long)]
+    no_paced: bool,
+    /// Print one JSON object per run instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Workload names accepted by `--workload`.
@@ -105,7 +176,11 @@ impl BenchArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(args) => bench(&args),
+        Command::Bench(BenchCmd {
+            target: Some(BenchTarget::Raft(args)),
+            ..
+        }) => bench_raft(&args),
+        Command::Bench(BenchCmd { kv, .. }) => bench(&kv),
     }
 }
 
@@ -136,6 +211,102 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         print_report(&report);
     }
+    Ok(())
+}
+
+fn bench_raft(args: &RaftArgs) -> anyhow::Result<()> {
+    let duration = Duration::try_from_secs_f64(args.duration)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--duration must be positive, got {}", args.duration))?;
+    anyhow::ensure!(args.window > 0, "--window must be positive");
+    anyhow::ensure!(
+        args.entry_size
+            .iter()
+            .all(|&s| (12..=(16 << 20)).contains(&s)),
+        "--entry-size must be between 12 bytes and 16 MiB"
+    );
+    anyhow::ensure!(
+        args.groups.iter().all(|&g| (1..=64).contains(&g)),
+        "--groups must be between 1 and 64"
+    );
+    if !args.json {
+        println!(
+            "{:<4} {:>7} {:>6} {:>8} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9} {:>8} {:>9}",
+            "net",
+            "entry",
+            "groups",
+            "durable",
+            "target/s",
+            "entries/s",
+            "MB/s",
+            "p50 us",
+            "p99 us",
+            "p99.9 us",
+            "syncs/s",
+            "gap/dup/ro"
+        );
+    }
+    for &net in &args.net {
+        for &durability in &args.durability {
+            for &groups in &args.groups {
+                for &entry_bytes in &args.entry_size {
+                    let mut cfg = RaftBenchConfig {
+                        net: match net {
+                            NetArg::Mem => NetKind::Mem,
+                            NetArg::Tcp => NetKind::Tcp,
+                        },
+                        entry_bytes,
+                        groups,
+                        durability: match durability {
+                            DurabilityArg::Fsync => Durability::Fsync,
+                            DurabilityArg::Buffered => Durability::Buffered,
+                            DurabilityArg::Memory => Durability::Memory,
+                        },
+                        duration,
+                        rate: None,
+                        window: args.window,
+                    };
+                    let full = mako_bench::run_raft(&cfg)?;
+                    print_raft(&full, args.json)?;
+                    if !args.no_paced && full.entries_per_sec > 0.0 {
+                        cfg.rate = Some(full.entries_per_sec / 2.0);
+                        print_raft(&mako_bench::run_raft(&cfg)?, args.json)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_raft(r: &RaftBenchReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+        return Ok(());
+    }
+    println!(
+        "{:<4} {:>7} {:>6} {:>8} {:>10} {:>11} {:>8.1} {:>9.0} {:>9.0} {:>9.0} {:>8.0} {:>9}",
+        match r.net {
+            NetKind::Mem => "mem",
+            NetKind::Tcp => "tcp",
+        },
+        r.entry_bytes,
+        r.groups,
+        r.durability,
+        if r.target_rate > 0.0 {
+            group(r.target_rate as u64)
+        } else {
+            "max".to_owned()
+        },
+        group(r.entries_per_sec as u64),
+        r.mb_per_sec,
+        r.p50_us,
+        r.p99_us,
+        r.p999_us,
+        r.syncs_per_sec,
+        format!("{}/{}/{}", r.gaps, r.duplicates, r.reordered)
+    );
     Ok(())
 }
 

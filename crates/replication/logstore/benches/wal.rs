@@ -52,6 +52,7 @@ struct Run {
     p50_us: f64,
     p99_us: f64,
     writes_per_sync: f64,
+    sync_us: f64,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -73,6 +74,7 @@ fn median_run(runs: &[Run]) -> Run {
         p50_us: median(runs.iter().map(|r| r.p50_us).collect()),
         p99_us: median(runs.iter().map(|r| r.p99_us).collect()),
         writes_per_sync: median(runs.iter().map(|r| r.writes_per_sync).collect()),
+        sync_us: median(runs.iter().map(|r| r.sync_us).collect()),
     }
 }
 
@@ -126,7 +128,7 @@ fn append_run(base: &Path, durability: Durability, threads: usize, secs: f64) ->
             })
         })
         .collect();
-    let syncs0 = log.stats().syncs;
+    let st0 = log.stats();
     let mut lat: Vec<u64> = Vec::new();
     for h in handles {
         lat.extend(h.join().expect("writer thread"));
@@ -134,13 +136,19 @@ fn append_run(base: &Path, durability: Durability, threads: usize, secs: f64) ->
     let st = log.stats();
     log.shutdown();
     lat.sort_unstable();
-    let syncs = st.syncs.saturating_sub(syncs0).max(1);
+    let syncs = st.syncs.saturating_sub(st0.syncs).max(1);
+    let sync_us = st.sync_nanos.saturating_sub(st0.sync_nanos) as f64 / syncs as f64 / 1000.0;
     Run {
         ops_per_s: lat.len() as f64 / measure.as_secs_f64(),
         p50_us: percentile(&lat, 0.50),
         p99_us: percentile(&lat, 0.99),
         writes_per_sync: if durability == Durability::Fsync {
             st.writes as f64 / syncs as f64
+        } else {
+            f64::NAN
+        },
+        sync_us: if durability == Durability::Fsync {
+            sync_us
         } else {
             f64::NAN
         },
@@ -204,6 +212,7 @@ fn raw_sync_run(base: &Path, prep: Prep, secs: f64) -> Run {
         p50_us: percentile(&lat, 0.5),
         p99_us: percentile(&lat, 0.99),
         writes_per_sync: 1.0,
+        sync_us: f64::NAN,
     }
 }
 
@@ -221,8 +230,8 @@ fn main() {
     println!("segments 64 MiB, 2 pre-zeroed spares, batch cap 4 MiB, compaction every 256 appends");
     println!();
     println!(
-        "{:<10} {:>7} {:>12} {:>9} {:>10} {:>10} {:>12}",
-        "mode", "writers", "appends/s", "MiB/s", "p50 µs", "p99 µs", "writes/sync"
+        "{:<10} {:>7} {:>12} {:>9} {:>10} {:>10} {:>12} {:>12}",
+        "mode", "writers", "appends/s", "MiB/s", "p50 µs", "p99 µs", "writes/sync", "µs/sync"
     );
     for durability in [Durability::Fsync, Durability::Buffered, Durability::Memory] {
         for threads in [1usize, 8] {
@@ -230,19 +239,23 @@ fn main() {
                 .map(|_| append_run(&base, durability, threads, secs))
                 .collect();
             let r = median_run(&rs);
+            let opt = |v: f64, prec: usize| {
+                if v.is_nan() {
+                    "-".to_string()
+                } else {
+                    format!("{v:.prec$}")
+                }
+            };
             println!(
-                "{:<10} {:>7} {:>12.0} {:>9.1} {:>10.1} {:>10.1} {:>12}",
+                "{:<10} {:>7} {:>12.0} {:>9.1} {:>10.1} {:>10.1} {:>12} {:>12}",
                 durability.to_string(),
                 threads,
                 r.ops_per_s,
                 r.ops_per_s * PAYLOAD as f64 / (1 << 20) as f64,
                 r.p50_us,
                 r.p99_us,
-                if r.writes_per_sync.is_nan() {
-                    "-".to_string()
-                } else {
-                    format!("{:.2}", r.writes_per_sync)
-                },
+                opt(r.writes_per_sync, 2),
+                opt(r.sync_us, 1),
             );
         }
     }

@@ -110,6 +110,8 @@ pub struct LogStats {
     pub batches: u64,
     /// `fdatasync` calls on the write path.
     pub syncs: u64,
+    /// Total time spent in `fdatasync` on the write path, in nanoseconds.
+    pub sync_nanos: u64,
     /// Bytes written to segments on the write path (records, headers, checkpoints).
     pub bytes_written: u64,
     /// Records written (excluding segment checkpoints).

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -61,6 +62,7 @@ pub(crate) struct Counters {
     pub writes: AtomicU64,
     pub batches: AtomicU64,
     pub syncs: AtomicU64,
+    pub sync_nanos: AtomicU64,
     pub bytes_written: AtomicU64,
     pub records: AtomicU64,
     pub rollovers: AtomicU64,
@@ -79,6 +81,7 @@ impl Counters {
             writes: l(&self.writes),
             batches: l(&self.batches),
             syncs: l(&self.syncs),
+            sync_nanos: l(&self.sync_nanos),
             bytes_written: l(&self.bytes_written),
             records: l(&self.records),
             rollovers: l(&self.rollovers),
@@ -356,7 +359,9 @@ impl Disk {
             .ok_or_else(|| io::Error::other("no active segment"))?;
         file.write_all_at(&self.buf, self.write_off)?;
         if self.durability == Durability::Fsync {
+            let t = Instant::now();
             file.sync_data()?;
+            add(&self.stats.sync_nanos, t.elapsed().as_nanos() as u64);
             add(&self.stats.syncs, 1);
         }
         self.write_off += self.buf.len() as u64;

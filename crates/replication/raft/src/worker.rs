@@ -273,6 +273,11 @@ impl RaftHost {
         })
     }
 
+    /// The shared log store's counters.
+    pub fn log_stats(&self) -> mako_logstore::LogStats {
+        self.log.stats()
+    }
+
     /// Every group started on this host.
     pub fn groups(&self) -> Vec<Arc<RaftWorker>> {
         self.workers.lock().clone()
