@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mako_replication::{ApplyDispatcher, NodeId, Role, SnapshotHandler, SubmitError};
-use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, Snapshot};
+use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
 use raft::{RawNode, StateRole, Storage};
 
 use crate::config::{ConfigError, RaftConfig};
@@ -220,7 +220,12 @@ impl RaftNode {
     }
 
     /// Feeds a decoded message.
-    pub fn step_message(&mut self, msg: Message) -> Result<(), NodeError> {
+    pub fn step_message(&mut self, mut msg: Message) -> Result<(), NodeError> {
+        if msg.get_msg_type() == MessageType::MsgHeartbeat {
+            // A leader's view of our log can be stale (we lost our disk in `memory`
+            // durability); raft-rs would abort on a commit index past our last entry.
+            msg.commit = msg.commit.min(self.raw.raft.raft_log.last_index());
+        }
         match self.raw.step(msg) {
             // Stale or foreign messages are routine in Raft; they are not errors of the node.
             Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),

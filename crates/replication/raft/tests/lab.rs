@@ -594,3 +594,28 @@ fn kill_restart(seed: u64) {
         c.now
     );
 }
+
+#[test]
+fn memory_durability_crash_loses_the_disk_and_the_replica_catches_up() {
+    let mut c = Cluster::new(5, 19);
+    c.lose_disk_on_crash = true;
+    c.one(b"m1", 5, true);
+    let l = c.check_one_leader();
+    let f = (l + 1) % 5;
+    c.crash(f);
+    assert!(
+        c.disks[f].entries.is_empty(),
+        "memory durability keeps nothing"
+    );
+    for k in 0..20u8 {
+        c.one(&[b'm', k], 4, true);
+    }
+    c.start(f);
+    let target = c.node(l).expect("leader").commit_index();
+    assert!(c.run_until(5000, |c| {
+        c.node(f).is_some_and(|n| n.applied_index() >= target)
+    }));
+    // Its history was rebuilt from the leader, entry by entry.
+    assert_eq!(c.applied_len(f), c.applied_len(l));
+    assert!(c.histories_agree());
+}

@@ -242,7 +242,9 @@ impl Cluster {
         self.nodes[i] = None;
         self.net.crash(i as NodeId + 1);
         if self.lose_disk_on_crash {
+            // A replica without a disk legitimately restarts from term 0.
             self.disks[i] = Disk::default();
+            self.max_term[i] = 0;
         }
     }
 
