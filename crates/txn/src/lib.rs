@@ -11,13 +11,13 @@
 //!
 //! 1. locks the write set in global `(table id, key)` order, no-wait: a lock
 //!    held by someone else aborts with [`AbortReason::Conflict`];
-//! 2. allocates `c_s = max(c_s, deps) + 1`, where `deps` is the newest
-//!    timestamp read or overwritten;
-//! 3. validates: every read version is unchanged and unlocked, every absent key
+//! 2. validates: every read version is unchanged and unlocked, every absent key
 //!    is still absent, and every scanned range still holds exactly the records
 //!    it held (no phantoms);
-//! 4. installs the new versions stamped `(epoch, VT)`, unlocking them, and
-//!    hands the piece to the sink.
+//! 3. hands the piece to the sink, which allocates `c_s = max(c_s, deps) + 1`
+//!    (`deps`: the newest timestamp read or overwritten) and logs the piece in
+//!    one step, so each stream's log is in timestamp order;
+//! 4. installs the new versions stamped `(epoch, VT)`, unlocking them.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -47,5 +47,5 @@ mod txn;
 pub use error::{Abort, AbortReason, OpError};
 pub use replay::{ReplayError, ReplayStats, replay};
 pub use shard::Shard;
-pub use sink::{CommitSink, CommittedPiece, NoopSink};
+pub use sink::{CommitSink, NoopSink, PieceWrites};
 pub use txn::{CommitInfo, Transaction};

@@ -106,8 +106,13 @@ impl Shard {
         &*self.sink
     }
 
-    /// Starts a transaction on this shard.
+    /// Starts a transaction on this shard, logged on stream 0.
     pub fn begin(&self) -> Transaction<'_> {
-        Transaction::new(self)
+        Transaction::new(self, 0)
+    }
+
+    /// Starts a transaction whose piece is logged on `stream` (one stream per worker thread).
+    pub fn begin_on(&self, stream: u32) -> Transaction<'_> {
+        Transaction::new(self, stream)
     }
 }

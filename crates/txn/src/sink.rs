@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use mako_commitlog::WriteRef;
-use mako_storage::Table;
+use mako_storage::{Table, Vt};
 
 /// One write of a committed transaction, as handed to a sink.
 pub(crate) struct LoggedWrite<'a> {
@@ -11,32 +11,47 @@ pub(crate) struct LoggedWrite<'a> {
     pub(crate) value: Option<&'a Bytes>,
 }
 
-/// The piece of a committed transaction that this shard must log.
-pub struct CommittedPiece<'a> {
-    /// The transaction's epoch.
-    pub epoch: u32,
-    /// The transaction's vector timestamp.
-    pub vt: &'a [u64],
+/// The writes of one committed piece, in global key order.
+pub struct PieceWrites<'a> {
     pub(crate) writes: &'a [LoggedWrite<'a>],
 }
 
-impl CommittedPiece<'_> {
-    /// The writes, in global key order.
-    pub fn writes(&self) -> impl ExactSizeIterator<Item = WriteRef<'_>> + '_ {
+impl PieceWrites<'_> {
+    /// The writes as commit-log write references.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = WriteRef<'_>> + '_ {
         self.writes.iter().map(|w| WriteRef {
             table: w.table.id(),
             key: w.key,
             value: w.value.map(|v| &v[..]),
         })
     }
+
+    /// Number of writes.
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
 }
 
 /// Receives the write set of every committed writing transaction of a shard.
 ///
-/// Called by the committing thread after its versions are installed; keep it short.
+/// `append` is called after validation and before the versions are installed.
+/// It must call `stamp` exactly once to allocate the piece's vector timestamp,
+/// and log the piece in the same step, so that within one `stream` pieces
+/// reach the log in timestamp order (DESIGN.md section 4, realization (b)).
 pub trait CommitSink: Send + Sync {
-    /// Accepts one committed piece.
-    fn append(&self, piece: &CommittedPiece<'_>);
+    /// Allocates the piece's timestamp through `stamp`, logs the piece on `stream`, returns the timestamp.
+    fn append(
+        &self,
+        stream: u32,
+        epoch: u32,
+        stamp: &mut dyn FnMut() -> Vt,
+        writes: &PieceWrites<'_>,
+    ) -> Vt;
 }
 
 /// A sink that drops everything (no replication).
@@ -44,5 +59,13 @@ pub trait CommitSink: Send + Sync {
 pub struct NoopSink;
 
 impl CommitSink for NoopSink {
-    fn append(&self, _piece: &CommittedPiece<'_>) {}
+    fn append(
+        &self,
+        _stream: u32,
+        _epoch: u32,
+        stamp: &mut dyn FnMut() -> Vt,
+        _writes: &PieceWrites<'_>,
+    ) -> Vt {
+        stamp()
+    }
 }

@@ -9,7 +9,7 @@ use mako_storage::{Key, LOCK_BIT, Record, Stamp, Table, TableId, Vt};
 
 use crate::error::{Abort, AbortReason, OpError};
 use crate::shard::Shard;
-use crate::sink::{CommittedPiece, LoggedWrite};
+use crate::sink::{LoggedWrite, PieceWrites};
 
 /// Write sets larger than this get a hash index for read-your-own-writes look-ups.
 const WRITE_INDEX_THRESHOLD: usize = 16;
@@ -68,14 +68,16 @@ pub struct Transaction<'s> {
     scans: Vec<ScanEntry<'s>>,
     writes: Vec<WriteEntry<'s>>,
     write_index: Option<HashMap<(TableId, Key), usize>>,
+    /// The commit-log stream this transaction's piece goes to (its worker).
+    stream: u32,
     /// Records of the last few point reads, so read-modify-write skips a second index look-up.
     recent: Vec<(TableId, Key, Arc<Record>)>,
-    /// Largest timestamp of any version read (this shard's read dependency).
-    dep: u64,
+    /// Component-wise maximum `VT` of every version read (the read dependencies).
+    deps: Vt,
 }
 
 impl<'s> Transaction<'s> {
-    pub(crate) fn new(shard: &'s Shard) -> Self {
+    pub(crate) fn new(shard: &'s Shard, stream: u32) -> Self {
         Transaction {
             shard,
             reads: Vec::new(),
@@ -83,8 +85,9 @@ impl<'s> Transaction<'s> {
             scans: Vec::new(),
             writes: Vec::new(),
             write_index: None,
+            stream,
             recent: Vec::new(),
-            dep: 0,
+            deps: smallvec::smallvec![0; shard.shards()],
         }
     }
 
@@ -131,7 +134,11 @@ impl<'s> Transaction<'s> {
 
     fn track_read(&mut self, record: &Arc<Record>) -> Option<Bytes> {
         let view = record.read();
-        self.dep = self.dep.max(view.ts);
+        if let Some(v) = &view.version {
+            merge(&mut self.deps, &v.stamp.vt);
+        }
+        let me = self.shard.id();
+        self.deps[me] = self.deps[me].max(view.ts);
         self.reads.push(ReadEntry {
             record: Arc::clone(record),
             ts: view.ts,
@@ -235,7 +242,8 @@ impl<'s> Transaction<'s> {
         let mut next_own = 0;
         // Last key (in scan order) up to which the index was fully visited, if the limit stopped the scan.
         let mut stopped_at: Option<Key> = None;
-        let mut dep = self.dep;
+        let mut deps = std::mem::take(&mut self.deps);
+        let me = self.shard.id();
         let reads = &mut self.reads;
         table.visit(lo, hi, reverse, |k, rec| {
             while let Some((ok, ov)) = own.get(next_own) {
@@ -252,7 +260,10 @@ impl<'s> Transaction<'s> {
                 }
             }
             let view = rec.read();
-            dep = dep.max(view.ts);
+            if let Some(v) = &view.version {
+                merge(&mut deps, &v.stamp.vt);
+            }
+            deps[me] = deps[me].max(view.ts);
             reads.push(ReadEntry {
                 record: Arc::clone(rec),
                 ts: view.ts,
@@ -276,7 +287,7 @@ impl<'s> Transaction<'s> {
             }
             true
         });
-        self.dep = dep;
+        self.deps = deps;
         if stopped_at.is_none() {
             for (ok, ov) in &own[next_own..] {
                 if out.len() == limit {
@@ -321,17 +332,16 @@ impl<'s> Transaction<'s> {
         let epoch = shard.epoch();
         if self.writes.is_empty() {
             self.validate()?;
-            let mut vt: Vt = smallvec::smallvec![0; shard.shards()];
-            vt[shard.id()] = self.dep;
             return Ok(CommitInfo {
                 epoch,
-                vt,
+                vt: self.deps.clone(),
                 wrote: false,
             });
         }
         self.writes
             .sort_unstable_by(|a, b| (a.table.id(), &a.key).cmp(&(b.table.id(), &b.key)));
-        let mut dep = self.dep;
+        let me = shard.id();
+        let mut dep = self.deps[me];
         for i in 0..self.writes.len() {
             let w = &mut self.writes[i];
             let (rec, created) = match w.known.take() {
@@ -349,22 +359,9 @@ impl<'s> Transaction<'s> {
                 }
             }
         }
-        let ts = shard.next_ts(dep);
         if let Err(e) = self.validate() {
             self.unlock_writes();
             return Err(e);
-        }
-        let mut vt: Vt = smallvec::smallvec![0; shard.shards()];
-        vt[shard.id()] = ts;
-        let stamp = Stamp {
-            epoch,
-            ts,
-            vt: vt.clone(),
-        };
-        for w in &self.writes {
-            if let Some((rec, _)) = &w.record {
-                rec.install(stamp.clone(), w.value.clone(), w.table.reclaim_bound());
-            }
         }
         let logged: Vec<LoggedWrite<'_>> = self
             .writes
@@ -375,11 +372,28 @@ impl<'s> Transaction<'s> {
                 value: w.value.as_ref(),
             })
             .collect();
-        shard.sink().append(&CommittedPiece {
+        let deps = &self.deps;
+        let vt = shard.sink().append(
+            self.stream,
             epoch,
-            vt: &vt,
-            writes: &logged,
-        });
+            &mut || {
+                let mut vt = deps.clone();
+                vt[me] = shard.next_ts(dep);
+                vt
+            },
+            &PieceWrites { writes: &logged },
+        );
+        drop(logged);
+        let stamp = Stamp {
+            epoch,
+            ts: vt[me],
+            vt: vt.clone(),
+        };
+        for w in &self.writes {
+            if let Some((rec, _)) = &w.record {
+                rec.install(stamp.clone(), w.value.clone(), w.table.reclaim_bound());
+            }
+        }
         Ok(CommitInfo {
             epoch,
             vt,
@@ -471,4 +485,11 @@ fn in_range(lo: Bound<&[u8]>, hi: Bound<&[u8]>, key: &[u8]) -> bool {
 /// Borrows an owned key bound.
 fn borrow(b: &Bound<Key>) -> Bound<&[u8]> {
     b.as_ref().map(|k| &k[..])
+}
+
+/// Raises `into` to the component-wise maximum of itself and `from`.
+pub(crate) fn merge(into: &mut Vt, from: &[u64]) {
+    for (a, b) in into.iter_mut().zip(from) {
+        *a = (*a).max(*b);
+    }
 }

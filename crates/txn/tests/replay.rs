@@ -6,7 +6,7 @@ use bytes::Bytes;
 use capture::CaptureSink;
 use mako_commitlog::{Batch, BatchBuilder, BatchConfig, Entry, Piece, Write, WriteOp};
 use mako_storage::Store;
-use mako_txn::{CommitSink, CommittedPiece, ReplayError, Shard, replay};
+use mako_txn::{CommitSink, PieceWrites, ReplayError, Shard, replay};
 use proptest::prelude::*;
 
 mod capture {
@@ -37,15 +37,19 @@ mod capture {
     }
 
     impl CommitSink for CaptureSink {
-        fn append(&self, piece: &CommittedPiece<'_>) {
-            let done =
-                self.0
-                    .lock()
-                    .expect("builder lock")
-                    .push(piece.vt, piece.writes(), Instant::now());
-            if let Some(b) = done {
+        fn append(
+            &self,
+            _stream: u32,
+            _epoch: u32,
+            stamp: &mut dyn FnMut() -> mako_storage::Vt,
+            writes: &PieceWrites<'_>,
+        ) -> mako_storage::Vt {
+            let mut builder = self.0.lock().expect("builder lock");
+            let vt = stamp();
+            if let Some(b) = builder.push(&vt, writes.iter(), Instant::now()) {
                 self.1.lock().expect("sink lock").push(b);
             }
+            vt
         }
     }
 }

@@ -1,0 +1,259 @@
+//! The watermark rules of mako-rs, in one place.
+//!
+//! * **`W_s`** ([`ShardWatermark`]): every transaction with `VT[s] <= W_s` has its
+//!   shard-`s` piece committed in group `s`. It is a function of the shard's
+//!   committed log prefix alone (DESIGN.md section 4, realization (b)): the log
+//!   multiplexes a fixed set of *streams* (one per coordinator worker of every
+//!   shard), each stream's pieces arrive in increasing `VT[s]`, and
+//!   `W_s = min over live streams of the stream's largest committed VT[s]`.
+//!   `Heartbeat { stream, w }` moves an idle stream, `Ending { stream }` retires
+//!   one. Any replica, and a new leader, feeding the same committed entries in
+//!   log order computes the same `W_s`.
+//! * **`VW`** ([`WatermarkVector`]): the vector `[W_0 .. W_{S-1}]` known at a
+//!   replica. Each component only grows (`advance` is a per-component max); a max
+//!   is never taken across different shards.
+//! * **Release** ([`covers`]): a transaction may be acknowledged, and a follower
+//!   may replay its piece, once `VT <= VW` component-wise.
+//!
+//! ```
+//! use mako_watermark::{ShardWatermark, WatermarkVector, covers, stream_id};
+//!
+//! let (a, b) = (stream_id(0, 0), stream_id(1, 0));
+//! let mut w = ShardWatermark::new([a, b]);
+//! w.observe_piece(a, 5);
+//! assert_eq!(w.value(), 0);          // stream b has committed nothing yet
+//! w.observe_heartbeat(b, 7);
+//! assert_eq!(w.value(), 5);
+//! let vw = WatermarkVector::new(2);
+//! vw.advance(0, w.value());
+//! assert!(covers(&[5, 0], &vw.load()));
+//! assert!(!covers(&[5, 1], &vw.load()));
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use mako_commitlog::Entry;
+use parking_lot::{Condvar, Mutex};
+
+/// Identifier of a commit-log stream: the coordinating shard and its worker.
+pub type StreamId = u32;
+
+/// The stream of worker `worker` of shard `shard`.
+pub fn stream_id(shard: u32, worker: u32) -> StreamId {
+    (shard << 16) | (worker & 0xffff)
+}
+
+/// The shard whose worker owns `stream`.
+pub fn stream_shard(stream: StreamId) -> u32 {
+    stream >> 16
+}
+
+/// Whether `vt <= vw` component-wise (missing components of `vw` count as 0).
+pub fn covers(vt: &[u64], vw: &[u64]) -> bool {
+    vt.iter()
+        .enumerate()
+        .all(|(i, t)| *t == 0 || vw.get(i).is_some_and(|w| t <= w))
+}
+
+/// `W_s` of one shard, computed from its committed log entries in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardWatermark {
+    /// Largest committed `VT[s]` per live stream.
+    streams: BTreeMap<StreamId, u64>,
+    ended: Vec<StreamId>,
+}
+
+impl ShardWatermark {
+    /// A watermark over the given (fixed, configured) set of streams, all at 0.
+    pub fn new(streams: impl IntoIterator<Item = StreamId>) -> Self {
+        ShardWatermark {
+            streams: streams.into_iter().map(|s| (s, 0)).collect(),
+            ended: Vec::new(),
+        }
+    }
+
+    /// The current `W_s`: the minimum over live streams (`u64::MAX` once all ended).
+    pub fn value(&self) -> u64 {
+        self.streams.values().copied().min().unwrap_or(u64::MAX)
+    }
+
+    /// A committed piece of `stream` with this shard's timestamp `ts`.
+    pub fn observe_piece(&mut self, stream: StreamId, ts: u64) {
+        if let Some(w) = self.streams.get_mut(&stream) {
+            *w = (*w).max(ts);
+        }
+    }
+
+    /// A committed heartbeat: `stream` will log nothing at or below `w`.
+    pub fn observe_heartbeat(&mut self, stream: StreamId, w: u64) {
+        self.observe_piece(stream, w);
+    }
+
+    /// A committed `Ending`: `stream` no longer holds the minimum back.
+    pub fn observe_ending(&mut self, stream: StreamId) {
+        if self.streams.remove(&stream).is_some() {
+            self.ended.push(stream);
+        }
+    }
+
+    /// Feeds one committed entry of shard `shard`'s log; returns the new `W_s`.
+    pub fn observe(&mut self, shard: usize, entry: &Entry) -> u64 {
+        match entry {
+            Entry::Batch(b) => {
+                if let Some(ts) = b.pieces.iter().filter_map(|p| p.vt.get(shard)).max() {
+                    self.observe_piece(b.stream, *ts);
+                }
+            }
+            Entry::Heartbeat { stream, w } => self.observe_heartbeat(*stream, *w),
+            Entry::Ending { stream } => self.observe_ending(*stream),
+            Entry::NoOp { .. } | Entry::Advancer => {}
+        }
+        self.value()
+    }
+
+    /// The live streams and their largest committed timestamps.
+    pub fn streams(&self) -> impl Iterator<Item = (StreamId, u64)> + '_ {
+        self.streams.iter().map(|(s, w)| (*s, *w))
+    }
+}
+
+/// `VW` as known at one replica: component-wise monotonic, with waiting for coverage.
+#[derive(Debug)]
+pub struct WatermarkVector {
+    comps: Box<[AtomicU64]>,
+    changed: Mutex<u64>,
+    cond: Condvar,
+}
+
+impl WatermarkVector {
+    /// A vector of `shards` zeros.
+    pub fn new(shards: usize) -> Self {
+        WatermarkVector {
+            comps: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            changed: Mutex::new(0),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.comps.len()
+    }
+
+    /// Whether the vector has no component.
+    pub fn is_empty(&self) -> bool {
+        self.comps.is_empty()
+    }
+
+    /// Raises component `shard` to `w` if that is higher; returns whether it moved.
+    pub fn advance(&self, shard: usize, w: u64) -> bool {
+        let Some(c) = self.comps.get(shard) else {
+            return false;
+        };
+        if c.fetch_max(w, Ordering::AcqRel) >= w {
+            return false;
+        }
+        *self.changed.lock() += 1;
+        self.cond.notify_all();
+        true
+    }
+
+    /// Raises every component to the matching one of `other`.
+    pub fn advance_all(&self, other: &[u64]) -> bool {
+        let mut moved = false;
+        for (i, w) in other.iter().enumerate() {
+            moved |= self.advance(i, *w);
+        }
+        moved
+    }
+
+    /// Component `shard`.
+    pub fn get(&self, shard: usize) -> u64 {
+        self.comps
+            .get(shard)
+            .map_or(0, |c| c.load(Ordering::Acquire))
+    }
+
+    /// A copy of the vector.
+    pub fn load(&self) -> Vec<u64> {
+        self.comps
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Whether `vt <= VW` now.
+    pub fn covers(&self, vt: &[u64]) -> bool {
+        vt.iter()
+            .enumerate()
+            .all(|(i, t)| *t == 0 || *t <= self.get(i))
+    }
+
+    /// Waits until `vt <= VW` or `deadline` passes; returns whether it is covered.
+    pub fn wait_covers(&self, vt: &[u64], deadline: Instant) -> bool {
+        let mut g = self.changed.lock();
+        loop {
+            if self.covers(vt) {
+                return true;
+            }
+            if self.cond.wait_until(&mut g, deadline).timed_out() {
+                return self.covers(vt);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mako_commitlog::{Batch, Piece};
+
+    #[test]
+    fn w_s_is_the_minimum_over_live_streams_and_ending_releases_it() {
+        let (a, b) = (stream_id(0, 0), stream_id(0, 1));
+        let mut w = ShardWatermark::new([a, b]);
+        let batch = |stream, ts: &[u64]| {
+            Entry::Batch(Batch {
+                epoch: 0,
+                stream,
+                pieces: ts
+                    .iter()
+                    .map(|t| Piece {
+                        vt: vec![*t, 0],
+                        writes: vec![],
+                    })
+                    .collect(),
+            })
+        };
+        assert_eq!(w.observe(0, &batch(a, &[3, 9])), 0);
+        assert_eq!(w.observe(0, &batch(b, &[4])), 4);
+        assert_eq!(w.observe(0, &Entry::Heartbeat { stream: b, w: 20 }), 9);
+        assert_eq!(w.observe(0, &Entry::Ending { stream: a }), 20);
+        assert_eq!(w.observe(0, &Entry::Ending { stream: b }), u64::MAX);
+        // Unknown streams and markers change nothing.
+        let mut w2 = ShardWatermark::new([a]);
+        w2.observe(0, &batch(stream_id(5, 5), &[100]));
+        w2.observe(0, &Entry::NoOp { epoch: 1 });
+        assert_eq!(w2.value(), 0);
+    }
+
+    #[test]
+    fn vw_is_componentwise_monotonic_and_wakes_waiters() {
+        let vw = std::sync::Arc::new(WatermarkVector::new(2));
+        assert!(vw.advance(1, 5));
+        assert!(!vw.advance(1, 3));
+        assert_eq!(vw.load(), [0, 5]);
+        assert!(vw.covers(&[0, 5]));
+        assert!(!vw.covers(&[1, 5]));
+        let v2 = vw.clone();
+        let t = std::thread::spawn(move || {
+            v2.wait_covers(&[2, 5], Instant::now() + std::time::Duration::from_secs(5))
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        vw.advance(0, 2);
+        assert!(t.join().expect("waiter"));
+        assert!(!vw.wait_covers(&[9, 9], Instant::now()));
+    }
+}
