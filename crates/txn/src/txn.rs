@@ -327,21 +327,51 @@ impl<'s> Transaction<'s> {
     ///
     /// On success every write is visible to later transactions and has been handed
     /// to the shard's commit-log sink. On failure nothing is visible.
-    pub fn commit(mut self) -> Result<CommitInfo, Abort> {
+    pub fn commit(self) -> Result<CommitInfo, Abort> {
         let shard = self.shard;
-        let epoch = shard.epoch();
+        let prepared = self.prepare()?;
+        if !prepared.wrote() {
+            return Ok(prepared.read_only());
+        }
+        let me = shard.id();
+        let stream = prepared.tx.stream;
+        let epoch = prepared.epoch;
+        let logged = prepared.tx.logged();
+        let (deps, dep) = (&prepared.tx.deps, prepared.dep);
+        let vt = shard.sink().append(
+            stream,
+            epoch,
+            &mut || {
+                let mut vt = deps.clone();
+                vt[me] = shard.next_ts(dep);
+                vt
+            },
+            &PieceWrites { writes: &logged },
+        );
+        drop(logged);
+        Ok(prepared.install(vt))
+    }
+
+    /// First half of commit: lock the write set in key order (no-wait) and validate.
+    ///
+    /// The returned [`Prepared`] holds the locks; finish with [`Prepared::install`]
+    /// (after choosing the `VT`) or [`Prepared::abort`]. Used directly by
+    /// multi-shard coordinators; [`Transaction::commit`] does both halves.
+    pub fn prepare(mut self) -> Result<Prepared<'s>, Abort> {
+        let epoch = self.shard.epoch();
+        let me = self.shard.id();
+        let mut dep = self.deps[me];
         if self.writes.is_empty() {
             self.validate()?;
-            return Ok(CommitInfo {
+            return Ok(Prepared {
+                tx: self,
                 epoch,
-                vt: self.deps.clone(),
-                wrote: false,
+                dep,
+                done: false,
             });
         }
         self.writes
             .sort_unstable_by(|a, b| (a.table.id(), &a.key).cmp(&(b.table.id(), &b.key)));
-        let me = shard.id();
-        let mut dep = self.deps[me];
         for i in 0..self.writes.len() {
             let w = &mut self.writes[i];
             let (rec, created) = match w.known.take() {
@@ -363,42 +393,23 @@ impl<'s> Transaction<'s> {
             self.unlock_writes();
             return Err(e);
         }
-        let logged: Vec<LoggedWrite<'_>> = self
-            .writes
+        Ok(Prepared {
+            tx: self,
+            epoch,
+            dep,
+            done: false,
+        })
+    }
+
+    fn logged(&self) -> Vec<LoggedWrite<'_>> {
+        self.writes
             .iter()
             .map(|w| LoggedWrite {
                 table: w.table,
                 key: &w.key,
                 value: w.value.as_ref(),
             })
-            .collect();
-        let deps = &self.deps;
-        let vt = shard.sink().append(
-            self.stream,
-            epoch,
-            &mut || {
-                let mut vt = deps.clone();
-                vt[me] = shard.next_ts(dep);
-                vt
-            },
-            &PieceWrites { writes: &logged },
-        );
-        drop(logged);
-        let stamp = Stamp {
-            epoch,
-            ts: vt[me],
-            vt: vt.clone(),
-        };
-        for w in &self.writes {
-            if let Some((rec, _)) = &w.record {
-                rec.install(stamp.clone(), w.value.clone(), w.table.reclaim_bound());
-            }
-        }
-        Ok(CommitInfo {
-            epoch,
-            vt,
-            wrote: true,
-        })
+            .collect()
     }
 
     /// Releases every lock taken so far (abort path).
@@ -487,8 +498,94 @@ fn borrow(b: &Bound<Key>) -> Bound<&[u8]> {
     b.as_ref().map(|k| &k[..])
 }
 
+/// A transaction that holds its write locks and passed validation; install or abort it.
+pub struct Prepared<'s> {
+    tx: Transaction<'s>,
+    epoch: u32,
+    /// This shard's dependency: newest timestamp read or overwritten.
+    dep: u64,
+    done: bool,
+}
+
+impl<'s> Prepared<'s> {
+    /// Whether the transaction writes on this shard.
+    pub fn wrote(&self) -> bool {
+        !self.tx.writes.is_empty()
+    }
+
+    /// The read dependencies `VT` (component-wise max of versions read), with this shard's
+    /// component raised to the newest timestamp overwritten.
+    pub fn deps(&self) -> Vt {
+        let mut d = self.tx.deps.clone();
+        let me = self.tx.shard.id();
+        d[me] = d[me].max(self.dep);
+        d
+    }
+
+    /// Allocates this shard's component of the `VT`: `c_s = max(c_s, dep) + 1`.
+    pub fn allocate(&self, dep: u64) -> u64 {
+        self.tx.shard.next_ts(dep.max(self.dep))
+    }
+
+    /// The piece's writes, for logging.
+    pub fn with_writes<R>(&self, f: impl FnOnce(&PieceWrites<'_>) -> R) -> R {
+        let logged = self.tx.logged();
+        f(&PieceWrites { writes: &logged })
+    }
+
+    /// The epoch the transaction commits in.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// Installs the writes stamped `(epoch, vt)` and unlocks them.
+    pub fn install(mut self, vt: Vt) -> CommitInfo {
+        self.done = true;
+        let me = self.tx.shard.id();
+        let stamp = Stamp {
+            epoch: self.epoch,
+            ts: vt[me],
+            vt: vt.clone(),
+        };
+        for w in &mut self.tx.writes {
+            if let Some((rec, _)) = w.record.take() {
+                rec.install(stamp.clone(), w.value.clone(), w.table.reclaim_bound());
+            }
+        }
+        CommitInfo {
+            epoch: self.epoch,
+            vt,
+            wrote: !self.tx.writes.is_empty(),
+        }
+    }
+
+    /// The outcome of a read-only transaction (nothing to install).
+    pub fn read_only(mut self) -> CommitInfo {
+        self.done = true;
+        CommitInfo {
+            epoch: self.epoch,
+            vt: self.tx.deps.clone(),
+            wrote: false,
+        }
+    }
+
+    /// Releases the locks; nothing becomes visible.
+    pub fn abort(mut self) {
+        self.done = true;
+        self.tx.unlock_writes();
+    }
+}
+
+impl Drop for Prepared<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.tx.unlock_writes();
+        }
+    }
+}
+
 /// Raises `into` to the component-wise maximum of itself and `from`.
-pub(crate) fn merge(into: &mut Vt, from: &[u64]) {
+pub fn merge(into: &mut Vt, from: &[u64]) {
     for (a, b) in into.iter_mut().zip(from) {
         *a = (*a).max(*b);
     }

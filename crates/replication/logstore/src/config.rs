@@ -10,7 +10,7 @@ pub enum Durability {
     /// Written and `fdatasync`ed: survives power loss.
     #[default]
     Fsync,
-    /// Written to the page cache, not synced: survives a process crash, not an OS crash.
+    /// Written to the page cache, not synced: survives a process crash; an OS crash may lose recent writes (not necessarily a suffix).
     Buffered,
     /// Not written anywhere: no files, recovery always returns nothing.
     Memory,

@@ -80,6 +80,8 @@
 //!
 //! The on-disk format, checkpoints and segment reclamation are described in [`format`].
 
+#![warn(missing_docs)]
+
 mod config;
 mod error;
 pub mod format;

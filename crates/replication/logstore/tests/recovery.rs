@@ -577,3 +577,33 @@ fn damage_in_an_older_segment_discards_everything_after_it() {
     assert!(got[kept..].iter().all(|e| e.term == 2));
     assert_eq!(got[..kept], all[..kept]);
 }
+
+#[test]
+fn leftovers_of_interrupted_recycling_are_cleaned_and_gaps_detected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = cfg(dir.path(), 64 << 10);
+    {
+        let (log, _) = LogStore::open(c.clone()).expect("open");
+        log.write_sync(vec![put(1, 1, 3, 1)]).expect("write");
+    }
+    // A retired segment (header zeroed, stale body) and an unfinished new spare.
+    let mut retired = vec![0u8; 64 << 10];
+    retired[32..64].fill(0x77);
+    let retired_path = dir.path().join("00000000000000aa.wal");
+    fs::write(&retired_path, &retired).expect("write");
+    let tmp_path = dir.path().join("0000000000000077.wal.tmp");
+    fs::write(&tmp_path, b"partial").expect("write");
+    {
+        let (_log, rec) = LogStore::open(c.clone()).expect("open with leftovers");
+        assert_eq!(rec.groups[&1].entries, entries(1, 3, 1, "g1"));
+        assert!(!retired_path.exists() && !tmp_path.exists());
+    }
+    // A valid segment far beyond the others leaves a hole in the sequence.
+    let far = dir
+        .path()
+        .join(mako_logstore::format::segment_file_name(50));
+    let mut seg = vec![0u8; 64 << 10];
+    seg[..32].copy_from_slice(&mako_logstore::format::encode_header(50));
+    fs::write(&far, &seg).expect("write");
+    assert!(matches!(LogStore::open(c), Err(LogError::Corrupt { .. })));
+}

@@ -273,6 +273,16 @@ impl RaftHost {
         })
     }
 
+    /// Routes transport envelopes of `group` (not a Raft group here, e.g. a control channel) to `tx`.
+    pub fn add_route(&self, group: u32, tx: Sender<Envelope>) {
+        self.routes.lock().insert(group, tx);
+    }
+
+    /// The transport this host sends with.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
     /// The shared log store's counters.
     pub fn log_stats(&self) -> mako_logstore::LogStats {
         self.log.stats()

@@ -1,0 +1,231 @@
+//! An in-process cluster: `S` shards × `R` replicas, each a [`Site`] with its own Raft host.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mako_logstore::{Durability, LogStore, LogStoreConfig};
+use mako_raft::{HostConfig, RaftConfig, RaftHost};
+use mako_replication::{NodeId, Replicator};
+use mako_transport::Transport;
+use mako_transport::sim::{RealtimeGuard, SimConfig, SimNetwork};
+use mako_transport::tcp::{TcpConfig, TcpTransport};
+
+use crate::msg::CONTROL_GROUP;
+use crate::site::{Site, SiteConfig, SiteError};
+
+/// Which network connects the sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetKind {
+    /// The in-memory network (real time; partitions available for tests).
+    Mem,
+    /// Loopback TCP.
+    Tcp,
+}
+
+/// Shape and settings of an in-process cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Number of replicas per shard (1, 3 or 5).
+    pub replicas: u32,
+    /// What every site agrees on (shards, workers, tables, batching).
+    pub site: SiteConfig,
+    /// Network.
+    pub net: NetKind,
+    /// Durability of every replica's Raft log.
+    pub durability: Durability,
+    /// Raft heartbeat interval (ms).
+    pub heartbeat_ms: u64,
+    /// Raft election timeout bounds (ms).
+    pub election_ms: (u64, u64),
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            replicas: 3,
+            site: SiteConfig::default(),
+            net: NetKind::Mem,
+            durability: Durability::Memory,
+            heartbeat_ms: 5,
+            election_ms: (400, 700),
+        }
+    }
+}
+
+/// Why a cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// Temp directories or sockets.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// A log store would not open.
+    #[error("log store: {0}")]
+    Log(#[from] mako_logstore::LogError),
+    /// A Raft group would not start.
+    #[error("raft: {0}")]
+    Raft(#[from] mako_raft::StartError),
+    /// A site would not start.
+    #[error(transparent)]
+    Site(#[from] SiteError),
+    /// The preferred leaders did not take over in time.
+    #[error("shard {0} has no leader on replica 0 after 10 s")]
+    NoLeader(u32),
+}
+
+/// `S` × `R` sites in one process.
+pub struct Cluster {
+    /// Sites by `[shard][replica]`; replica 0 leads.
+    pub sites: Vec<Vec<Arc<Site>>>,
+    hosts: Vec<RaftHost>,
+    tcp: Vec<Arc<TcpTransport>>,
+    net: Option<SimNetwork>,
+    _pump: Option<RealtimeGuard>,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("shards", &self.sites.len())
+            .field("replicas", &self.sites.first().map_or(0, Vec::len))
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Node id of replica `r` of shard `s`.
+    pub fn node_id(replicas: u32, s: u32, r: u32) -> NodeId {
+        u64::from(s * replicas + r + 1)
+    }
+
+    /// Starts every site and waits until replica 0 leads each shard.
+    pub fn start(cfg: ClusterConfig) -> Result<Cluster, ClusterError> {
+        let dir = tempfile::tempdir()?;
+        let (shards, replicas) = (cfg.site.shards, cfg.replicas);
+        let nodes: Vec<Vec<NodeId>> = (0..shards)
+            .map(|s| {
+                (0..replicas)
+                    .map(|r| Self::node_id(replicas, s, r))
+                    .collect()
+            })
+            .collect();
+        let all: Vec<NodeId> = nodes.iter().flatten().copied().collect();
+        let mut transports = Vec::new();
+        let mut tcp = Vec::new();
+        let (mut net, mut pump) = (None, None);
+        match cfg.net {
+            NetKind::Mem => {
+                let n = SimNetwork::new(7, SimConfig::default());
+                for &id in &all {
+                    let (ep, rx) = n.endpoint(id);
+                    transports.push((Arc::new(ep) as Arc<dyn Transport>, rx));
+                }
+                pump = Some(n.run_realtime());
+                net = Some(n);
+            }
+            NetKind::Tcp => {
+                let listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+                for &id in &all {
+                    let (t, rx) =
+                        TcpTransport::start(id, listen, HashMap::new(), TcpConfig::default())?;
+                    let t = Arc::new(t);
+                    tcp.push(Arc::clone(&t));
+                    transports.push((t as Arc<dyn Transport>, rx));
+                }
+                for a in &tcp {
+                    for b in &tcp {
+                        if a.local_id() != b.local_id() {
+                            a.set_peer_addr(b.local_id(), b.local_addr());
+                        }
+                    }
+                }
+            }
+        }
+        let mut hosts = Vec::new();
+        let mut sites: Vec<Vec<Arc<Site>>> = (0..shards).map(|_| Vec::new()).collect();
+        for ((transport, inbox), &id) in transports.into_iter().zip(&all) {
+            let s = ((id - 1) / u64::from(replicas)) as u32;
+            let mut lc = LogStoreConfig::new(dir.path().join(format!("log-{id}")));
+            lc.durability = cfg.durability;
+            lc.segment_bytes = 16 << 20;
+            let (log, rec) = LogStore::open(lc)?;
+            let host = RaftHost::new(
+                Arc::clone(&transport),
+                inbox,
+                Arc::new(log),
+                rec,
+                HostConfig { snapshot_dir: None },
+            );
+            let mut rc = RaftConfig::new(id, nodes[s as usize].clone(), s);
+            rc.heartbeat_interval_ms = cfg.heartbeat_ms;
+            rc.election_timeout_min_ms = cfg.election_ms.0;
+            rc.election_timeout_max_ms = cfg.election_ms.1;
+            rc.preferred = Some(nodes[s as usize][0]);
+            let group = host.start_group(rc)?;
+            let site = Site::new(
+                cfg.site.clone(),
+                s,
+                id,
+                nodes.clone(),
+                group as Arc<dyn Replicator>,
+                transport,
+            )?;
+            let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+            host.add_route(CONTROL_GROUP, ctl_tx);
+            site.start(ctl_rx);
+            sites[s as usize].push(site);
+            hosts.push(host);
+        }
+        let cluster = Cluster {
+            sites,
+            hosts,
+            tcp,
+            net,
+            _pump: pump,
+            _dir: dir,
+        };
+        // Leadership: campaign isn't exposed, so wait for the preferred replica to win or be handed leadership.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for s in 0..shards {
+            while !cluster.sites[s as usize][0].is_leader() {
+                if Instant::now() > deadline {
+                    cluster.shutdown();
+                    return Err(ClusterError::NoLeader(s));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// The leader site of shard `s` (replica 0).
+    pub fn leader(&self, s: u32) -> &Arc<Site> {
+        &self.sites[s as usize][0]
+    }
+
+    /// The in-memory network, for partitions in tests.
+    pub fn net(&self) -> Option<&SimNetwork> {
+        self.net.as_ref()
+    }
+
+    /// Stops every site, Raft group, log store and transport.
+    pub fn shutdown(&self) {
+        for s in self.sites.iter().flatten() {
+            s.stop();
+        }
+        for h in &self.hosts {
+            h.shutdown();
+        }
+        for t in &self.tcp {
+            t.shutdown();
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

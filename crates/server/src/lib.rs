@@ -1,0 +1,27 @@
+//! A mako-rs site and an in-process cluster of them: Mako's data path end to end.
+//!
+//! A [`Site`] is one replica of one shard: its store, its shard's replication
+//! group (Raft), its watermark tracker and its coordinator workers. On the
+//! shard leader, transactions execute and commit speculatively
+//! ([`DistTxn`]: local OCC plus speculative 2PC with other shard leaders);
+//! each piece is logged on its worker's stream ([`streams::StreamLog`]) and
+//! replicated in the background. The **leader callback** turns committed log
+//! entries into the shard watermark `W_s`; leaders exchange watermarks every
+//! tick and in 2PC replies, forming `VW`. A transaction is **released**
+//! (`DistTxn::commit` returns) once `VT <= VW`. The **follower callback**
+//! replays a batch only when `VT <= VW` and queues it otherwise, draining the
+//! queue in order as `VW` advances.
+//!
+//! [`Cluster::start`] builds `S` shards × `R` replicas in one process over the
+//! in-memory network (or loopback TCP), with Raft groups whose preferred
+//! leader is replica 0.
+
+pub mod cluster;
+pub mod coord;
+pub mod msg;
+pub mod site;
+pub mod streams;
+
+pub use cluster::{Cluster, ClusterConfig, NetKind};
+pub use coord::{DistTxn, Speculative};
+pub use site::{Site, SiteConfig, SiteError};

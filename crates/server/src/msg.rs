@@ -1,0 +1,125 @@
+//! Messages between sites (watermark exchange and speculative 2PC), on the transport's control channel.
+
+use serde::{Deserialize, Serialize};
+
+/// Transport group id of the control channel (Raft groups use shard ids).
+pub const CONTROL_GROUP: u32 = u32::MAX;
+
+/// Identifies one multi-shard transaction: coordinating node and its counter.
+pub type TxnId = (u64, u64);
+
+/// A control message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Msg {
+    /// A shard leader's current `W_s`.
+    Watermark {
+        /// The shard.
+        shard: u32,
+        /// Its watermark.
+        w: u64,
+    },
+    /// A coordinator's request to a participant shard leader.
+    Request {
+        /// Correlates the reply.
+        req: u64,
+        /// The coordinator's epoch (stale epochs are refused).
+        epoch: u32,
+        /// The transaction.
+        txn: TxnId,
+        /// The coordinator's stream (worker) on every shard.
+        stream: u32,
+        /// What to do.
+        op: Op,
+    },
+    /// A participant's answer.
+    Reply {
+        /// The request it answers.
+        req: u64,
+        /// The outcome.
+        reply: Reply,
+        /// The participant's `W_s`, piggybacked.
+        shard: u32,
+        /// Its value.
+        w: u64,
+    },
+}
+
+/// An operation a coordinator asks of a participant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Read `key` of table `table`.
+    Get {
+        /// Table id.
+        table: u32,
+        /// Key.
+        key: Vec<u8>,
+    },
+    /// Buffer a write (`None` deletes).
+    Write {
+        /// Table id.
+        table: u32,
+        /// Key.
+        key: Vec<u8>,
+        /// Value, or `None` for delete.
+        value: Option<Vec<u8>>,
+    },
+    /// Lock the write set and validate.
+    Prepare,
+    /// Allocate this shard's `VT` component with dependency `dep`.
+    Allocate {
+        /// The transaction's merged dependency for this shard.
+        dep: u64,
+    },
+    /// Install and log the piece with the final `VT`.
+    Commit {
+        /// The final vector timestamp.
+        vt: Vec<u64>,
+    },
+    /// Forget the transaction, releasing locks.
+    Abort,
+}
+
+/// A participant's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The value read.
+    Value(Option<Vec<u8>>),
+    /// Done.
+    Ok,
+    /// Prepared: read dependencies and whether this shard is written.
+    Prepared {
+        /// Component-wise max `VT` of versions read (and overwritten).
+        deps: Vec<u64>,
+        /// Whether the participant has writes.
+        wrote: bool,
+    },
+    /// The allocated timestamp.
+    Allocated(u64),
+    /// Refused: conflict, unknown transaction, stale epoch, or not the leader.
+    Refused(Refusal),
+}
+
+/// Why a participant refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// Lock conflict or failed validation.
+    Conflict,
+    /// The request's epoch is older than the participant's (which it carries).
+    StaleEpoch(u32),
+    /// This site does not lead its shard.
+    NotLeader,
+    /// No such transaction (already finished, or never started here).
+    Unknown,
+}
+
+impl Msg {
+    /// Encodes for the transport.
+    pub fn encode(&self) -> bytes::Bytes {
+        postcard::to_stdvec(self).unwrap_or_default().into()
+    }
+
+    /// Decodes a control payload.
+    pub fn decode(b: &[u8]) -> Result<Msg, postcard::Error> {
+        postcard::from_bytes(b)
+    }
+}

@@ -1,0 +1,623 @@
+//! A site: one replica of one shard — store, replication group, watermarks, callbacks, control thread.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use mako_commitlog::{BatchConfig, Entry};
+use mako_replication::{Applied, ApplyCtx, ApplyStatus, NodeId, QueuedEntry, Replicator, Role};
+use mako_storage::{Store, Table, TableId};
+use mako_transport::{Envelope, Transport};
+use mako_txn::{Prepared, Shard, Transaction};
+use mako_watermark::{ShardWatermark, StreamId, WatermarkVector, covers, stream_id};
+use parking_lot::Mutex;
+
+use crate::msg::{CONTROL_GROUP, Msg, Op, Refusal, Reply, TxnId};
+use crate::streams::StreamLog;
+
+/// What every site of a cluster agrees on.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    /// Number of shards.
+    pub shards: u32,
+    /// Coordinator workers per shard (one commit-log stream each, on every shard).
+    pub workers: u32,
+    /// Tables every shard holds, created at start (stable ids by name).
+    pub tables: Vec<String>,
+    /// Batching of the commit log.
+    pub batch: BatchConfig,
+    /// Period of linger flushes, heartbeats and the watermark exchange.
+    pub tick: Duration,
+    /// How long `commit` waits for release, and a coordinator for a reply.
+    pub timeout: Duration,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            shards: 1,
+            workers: 2,
+            tables: vec!["usertable".into()],
+            batch: BatchConfig::default(),
+            tick: Duration::from_millis(1),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SiteConfig {
+    /// Every stream of the deployment: worker `w` of shard `c` for all `c`, `w`.
+    pub fn streams(&self) -> Vec<StreamId> {
+        (0..self.shards)
+            .flat_map(|c| (0..self.workers).map(move |w| stream_id(c, w)))
+            .collect()
+    }
+}
+
+/// Counters of a site.
+#[derive(Debug, Default)]
+pub struct SiteStats {
+    /// Batches replayed by the follower callback.
+    pub replayed: AtomicU64,
+    /// Entries the follower callback queued (`SafetyFail`).
+    pub queued: AtomicU64,
+    /// Sum of replay lag samples in microseconds (commit-to-replay of queued batches).
+    pub undecodable: AtomicU64,
+}
+
+/// One replica of one shard.
+pub struct Site {
+    pub(crate) cfg: SiteConfig,
+    pub(crate) shard_id: u32,
+    pub(crate) node: NodeId,
+    /// Node ids of every shard's replicas (`[shard][replica]`); replica 0 is the preferred leader.
+    pub(crate) nodes: Vec<Vec<NodeId>>,
+    pub(crate) store: Arc<Store>,
+    pub(crate) shard: Shard,
+    pub(crate) tables: Vec<Arc<Table>>,
+    pub(crate) log: Arc<StreamLog>,
+    pub(crate) group: Arc<dyn Replicator>,
+    pub(crate) wm: Mutex<ShardWatermark>,
+    pub(crate) vw: Arc<WatermarkVector>,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) pending: Mutex<HashMap<u64, Sender<Reply>>>,
+    pub(crate) next_req: AtomicU64,
+    pub(crate) next_txn: AtomicU64,
+    /// Follower replay lag samples (microseconds from first apply to replay of queued entries).
+    pub(crate) lag: Mutex<Vec<u64>>,
+    pub(crate) first_seen: Mutex<HashMap<u64, Instant>>,
+    pub(crate) stats: SiteStats,
+    stop: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stop_tx: Mutex<Option<Sender<()>>>,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("shard", &self.shard_id)
+            .field("node", &self.node)
+            .field("role", &self.group.role())
+            .field("vw", &self.vw.load())
+            .finish()
+    }
+}
+
+/// Why a site could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    /// A table could not be created.
+    #[error("creating tables: {0}")]
+    Storage(#[from] mako_storage::StorageError),
+}
+
+impl Site {
+    /// Builds a site and wires its callbacks into `group`; call [`Site::start`] to run its threads.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: SiteConfig,
+        shard_id: u32,
+        node: NodeId,
+        nodes: Vec<Vec<NodeId>>,
+        group: Arc<dyn Replicator>,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Site>, SiteError> {
+        let store = Arc::new(Store::new());
+        let tables = cfg
+            .tables
+            .iter()
+            .map(|t| store.create_table(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let streams = cfg.streams();
+        let log = Arc::new(StreamLog::new(shard_id as usize, &streams, &cfg.batch, 0));
+        log.set_group(Arc::clone(&group));
+        let shard = Shard::new(
+            shard_id as usize,
+            cfg.shards as usize,
+            Arc::clone(&store),
+            log.clone(),
+        );
+        let site = Arc::new(Site {
+            shard_id,
+            node,
+            nodes,
+            store,
+            shard,
+            tables,
+            log,
+            group: Arc::clone(&group),
+            wm: Mutex::new(ShardWatermark::new(streams)),
+            vw: Arc::new(WatermarkVector::new(cfg.shards as usize)),
+            transport,
+            pending: Mutex::new(HashMap::new()),
+            next_req: AtomicU64::new(1),
+            next_txn: AtomicU64::new(1),
+            lag: Mutex::new(Vec::new()),
+            first_seen: Mutex::new(HashMap::new()),
+            stats: SiteStats::default(),
+            stop: AtomicBool::new(false),
+            threads: Mutex::new(Vec::new()),
+            stop_tx: Mutex::new(None),
+            cfg,
+        });
+        let s = Arc::clone(&site);
+        group.on_apply(Role::Leader, Box::new(move |ctx| s.leader_apply(&ctx)));
+        let s = Arc::clone(&site);
+        group.on_apply(Role::Follower, Box::new(move |ctx| s.follower_apply(ctx)));
+        Ok(site)
+    }
+
+    /// Starts the control thread (fed by `control`) and the ticker (flushes, heartbeats, exchange).
+    pub fn start(self: &Arc<Self>, control: Receiver<Envelope>) {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        *self.stop_tx.lock() = Some(stop_tx);
+        let s = Arc::clone(self);
+        let rx2 = stop_rx.clone();
+        let control_thread = std::thread::Builder::new()
+            .name(format!("site-ctl-{}", self.node))
+            .spawn(move || s.control_loop(control, rx2));
+        let s = Arc::clone(self);
+        let ticker = std::thread::Builder::new()
+            .name(format!("site-tick-{}", self.node))
+            .spawn(move || {
+                let tick = crossbeam_channel::tick(s.cfg.tick);
+                loop {
+                    crossbeam_channel::select! {
+                        recv(tick) -> _ => s.on_tick(),
+                        recv(stop_rx) -> _ => break,
+                    }
+                }
+            });
+        let mut threads = self.threads.lock();
+        threads.extend(control_thread.ok());
+        threads.extend(ticker.ok());
+    }
+
+    /// Stops the site's threads (the replication group is stopped by its host).
+    pub fn stop(&self) {
+        if self.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.log.flush();
+        drop(self.stop_tx.lock().take());
+        for h in std::mem::take(&mut *self.threads.lock()) {
+            let _ = h.join();
+        }
+    }
+
+    /// The shard this site replicates.
+    pub fn shard_id(&self) -> u32 {
+        self.shard_id
+    }
+
+    /// This site's node id.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// The site's store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The transaction view of the shard (its clock, epoch and sink).
+    pub fn shard(&self) -> &Shard {
+        &self.shard
+    }
+
+    /// The replication group.
+    pub fn group(&self) -> &Arc<dyn Replicator> {
+        &self.group
+    }
+
+    /// Whether this site leads its shard.
+    pub fn is_leader(&self) -> bool {
+        self.group.role() == Role::Leader
+    }
+
+    /// `VW` as known here.
+    pub fn vw(&self) -> &Arc<WatermarkVector> {
+        &self.vw
+    }
+
+    /// This shard's `W_s` from the committed log prefix applied here.
+    pub fn w(&self) -> u64 {
+        self.wm.lock().value()
+    }
+
+    /// Table number `i` of the configured tables.
+    pub fn table(&self, i: usize) -> Option<&Table> {
+        self.tables.get(i).map(|t| &**t)
+    }
+
+    /// The table with id `id`.
+    pub fn table_by_id(&self, id: TableId) -> Option<&Table> {
+        self.tables.iter().find(|t| t.id() == id).map(|t| &**t)
+    }
+
+    /// Entries waiting in the follower queue.
+    pub fn queued(&self) -> usize {
+        self.stats.queued.load(Ordering::Relaxed) as usize
+    }
+
+    /// Follower replay lag samples, microseconds.
+    pub fn replay_lags(&self) -> Vec<u64> {
+        self.lag.lock().clone()
+    }
+
+    /// The commit-log sink's counters.
+    pub fn stream_stats(&self) -> crate::streams::StreamStats {
+        self.log.stats()
+    }
+
+    fn observe_own(&self, entry: &Entry) {
+        let w = self.wm.lock().observe(self.shard_id as usize, entry);
+        if w != u64::MAX {
+            self.vw.advance(self.shard_id as usize, w);
+        }
+    }
+
+    /// Leader apply callback (Mako's `register_for_leader_par_id_return`).
+    pub(crate) fn leader_apply(&self, ctx: &ApplyCtx<'_>) -> Applied {
+        let entry = match Entry::decode(ctx.entry) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(
+                    shard = self.shard_id,
+                    index = ctx.index,
+                    "undecodable log entry: {e}"
+                );
+                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                return Applied::normal(0);
+            }
+        };
+        self.observe_own(&entry);
+        let ts = self.w();
+        let status = match entry {
+            Entry::NoOp { .. } => ApplyStatus::NoOps,
+            Entry::Ending { .. } => ApplyStatus::Ending,
+            _ => ApplyStatus::Normal,
+        };
+        Applied { status, ts }
+    }
+
+    /// Follower apply callback (`register_for_follower_par_id_return`): safety check, replay or queue.
+    pub(crate) fn follower_apply(&self, ctx: ApplyCtx<'_>) -> Applied {
+        let entry = match Entry::decode(ctx.entry) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::error!(
+                    shard = self.shard_id,
+                    index = ctx.index,
+                    "undecodable log entry: {e}"
+                );
+                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                return Applied::normal(0);
+            }
+        };
+        self.observe_own(&entry);
+        let me = self.shard_id as usize;
+        match &entry {
+            Entry::NoOp { epoch } => {
+                // The epoch boundary: new pieces after it belong to the next epoch.
+                if self.shard.epoch() <= *epoch {
+                    self.shard.set_epoch(epoch + 1);
+                }
+                return Applied {
+                    status: ApplyStatus::NoOps,
+                    ts: self.w(),
+                };
+            }
+            Entry::Ending { .. } => {
+                return Applied {
+                    status: ApplyStatus::Ending,
+                    ts: self.w(),
+                };
+            }
+            Entry::Advancer | Entry::Heartbeat { .. } => {
+                let drained = self.drain(ctx.queue);
+                return Applied {
+                    status: if drained {
+                        ApplyStatus::ReplayDone
+                    } else {
+                        ApplyStatus::Normal
+                    },
+                    ts: self.w(),
+                };
+            }
+            Entry::Batch(_) => {}
+        }
+        let drained = self.drain(ctx.queue);
+        if !ctx.queue.is_empty() || !self.safe(&entry) {
+            // Keep log order: nothing overtakes an older queued entry.
+            self.first_seen.lock().insert(ctx.index, Instant::now());
+            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            return Applied {
+                status: ApplyStatus::SafetyFail,
+                ts: self.w(),
+            };
+        }
+        let ts = self.replay(&entry, me);
+        Applied {
+            status: if drained {
+                ApplyStatus::ReplayDone
+            } else {
+                ApplyStatus::Normal
+            },
+            ts,
+        }
+    }
+
+    fn safe(&self, entry: &Entry) -> bool {
+        match entry {
+            Entry::Batch(b) => b.pieces.iter().all(|p| covers(&p.vt, &self.vw.load())),
+            _ => true,
+        }
+    }
+
+    fn replay(&self, entry: &Entry, me: usize) -> u64 {
+        let Entry::Batch(b) = entry else { return 0 };
+        match mako_txn::replay(b, &self.store, me) {
+            Ok(stats) => {
+                self.shard.observe(stats.max_ts);
+                self.stats.replayed.fetch_add(1, Ordering::Relaxed);
+                stats.max_ts
+            }
+            Err(e) => {
+                tracing::error!(shard = self.shard_id, "replay failed: {e}");
+                0
+            }
+        }
+    }
+
+    /// Replays queued entries, oldest first, while they are safe; returns whether any was replayed.
+    fn drain(&self, queue: &mut mako_replication::PendingQueue) -> bool {
+        let mut any = false;
+        while let Some(front) = queue.front() {
+            let Ok(entry) = Entry::decode(&front.entry) else {
+                queue.pop_front();
+                continue;
+            };
+            if !self.safe(&entry) {
+                break;
+            }
+            let QueuedEntry { index, .. } = queue.pop_front().unwrap_or(QueuedEntry {
+                index: 0,
+                entry: Bytes::new(),
+            });
+            self.replay(&entry, self.shard_id as usize);
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            if let Some(t) = self.first_seen.lock().remove(&index) {
+                self.lag.lock().push(t.elapsed().as_micros() as u64);
+            }
+            any = true;
+        }
+        any
+    }
+
+    fn on_tick(&self) {
+        if !self.is_leader() {
+            return;
+        }
+        self.log.tick(Instant::now(), self.shard.clock());
+        let msg = Msg::Watermark {
+            shard: self.shard_id,
+            w: self.vw.get(self.shard_id as usize),
+        }
+        .encode();
+        let envs = self
+            .nodes
+            .iter()
+            .flatten()
+            .filter(|&&n| n != self.node)
+            .map(|&to| Envelope {
+                group: CONTROL_GROUP,
+                from: self.node,
+                to,
+                payload: msg.clone(),
+            })
+            .collect();
+        let _ = self.transport.send_batch(envs);
+    }
+
+    pub(crate) fn send(&self, to: NodeId, msg: &Msg) {
+        let _ = self.transport.send(Envelope {
+            group: CONTROL_GROUP,
+            from: self.node,
+            to,
+            payload: msg.encode(),
+        });
+    }
+
+    /// Learns another shard's watermark; wakes the follower queue if `VW` moved.
+    pub(crate) fn learn(&self, shard: u32, w: u64) {
+        if shard != self.shard_id && self.vw.advance(shard as usize, w) && !self.is_leader() {
+            self.group.retry_pending();
+        }
+    }
+
+    fn control_loop(&self, control: Receiver<Envelope>, stop: Receiver<()>) {
+        let mut open: HashMap<TxnId, Participant<'_>> = HashMap::new();
+        loop {
+            let env = crossbeam_channel::select! {
+                recv(control) -> e => match e { Ok(e) => e, Err(_) => break },
+                recv(stop) -> _ => break,
+            };
+            let msg = match Msg::decode(&env.payload) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(from = env.from, "malformed control message: {e}");
+                    continue;
+                }
+            };
+            match msg {
+                Msg::Watermark { shard, w } => self.learn(shard, w),
+                Msg::Reply {
+                    req,
+                    reply,
+                    shard,
+                    w,
+                } => {
+                    self.learn(shard, w);
+                    if let Some(tx) = self.pending.lock().remove(&req) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Msg::Request {
+                    req,
+                    epoch,
+                    txn,
+                    stream,
+                    op,
+                } => {
+                    let reply = self.participate(&mut open, epoch, txn, stream, op);
+                    let msg = Msg::Reply {
+                        req,
+                        reply,
+                        shard: self.shard_id,
+                        w: self.vw.get(self.shard_id as usize),
+                    };
+                    self.send(env.from, &msg);
+                }
+            }
+        }
+    }
+
+    fn participate<'a>(
+        &'a self,
+        open: &mut HashMap<TxnId, Participant<'a>>,
+        epoch: u32,
+        txn: TxnId,
+        stream: u32,
+        op: Op,
+    ) -> Reply {
+        if epoch < self.shard.epoch() {
+            open.remove(&txn);
+            return Reply::Refused(Refusal::StaleEpoch(self.shard.epoch()));
+        }
+        if !self.is_leader() {
+            open.remove(&txn);
+            return Reply::Refused(Refusal::NotLeader);
+        }
+        match op {
+            Op::Get { table, key } => {
+                let Some(t) = self.table_by_id(table) else {
+                    return Reply::Refused(Refusal::Unknown);
+                };
+                let p = open
+                    .entry(txn)
+                    .or_insert_with(|| Participant::Open(self.shard.begin_on(stream)));
+                match p {
+                    Participant::Open(tx) => Reply::Value(tx.get(t, &key).map(|b| b.to_vec())),
+                    Participant::Prepared(_) => Reply::Refused(Refusal::Unknown),
+                }
+            }
+            Op::Write { table, key, value } => {
+                let Some(t) = self.table_by_id(table) else {
+                    return Reply::Refused(Refusal::Unknown);
+                };
+                let p = open
+                    .entry(txn)
+                    .or_insert_with(|| Participant::Open(self.shard.begin_on(stream)));
+                match p {
+                    Participant::Open(tx) => {
+                        match value {
+                            Some(v) => tx.put(t, &key, Bytes::from(v)),
+                            None => tx.delete(t, &key),
+                        }
+                        Reply::Ok
+                    }
+                    Participant::Prepared(_) => Reply::Refused(Refusal::Unknown),
+                }
+            }
+            Op::Prepare => match open.remove(&txn) {
+                Some(Participant::Open(tx)) => match tx.prepare() {
+                    Ok(p) => {
+                        let reply = Reply::Prepared {
+                            deps: p.deps().to_vec(),
+                            wrote: p.wrote(),
+                        };
+                        open.insert(txn, Participant::Prepared(p));
+                        reply
+                    }
+                    Err(_) => Reply::Refused(Refusal::Conflict),
+                },
+                Some(p) => {
+                    open.insert(txn, p);
+                    Reply::Refused(Refusal::Unknown)
+                }
+                None => Reply::Refused(Refusal::Unknown),
+            },
+            Op::Allocate { dep } => match open.get(&txn) {
+                Some(Participant::Prepared(p)) => {
+                    match self.log.reserve(stream, || p.allocate(dep)) {
+                        Some(ts) => Reply::Allocated(ts),
+                        None => Reply::Refused(Refusal::Unknown),
+                    }
+                }
+                _ => Reply::Refused(Refusal::Unknown),
+            },
+            Op::Commit { vt } => match open.remove(&txn) {
+                Some(Participant::Prepared(p)) => {
+                    if p.wrote() {
+                        p.with_writes(|w| self.log.fulfil(stream, &vt, w.iter()));
+                        p.install(vt.into_iter().collect());
+                    } else {
+                        p.read_only();
+                    }
+                    Reply::Ok
+                }
+                Some(Participant::Open(_)) | None => Reply::Refused(Refusal::Unknown),
+            },
+            Op::Abort => {
+                if let Some(Participant::Prepared(p)) = open.remove(&txn) {
+                    if p.wrote() {
+                        self.log.cancel(stream);
+                    }
+                    p.abort();
+                }
+                Reply::Ok
+            }
+        }
+    }
+
+    /// Starts a transaction coordinated here by `worker` (which must be below `workers`).
+    pub fn begin(&self, worker: u32) -> crate::coord::DistTxn<'_> {
+        crate::coord::DistTxn::new(self, worker)
+    }
+
+    /// Starts a plain one-shard transaction on this site by `worker`.
+    pub fn begin_local(&self, worker: u32) -> Transaction<'_> {
+        self.shard.begin_on(stream_id(self.shard_id, worker))
+    }
+}
+
+/// A multi-shard transaction's piece on a participant.
+enum Participant<'a> {
+    Open(Transaction<'a>),
+    Prepared(Prepared<'a>),
+}

@@ -1,0 +1,189 @@
+//! The leader's commit log: one batch builder per stream, heartbeats for idle streams.
+//!
+//! Within a stream, a piece's timestamp is allocated and the piece appended
+//! under the stream's lock, so each stream reaches the log in timestamp order
+//! (the precondition of the `W_s` rule in `mako-watermark`). A remote piece of
+//! a multi-shard transaction allocates first ([`StreamLog::reserve`]) and
+//! appends later ([`StreamLog::fulfil`]); meanwhile the stream is
+//! *outstanding* and gets no heartbeat.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use bytes::Bytes;
+use mako_commitlog::{BatchBuilder, BatchConfig, Entry, WriteRef};
+use mako_replication::Replicator;
+use mako_storage::Vt;
+use mako_txn::{CommitSink, PieceWrites};
+use mako_watermark::StreamId;
+use parking_lot::Mutex;
+
+struct StreamState {
+    builder: BatchBuilder,
+    /// A reserved timestamp whose piece is not appended yet.
+    outstanding: Option<u64>,
+    /// Largest timestamp this stream has put in the log (piece or heartbeat).
+    last: u64,
+}
+
+/// Counters of what the log sink did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StreamStats {
+    /// Batches submitted.
+    pub batches: u64,
+    /// Heartbeats submitted.
+    pub heartbeats: u64,
+    /// Submissions refused (not leader).
+    pub refused: u64,
+}
+
+/// The commit-log sink of a shard leader; implements [`CommitSink`].
+pub struct StreamLog {
+    shard: usize,
+    streams: Vec<(StreamId, Mutex<StreamState>)>,
+    group: OnceLock<Arc<dyn Replicator>>,
+    stats: Mutex<StreamStats>,
+}
+
+impl std::fmt::Debug for StreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamLog")
+            .field("streams", &self.streams.len())
+            .field("stats", &*self.stats.lock())
+            .finish()
+    }
+}
+
+impl StreamLog {
+    /// A log over the configured streams.
+    pub fn new(shard: usize, streams: &[StreamId], cfg: &BatchConfig, epoch: u32) -> Self {
+        StreamLog {
+            shard,
+            streams: streams
+                .iter()
+                .map(|&s| {
+                    (
+                        s,
+                        Mutex::new(StreamState {
+                            builder: BatchBuilder::new(cfg.clone(), epoch, s),
+                            outstanding: None,
+                            last: 0,
+                        }),
+                    )
+                })
+                .collect(),
+            group: OnceLock::new(),
+            stats: Mutex::new(StreamStats::default()),
+        }
+    }
+
+    /// Connects the replication group entries are submitted to.
+    pub fn set_group(&self, group: Arc<dyn Replicator>) {
+        let _ = self.group.set(group);
+    }
+
+    fn state(&self, stream: StreamId) -> Option<&Mutex<StreamState>> {
+        self.streams
+            .iter()
+            .find(|(s, _)| *s == stream)
+            .map(|(_, m)| m)
+    }
+
+    fn submit(&self, bytes: Bytes, heartbeat: bool) {
+        let ok = self.group.get().is_some_and(|g| g.submit(bytes).is_ok());
+        let mut st = self.stats.lock();
+        match (ok, heartbeat) {
+            (false, _) => st.refused += 1,
+            (true, true) => st.heartbeats += 1,
+            (true, false) => st.batches += 1,
+        }
+    }
+
+    /// Allocates a timestamp for a remote piece on `stream` with `alloc`; the stream stays outstanding until `fulfil`.
+    pub fn reserve(&self, stream: StreamId, alloc: impl FnOnce() -> u64) -> Option<u64> {
+        let mut s = self.state(stream)?.lock();
+        let ts = alloc();
+        s.outstanding = Some(ts);
+        Some(ts)
+    }
+
+    /// Appends the remote piece reserved on `stream`, with its final `vt`.
+    pub fn fulfil<'a>(
+        &self,
+        stream: StreamId,
+        vt: &[u64],
+        writes: impl IntoIterator<Item = WriteRef<'a>>,
+    ) {
+        let Some(m) = self.state(stream) else { return };
+        let mut s = m.lock();
+        s.outstanding = None;
+        s.last = s.last.max(vt.get(self.shard).copied().unwrap_or(0));
+        if let Some(b) = s.builder.push(vt, writes, Instant::now()) {
+            self.submit(b, false);
+        }
+    }
+
+    /// Drops a reservation whose transaction aborted.
+    pub fn cancel(&self, stream: StreamId) {
+        if let Some(m) = self.state(stream) {
+            m.lock().outstanding = None;
+        }
+    }
+
+    /// Flushes batches past their linger; then, if `clock` moved, heartbeats every idle stream at `clock`.
+    pub fn tick(&self, now: Instant, clock: u64) {
+        for (id, m) in &self.streams {
+            let mut s = m.lock();
+            if let Some(b) = s.builder.poll(now) {
+                self.submit(b, false);
+            }
+            if s.builder.is_empty() && s.outstanding.is_none() && clock > s.last {
+                s.last = clock;
+                self.submit(
+                    Entry::Heartbeat {
+                        stream: *id,
+                        w: clock,
+                    }
+                    .encode(),
+                    true,
+                );
+            }
+        }
+    }
+
+    /// Flushes every open batch now.
+    pub fn flush(&self) {
+        for (_, m) in &self.streams {
+            if let Some(b) = m.lock().builder.flush() {
+                self.submit(b, false);
+            }
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StreamStats {
+        *self.stats.lock()
+    }
+}
+
+impl CommitSink for StreamLog {
+    fn append(
+        &self,
+        stream: u32,
+        _epoch: u32,
+        stamp: &mut dyn FnMut() -> Vt,
+        writes: &PieceWrites<'_>,
+    ) -> Vt {
+        let Some(m) = self.state(stream) else {
+            tracing::error!(stream, "commit on an unconfigured stream; piece not logged");
+            return stamp();
+        };
+        let mut s = m.lock();
+        let vt = stamp();
+        s.last = s.last.max(vt.get(self.shard).copied().unwrap_or(0));
+        if let Some(b) = s.builder.push(&vt, writes.iter(), Instant::now()) {
+            self.submit(b, false);
+        }
+        vt
+    }
+}

@@ -1,0 +1,234 @@
+//! End-to-end: speculative execution, replication, watermarks and release on in-process clusters.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mako_server::{Cluster, ClusterConfig, SiteConfig};
+use mako_txn::AbortReason;
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+fn config(shards: u32, replicas: u32) -> ClusterConfig {
+    ClusterConfig {
+        replicas,
+        site: SiteConfig {
+            shards,
+            workers: 4,
+            tables: vec!["accounts".into()],
+            timeout: Duration::from_secs(5),
+            ..SiteConfig::default()
+        },
+        election_ms: (150, 300),
+        ..ClusterConfig::default()
+    }
+}
+
+fn val(n: i64) -> Bytes {
+    Bytes::copy_from_slice(&n.to_le_bytes())
+}
+
+fn num(b: &[u8]) -> i64 {
+    i64::from_le_bytes(b.try_into().expect("8-byte balance"))
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    f()
+}
+
+/// Every follower's store equals its leader's (the run is over, so everything is below VW once released).
+fn assert_replicas_consistent(c: &Cluster) {
+    for sites in &c.sites {
+        let leader = sites[0].store().tables()[0].latest();
+        for f in &sites[1..] {
+            let ok = wait_until(Duration::from_secs(5), || {
+                f.store().tables()[0].latest() == leader
+            });
+            assert!(ok, "follower {} differs from its leader", f.node());
+        }
+    }
+}
+
+#[test]
+fn single_shard_single_replica_releases_at_local_commit() {
+    let c = Cluster::start(config(1, 1)).expect("cluster");
+    let site = c.leader(0);
+    let mut tx = site.begin(0);
+    tx.put(0, 0, b"k", val(1)).expect("put");
+    let info = tx.commit().expect("released");
+    assert!(info.wrote && info.vt[0] > 0);
+    assert!(site.vw().covers(&info.vt));
+    let mut tx = site.begin(0);
+    assert_eq!(tx.get(0, 0, b"k").expect("get"), Some(val(1)));
+}
+
+#[test]
+fn cross_shard_bank_conserves_money_and_replicas_agree() {
+    const ACCOUNTS: u64 = 20; // per shard
+    const INITIAL: i64 = 100;
+    let c = Cluster::start(config(2, 3)).expect("cluster");
+    // Load: each shard's leader writes its accounts.
+    for s in 0..2u32 {
+        let mut tx = c.leader(s).begin(0);
+        for a in 0..ACCOUNTS {
+            tx.put(s, 0, &a.to_be_bytes(), val(INITIAL)).expect("load");
+        }
+        tx.commit().expect("load released");
+    }
+    let total = 2 * ACCOUNTS as i64 * INITIAL;
+    let stop = AtomicBool::new(false);
+    let (transfers, audits, aborts) = (AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0));
+    std::thread::scope(|s| {
+        for w in 0..4u32 {
+            let (c, stop) = (&c, &stop);
+            let (transfers, audits, aborts) = (&transfers, &audits, &aborts);
+            s.spawn(move || {
+                let home = w % 2;
+                let site = c.leader(home);
+                let mut rng = SmallRng::seed_from_u64(u64::from(w));
+                while !stop.load(Ordering::Relaxed) {
+                    let mut tx = site.begin(w / 2);
+                    if rng.random_ratio(1, 4) {
+                        let mut sum = 0;
+                        let mut ok = true;
+                        'audit: for sh in 0..2u32 {
+                            for a in 0..ACCOUNTS {
+                                match tx.get(sh, 0, &a.to_be_bytes()) {
+                                    Ok(Some(v)) => sum += num(&v),
+                                    _ => {
+                                        ok = false;
+                                        break 'audit;
+                                    }
+                                }
+                            }
+                        }
+                        if ok && tx.commit().is_ok() {
+                            assert_eq!(sum, total, "a released audit saw a wrong total");
+                            audits.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            aborts.fetch_add(1, Ordering::Relaxed);
+                        }
+                        continue;
+                    }
+                    let (sa, sb) = (rng.random_range(0..2u32), rng.random_range(0..2u32));
+                    let (a, b) = (rng.random_range(0..ACCOUNTS), rng.random_range(0..ACCOUNTS));
+                    if sa == sb && a == b {
+                        continue;
+                    }
+                    let amount = rng.random_range(1..10);
+                    let r = (|| {
+                        let va = num(&tx.get(sa, 0, &a.to_be_bytes())?.unwrap_or_default());
+                        let vb = num(&tx.get(sb, 0, &b.to_be_bytes())?.unwrap_or_default());
+                        tx.put(sa, 0, &a.to_be_bytes(), val(va - amount))?;
+                        tx.put(sb, 0, &b.to_be_bytes(), val(vb + amount))?;
+                        tx.commit()
+                    })();
+                    match r {
+                        Ok(_) => transfers.fetch_add(1, Ordering::Relaxed),
+                        Err(_) => aborts.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+    });
+    eprintln!(
+        "transfers {} audits {} aborts {}",
+        transfers.load(Ordering::Relaxed),
+        audits.load(Ordering::Relaxed),
+        aborts.load(Ordering::Relaxed)
+    );
+    assert!(transfers.load(Ordering::Relaxed) > 50);
+    assert!(audits.load(Ordering::Relaxed) > 5);
+    let mut sum = 0;
+    for s in 0..2u32 {
+        for (_, v) in c.leader(s).store().tables()[0].scan(.., 1000) {
+            sum += num(&v);
+        }
+    }
+    assert_eq!(sum, total);
+    assert_replicas_consistent(&c);
+}
+
+/// A cluster whose leaders outlast a short partition (no check-quorum step-down within 1 s).
+fn patient(shards: u32) -> Cluster {
+    let mut cfg = config(shards, 3);
+    cfg.election_ms = (1500, 2500);
+    Cluster::start(cfg).expect("cluster")
+}
+
+#[test]
+fn no_release_without_a_majority_of_every_touched_shard() {
+    let c = patient(2);
+    let net = c.net().expect("in-memory network");
+    let (s0, s1) = (c.leader(0), c.leader(1));
+    // Cut both followers of shard 1 off.
+    for r in 1..3 {
+        net.disconnect(c.sites[1][r].node());
+    }
+    let mut tx = s0.begin(0);
+    tx.put(1, 0, b"x", val(1))
+        .expect("remote put reaches the leader");
+    let spec = tx.commit_speculative().expect("speculative commit");
+    assert!(!spec.is_released());
+    assert_eq!(
+        spec.wait_release(Duration::from_millis(500))
+            .expect_err("no majority")
+            .reason,
+        AbortReason::Timeout
+    );
+    // A shard-0-only transaction that reads nothing from shard 1 is still released.
+    let mut tx = s0.begin(1);
+    tx.put(0, 0, b"y", val(2)).expect("local put");
+    tx.commit().expect("shard-0-only transaction released");
+    // Heal: the stuck one is released too.
+    for r in 1..3 {
+        net.connect(c.sites[1][r].node());
+    }
+    spec.wait_release(Duration::from_secs(10))
+        .expect("released after healing");
+    let _ = s1;
+}
+
+#[test]
+fn a_dependent_transaction_is_not_released_before_its_dependency() {
+    let c = patient(2);
+    let net = c.net().expect("in-memory network");
+    for r in 1..3 {
+        net.disconnect(c.sites[1][r].node());
+    }
+    // T1 on shard 1 writes k1; shard 1 cannot replicate it.
+    let mut t1 = c.leader(1).begin(0);
+    t1.put(1, 0, b"k1", val(41)).expect("put");
+    let t1 = t1.commit_speculative().expect("T1 speculative");
+    // T2 on shard 0 reads T1's write and writes shard 0 only.
+    let mut t2 = c.leader(0).begin(0);
+    assert_eq!(
+        t2.get(1, 0, b"k1").expect("speculative read"),
+        Some(val(41))
+    );
+    t2.put(0, 0, b"k2", val(42)).expect("put");
+    let t2 = t2.commit_speculative().expect("T2 speculative");
+    assert!(
+        t2.info.vt[1] >= t1.info.vt[1],
+        "T2 depends on T1 through VT[1]"
+    );
+    assert!(
+        t2.wait_release(Duration::from_millis(500)).is_err(),
+        "T2 released before T1"
+    );
+    for r in 1..3 {
+        net.connect(c.sites[1][r].node());
+    }
+    t1.wait_release(Duration::from_secs(10))
+        .expect("T1 released");
+    t2.wait_release(Duration::from_secs(10))
+        .expect("T2 released");
+}
