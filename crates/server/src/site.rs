@@ -282,7 +282,7 @@ impl Site {
     }
 
     /// Leader apply callback (Mako's `register_for_leader_par_id_return`).
-    pub(crate) fn leader_apply(&self, ctx: &ApplyCtx<'_>) -> Applied {
+    pub fn leader_apply(&self, ctx: &ApplyCtx<'_>) -> Applied {
         let entry = match Entry::decode(ctx.entry) {
             Ok(e) => e,
             Err(e) => {
@@ -306,7 +306,7 @@ impl Site {
     }
 
     /// Follower apply callback (`register_for_follower_par_id_return`): safety check, replay or queue.
-    pub(crate) fn follower_apply(&self, ctx: ApplyCtx<'_>) -> Applied {
+    pub fn follower_apply(&self, ctx: ApplyCtx<'_>) -> Applied {
         let entry = match Entry::decode(ctx.entry) {
             Ok(e) => e,
             Err(e) => {
@@ -419,7 +419,9 @@ impl Site {
         any
     }
 
-    fn on_tick(&self) {
+    /// One ticker step (run every `tick` by the site's thread): on a leader, flush lingering
+    /// batches, heartbeat idle streams, and send `W_s` to every other site.
+    pub fn on_tick(&self) {
         if !self.is_leader() {
             return;
         }
@@ -454,7 +456,7 @@ impl Site {
     }
 
     /// Learns another shard's watermark; wakes the follower queue if `VW` moved.
-    pub(crate) fn learn(&self, shard: u32, w: u64) {
+    pub fn learn(&self, shard: u32, w: u64) {
         if shard != self.shard_id && self.vw.advance(shard as usize, w) && !self.is_leader() {
             self.group.retry_pending();
         }

@@ -1,0 +1,278 @@
+//! The seed's callback tests: leader callback advances W_s, follower callback checks safety,
+//! queues, replays when VW advances, recognises NO-OPS and Ending.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mako_commitlog::{Batch, Entry, Piece, Write};
+use mako_replication::{
+    ApplyCtx, ApplyFn, ApplyStatus, NodeId, PendingQueue, QueuedEntry, Replicator, Role,
+    RoleChangeFn, SnapshotHandler, SubmitError,
+};
+use mako_server::{Site, SiteConfig};
+use mako_storage::table_id_for;
+use mako_transport::sim::{SimConfig, SimNetwork};
+use mako_watermark::stream_id;
+use parking_lot::Mutex;
+
+/// A replication group stand-in: a fixed role, submissions recorded.
+struct FakeGroup {
+    role: Role,
+    submitted: Mutex<Vec<Bytes>>,
+}
+
+impl Replicator for FakeGroup {
+    fn shard(&self) -> u32 {
+        0
+    }
+    fn id(&self) -> NodeId {
+        1
+    }
+    fn submit(&self, entry: Bytes) -> Result<(), SubmitError> {
+        self.submitted.lock().push(entry);
+        Ok(())
+    }
+    fn on_apply(&self, _role: Role, _cb: ApplyFn) {}
+    fn on_role_change(&self, _cb: RoleChangeFn) {}
+    fn outstanding(&self) -> u64 {
+        0
+    }
+    fn role(&self) -> Role {
+        self.role
+    }
+    fn leader(&self) -> Option<NodeId> {
+        None
+    }
+    fn term(&self) -> u64 {
+        1
+    }
+    fn commit_index(&self) -> u64 {
+        0
+    }
+    fn applied_index(&self) -> u64 {
+        0
+    }
+    fn transfer_leader(&self, _to: NodeId) -> Result<(), SubmitError> {
+        Ok(())
+    }
+    fn set_snapshot_handler(&self, _h: Box<dyn SnapshotHandler>) {}
+    fn retry_pending(&self) {}
+    fn shutdown(&self) {}
+}
+
+/// Shard 0 of 2, one worker per shard: streams (0,0) and (1,0).
+fn site(role: Role) -> Arc<Site> {
+    site_and_group(role).0
+}
+
+fn site_and_group(role: Role) -> (Arc<Site>, Arc<FakeGroup>) {
+    let net = SimNetwork::new(1, SimConfig::default());
+    let (ep, _rx) = net.endpoint(1);
+    let cfg = SiteConfig {
+        shards: 2,
+        workers: 1,
+        tables: vec!["t".into()],
+        ..SiteConfig::default()
+    };
+    let group = Arc::new(FakeGroup {
+        role,
+        submitted: Mutex::new(Vec::new()),
+    });
+    let site = Site::new(
+        cfg,
+        0,
+        1,
+        vec![vec![1], vec![2]],
+        group.clone(),
+        Arc::new(ep),
+    )
+    .expect("site");
+    (site, group)
+}
+
+fn batch(stream: u32, vt: [u64; 2], key: &str, value: &str) -> Bytes {
+    Entry::Batch(Batch {
+        epoch: 0,
+        stream,
+        pieces: vec![Piece {
+            vt: vt.to_vec(),
+            writes: vec![Write::put(
+                table_id_for("t"),
+                key.as_bytes().to_vec(),
+                value.as_bytes().to_vec(),
+            )],
+        }],
+    })
+    .encode()
+}
+
+fn apply(site: &Site, role: Role, entry: &Bytes, index: u64, q: &mut PendingQueue) -> ApplyStatus {
+    let ctx = ApplyCtx {
+        entry,
+        index,
+        shard: 0,
+        queue: q,
+    };
+    let applied = match role {
+        Role::Leader => site.leader_apply(&ctx),
+        Role::Follower => site.follower_apply(ctx),
+    };
+    if applied.status == ApplyStatus::SafetyFail {
+        q.push_back(QueuedEntry {
+            index,
+            entry: entry.clone(),
+        });
+    }
+    applied.status
+}
+
+const A: u32 = 0; // stream (0,0)
+
+fn b_stream() -> u32 {
+    stream_id(1, 0)
+}
+
+#[test]
+fn leader_callback_updates_the_watermark() {
+    let s = site(Role::Leader);
+    let mut q = PendingQueue::default();
+    assert_eq!(
+        apply(&s, Role::Leader, &batch(A, [5, 0], "k", "v"), 1, &mut q),
+        ApplyStatus::Normal
+    );
+    assert_eq!(s.w(), 0, "stream (1,0) has not committed anything yet");
+    let hb = Entry::Heartbeat {
+        stream: b_stream(),
+        w: 9,
+    }
+    .encode();
+    apply(&s, Role::Leader, &hb, 2, &mut q);
+    assert_eq!(s.w(), 5);
+    assert_eq!(s.vw().get(0), 5);
+}
+
+#[test]
+fn follower_callback_checks_safety_queues_and_replays_when_vw_advances() {
+    let s = site(Role::Follower);
+    let mut q = PendingQueue::default();
+    // Own shard's streams are moved by the log itself.
+    apply(
+        &s,
+        Role::Follower,
+        &Entry::Heartbeat {
+            stream: b_stream(),
+            w: 100,
+        }
+        .encode(),
+        1,
+        &mut q,
+    );
+    // A piece that depends on shard 1 at 7: VW[1] is 0, so it must wait.
+    let e = batch(A, [3, 7], "k", "v1");
+    assert_eq!(
+        apply(&s, Role::Follower, &e, 2, &mut q),
+        ApplyStatus::SafetyFail
+    );
+    assert_eq!(
+        s.store().table("t").and_then(|t| t.get(b"k")),
+        None,
+        "unsafe piece replayed"
+    );
+    // A later safe entry does not overtake the queued one.
+    let e2 = batch(A, [4, 0], "k2", "v2");
+    assert_eq!(
+        apply(&s, Role::Follower, &e2, 3, &mut q),
+        ApplyStatus::SafetyFail
+    );
+    assert_eq!(q.len(), 2);
+    // VW[1] advances: the next entry finds the queue drainable and replays it in order.
+    s.learn(1, 7);
+    let hb = Entry::Heartbeat { stream: A, w: 4 }.encode();
+    assert_eq!(
+        apply(&s, Role::Follower, &hb, 4, &mut q),
+        ApplyStatus::ReplayDone
+    );
+    assert!(q.is_empty());
+    let t = s.store().table("t").expect("table");
+    assert_eq!(t.get(b"k").as_deref(), Some(&b"v1"[..]));
+    assert_eq!(t.get(b"k2").as_deref(), Some(&b"v2"[..]));
+    // Replay lag was recorded for the queued entries.
+    assert_eq!(s.replay_lags().len(), 2);
+}
+
+#[test]
+fn no_ops_are_recognised_and_synchronise_the_epoch() {
+    let s = site(Role::Follower);
+    let mut q = PendingQueue::default();
+    assert_eq!(s.shard().epoch(), 0);
+    assert_eq!(
+        apply(
+            &s,
+            Role::Follower,
+            &Entry::NoOp { epoch: 0 }.encode(),
+            1,
+            &mut q
+        ),
+        ApplyStatus::NoOps
+    );
+    assert_eq!(s.shard().epoch(), 1);
+    let l = site(Role::Leader);
+    assert_eq!(
+        apply(
+            &l,
+            Role::Leader,
+            &Entry::NoOp { epoch: 3 }.encode(),
+            1,
+            &mut q
+        ),
+        ApplyStatus::NoOps
+    );
+}
+
+#[test]
+fn ending_releases_the_minimum() {
+    let s = site(Role::Leader);
+    let mut q = PendingQueue::default();
+    apply(&s, Role::Leader, &batch(A, [6, 0], "k", "v"), 1, &mut q);
+    assert_eq!(s.w(), 0, "the idle stream holds W_s at 0");
+    let st = apply(
+        &s,
+        Role::Leader,
+        &Entry::Ending { stream: b_stream() }.encode(),
+        2,
+        &mut q,
+    );
+    assert_eq!(st, ApplyStatus::Ending);
+    assert_eq!(
+        s.w(),
+        6,
+        "with the idle stream ended, W_s is the other stream's"
+    );
+}
+
+#[test]
+fn a_leader_logs_each_worker_stream_and_heartbeats_idle_ones() {
+    let (s, group) = site_and_group(Role::Leader);
+    let t = s.store().table("t").expect("table");
+    let mut tx = s.begin_local(0);
+    tx.put(t.as_ref(), b"k", Bytes::from_static(b"v"));
+    let info = tx.commit().expect("commit");
+    assert_eq!(info.vt.to_vec(), [1, 0]);
+    assert!(group.submitted.lock().is_empty(), "the batch lingers");
+    std::thread::sleep(std::time::Duration::from_millis(3));
+    s.on_tick();
+    let entries: Vec<Entry> = group
+        .submitted
+        .lock()
+        .iter()
+        .map(|b| Entry::decode(b).expect("valid entry"))
+        .collect();
+    assert!(matches!(&entries[0], Entry::Batch(b) if b.stream == A && b.pieces[0].vt == [1, 0]));
+    assert!(
+        entries.contains(&Entry::Heartbeat {
+            stream: b_stream(),
+            w: 1
+        }),
+        "the idle stream (1,0) is heartbeated at the clock: {entries:?}"
+    );
+}
