@@ -21,11 +21,13 @@
 //! assert!(report.committed > 0);
 //! ```
 
+mod cluster;
 mod driver;
 mod raft;
 mod workload;
 mod zipf;
 
+pub use cluster::{ClusterBenchConfig, ClusterProgress, ClusterReport, run_cluster};
 pub use driver::{
     BenchConfig, BenchError, BenchReport, Dist, Progress, TABLE, ZIPF_THETA, load, run,
 };

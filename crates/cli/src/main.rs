@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use mako_bench::{
-    BenchConfig, BenchReport, Dist, NetKind, Progress, RaftBenchConfig, RaftBenchReport, Workload,
+    BenchConfig, BenchReport, ClusterBenchConfig, ClusterReport, Dist, NetKind, Progress,
+    RaftBenchConfig, RaftBenchReport, Workload,
 };
 use mako_logstore::Durability;
 
@@ -20,8 +21,23 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a workload in-process on one shard and print throughput, aborts and latency.
+    /// Run a workload in-process and print throughput, aborts and latency.
     Bench(BenchCmd),
+    /// The embedded demo: 2 shards x 3 Raft replicas in one process, 10 s of the micro workload.
+    Demo(DemoArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DemoArgs {
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Keys over both shards.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// Coordinator workers per shard leader.
+    #[arg(long, default_value_t = 1)]
+    threads: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -137,6 +153,15 @@ struct BenchArgs {
     /// Seed of the workers' random generators.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Shards; with more than 1 (or with --replicas) the run uses an in-process cluster.
+    #[arg(long, default_value_t = 1)]
+    shards: u32,
+    /// Raft replicas per shard; the cluster run is repeated with 1 replica (replication off) for comparison.
+    #[arg(long)]
+    replicas: Option<u32>,
+    /// Percentage of read-only transactions in cluster runs (50, 80, 95, ...).
+    #[arg(long, default_value_t = 50)]
+    read_pct: u32,
     /// Print the report as one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -180,7 +205,11 @@ fn main() -> anyhow::Result<()> {
             target: Some(BenchTarget::Raft(args)),
             ..
         }) => bench_raft(&args),
+        Command::Bench(BenchCmd { kv, .. }) if kv.shards > 1 || kv.replicas.is_some() => {
+            bench_cluster(&kv)
+        }
         Command::Bench(BenchCmd { kv, .. }) => bench(&kv),
+        Command::Demo(args) => demo(&args),
     }
 }
 
@@ -212,6 +241,169 @@ fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         print_report(&report);
     }
     Ok(())
+}
+
+/// Checks a cluster run's parameters, naming the bad flag.
+fn check_cluster(cfg: &ClusterBenchConfig) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=16).contains(&cfg.shards),
+        "--shards must be between 1 and 16"
+    );
+    anyhow::ensure!(
+        [1, 3, 5].contains(&cfg.replicas),
+        "--replicas must be 1, 3 or 5"
+    );
+    anyhow::ensure!(
+        (1..=64).contains(&cfg.threads),
+        "--threads must be between 1 and 64"
+    );
+    anyhow::ensure!(cfg.read_pct <= 100, "--read-pct must be at most 100");
+    anyhow::ensure!(cfg.keys >= 8, "--keys must be at least 8");
+    Ok(())
+}
+
+fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
+    let base = args.config()?;
+    anyhow::ensure!(
+        base.workload == Workload::Micro,
+        "cluster runs use the micro workload with --read-pct"
+    );
+    let mut cfg = ClusterBenchConfig {
+        shards: args.shards,
+        replicas: args.replicas.unwrap_or(3),
+        threads: args.threads as u32,
+        duration: base.duration,
+        keys: base.keys,
+        read_pct: args.read_pct,
+        dist: base.dist,
+        value_size: base.value_size,
+        durability: Durability::Memory,
+        seed: base.seed,
+    };
+    check_cluster(&cfg)?;
+    let on = mako_bench::run_cluster(&cfg, |_| {})?;
+    cfg.replicas = 1;
+    let off = mako_bench::run_cluster(&cfg, |_| {})?;
+    if args.json {
+        println!("{}", serde_json::to_string(&on)?);
+        println!("{}", serde_json::to_string(&off)?);
+        return Ok(());
+    }
+    println!(
+        "cluster bench: shards={} threads/shard={} keys={} read-only={}% dist={}",
+        cfg.shards,
+        cfg.threads,
+        cfg.keys,
+        cfg.read_pct,
+        cfg.dist.name()
+    );
+    for r in [&on, &off] {
+        print_cluster(r);
+    }
+    println!(
+        "released/s with {} replicas = {:.1}% of the 1-replica run",
+        on.replicas,
+        100.0 * on.released_per_sec / off.released_per_sec.max(1e-9)
+    );
+    Ok(())
+}
+
+fn print_cluster(r: &ClusterReport) {
+    println!(
+        "replicas={}  speculative {:>9}/s  released {:>9}/s  aborts {:.2}%  distributed {:.0}%  commit p50 {:.0} us  release p50/p99/p99.9 {:.0}/{:.0}/{:.0} us  replay lag p99 {:.0} us  {}",
+        r.replicas,
+        group(r.spec_per_sec as u64),
+        group(r.released_per_sec as u64),
+        r.abort_pct,
+        r.distributed_pct,
+        r.commit_p50_us,
+        r.release_p50_us,
+        r.release_p99_us,
+        r.release_p999_us,
+        r.replay_lag_p99_us,
+        if r.consistent {
+            "replicas consistent"
+        } else {
+            "REPLICAS DIFFER"
+        }
+    );
+}
+
+fn demo(args: &DemoArgs) -> anyhow::Result<()> {
+    let duration = Duration::try_from_secs_f64(args.duration)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--duration must be positive, got {}", args.duration))?;
+    let cfg = ClusterBenchConfig {
+        shards: 2,
+        replicas: 3,
+        threads: args.threads,
+        duration,
+        keys: args.keys,
+        read_pct: 50,
+        dist: Dist::Uniform,
+        value_size: 64,
+        durability: Durability::Memory,
+        seed: 42,
+    };
+    check_cluster(&cfg)?;
+    let live = std::io::stdout().is_terminal();
+    println!(
+        "mako demo: 2 shards x 3 Raft replicas in one process, {} keys, {} worker(s) per shard leader, {:.0} s of the micro workload",
+        group(cfg.keys),
+        cfg.threads,
+        duration.as_secs_f64()
+    );
+    println!("loading and electing leaders...");
+    let r = mako_bench::run_cluster(&cfg, |p| {
+        let width = 30;
+        let done = ((p.elapsed.as_secs_f64() / p.total.as_secs_f64()) * width as f64) as usize;
+        let line = format!(
+            "[{}{}] {:>4.1}s  speculative {}  released {}",
+            "#".repeat(done.min(width)),
+            " ".repeat(width - done.min(width)),
+            p.elapsed.as_secs_f64(),
+            group(p.spec),
+            group(p.released)
+        );
+        if live {
+            print!("\r\x1b[2K{line}");
+            let _ = std::io::stdout().flush();
+        } else {
+            println!("{line}");
+        }
+    })?;
+    if live {
+        println!();
+    }
+    println!("load:                {:.2} s", r.load_secs);
+    println!(
+        "speculative commits: {} txn/s",
+        group(r.spec_per_sec as u64)
+    );
+    println!(
+        "released:            {} txn/s",
+        group(r.released_per_sec as u64)
+    );
+    println!(
+        "release latency:     p50 {:.0} us  p99 {:.0} us",
+        r.release_p50_us, r.release_p99_us
+    );
+    println!("follower replay lag: p99 {:.0} us", r.replay_lag_p99_us);
+    println!(
+        "aborts:              {:.2}%  (distributed: {:.0}% of commits)",
+        r.abort_pct, r.distributed_pct
+    );
+    if r.consistent {
+        println!("replicas consistent");
+        Ok(())
+    } else {
+        println!(
+            "replicas DIFFER: {}",
+            r.difference.as_deref().unwrap_or("unknown difference")
+        );
+        std::process::exit(1);
+    }
 }
 
 fn bench_raft(args: &RaftArgs) -> anyhow::Result<()> {

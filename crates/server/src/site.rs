@@ -264,6 +264,11 @@ impl Site {
         self.stats.queued.load(Ordering::Relaxed) as usize
     }
 
+    /// Batches replayed by the follower callback.
+    pub fn replayed(&self) -> u64 {
+        self.stats.replayed.load(Ordering::Relaxed)
+    }
+
     /// Follower replay lag samples, microseconds.
     pub fn replay_lags(&self) -> Vec<u64> {
         self.lag.lock().clone()
