@@ -9,7 +9,7 @@ use mako_logstore::{Durability, LogStore, LogStoreConfig};
 use mako_raft::{HostConfig, RaftConfig, RaftHost};
 use mako_replication::{NodeId, Replicator};
 use mako_transport::Transport;
-use mako_transport::sim::{RealtimeGuard, SimConfig, SimNetwork};
+use mako_transport::mem::MemNetwork;
 use mako_transport::tcp::{TcpConfig, TcpTransport};
 
 use crate::msg::CONTROL_GROUP;
@@ -18,7 +18,7 @@ use crate::site::{Site, SiteConfig, SiteError};
 /// Which network connects the sites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetKind {
-    /// The in-memory network (real time; partitions available for tests).
+    /// The in-process network (instant delivery; nodes can be disconnected in tests).
     Mem,
     /// Loopback TCP.
     Tcp,
@@ -80,8 +80,7 @@ pub struct Cluster {
     pub sites: Vec<Vec<Arc<Site>>>,
     hosts: Vec<RaftHost>,
     tcp: Vec<Arc<TcpTransport>>,
-    net: Option<SimNetwork>,
-    _pump: Option<RealtimeGuard>,
+    net: Option<MemNetwork>,
     _dir: tempfile::TempDir,
 }
 
@@ -114,15 +113,14 @@ impl Cluster {
         let all: Vec<NodeId> = nodes.iter().flatten().copied().collect();
         let mut transports = Vec::new();
         let mut tcp = Vec::new();
-        let (mut net, mut pump) = (None, None);
+        let mut net = None;
         match cfg.net {
             NetKind::Mem => {
-                let n = SimNetwork::new(7, SimConfig::default());
+                let n = MemNetwork::new();
                 for &id in &all {
                     let (ep, rx) = n.endpoint(id);
                     transports.push((Arc::new(ep) as Arc<dyn Transport>, rx));
                 }
-                pump = Some(n.run_realtime());
                 net = Some(n);
             }
             NetKind::Tcp => {
@@ -183,7 +181,6 @@ impl Cluster {
             hosts,
             tcp,
             net,
-            _pump: pump,
             _dir: dir,
         };
         // Leadership: campaign isn't exposed, so wait for the preferred replica to win or be handed leadership.
@@ -206,7 +203,7 @@ impl Cluster {
     }
 
     /// The in-memory network, for partitions in tests.
-    pub fn net(&self) -> Option<&SimNetwork> {
+    pub fn net(&self) -> Option<&MemNetwork> {
         self.net.as_ref()
     }
 

@@ -47,14 +47,17 @@ impl Speculative {
     }
 }
 
+/// A remote write buffered at the coordinator until prepare: (table, key, value or `None`).
+type RemoteWrite = (u32, Vec<u8>, Option<Vec<u8>>);
+
 /// A transaction coordinated by one worker of a shard leader.
 pub struct DistTxn<'a> {
     site: &'a Site,
     worker: u32,
     id: u64,
     local: Option<Transaction<'a>>,
-    /// Participant shards and their leader node.
-    remotes: BTreeMap<u32, NodeId>,
+    /// Participant shards: their leader node and the writes buffered for them.
+    remotes: BTreeMap<u32, (NodeId, Vec<RemoteWrite>)>,
 }
 
 impl<'a> DistTxn<'a> {
@@ -78,26 +81,24 @@ impl<'a> DistTxn<'a> {
             .get_or_insert_with(|| site.shard.begin_on(stream))
     }
 
-    fn leader_of(&self, shard: u32) -> Result<NodeId, Abort> {
-        // Replica 0 is every group's preferred leader; a refusal says otherwise.
-        self.site
-            .nodes
-            .get(shard as usize)
-            .and_then(|r| r.first().copied())
+    fn remote(&mut self, shard: u32) -> Result<&mut (NodeId, Vec<RemoteWrite>), Abort> {
+        if !self.remotes.contains_key(&shard) {
+            // Replica 0 is every group's preferred leader; a refusal says otherwise.
+            let node = self
+                .site
+                .nodes
+                .get(shard as usize)
+                .and_then(|r| r.first().copied())
+                .ok_or(Abort::new(AbortReason::NotLeader))?;
+            self.remotes.insert(shard, (node, Vec::new()));
+        }
+        self.remotes
+            .get_mut(&shard)
             .ok_or(Abort::new(AbortReason::NotLeader))
     }
 
-    fn call(&mut self, shard: u32, op: Op) -> Result<Reply, Abort> {
-        let node = match self.remotes.get(&shard) {
-            Some(n) => *n,
-            None => {
-                let n = self.leader_of(shard)?;
-                self.remotes.insert(shard, n);
-                n
-            }
-        };
-        self.site
-            .call(node, (self.site.node, self.id), self.stream(), op)
+    fn txn(&self) -> (u64, u64) {
+        (self.site.node, self.id)
     }
 
     /// Reads `key` of table `table` (an index into the configured tables) on `shard`.
@@ -110,8 +111,17 @@ impl<'a> DistTxn<'a> {
             return Ok(self.local().get(t, key));
         }
         let id = t.id();
-        match self.call(
-            shard,
+        let (txn, stream, site) = (self.txn(), self.stream(), self.site);
+        let (node, writes) = self.remote(shard)?;
+        // Read-your-own-writes for buffered remote writes.
+        if let Some((_, _, v)) = writes.iter().rev().find(|(t, k, _)| *t == id && k == key) {
+            return Ok(v.clone().map(Bytes::from));
+        }
+        let node = *node;
+        match site.call(
+            node,
+            txn,
+            stream,
             Op::Get {
                 table: id,
                 key: key.to_vec(),
@@ -143,17 +153,10 @@ impl<'a> DistTxn<'a> {
             return Ok(());
         }
         let id = t.id();
-        match self.call(
-            shard,
-            Op::Write {
-                table: id,
-                key: key.to_vec(),
-                value: value.map(|v| v.to_vec()),
-            },
-        )? {
-            Reply::Ok => Ok(()),
-            other => Err(refused(other)),
-        }
+        let (_, writes) = self.remote(shard)?;
+        writes.retain(|(t, k, _)| !(*t == id && k == key));
+        writes.push((id, key.to_vec(), value.map(|v| v.to_vec())));
+        Ok(())
     }
 
     /// Writes `value` under `key` of `table` on `shard`.
@@ -174,22 +177,21 @@ impl<'a> DistTxn<'a> {
         let site = self.site;
         let vw = Arc::clone(&site.vw);
         let me = site.shard_id as usize;
+        let shards_n = site.cfg.shards as usize;
         if self.remotes.is_empty() {
             // One shard: the local commit logs its piece on this worker's stream.
-            let Some(tx) = self.local.take() else {
-                return Ok(Speculative {
-                    info: CommitInfo {
-                        epoch: site.shard.epoch(),
-                        vt: smallvec::smallvec![0; site.cfg.shards as usize],
-                        wrote: false,
-                    },
-                    vw,
-                });
+            let info = match self.local.take() {
+                Some(tx) => tx.commit()?,
+                None => CommitInfo {
+                    epoch: site.shard.epoch(),
+                    vt: smallvec::smallvec![0; shards_n],
+                    wrote: false,
+                },
             };
-            let info = tx.commit()?;
             return Ok(Speculative { info, vw });
         }
-        // 1. Prepare everywhere.
+        let stream = self.stream();
+        // 1. Prepare everywhere (in parallel): lock, validate, allocate on written shards.
         let local: Option<Prepared<'_>> = match self.local.take().map(Transaction::prepare) {
             Some(Ok(p)) => Some(p),
             Some(Err(e)) => {
@@ -201,57 +203,63 @@ impl<'a> DistTxn<'a> {
         let mut deps = local
             .as_ref()
             .map(|p| p.deps())
-            .unwrap_or_else(|| smallvec::smallvec![0; site.cfg.shards as usize]);
-        let mut written: Vec<u32> = Vec::new();
-        if local.as_ref().is_some_and(|p| p.wrote()) {
-            written.push(site.shard_id);
-        }
-        let shards: Vec<u32> = self.remotes.keys().copied().collect();
-        for &s in &shards {
-            match self.call(s, Op::Prepare) {
-                Ok(Reply::Prepared { deps: d, wrote }) => {
-                    merge(&mut deps, &d);
-                    if wrote {
-                        written.push(s);
-                    }
-                }
-                other => {
-                    if let Some(p) = local {
-                        p.abort();
-                    }
+            .unwrap_or_else(|| smallvec::smallvec![0; shards_n]);
+        let mut own: Vec<(usize, u64)> = Vec::new();
+        if let Some(p) = local.as_ref().filter(|p| p.wrote()) {
+            match site.log.reserve(stream, || p.allocate(deps[me])) {
+                Some(ts) => own.push((me, ts)),
+                None => {
                     self.abort_remotes();
-                    return Err(other.err().unwrap_or(Abort::new(AbortReason::Conflict)));
+                    return Err(Abort::new(AbortReason::Conflict));
                 }
             }
         }
-        // 2. Each written shard allocates its component.
-        let mut vt = deps.clone();
-        let stream = self.stream();
-        for &s in &written {
-            let ts = if s as usize == me {
-                let p = local.as_ref().ok_or(Abort::new(AbortReason::Conflict))?;
-                site.log
-                    .reserve(stream, || p.allocate(deps[me]))
-                    .ok_or(Abort::new(AbortReason::Conflict))?
-            } else {
-                match self.call(
-                    s,
-                    Op::Allocate {
-                        dep: deps[s as usize],
+        let requests: Vec<(u32, NodeId, Op)> = self
+            .remotes
+            .iter_mut()
+            .map(|(s, (node, writes))| {
+                (
+                    *s,
+                    *node,
+                    Op::Prepare {
+                        writes: std::mem::take(writes),
                     },
-                ) {
-                    Ok(Reply::Allocated(ts)) => ts,
-                    other => {
-                        if let Some(p) = local {
-                            site.log.cancel(stream);
-                            p.abort();
-                        }
-                        self.abort_remotes();
-                        return Err(other.err().unwrap_or(Abort::new(AbortReason::Conflict)));
+                )
+            })
+            .collect();
+        let shards: Vec<u32> = requests.iter().map(|r| r.0).collect();
+        let replies = site.call_many(self.txn(), stream, requests);
+        let mut failure = None;
+        for (s, r) in shards.iter().zip(replies) {
+            match r {
+                Ok(Reply::Prepared { deps: d, ts }) => {
+                    merge(&mut deps, &d);
+                    if let Some(ts) = ts {
+                        own.push((*s as usize, ts));
                     }
                 }
-            };
-            vt[s as usize] = ts;
+                Ok(other) => failure = Some(refused(other)),
+                Err(e) => failure = Some(e),
+            }
+        }
+        // 2. The VT: read dependencies, with each written shard's allocated component.
+        let mut vt = deps.clone();
+        for &(s, ts) in &own {
+            if ts < deps[s] {
+                // Cannot happen (c_s bounds every observed VT[s]); refuse rather than misorder.
+                failure = Some(Abort::new(AbortReason::Conflict));
+            }
+            vt[s] = ts;
+        }
+        if let Some(e) = failure {
+            if let Some(p) = local {
+                if p.wrote() {
+                    site.log.cancel(stream);
+                }
+                p.abort();
+            }
+            self.abort_remotes();
+            return Err(e);
         }
         // 3. Install and log every piece with the final VT.
         let epoch = site.shard.epoch();
@@ -263,27 +271,35 @@ impl<'a> DistTxn<'a> {
                 p.read_only();
             }
         }
-        for &s in &shards {
-            if let Err(e) = self.call(s, Op::Commit { vt: vt.to_vec() }) {
+        let commits = self
+            .remotes
+            .values()
+            .map(|(node, _)| (0, *node, Op::Commit { vt: vt.to_vec() }))
+            .collect();
+        for r in site.call_many(self.txn(), stream, commits) {
+            if let Err(e) = r {
                 // The decision is commit; a lost reply leaves release to the watermarks.
-                tracing::warn!(shard = s, "commit reply lost: {e}");
+                tracing::warn!("commit reply lost: {e}");
             }
         }
+        self.remotes.clear();
         Ok(Speculative {
             info: CommitInfo {
                 epoch,
                 vt,
-                wrote: !written.is_empty(),
+                wrote: !own.is_empty(),
             },
             vw,
         })
     }
 
     fn abort_remotes(&mut self) {
-        let shards: Vec<u32> = self.remotes.keys().copied().collect();
-        for s in shards {
-            let _ = self.call(s, Op::Abort);
-        }
+        let aborts = self
+            .remotes
+            .values()
+            .map(|(node, _)| (0, *node, Op::Abort))
+            .collect();
+        let _ = self.site.call_many(self.txn(), self.stream(), aborts);
         self.remotes.clear();
     }
 }
@@ -305,6 +321,46 @@ fn refused(r: Reply) -> Abort {
 }
 
 impl Site {
+    /// Sends each `(_, node, op)` for transaction `txn` at once, then waits for every reply.
+    pub(crate) fn call_many(
+        &self,
+        txn: (u64, u64),
+        stream: u32,
+        requests: Vec<(u32, NodeId, Op)>,
+    ) -> Vec<Result<Reply, Abort>> {
+        let waits: Vec<(u64, crossbeam_channel::Receiver<Reply>)> = requests
+            .into_iter()
+            .map(|(_, node, op)| {
+                let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                self.pending.lock().insert(req, tx);
+                self.send(
+                    node,
+                    &Msg::Request {
+                        req,
+                        epoch: self.shard.epoch(),
+                        txn,
+                        stream,
+                        op,
+                    },
+                );
+                (req, rx)
+            })
+            .collect();
+        let deadline = Instant::now() + self.cfg.timeout;
+        waits
+            .into_iter()
+            .map(|(req, rx)| match rx.recv_deadline(deadline) {
+                Ok(Reply::Refused(r)) => Err(refused(Reply::Refused(r))),
+                Ok(r) => Ok(r),
+                Err(_) => {
+                    self.pending.lock().remove(&req);
+                    Err(Abort::new(AbortReason::Timeout))
+                }
+            })
+            .collect()
+    }
+
     /// Sends `op` for transaction `txn` to `node` and waits for the reply.
     pub(crate) fn call(
         &self,

@@ -54,21 +54,10 @@ pub enum Op {
         /// Key.
         key: Vec<u8>,
     },
-    /// Buffer a write (`None` deletes).
-    Write {
-        /// Table id.
-        table: u32,
-        /// Key.
-        key: Vec<u8>,
-        /// Value, or `None` for delete.
-        value: Option<Vec<u8>>,
-    },
-    /// Lock the write set and validate.
-    Prepare,
-    /// Allocate this shard's `VT` component with dependency `dep`.
-    Allocate {
-        /// The transaction's merged dependency for this shard.
-        dep: u64,
+    /// Buffer `writes`, lock the write set, validate, and (if it writes) allocate this shard's `VT` component.
+    Prepare {
+        /// Writes buffered at the coordinator: (table, key, value or `None` to delete).
+        writes: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     },
     /// Install and log the piece with the final `VT`.
     Commit {
@@ -86,15 +75,13 @@ pub enum Reply {
     Value(Option<Vec<u8>>),
     /// Done.
     Ok,
-    /// Prepared: read dependencies and whether this shard is written.
+    /// Prepared: read dependencies and, if this shard is written, its `VT` component.
     Prepared {
         /// Component-wise max `VT` of versions read (and overwritten).
         deps: Vec<u64>,
-        /// Whether the participant has writes.
-        wrote: bool,
+        /// The allocated timestamp if the participant writes.
+        ts: Option<u64>,
     },
-    /// The allocated timestamp.
-    Allocated(u64),
     /// Refused: conflict, unknown transaction, stale epoch, or not the leader.
     Refused(Refusal),
 }

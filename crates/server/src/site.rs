@@ -543,51 +543,47 @@ impl Site {
                     Participant::Prepared(_) => Reply::Refused(Refusal::Unknown),
                 }
             }
-            Op::Write { table, key, value } => {
-                let Some(t) = self.table_by_id(table) else {
+            Op::Prepare { writes } => {
+                let p = open
+                    .remove(&txn)
+                    .unwrap_or_else(|| Participant::Open(self.shard.begin_on(stream)));
+                let Participant::Open(mut tx) = p else {
                     return Reply::Refused(Refusal::Unknown);
                 };
-                let p = open
-                    .entry(txn)
-                    .or_insert_with(|| Participant::Open(self.shard.begin_on(stream)));
-                match p {
-                    Participant::Open(tx) => {
-                        match value {
-                            Some(v) => tx.put(t, &key, Bytes::from(v)),
-                            None => tx.delete(t, &key),
-                        }
-                        Reply::Ok
+                for (table, key, value) in writes {
+                    let Some(t) = self.table_by_id(table) else {
+                        return Reply::Refused(Refusal::Unknown);
+                    };
+                    match value {
+                        Some(v) => tx.put(t, &key, Bytes::from(v)),
+                        None => tx.delete(t, &key),
                     }
-                    Participant::Prepared(_) => Reply::Refused(Refusal::Unknown),
                 }
-            }
-            Op::Prepare => match open.remove(&txn) {
-                Some(Participant::Open(tx)) => match tx.prepare() {
+                match tx.prepare() {
                     Ok(p) => {
-                        let reply = Reply::Prepared {
-                            deps: p.deps().to_vec(),
-                            wrote: p.wrote(),
+                        let deps = p.deps();
+                        // Every VT[s] ever observed is at most c_s, so allocating on the
+                        // local dependency already exceeds the merged one.
+                        let ts = if p.wrote() {
+                            match self
+                                .log
+                                .reserve(stream, || p.allocate(deps[self.shard_id as usize]))
+                            {
+                                Some(ts) => Some(ts),
+                                None => return Reply::Refused(Refusal::Unknown),
+                            }
+                        } else {
+                            None
                         };
                         open.insert(txn, Participant::Prepared(p));
-                        reply
+                        Reply::Prepared {
+                            deps: deps.to_vec(),
+                            ts,
+                        }
                     }
                     Err(_) => Reply::Refused(Refusal::Conflict),
-                },
-                Some(p) => {
-                    open.insert(txn, p);
-                    Reply::Refused(Refusal::Unknown)
                 }
-                None => Reply::Refused(Refusal::Unknown),
-            },
-            Op::Allocate { dep } => match open.get(&txn) {
-                Some(Participant::Prepared(p)) => {
-                    match self.log.reserve(stream, || p.allocate(dep)) {
-                        Some(ts) => Reply::Allocated(ts),
-                        None => Reply::Refused(Refusal::Unknown),
-                    }
-                }
-                _ => Reply::Refused(Refusal::Unknown),
-            },
+            }
             Op::Commit { vt } => match open.remove(&txn) {
                 Some(Participant::Prepared(p)) => {
                     if p.wrote() {

@@ -89,6 +89,7 @@
 
 use bytes::Bytes;
 
+pub mod mem;
 pub mod sim;
 pub mod tcp;
 mod wire;
