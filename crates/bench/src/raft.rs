@@ -82,6 +82,8 @@ pub struct RaftBenchReport {
     pub reordered: u64,
     /// Log syncs per second over all replicas.
     pub syncs_per_sec: f64,
+    /// Elections won during the run beyond the first leader of each group (lost proposals show as gaps).
+    pub leader_changes: u64,
 }
 
 /// Header of a benchmark entry: group, sequence number.
@@ -181,8 +183,11 @@ impl Cluster {
             NetKind::Tcp => {
                 let listen: SocketAddr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
                 for &id in &ids {
-                    let (t, rx) =
-                        TcpTransport::start(id, listen, HashMap::new(), TcpConfig::default())?;
+                    let tc = TcpConfig {
+                        queue_capacity: 1 << 16,
+                        ..TcpConfig::default()
+                    };
+                    let (t, rx) = TcpTransport::start(id, listen, HashMap::new(), tc)?;
                     let t = Arc::new(t);
                     tcp.push(t.clone());
                     transports.push((t, rx));
@@ -249,7 +254,9 @@ impl Cluster {
 pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError> {
     let cluster = Cluster::start(cfg)?;
     let started = Instant::now();
-    let ring = cfg.window.max(1).next_power_of_two() * 4;
+    // At most 64 MiB in flight per group, whatever the entry size.
+    let window = cfg.window.min((64 << 20) / cfg.entry_bytes.max(1)).max(8);
+    let ring = window.next_power_of_two() * 4;
     let integrity = Arc::new(Integrity::default());
     let mut meters = Vec::new();
     for (g, replicas) in cluster.groups.iter().enumerate() {
@@ -305,6 +312,13 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+    let terms = |c: &Cluster| -> u64 {
+        c.groups
+            .iter()
+            .map(|g| g.iter().map(|r| r.term()).max().unwrap_or(0))
+            .sum()
+    };
+    let terms_before = terms(&cluster);
     let stop = AtomicBool::new(false);
     let warmup = Duration::from_millis(500);
     let per_group_rate = cfg.rate.map(|r| r / cfg.groups as f64);
@@ -326,7 +340,7 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
                         }
                     } else {
                         let mut guard = meter.window.lock();
-                        while seq - meter.committed.load(Ordering::Acquire) >= cfg.window as u64
+                        while seq - meter.committed.load(Ordering::Acquire) >= window as u64
                             && !stop.load(Ordering::Relaxed)
                         {
                             meter.room.wait_for(&mut guard, Duration::from_millis(50));
@@ -362,6 +376,7 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
     });
     // Let followers finish applying before reading the integrity counters.
     std::thread::sleep(Duration::from_millis(300));
+    let terms_after = terms(&cluster);
     let mut hist =
         Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds");
     let mut measured = 0;
@@ -387,5 +402,6 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
         duplicates: integrity.duplicates.load(Ordering::Relaxed),
         reordered: integrity.reordered.load(Ordering::Relaxed),
         syncs_per_sec: syncs_before as f64 / secs,
+        leader_changes: terms_after.saturating_sub(terms_before),
     })
 }

@@ -438,6 +438,9 @@ fn bench_raft(args: &RaftArgs) -> anyhow::Result<()> {
             "syncs/s",
             "gap/dup/ro"
         );
+        println!(
+            "(gaps count proposals lost to a leader change; a row with elections is flagged below it)"
+        );
     }
     for &net in &args.net {
         for &durability in &args.durability {
@@ -499,6 +502,9 @@ fn print_raft(r: &RaftBenchReport, json: bool) -> anyhow::Result<()> {
         r.syncs_per_sec,
         format!("{}/{}/{}", r.gaps, r.duplicates, r.reordered)
     );
+    if r.leader_changes > 0 {
+        println!("     ^ elections during the run: {}", r.leader_changes);
+    }
     Ok(())
 }
 

@@ -40,8 +40,9 @@
 //! |---|---|
 //! | 1 entries | `first_index u64, count u32`, then per entry `term u64, payload_len u32, payload` |
 //! | 2 hard state | `term u64, vote u64, commit u64` |
-//! | 3 snapshot | `index u64, term u64` |
+//! | 3 snapshot installed | `index u64, term u64` (discards the group's entries) |
 //! | 4 compact | `compact_to u64` |
+//! | 5 snapshot point | `index u64, term u64` (checkpoint copy: keeps later entries) |
 //!
 //! A zero `len` (or too little room for a record header) ends the segment's data. A `len`
 //! running past the end of the file or a checksum mismatch is a torn write: recovery stops
@@ -51,9 +52,10 @@
 //! # Checkpoints, ordering and reclamation
 //!
 //! One `write` never spans two segments. When the writer switches to a new segment it
-//! first writes a checkpoint: for every group it knows, a hard-state, an optional snapshot
-//! and a compact record carrying the group's current snapshot point and first needed
-//! index (one atomic unit). Hence every segment but the first is self-sufficient for
+//! first writes a checkpoint: for every group it knows, a hard-state, an optional
+//! snapshot-point and a compact record carrying the group's current hard state, snapshot
+//! point and first needed index (one atomic unit). Replaying a checkpoint over the state it
+//! was taken from changes nothing. Hence every segment but the first is self-sufficient for
 //! metadata, and an old segment can be reclaimed as soon as every entry it holds lies
 //! below its group's first needed index. Segments are reclaimed oldest first, so the
 //! segments on disk always form a contiguous run of sequence numbers (a gap is
@@ -84,10 +86,12 @@ pub const END_OF_WRITE: u8 = 0x80;
 pub const KIND_ENTRIES: u8 = 1;
 /// Kind: a hard state.
 pub const KIND_HARD_STATE: u8 = 2;
-/// Kind: a snapshot point.
+/// Kind: a snapshot was installed (the group's log is replaced).
 pub const KIND_SNAPSHOT: u8 = 3;
 /// Kind: a compaction point.
 pub const KIND_COMPACT: u8 = 4;
+/// Kind: a checkpoint's copy of the snapshot point (does not discard entries).
+pub const KIND_SNAPSHOT_POINT: u8 = 5;
 
 /// Encoded size of a hard-state record.
 pub const HARD_STATE_RECORD_LEN: usize = RECORD_PREFIX_LEN + KIND_GROUP_LEN + 24;
@@ -214,9 +218,16 @@ impl<'a> RecordWriter<'a> {
         self.buf.extend_from_slice(&hs.commit.to_le_bytes());
     }
 
-    /// Appends a snapshot record.
+    /// Appends a snapshot-installed record.
     pub fn snapshot(&mut self, group: u32, meta: SnapshotMeta) {
         self.begin(KIND_SNAPSHOT, group);
+        self.buf.extend_from_slice(&meta.index.to_le_bytes());
+        self.buf.extend_from_slice(&meta.term.to_le_bytes());
+    }
+
+    /// Appends a snapshot-point record (checkpoints).
+    pub fn snapshot_point(&mut self, group: u32, meta: SnapshotMeta) {
+        self.begin(KIND_SNAPSHOT_POINT, group);
         self.buf.extend_from_slice(&meta.index.to_le_bytes());
         self.buf.extend_from_slice(&meta.term.to_le_bytes());
     }
@@ -289,8 +300,15 @@ pub enum Record {
         /// The state.
         hs: HardState,
     },
-    /// A snapshot point.
+    /// A snapshot was installed.
     Snapshot {
+        /// Group.
+        group: u32,
+        /// The point.
+        meta: SnapshotMeta,
+    },
+    /// A checkpoint's snapshot point.
+    SnapshotPoint {
         /// Group.
         group: u32,
         /// The point.
@@ -424,6 +442,13 @@ pub fn decode_record(seg: &[u8], off: usize) -> Result<Decoded, String> {
             },
         },
         KIND_SNAPSHOT => Record::Snapshot {
+            group,
+            meta: SnapshotMeta {
+                index: r.u64()?,
+                term: r.u64()?,
+            },
+        },
+        KIND_SNAPSHOT_POINT => Record::SnapshotPoint {
             group,
             meta: SnapshotMeta {
                 index: r.u64()?,

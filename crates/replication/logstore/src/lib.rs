@@ -78,7 +78,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! The on-disk format, checkpoints and segment reclamation are described in [`format`].
+//! The on-disk format, checkpoints and segment reclamation are described in [`mod@format`].
 
 #![warn(missing_docs)]
 

@@ -266,6 +266,9 @@ fn apply(groups: &mut BTreeMap<u32, ReplayGroup>, info: &mut SegmentInfo, r: Rec
         }
         Record::HardState { group, hs } => groups.entry(group).or_default().set_hard_state(hs),
         Record::Snapshot { group, meta } => groups.entry(group).or_default().install_snapshot(meta),
+        Record::SnapshotPoint { group, meta } => {
+            groups.entry(group).or_default().note_snapshot(meta)
+        }
         Record::Compact { group, to } => groups.entry(group).or_default().compact(to),
     }
 }
@@ -275,15 +278,18 @@ const ZERO_CHUNK: usize = 1 << 20;
 
 /// Overwrites `[from, to)` of `file` with zeros.
 pub(crate) fn zero_range(file: &File, from: u64, to: u64) -> io::Result<()> {
-    zero_range_until(file, from, to, &|| false)
+    zero_range_until(file, from, to, false, &|| false)
 }
 
 /// Overwrites `[from, to)` of `file` with zeros, giving up with `Interrupted` once `stop`
-/// returns true (checked between chunks).
+/// returns true (checked between chunks). With `paced`, every chunk is synced before the
+/// next is written, so background zeroing never piles up a large writeback that would
+/// stall the write path's own `fdatasync`.
 pub(crate) fn zero_range_until(
     file: &File,
     from: u64,
     to: u64,
+    paced: bool,
     stop: &dyn Fn() -> bool,
 ) -> io::Result<()> {
     let zeros = vec![0u8; ZERO_CHUNK.min(to.saturating_sub(from) as usize)];
@@ -294,6 +300,9 @@ pub(crate) fn zero_range_until(
         }
         let n = (to - pos).min(zeros.len() as u64) as usize;
         file.write_all_at(&zeros[..n], pos)?;
+        if paced {
+            file.sync_data()?;
+        }
         pos += n as u64;
     }
     Ok(())

@@ -74,8 +74,14 @@ impl ReplayGroup {
         self.meta.hard_state = hs;
     }
 
-    /// Applies a snapshot record.
+    /// Applies a snapshot-installed record: the snapshot replaces the whole log.
     pub fn install_snapshot(&mut self, meta: SnapshotMeta) {
+        self.meta.install_snapshot(meta);
+        self.entries.clear();
+    }
+
+    /// Applies a checkpoint's snapshot-point record: notes the point, keeps later entries.
+    pub fn note_snapshot(&mut self, meta: SnapshotMeta) {
         self.meta.install_snapshot(meta);
         self.trim_front();
     }

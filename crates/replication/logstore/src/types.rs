@@ -57,7 +57,9 @@ pub struct GroupWrite {
     pub entries: Vec<LogEntry>,
     /// New hard state, replacing the previous one.
     pub hard_state: Option<HardState>,
-    /// Installs a snapshot point: entries `<= index` are dropped, first index becomes `index + 1`.
+    /// Installs a snapshot: the group's existing entries are all dropped (the snapshot
+    /// replaces the log, as Raft's InstallSnapshot does when the log does not match), first
+    /// index becomes `index + 1`; `entries` of the same write are applied after it.
     pub snapshot: Option<SnapshotMeta>,
     /// Entries `< compact_to` are no longer needed (log compaction).
     pub compact_to: Option<u64>,

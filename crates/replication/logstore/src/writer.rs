@@ -394,7 +394,7 @@ impl Disk {
         for (&g, m) in &self.groups {
             rw.hard_state(g, m.hard_state);
             if let Some(s) = m.snapshot {
-                rw.snapshot(g, s);
+                rw.snapshot_point(g, s);
             }
             rw.compact(g, m.first_index);
         }
@@ -608,7 +608,7 @@ fn prepare(
         .create(true)
         .truncate(true)
         .open(&tmp)?;
-    zero_range_until(&f, 0, len, stop)?;
+    zero_range_until(&f, 0, len, true, stop)?;
     f.sync_all()?;
     fs::rename(&tmp, &path)?;
     sync_dir(dir)?;
@@ -630,7 +630,7 @@ fn recycle(
     if f.metadata()?.len() != len {
         return Err(io::Error::other("segment has a different size"));
     }
-    zero_range_until(&f, HEADER_LEN as u64, used_end.min(len), stop)?;
+    zero_range_until(&f, HEADER_LEN as u64, used_end.min(len), true, stop)?;
     f.sync_data()?;
     fs::rename(old, path)?;
     sync_dir(dir)?;

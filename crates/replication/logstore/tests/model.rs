@@ -24,6 +24,7 @@ impl Model {
         if let Some(s) = w.snapshot {
             g.snapshot = Some(s);
             g.first_index = g.first_index.max(s.index + 1);
+            g.entries.clear();
         }
         if let Some(first) = w.entries.first() {
             let i = first.index;

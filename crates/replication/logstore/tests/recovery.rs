@@ -88,11 +88,12 @@ fn round_trip_several_groups_with_overwrite_snapshot_compaction() {
             ..put(1, 8, 2, 2)
         }])
         .expect("write");
-        // Group 2: snapshot at 3 then compaction... and group 3 only a hard state.
+        // Group 2 installs a snapshot at 3; group 3 writes only a hard state.
         log.write_sync(vec![
+            // Installing a snapshot replaces group 2's log; entries of the same write follow.
             GroupWrite {
                 snapshot: Some(SnapshotMeta { index: 3, term: 1 }),
-                ..GroupWrite::new(2)
+                ..put(2, 4, 3, 2)
             },
             GroupWrite {
                 hard_state: Some(HardState {
@@ -134,7 +135,7 @@ fn round_trip_several_groups_with_overwrite_snapshot_compaction() {
     let g2 = &rec.groups[&2];
     assert_eq!(g2.snapshot, Some(SnapshotMeta { index: 3, term: 1 }));
     assert_eq!(g2.first_index, 4);
-    assert_eq!(g2.entries, entries(4, 2, 1, "g2"));
+    assert_eq!(g2.entries, entries(4, 3, 2, "g2"));
     assert_eq!(
         rec.groups[&3],
         GroupState {

@@ -50,6 +50,8 @@ pub struct PersistJob {
     pub hard_state: Option<HardState>,
     /// A snapshot installed from the leader or taken at compaction (with data).
     pub snapshot: Option<Snapshot>,
+    /// Whether `snapshot` came from the leader (it replaces the whole log) rather than a local compaction.
+    pub snapshot_installed: bool,
     /// Entries below this index are no longer needed.
     pub compact_to: Option<u64>,
     /// Messages that may only leave once this job is durable (votes, append acks).
@@ -337,6 +339,7 @@ impl RaftNode {
                 self.applied = index;
                 self.stats.snapshots_installed += 1;
                 job.snapshot = Some(snap);
+                job.snapshot_installed = true;
             }
         }
         let entries = rd.take_entries();
@@ -402,7 +405,7 @@ impl RaftNode {
                 }
             }
         }
-        if target <= first {
+        if target <= first || job.snapshot_installed {
             return;
         }
         let Ok(term) = self.raw.store().term(self.applied) else {

@@ -143,6 +143,11 @@ impl RaftHost {
         recovered: mako_logstore::Recovered,
         cfg: HostConfig,
     ) -> Self {
+        if let Some(d) = &cfg.snapshot_dir
+            && let Err(e) = std::fs::create_dir_all(d)
+        {
+            tracing::error!("creating snapshot directory {}: {e}", d.display());
+        }
         let routes: Arc<Mutex<HashMap<u32, Sender<Envelope>>>> = Arc::default();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let r = Arc::clone(&routes);
@@ -178,6 +183,16 @@ impl RaftHost {
 
     /// Starts this host's replica of group `cfg.shard`, recovering it from the log store.
     pub fn start_group(&self, cfg: RaftConfig) -> Result<Arc<RaftWorker>, StartError> {
+        self.start_group_with(cfg, None)
+    }
+
+    /// Like [`RaftHost::start_group`], with the application's snapshot handler, which restores
+    /// the recovered snapshot (if any) before the log after it is re-applied.
+    pub fn start_group_with(
+        &self,
+        cfg: RaftConfig,
+        snapshots: Option<Box<dyn SnapshotHandler>>,
+    ) -> Result<Arc<RaftWorker>, StartError> {
         let shard = cfg.shard;
         if self.routes.lock().contains_key(&shard) {
             return Err(StartError::Duplicate(shard));
@@ -185,7 +200,7 @@ impl RaftHost {
         let recovered = self.recovered.lock().remove(&shard);
         let init = self.initial_state(shard, recovered)?;
         let dispatcher = Arc::new(ApplyDispatcher::new(shard));
-        let node = RaftNode::new(cfg.clone(), init, Arc::clone(&dispatcher), None)?;
+        let node = RaftNode::new(cfg.clone(), init, Arc::clone(&dispatcher), snapshots)?;
         let (tx, cmd_rx) = crossbeam_channel::unbounded();
         let (in_tx, in_rx) = crossbeam_channel::unbounded();
         let status = Arc::new(Published::default());
@@ -245,23 +260,31 @@ impl RaftHost {
                 })?;
             entries.push(entry);
         }
-        let snapshot = match (g.snapshot, self.snapshot_path(shard)) {
-            (Some(meta), Some(path)) => {
+        // The snapshot file holds the newest snapshot taken or installed; use it if the
+        // recovered log continues from it.
+        let file = match self.snapshot_path(shard) {
+            Some(path) if path.exists() => {
                 let bytes = std::fs::read(&path).map_err(|source| StartError::Snapshot {
                     path: path.clone(),
                     source,
                 })?;
-                let s = Snapshot::parse_from_bytes(&bytes).map_err(|e| StartError::Snapshot {
-                    path,
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-                })?;
-                (s.get_metadata().index >= meta.index).then_some(s)
+                Some(
+                    Snapshot::parse_from_bytes(&bytes).map_err(|e| StartError::Snapshot {
+                        path,
+                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                    })?,
+                )
             }
             _ => None,
         };
-        // Without the snapshot's data the compacted prefix is gone; the leader will send a snapshot.
+        let needed_from = g.first_index.max(g.snapshot.map_or(0, |m| m.index + 1));
+        let snapshot = file.filter(|s| {
+            let i = s.get_metadata().index;
+            i + 1 >= needed_from && g.snapshot.is_none_or(|m| i >= m.index)
+        });
+        // Without usable snapshot data the prefix is gone; rejoin empty and let the leader send a snapshot.
         let from = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
-        if snapshot.is_none() && entries.first().is_some_and(|e| e.index > 1) {
+        if snapshot.is_none() && (needed_from > 1 || g.snapshot.is_some()) {
             entries.clear();
             hs.commit = 0;
         }
@@ -429,13 +452,20 @@ impl Driver {
             entries,
             hard_state,
             snapshot,
+            snapshot_installed,
             compact_to,
             after,
         } = job;
-        let snapshot_meta = snapshot.as_ref().map(|s| SnapshotMeta {
-            index: s.get_metadata().index,
-            term: s.get_metadata().term,
-        });
+        // A leader's snapshot replaces the durable log; a local compaction only trims it
+        // (the entries after the snapshot index stay durable).
+        let snapshot_meta =
+            snapshot
+                .as_ref()
+                .filter(|_| snapshot_installed)
+                .map(|s| SnapshotMeta {
+                    index: s.get_metadata().index,
+                    term: s.get_metadata().term,
+                });
         if let (Some(s), Some(path)) = (&snapshot, &self.snapshot_path)
             && let Err(e) = write_atomically(path, &s.write_to_bytes().unwrap_or_default())
         {
