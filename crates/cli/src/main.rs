@@ -119,6 +119,8 @@ enum WorkloadArg {
     YcsbB,
     /// YCSB C: reads only.
     YcsbC,
+    /// TPC-C: the five-transaction mix, one home warehouse per worker.
+    Tpcc,
 }
 
 /// Key distributions accepted by `--dist`.
@@ -159,6 +161,12 @@ struct BenchArgs {
     /// Raft replicas per shard; the cluster run is repeated with 1 replica (replication off) for comparison.
     #[arg(long)]
     replicas: Option<u32>,
+    /// TPC-C warehouses (with --workload tpcc).
+    #[arg(long, default_value_t = 1)]
+    warehouses: u32,
+    /// TPC-C: check consistency conditions 1-4 after the run; a violation exits non-zero.
+    #[arg(long)]
+    check: bool,
     /// Percentage of read-only transactions in cluster runs (50, 80, 95, ...).
     #[arg(long, default_value_t = 50)]
     read_pct: u32,
@@ -184,6 +192,7 @@ impl BenchArgs {
                 WorkloadArg::YcsbA => Workload::YcsbA,
                 WorkloadArg::YcsbB => Workload::YcsbB,
                 WorkloadArg::YcsbC => Workload::YcsbC,
+                WorkloadArg::Tpcc => anyhow::bail!("TPC-C runs through its own driver"),
             },
             threads: self.threads,
             duration,
@@ -205,6 +214,9 @@ fn main() -> anyhow::Result<()> {
             target: Some(BenchTarget::Raft(args)),
             ..
         }) => bench_raft(&args),
+        Command::Bench(BenchCmd { kv, .. }) if matches!(kv.workload, WorkloadArg::Tpcc) => {
+            bench_tpcc(&kv)
+        }
         Command::Bench(BenchCmd { kv, .. }) if kv.shards > 1 || kv.replicas.is_some() => {
             bench_cluster(&kv)
         }
@@ -403,6 +415,120 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
             r.difference.as_deref().unwrap_or("unknown difference")
         );
         std::process::exit(1);
+    }
+}
+
+fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.shards == 1 && args.replicas.is_none(),
+        "TPC-C runs on one shard without replication so far; --shards and --replicas are not supported with --workload tpcc yet"
+    );
+    anyhow::ensure!(
+        (1..=1000).contains(&args.warehouses),
+        "--warehouses must be between 1 and 1000"
+    );
+    anyhow::ensure!(
+        (1..=256).contains(&args.threads),
+        "--threads must be between 1 and 256"
+    );
+    let duration = Duration::try_from_secs_f64(args.duration)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--duration must be positive, got {}", args.duration))?;
+    let cfg = mako_tpcc::TpccConfig {
+        warehouses: args.warehouses,
+        threads: args.threads,
+        duration,
+        seed: args.seed,
+        ..mako_tpcc::TpccConfig::default()
+    };
+    let live = std::io::stdout().is_terminal() && !args.json;
+    let show = |p: mako_tpcc::TpccProgress| {
+        if !live {
+            return;
+        }
+        match p {
+            mako_tpcc::TpccProgress::Loading(l) => print!(
+                "\r\x1b[2Kloading {} / ~{} rows ({:.1} s)",
+                group(l.rows),
+                group(l.expected_rows),
+                l.elapsed.as_secs_f64()
+            ),
+            mako_tpcc::TpccProgress::Running {
+                elapsed,
+                committed,
+                recent_tps,
+                ..
+            } => print!(
+                "\r\x1b[2K[{:>5.1}s] {:>10} txn/s  committed {}",
+                elapsed.as_secs_f64(),
+                group(recent_tps as u64),
+                group(committed)
+            ),
+        }
+        let _ = std::io::stdout().flush();
+    };
+    let started = std::time::Instant::now();
+    let db = mako_tpcc::Db::load(&cfg, |l| show(mako_tpcc::TpccProgress::Loading(l)))?;
+    let load_secs = started.elapsed().as_secs_f64();
+    let mut report = mako_tpcc::run_on(&db, &cfg, show)?;
+    report.load_secs = load_secs;
+    if live {
+        print!("\r\x1b[2K");
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_tpcc(&report);
+    }
+    if args.check {
+        let store = db
+            .shard(0)
+            .context("TPC-C database has no shard 0")?
+            .store();
+        match mako_tpcc::check_consistency(store, 1..=cfg.warehouses) {
+            Ok(c) => println!("consistency conditions 1-4 hold on the leader: {c:?}"),
+            Err(v) => {
+                println!(
+                    "consistency VIOLATED ({} violations); first: {:?}",
+                    v.len(),
+                    v.first()
+                );
+                std::process::exit(1);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_tpcc(r: &mako_tpcc::TpccReport) {
+    println!(
+        "TPC-C: {} warehouse(s), {} worker(s), load {:.1} s, run {:.1} s",
+        r.warehouses, r.threads, r.load_secs, r.secs
+    );
+    println!(
+        "committed {} = {} txn/s, tpmC {} (NewOrder/min), aborted attempts {}",
+        group(r.committed),
+        group(r.txn_per_sec as u64),
+        group(r.tpmc as u64),
+        group(r.aborted)
+    );
+    println!(
+        "{:<13}{:>10}{:>9}{:>9}{:>10}{:>10}{:>10}{:>10}",
+        "type", "committed", "aborts", "abort%", "rollbacks", "p50 us", "p99 us", "p99.9 us"
+    );
+    for s in &r.by_type {
+        println!(
+            "{:<13}{:>10}{:>9}{:>9.3}{:>10}{:>10.1}{:>10.1}{:>10.1}",
+            s.kind.name(),
+            s.committed,
+            s.aborts,
+            s.abort_pct,
+            s.user_rollbacks,
+            s.p50_us,
+            s.p99_us,
+            s.p999_us
+        );
     }
 }
 

@@ -63,9 +63,9 @@ impl SiteConfig {
 pub struct SiteStats {
     /// Batches replayed by the follower callback.
     pub replayed: AtomicU64,
-    /// Entries the follower callback queued (`SafetyFail`).
+    /// Entries currently in the follower queue (`SafetyFail`, not yet replayed).
     pub queued: AtomicU64,
-    /// Sum of replay lag samples in microseconds (commit-to-replay of queued batches).
+    /// Log entries that failed to decode (logged once each, then skipped).
     pub undecodable: AtomicU64,
 }
 

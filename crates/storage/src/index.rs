@@ -58,6 +58,25 @@ impl Index {
             return;
         }
         let guard = Guard::new();
+        // scc's range iterator walks most of the tree to find its start when the
+        // starting bound lies beyond the keys present; start unbounded instead.
+        let (lo, hi) = if reverse {
+            let last = self.map.iter(&guard).next_back().map(|(k, _)| &k[..]);
+            match (hi, last) {
+                (Bound::Included(h) | Bound::Excluded(h), Some(l)) if h > l => {
+                    (lo, Bound::Unbounded)
+                }
+                _ => (lo, hi),
+            }
+        } else {
+            let first = self.map.iter(&guard).next().map(|(k, _)| &k[..]);
+            match (lo, first) {
+                (Bound::Included(b) | Bound::Excluded(b), Some(f)) if b < f => {
+                    (Bound::Unbounded, hi)
+                }
+                _ => (lo, hi),
+            }
+        };
         let range = self.map.range::<[u8], _>((lo, hi), &guard);
         if reverse {
             for (k, v) in range.rev() {

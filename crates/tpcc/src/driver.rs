@@ -1,0 +1,320 @@
+//! The benchmark driver: load, run terminals on worker threads for a duration, report per type.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+
+use crate::config::{Mix, Scale, TpccConfig, TpccError};
+use crate::db::Db;
+use crate::loader::LoadProgress;
+use crate::terminal::Terminal;
+use crate::txn::{TxnError, TxnInput, TxnKind};
+
+/// Consecutive data errors on one transaction's inputs after which the run fails.
+///
+/// Under OCC an attempt may see another transaction's half-installed commit
+/// (and then fail validation); a real schema violation repeats on every try.
+const MAX_DATA_RETRIES: u32 = 100;
+
+/// A snapshot of the benchmark, for progress displays.
+#[derive(Debug, Clone, Copy)]
+pub enum TpccProgress {
+    /// The load phase.
+    Loading(LoadProgress),
+    /// The measured phase.
+    Running {
+        /// Time since the measured phase started.
+        elapsed: Duration,
+        /// The measured phase's length.
+        total: Duration,
+        /// Committed transactions so far (all types).
+        committed: u64,
+        /// Aborted attempts so far (all types).
+        aborted: u64,
+        /// Committed NewOrders so far.
+        new_orders: u64,
+        /// Commits per second over the last interval.
+        recent_tps: f64,
+    },
+}
+
+/// Results for one transaction type.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TxnStats {
+    /// The type.
+    pub kind: TxnKind,
+    /// Committed transactions.
+    pub committed: u64,
+    /// Aborted attempts, each retried with the same inputs: OCC conflicts, and reads of
+    /// another transaction's half-installed commit that validation would have rejected.
+    pub aborts: u64,
+    /// Aborts as a percentage of attempts.
+    pub abort_pct: f64,
+    /// Transactions that rolled themselves back (NewOrder's unused item; 0 for other types).
+    pub user_rollbacks: u64,
+    /// Latency from the first attempt's start to the successful commit, 50th percentile, microseconds.
+    pub p50_us: f64,
+    /// 99th percentile, microseconds.
+    pub p99_us: f64,
+    /// 99.9th percentile, microseconds.
+    pub p999_us: f64,
+}
+
+/// Results of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TpccReport {
+    /// Warehouses.
+    pub warehouses: u32,
+    /// Worker threads.
+    pub threads: usize,
+    /// Population sizes.
+    pub scale: Scale,
+    /// Transaction mix.
+    pub mix: Mix,
+    /// Load phase, seconds.
+    pub load_secs: f64,
+    /// Rows loaded.
+    pub rows_loaded: u64,
+    /// Measured phase, seconds.
+    pub secs: f64,
+    /// Committed transactions, all types.
+    pub committed: u64,
+    /// Aborted attempts, all types.
+    pub aborted: u64,
+    /// Committed transactions per second, all types.
+    pub txn_per_sec: f64,
+    /// NewOrders completed per minute (tpmC): committed ones plus the spec's rollbacks.
+    pub tpmc: f64,
+    /// Per type, in [`TxnKind::ALL`] order.
+    pub by_type: Vec<TxnStats>,
+}
+
+impl TpccReport {
+    /// The stats of one type.
+    pub fn stats(&self, kind: TxnKind) -> Option<&TxnStats> {
+        self.by_type.iter().find(|s| s.kind == kind)
+    }
+}
+
+/// One worker's live counters, per type.
+#[derive(Default)]
+struct Counters {
+    committed: [AtomicU64; 5],
+    aborted: [AtomicU64; 5],
+    rollbacks: [AtomicU64; 5],
+}
+
+/// A latency histogram in nanoseconds, 1 ns to 60 s, 3 significant digits.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// Loads the database, runs the measured phase, and reports; `progress` is called a few times a second.
+///
+/// Aborted attempts are retried with the same inputs until they commit (or the
+/// time is up); a transaction still retrying when time runs out is not counted.
+pub fn run(
+    cfg: &TpccConfig,
+    mut progress: impl FnMut(TpccProgress),
+) -> Result<TpccReport, TpccError> {
+    cfg.validate_run()?;
+    let load_started = Instant::now();
+    let mut rows_loaded = 0;
+    let db = Db::load(cfg, |p| {
+        rows_loaded = p.rows;
+        progress(TpccProgress::Loading(p));
+    })?;
+    let load_secs = load_started.elapsed().as_secs_f64();
+    let mut report = run_on(&db, cfg, progress)?;
+    report.load_secs = load_secs;
+    report.rows_loaded = rows_loaded;
+    Ok(report)
+}
+
+/// Runs the measured phase of `cfg` on an already loaded `db` (`load_secs` and `rows_loaded` are left 0).
+pub fn run_on(
+    db: &Db,
+    cfg: &TpccConfig,
+    mut progress: impl FnMut(TpccProgress),
+) -> Result<TpccReport, TpccError> {
+    cfg.validate_run()?;
+    let counters: Vec<CachePadded<Counters>> = (0..cfg.threads)
+        .map(|_| CachePadded::new(Counters::default()))
+        .collect();
+    let stop = AtomicBool::new(false);
+    let failure: Mutex<Option<TpccError>> = Mutex::new(None);
+    let terminals: Vec<Terminal> = (0..cfg.threads)
+        .map(|i| Terminal::new(db, cfg, i))
+        .collect();
+
+    let (hists, secs) = std::thread::scope(|s| {
+        let started = Instant::now();
+        let workers: Vec<_> = terminals
+            .into_iter()
+            .zip(&counters)
+            .map(|(term, c)| {
+                let (stop, failure) = (&stop, &failure);
+                s.spawn(move || {
+                    let r = worker(db, term, c, stop);
+                    if let Err(e) = &r.1 {
+                        stop.store(true, Ordering::Relaxed);
+                        if let Ok(mut f) = failure.lock() {
+                            f.get_or_insert_with(|| match e.clone() {
+                                TxnError::Data(d) => TpccError::Data(d),
+                                other => TpccError::Transaction(other),
+                            });
+                        }
+                    }
+                    r.0
+                })
+            })
+            .collect();
+        let total = cfg.duration;
+        let sum = |f: &dyn Fn(&Counters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
+        let all = |a: &[AtomicU64; 5]| a.iter().map(|x| x.load(Ordering::Relaxed)).sum::<u64>();
+        let mut last = (Instant::now(), 0u64);
+        while !stop.load(Ordering::Relaxed) {
+            let elapsed = started.elapsed();
+            if elapsed >= total {
+                break;
+            }
+            std::thread::sleep((total - elapsed).min(Duration::from_secs(1)));
+            let committed = sum(&|c| all(&c.committed));
+            let now = Instant::now();
+            let recent_tps = (committed - last.1) as f64 / (now - last.0).as_secs_f64().max(1e-9);
+            last = (now, committed);
+            progress(TpccProgress::Running {
+                elapsed: started.elapsed().min(total),
+                total,
+                committed,
+                aborted: sum(&|c| all(&c.aborted)),
+                new_orders: sum(&|c| c.committed[0].load(Ordering::Relaxed)),
+                recent_tps,
+            });
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut hists: Option<Vec<Histogram<u64>>> =
+            Some((0..5).map(|_| new_histogram()).collect());
+        for w in workers {
+            match (w.join(), &mut hists) {
+                (Ok(hs), Some(acc)) => {
+                    for (acc, h) in acc.iter_mut().zip(&hs) {
+                        let _ = acc.add(h);
+                    }
+                }
+                (Ok(_), None) => {}
+                (Err(_), _) => hists = None,
+            }
+        }
+        let secs = started
+            .elapsed()
+            .as_secs_f64()
+            .min(total.as_secs_f64().max(1e-9));
+        (hists, secs)
+    });
+    let Some(hists) = hists else {
+        return Err(TpccError::WorkerPanicked);
+    };
+    if let Some(e) = failure.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    let total = |f: fn(&Counters) -> &[AtomicU64; 5], k: usize| {
+        counters
+            .iter()
+            .map(|c| f(c)[k].load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let by_type: Vec<TxnStats> = TxnKind::ALL
+        .iter()
+        .map(|&kind| {
+            let k = kind.index();
+            let committed = total(|c| &c.committed, k);
+            let aborts = total(|c| &c.aborted, k);
+            let h = &hists[k];
+            let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            TxnStats {
+                kind,
+                committed,
+                aborts,
+                abort_pct: if committed + aborts == 0 {
+                    0.0
+                } else {
+                    100.0 * aborts as f64 / (committed + aborts) as f64
+                },
+                user_rollbacks: total(|c| &c.rollbacks, k),
+                p50_us: us(0.5),
+                p99_us: us(0.99),
+                p999_us: us(0.999),
+            }
+        })
+        .collect();
+    let committed: u64 = by_type.iter().map(|s| s.committed).sum();
+    let aborted: u64 = by_type.iter().map(|s| s.aborts).sum();
+    let new_orders = by_type[0].committed + by_type[0].user_rollbacks;
+    Ok(TpccReport {
+        warehouses: db.warehouses(),
+        threads: cfg.threads,
+        scale: db.scale(),
+        mix: cfg.mix,
+        load_secs: 0.0,
+        rows_loaded: 0,
+        secs,
+        committed,
+        aborted,
+        txn_per_sec: committed as f64 / secs,
+        tpmc: new_orders as f64 * 60.0 / secs,
+        by_type,
+    })
+}
+
+/// One worker: draw a type and inputs, retry until commit, record; returns its per-type histograms.
+fn worker(
+    db: &Db,
+    mut term: Terminal,
+    c: &Counters,
+    stop: &AtomicBool,
+) -> (Vec<Histogram<u64>>, Result<(), TxnError>) {
+    let mut hists: Vec<Histogram<u64>> = (0..5).map(|_| new_histogram()).collect();
+    'txns: while !stop.load(Ordering::Relaxed) {
+        let kind = term.next_kind();
+        let input: TxnInput = term.next_input(kind);
+        let k = kind.index();
+        let t0 = Instant::now();
+        let mut data_errors = 0;
+        loop {
+            match input.execute(db) {
+                Ok(()) => {
+                    let ns = t0.elapsed().as_nanos() as u64;
+                    hists[k].saturating_record(ns.max(1));
+                    c.committed[k].fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(TxnError::Rollback) => {
+                    c.rollbacks[k].fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(TxnError::Abort(_)) => {
+                    c.aborted[k].fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TxnError::Data(e)) => {
+                    c.aborted[k].fetch_add(1, Ordering::Relaxed);
+                    data_errors += 1;
+                    if data_errors >= MAX_DATA_RETRIES {
+                        return (hists, Err(TxnError::Data(e)));
+                    }
+                    std::thread::yield_now();
+                }
+                Err(e @ (TxnError::InvalidInput(_) | TxnError::CrossShard { .. })) => {
+                    return (hists, Err(e));
+                }
+            }
+            if stop.load(Ordering::Relaxed) {
+                break 'txns;
+            }
+        }
+    }
+    (hists, Ok(()))
+}
