@@ -8,6 +8,44 @@ use scc::{Guard, TreeIndex};
 use crate::record::Record;
 use crate::table::Key;
 
+/// The index's key: a [`Key`] whose order compares the first 8 bytes as one
+/// big-endian integer (the same order as byte-wise, without a `memcmp` call).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub(crate) struct IKey(Key);
+
+impl IKey {
+    fn of(key: &[u8]) -> Self {
+        IKey(Key::from_slice(key))
+    }
+}
+
+/// The first 8 bytes of `s` as a big-endian integer, if it has them.
+#[inline]
+fn head(s: &[u8]) -> Option<u64> {
+    s.get(..8)
+        .and_then(|h| h.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+impl Ord for IKey {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let (a, b) = (self.0.as_slice(), other.0.as_slice());
+        match (head(a), head(b)) {
+            (Some(x), Some(y)) if x != y => x.cmp(&y),
+            (Some(_), Some(_)) => a[8..].cmp(&b[8..]),
+            _ => a.cmp(b),
+        }
+    }
+}
+
+impl PartialOrd for IKey {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 /// Ordered map from keys to records; records are never removed while the table lives.
 ///
 /// `scc::TreeIndex` (a B+ tree with lock-free reads) won the index benchmark
@@ -15,13 +53,13 @@ use crate::table::Key;
 /// ferntree and a locked `BTreeMap`.
 #[derive(Default)]
 pub(crate) struct Index {
-    map: TreeIndex<Key, Arc<Record>>,
+    map: TreeIndex<IKey, Arc<Record>>,
 }
 
 impl Index {
     /// The record under `key`, if indexed.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Record>> {
-        self.map.peek_with(key, |_, v| Arc::clone(v))
+        self.map.peek_with(&IKey::of(key), |_, v| Arc::clone(v))
     }
 
     /// The record under `key`, indexing a fresh absent one if needed; `true` if created.
@@ -31,10 +69,7 @@ impl Index {
         }
         let fresh = Arc::new(Record::absent());
         loop {
-            match self
-                .map
-                .insert_sync(Key::from_slice(key), Arc::clone(&fresh))
-            {
+            match self.map.insert_sync(IKey::of(key), Arc::clone(&fresh)) {
                 Ok(()) => return (fresh, true),
                 Err(_) => {
                     // Lost a race with another inserter: use theirs.
@@ -61,7 +96,7 @@ impl Index {
         // scc's range iterator walks most of the tree to find its start when the
         // starting bound lies beyond the keys present; start unbounded instead.
         let (lo, hi) = if reverse {
-            let last = self.map.iter(&guard).next_back().map(|(k, _)| &k[..]);
+            let last = self.map.iter(&guard).next_back().map(|(k, _)| &k.0[..]);
             match (hi, last) {
                 (Bound::Included(h) | Bound::Excluded(h), Some(l)) if h > l => {
                     (lo, Bound::Unbounded)
@@ -69,7 +104,7 @@ impl Index {
                 _ => (lo, hi),
             }
         } else {
-            let first = self.map.iter(&guard).next().map(|(k, _)| &k[..]);
+            let first = self.map.iter(&guard).next().map(|(k, _)| &k.0[..]);
             match (lo, first) {
                 (Bound::Included(b) | Bound::Excluded(b), Some(f)) if b < f => {
                     (Bound::Unbounded, hi)
@@ -77,16 +112,17 @@ impl Index {
                 _ => (lo, hi),
             }
         };
-        let range = self.map.range::<[u8], _>((lo, hi), &guard);
+        let (lo, hi) = (lo.map(IKey::of), hi.map(IKey::of));
+        let range = self.map.range::<IKey, _>((lo, hi), &guard);
         if reverse {
             for (k, v) in range.rev() {
-                if !f(k, v) {
+                if !f(&k.0, v) {
                     break;
                 }
             }
         } else {
             for (k, v) in range {
-                if !f(k, v) {
+                if !f(&k.0, v) {
                     break;
                 }
             }
@@ -107,5 +143,30 @@ pub(crate) fn range_is_empty(lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
         | (Bound::Excluded(a), Bound::Included(b))
         | (Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ikey_order_is_byte_order() {
+        let keys: [&[u8]; 9] = [
+            b"",
+            b"\x00",
+            b"abc",
+            b"abcdefgh",
+            b"abcdefgh\x00",
+            b"abcdefgi",
+            b"abcdefghzzzzzzzzzz",
+            b"\xff\xff\xff\xff\xff\xff\xff\xff",
+            b"b",
+        ];
+        for a in keys {
+            for b in keys {
+                assert_eq!(IKey::of(a).cmp(&IKey::of(b)), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
     }
 }
