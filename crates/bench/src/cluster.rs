@@ -92,9 +92,7 @@ struct Counters {
     distributed: CachePadded<AtomicU64>,
 }
 
-fn hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("constant bounds")
-}
+use crate::driver::new_histogram as hist;
 
 /// Progress of a cluster run, about once a second.
 #[derive(Debug, Clone, Copy)]
@@ -280,7 +278,8 @@ pub fn run_cluster(
         sum(|c| c.distributed.load(Ordering::Relaxed)),
     );
     // Replicas: wait for followers to catch up, then compare every follower with its leader.
-    let (consistent, difference) = compare_replicas(&cluster, Duration::from_secs(20));
+    let difference = cluster.compare_replicas(Duration::from_secs(20)).err();
+    let consistent = difference.is_none();
     let mut lag = hist();
     for site in cluster.sites.iter().flat_map(|s| s.iter().skip(1)) {
         for l in site.replay_lags() {
@@ -324,51 +323,4 @@ pub fn run_cluster(
         consistent,
         difference,
     })
-}
-
-/// Waits until every follower's table equals its leader's; returns the first difference otherwise.
-fn compare_replicas(cluster: &Cluster, timeout: Duration) -> (bool, Option<String>) {
-    let deadline = Instant::now() + timeout;
-    for (s, sites) in cluster.sites.iter().enumerate() {
-        let leader = sites[0].store().tables();
-        for f in &sites[1..] {
-            loop {
-                let mut diff = None;
-                for (lt, ft) in leader.iter().zip(f.store().tables()) {
-                    let (a, b) = (lt.latest(), ft.latest());
-                    if a != b {
-                        let first = a
-                            .iter()
-                            .zip(b.iter())
-                            .find(|(x, y)| x != y)
-                            .map(|(x, y)| {
-                                format!(
-                                    "key {:?}: leader {:?} vs follower {:?}",
-                                    x.0, x.1.stamp, y.1.stamp
-                                )
-                            })
-                            .unwrap_or_else(|| {
-                                format!(
-                                    "{} rows on the leader, {} on the follower",
-                                    a.len(),
-                                    b.len()
-                                )
-                            });
-                        diff = Some(format!(
-                            "shard {s}, node {}: table {}: {first}",
-                            f.node(),
-                            lt.name()
-                        ));
-                        break;
-                    }
-                }
-                match diff {
-                    None => break,
-                    Some(d) if Instant::now() > deadline => return (false, Some(d)),
-                    Some(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        }
-    }
-    (true, None)
 }

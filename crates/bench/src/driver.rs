@@ -293,6 +293,6 @@ pub fn run(
 }
 
 /// A latency histogram in nanoseconds, 1 ns to 60 s, 3 significant digits.
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant histogram bounds are valid")
 }

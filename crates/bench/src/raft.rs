@@ -22,6 +22,8 @@ use mako_transport::sim::{RealtimeGuard, SimConfig, SimNetwork};
 use mako_transport::tcp::{TcpConfig, TcpTransport};
 use parking_lot::{Condvar, Mutex};
 
+use crate::driver::new_histogram;
+
 /// Which transport carries the group's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -265,9 +267,7 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
             committed: AtomicU64::new(0),
             window: Mutex::new(()),
             room: Condvar::new(),
-            hist: Mutex::new(
-                Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds"),
-            ),
+            hist: Mutex::new(new_histogram()),
             measuring: AtomicBool::new(false),
             measured: AtomicU64::new(0),
         });
@@ -377,8 +377,7 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
     // Let followers finish applying before reading the integrity counters.
     std::thread::sleep(Duration::from_millis(300));
     let terms_after = terms(&cluster);
-    let mut hist =
-        Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("constant bounds");
+    let mut hist = new_histogram();
     let mut measured = 0;
     for m in &meters {
         let _ = hist.add(&*m.hist.lock());

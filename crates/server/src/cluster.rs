@@ -207,6 +207,48 @@ impl Cluster {
         self.net.as_ref()
     }
 
+    /// Waits until every follower's tables equal its leader's (newest version of every key);
+    /// on `timeout` returns the first difference found. Call once the workload has stopped.
+    pub fn compare_replicas(&self, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        for (s, sites) in self.sites.iter().enumerate() {
+            let leader = sites[0].store().tables();
+            for f in &sites[1..] {
+                loop {
+                    let diff = leader.iter().zip(f.store().tables()).find_map(|(lt, ft)| {
+                        let (a, b) = (lt.latest(), ft.latest());
+                        (a != b).then(|| {
+                            let first = a
+                                .iter()
+                                .zip(b.iter())
+                                .find(|(x, y)| x != y)
+                                .map(|(x, y)| {
+                                    format!(
+                                        "key {:?}: leader {:?} vs follower {:?}",
+                                        x.0, x.1.stamp, y.1.stamp
+                                    )
+                                })
+                                .unwrap_or_else(|| {
+                                    format!(
+                                        "{} rows on the leader, {} on the follower",
+                                        a.len(),
+                                        b.len()
+                                    )
+                                });
+                            format!("shard {s}, node {}: table {}: {first}", f.node(), lt.name())
+                        })
+                    });
+                    match diff {
+                        None => break,
+                        Some(d) if Instant::now() > deadline => return Err(d),
+                        Some(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stops every site, Raft group, log store and transport.
     pub fn shutdown(&self) {
         for s in self.sites.iter().flatten() {

@@ -1,7 +1,7 @@
 //! End-to-end: speculative execution, replication, watermarks and release on in-process clusters.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use mako_server::{Cluster, ClusterConfig, SiteConfig};
@@ -31,27 +31,10 @@ fn num(b: &[u8]) -> i64 {
     i64::from_le_bytes(b.try_into().expect("8-byte balance"))
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    f()
-}
-
 /// Every follower's store equals its leader's (the run is over, so everything is below VW once released).
 fn assert_replicas_consistent(c: &Cluster) {
-    for sites in &c.sites {
-        let leader = sites[0].store().tables()[0].latest();
-        for f in &sites[1..] {
-            let ok = wait_until(Duration::from_secs(5), || {
-                f.store().tables()[0].latest() == leader
-            });
-            assert!(ok, "follower {} differs from its leader", f.node());
-        }
+    if let Err(d) = c.compare_replicas(Duration::from_secs(5)) {
+        panic!("replicas differ: {d}");
     }
 }
 
