@@ -420,10 +420,6 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
 
 fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.shards == 1 && args.replicas.is_none(),
-        "TPC-C runs on one shard without replication so far; --shards and --replicas are not supported with --workload tpcc yet"
-    );
-    anyhow::ensure!(
         (1..=1000).contains(&args.warehouses),
         "--warehouses must be between 1 and 1000"
     );
@@ -468,6 +464,77 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         }
         let _ = std::io::stdout().flush();
     };
+    if args.shards > 1 || args.replicas.is_some() {
+        // The replicated in-process cluster: S shards x R Raft replicas, speculative 2PC.
+        let replicas = args.replicas.unwrap_or(3);
+        anyhow::ensure!(
+            (1..=7).contains(&replicas),
+            "--replicas must be between 1 and 7"
+        );
+        anyhow::ensure!(
+            args.shards >= 1 && args.shards <= args.warehouses,
+            "--shards must be between 1 and --warehouses ({})",
+            args.warehouses
+        );
+        let cfg = mako_tpcc::TpccConfig {
+            shards: args.shards as usize,
+            ..cfg
+        };
+        let r = mako_tpcc::run_cluster(&cfg, replicas, show)?;
+        if live {
+            print!("\r\x1b[2K");
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "cluster: {} shard(s) x {} replica(s); latencies below are begin to speculative commit",
+                r.shards, r.replicas
+            );
+            print_tpcc(&r.tpcc);
+            println!(
+                "distributed {} ({:.1}% of commits); release latency p50 {:.0} us, p99 {:.0} us, p99.9 {:.0} us; \
+                 follower replay lag p99 {:.0} us; unreleased at end {} (never released {})",
+                group(r.distributed),
+                r.distributed_pct,
+                r.release_p50_us,
+                r.release_p99_us,
+                r.release_p999_us,
+                r.replay_lag_p99_us,
+                r.unreleased_at_end,
+                r.never_released
+            );
+            match &r.difference {
+                None => println!("replicas identical to their leaders"),
+                Some(d) => println!("replicas DIFFER: {d}"),
+            }
+        }
+        if args.check {
+            let mut bad = !r.replicas_identical;
+            for c in &r.checks {
+                match (&c.report, c.violations.first()) {
+                    (_, Some(v)) => {
+                        bad = true;
+                        println!(
+                            "shard {} replica {}: consistency VIOLATED ({} violations); first: {v}",
+                            c.shard,
+                            c.replica,
+                            c.violations.len()
+                        );
+                    }
+                    (Some(rep), None) => println!(
+                        "shard {} replica {}: consistency conditions 1-4 hold ({} warehouses, {} orders)",
+                        c.shard, c.replica, rep.warehouses, rep.orders
+                    ),
+                    (None, None) => {}
+                }
+            }
+            if bad {
+                std::process::exit(1);
+            }
+        }
+        return Ok(());
+    }
     let started = std::time::Instant::now();
     let db = mako_tpcc::Db::load(&cfg, |l| show(mako_tpcc::TpccProgress::Loading(l)))?;
     let load_secs = started.elapsed().as_secs_f64();

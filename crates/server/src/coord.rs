@@ -11,12 +11,14 @@
 //! `VT <= VW`, the release.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mako_replication::NodeId;
+use mako_storage::Key;
 use mako_txn::{Abort, AbortReason, CommitInfo, Prepared, Transaction, merge};
 use mako_watermark::{WatermarkVector, stream_id};
 
@@ -130,6 +132,102 @@ impl<'a> DistTxn<'a> {
             Reply::Value(v) => Ok(v.map(Bytes::from)),
             other => Err(refused(other)),
         }
+    }
+
+    /// Up to `limit` rows of `table` on `shard` in `range`, ascending; the range is validated at commit.
+    pub fn scan(
+        &mut self,
+        shard: u32,
+        table: usize,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        limit: usize,
+    ) -> Result<Vec<(Key, Bytes)>, Abort> {
+        self.scan_dir(shard, table, range, limit, false)
+    }
+
+    /// Up to `limit` rows of `table` on `shard` in `range`, descending; the range is validated at commit.
+    pub fn rscan(
+        &mut self,
+        shard: u32,
+        table: usize,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        limit: usize,
+    ) -> Result<Vec<(Key, Bytes)>, Abort> {
+        self.scan_dir(shard, table, range, limit, true)
+    }
+
+    fn scan_dir(
+        &mut self,
+        shard: u32,
+        table: usize,
+        (lo, hi): (Bound<&[u8]>, Bound<&[u8]>),
+        limit: usize,
+        reverse: bool,
+    ) -> Result<Vec<(Key, Bytes)>, Abort> {
+        let t = self
+            .site
+            .table(table)
+            .ok_or(Abort::new(AbortReason::Conflict))?;
+        if shard == self.site.shard_id {
+            let tx = self.local();
+            return Ok(if reverse {
+                tx.rscan(t, (lo, hi), limit)
+            } else {
+                tx.scan(t, (lo, hi), limit)
+            });
+        }
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let id = t.id();
+        let (txn, stream, site) = (self.txn(), self.stream(), self.site);
+        let (node, writes) = self.remote(shard)?;
+        // Buffered writes in range overlay the participant's rows (read-your-own-writes):
+        // ask for one more row per buffered delete so the overlay still fills `limit`.
+        let own: Vec<(Vec<u8>, Option<Vec<u8>>)> = writes
+            .iter()
+            .filter(|(wt, k, _)| *wt == id && in_range(lo, hi, k))
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect();
+        let deletes = own.iter().filter(|(_, v)| v.is_none()).count();
+        let node = *node;
+        let rows = match site.call(
+            node,
+            txn,
+            stream,
+            Op::Scan {
+                table: id,
+                lo: lo.map(<[u8]>::to_vec),
+                hi: hi.map(<[u8]>::to_vec),
+                limit: u64::try_from(limit.saturating_add(deletes)).unwrap_or(u64::MAX),
+                reverse,
+            },
+        )? {
+            Reply::Rows(rows) => rows,
+            other => return Err(refused(other)),
+        };
+        if own.is_empty() {
+            return Ok(rows
+                .into_iter()
+                .map(|(k, v)| (Key::from_slice(&k), Bytes::from(v)))
+                .collect());
+        }
+        let mut merged: BTreeMap<Vec<u8>, Option<Vec<u8>>> =
+            rows.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        merged.extend(own);
+        let live = merged
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (Key::from_slice(&k), Bytes::from(v))));
+        Ok(if reverse {
+            live.rev().take(limit).collect()
+        } else {
+            live.take(limit).collect()
+        })
+    }
+
+    /// Whether the transaction has touched a shard other than the coordinator's.
+    pub fn is_distributed(&self) -> bool {
+        !self.remotes.is_empty()
     }
 
     /// Writes `value` under `key` of `table` on `shard` (`None` deletes).
@@ -310,6 +408,21 @@ impl Drop for DistTxn<'_> {
             self.abort_remotes();
         }
     }
+}
+
+/// Whether `key` lies within `lo..hi`.
+fn in_range(lo: Bound<&[u8]>, hi: Bound<&[u8]>, key: &[u8]) -> bool {
+    let above = match lo {
+        Bound::Included(b) => key >= b,
+        Bound::Excluded(b) => key > b,
+        Bound::Unbounded => true,
+    };
+    let below = match hi {
+        Bound::Included(b) => key <= b,
+        Bound::Excluded(b) => key < b,
+        Bound::Unbounded => true,
+    };
+    above && below
 }
 
 fn refused(r: Reply) -> Abort {

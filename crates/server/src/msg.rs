@@ -1,5 +1,7 @@
 //! Messages between sites (watermark exchange and speculative 2PC), on the transport's control channel.
 
+use std::ops::Bound;
+
 use serde::{Deserialize, Serialize};
 
 /// Transport group id of the control channel (Raft groups use shard ids).
@@ -54,6 +56,19 @@ pub enum Op {
         /// Key.
         key: Vec<u8>,
     },
+    /// Scan table `table` over `lo..hi` (up to `limit` rows, descending if `reverse`); validated at prepare.
+    Scan {
+        /// Table id.
+        table: u32,
+        /// Lower bound.
+        lo: Bound<Vec<u8>>,
+        /// Upper bound.
+        hi: Bound<Vec<u8>>,
+        /// Most rows returned.
+        limit: u64,
+        /// Descending order.
+        reverse: bool,
+    },
     /// Buffer `writes`, lock the write set, validate, and (if it writes) allocate this shard's `VT` component.
     Prepare {
         /// Writes buffered at the coordinator: (table, key, value or `None` to delete).
@@ -73,6 +88,8 @@ pub enum Op {
 pub enum Reply {
     /// The value read.
     Value(Option<Vec<u8>>),
+    /// The rows scanned, in scan order.
+    Rows(Vec<(Vec<u8>, Vec<u8>)>),
     /// Done.
     Ok,
     /// Prepared: read dependencies and, if this shard is written, its `VT` component.

@@ -543,6 +543,40 @@ impl Site {
                     Participant::Prepared(_) => Reply::Refused(Refusal::Unknown),
                 }
             }
+            Op::Scan {
+                table,
+                lo,
+                hi,
+                limit,
+                reverse,
+            } => {
+                let Some(t) = self.table_by_id(table) else {
+                    return Reply::Refused(Refusal::Unknown);
+                };
+                let p = open
+                    .entry(txn)
+                    .or_insert_with(|| Participant::Open(self.shard.begin_on(stream)));
+                match p {
+                    Participant::Open(tx) => {
+                        let range = (
+                            lo.as_ref().map(|k| k.as_slice()),
+                            hi.as_ref().map(|k| k.as_slice()),
+                        );
+                        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+                        let rows = if reverse {
+                            tx.rscan(t, range, limit)
+                        } else {
+                            tx.scan(t, range, limit)
+                        };
+                        Reply::Rows(
+                            rows.into_iter()
+                                .map(|(k, v)| (k.to_vec(), v.to_vec()))
+                                .collect(),
+                        )
+                    }
+                    Participant::Prepared(_) => Reply::Refused(Refusal::Unknown),
+                }
+            }
             Op::Prepare { writes } => {
                 let p = open
                     .remove(&txn)

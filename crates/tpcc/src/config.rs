@@ -129,7 +129,7 @@ pub struct TpccConfig {
     pub by_last_name_pct: f64,
     /// Percent of NewOrders with an invalid item that roll back (spec: 1).
     pub rollback_pct: f64,
-    /// Shards the warehouses are spread over (contiguous ranges); `run` needs 1 for now.
+    /// Shards the warehouses are spread over (contiguous ranges); `run` needs 1, [`run_cluster`](crate::run_cluster) takes any.
     pub shards: usize,
     /// Seed of the loader's and the workers' random generators.
     pub seed: u64,
@@ -308,6 +308,9 @@ pub enum TpccError {
     /// A worker thread panicked.
     #[error("a benchmark worker panicked")]
     WorkerPanicked,
+    /// The replicated cluster failed (start, load or release).
+    #[error(transparent)]
+    Cluster(Box<crate::cluster::ClusterTpccError>),
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use mako_storage::Store;
 use mako_txn::Shard;
 
 use crate::config::{DISTRICTS, Scale, ShardMap, TpccConfig, TpccError};
-use crate::loader::{LoadProgress, populate};
+use crate::loader::{DirectSink, LoadProgress, populate};
 use crate::random::NuRandC;
 use crate::schema::Tables;
 
@@ -59,7 +59,7 @@ impl Db {
                 Arc::new(mako_txn::NoopSink),
             ));
         }
-        let c_load = populate(cfg, &map, &tables, progress);
+        let c_load = populate(cfg, &map, |_| DirectSink::new(&tables), progress)?;
         for shard in &shards {
             shard.observe(1);
         }

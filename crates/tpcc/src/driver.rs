@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 
+use crate::backend::Backend;
 use crate::config::{Mix, Scale, TpccConfig, TpccError};
 use crate::db::Db;
 use crate::loader::LoadProgress;
@@ -134,31 +135,67 @@ pub fn run(
     Ok(report)
 }
 
+/// One worker thread's view of the backend, with hooks around commits (release tracking).
+pub(crate) trait Worker: Send {
+    /// The backend the five transactions run against.
+    type B: Backend;
+    /// The backend.
+    fn backend(&self) -> &Self::B;
+    /// Called after each committed transaction that started (first attempt) at `t0`.
+    fn committed(&mut self, _t0: Instant) {}
+    /// Called once when the measured phase is over.
+    fn finish(&mut self) {}
+}
+
+/// The one-shard in-process worker: no hooks.
+struct LocalWorker<'a>(&'a Db);
+
+impl Worker for LocalWorker<'_> {
+    type B = Db;
+    fn backend(&self) -> &Db {
+        self.0
+    }
+}
+
 /// Runs the measured phase of `cfg` on an already loaded `db` (`load_secs` and `rows_loaded` are left 0).
 pub fn run_on(
     db: &Db,
     cfg: &TpccConfig,
-    mut progress: impl FnMut(TpccProgress),
+    progress: impl FnMut(TpccProgress),
 ) -> Result<TpccReport, TpccError> {
     cfg.validate_run()?;
-    let counters: Vec<CachePadded<Counters>> = (0..cfg.threads)
+    let workers = (0..cfg.threads)
+        .map(|i| (LocalWorker(db), Terminal::new(db, cfg, i)))
+        .collect();
+    let (report, _) = run_workers(workers, cfg, db.warehouses(), db.scale(), progress)?;
+    Ok(report)
+}
+
+/// Runs `workers` (each with its terminal) for `cfg.duration`; returns the report and the workers.
+pub(crate) fn run_workers<W: Worker>(
+    workers: Vec<(W, Terminal)>,
+    cfg: &TpccConfig,
+    warehouses: u32,
+    scale: Scale,
+    mut progress: impl FnMut(TpccProgress),
+) -> Result<(TpccReport, Vec<W>), TpccError> {
+    let counters: Vec<CachePadded<Counters>> = (0..workers.len())
         .map(|_| CachePadded::new(Counters::default()))
         .collect();
+    let threads = workers.len();
     let stop = AtomicBool::new(false);
     let failure: Mutex<Option<TpccError>> = Mutex::new(None);
-    let terminals: Vec<Terminal> = (0..cfg.threads)
-        .map(|i| Terminal::new(db, cfg, i))
-        .collect();
 
-    let (hists, secs) = std::thread::scope(|s| {
+    let (hists, secs, workers) = std::thread::scope(|s| {
         let started = Instant::now();
-        let workers: Vec<_> = terminals
+        let handles: Vec<_> = workers
             .into_iter()
             .zip(&counters)
-            .map(|(term, c)| {
+            .map(|((mut w, term), c)| {
                 let (stop, failure) = (&stop, &failure);
                 s.spawn(move || {
-                    let r = worker(db, term, c, stop);
+                    let r = worker(&mut w, term, c, stop);
+                    w.finish();
                     if let Err(e) = &r.1 {
                         stop.store(true, Ordering::Relaxed);
                         if let Ok(mut f) = failure.lock() {
@@ -168,7 +205,7 @@ pub fn run_on(
                             });
                         }
                     }
-                    r.0
+                    (r.0, w)
                 })
             })
             .collect();
@@ -198,14 +235,16 @@ pub fn run_on(
         stop.store(true, Ordering::Relaxed);
         let mut hists: Option<Vec<Histogram<u64>>> =
             Some((0..5).map(|_| new_histogram()).collect());
-        for w in workers {
-            match (w.join(), &mut hists) {
-                (Ok(hs), Some(acc)) => {
+        let mut done = Vec::with_capacity(threads);
+        for h in handles {
+            match (h.join(), &mut hists) {
+                (Ok((hs, w)), Some(acc)) => {
                     for (acc, h) in acc.iter_mut().zip(&hs) {
                         let _ = acc.add(h);
                     }
+                    done.push(w);
                 }
-                (Ok(_), None) => {}
+                (Ok((_, w)), None) => done.push(w),
                 (Err(_), _) => hists = None,
             }
         }
@@ -213,7 +252,7 @@ pub fn run_on(
             .elapsed()
             .as_secs_f64()
             .min(total.as_secs_f64().max(1e-9));
-        (hists, secs)
+        (hists, secs, done)
     });
     let Some(hists) = hists else {
         return Err(TpccError::WorkerPanicked);
@@ -254,10 +293,10 @@ pub fn run_on(
     let committed: u64 = by_type.iter().map(|s| s.committed).sum();
     let aborted: u64 = by_type.iter().map(|s| s.aborts).sum();
     let new_orders = by_type[0].committed + by_type[0].user_rollbacks;
-    Ok(TpccReport {
-        warehouses: db.warehouses(),
-        threads: cfg.threads,
-        scale: db.scale(),
+    let report = TpccReport {
+        warehouses,
+        threads,
+        scale,
         mix: cfg.mix,
         load_secs: 0.0,
         rows_loaded: 0,
@@ -267,12 +306,13 @@ pub fn run_on(
         txn_per_sec: committed as f64 / secs,
         tpmc: new_orders as f64 * 60.0 / secs,
         by_type,
-    })
+    };
+    Ok((report, workers))
 }
 
 /// One worker: draw a type and inputs, retry until commit, record; returns its per-type histograms.
-fn worker(
-    db: &Db,
+fn worker<W: Worker>(
+    w: &mut W,
     mut term: Terminal,
     c: &Counters,
     stop: &AtomicBool,
@@ -285,11 +325,12 @@ fn worker(
         let t0 = Instant::now();
         let mut data_errors = 0;
         loop {
-            match input.execute(db) {
+            match input.execute(w.backend()) {
                 Ok(()) => {
                     let ns = t0.elapsed().as_nanos() as u64;
                     hists[k].saturating_record(ns.max(1));
                     c.committed[k].fetch_add(1, Ordering::Relaxed);
+                    w.committed(t0);
                     break;
                 }
                 Err(TxnError::Rollback) => {

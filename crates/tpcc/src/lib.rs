@@ -26,6 +26,13 @@
 //! **Check.** [`check_consistency`] verifies TPC-C consistency conditions 1–4
 //! over one quiescent store, so it can run on every replica.
 //!
+//! The five transactions are generic over a [`Backend`] handing out
+//! [`TxnOps`] contexts addressed by (warehouse, [`Tbl`], key): [`Db`] runs them
+//! as one-shard OCC transactions, and [`run_cluster`] runs them on a replicated
+//! in-process cluster (`S` shards × `R` Raft replicas, `mako-server`), where a
+//! transaction touching a remote shard's warehouse is a speculative 2PC
+//! transaction, and then checks every replica.
+//!
 //! ```
 //! use std::time::Duration;
 //! use mako_tpcc::{Db, Scale, TpccConfig, check_consistency, run_on};
@@ -45,6 +52,8 @@
 
 #![warn(missing_docs)]
 
+mod backend;
+mod cluster;
 mod config;
 mod consistency;
 mod db;
@@ -55,6 +64,8 @@ pub mod schema;
 mod terminal;
 mod txn;
 
+pub use backend::{Backend, KeyRange, LocalTxn, Tbl, TxnOps};
+pub use cluster::{ClusterTpccError, ClusterTpccReport, ReplicaCheck, run_cluster};
 pub use config::{DISTRICTS, Mix, Scale, ShardMap, TpccConfig, TpccError};
 pub use consistency::{ConsistencyReport, Violation, check_consistency};
 pub use db::Db;

@@ -3,12 +3,16 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use mako_storage::{Stamp, Table};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use mako_storage::Stamp;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{DISTRICTS, Scale, ShardMap, TpccConfig};
+use crate::backend::Tbl;
+use crate::config::{DISTRICTS, Scale, ShardMap, TpccConfig, TpccError};
 use crate::random::{NuRandC, a_string, data_with_original, last_name, n_string, zip};
 use crate::schema::{
     CustomerNameRow, CustomerRow, DistrictRow, HistoryRow, ItemRow, NewOrderRow, OrderCustomerRow,
@@ -71,13 +75,50 @@ fn expected_rows(scale: &Scale, warehouses: u32, shards: usize) -> u64 {
     u64::from(warehouses) * per_warehouse + shards as u64 * u64::from(scale.items)
 }
 
-/// Loads every shard's tables; returns the NURand constants used for last names.
-pub(crate) fn populate(
+/// Where the loader writes rows: directly into stores, or through transactions on shard leaders.
+pub(crate) trait LoadSink {
+    /// Writes one row of table `t` on shard `shard`.
+    fn put(&mut self, shard: usize, t: Tbl, key: &[u8], value: Bytes);
+    /// Makes everything written so far durable (or reports why not).
+    fn finish(&mut self) -> Result<(), TpccError>;
+}
+
+/// Writes rows straight into in-process stores, stamped `(epoch 0, ts 1)`.
+pub(crate) struct DirectSink<'a> {
+    tables: &'a [Tables],
+    stamp: Stamp,
+}
+
+impl<'a> DirectSink<'a> {
+    /// A sink over every shard's tables.
+    pub(crate) fn new(tables: &'a [Tables]) -> Self {
+        DirectSink {
+            tables,
+            stamp: Stamp::single(0, 1),
+        }
+    }
+}
+
+impl LoadSink for DirectSink<'_> {
+    #[inline]
+    fn put(&mut self, shard: usize, t: Tbl, key: &[u8], value: Bytes) {
+        if let Some(tables) = self.tables.get(shard) {
+            tables.get(t).put(key, value, self.stamp.clone());
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), TpccError> {
+        Ok(())
+    }
+}
+
+/// Loads every shard's tables through sinks made by `sink(loader_thread)`; returns the NURand constants used for last names.
+pub(crate) fn populate<S: LoadSink>(
     cfg: &TpccConfig,
     map: &ShardMap,
-    tables: &[Tables],
+    sink: impl Fn(usize) -> S + Sync,
     mut progress: impl FnMut(LoadProgress),
-) -> NuRandC {
+) -> Result<NuRandC, TpccError> {
     let started = Instant::now();
     let c_load = NuRandC::for_load(&mut SmallRng::seed_from_u64(sub_seed(cfg.seed, 0)));
     let mut jobs: Vec<Job> = (1..=cfg.warehouses).map(Job::Warehouse).collect();
@@ -91,6 +132,7 @@ pub(crate) fn populate(
     let next_job = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
     let rows = AtomicU64::new(0);
+    let failure: Mutex<Option<TpccError>> = Mutex::new(None);
     let expected = expected_rows(&cfg.scale, cfg.warehouses, map.shards());
     let report = |rows: &AtomicU64| LoadProgress {
         rows: rows.load(Ordering::Relaxed),
@@ -98,14 +140,17 @@ pub(crate) fn populate(
         elapsed: started.elapsed(),
     };
     std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
+        for i in 0..threads {
+            let (sink, rows, next_job, jobs, finished, failure) =
+                (&sink, &rows, &next_job, &jobs, &finished, &failure);
+            s.spawn(move || {
                 let mut loader = Loader {
                     scale: &cfg.scale,
+                    shards: map.shards(),
                     c_load,
-                    stamp: Stamp::single(0, 1),
+                    sink: sink(i),
                     now: unix_now(),
-                    rows: &rows,
+                    rows,
                     pending: 0,
                 };
                 loop {
@@ -113,12 +158,15 @@ pub(crate) fn populate(
                     let Some(&job) = jobs.get(j) else { break };
                     let mut rng = SmallRng::seed_from_u64(sub_seed(cfg.seed, j as u64 + 1));
                     match job {
-                        Job::Warehouse(w) => {
-                            loader.warehouse(&tables[map.shard_of(w)], w, &mut rng);
-                        }
-                        Job::Items(lo, hi) => loader.items(tables, lo, hi, &mut rng),
+                        Job::Warehouse(w) => loader.warehouse(map.shard_of(w), w, &mut rng),
+                        Job::Items(lo, hi) => loader.items(lo, hi, &mut rng),
                     }
                     loader.flush();
+                }
+                if let Err(e) = loader.sink.finish()
+                    && let Ok(mut f) = failure.lock()
+                {
+                    f.get_or_insert(e);
                 }
                 finished.fetch_add(1, Ordering::Release);
             });
@@ -133,23 +181,27 @@ pub(crate) fn populate(
         }
     });
     progress(report(&rows));
-    c_load
+    match failure.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(c_load),
+    }
 }
 
 /// One loading thread's state.
-struct Loader<'a> {
+struct Loader<'a, S> {
     scale: &'a Scale,
+    shards: usize,
     c_load: NuRandC,
-    stamp: Stamp,
+    sink: S,
     now: u64,
     rows: &'a AtomicU64,
     pending: u64,
 }
 
-impl Loader<'_> {
+impl<S: LoadSink> Loader<'_, S> {
     /// Writes one row.
-    fn put(&mut self, table: &Table, key: &[u8], row: &impl Row) {
-        table.put(key, row.encode(), self.stamp.clone());
+    fn put(&mut self, shard: usize, t: Tbl, key: &[u8], row: &impl Row) {
+        self.sink.put(shard, t, key, row.encode());
         self.pending += 1;
         if self.pending >= 4096 {
             self.flush();
@@ -163,7 +215,7 @@ impl Loader<'_> {
     }
 
     /// Items `lo..=hi`, identical on every shard.
-    fn items(&mut self, tables: &[Tables], lo: u32, hi: u32, rng: &mut SmallRng) {
+    fn items(&mut self, lo: u32, hi: u32, rng: &mut SmallRng) {
         for i in lo..=hi {
             let row = ItemRow {
                 im_id: rng.random_range(1..=10_000),
@@ -171,14 +223,14 @@ impl Loader<'_> {
                 price: rng.random_range(100..=10_000),
                 data: data_with_original(rng),
             };
-            for t in tables {
-                self.put(&t.item, &item_key(i), &row);
+            for shard in 0..self.shards {
+                self.put(shard, Tbl::Item, &item_key(i), &row);
             }
         }
     }
 
     /// Warehouse `w`: its row, its stock, and its districts.
-    fn warehouse(&mut self, t: &Tables, w: u32, rng: &mut SmallRng) {
+    fn warehouse(&mut self, t: usize, w: u32, rng: &mut SmallRng) {
         let row = WarehouseRow {
             name: a_string(rng, 6, 10),
             street_1: a_string(rng, 10, 20),
@@ -189,7 +241,7 @@ impl Loader<'_> {
             tax: rng.random_range(0..=2000),
             ytd: INITIAL_W_YTD,
         };
-        self.put(&t.warehouse, &warehouse_key(w), &row);
+        self.put(t, Tbl::Warehouse, &warehouse_key(w), &row);
         for i in 1..=self.scale.items {
             let mut dist = [Text::default(); 10];
             for x in &mut dist {
@@ -203,7 +255,7 @@ impl Loader<'_> {
                 remote_cnt: 0,
                 data: data_with_original(rng),
             };
-            self.put(&t.stock, &stock_key(w, i), &row);
+            self.put(t, Tbl::Stock, &stock_key(w, i), &row);
         }
         for d in 1..=DISTRICTS {
             self.district(t, w, d, rng);
@@ -211,7 +263,7 @@ impl Loader<'_> {
     }
 
     /// District `(w, d)`: its row, customers (with name index and history) and orders.
-    fn district(&mut self, t: &Tables, w: u32, d: u8, rng: &mut SmallRng) {
+    fn district(&mut self, t: usize, w: u32, d: u8, rng: &mut SmallRng) {
         let scale = *self.scale;
         let row = DistrictRow {
             name: a_string(rng, 6, 10),
@@ -224,7 +276,7 @@ impl Loader<'_> {
             ytd: INITIAL_D_YTD,
             next_o_id: scale.orders_per_district + 1,
         };
-        self.put(&t.district, &district_key(w, d), &row);
+        self.put(t, Tbl::District, &district_key(w, d), &row);
         for c in 1..=scale.customers_per_district {
             let last = if c <= 1000 {
                 last_name(c - 1)
@@ -251,9 +303,10 @@ impl Loader<'_> {
                 delivery_cnt: 0,
                 data: a_string(rng, 300, 500),
             };
-            self.put(&t.customer, &customer_key(w, d, c), &row);
+            self.put(t, Tbl::Customer, &customer_key(w, d, c), &row);
             self.put(
-                &t.customer_name_idx,
+                t,
+                Tbl::CustomerNameIdx,
                 &customer_name_key(w, d, &row.last, &row.first, c),
                 &CustomerNameRow { c_id: c },
             );
@@ -267,7 +320,7 @@ impl Loader<'_> {
                 amount: 1000,
                 data: a_string(rng, 12, 24),
             };
-            self.put(&t.history, &history_key(w, d, 0, u64::from(c)), &h);
+            self.put(t, Tbl::History, &history_key(w, d, 0, u64::from(c)), &h);
         }
         let mut perm: Vec<u32> = (1..=scale.customers_per_district).collect();
         perm.shuffle(rng);
@@ -287,14 +340,15 @@ impl Loader<'_> {
                 ol_cnt,
                 all_local: 1,
             };
-            self.put(&t.oorder, &order_key(w, d, o), &row);
+            self.put(t, Tbl::Oorder, &order_key(w, d, o), &row);
             self.put(
-                &t.oorder_c_id_idx,
+                t,
+                Tbl::OorderCIdIdx,
                 &order_customer_key(w, d, c, o),
                 &OrderCustomerRow {},
             );
             if !delivered {
-                self.put(&t.new_order, &order_key(w, d, o), &NewOrderRow {});
+                self.put(t, Tbl::NewOrder, &order_key(w, d, o), &NewOrderRow {});
             }
             for ol in 1..=ol_cnt {
                 let row = OrderLineRow {
@@ -309,7 +363,7 @@ impl Loader<'_> {
                     },
                     dist_info: a_string(rng, 24, 24),
                 };
-                self.put(&t.order_line, &order_line_key(w, d, o, ol), &row);
+                self.put(t, Tbl::OrderLine, &order_line_key(w, d, o, ol), &row);
             }
         }
     }

@@ -3,7 +3,7 @@
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::{DISTRICTS, TpccConfig};
+use crate::config::{DISTRICTS, Scale, TpccConfig};
 use crate::db::Db;
 use crate::loader::{sub_seed, unix_now};
 use crate::random::{NuRandC, last_name};
@@ -38,10 +38,27 @@ pub struct Terminal {
 impl Terminal {
     /// Terminal `id` of `db` under `cfg`: home warehouse `id % W + 1`, StockLevel district `(id / W) % 10 + 1`.
     pub fn new(db: &Db, cfg: &TpccConfig, id: usize) -> Self {
-        let warehouses = db.warehouses();
-        let scale = db.scale();
+        Self::build(
+            db.warehouses(),
+            db.scale(),
+            db.nurand_load(),
+            db.next_origin(),
+            cfg,
+            id,
+        )
+    }
+
+    /// Terminal `id` of a database of `warehouses` at `scale` loaded with `c_load`; `origin` keys its history rows.
+    pub(crate) fn build(
+        warehouses: u32,
+        scale: Scale,
+        c_load: NuRandC,
+        origin: u32,
+        cfg: &TpccConfig,
+        id: usize,
+    ) -> Self {
         let c_run = NuRandC::for_run(
-            &db.nurand_load(),
+            &c_load,
             &mut SmallRng::seed_from_u64(sub_seed(cfg.seed, RUN_CONSTANTS_STREAM)),
         );
         let mut cumulative_mix = cfg.mix.weights();
@@ -58,7 +75,7 @@ impl Terminal {
             items: scale.items,
             customers: scale.customers_per_district,
             max_last_name: scale.max_last_name(),
-            origin: db.next_origin(),
+            origin,
             seq: 0,
             cumulative_mix,
             remote_item: cfg.remote_item_pct / 100.0,

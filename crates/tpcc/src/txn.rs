@@ -1,7 +1,8 @@
-//! The five TPC-C transactions (clauses 2.4–2.8) as functions of a [`Db`] and their inputs.
+//! The five TPC-C transactions (clauses 2.4–2.8) as functions of a [`Backend`] and their inputs.
 //!
-//! Each function runs one attempt as one serializable OCC transaction on the
-//! shard of its home warehouse and either commits or leaves no trace. An
+//! Each function runs one attempt as one serializable OCC transaction (on the
+//! shard of its home warehouse for a [`Db`](crate::Db), across shards on a
+//! replicated cluster) and either commits or leaves no trace. An
 //! [`TxnError::Abort`] is an OCC conflict: the caller retries with the same
 //! inputs. [`TxnError::Rollback`] is NewOrder's spec-mandated rollback on an
 //! unused item id. [`TxnError::Data`] means the data broke the schema (a
@@ -10,16 +11,17 @@
 //! a data error can be transient and the driver retries it a bounded number
 //! of times before giving up.
 
-use mako_storage::Table;
-use mako_txn::{Abort, Transaction};
+use std::ops::Bound::{Excluded, Included};
 
+use mako_txn::Abort;
+
+use crate::backend::{Backend, Tbl, TxnOps};
 use crate::config::DISTRICTS;
-use crate::db::Db;
 use crate::schema::{
     CustomerNameRow, CustomerRow, DecodeError, DistrictRow, HistoryRow, ItemRow, NewOrderRow,
-    OrderCustomerRow, OrderLineRow, OrderRow, Row, StockRow, Tables, Text, WarehouseRow,
-    customer_key, customer_name_range, district_key, history_key, item_key, order_customer_key,
-    order_key, order_line_key, parse_order_customer_key, parse_order_key, stock_key, warehouse_key,
+    OrderCustomerRow, OrderLineRow, OrderRow, Row, StockRow, Text, WarehouseRow, customer_key,
+    customer_name_range, district_key, history_key, item_key, order_customer_key, order_key,
+    order_line_key, parse_order_customer_key, parse_order_key, stock_key, warehouse_key,
 };
 
 /// The five transaction types.
@@ -106,7 +108,7 @@ pub enum TxnError {
     /// The input names a warehouse or district that does not exist.
     #[error("invalid input: {0}")]
     InvalidInput(&'static str),
-    /// The transaction would touch two shards (not supported yet).
+    /// The transaction would touch two shards (not supported by this backend).
     #[error("warehouses {home} and {other} are on different shards")]
     CrossShard {
         /// Home warehouse.
@@ -320,7 +322,7 @@ impl TxnInput {
     }
 
     /// Runs one attempt, discarding the outputs.
-    pub fn execute(&self, db: &Db) -> Result<(), TxnError> {
+    pub fn execute<B: Backend + ?Sized>(&self, db: &B) -> Result<(), TxnError> {
         match self {
             TxnInput::NewOrder(i) => new_order(db, i).map(drop),
             TxnInput::Payment(i) => payment(db, i).map(drop),
@@ -332,12 +334,8 @@ impl TxnInput {
 }
 
 /// Reads and decodes the row under `key`; an absent row is a [`DataError::Missing`].
-fn read_row<'s, R: Row>(
-    tx: &mut Transaction<'s>,
-    table: &'s Table,
-    key: &[u8],
-) -> Result<R, TxnError> {
-    match tx.get(table, key) {
+fn read_row<R: Row>(tx: &mut impl TxnOps, w: u32, table: Tbl, key: &[u8]) -> Result<R, TxnError> {
+    match tx.get(w, table, key)? {
         Some(v) => Ok(R::decode(&v)?),
         None => Err(missing(R::TABLE, key)),
     }
@@ -353,7 +351,7 @@ fn missing(table: &'static str, key: &[u8]) -> TxnError {
 }
 
 /// Checks a warehouse id.
-fn check_warehouse(db: &Db, w: u32) -> Result<(), TxnError> {
+fn check_warehouse<B: Backend + ?Sized>(db: &B, w: u32) -> Result<(), TxnError> {
     if (1..=db.warehouses()).contains(&w) {
         Ok(())
     } else {
@@ -370,27 +368,26 @@ fn check_district(d: u8) -> Result<(), TxnError> {
     }
 }
 
-/// Checks that `other` lives on the shard of `home`.
-fn same_shard(db: &Db, home: u32, other: u32) -> Result<(), TxnError> {
+/// Checks that a transaction of warehouse `home` can reach warehouse `other`.
+fn same_shard<B: Backend + ?Sized>(db: &B, home: u32, other: u32) -> Result<(), TxnError> {
     check_warehouse(db, other)?;
-    let map = db.shard_map();
-    if map.shard_of(home) == map.shard_of(other) {
-        Ok(())
-    } else {
-        Err(TxnError::CrossShard { home, other })
-    }
+    db.reachable(home, other)
 }
 
 /// The id of the customer at position ceil(n/2) (1-based) of those named `last` in `(w, d)`.
-fn customer_by_last_name<'s>(
-    tx: &mut Transaction<'s>,
-    t: &'s Tables,
+fn customer_by_last_name(
+    tx: &mut impl TxnOps,
     w: u32,
     d: u8,
     last: &Text<16>,
 ) -> Result<u32, TxnError> {
     let (lo, hi) = customer_name_range(w, d, last);
-    let rows = tx.scan(&t.customer_name_idx, &lo[..]..=&hi[..], usize::MAX);
+    let rows = tx.scan(
+        w,
+        Tbl::CustomerNameIdx,
+        (Included(&lo[..]), Included(&hi[..])),
+        usize::MAX,
+    )?;
     match rows.get(rows.len().saturating_sub(1) / 2) {
         Some((_, v)) => Ok(CustomerNameRow::decode(v)?.c_id),
         None => Err(DataError::NoSuchLastName {
@@ -403,21 +400,23 @@ fn customer_by_last_name<'s>(
 }
 
 /// Resolves a customer selection to an id.
-fn resolve_customer<'s>(
-    tx: &mut Transaction<'s>,
-    t: &'s Tables,
+fn resolve_customer(
+    tx: &mut impl TxnOps,
     w: u32,
     d: u8,
     sel: &CustomerSel,
 ) -> Result<u32, TxnError> {
     match sel {
         CustomerSel::Id(c) => Ok(*c),
-        CustomerSel::LastName(last) => customer_by_last_name(tx, t, w, d, last),
+        CustomerSel::LastName(last) => customer_by_last_name(tx, w, d, last),
     }
 }
 
 /// NewOrder (clause 2.4.2): enter an order of 5–15 lines, updating stock; rolls back on an unused item id.
-pub fn new_order(db: &Db, inp: &NewOrderInput) -> Result<NewOrderOutput, TxnError> {
+pub fn new_order<B: Backend + ?Sized>(
+    db: &B,
+    inp: &NewOrderInput,
+) -> Result<NewOrderOutput, TxnError> {
     let (w, d) = (inp.w, inp.d);
     check_warehouse(db, w)?;
     check_district(d)?;
@@ -426,15 +425,14 @@ pub fn new_order(db: &Db, inp: &NewOrderInput) -> Result<NewOrderOutput, TxnErro
     for l in &inp.lines {
         same_shard(db, w, l.supply_w)?;
     }
-    let (shard, t) = db.shard_for(w);
-    let mut tx = shard.begin();
-    let wh: WarehouseRow = read_row(&mut tx, &t.warehouse, &warehouse_key(w))?;
+    let mut tx = db.begin(w);
+    let wh: WarehouseRow = read_row(&mut tx, w, Tbl::Warehouse, &warehouse_key(w))?;
     let dk = district_key(w, d);
-    let mut dist: DistrictRow = read_row(&mut tx, &t.district, &dk)?;
+    let mut dist: DistrictRow = read_row(&mut tx, w, Tbl::District, &dk)?;
     let o = dist.next_o_id;
     dist.next_o_id = o.wrapping_add(1);
-    tx.put(&t.district, &dk, dist.encode());
-    let cust: CustomerRow = read_row(&mut tx, &t.customer, &customer_key(w, d, inp.c))?;
+    tx.put(w, Tbl::District, &dk, dist.encode())?;
+    let cust: CustomerRow = read_row(&mut tx, w, Tbl::Customer, &customer_key(w, d, inp.c))?;
     let all_local = inp.lines.iter().all(|l| l.supply_w == w);
     let order = OrderRow {
         c_id: inp.c,
@@ -446,23 +444,24 @@ pub fn new_order(db: &Db, inp: &NewOrderInput) -> Result<NewOrderOutput, TxnErro
     // The order id comes from D_NEXT_O_ID, which this transaction read and
     // wrote, so these keys are fresh: plain puts, no existence checks.
     let ok = order_key(w, d, o);
-    tx.put(&t.oorder, &ok, order.encode());
-    tx.put(&t.new_order, &ok, NewOrderRow {}.encode());
+    tx.put(w, Tbl::Oorder, &ok, order.encode())?;
+    tx.put(w, Tbl::NewOrder, &ok, NewOrderRow {}.encode())?;
     tx.put(
-        &t.oorder_c_id_idx,
+        w,
+        Tbl::OorderCIdIdx,
         &order_customer_key(w, d, inp.c, o),
         OrderCustomerRow {}.encode(),
-    );
+    )?;
     let mut sum = 0i64;
     let mut brand_lines = 0u8;
     for (n, l) in (1u8..).zip(&inp.lines) {
-        let Some(iv) = tx.get(&t.item, &item_key(l.i_id)) else {
+        let Some(iv) = tx.get(w, Tbl::Item, &item_key(l.i_id))? else {
             // Unused item id: drop the transaction, leaving no trace.
             return Err(TxnError::Rollback);
         };
         let item = ItemRow::decode(&iv)?;
         let sk = stock_key(l.supply_w, l.i_id);
-        let mut s: StockRow = read_row(&mut tx, &t.stock, &sk)?;
+        let mut s: StockRow = read_row(&mut tx, l.supply_w, Tbl::Stock, &sk)?;
         let q = i32::from(l.quantity);
         s.quantity = if s.quantity >= q + 10 {
             s.quantity - q
@@ -474,7 +473,7 @@ pub fn new_order(db: &Db, inp: &NewOrderInput) -> Result<NewOrderOutput, TxnErro
         if l.supply_w != w {
             s.remote_cnt = s.remote_cnt.wrapping_add(1);
         }
-        tx.put(&t.stock, &sk, s.encode());
+        tx.put(l.supply_w, Tbl::Stock, &sk, s.encode())?;
         let amount = i64::from(l.quantity) * item.price;
         sum += amount;
         if item.data.contains(b"ORIGINAL") && s.data.contains(b"ORIGINAL") {
@@ -488,7 +487,12 @@ pub fn new_order(db: &Db, inp: &NewOrderInput) -> Result<NewOrderOutput, TxnErro
             amount,
             dist_info: s.dist[usize::from(d - 1)],
         };
-        tx.put(&t.order_line, &order_line_key(w, d, o, n), line.encode());
+        tx.put(
+            w,
+            Tbl::OrderLine,
+            &order_line_key(w, d, o, n),
+            line.encode(),
+        )?;
     }
     tx.commit()?;
     // total = sum * (1 - c_discount) * (1 + w_tax + d_tax), rates in ten-thousandths.
@@ -505,25 +509,24 @@ pub fn new_order(db: &Db, inp: &NewOrderInput) -> Result<NewOrderOutput, TxnErro
 }
 
 /// Payment (clause 2.5.2): a customer pays; warehouse, district and customer balances move, history grows.
-pub fn payment(db: &Db, inp: &PaymentInput) -> Result<PaymentOutput, TxnError> {
+pub fn payment<B: Backend + ?Sized>(db: &B, inp: &PaymentInput) -> Result<PaymentOutput, TxnError> {
     let (w, d) = (inp.w, inp.d);
     check_warehouse(db, w)?;
     check_district(d)?;
     check_district(inp.c_d)?;
     same_shard(db, w, inp.c_w)?;
-    let (shard, t) = db.shard_for(w);
-    let mut tx = shard.begin();
+    let mut tx = db.begin(w);
     let wk = warehouse_key(w);
-    let mut wh: WarehouseRow = read_row(&mut tx, &t.warehouse, &wk)?;
+    let mut wh: WarehouseRow = read_row(&mut tx, w, Tbl::Warehouse, &wk)?;
     wh.ytd += inp.amount;
-    tx.put(&t.warehouse, &wk, wh.encode());
+    tx.put(w, Tbl::Warehouse, &wk, wh.encode())?;
     let dk = district_key(w, d);
-    let mut dist: DistrictRow = read_row(&mut tx, &t.district, &dk)?;
+    let mut dist: DistrictRow = read_row(&mut tx, w, Tbl::District, &dk)?;
     dist.ytd += inp.amount;
-    tx.put(&t.district, &dk, dist.encode());
-    let c = resolve_customer(&mut tx, t, inp.c_w, inp.c_d, &inp.customer)?;
+    tx.put(w, Tbl::District, &dk, dist.encode())?;
+    let c = resolve_customer(&mut tx, inp.c_w, inp.c_d, &inp.customer)?;
     let ck = customer_key(inp.c_w, inp.c_d, c);
-    let mut cust: CustomerRow = read_row(&mut tx, &t.customer, &ck)?;
+    let mut cust: CustomerRow = read_row(&mut tx, inp.c_w, Tbl::Customer, &ck)?;
     cust.balance -= inp.amount;
     cust.ytd_payment += inp.amount;
     cust.payment_cnt = cust.payment_cnt.wrapping_add(1);
@@ -543,7 +546,7 @@ pub fn payment(db: &Db, inp: &PaymentInput) -> Result<PaymentOutput, TxnError> {
         data.extend_from_slice(cust.data.as_bytes());
         cust.data = Text::new(&data);
     }
-    tx.put(&t.customer, &ck, cust.encode());
+    tx.put(inp.c_w, Tbl::Customer, &ck, cust.encode())?;
     let mut h_data = [b' '; 24];
     let (wn, dn) = (wh.name.as_bytes(), dist.name.as_bytes());
     h_data[..wn.len()].copy_from_slice(wn);
@@ -559,7 +562,7 @@ pub fn payment(db: &Db, inp: &PaymentInput) -> Result<PaymentOutput, TxnError> {
         data: Text::new(&h_data[..wn.len() + 4 + dn.len()]),
     };
     let (origin, seq) = inp.history_id;
-    tx.put(&t.history, &history_key(w, d, origin, seq), h.encode());
+    tx.put(w, Tbl::History, &history_key(w, d, origin, seq), h.encode())?;
     tx.commit()?;
     Ok(PaymentOutput {
         c_id: c,
@@ -569,27 +572,39 @@ pub fn payment(db: &Db, inp: &PaymentInput) -> Result<PaymentOutput, TxnError> {
 }
 
 /// OrderStatus (clause 2.6.2), read-only: a customer's balance and their latest order with its lines.
-pub fn order_status(db: &Db, inp: &OrderStatusInput) -> Result<OrderStatusOutput, TxnError> {
+pub fn order_status<B: Backend + ?Sized>(
+    db: &B,
+    inp: &OrderStatusInput,
+) -> Result<OrderStatusOutput, TxnError> {
     let (w, d) = (inp.w, inp.d);
     check_warehouse(db, w)?;
     check_district(d)?;
-    let (shard, t) = db.shard_for(w);
-    let mut tx = shard.begin();
-    let c = resolve_customer(&mut tx, t, w, d, &inp.customer)?;
-    let cust: CustomerRow = read_row(&mut tx, &t.customer, &customer_key(w, d, c))?;
+    let mut tx = db.begin(w);
+    let c = resolve_customer(&mut tx, w, d, &inp.customer)?;
+    let cust: CustomerRow = read_row(&mut tx, w, Tbl::Customer, &customer_key(w, d, c))?;
     let (lo, hi) = (
         order_customer_key(w, d, c, 0),
         order_customer_key(w, d, c, u32::MAX),
     );
-    let latest = tx.rscan(&t.oorder_c_id_idx, &lo[..]..=&hi[..], 1);
+    let latest = tx.rscan(
+        w,
+        Tbl::OorderCIdIdx,
+        (Included(&lo[..]), Included(&hi[..])),
+        1,
+    )?;
     let order = match latest.first() {
         None => None,
         Some((k, _)) => {
             let o = parse_order_customer_key(k)?;
-            let ord: OrderRow = read_row(&mut tx, &t.oorder, &order_key(w, d, o))?;
+            let ord: OrderRow = read_row(&mut tx, w, Tbl::Oorder, &order_key(w, d, o))?;
             let (lo, hi) = (order_line_key(w, d, o, 0), order_line_key(w, d, o, u8::MAX));
             let mut lines = Vec::with_capacity(usize::from(ord.ol_cnt));
-            for (_, v) in tx.scan(&t.order_line, &lo[..]..=&hi[..], usize::MAX) {
+            for (_, v) in tx.scan(
+                w,
+                Tbl::OrderLine,
+                (Included(&lo[..]), Included(&hi[..])),
+                usize::MAX,
+            )? {
                 let l = OrderLineRow::decode(&v)?;
                 lines.push(OrderLineStatus {
                     i_id: l.i_id,
@@ -618,11 +633,13 @@ pub fn order_status(db: &Db, inp: &OrderStatusInput) -> Result<OrderStatusOutput
 }
 
 /// Delivery (clause 2.7.4), all ten districts in one transaction: deliver each one's oldest undelivered order.
-pub fn delivery(db: &Db, inp: &DeliveryInput) -> Result<DeliveryOutput, TxnError> {
+pub fn delivery<B: Backend + ?Sized>(
+    db: &B,
+    inp: &DeliveryInput,
+) -> Result<DeliveryOutput, TxnError> {
     let w = inp.w;
     check_warehouse(db, w)?;
-    let (shard, t) = db.shard_for(w);
-    let mut tx = shard.begin();
+    let mut tx = db.begin(w);
     let mut delivered = [None; DISTRICTS as usize];
     for d in 1..=DISTRICTS {
         // Orders below the hint are all delivered (deleted), so the scan may start there.
@@ -630,29 +647,34 @@ pub fn delivery(db: &Db, inp: &DeliveryInput) -> Result<DeliveryOutput, TxnError
             .delivery_hint(w, d)
             .map_or(0, |h| h.load(std::sync::atomic::Ordering::Acquire));
         let (lo, hi) = (order_key(w, d, hint), order_key(w, d, u32::MAX));
-        let oldest = tx.scan(&t.new_order, &lo[..]..=&hi[..], 1);
+        let oldest = tx.scan(w, Tbl::NewOrder, (Included(&lo[..]), Included(&hi[..])), 1)?;
         let Some((nk, _)) = oldest.first() else {
             continue; // no undelivered order in this district: skip it
         };
         let o = parse_order_key(nk)?;
-        tx.delete(&t.new_order, nk);
+        tx.delete(w, Tbl::NewOrder, nk)?;
         let ok = order_key(w, d, o);
-        let mut ord: OrderRow = read_row(&mut tx, &t.oorder, &ok)?;
+        let mut ord: OrderRow = read_row(&mut tx, w, Tbl::Oorder, &ok)?;
         ord.carrier_id = inp.carrier_id;
-        tx.put(&t.oorder, &ok, ord.encode());
+        tx.put(w, Tbl::Oorder, &ok, ord.encode())?;
         let (lo, hi) = (order_line_key(w, d, o, 0), order_line_key(w, d, o, u8::MAX));
         let mut sum = 0i64;
-        for (k, v) in tx.scan(&t.order_line, &lo[..]..=&hi[..], usize::MAX) {
+        for (k, v) in tx.scan(
+            w,
+            Tbl::OrderLine,
+            (Included(&lo[..]), Included(&hi[..])),
+            usize::MAX,
+        )? {
             let mut l = OrderLineRow::decode(&v)?;
             sum += l.amount;
             l.delivery_d = inp.date;
-            tx.put(&t.order_line, &k, l.encode());
+            tx.put(w, Tbl::OrderLine, &k, l.encode())?;
         }
         let ck = customer_key(w, d, ord.c_id);
-        let mut cust: CustomerRow = read_row(&mut tx, &t.customer, &ck)?;
+        let mut cust: CustomerRow = read_row(&mut tx, w, Tbl::Customer, &ck)?;
         cust.balance += sum;
         cust.delivery_cnt = cust.delivery_cnt.wrapping_add(1);
-        tx.put(&t.customer, &ck, cust.encode());
+        tx.put(w, Tbl::Customer, &ck, cust.encode())?;
         delivered[usize::from(d - 1)] = Some(o);
     }
     tx.commit()?;
@@ -665,19 +687,26 @@ pub fn delivery(db: &Db, inp: &DeliveryInput) -> Result<DeliveryOutput, TxnError
 }
 
 /// StockLevel (clause 2.8.2), read-only: distinct items of the district's last 20 orders below the threshold.
-pub fn stock_level(db: &Db, inp: &StockLevelInput) -> Result<StockLevelOutput, TxnError> {
+pub fn stock_level<B: Backend + ?Sized>(
+    db: &B,
+    inp: &StockLevelInput,
+) -> Result<StockLevelOutput, TxnError> {
     let (w, d) = (inp.w, inp.d);
     check_warehouse(db, w)?;
     check_district(d)?;
-    let (shard, t) = db.shard_for(w);
-    let mut tx = shard.begin();
-    let dist: DistrictRow = read_row(&mut tx, &t.district, &district_key(w, d))?;
+    let mut tx = db.begin(w);
+    let dist: DistrictRow = read_row(&mut tx, w, Tbl::District, &district_key(w, d))?;
     let next = dist.next_o_id;
     let (lo, hi) = (
         order_line_key(w, d, next.saturating_sub(20), 0),
         order_line_key(w, d, next, 0),
     );
-    let lines = tx.scan(&t.order_line, &lo[..]..&hi[..], usize::MAX);
+    let lines = tx.scan(
+        w,
+        Tbl::OrderLine,
+        (Included(&lo[..]), Excluded(&hi[..])),
+        usize::MAX,
+    )?;
     let mut items = Vec::with_capacity(lines.len());
     for (_, v) in &lines {
         items.push(OrderLineRow::decode(v)?.i_id);
@@ -687,7 +716,7 @@ pub fn stock_level(db: &Db, inp: &StockLevelInput) -> Result<StockLevelOutput, T
     let mut low_stock = 0;
     for i in items {
         let sk = stock_key(w, i);
-        let Some(v) = tx.get(&t.stock, &sk) else {
+        let Some(v) = tx.get(w, Tbl::Stock, &sk)? else {
             return Err(missing(StockRow::TABLE, &sk));
         };
         if StockRow::decode_quantity(&v)? < inp.threshold {

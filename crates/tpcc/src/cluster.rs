@@ -1,0 +1,587 @@
+//! TPC-C on a replicated in-process cluster: `S` shards × `R` Raft replicas (`mako-server`).
+//!
+//! Warehouses are spread over shards by the [`ShardMap`]; every shard holds
+//! `item`. [`run_cluster`] starts the cluster, loads each shard through
+//! transactions on its leader (1,000 rows each, so followers receive the data
+//! through the log), and runs one terminal per worker thread coordinated on
+//! its home warehouse's shard leader. A transaction that touches a warehouse
+//! on another shard (remote order lines, remote-customer payments) becomes a
+//! distributed transaction (speculative 2PC). Commits are speculative; each
+//! worker tracks release (`VT <= VW`) between transactions. After the run,
+//! every follower's store is compared with its leader's and consistency
+//! conditions 1–4 are checked on every replica.
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::sync::atomic::AtomicU32;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use mako_server::{Cluster, ClusterConfig, DistTxn, Site, SiteConfig, Speculative};
+use mako_storage::Key;
+use mako_txn::{Abort, CommitInfo, Transaction};
+
+use crate::backend::{Backend, KeyRange, Tbl, TxnOps};
+use crate::config::{DISTRICTS, ShardMap, TpccConfig, TpccError};
+use crate::consistency::{ConsistencyReport, check_consistency};
+use crate::driver::{TpccProgress, TpccReport, Worker, run_workers};
+use crate::loader::{LoadSink, populate};
+use crate::random::NuRandC;
+use crate::schema::{TABLE_NAMES, Tables};
+use crate::terminal::Terminal;
+use crate::txn::TxnError;
+
+/// Rows per load transaction.
+const LOAD_BATCH: usize = 1_000;
+/// How long loading, release at the end of the run, and follower catch-up may take.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Why a cluster run failed (beyond the errors of a local run).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterTpccError {
+    /// The cluster did not start.
+    #[error("starting the cluster: {0}")]
+    Start(#[from] mako_server::cluster::ClusterError),
+    /// A load transaction aborted.
+    #[error("load transaction on shard {shard} aborted: {abort}")]
+    Load {
+        /// Shard.
+        shard: usize,
+        /// Why.
+        abort: Abort,
+    },
+    /// Loaded data was not released in time.
+    #[error("shard {0}: loaded data not released within {SETTLE:?}")]
+    LoadNotReleased(usize),
+    /// The parameters do not fit a cluster run.
+    #[error("invalid cluster parameter `{name}`: {reason}")]
+    Invalid {
+        /// Parameter.
+        name: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Consistency of one replica after the run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReplicaCheck {
+    /// Shard.
+    pub shard: usize,
+    /// Replica (0 = leader).
+    pub replica: usize,
+    /// What was checked, if conditions 1–4 hold.
+    pub report: Option<ConsistencyReport>,
+    /// The violations found (empty if they hold).
+    pub violations: Vec<String>,
+}
+
+/// Results of a cluster run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ClusterTpccReport {
+    /// Shards.
+    pub shards: usize,
+    /// Replicas per shard.
+    pub replicas: u32,
+    /// The TPC-C figures; latencies are begin-to-speculative-commit.
+    pub tpcc: TpccReport,
+    /// Committed transactions that spanned more than one shard.
+    pub distributed: u64,
+    /// Distributed transactions, percent of commits.
+    pub distributed_pct: f64,
+    /// Release latency (first attempt's begin to `VT <= VW` observed), p50 µs.
+    pub release_p50_us: f64,
+    /// Release latency p99 µs.
+    pub release_p99_us: f64,
+    /// Release latency p99.9 µs.
+    pub release_p999_us: f64,
+    /// Follower replay lag p99 µs (time queued before replay; 0 for batches replayed on arrival).
+    pub replay_lag_p99_us: f64,
+    /// Commits still unreleased when the measured phase ended.
+    pub unreleased_at_end: u64,
+    /// Commits that were never released (timed out after the run).
+    pub never_released: u64,
+    /// Whether every follower's store equals its leader's after the run.
+    pub replicas_identical: bool,
+    /// The first difference between a follower and its leader, if any.
+    pub difference: Option<String>,
+    /// Conditions 1–4 on every replica.
+    pub checks: Vec<ReplicaCheck>,
+}
+
+impl ClusterTpccReport {
+    /// Whether the replicas are identical and conditions 1–4 hold on every one.
+    pub fn consistent(&self) -> bool {
+        self.replicas_identical && self.checks.iter().all(|c| c.violations.is_empty())
+    }
+}
+
+/// Shared state of a TPC-C database on a cluster: the shard map and the Delivery hints.
+struct ClusterDb {
+    map: ShardMap,
+    delivery_hints: Vec<AtomicU32>,
+}
+
+/// One terminal's backend: its home shard's leader and its worker (stream) there.
+struct ClusterBackend<'c> {
+    db: &'c ClusterDb,
+    site: &'c Site,
+    worker: u32,
+    /// The last commit, for release tracking.
+    last: Cell<Option<(Speculative, bool)>>,
+}
+
+/// A distributed transaction addressed by warehouse.
+struct ClusterTxn<'c> {
+    tx: DistTxn<'c>,
+    map: &'c ShardMap,
+    last: &'c Cell<Option<(Speculative, bool)>>,
+}
+
+impl ClusterTxn<'_> {
+    fn shard(&self, w: u32) -> u32 {
+        self.map.shard_of(w) as u32
+    }
+}
+
+impl TxnOps for ClusterTxn<'_> {
+    fn get(&mut self, w: u32, t: Tbl, key: &[u8]) -> Result<Option<Bytes>, TxnError> {
+        let s = self.shard(w);
+        Ok(self.tx.get(s, t.index(), key)?)
+    }
+
+    fn put(&mut self, w: u32, t: Tbl, key: &[u8], value: Bytes) -> Result<(), TxnError> {
+        let s = self.shard(w);
+        Ok(self.tx.put(s, t.index(), key, value)?)
+    }
+
+    fn delete(&mut self, w: u32, t: Tbl, key: &[u8]) -> Result<(), TxnError> {
+        let s = self.shard(w);
+        Ok(self.tx.write(s, t.index(), key, None)?)
+    }
+
+    fn scan(
+        &mut self,
+        w: u32,
+        t: Tbl,
+        range: KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Bytes)>, TxnError> {
+        let s = self.shard(w);
+        Ok(self.tx.scan(s, t.index(), range, limit)?)
+    }
+
+    fn rscan(
+        &mut self,
+        w: u32,
+        t: Tbl,
+        range: KeyRange<'_>,
+        limit: usize,
+    ) -> Result<Vec<(Key, Bytes)>, TxnError> {
+        let s = self.shard(w);
+        Ok(self.tx.rscan(s, t.index(), range, limit)?)
+    }
+
+    fn commit(self) -> Result<(), TxnError> {
+        let distributed = self.tx.is_distributed();
+        let spec = self.tx.commit_speculative()?;
+        self.last.set(Some((spec, distributed)));
+        Ok(())
+    }
+}
+
+impl Backend for ClusterBackend<'_> {
+    type Txn<'a>
+        = ClusterTxn<'a>
+    where
+        Self: 'a;
+
+    fn warehouses(&self) -> u32 {
+        self.db.map.warehouses()
+    }
+
+    fn reachable(&self, _home: u32, _other: u32) -> Result<(), TxnError> {
+        Ok(())
+    }
+
+    fn delivery_hint(&self, w: u32, d: u8) -> Option<&AtomicU32> {
+        let i = (w as usize).checked_sub(1)? * usize::from(DISTRICTS)
+            + usize::from(d).checked_sub(1)?;
+        self.db.delivery_hints.get(i)
+    }
+
+    fn begin(&self, _home: u32) -> ClusterTxn<'_> {
+        ClusterTxn {
+            tx: self.site.begin(self.worker),
+            map: &self.db.map,
+            last: &self.last,
+        }
+    }
+}
+
+/// A worker thread on the cluster: tracks release of its speculative commits between transactions.
+struct ClusterWorker<'c> {
+    backend: ClusterBackend<'c>,
+    pending: VecDeque<(Instant, Speculative)>,
+    release: Histogram<u64>,
+    distributed: u64,
+    unreleased_at_end: u64,
+    never_released: u64,
+}
+
+impl ClusterWorker<'_> {
+    fn settle(&mut self) {
+        while self.pending.front().is_some_and(|(_, s)| s.is_released()) {
+            if let Some((t0, _)) = self.pending.pop_front() {
+                self.release
+                    .saturating_record((t0.elapsed().as_nanos() as u64).max(1));
+            }
+        }
+    }
+}
+
+impl<'c> Worker for ClusterWorker<'c> {
+    type B = ClusterBackend<'c>;
+
+    fn backend(&self) -> &ClusterBackend<'c> {
+        &self.backend
+    }
+
+    fn committed(&mut self, t0: Instant) {
+        if let Some((spec, distributed)) = self.backend.last.take() {
+            self.distributed += u64::from(distributed);
+            self.pending.push_back((t0, spec));
+        }
+        self.settle();
+    }
+
+    fn finish(&mut self) {
+        self.settle();
+        self.unreleased_at_end = self.pending.len() as u64;
+        for (t0, s) in self.pending.drain(..) {
+            if s.wait_release(SETTLE).is_ok() {
+                self.release
+                    .saturating_record((t0.elapsed().as_nanos() as u64).max(1));
+            } else {
+                self.never_released += 1;
+            }
+        }
+    }
+}
+
+/// Loads through transactions on the shard leaders, `LOAD_BATCH` rows each.
+struct TxnSink<'c> {
+    leaders: Vec<&'c Site>,
+    worker: u32,
+    open: Vec<Option<(Transaction<'c>, usize)>>,
+    last: Vec<Option<CommitInfo>>,
+    error: Option<TpccError>,
+}
+
+impl<'c> TxnSink<'c> {
+    fn new(leaders: Vec<&'c Site>, worker: u32) -> Self {
+        let n = leaders.len();
+        TxnSink {
+            leaders,
+            worker,
+            open: (0..n).map(|_| None).collect(),
+            last: vec![None; n],
+            error: None,
+        }
+    }
+
+    fn commit(&mut self, shard: usize) {
+        let Some((tx, _)) = self.open.get_mut(shard).and_then(Option::take) else {
+            return;
+        };
+        match tx.commit() {
+            Ok(info) => self.last[shard] = Some(info),
+            Err(abort) => {
+                self.error
+                    .get_or_insert(ClusterTpccError::Load { shard, abort }.into());
+            }
+        }
+    }
+}
+
+impl LoadSink for TxnSink<'_> {
+    fn put(&mut self, shard: usize, t: Tbl, key: &[u8], value: Bytes) {
+        if self.error.is_some() {
+            return;
+        }
+        let Some(&site) = self.leaders.get(shard) else {
+            return;
+        };
+        let Some(table) = site.table(t.index()) else {
+            self.error = Some(TpccError::MissingTable(t.name()));
+            return;
+        };
+        let worker = self.worker;
+        let (tx, n) = self.open[shard].get_or_insert_with(|| (site.begin_local(worker), 0));
+        tx.put(table, key, value);
+        *n += 1;
+        if *n >= LOAD_BATCH {
+            self.commit(shard);
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), TpccError> {
+        for s in 0..self.open.len() {
+            self.commit(s);
+        }
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let deadline = Instant::now() + SETTLE;
+        for (s, info) in self.last.iter().enumerate() {
+            if let Some(info) = info
+                && !self.leaders[s].vw().wait_covers(&info.vt, deadline)
+            {
+                return Err(ClusterTpccError::LoadNotReleased(s).into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Each terminal's (shard, worker on that shard), and the workers every shard needs.
+fn placement(map: &ShardMap, threads: usize) -> (Vec<(usize, u32)>, u32) {
+    let mut per_shard = vec![0u32; map.shards()];
+    let placed = (0..threads)
+        .map(|i| {
+            let home = (i % map.warehouses() as usize) as u32 + 1;
+            let s = map.shard_of(home);
+            let w = per_shard[s];
+            per_shard[s] += 1;
+            (s, w)
+        })
+        .collect();
+    (placed, per_shard.into_iter().max().unwrap_or(1).max(1))
+}
+
+/// Starts `cfg.shards` shards × `replicas` replicas, loads, runs `cfg`, and checks every replica.
+///
+/// `cfg.threads` terminals run in all (terminal `i` on the leader of the shard of
+/// warehouse `i % W + 1`). `progress` sees the load and the measured phase.
+pub fn run_cluster(
+    cfg: &TpccConfig,
+    replicas: u32,
+    mut progress: impl FnMut(TpccProgress),
+) -> Result<ClusterTpccReport, TpccError> {
+    cfg.validate()?;
+    if cfg.duration.is_zero() {
+        return Err(TpccError::Invalid {
+            name: "duration",
+            reason: "must be positive",
+        });
+    }
+    if !(1..=7).contains(&replicas) {
+        return Err(ClusterTpccError::Invalid {
+            name: "replicas",
+            reason: "must be in 1..=7",
+        }
+        .into());
+    }
+    let map = ShardMap::new(cfg.warehouses, cfg.shards)?;
+    let (placed, workers) = placement(&map, cfg.threads);
+    let cluster = Cluster::start(ClusterConfig {
+        replicas,
+        site: SiteConfig {
+            shards: map.shards() as u32,
+            workers,
+            tables: TABLE_NAMES.iter().map(|&n| n.to_owned()).collect(),
+            timeout: Duration::from_secs(10),
+            ..SiteConfig::default()
+        },
+        ..ClusterConfig::default()
+    })
+    .map_err(ClusterTpccError::from)?;
+    for site in cluster.sites.iter().flatten() {
+        Tables::open(site.store())
+            .map_err(TpccError::MissingTable)?
+            .ensure_boundaries();
+    }
+
+    // Load: through transactions on the leaders; loader thread i is worker i % workers.
+    let load_started = Instant::now();
+    let mut rows_loaded = 0;
+    let leaders: Vec<&Site> = (0..map.shards())
+        .map(|s| &**cluster.leader(s as u32))
+        .collect();
+    let c_load: NuRandC = populate(
+        cfg,
+        &map,
+        |i| TxnSink::new(leaders.clone(), i as u32 % workers),
+        |p| {
+            rows_loaded = p.rows;
+            progress(TpccProgress::Loading(p));
+        },
+    )?;
+    let load_secs = load_started.elapsed().as_secs_f64();
+
+    // Run.
+    let first = cfg.scale.first_new_order();
+    let db = ClusterDb {
+        map,
+        delivery_hints: (0..cfg.warehouses as usize * usize::from(DISTRICTS))
+            .map(|_| AtomicU32::new(first))
+            .collect(),
+    };
+    let workers_v: Vec<(ClusterWorker<'_>, Terminal)> = placed
+        .iter()
+        .enumerate()
+        .map(|(i, &(s, worker))| {
+            let w = ClusterWorker {
+                backend: ClusterBackend {
+                    db: &db,
+                    site: cluster.leader(s as u32),
+                    worker,
+                    last: Cell::new(None),
+                },
+                pending: VecDeque::new(),
+                release: new_hist(),
+                distributed: 0,
+                unreleased_at_end: 0,
+                never_released: 0,
+            };
+            let term = Terminal::build(cfg.warehouses, cfg.scale, c_load, i as u32 + 1, cfg, i);
+            (w, term)
+        })
+        .collect();
+    let (mut tpcc, done) = run_workers(workers_v, cfg, cfg.warehouses, cfg.scale, progress)?;
+    tpcc.load_secs = load_secs;
+    tpcc.rows_loaded = rows_loaded;
+    let mut release = new_hist();
+    let (mut distributed, mut unreleased_at_end, mut never_released) = (0, 0, 0);
+    for w in &done {
+        let _ = release.add(&w.release);
+        distributed += w.distributed;
+        unreleased_at_end += w.unreleased_at_end;
+        never_released += w.never_released;
+    }
+    drop(done);
+
+    // Replicas: followers catch up and equal their leaders; conditions 1–4 everywhere.
+    let difference = compare_replicas(&cluster, SETTLE);
+    let mut checks = Vec::new();
+    for (s, sites) in cluster.sites.iter().enumerate() {
+        for (r, site) in sites.iter().enumerate() {
+            let (report, violations) = match check_consistency(site.store(), map.warehouses_of(s)) {
+                Ok(c) => (Some(c), Vec::new()),
+                Err(v) => (None, v.iter().map(ToString::to_string).collect()),
+            };
+            checks.push(ReplicaCheck {
+                shard: s,
+                replica: r,
+                report,
+                violations,
+            });
+        }
+    }
+    let mut lag = new_hist();
+    for site in cluster.sites.iter().flat_map(|s| s.iter().skip(1)) {
+        let lags = site.replay_lags();
+        for &l in &lags {
+            lag.saturating_record(l.max(1));
+        }
+        let immediate = site.replayed().saturating_sub(lags.len() as u64);
+        let _ = lag.record_n(1, immediate);
+    }
+    cluster.shutdown();
+    let q = |h: &Histogram<u64>, p: f64| h.value_at_quantile(p) as f64 / 1000.0;
+    Ok(ClusterTpccReport {
+        shards: map.shards(),
+        replicas,
+        distributed,
+        distributed_pct: if tpcc.committed == 0 {
+            0.0
+        } else {
+            100.0 * distributed as f64 / tpcc.committed as f64
+        },
+        release_p50_us: q(&release, 0.5),
+        release_p99_us: q(&release, 0.99),
+        release_p999_us: q(&release, 0.999),
+        replay_lag_p99_us: if lag.is_empty() {
+            0.0
+        } else {
+            lag.value_at_quantile(0.99) as f64
+        },
+        unreleased_at_end,
+        never_released,
+        replicas_identical: difference.is_none(),
+        difference,
+        checks,
+        tpcc,
+    })
+}
+
+/// A latency histogram in nanoseconds (or microseconds for lags), up to 10 minutes.
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("constant histogram bounds are valid")
+}
+
+/// Waits until every follower's tables equal its leader's; the first difference if they do not within `timeout`.
+fn compare_replicas(cluster: &Cluster, timeout: Duration) -> Option<String> {
+    let deadline = Instant::now() + timeout;
+    for (s, sites) in cluster.sites.iter().enumerate() {
+        let leader = &sites[0];
+        for f in &sites[1..] {
+            loop {
+                // Cheap progress test first: the follower has applied the log up to the leader's W_s.
+                let caught_up = f.w() >= leader.w();
+                let diff = if caught_up || Instant::now() > deadline {
+                    first_difference(leader, f)
+                        .map(|d| format!("shard {s}, node {}: {d}", f.node()))
+                } else {
+                    Some(String::new())
+                };
+                match diff {
+                    None => break,
+                    Some(d) if Instant::now() > deadline => return Some(d),
+                    Some(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The first table whose latest versions differ between `leader` and `follower`.
+fn first_difference(leader: &Site, follower: &Site) -> Option<String> {
+    for lt in leader.store().tables() {
+        let Some(ft) = follower.store().table(lt.name()) else {
+            return Some(format!("table {} missing", lt.name()));
+        };
+        let (a, b) = (lt.latest(), ft.latest());
+        if a != b {
+            let first = a
+                .iter()
+                .zip(b.iter())
+                .find(|(x, y)| x != y)
+                .map(|(x, y)| {
+                    format!(
+                        "key {:02x?}: leader {:?} vs follower {:?}",
+                        &x.0[..],
+                        x.1.stamp,
+                        y.1.stamp
+                    )
+                })
+                .unwrap_or_else(|| {
+                    format!(
+                        "{} rows on the leader, {} on the follower",
+                        a.len(),
+                        b.len()
+                    )
+                });
+            return Some(format!("table {}: {first}", lt.name()));
+        }
+    }
+    None
+}
+
+impl From<ClusterTpccError> for TpccError {
+    fn from(e: ClusterTpccError) -> Self {
+        TpccError::Cluster(Box::new(e))
+    }
+}
