@@ -276,6 +276,11 @@ impl<'a> DistTxn<'a> {
         let vw = Arc::clone(&site.vw);
         let me = site.shard_id as usize;
         let shards_n = site.cfg.shards as usize;
+        if !site.is_leader() {
+            // A deposed leader must not install more speculative versions (failover epochs,
+            // which would discard the ones it has, are future work).
+            return Err(Abort::new(AbortReason::NotLeader));
+        }
         if self.remotes.is_empty() {
             // One shard: the local commit logs its piece on this worker's stream.
             let info = match self.local.take() {

@@ -301,6 +301,7 @@ impl Site {
             }
         };
         self.observe_own(&entry);
+        self.log.committed_one();
         let ts = self.w();
         let status = match entry {
             Entry::NoOp { .. } => ApplyStatus::NoOps,
@@ -358,15 +359,21 @@ impl Site {
         }
         let drained = self.drain(ctx.queue);
         if !ctx.queue.is_empty() || !self.safe(&entry) {
-            // Keep log order: nothing overtakes an older queued entry.
-            self.first_seen.lock().insert(ctx.index, Instant::now());
-            self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            // Keep log order: nothing overtakes an older queued entry. A re-offered
+            // entry (retry_pending) is already counted.
+            if let std::collections::hash_map::Entry::Vacant(v) =
+                self.first_seen.lock().entry(ctx.index)
+            {
+                v.insert(Instant::now());
+                self.stats.queued.fetch_add(1, Ordering::Relaxed);
+            }
             return Applied {
                 status: ApplyStatus::SafetyFail,
                 ts: self.w(),
             };
         }
         let ts = self.replay(&entry, me);
+        self.dequeued(ctx.index);
         Applied {
             status: if drained {
                 ApplyStatus::ReplayDone
@@ -399,6 +406,15 @@ impl Site {
         }
     }
 
+    /// Books the replay of entry `index` if it had been queued: queue depth and replay lag.
+    fn dequeued(&self, index: u64) {
+        let first = self.first_seen.lock().remove(&index);
+        if let Some(t) = first {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            self.lag.lock().push(t.elapsed().as_micros() as u64);
+        }
+    }
+
     /// Replays queued entries, oldest first, while they are safe; returns whether any was replayed.
     fn drain(&self, queue: &mut mako_replication::PendingQueue) -> bool {
         let mut any = false;
@@ -415,10 +431,7 @@ impl Site {
                 entry: Bytes::new(),
             });
             self.replay(&entry, self.shard_id as usize);
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            if let Some(t) = self.first_seen.lock().remove(&index) {
-                self.lag.lock().push(t.elapsed().as_micros() as u64);
-            }
+            self.dequeued(index);
             any = true;
         }
         any

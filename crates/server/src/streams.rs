@@ -7,8 +7,9 @@
 //! appends later ([`StreamLog::fulfil`]); meanwhile the stream is
 //! *outstanding* and gets no heartbeat.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mako_commitlog::{BatchBuilder, BatchConfig, Entry, WriteRef};
@@ -16,7 +17,13 @@ use mako_replication::Replicator;
 use mako_storage::Vt;
 use mako_txn::{CommitSink, PieceWrites};
 use mako_watermark::StreamId;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
+
+/// Entries submitted by this log and not yet committed beyond which submitting waits.
+///
+/// Without it a burst of small batches can queue seconds of work in front of the
+/// Raft thread, delaying heartbeats until followers start an election.
+pub const MAX_IN_FLIGHT: u64 = 2048;
 
 struct StreamState {
     builder: BatchBuilder,
@@ -35,6 +42,8 @@ pub struct StreamStats {
     pub heartbeats: u64,
     /// Submissions refused (not leader).
     pub refused: u64,
+    /// Most entries ever in flight (submitted, not yet committed).
+    pub max_in_flight: u64,
 }
 
 /// The commit-log sink of a shard leader; implements [`CommitSink`].
@@ -43,6 +52,10 @@ pub struct StreamLog {
     streams: Vec<(StreamId, Mutex<StreamState>)>,
     group: OnceLock<Arc<dyn Replicator>>,
     stats: Mutex<StreamStats>,
+    submitted: AtomicU64,
+    committed: AtomicU64,
+    room: Mutex<()>,
+    room_cv: Condvar,
 }
 
 impl std::fmt::Debug for StreamLog {
@@ -74,6 +87,10 @@ impl StreamLog {
                 .collect(),
             group: OnceLock::new(),
             stats: Mutex::new(StreamStats::default()),
+            submitted: AtomicU64::new(0),
+            committed: AtomicU64::new(0),
+            room: Mutex::new(()),
+            room_cv: Condvar::new(),
         }
     }
 
@@ -89,9 +106,47 @@ impl StreamLog {
             .map(|(_, m)| m)
     }
 
+    /// Counts one committed entry (called by the leader apply callback); wakes a waiting submitter.
+    pub fn committed_one(&self) {
+        self.committed.fetch_add(1, Ordering::AcqRel);
+        if self.in_flight() + 64 >= MAX_IN_FLIGHT {
+            let _g = self.room.lock();
+            self.room_cv.notify_all();
+        }
+    }
+
+    fn in_flight(&self) -> u64 {
+        self.submitted
+            .load(Ordering::Acquire)
+            .saturating_sub(self.committed.load(Ordering::Acquire))
+    }
+
+    /// Waits (bounded) while too many submitted entries are uncommitted.
+    fn wait_for_room(&self) {
+        if self.in_flight() < MAX_IN_FLIGHT {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_millis(200);
+        let mut g = self.room.lock();
+        while self.in_flight() >= MAX_IN_FLIGHT {
+            // Bounded: after a leader change the counts may never meet again.
+            if self.room_cv.wait_until(&mut g, deadline).timed_out() {
+                self.committed
+                    .store(self.submitted.load(Ordering::Acquire), Ordering::Release);
+                break;
+            }
+        }
+    }
+
     fn submit(&self, bytes: Bytes, heartbeat: bool) {
+        self.wait_for_room();
         let ok = self.group.get().is_some_and(|g| g.submit(bytes).is_ok());
+        if ok {
+            self.submitted.fetch_add(1, Ordering::AcqRel);
+        }
+        let in_flight = self.in_flight();
         let mut st = self.stats.lock();
+        st.max_in_flight = st.max_in_flight.max(in_flight);
         match (ok, heartbeat) {
             (false, _) => st.refused += 1,
             (true, true) => st.heartbeats += 1,

@@ -215,3 +215,49 @@ fn a_dependent_transaction_is_not_released_before_its_dependency() {
     t2.wait_release(Duration::from_secs(10))
         .expect("T2 released");
 }
+
+#[test]
+fn small_batches_under_load_keep_the_leader_and_the_replicas_consistent() {
+    // Tiny batches mean many log entries; the log's in-flight bound keeps the Raft
+    // threads responsive, so no election interrupts the run and followers converge.
+    let mut cfg = config(1, 3);
+    cfg.site.batch.max_bytes = 512;
+    cfg.election_ms = (400, 700);
+    let c = Cluster::start(cfg).expect("cluster");
+    let term = c.leader(0).group().term();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for w in 0..2u32 {
+            let (c, stop) = (&c, &stop);
+            s.spawn(move || {
+                let site = c.leader(0);
+                let t = site.store().table("accounts").expect("table");
+                let mut rng = SmallRng::seed_from_u64(u64::from(w));
+                while !stop.load(Ordering::Relaxed) {
+                    let mut tx = site.begin_local(w);
+                    for _ in 0..4 {
+                        let k = rng.random_range(0..200u64).to_be_bytes();
+                        let n = tx.get(&t, &k).map_or(0, |v| num(&v));
+                        tx.put(&t, &k, val(n + 1));
+                    }
+                    let _ = tx.commit();
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let stats = c.leader(0).stream_stats();
+    assert!(stats.batches > 1000, "small batches: {stats:?}");
+    // Submitters racing past the check overshoot by at most one entry each (2 workers, 1 ticker).
+    assert!(
+        stats.max_in_flight <= mako_server::streams::MAX_IN_FLIGHT + 3,
+        "the in-flight bound held: {stats:?}"
+    );
+    assert_eq!(
+        c.leader(0).group().term(),
+        term,
+        "an election interrupted the run"
+    );
+    assert_replicas_consistent(&c);
+}

@@ -336,6 +336,9 @@ impl Drop for RaftHost {
     }
 }
 
+/// Most commands (or messages) taken in one turn of a worker's loop before it looks at the others.
+const DRAIN_LIMIT: usize = 1024;
+
 /// The worker thread's state.
 struct Driver {
     node: RaftNode,
@@ -352,26 +355,38 @@ impl Driver {
     fn run(&mut self, cmds: Receiver<Cmd>, inbox: Receiver<Envelope>, tick: Duration) {
         let ticker = crossbeam_channel::tick(tick);
         loop {
+            // Wait for anything.
             select! {
                 recv(cmds) -> c => match c {
                     Ok(Cmd::Shutdown) | Err(_) => break,
-                    Ok(c) => {
-                        self.command(c);
-                        // Batch: take every command already queued before producing output.
-                        while let Ok(c) = cmds.try_recv() {
-                            if matches!(c, Cmd::Shutdown) { self.flush(); return; }
-                            self.command(c);
-                        }
-                    }
+                    Ok(c) => self.command(c),
                 },
                 recv(inbox) -> env => {
                     let Ok(env) = env else { break };
                     self.receive(&env);
-                    while let Ok(env) = inbox.try_recv() {
-                        self.receive(&env);
-                    }
                 },
                 recv(ticker) -> _ => self.node.tick(),
+            }
+            // Then take what else is ready — a bounded amount of each, so a flood of
+            // proposals never starves peers' messages or the heartbeat tick.
+            for _ in 0..DRAIN_LIMIT {
+                match cmds.try_recv() {
+                    Ok(Cmd::Shutdown) => {
+                        self.flush();
+                        return;
+                    }
+                    Ok(c) => self.command(c),
+                    Err(_) => break,
+                }
+            }
+            for _ in 0..DRAIN_LIMIT {
+                match inbox.try_recv() {
+                    Ok(env) => self.receive(&env),
+                    Err(_) => break,
+                }
+            }
+            if ticker.try_recv().is_ok() {
+                self.node.tick();
             }
             self.flush();
         }
