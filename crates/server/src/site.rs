@@ -301,7 +301,7 @@ impl Site {
             }
         };
         self.observe_own(&entry);
-        self.log.committed_one();
+        self.log.committed_one(ctx.entry.len());
         let ts = self.w();
         let status = match entry {
             Entry::NoOp { .. } => ApplyStatus::NoOps,

@@ -25,6 +25,9 @@ use parking_lot::{Condvar, Mutex};
 /// Raft thread, delaying heartbeats until followers start an election.
 pub const MAX_IN_FLIGHT: u64 = 2048;
 
+/// Bytes of submitted, uncommitted entries beyond which submitting waits (the same bound, for large entries).
+pub const MAX_IN_FLIGHT_BYTES: u64 = 4 << 20;
+
 struct StreamState {
     builder: BatchBuilder,
     /// A reserved timestamp whose piece is not appended yet.
@@ -54,6 +57,8 @@ pub struct StreamLog {
     stats: Mutex<StreamStats>,
     submitted: AtomicU64,
     committed: AtomicU64,
+    submitted_bytes: AtomicU64,
+    committed_bytes: AtomicU64,
     room: Mutex<()>,
     room_cv: Condvar,
 }
@@ -89,6 +94,8 @@ impl StreamLog {
             stats: Mutex::new(StreamStats::default()),
             submitted: AtomicU64::new(0),
             committed: AtomicU64::new(0),
+            submitted_bytes: AtomicU64::new(0),
+            committed_bytes: AtomicU64::new(0),
             room: Mutex::new(()),
             room_cv: Condvar::new(),
         }
@@ -106,10 +113,13 @@ impl StreamLog {
             .map(|(_, m)| m)
     }
 
-    /// Counts one committed entry (called by the leader apply callback); wakes a waiting submitter.
-    pub fn committed_one(&self) {
+    /// Counts one committed entry of `len` bytes (called by the leader apply callback); wakes a waiting submitter.
+    pub fn committed_one(&self, len: usize) {
         self.committed.fetch_add(1, Ordering::AcqRel);
-        if self.in_flight() + 64 >= MAX_IN_FLIGHT {
+        self.committed_bytes.fetch_add(len as u64, Ordering::AcqRel);
+        if self.in_flight() + 64 >= MAX_IN_FLIGHT
+            || self.in_flight_bytes() + (256 << 10) >= MAX_IN_FLIGHT_BYTES
+        {
             let _g = self.room.lock();
             self.room_cv.notify_all();
         }
@@ -121,18 +131,32 @@ impl StreamLog {
             .saturating_sub(self.committed.load(Ordering::Acquire))
     }
 
-    /// Waits (bounded) while too many submitted entries are uncommitted.
+    fn in_flight_bytes(&self) -> u64 {
+        self.submitted_bytes
+            .load(Ordering::Acquire)
+            .saturating_sub(self.committed_bytes.load(Ordering::Acquire))
+    }
+
+    fn full(&self) -> bool {
+        self.in_flight() >= MAX_IN_FLIGHT || self.in_flight_bytes() >= MAX_IN_FLIGHT_BYTES
+    }
+
+    /// Waits (bounded) while too many submitted entries or bytes are uncommitted.
     fn wait_for_room(&self) {
-        if self.in_flight() < MAX_IN_FLIGHT {
+        if !self.full() {
             return;
         }
         let deadline = Instant::now() + Duration::from_millis(200);
         let mut g = self.room.lock();
-        while self.in_flight() >= MAX_IN_FLIGHT {
+        while self.full() {
             // Bounded: after a leader change the counts may never meet again.
             if self.room_cv.wait_until(&mut g, deadline).timed_out() {
                 self.committed
                     .store(self.submitted.load(Ordering::Acquire), Ordering::Release);
+                self.committed_bytes.store(
+                    self.submitted_bytes.load(Ordering::Acquire),
+                    Ordering::Release,
+                );
                 break;
             }
         }
@@ -140,9 +164,11 @@ impl StreamLog {
 
     fn submit(&self, bytes: Bytes, heartbeat: bool) {
         self.wait_for_room();
+        let len = bytes.len() as u64;
         let ok = self.group.get().is_some_and(|g| g.submit(bytes).is_ok());
         if ok {
             self.submitted.fetch_add(1, Ordering::AcqRel);
+            self.submitted_bytes.fetch_add(len, Ordering::AcqRel);
         }
         let in_flight = self.in_flight();
         let mut st = self.stats.lock();
