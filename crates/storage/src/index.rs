@@ -170,3 +170,43 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod bound_tests {
+    use super::*;
+
+    #[test]
+    fn scans_with_bounds_beyond_the_keys_return_the_right_rows() {
+        let ix = Index::default();
+        for k in [10u8, 20, 30] {
+            ix.get_or_insert(&[k]);
+        }
+        let collect = |lo: Bound<&[u8]>, hi: Bound<&[u8]>, rev: bool| {
+            let mut out = Vec::new();
+            ix.visit(lo, hi, rev, |k, _| {
+                out.push(k[0]);
+                true
+            });
+            out
+        };
+        let (below, above, mid) = ([0u8], [255u8, 255], [25u8]);
+        assert_eq!(
+            collect(Bound::Included(&below), Bound::Included(&above), false),
+            [10, 20, 30]
+        );
+        assert_eq!(
+            collect(Bound::Included(&below), Bound::Included(&above), true),
+            [30, 20, 10]
+        );
+        assert_eq!(
+            collect(Bound::Excluded(&below), Bound::Excluded(&mid), false),
+            [10, 20]
+        );
+        assert_eq!(
+            collect(Bound::Included(&mid), Bound::Excluded(&above), true),
+            [30]
+        );
+        assert!(collect(Bound::Included(&above), Bound::Unbounded, false).is_empty());
+        assert!(collect(Bound::Unbounded, Bound::Excluded(&below), true).is_empty());
+    }
+}

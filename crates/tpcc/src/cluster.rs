@@ -28,7 +28,7 @@ use crate::consistency::{ConsistencyReport, check_consistency};
 use crate::driver::{TpccProgress, TpccReport, Worker, run_workers};
 use crate::loader::{LoadSink, populate};
 use crate::random::NuRandC;
-use crate::schema::{TABLE_NAMES, Tables};
+use crate::schema::TABLE_NAMES;
 use crate::terminal::Terminal;
 use crate::txn::TxnError;
 
@@ -397,11 +397,6 @@ pub fn run_cluster(
         ..ClusterConfig::default()
     })
     .map_err(ClusterTpccError::from)?;
-    for site in cluster.sites.iter().flatten() {
-        Tables::open(site.store())
-            .map_err(TpccError::MissingTable)?
-            .ensure_boundaries();
-    }
 
     // Load: through transactions on the leaders; loader thread i is worker i % workers.
     let load_started = Instant::now();

@@ -123,15 +123,13 @@ fn each_row(table: &Table, lo: &[u8], hi: &[u8], mut f: impl FnMut(&[u8], &Bytes
 /// Checks conditions 1–4 for warehouses `warehouses` of `store`, which must be quiescent.
 ///
 /// Reads the latest committed versions directly (no transaction), so it works
-/// on any replica. The only thing it may change is adding the tables'
-/// versionless [boundary records](Tables::ensure_boundaries) if they are missing. A district without new-order rows satisfies condition 3
+/// on any replica; it changes nothing. A district without new-order rows satisfies condition 3
 /// trivially and, in condition 2, only needs D_NEXT_O_ID - 1 = max(O_ID).
 pub fn check_consistency(
     store: &Store,
     warehouses: RangeInclusive<u32>,
 ) -> Result<ConsistencyReport, Vec<Violation>> {
     let t = Tables::open(store).map_err(|name| vec![Violation::MissingTable(name)])?;
-    t.ensure_boundaries();
     let mut out = Vec::new();
     let mut report = ConsistencyReport {
         warehouses: 0,

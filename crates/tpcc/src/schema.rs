@@ -46,11 +46,6 @@
 //! spec's maximum width, zero-padded ([`Text`]), so a row has roughly the
 //! spec's row size without any extra filler (customer 665 bytes, stock 306,
 //! item 86). A value of the wrong length is a [`DecodeError`], never a panic.
-//!
-//! Every table also indexes two versionless boundary records, under the
-//! empty key and under 64 `0xff` bytes; they are invisible to reads and
-//! scans and exist only to keep range starts fast (see
-//! [`Tables::ensure_boundaries`]).
 
 use std::sync::Arc;
 
@@ -79,11 +74,6 @@ pub const ORDER_LINE: &str = "order_line";
 pub const ITEM: &str = "item";
 /// Name of the stock table.
 pub const STOCK: &str = "stock";
-
-/// Key of the versionless record below every key of a table (see [`Tables::ensure_boundaries`]).
-pub const LOW_BOUNDARY: &[u8] = &[];
-/// Key of the versionless record above every key of a table (see [`Tables::ensure_boundaries`]).
-pub const HIGH_BOUNDARY: [u8; 64] = [0xff; 64];
 
 /// Every table of the schema, in creation order.
 pub const TABLE_NAMES: [&str; 11] = [
@@ -655,26 +645,9 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// Creates (or opens) every table of the schema in `store`, with its [boundary records](Tables::ensure_boundaries).
+    /// Creates (or opens) every table of the schema in `store`.
     pub fn create(store: &Store) -> Result<Self, StorageError> {
-        let t = Self::build(|name| store.create_table(name))?;
-        t.ensure_boundaries();
-        Ok(t)
-    }
-
-    /// Indexes a versionless record under [`LOW_BOUNDARY`] and [`HIGH_BOUNDARY`] in every table.
-    ///
-    /// They hold no version, so no read, scan or log ever sees them (the same
-    /// state an aborted commit leaves behind for a key it locked). They exist
-    /// because the table index (`scc::TreeIndex`) takes time linear in the table
-    /// (worse, in its inner nodes) to start a range whose lower bound is below
-    /// the table's first key or whose upper bound is above its last key; with
-    /// them every TPC-C range starts inside the key span. Idempotent.
-    pub fn ensure_boundaries(&self) {
-        for (_, t) in self.all() {
-            t.record_or_insert(LOW_BOUNDARY);
-            t.record_or_insert(&HIGH_BOUNDARY);
-        }
+        Self::build(|name| store.create_table(name))
     }
 
     /// Opens the tables of a store that holds them; the name of the first missing table otherwise.
