@@ -317,20 +317,15 @@ impl<'a> DistTxn<'a> {
                 }
             }
         }
-        let requests: Vec<(u32, NodeId, Op)> = self
+        let shards: Vec<u32> = self.remotes.keys().copied().collect();
+        let requests: Vec<(NodeId, Op)> = self
             .remotes
-            .iter_mut()
-            .map(|(s, (node, writes))| {
-                (
-                    *s,
-                    *node,
-                    Op::Prepare {
-                        writes: std::mem::take(writes),
-                    },
-                )
+            .values_mut()
+            .map(|(node, writes)| {
+                let writes = std::mem::take(writes);
+                (*node, Op::Prepare { writes })
             })
             .collect();
-        let shards: Vec<u32> = requests.iter().map(|r| r.0).collect();
         let replies = site.call_many(self.txn(), stream, requests);
         let mut failure = None;
         for (s, r) in shards.iter().zip(replies) {
@@ -377,7 +372,7 @@ impl<'a> DistTxn<'a> {
         let commits = self
             .remotes
             .values()
-            .map(|(node, _)| (0, *node, Op::Commit { vt: vt.to_vec() }))
+            .map(|(node, _)| (*node, Op::Commit { vt: vt.to_vec() }))
             .collect();
         for r in site.call_many(self.txn(), stream, commits) {
             if let Err(e) = r {
@@ -400,7 +395,7 @@ impl<'a> DistTxn<'a> {
         let aborts = self
             .remotes
             .values()
-            .map(|(node, _)| (0, *node, Op::Abort))
+            .map(|(node, _)| (*node, Op::Abort))
             .collect();
         let _ = self.site.call_many(self.txn(), self.stream(), aborts);
         self.remotes.clear();
@@ -439,16 +434,16 @@ fn refused(r: Reply) -> Abort {
 }
 
 impl Site {
-    /// Sends each `(_, node, op)` for transaction `txn` at once, then waits for every reply.
+    /// Sends each `(node, op)` for transaction `txn` at once, then waits for every reply.
     pub(crate) fn call_many(
         &self,
         txn: (u64, u64),
         stream: u32,
-        requests: Vec<(u32, NodeId, Op)>,
+        requests: Vec<(NodeId, Op)>,
     ) -> Vec<Result<Reply, Abort>> {
         let waits: Vec<(u64, crossbeam_channel::Receiver<Reply>)> = requests
             .into_iter()
-            .map(|(_, node, op)| {
+            .map(|(node, op)| {
                 let req = self.next_req.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = crossbeam_channel::bounded(1);
                 self.pending.lock().insert(req, tx);
@@ -487,26 +482,8 @@ impl Site {
         stream: u32,
         op: Op,
     ) -> Result<Reply, Abort> {
-        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.pending.lock().insert(req, tx);
-        self.send(
-            node,
-            &Msg::Request {
-                req,
-                epoch: self.shard.epoch(),
-                txn,
-                stream,
-                op,
-            },
-        );
-        match rx.recv_timeout(self.cfg.timeout) {
-            Ok(Reply::Refused(r)) => Err(refused(Reply::Refused(r))),
-            Ok(r) => Ok(r),
-            Err(_) => {
-                self.pending.lock().remove(&req);
-                Err(Abort::new(AbortReason::Timeout))
-            }
-        }
+        self.call_many(txn, stream, vec![(node, op)])
+            .pop()
+            .unwrap_or(Err(Abort::new(AbortReason::Timeout)))
     }
 }

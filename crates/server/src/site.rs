@@ -286,10 +286,10 @@ impl Site {
         }
     }
 
-    /// Leader apply callback (Mako's `register_for_leader_par_id_return`).
-    pub fn leader_apply(&self, ctx: &ApplyCtx<'_>) -> Applied {
-        let entry = match Entry::decode(ctx.entry) {
-            Ok(e) => e,
+    /// Decodes a committed entry; a malformed one is logged, counted and skipped.
+    fn decode(&self, ctx: &ApplyCtx<'_>) -> Option<Entry> {
+        match Entry::decode(ctx.entry) {
+            Ok(e) => Some(e),
             Err(e) => {
                 tracing::error!(
                     shard = self.shard_id,
@@ -297,8 +297,15 @@ impl Site {
                     "undecodable log entry: {e}"
                 );
                 self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                return Applied::normal(0);
+                None
             }
+        }
+    }
+
+    /// Leader apply callback (Mako's `register_for_leader_par_id_return`).
+    pub fn leader_apply(&self, ctx: &ApplyCtx<'_>) -> Applied {
+        let Some(entry) = self.decode(ctx) else {
+            return Applied::normal(0);
         };
         self.observe_own(&entry);
         self.log.committed_one(ctx.entry.len());
@@ -313,17 +320,8 @@ impl Site {
 
     /// Follower apply callback (`register_for_follower_par_id_return`): safety check, replay or queue.
     pub fn follower_apply(&self, ctx: ApplyCtx<'_>) -> Applied {
-        let entry = match Entry::decode(ctx.entry) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::error!(
-                    shard = self.shard_id,
-                    index = ctx.index,
-                    "undecodable log entry: {e}"
-                );
-                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                return Applied::normal(0);
-            }
+        let Some(entry) = self.decode(&ctx) else {
+            return Applied::normal(0);
         };
         self.observe_own(&entry);
         let me = self.shard_id as usize;
