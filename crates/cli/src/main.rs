@@ -504,6 +504,19 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
                 r.unreleased_at_end,
                 r.never_released
             );
+            println!(
+                "{:<13}{:>14}{:>14}{:>14}",
+                "release", "p50 us", "p99 us", "p99.9 us"
+            );
+            for t in &r.release_by_type {
+                println!(
+                    "{:<13}{:>14.0}{:>14.0}{:>14.0}",
+                    t.kind.name(),
+                    t.p50_us,
+                    t.p99_us,
+                    t.p999_us
+                );
+            }
             match &r.difference {
                 None => println!("replicas identical to their leaders"),
                 Some(d) => println!("replicas DIFFER: {d}"),

@@ -30,7 +30,7 @@ use crate::loader::{LoadSink, populate};
 use crate::random::NuRandC;
 use crate::schema::TABLE_NAMES;
 use crate::terminal::Terminal;
-use crate::txn::TxnError;
+use crate::txn::{TxnError, TxnKind};
 
 /// Rows per load transaction.
 const LOAD_BATCH: usize = 1_000;
@@ -98,6 +98,8 @@ pub struct ClusterTpccReport {
     pub release_p999_us: f64,
     /// Follower replay lag p99 µs (time queued before replay; 0 for batches replayed on arrival).
     pub replay_lag_p99_us: f64,
+    /// Release latency per transaction type, in [`TxnKind::ALL`] order.
+    pub release_by_type: Vec<ReleaseStats>,
     /// Commits still unreleased when the measured phase ended.
     pub unreleased_at_end: u64,
     /// Commits that were never released (timed out after the run).
@@ -220,11 +222,26 @@ impl Backend for ClusterBackend<'_> {
     }
 }
 
+/// Release latency of one transaction type (first attempt's begin to `VT <= VW` observed).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReleaseStats {
+    /// The transaction type.
+    pub kind: TxnKind,
+    /// p50, microseconds.
+    pub p50_us: f64,
+    /// p99, microseconds.
+    pub p99_us: f64,
+    /// p99.9, microseconds.
+    pub p999_us: f64,
+}
+
 /// A worker thread on the cluster: tracks release of its speculative commits between transactions.
 struct ClusterWorker<'c> {
     backend: ClusterBackend<'c>,
-    pending: VecDeque<(Instant, Speculative)>,
+    pending: VecDeque<(Instant, TxnKind, Speculative)>,
     release: Histogram<u64>,
+    /// Release latency per transaction type, in [`TxnKind::ALL`] order.
+    release_by: Vec<Histogram<u64>>,
     distributed: u64,
     unreleased_at_end: u64,
     never_released: u64,
@@ -232,12 +249,21 @@ struct ClusterWorker<'c> {
 
 impl ClusterWorker<'_> {
     fn settle(&mut self) {
-        while self.pending.front().is_some_and(|(_, s)| s.is_released()) {
-            if let Some((t0, _)) = self.pending.pop_front() {
-                self.release
-                    .saturating_record((t0.elapsed().as_nanos() as u64).max(1));
+        while self
+            .pending
+            .front()
+            .is_some_and(|(_, _, s)| s.is_released())
+        {
+            if let Some((t0, kind, _)) = self.pending.pop_front() {
+                self.record(t0, kind);
             }
         }
+    }
+
+    fn record(&mut self, t0: Instant, kind: TxnKind) {
+        let ns = (t0.elapsed().as_nanos() as u64).max(1);
+        self.release.saturating_record(ns);
+        self.release_by[kind.index()].saturating_record(ns);
     }
 }
 
@@ -248,10 +274,10 @@ impl<'c> Worker for ClusterWorker<'c> {
         &self.backend
     }
 
-    fn committed(&mut self, t0: Instant) {
+    fn committed(&mut self, kind: TxnKind, t0: Instant) {
         if let Some((spec, distributed)) = self.backend.last.take() {
             self.distributed += u64::from(distributed);
-            self.pending.push_back((t0, spec));
+            self.pending.push_back((t0, kind, spec));
         }
         self.settle();
     }
@@ -259,10 +285,10 @@ impl<'c> Worker for ClusterWorker<'c> {
     fn finish(&mut self) {
         self.settle();
         self.unreleased_at_end = self.pending.len() as u64;
-        for (t0, s) in self.pending.drain(..) {
+        let pending: Vec<_> = self.pending.drain(..).collect();
+        for (t0, kind, s) in pending {
             if s.wait_release(SETTLE).is_ok() {
-                self.release
-                    .saturating_record((t0.elapsed().as_nanos() as u64).max(1));
+                self.record(t0, kind);
             } else {
                 self.never_released += 1;
             }
@@ -436,6 +462,7 @@ pub fn run_cluster(
                 },
                 pending: VecDeque::new(),
                 release: new_hist(),
+                release_by: (0..TxnKind::ALL.len()).map(|_| new_hist()).collect(),
                 distributed: 0,
                 unreleased_at_end: 0,
                 never_released: 0,
@@ -448,9 +475,13 @@ pub fn run_cluster(
     tpcc.load_secs = load_secs;
     tpcc.rows_loaded = rows_loaded;
     let mut release = new_hist();
+    let mut release_by: Vec<Histogram<u64>> = (0..TxnKind::ALL.len()).map(|_| new_hist()).collect();
     let (mut distributed, mut unreleased_at_end, mut never_released) = (0, 0, 0);
     for w in &done {
         let _ = release.add(&w.release);
+        for (all, mine) in release_by.iter_mut().zip(&w.release_by) {
+            let _ = all.add(mine);
+        }
         distributed += w.distributed;
         unreleased_at_end += w.unreleased_at_end;
         never_released += w.never_released;
@@ -497,6 +528,16 @@ pub fn run_cluster(
         release_p50_us: q(&release, 0.5),
         release_p99_us: q(&release, 0.99),
         release_p999_us: q(&release, 0.999),
+        release_by_type: TxnKind::ALL
+            .iter()
+            .zip(&release_by)
+            .map(|(kind, h)| ReleaseStats {
+                kind: *kind,
+                p50_us: q(h, 0.5),
+                p99_us: q(h, 0.99),
+                p999_us: q(h, 0.999),
+            })
+            .collect(),
         replay_lag_p99_us: if lag.is_empty() {
             0.0
         } else {

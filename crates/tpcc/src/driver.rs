@@ -141,8 +141,8 @@ pub(crate) trait Worker: Send {
     type B: Backend;
     /// The backend.
     fn backend(&self) -> &Self::B;
-    /// Called after each committed transaction that started (first attempt) at `t0`.
-    fn committed(&mut self, _t0: Instant) {}
+    /// Called after each committed transaction of type `kind` that started (first attempt) at `t0`.
+    fn committed(&mut self, _kind: TxnKind, _t0: Instant) {}
     /// Called once when the measured phase is over.
     fn finish(&mut self) {}
 }
@@ -330,7 +330,7 @@ fn worker<W: Worker>(
                     let ns = t0.elapsed().as_nanos() as u64;
                     hists[k].saturating_record(ns.max(1));
                     c.committed[k].fetch_add(1, Ordering::Relaxed);
-                    w.committed(t0);
+                    w.committed(kind, t0);
                     break;
                 }
                 Err(TxnError::Rollback) => {

@@ -65,7 +65,7 @@ mod terminal;
 mod txn;
 
 pub use backend::{Backend, KeyRange, LocalTxn, Tbl, TxnOps};
-pub use cluster::{ClusterTpccError, ClusterTpccReport, ReplicaCheck, run_cluster};
+pub use cluster::{ClusterTpccError, ClusterTpccReport, ReleaseStats, ReplicaCheck, run_cluster};
 pub use config::{DISTRICTS, Mix, Scale, ShardMap, TpccConfig, TpccError};
 pub use consistency::{ConsistencyReport, Violation, check_consistency};
 pub use db::Db;
