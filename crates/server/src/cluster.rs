@@ -212,35 +212,22 @@ impl Cluster {
     pub fn compare_replicas(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         for (s, sites) in self.sites.iter().enumerate() {
-            let leader = sites[0].store().tables();
+            let leader = &sites[0];
             for f in &sites[1..] {
                 loop {
-                    let diff = leader.iter().zip(f.store().tables()).find_map(|(lt, ft)| {
-                        let (a, b) = (lt.latest(), ft.latest());
-                        (a != b).then(|| {
-                            let first = a
-                                .iter()
-                                .zip(b.iter())
-                                .find(|(x, y)| x != y)
-                                .map(|(x, y)| {
-                                    format!(
-                                        "key {:?}: leader {:?} vs follower {:?}",
-                                        x.0, x.1.stamp, y.1.stamp
-                                    )
-                                })
-                                .unwrap_or_else(|| {
-                                    format!(
-                                        "{} rows on the leader, {} on the follower",
-                                        a.len(),
-                                        b.len()
-                                    )
-                                });
-                            format!("shard {s}, node {}: table {}: {first}", f.node(), lt.name())
-                        })
-                    });
+                    // Cheap progress test first: the follower's log has reached the leader's W_s.
+                    let caught_up = f.w() >= leader.w();
+                    let expired = Instant::now() > deadline;
+                    let diff = if caught_up || expired {
+                        leader.first_difference(f)
+                    } else {
+                        Some(String::new())
+                    };
                     match diff {
                         None => break,
-                        Some(d) if Instant::now() > deadline => return Err(d),
+                        Some(d) if expired => {
+                            return Err(format!("shard {s}, node {}: {d}", f.node()));
+                        }
                         Some(_) => std::thread::sleep(Duration::from_millis(20)),
                     }
                 }

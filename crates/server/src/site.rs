@@ -259,6 +259,28 @@ impl Site {
         self.tables.iter().find(|t| t.id() == id).map(|t| &**t)
     }
 
+    /// The first table whose newest versions differ between this site and `other`, described.
+    pub fn first_difference(&self, other: &Site) -> Option<String> {
+        for lt in self.store.tables() {
+            let Some(ot) = other.store.table(lt.name()) else {
+                return Some(format!("table {} missing", lt.name()));
+            };
+            let (a, b) = (lt.latest(), ot.latest());
+            if a != b {
+                let first = a
+                    .iter()
+                    .zip(b.iter())
+                    .find(|(x, y)| x != y)
+                    .map(|(x, y)| {
+                        format!("key {:02x?}: {:?} vs {:?}", &x.0[..], x.1.stamp, y.1.stamp)
+                    })
+                    .unwrap_or_else(|| format!("{} rows vs {}", a.len(), b.len()));
+                return Some(format!("table {}: {first}", lt.name()));
+            }
+        }
+        None
+    }
+
     /// Entries waiting in the follower queue.
     pub fn queued(&self) -> usize {
         self.stats.queued.load(Ordering::Relaxed) as usize

@@ -489,7 +489,7 @@ pub fn run_cluster(
     drop(done);
 
     // Replicas: followers catch up and equal their leaders; conditions 1–4 everywhere.
-    let difference = compare_replicas(&cluster, SETTLE);
+    let difference = cluster.compare_replicas(SETTLE).err();
     let mut checks = Vec::new();
     for (s, sites) in cluster.sites.iter().enumerate() {
         for (r, site) in sites.iter().enumerate() {
@@ -555,65 +555,6 @@ pub fn run_cluster(
 /// A latency histogram in nanoseconds (or microseconds for lags), up to 10 minutes.
 fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000_000, 3).expect("constant histogram bounds are valid")
-}
-
-/// Waits until every follower's tables equal its leader's; the first difference if they do not within `timeout`.
-fn compare_replicas(cluster: &Cluster, timeout: Duration) -> Option<String> {
-    let deadline = Instant::now() + timeout;
-    for (s, sites) in cluster.sites.iter().enumerate() {
-        let leader = &sites[0];
-        for f in &sites[1..] {
-            loop {
-                // Cheap progress test first: the follower has applied the log up to the leader's W_s.
-                let caught_up = f.w() >= leader.w();
-                let diff = if caught_up || Instant::now() > deadline {
-                    first_difference(leader, f)
-                        .map(|d| format!("shard {s}, node {}: {d}", f.node()))
-                } else {
-                    Some(String::new())
-                };
-                match diff {
-                    None => break,
-                    Some(d) if Instant::now() > deadline => return Some(d),
-                    Some(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
-        }
-    }
-    None
-}
-
-/// The first table whose latest versions differ between `leader` and `follower`.
-fn first_difference(leader: &Site, follower: &Site) -> Option<String> {
-    for lt in leader.store().tables() {
-        let Some(ft) = follower.store().table(lt.name()) else {
-            return Some(format!("table {} missing", lt.name()));
-        };
-        let (a, b) = (lt.latest(), ft.latest());
-        if a != b {
-            let first = a
-                .iter()
-                .zip(b.iter())
-                .find(|(x, y)| x != y)
-                .map(|(x, y)| {
-                    format!(
-                        "key {:02x?}: leader {:?} vs follower {:?}",
-                        &x.0[..],
-                        x.1.stamp,
-                        y.1.stamp
-                    )
-                })
-                .unwrap_or_else(|| {
-                    format!(
-                        "{} rows on the leader, {} on the follower",
-                        a.len(),
-                        b.len()
-                    )
-                });
-            return Some(format!("table {}: {first}", lt.name()));
-        }
-    }
-    None
 }
 
 impl From<ClusterTpccError> for TpccError {
