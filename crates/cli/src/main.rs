@@ -177,15 +177,7 @@ struct BenchArgs {
 
 impl BenchArgs {
     fn config(&self) -> anyhow::Result<BenchConfig> {
-        let duration = Duration::try_from_secs_f64(self.duration)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .with_context(|| {
-                format!(
-                    "--duration must be a positive number of seconds, got {}",
-                    self.duration
-                )
-            })?;
+        let duration = duration_arg(self.duration)?;
         Ok(BenchConfig {
             workload: match self.workload {
                 WorkloadArg::Micro => Workload::Micro,
@@ -342,10 +334,7 @@ fn print_cluster(r: &ClusterReport) {
 }
 
 fn demo(args: &DemoArgs) -> anyhow::Result<()> {
-    let duration = Duration::try_from_secs_f64(args.duration)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("--duration must be positive, got {}", args.duration))?;
+    let duration = duration_arg(args.duration)?;
     let cfg = ClusterBenchConfig {
         shards: 2,
         replicas: 3,
@@ -427,10 +416,7 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         (1..=256).contains(&args.threads),
         "--threads must be between 1 and 256"
     );
-    let duration = Duration::try_from_secs_f64(args.duration)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("--duration must be positive, got {}", args.duration))?;
+    let duration = duration_arg(args.duration)?;
     let cfg = mako_tpcc::TpccConfig {
         warehouses: args.warehouses,
         threads: args.threads,
@@ -613,10 +599,7 @@ fn print_tpcc(r: &mako_tpcc::TpccReport) {
 }
 
 fn bench_raft(args: &RaftArgs) -> anyhow::Result<()> {
-    let duration = Duration::try_from_secs_f64(args.duration)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("--duration must be positive, got {}", args.duration))?;
+    let duration = duration_arg(args.duration)?;
     anyhow::ensure!(args.window > 0, "--window must be positive");
     anyhow::ensure!(
         args.entry_size
@@ -740,6 +723,14 @@ fn print_report(r: &BenchReport) {
         "latency:   p50 {:.1} us  p99 {:.1} us  p99.9 {:.1} us",
         r.p50_us, r.p99_us, r.p999_us
     );
+}
+
+/// The `--duration` flag as a positive `Duration`.
+fn duration_arg(secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--duration must be a positive number of seconds, got {secs}"))
 }
 
 /// Formats a number with thousands separators.

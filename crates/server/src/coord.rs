@@ -99,16 +99,18 @@ impl<'a> DistTxn<'a> {
             .ok_or(Abort::new(AbortReason::NotLeader))
     }
 
+    /// Configured table number `i` (an unknown one aborts the transaction).
+    fn table(&self, i: usize) -> Result<&'a mako_storage::Table, Abort> {
+        self.site.table(i).ok_or(Abort::new(AbortReason::Conflict))
+    }
+
     fn txn(&self) -> (u64, u64) {
         (self.site.node, self.id)
     }
 
     /// Reads `key` of table `table` (an index into the configured tables) on `shard`.
     pub fn get(&mut self, shard: u32, table: usize, key: &[u8]) -> Result<Option<Bytes>, Abort> {
-        let t = self
-            .site
-            .table(table)
-            .ok_or(Abort::new(AbortReason::Conflict))?;
+        let t = self.table(table)?;
         if shard == self.site.shard_id {
             return Ok(self.local().get(t, key));
         }
@@ -164,10 +166,7 @@ impl<'a> DistTxn<'a> {
         limit: usize,
         reverse: bool,
     ) -> Result<Vec<(Key, Bytes)>, Abort> {
-        let t = self
-            .site
-            .table(table)
-            .ok_or(Abort::new(AbortReason::Conflict))?;
+        let t = self.table(table)?;
         if shard == self.site.shard_id {
             let tx = self.local();
             return Ok(if reverse {
@@ -238,10 +237,7 @@ impl<'a> DistTxn<'a> {
         key: &[u8],
         value: Option<Bytes>,
     ) -> Result<(), Abort> {
-        let t = self
-            .site
-            .table(table)
-            .ok_or(Abort::new(AbortReason::Conflict))?;
+        let t = self.table(table)?;
         if shard == self.site.shard_id {
             let tx = self.local();
             match value {
