@@ -5,6 +5,7 @@ use parking_lot::Mutex;
 
 use crate::{
     ApplyCtx, ApplyFn, ApplyStatus, PendingQueue, QueuedEntry, Role, RoleChange, RoleChangeFn,
+    Unapplied, UnappliedFn,
 };
 
 /// Counters of what the dispatcher did.
@@ -16,6 +17,8 @@ pub struct ApplyStats {
     pub queued: u64,
     /// Entries applied with no callback registered for the role.
     pub unhandled: u64,
+    /// Submitted entries reported as not applied here.
+    pub unapplied: u64,
 }
 
 #[derive(Default)]
@@ -24,6 +27,7 @@ struct Inner {
     leader_cb: Option<ApplyFn>,
     follower_cb: Option<ApplyFn>,
     role_cbs: Vec<RoleChangeFn>,
+    unapplied_cb: Option<UnappliedFn>,
     queue: PendingQueue,
     stats: ApplyStats,
 }
@@ -75,6 +79,20 @@ impl ApplyDispatcher {
         match role {
             Role::Leader => inner.leader_cb = Some(cb),
             Role::Follower => inner.follower_cb = Some(cb),
+        }
+    }
+
+    /// Sets the callback for submitted entries that end without being applied here.
+    pub fn set_unapplied_callback(&self, cb: UnappliedFn) {
+        self.inner.lock().unapplied_cb = Some(cb);
+    }
+
+    /// Reports a submitted entry that ends without being applied here.
+    pub fn unapplied(&self, u: Unapplied) {
+        let mut inner = self.inner.lock();
+        inner.stats.unapplied += 1;
+        if let Some(cb) = inner.unapplied_cb.as_mut() {
+            cb(u);
         }
     }
 
@@ -162,6 +180,11 @@ impl ApplyDispatcher {
             drained += 1;
         }
         drained
+    }
+
+    /// Empties the pending queue (an installed snapshot covers every queued entry).
+    pub fn clear_pending(&self) {
+        self.inner.lock().queue = PendingQueue::default();
     }
 
     /// Number of queued entries.

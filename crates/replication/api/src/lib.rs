@@ -159,6 +159,51 @@ pub struct RoleChange {
 /// A role-change callback.
 pub type RoleChangeFn = Box<dyn FnMut(RoleChange) + Send>;
 
+/// Why a submitted entry will never be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Leadership was lost before the entry was proposed.
+    NotLeader,
+    /// The protocol refused the proposal (e.g. during a leadership transfer).
+    Refused,
+    /// Another entry was committed at the entry's log index.
+    Overwritten,
+}
+
+/// How a submitted entry ended, when it did not reach this replica's apply callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resolution {
+    /// The entry will never be committed.
+    Dropped(DropReason),
+    /// An installed snapshot covers the entry's index: it may or may not be part of that state.
+    InSnapshot,
+    /// The group stopped (shutdown or failure) before the entry's fate was known here.
+    Abandoned,
+}
+
+/// A submitted entry that was not applied through this replica's callbacks, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unapplied {
+    /// The entry's bytes, as submitted.
+    pub entry: Bytes,
+    /// What became of it.
+    pub resolution: Resolution,
+}
+
+/// A callback told about every submitted entry that ends without being applied here.
+pub type UnappliedFn = Box<dyn FnMut(Unapplied) + Send>;
+
+/// Why a group stopped serving, as published in its status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupHealth {
+    /// Running.
+    Running,
+    /// Shut down on request.
+    Stopped,
+    /// Stopped by a failure (log I/O, a panic in the protocol core); the text says why.
+    Failed(String),
+}
+
 /// Produces and installs application snapshots for log compaction and catch-up.
 pub trait SnapshotHandler: Send {
     /// The application state as of the last entry handed to an apply callback.
@@ -182,6 +227,12 @@ pub enum SubmitError {
     /// The entry is larger than the group accepts.
     #[error("entry of {0} bytes exceeds the limit")]
     TooLarge(usize),
+    /// Too many submitted entries are not yet committed; retry once some commit.
+    #[error("replication group busy: too many entries in flight")]
+    Busy,
+    /// The group stopped after a failure (see its health).
+    #[error("replication group failed")]
+    Failed,
 }
 
 /// One shard's replication group as seen from one replica.
@@ -196,8 +247,16 @@ pub trait Replicator: Send + Sync {
     fn on_apply(&self, role: Role, cb: ApplyFn);
     /// Registers a callback told about every role change.
     fn on_role_change(&self, cb: RoleChangeFn);
-    /// Entries submitted on this replica and not yet committed.
+    /// Registers the callback told about submitted entries that end without being applied
+    /// here (dropped, covered by a snapshot, or abandoned at stop); replaces any earlier one.
+    ///
+    /// Every entry `submit` accepted ends in exactly one of: handed to an apply callback on
+    /// this replica, or reported here.
+    fn on_unapplied(&self, cb: UnappliedFn);
+    /// Entries submitted on this replica and not yet resolved (applied here or reported unapplied).
     fn outstanding(&self) -> u64;
+    /// Whether the group runs, or why it stopped.
+    fn health(&self) -> GroupHealth;
     /// This replica's current role.
     fn role(&self) -> Role;
     /// The leader this replica believes in.

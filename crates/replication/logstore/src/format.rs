@@ -42,7 +42,7 @@
 //! | 2 hard state | `term u64, vote u64, commit u64` |
 //! | 3 snapshot installed | `index u64, term u64` (discards the group's entries) |
 //! | 4 compact | `compact_to u64` |
-//! | 5 snapshot point | `index u64, term u64` (checkpoint copy: keeps later entries) |
+//! | 5 snapshot point | `index u64, term u64` (a local snapshot, or a checkpoint's copy: keeps later entries) |
 //!
 //! A zero `len` (or too little room for a record header) ends the segment's data. A `len`
 //! running past the end of the file or a checksum mismatch is a torn write: recovery stops
@@ -246,6 +246,9 @@ impl<'a> RecordWriter<'a> {
         self.entries(w.group, &w.entries);
         if let Some(hs) = w.hard_state {
             self.hard_state(w.group, hs);
+        }
+        if let Some(p) = w.snapshot_point {
+            self.snapshot_point(w.group, p);
         }
         if let Some(c) = w.compact_to {
             self.compact(w.group, c);
@@ -513,6 +516,7 @@ mod tests {
                 commit: 4,
             }),
             snapshot: Some(SnapshotMeta { index: 4, term: 1 }),
+            snapshot_point: None,
             compact_to: Some(3),
         };
         let mut rw = RecordWriter::new(&mut buf);

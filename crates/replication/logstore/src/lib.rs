@@ -93,10 +93,12 @@ mod writer;
 use std::sync::Arc;
 use std::thread::{JoinHandle, ThreadId};
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 
 pub use config::{Durability, LogStoreConfig, MIN_SEGMENT_BYTES, ParseDurabilityError};
 pub use error::LogError;
+pub use state::LogModel;
 pub use types::{GroupState, GroupWrite, HardState, LogEntry, LogStats, Recovered, SnapshotMeta};
 
 use crate::format::{HEADER_LEN, RecordWriter, entries_record_len};
@@ -200,6 +202,18 @@ impl LogStore {
         self.stats.load()
     }
 
+    /// The largest payload of a single entry one write can hold (a write never spans segments).
+    pub fn max_entry_bytes(&self) -> usize {
+        let empty = entries_record_len(&[LogEntry::new(0, 0, Bytes::new())]);
+        (self.segment_bytes as usize).saturating_sub(
+            HEADER_LEN
+                + empty
+                + format::HARD_STATE_RECORD_LEN
+                + 2 * format::SNAPSHOT_RECORD_LEN
+                + format::COMPACT_RECORD_LEN,
+        )
+    }
+
     /// The durability mode the store was opened with.
     pub fn durability(&self) -> Durability {
         self.durability
@@ -242,6 +256,7 @@ impl LogStore {
                 entries_record_len(&w.entries)
                     + w.hard_state.map_or(0, |_| format::HARD_STATE_RECORD_LEN)
                     + w.snapshot.map_or(0, |_| format::SNAPSHOT_RECORD_LEN)
+                    + w.snapshot_point.map_or(0, |_| format::SNAPSHOT_RECORD_LEN)
                     + w.compact_to.map_or(0, |_| format::COMPACT_RECORD_LEN)
             })
             .sum();
@@ -265,6 +280,7 @@ impl LogStore {
                 max_index: w.entries.last().map(|e| e.index),
                 hard_state: w.hard_state,
                 snapshot: w.snapshot,
+                snapshot_point: w.snapshot_point,
                 compact_to: w.compact_to,
             });
         }

@@ -2,7 +2,9 @@
 
 use std::collections::VecDeque;
 
-use crate::types::{GroupState, HardState, LogEntry, SnapshotMeta};
+use std::collections::BTreeMap;
+
+use crate::types::{GroupState, GroupWrite, HardState, LogEntry, Recovered, SnapshotMeta};
 
 /// What the writer remembers of a group (no entries): enough to write a checkpoint and to
 /// decide which segments are reclaimable.
@@ -100,5 +102,60 @@ impl ReplayGroup {
             first_index: self.meta.first_index,
             entries: self.entries.into(),
         }
+    }
+}
+
+impl ReplayGroup {
+    /// Applies one group's write, record by record, as recovery would replay it.
+    pub fn apply_write(&mut self, w: &GroupWrite) {
+        if let Some(s) = w.snapshot {
+            self.install_snapshot(s);
+        }
+        if let Some(first) = w.entries.first() {
+            self.append(first.index, w.entries.iter().cloned());
+        }
+        if let Some(hs) = w.hard_state {
+            self.set_hard_state(hs);
+        }
+        if let Some(p) = w.snapshot_point {
+            self.note_snapshot(p);
+        }
+        if let Some(c) = w.compact_to {
+            self.compact(c);
+        }
+    }
+}
+
+/// The log's semantics in memory: what recovery would return after the writes applied so far.
+///
+/// It runs the same record-application code as recovery, so a simulator that keeps its
+/// "disk" in a `LogModel` cannot drift from the real store (the model test checks both).
+#[derive(Clone, Debug, Default)]
+pub struct LogModel {
+    groups: BTreeMap<u32, ReplayGroup>,
+}
+
+impl LogModel {
+    /// Applies writes as one durable `write` call.
+    pub fn apply(&mut self, writes: &[GroupWrite]) {
+        for w in writes.iter().filter(|w| !w.is_empty()) {
+            self.groups.entry(w.group).or_default().apply_write(w);
+        }
+    }
+
+    /// What recovery would return now.
+    pub fn recovered(&self) -> Recovered {
+        Recovered {
+            groups: self
+                .groups
+                .iter()
+                .map(|(g, r)| (*g, r.clone().into_state()))
+                .collect(),
+        }
+    }
+
+    /// One group's state as recovery would return it.
+    pub fn group(&self, group: u32) -> Option<GroupState> {
+        self.groups.get(&group).map(|r| r.clone().into_state())
     }
 }

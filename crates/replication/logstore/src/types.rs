@@ -48,7 +48,7 @@ pub struct SnapshotMeta {
 
 /// One group's change, applied atomically with the rest of its `write` call.
 ///
-/// Applied in this order: `snapshot`, `entries`, `hard_state`, `compact_to`.
+/// Applied in this order: `snapshot`, `entries`, `hard_state`, `snapshot_point`, `compact_to`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupWrite {
     /// Replication group (shard) id.
@@ -61,6 +61,10 @@ pub struct GroupWrite {
     /// replaces the log, as Raft's InstallSnapshot does when the log does not match), first
     /// index becomes `index + 1`; `entries` of the same write are applied after it.
     pub snapshot: Option<SnapshotMeta>,
+    /// A snapshot taken locally up to `index` became durable elsewhere (the caller's
+    /// snapshot file): entries up to `index` are no longer needed, later ones stay.
+    /// Applied after `hard_state`, before `compact_to`.
+    pub snapshot_point: Option<SnapshotMeta>,
     /// Entries `< compact_to` are no longer needed (log compaction).
     pub compact_to: Option<u64>,
 }
@@ -79,6 +83,7 @@ impl GroupWrite {
         self.entries.is_empty()
             && self.hard_state.is_none()
             && self.snapshot.is_none()
+            && self.snapshot_point.is_none()
             && self.compact_to.is_none()
     }
 }
@@ -88,7 +93,7 @@ impl GroupWrite {
 pub struct GroupState {
     /// Last durable hard state (default if none was written).
     pub hard_state: HardState,
-    /// Last installed snapshot point, if any.
+    /// Last snapshot point (installed from a leader or taken locally), if any.
     pub snapshot: Option<SnapshotMeta>,
     /// Lowest index still needed: max of every `compact_to` and snapshot `index + 1` (0 = none).
     pub first_index: u64,

@@ -36,8 +36,10 @@ pub(crate) struct Summary {
     pub max_index: Option<u64>,
     /// New hard state.
     pub hard_state: Option<HardState>,
-    /// New snapshot point.
+    /// New snapshot point (installed).
     pub snapshot: Option<SnapshotMeta>,
+    /// New snapshot point (taken locally).
+    pub snapshot_point: Option<SnapshotMeta>,
     /// New compaction point.
     pub compact_to: Option<u64>,
 }
@@ -321,6 +323,9 @@ impl Disk {
             }
             if let Some(hs) = s.hard_state {
                 meta.hard_state = hs;
+            }
+            if let Some(p) = s.snapshot_point {
+                meta.install_snapshot(p);
             }
             if let Some(c) = s.compact_to {
                 meta.compact(c);

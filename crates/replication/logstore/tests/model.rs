@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use mako_logstore::{
-    Durability, GroupState, GroupWrite, HardState, LogEntry, LogStore, LogStoreConfig, SnapshotMeta,
+    Durability, GroupState, GroupWrite, HardState, LogEntry, LogModel, LogStore, LogStoreConfig,
+    SnapshotMeta,
 };
 use proptest::prelude::*;
 
@@ -40,6 +41,10 @@ impl Model {
         if let Some(hs) = w.hard_state {
             g.hard_state = hs;
         }
+        if let Some(p) = w.snapshot_point {
+            g.snapshot = Some(p);
+            g.first_index = g.first_index.max(p.index + 1);
+        }
         if let Some(c) = w.compact_to {
             g.first_index = g.first_index.max(c);
         }
@@ -69,6 +74,7 @@ struct Spec {
     plen: usize,
     hard_state: Option<(u64, u64, u64)>,
     snapshot_lag: Option<u64>,
+    point_lag: Option<u64>,
     compact_lag: Option<u64>,
 }
 
@@ -109,6 +115,10 @@ impl Model {
                 index: top.saturating_sub(lag),
                 term: s.term,
             }),
+            snapshot_point: s.point_lag.map(|lag| SnapshotMeta {
+                index: top.saturating_sub(lag),
+                term: s.term,
+            }),
             compact_to: s.compact_lag.map(|lag| top.saturating_sub(lag)),
         }
     }
@@ -129,10 +139,11 @@ fn spec() -> impl Strategy<Value = Spec> {
         0usize..100,
         proptest::option::weighted(0.4, (0u64..5, 0u64..4, 0u64..60)),
         proptest::option::weighted(0.05, 0u64..8),
+        proptest::option::weighted(0.1, 0u64..8),
         proptest::option::weighted(0.3, 0u64..12),
     )
         .prop_map(
-            |(group, at, n, term, plen, hard_state, snapshot_lag, compact_lag)| Spec {
+            |(group, at, n, term, plen, hard_state, snapshot_lag, point_lag, compact_lag)| Spec {
                 group,
                 at,
                 n,
@@ -140,6 +151,7 @@ fn spec() -> impl Strategy<Value = Spec> {
                 plen,
                 hard_state,
                 snapshot_lag,
+                point_lag,
                 compact_lag,
             },
         )
@@ -174,6 +186,8 @@ proptest! {
             ..LogStoreConfig::new(dir.path())
         };
         let mut model = Model::default();
+        // The shared model simulators use: it must agree with this test's oracle and the store.
+        let mut shared = LogModel::default();
         let (mut log, rec) = LogStore::open(cfg.clone()).expect("open");
         prop_assert!(rec.groups.is_empty());
         for op in ops.iter().chain(std::iter::once(&Op::Reopen)) {
@@ -187,6 +201,7 @@ proptest! {
                         after.apply(&w);
                         ws.push(w);
                     }
+                    shared.apply(&ws);
                     log.write_sync(ws).expect("write");
                     model = after;
                 }
@@ -194,6 +209,7 @@ proptest! {
                     drop(log);
                     let (l, rec) = LogStore::open(cfg.clone()).expect("reopen");
                     prop_assert_eq!(&rec.groups, &model.groups);
+                    prop_assert_eq!(&shared.recovered().groups, &rec.groups);
                     log = l;
                 }
             }

@@ -27,6 +27,12 @@ pub struct RaftConfig {
     pub compact_after_entries: u64,
     /// Size of the chunks a snapshot is sent in.
     pub snapshot_chunk_bytes: usize,
+    /// Largest entry `submit` accepts (the host lowers it to what its log store can hold).
+    pub max_entry_bytes: usize,
+    /// Submitted entries not yet resolved beyond which `submit` answers `Busy`.
+    pub max_unresolved_entries: u64,
+    /// Committed entries the pending queue may hold; beyond it applying pauses (the log keeps them).
+    pub max_pending_queue: usize,
 }
 
 impl RaftConfig {
@@ -44,6 +50,9 @@ impl RaftConfig {
             preferred: None,
             compact_after_entries: 10_000,
             snapshot_chunk_bytes: 1 << 20,
+            max_entry_bytes: 16 << 20,
+            max_unresolved_entries: 8192,
+            max_pending_queue: 65_536,
         }
     }
 
@@ -84,6 +93,15 @@ impl RaftConfig {
         }
         if self.snapshot_chunk_bytes == 0 {
             return bad("snapshot_chunk_bytes", "must be positive");
+        }
+        if self.max_entry_bytes == 0 {
+            return bad("max_entry_bytes", "must be positive");
+        }
+        if self.max_unresolved_entries == 0 {
+            return bad("max_unresolved_entries", "must be positive");
+        }
+        if self.max_pending_queue == 0 {
+            return bad("max_pending_queue", "must be positive");
         }
         Ok(())
     }

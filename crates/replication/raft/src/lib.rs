@@ -28,7 +28,7 @@
 //! let mut drive = |node: &mut RaftNode| loop {
 //!     let out = node.poll();
 //!     if out.is_empty() { break }
-//!     if let Some(job) = out.persist { node.on_persisted(job.number) }
+//!     if let Some(job) = out.persist { node.on_persisted(job.number); }
 //! };
 //! drive(&mut node);
 //! assert!(node.is_leader());
@@ -38,12 +38,15 @@
 //! ```
 
 mod config;
+pub mod durable;
 mod node;
 mod storage;
 pub mod wire;
 mod worker;
 
 pub use config::{ConfigError, RaftConfig};
-pub use node::{InitialState, NodeError, NodeStats, OutMsg, Output, PersistJob, RaftNode};
+pub use node::{
+    InitialState, NodeError, NodeStats, OutMsg, Output, PersistJob, ProposeError, RaftNode,
+};
 pub use storage::GroupStorage;
 pub use worker::{HostConfig, RaftHost, RaftWorker, StartError};

@@ -8,12 +8,15 @@
 //! messages and calls [`RaftNode::on_persisted`]. Committed entries are handed
 //! to the group's [`ApplyDispatcher`] inside `poll`.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mako_replication::{ApplyDispatcher, NodeId, Role, SnapshotHandler, SubmitError};
+use mako_replication::{
+    ApplyDispatcher, DropReason, NodeId, Resolution, Role, SnapshotHandler, SubmitError, Unapplied,
+};
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
-use raft::{RawNode, StateRole, Storage};
+use raft::{GetEntriesContext, RawNode, StateRole, Storage};
 
 use crate::config::{ConfigError, RaftConfig};
 use crate::storage::GroupStorage;
@@ -84,6 +87,30 @@ impl Output {
     }
 }
 
+/// Why `propose` refused an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// This replica does not lead; the leader it believes in, if any.
+    #[error("not the leader (leader hint: {0:?})")]
+    NotLeader(Option<NodeId>),
+    /// The entry exceeds `max_entry_bytes`.
+    #[error("entry of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    /// raft-rs declined the proposal (a leadership transfer is under way).
+    #[error("proposal refused")]
+    Refused,
+}
+
+impl From<ProposeError> for SubmitError {
+    fn from(e: ProposeError) -> Self {
+        match e {
+            ProposeError::NotLeader(hint) => SubmitError::NotLeader { hint },
+            ProposeError::TooLarge(n) => SubmitError::TooLarge(n),
+            ProposeError::Refused => SubmitError::Busy,
+        }
+    }
+}
+
 /// Why the node could not start or process input.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -111,6 +138,23 @@ pub struct NodeStats {
     pub compactions: u64,
     /// Undecodable payloads dropped.
     pub bad_payloads: u64,
+    /// Entries proposed here that are resolved: applied here as ours, or reported unapplied.
+    pub resolved: u64,
+    /// Times applying paused because the pending queue was full.
+    pub apply_pauses: u64,
+}
+
+/// A persist job handed to the driver and not yet reported durable.
+#[derive(Debug)]
+struct Unpersisted {
+    /// The job's Ready number.
+    number: u64,
+    /// Later Readies with nothing to write, acknowledged together with this job.
+    covers: u64,
+    /// Their messages, sent once this job is durable.
+    after: Vec<OutMsg>,
+    /// Index of the snapshot the job installs, if any.
+    snapshot: Option<u64>,
 }
 
 /// One replica of one Raft group.
@@ -125,6 +169,12 @@ pub struct RaftNode {
     ticks: u64,
     role: Role,
     stats: NodeStats,
+    /// Persist jobs not yet durable, oldest first.
+    unpersisted: VecDeque<Unpersisted>,
+    /// Entries proposed here and not yet resolved: index → (term, bytes).
+    proposals: BTreeMap<u64, (u64, Bytes)>,
+    /// Highest committed (and locally durable) index raft-rs handed over; applying catches up to it.
+    commit_target: u64,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -140,8 +190,8 @@ impl std::fmt::Debug for RaftNode {
     }
 }
 
-/// How often (in ticks) the leader checks whether the preferred replica should take over.
-const PREFERRED_CHECK_TICKS: u64 = 10;
+/// Entries read from storage per step when applying resumes after a pause.
+const CATCH_UP_CHUNK: u64 = 256;
 
 impl RaftNode {
     /// Starts a replica from recovered state; entries after the snapshot are re-applied through `dispatcher`.
@@ -186,6 +236,9 @@ impl RaftNode {
             ticks: 0,
             role: Role::Follower,
             stats: NodeStats::default(),
+            unpersisted: VecDeque::new(),
+            proposals: BTreeMap::new(),
+            commit_target: snap_index,
         })
     }
 
@@ -203,9 +256,9 @@ impl RaftNode {
     pub fn tick(&mut self) {
         self.raw.tick();
         self.ticks += 1;
-        if self.ticks.is_multiple_of(PREFERRED_CHECK_TICKS) {
-            self.maybe_hand_to_preferred();
-        }
+        // Every tick: a periodic check can alias with check-quorum's reset of `recent_active`.
+        self.maybe_hand_to_preferred();
+        self.catch_up();
     }
 
     /// Feeds a payload received from `from`.
@@ -235,25 +288,62 @@ impl RaftNode {
         }
     }
 
-    /// Proposes an entry; fails fast with `NotLeader` on a follower.
-    pub fn propose(&mut self, entry: Bytes) -> Result<(), SubmitError> {
+    /// Proposes an entry; fails fast with `NotLeader` on a follower, `TooLarge` past
+    /// `max_entry_bytes`, `Refused` while raft-rs declines proposals (e.g. a leader transfer).
+    ///
+    /// An accepted entry ends in exactly one of: applied here (as ours), or reported to the
+    /// dispatcher's unapplied callback.
+    pub fn propose(&mut self, entry: Bytes) -> Result<(), ProposeError> {
         if self.raw.raft.state != StateRole::Leader {
-            return Err(SubmitError::NotLeader {
-                hint: self.leader(),
-            });
+            return Err(ProposeError::NotLeader(self.leader()));
         }
-        if entry.len() as u64 > self.cfg.max_append_bytes.max(64 << 20) {
-            return Err(SubmitError::TooLarge(entry.len()));
+        if entry.len() > self.cfg.max_entry_bytes {
+            return Err(ProposeError::TooLarge(entry.len()));
         }
+        let before = self.raw.raft.raft_log.last_index();
         match self.raw.propose(vec![], entry.to_vec()) {
             Ok(()) => {
+                let index = self.raw.raft.raft_log.last_index();
+                debug_assert_eq!(index, before + 1);
+                self.proposals.insert(index, (self.raw.raft.term, entry));
                 self.stats.proposed += 1;
                 Ok(())
             }
-            Err(_) => Err(SubmitError::NotLeader {
-                hint: self.leader(),
-            }),
+            Err(_) => Err(ProposeError::Refused),
         }
+    }
+
+    /// Proposes an entry a caller already had accepted (`submit`): a refusal is reported to
+    /// the unapplied callback instead of returned.
+    pub fn propose_submitted(&mut self, entry: Bytes) {
+        let reason = match self.propose(entry.clone()) {
+            Ok(()) => return,
+            Err(ProposeError::NotLeader(_)) => DropReason::NotLeader,
+            Err(ProposeError::TooLarge(_) | ProposeError::Refused) => DropReason::Refused,
+        };
+        self.report(entry, Resolution::Dropped(reason));
+    }
+
+    fn report(&mut self, entry: Bytes, resolution: Resolution) {
+        self.stats.resolved += 1;
+        self.dispatcher.unapplied(Unapplied { entry, resolution });
+    }
+
+    /// Reports every unresolved proposal as abandoned (the group is stopping).
+    pub fn abandon_proposals(&mut self) {
+        for (_, (_, entry)) in std::mem::take(&mut self.proposals) {
+            self.report(entry, Resolution::Abandoned);
+        }
+    }
+
+    /// Resumes applying committed entries if a full pending queue had paused it.
+    pub fn tick_apply(&mut self) {
+        self.catch_up();
+    }
+
+    /// Entries proposed here and not yet resolved.
+    pub fn unresolved_proposals(&self) -> usize {
+        self.proposals.len()
     }
 
     /// Asks leadership to move to `to`.
@@ -315,9 +405,7 @@ impl RaftNode {
                 Role::Follower
             };
             let leader = (ss.leader_id != 0).then_some(ss.leader_id);
-            if role != self.role {
-                self.role = role;
-            }
+            self.role = role;
             self.dispatcher.set_role(role, self.raw.raft.term, leader);
         }
         let now = rd.take_messages();
@@ -328,19 +416,9 @@ impl RaftNode {
         };
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
-            let index = snap.get_metadata().index;
-            if let Err(e) = self.raw.mut_store().mem().wl().apply_snapshot(snap.clone()) {
-                tracing::error!(shard = self.cfg.shard, "installing snapshot: {e}");
-            } else {
-                if let Some(h) = self.snapshots.as_mut() {
-                    h.restore(&snap.data, index);
-                }
-                self.raw.store().set_last_snapshot(snap.clone());
-                self.applied = index;
-                self.stats.snapshots_installed += 1;
-                job.snapshot = Some(snap);
-                job.snapshot_installed = true;
-            }
+            self.install_snapshot(&snap);
+            job.snapshot = Some(snap);
+            job.snapshot_installed = true;
         }
         let entries = rd.take_entries();
         if !entries.is_empty() {
@@ -354,42 +432,152 @@ impl RaftNode {
             job.hard_state = Some(hs.clone());
         }
         let committed = rd.take_committed_entries();
+        if let Some(last) = committed.last() {
+            self.commit_target = self.commit_target.max(last.index);
+        }
         self.apply(committed);
         let after = rd.take_persisted_messages();
         self.encode(after, &mut job.after);
         self.raw.advance_append_async(rd);
         self.maybe_compact(&mut job);
         if job.is_empty() {
-            self.raw.on_persist_ready(job.number);
-            out.messages.append(&mut job.after);
+            match self.unpersisted.back_mut() {
+                // Nothing to write, but an earlier job is still at the disk: this Ready is
+                // acknowledged (and its messages sent) only once that job is durable.
+                Some(u) => {
+                    u.covers = job.number;
+                    u.after.append(&mut job.after);
+                }
+                None => {
+                    self.raw.on_persist_ready(job.number);
+                    out.messages.append(&mut job.after);
+                }
+            }
         } else {
+            self.unpersisted.push_back(Unpersisted {
+                number: job.number,
+                covers: job.number,
+                after: Vec::new(),
+                snapshot: job
+                    .snapshot
+                    .as_ref()
+                    .filter(|_| job.snapshot_installed)
+                    .map(|s| s.get_metadata().index),
+            });
             out.persist = Some(job);
         }
+        self.sync_applied();
         out
     }
 
+    /// Takes a snapshot from the leader into the in-memory log and the application.
+    fn install_snapshot(&mut self, snap: &Snapshot) {
+        let index = snap.get_metadata().index;
+        if let Err(e) = self.raw.mut_store().mem().wl().apply_snapshot(snap.clone()) {
+            tracing::error!(shard = self.cfg.shard, "installing snapshot: {e}");
+            return;
+        }
+        // Queued entries are at or below the snapshot: its state replaces them.
+        self.dispatcher.clear_pending();
+        if let Some(h) = self.snapshots.as_mut() {
+            h.restore(&snap.data, index);
+        }
+        self.raw.store().set_last_snapshot(snap.clone());
+        self.applied = self.applied.max(index);
+        self.commit_target = self.commit_target.max(index);
+        self.stats.snapshots_installed += 1;
+        // Our proposals at or below the snapshot index are decided, but not visible to us.
+        let later = self.proposals.split_off(&(index + 1));
+        for (_, (_, entry)) in std::mem::replace(&mut self.proposals, later) {
+            self.report(entry, Resolution::InSnapshot);
+        }
+    }
+
+    /// Whether applying must wait for the pending queue to drain.
+    fn paused(&self) -> bool {
+        self.dispatcher.queued() >= self.cfg.max_pending_queue
+    }
+
+    /// Applies committed entries handed over by raft-rs, then catches up from storage.
     fn apply(&mut self, committed: Vec<Entry>) {
-        let mut last = None;
         for e in committed {
-            last = Some(e.index);
             if e.index <= self.applied {
                 continue;
             }
-            self.applied = e.index;
-            // Empty entries are the new leader's own term marker; config changes are not used.
-            if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-                continue;
+            if e.index != self.applied + 1 || self.paused() {
+                break;
             }
-            let data = Bytes::from(e.data.to_vec());
-            self.dispatcher.apply(e.index, &data);
-            self.stats.applied_entries += 1;
+            self.apply_one(e);
         }
-        if let Some(i) = last {
-            self.raw.advance_apply_to(i);
+        self.catch_up();
+    }
+
+    /// Applies committed entries from the in-memory log up to `commit_target` while not paused.
+    fn catch_up(&mut self) {
+        while self.applied < self.commit_target {
+            if self.paused() {
+                self.stats.apply_pauses += 1;
+                return;
+            }
+            let high = self.commit_target.min(self.applied + CATCH_UP_CHUNK) + 1;
+            let got = self.raw.store().entries(
+                self.applied + 1,
+                high,
+                None,
+                GetEntriesContext::empty(false),
+            );
+            let entries = match got {
+                Ok(es) if !es.is_empty() => es,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(shard = self.cfg.shard, "reading committed entries: {e}");
+                    return;
+                }
+            };
+            for e in entries {
+                if self.paused() {
+                    self.stats.apply_pauses += 1;
+                    self.sync_applied();
+                    return;
+                }
+                self.apply_one(e);
+            }
+        }
+        self.sync_applied();
+    }
+
+    fn apply_one(&mut self, e: Entry) {
+        self.applied = e.index;
+        if let Some((term, entry)) = self.proposals.remove(&e.index) {
+            if term == e.term {
+                self.stats.resolved += 1;
+            } else {
+                self.report(entry, Resolution::Dropped(DropReason::Overwritten));
+            }
+        }
+        // Empty entries are the new leader's own term marker; config changes are not used.
+        if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+            return;
+        }
+        let data = Bytes::from(e.data.to_vec());
+        self.dispatcher.apply(e.index, &data);
+        self.stats.applied_entries += 1;
+    }
+
+    /// Tells raft-rs how far the application got (never past what is committed and durable).
+    fn sync_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        let a = self.applied.min(log.committed).min(log.persisted);
+        if a > log.applied {
+            self.raw.advance_apply_to(a);
         }
     }
 
     fn maybe_compact(&mut self, job: &mut PersistJob) {
+        // No compaction without a snapshot source: the prefix would be gone for good.
+        if self.snapshots.is_none() {
+            return;
+        }
         let Ok(first) = self.raw.store().first_index() else {
             return;
         };
@@ -411,13 +599,11 @@ impl RaftNode {
         let Ok(term) = self.raw.store().term(self.applied) else {
             return;
         };
+        let Some(h) = self.snapshots.as_mut() else {
+            return;
+        };
         let mut snap = Snapshot {
-            data: self
-                .snapshots
-                .as_mut()
-                .map(|h| h.snapshot().to_vec())
-                .unwrap_or_default()
-                .into(),
+            data: h.snapshot().to_vec().into(),
             ..Default::default()
         };
         let meta = snap.mut_metadata();
@@ -434,9 +620,42 @@ impl RaftNode {
         job.compact_to = Some(target);
     }
 
-    /// Reports that the persist job numbered `number` (and all before it) is durable.
-    pub fn on_persisted(&mut self, number: u64) {
-        self.raw.on_persist_ready(number);
+    /// Reports that persist job `number` is durable; jobs must be reported in the order
+    /// `poll` produced them. Returns messages that were waiting for it (send them now).
+    ///
+    /// A report out of order (or for an unknown job) is refused and logged: acknowledging
+    /// it would count entries durable that are not.
+    pub fn on_persisted(&mut self, number: u64) -> Vec<OutMsg> {
+        match self.unpersisted.front() {
+            Some(u) if u.number == number => {}
+            other => {
+                tracing::error!(
+                    shard = self.cfg.shard,
+                    number,
+                    expected = other.map(|u| u.number),
+                    "persist completion out of order; ignored"
+                );
+                return Vec::new();
+            }
+        }
+        let Some(u) = self.unpersisted.pop_front() else {
+            return Vec::new();
+        };
+        self.raw.on_persist_ready(u.covers);
+        if let Some(index) = u.snapshot
+            && index > self.raw.raft.raft_log.applied
+            && index <= self.raw.raft.raft_log.persisted
+        {
+            // raft-rs must know the snapshot is applied, or a later campaign asks for compacted entries.
+            self.raw.advance_apply_to(index);
+        }
+        self.sync_applied();
+        u.after
+    }
+
+    /// Persist jobs handed out and not yet reported durable.
+    pub fn unpersisted_jobs(&self) -> usize {
+        self.unpersisted.len()
     }
 
     /// The role entries are applied under.
@@ -480,13 +699,9 @@ impl RaftNode {
         self.raw.store().first_index().unwrap_or(1)
     }
 
-    /// Proposed here and not yet committed (leader only; 0 elsewhere).
+    /// Entries proposed here and not yet resolved (applied here or reported unapplied).
     pub fn outstanding(&self) -> u64 {
-        if self.is_leader() {
-            self.last_index().saturating_sub(self.commit_index())
-        } else {
-            0
-        }
+        self.proposals.len() as u64
     }
 
     /// Counters.

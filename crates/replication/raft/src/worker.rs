@@ -9,6 +9,7 @@
 //! and queues what must be durable.
 
 use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -16,20 +17,18 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, select};
-use mako_logstore::{
-    GroupState, GroupWrite, HardState as LogHardState, LogEntry, LogStore, SnapshotMeta,
-};
+use crossbeam_channel::{Receiver, Sender, TrySendError, select};
+use mako_logstore::{Durability, GroupState, LogError, LogStore};
 use mako_replication::{
-    ApplyDispatcher, ApplyFn, NodeId, Replicator, Role, RoleChangeFn, SnapshotHandler, SubmitError,
+    ApplyDispatcher, ApplyFn, GroupHealth, NodeId, Replicator, Resolution, Role, RoleChangeFn,
+    SnapshotHandler, SubmitError, Unapplied, UnappliedFn,
 };
 use mako_transport::{Envelope, Transport};
 use parking_lot::Mutex;
-use protobuf::Message as _;
-use raft::eraftpb::{Entry, HardState, Snapshot};
 
 use crate::config::RaftConfig;
-use crate::node::{InitialState, NodeError, OutMsg, PersistJob, RaftNode};
+use crate::durable::{self, FileSnapshots, MemSnapshots, RecoverError, SnapshotStore};
+use crate::node::{NodeError, OutMsg, PersistJob, RaftNode};
 
 /// Why a host or group could not start.
 #[derive(Debug, thiserror::Error)]
@@ -37,24 +36,20 @@ pub enum StartError {
     /// The node rejected its configuration or recovered state.
     #[error(transparent)]
     Node(#[from] NodeError),
-    /// A recovered log entry did not decode.
-    #[error("recovered log entry {index} of shard {shard} is corrupt: {reason}")]
-    CorruptEntry {
-        /// The group.
-        shard: u32,
-        /// Its index.
-        index: u64,
-        /// The decoder's complaint.
-        reason: String,
-    },
-    /// Reading the snapshot file failed.
-    #[error("snapshot file {path}: {source}")]
-    Snapshot {
-        /// The file.
+    /// The group's durable state could not be recovered.
+    #[error(transparent)]
+    Recover(#[from] RecoverError),
+    /// Opening the snapshot directory failed.
+    #[error("snapshot directory {path}: {source}")]
+    SnapshotDir {
+        /// The directory.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A durable log needs a snapshot directory (compaction would otherwise lose the prefix).
+    #[error("a durable log (fsync or buffered) needs HostConfig::snapshot_dir")]
+    NoSnapshotDir,
     /// A group for this shard already runs on the host.
     #[error("shard {0} already has a group on this host")]
     Duplicate(u32),
@@ -68,19 +63,45 @@ enum Cmd {
     Transfer(NodeId),
     RetryPending,
     SnapshotHandler(Box<dyn SnapshotHandler>),
-    Persisted(u64, Vec<OutMsg>),
     Shutdown,
 }
 
+/// A persist job's completion, from the log store's writer thread.
+struct Done {
+    number: u64,
+    after: Vec<OutMsg>,
+    /// Index of the snapshot this job made durable (older files may go).
+    snapshot: Option<u64>,
+    result: Result<(), LogError>,
+}
+
 /// Status the worker publishes for lock-free reads.
-#[derive(Default)]
 struct Published {
     role: AtomicU8,
     leader: AtomicU64,
     term: AtomicU64,
     commit: AtomicU64,
     applied: AtomicU64,
-    outstanding: AtomicU64,
+    /// Submitted entries resolved (applied here as ours, or reported unapplied).
+    resolved: AtomicU64,
+    /// Inbound messages dropped because the group's inbox was full.
+    inbox_drops: AtomicU64,
+    health: Mutex<GroupHealth>,
+}
+
+impl Published {
+    fn new() -> Self {
+        Published {
+            role: AtomicU8::new(0),
+            leader: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            commit: AtomicU64::new(0),
+            applied: AtomicU64::new(0),
+            resolved: AtomicU64::new(0),
+            inbox_drops: AtomicU64::new(0),
+            health: Mutex::new(GroupHealth::Running),
+        }
+    }
 }
 
 /// One group's Raft replica, driven by its own thread; implements [`Replicator`].
@@ -90,6 +111,10 @@ pub struct RaftWorker {
     tx: Sender<Cmd>,
     dispatcher: Arc<ApplyDispatcher>,
     status: Arc<Published>,
+    /// Entries `submit` accepted.
+    submitted: AtomicU64,
+    max_unresolved: u64,
+    max_entry_bytes: usize,
     stopped: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
@@ -109,20 +134,32 @@ impl std::fmt::Debug for RaftWorker {
 /// Where a host keeps what Raft needs besides the log store.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// Directory for snapshot files (`None` keeps snapshots in memory only).
+    /// Directory for snapshot files; required with a durable log (`None` keeps snapshots
+    /// in memory, which only a `memory` log may do).
     pub snapshot_dir: Option<PathBuf>,
 }
+
+/// Messages a group's inbox holds before the router drops further ones (Raft retransmits).
+const GROUP_INBOX: usize = 4096;
 
 /// One replica process's Raft side: transport inbox router, shared log store, group workers.
 pub struct RaftHost {
     transport: Arc<dyn Transport>,
     log: Arc<LogStore>,
     recovered: Mutex<HashMap<u32, GroupState>>,
-    routes: Arc<Mutex<HashMap<u32, Sender<Envelope>>>>,
+    routes: Arc<Mutex<HashMap<u32, Route>>>,
     workers: Mutex<Vec<Arc<RaftWorker>>>,
     router: Mutex<Option<JoinHandle<()>>>,
     router_stop: Sender<()>,
-    cfg: HostConfig,
+    snapshots: Option<Arc<dyn SnapshotStore>>,
+}
+
+/// Where the router sends a group's envelopes.
+#[derive(Clone)]
+struct Route {
+    tx: Sender<Envelope>,
+    /// Counts envelopes dropped on a full inbox.
+    drops: Option<Arc<Published>>,
 }
 
 impl std::fmt::Debug for RaftHost {
@@ -143,12 +180,20 @@ impl RaftHost {
         recovered: mako_logstore::Recovered,
         cfg: HostConfig,
     ) -> Self {
-        if let Some(d) = &cfg.snapshot_dir
-            && let Err(e) = std::fs::create_dir_all(d)
-        {
-            tracing::error!("creating snapshot directory {}: {e}", d.display());
-        }
-        let routes: Arc<Mutex<HashMap<u32, Sender<Envelope>>>> = Arc::default();
+        let snapshots: Option<Arc<dyn SnapshotStore>> = match &cfg.snapshot_dir {
+            Some(d) => match FileSnapshots::new(d) {
+                Ok(f) => Some(Arc::new(f)),
+                Err(e) => {
+                    tracing::error!("snapshot directory {}: {e}", d.display());
+                    None
+                }
+            },
+            None if log.durability() == Durability::Memory => {
+                Some(Arc::new(MemSnapshots::default()))
+            }
+            None => None,
+        };
+        let routes: Arc<Mutex<HashMap<u32, Route>>> = Arc::default();
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let r = Arc::clone(&routes);
         let router = std::thread::Builder::new()
@@ -158,9 +203,17 @@ impl RaftHost {
                     select! {
                         recv(inbox) -> env => {
                             let Ok(env) = env else { break };
-                            let tx = r.lock().get(&env.group).cloned();
-                            match tx {
-                                Some(tx) => { let _ = tx.send(env); }
+                            let route = r.lock().get(&env.group).cloned();
+                            match route {
+                                Some(route) => {
+                                    // A full group inbox drops (Raft retransmits) rather than
+                                    // stalling every other group behind one slow worker.
+                                    if let Err(TrySendError::Full(_)) = route.tx.try_send(env)
+                                        && let Some(p) = &route.drops
+                                    {
+                                        p.inbox_drops.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                }
                                 None => tracing::debug!(group = env.group, "message for a group not on this host"),
                             }
                         }
@@ -177,7 +230,7 @@ impl RaftHost {
             workers: Mutex::new(Vec::new()),
             router: Mutex::new(router),
             router_stop: stop_tx,
-            cfg,
+            snapshots,
         }
     }
 
@@ -187,45 +240,64 @@ impl RaftHost {
     }
 
     /// Like [`RaftHost::start_group`], with the application's snapshot handler, which restores
-    /// the recovered snapshot (if any) before the log after it is re-applied.
+    /// the recovered snapshot (if any) before the log after it is re-applied. Without a
+    /// handler the group never compacts its log.
     pub fn start_group_with(
         &self,
-        cfg: RaftConfig,
+        mut cfg: RaftConfig,
         snapshots: Option<Box<dyn SnapshotHandler>>,
     ) -> Result<Arc<RaftWorker>, StartError> {
         let shard = cfg.shard;
         if self.routes.lock().contains_key(&shard) {
             return Err(StartError::Duplicate(shard));
         }
+        let Some(store) = self.snapshots.clone() else {
+            return Err(StartError::NoSnapshotDir);
+        };
         let recovered = self.recovered.lock().remove(&shard);
-        let init = self.initial_state(shard, recovered)?;
+        let init = durable::recover_group(shard, recovered, store.as_ref())?;
+        // An entry must fit one log-store write (protobuf framing included).
+        cfg.max_entry_bytes = cfg
+            .max_entry_bytes
+            .min(self.log.max_entry_bytes().saturating_sub(ENTRY_OVERHEAD));
         let dispatcher = Arc::new(ApplyDispatcher::new(shard));
         let node = RaftNode::new(cfg.clone(), init, Arc::clone(&dispatcher), snapshots)?;
-        let (tx, cmd_rx) = crossbeam_channel::unbounded();
-        let (in_tx, in_rx) = crossbeam_channel::unbounded();
-        let status = Arc::new(Published::default());
+        let (tx, cmd_rx) = crossbeam_channel::bounded(cfg.max_unresolved_entries as usize + 1024);
+        let (in_tx, in_rx) = crossbeam_channel::bounded(GROUP_INBOX);
+        // Completions are bounded by the persist jobs in flight, which the log store bounds.
+        let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        let status = Arc::new(Published::new());
         let mut driver = Driver {
             node,
             shard,
             id: cfg.id,
             transport: Arc::clone(&self.transport),
             log: Arc::clone(&self.log),
-            cmd_tx: tx.clone(),
+            done_tx,
             status: Arc::clone(&status),
-            snapshot_path: self.snapshot_path(shard),
+            snapshots: store,
         };
         let tick = Duration::from_millis(cfg.heartbeat_interval_ms);
         let thread = std::thread::Builder::new()
             .name(format!("raft-{}-{shard}", cfg.id))
-            .spawn(move || driver.run(cmd_rx, in_rx, tick))
+            .spawn(move || driver.run(cmd_rx, in_rx, done_rx, tick))
             .map_err(|_| StartError::Stopped)?;
-        self.routes.lock().insert(shard, in_tx);
+        self.routes.lock().insert(
+            shard,
+            Route {
+                tx: in_tx,
+                drops: Some(Arc::clone(&status)),
+            },
+        );
         let w = Arc::new(RaftWorker {
             id: cfg.id,
             shard,
             tx,
             dispatcher,
             status,
+            submitted: AtomicU64::new(0),
+            max_unresolved: cfg.max_unresolved_entries,
+            max_entry_bytes: cfg.max_entry_bytes,
             stopped: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
         });
@@ -233,72 +305,9 @@ impl RaftHost {
         Ok(w)
     }
 
-    fn snapshot_path(&self, shard: u32) -> Option<PathBuf> {
-        self.cfg
-            .snapshot_dir
-            .as_ref()
-            .map(|d| d.join(format!("snapshot-{shard}.bin")))
-    }
-
-    fn initial_state(&self, shard: u32, g: Option<GroupState>) -> Result<InitialState, StartError> {
-        let Some(g) = g else {
-            return Ok(InitialState::default());
-        };
-        let mut hs = HardState {
-            term: g.hard_state.term,
-            vote: g.hard_state.vote,
-            commit: g.hard_state.commit,
-            ..Default::default()
-        };
-        let mut entries = Vec::with_capacity(g.entries.len());
-        for e in &g.entries {
-            let entry =
-                Entry::parse_from_bytes(&e.payload).map_err(|err| StartError::CorruptEntry {
-                    shard,
-                    index: e.index,
-                    reason: err.to_string(),
-                })?;
-            entries.push(entry);
-        }
-        // The snapshot file holds the newest snapshot taken or installed; use it if the
-        // recovered log continues from it.
-        let file = match self.snapshot_path(shard) {
-            Some(path) if path.exists() => {
-                let bytes = std::fs::read(&path).map_err(|source| StartError::Snapshot {
-                    path: path.clone(),
-                    source,
-                })?;
-                Some(
-                    Snapshot::parse_from_bytes(&bytes).map_err(|e| StartError::Snapshot {
-                        path,
-                        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
-                    })?,
-                )
-            }
-            _ => None,
-        };
-        let needed_from = g.first_index.max(g.snapshot.map_or(0, |m| m.index + 1));
-        let snapshot = file.filter(|s| {
-            let i = s.get_metadata().index;
-            i + 1 >= needed_from && g.snapshot.is_none_or(|m| i >= m.index)
-        });
-        // Without usable snapshot data the prefix is gone; rejoin empty and let the leader send a snapshot.
-        let from = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
-        if snapshot.is_none() && (needed_from > 1 || g.snapshot.is_some()) {
-            entries.clear();
-            hs.commit = 0;
-        }
-        entries.retain(|e| e.index > from);
-        Ok(InitialState {
-            hard_state: hs,
-            snapshot,
-            entries,
-        })
-    }
-
     /// Routes transport envelopes of `group` (not a Raft group here, e.g. a control channel) to `tx`.
     pub fn add_route(&self, group: u32, tx: Sender<Envelope>) {
-        self.routes.lock().insert(group, tx);
+        self.routes.lock().insert(group, Route { tx, drops: None });
     }
 
     /// The transport this host sends with.
@@ -336,6 +345,9 @@ impl Drop for RaftHost {
     }
 }
 
+/// Bytes protobuf adds around an entry's data (index, term, type, lengths), with margin.
+const ENTRY_OVERHEAD: usize = 64;
+
 /// Most commands (or messages) taken in one turn of a worker's loop before it looks at the others.
 const DRAIN_LIMIT: usize = 1024;
 
@@ -346,78 +358,166 @@ struct Driver {
     id: NodeId,
     transport: Arc<dyn Transport>,
     log: Arc<LogStore>,
-    cmd_tx: Sender<Cmd>,
+    done_tx: Sender<Done>,
     status: Arc<Published>,
-    snapshot_path: Option<PathBuf>,
+    snapshots: Arc<dyn SnapshotStore>,
+}
+
+/// Whether the loop goes on.
+enum Flow {
+    Continue,
+    Stop,
 }
 
 impl Driver {
-    fn run(&mut self, cmds: Receiver<Cmd>, inbox: Receiver<Envelope>, tick: Duration) {
+    fn run(
+        &mut self,
+        cmds: Receiver<Cmd>,
+        inbox: Receiver<Envelope>,
+        done: Receiver<Done>,
+        tick: Duration,
+    ) {
         let ticker = crossbeam_channel::tick(tick);
         loop {
-            // Wait for anything.
-            select! {
-                recv(cmds) -> c => match c {
-                    Ok(Cmd::Shutdown) | Err(_) => break,
-                    Ok(c) => self.command(c),
-                },
-                recv(inbox) -> env => {
-                    let Ok(env) = env else { break };
-                    self.receive(&env);
-                },
-                recv(ticker) -> _ => self.node.tick(),
-            }
-            // Then take what else is ready — a bounded amount of each, so a flood of
-            // proposals never starves peers' messages or the heartbeat tick.
-            for _ in 0..DRAIN_LIMIT {
-                match cmds.try_recv() {
-                    Ok(Cmd::Shutdown) => {
-                        self.flush();
-                        return;
-                    }
-                    Ok(c) => self.command(c),
-                    Err(_) => break,
+            // A panic in the protocol core stops this group, visibly; never a silent dead thread.
+            let turn = catch_unwind(AssertUnwindSafe(|| {
+                self.turn(&cmds, &inbox, &done, &ticker)
+            }));
+            match turn {
+                Ok(Ok(Flow::Continue)) => {}
+                Ok(Ok(Flow::Stop)) => {
+                    self.stop(&cmds, GroupHealth::Stopped);
+                    return;
+                }
+                Ok(Err(reason)) => {
+                    tracing::error!(shard = self.shard, "raft group stopped: {reason}");
+                    self.stop(&cmds, GroupHealth::Failed(reason));
+                    return;
+                }
+                Err(panic) => {
+                    let msg = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+                        .unwrap_or_else(|| "unknown panic".into());
+                    let reason = format!("panic in the raft core: {msg}");
+                    tracing::error!(shard = self.shard, "raft group stopped: {reason}");
+                    self.stop(&cmds, GroupHealth::Failed(reason));
+                    return;
                 }
             }
-            for _ in 0..DRAIN_LIMIT {
-                match inbox.try_recv() {
-                    Ok(env) => self.receive(&env),
-                    Err(_) => break,
-                }
-            }
-            if ticker.try_recv().is_ok() {
-                self.node.tick();
-            }
-            self.flush();
         }
-        self.flush();
+    }
+
+    /// One turn: wait for anything, then take a bounded amount of everything ready.
+    fn turn(
+        &mut self,
+        cmds: &Receiver<Cmd>,
+        inbox: &Receiver<Envelope>,
+        done: &Receiver<Done>,
+        ticker: &Receiver<std::time::Instant>,
+    ) -> Result<Flow, String> {
+        select! {
+            recv(cmds) -> c => match c {
+                Ok(Cmd::Shutdown) | Err(_) => return Ok(Flow::Stop),
+                Ok(c) => self.command(c),
+            },
+            recv(done) -> d => if let Ok(d) = d { self.persisted(d)? },
+            recv(inbox) -> env => match env {
+                Ok(env) => self.receive(&env),
+                Err(_) => return Ok(Flow::Stop),
+            },
+            recv(ticker) -> _ => self.node.tick(),
+        }
+        // A flood of proposals never starves peers' messages, completions or the tick.
+        while let Ok(d) = done.try_recv() {
+            self.persisted(d)?;
+        }
+        for _ in 0..DRAIN_LIMIT {
+            match cmds.try_recv() {
+                Ok(Cmd::Shutdown) => {
+                    self.flush()?;
+                    return Ok(Flow::Stop);
+                }
+                Ok(c) => self.command(c),
+                Err(_) => break,
+            }
+        }
+        for _ in 0..DRAIN_LIMIT {
+            match inbox.try_recv() {
+                Ok(env) => self.receive(&env),
+                Err(_) => break,
+            }
+        }
+        if ticker.try_recv().is_ok() {
+            self.node.tick();
+        }
+        self.flush()?;
+        Ok(Flow::Continue)
+    }
+
+    /// Stops the group: steps down as far as callers can see, reports every unresolved
+    /// submission, publishes why.
+    fn stop(&mut self, cmds: &Receiver<Cmd>, health: GroupHealth) {
+        *self.status.health.lock() = health;
+        self.status.role.store(0, Ordering::Release);
+        self.node
+            .dispatcher()
+            .set_role(Role::Follower, self.node.term(), None);
+        let _ = catch_unwind(AssertUnwindSafe(|| self.node.abandon_proposals()));
+        let d = Arc::clone(self.node.dispatcher());
+        let mut abandoned = 0;
+        while let Ok(c) = cmds.try_recv() {
+            if let Cmd::Propose(entry) = c {
+                abandoned += 1;
+                d.unapplied(Unapplied {
+                    entry,
+                    resolution: Resolution::Abandoned,
+                });
+            }
+        }
+        self.status
+            .resolved
+            .store(self.node.stats().resolved + abandoned, Ordering::Release);
     }
 
     fn receive(&mut self, env: &Envelope) {
         if let Err(e) = self.node.step(env.from, &env.payload) {
-            tracing::warn!(shard = self.shard, from = env.from, "dropping message: {e}");
+            tracing::debug!(shard = self.shard, from = env.from, "dropping message: {e}");
         }
     }
 
     fn command(&mut self, c: Cmd) {
         match c {
-            Cmd::Propose(entry) => {
-                // A lost leadership drops the entry: callers learn through watermarks, as in Mako.
-                let _ = self.node.propose(entry);
-            }
+            Cmd::Propose(entry) => self.node.propose_submitted(entry),
             Cmd::Transfer(to) => {
                 let _ = self.node.transfer_leader(to);
             }
             Cmd::RetryPending => {
                 self.node.dispatcher().retry_pending();
+                // Applying may have paused on a full queue; resume from the log.
+                self.node.tick_apply();
             }
             Cmd::SnapshotHandler(h) => self.node.set_snapshot_handler(h),
-            Cmd::Persisted(number, after) => {
-                self.send(after);
-                self.node.on_persisted(number);
-            }
             Cmd::Shutdown => {}
         }
+    }
+
+    /// A persist job is durable (or failed): acknowledge it, in order, or stop the group.
+    fn persisted(&mut self, d: Done) -> Result<(), String> {
+        if let Err(e) = d.result {
+            // Nothing after a failed write may be acknowledged: this replica stops.
+            return Err(format!("log write failed: {e}"));
+        }
+        self.send(d.after);
+        let waiting = self.node.on_persisted(d.number);
+        self.send(waiting);
+        if let Some(index) = d.snapshot
+            && let Err(e) = self.snapshots.remove(self.shard, &|i| i < index)
+        {
+            tracing::warn!(shard = self.shard, "removing old snapshot files: {e}");
+        }
+        Ok(())
     }
 
     fn send(&self, msgs: Vec<OutMsg>) {
@@ -437,7 +537,7 @@ impl Driver {
         let _ = self.transport.send_batch(envs);
     }
 
-    fn flush(&mut self) {
+    fn flush(&mut self) -> Result<(), String> {
         loop {
             let out = self.node.poll();
             if out.is_empty() {
@@ -445,7 +545,7 @@ impl Driver {
             }
             self.send(out.messages);
             if let Some(job) = out.persist {
-                self.persist(job);
+                self.persist(job)?;
             }
         }
         let s = &self.status;
@@ -457,81 +557,46 @@ impl Driver {
         s.commit.store(self.node.commit_index(), Ordering::Release);
         s.applied
             .store(self.node.applied_index(), Ordering::Release);
-        s.outstanding
-            .store(self.node.outstanding(), Ordering::Release);
+        s.resolved
+            .store(self.node.stats().resolved, Ordering::Release);
+        Ok(())
     }
 
-    fn persist(&mut self, job: PersistJob) {
-        let PersistJob {
-            number,
-            entries,
-            hard_state,
-            snapshot,
-            snapshot_installed,
-            compact_to,
-            after,
-        } = job;
-        // A leader's snapshot replaces the durable log; a local compaction only trims it
-        // (the entries after the snapshot index stay durable).
-        let snapshot_meta =
-            snapshot
-                .as_ref()
-                .filter(|_| snapshot_installed)
-                .map(|s| SnapshotMeta {
-                    index: s.get_metadata().index,
-                    term: s.get_metadata().term,
-                });
-        if let (Some(s), Some(path)) = (&snapshot, &self.snapshot_path)
-            && let Err(e) = write_atomically(path, &s.write_to_bytes().unwrap_or_default())
+    fn persist(&mut self, mut job: PersistJob) -> Result<(), String> {
+        // The snapshot file first: the log record that names it follows.
+        if let Some(s) = &job.snapshot
+            && let Err(e) = self.snapshots.save(self.shard, s)
         {
-            tracing::error!(shard = self.shard, "writing snapshot: {e}");
+            if job.snapshot_installed {
+                // The leader's snapshot replaced our state; without it on disk we cannot go on.
+                return Err(format!("saving the installed snapshot: {e}"));
+            }
+            // A local compaction just does not happen on disk; the log keeps the entries.
+            tracing::error!(
+                shard = self.shard,
+                "saving snapshot, compaction skipped: {e}"
+            );
+            job.snapshot = None;
+            job.compact_to = None;
         }
-        let write = GroupWrite {
-            group: self.shard,
-            entries: entries
-                .iter()
-                .map(|e| LogEntry {
-                    index: e.index,
-                    term: e.term,
-                    payload: Bytes::from(e.write_to_bytes().unwrap_or_default()),
-                })
-                .collect(),
-            hard_state: hard_state.map(|h| LogHardState {
-                term: h.term,
-                vote: h.vote,
-                commit: h.commit,
-            }),
-            snapshot: snapshot_meta,
-            compact_to,
-        };
-        let tx = self.cmd_tx.clone();
-        let shard = self.shard;
+        let snapshot = job.snapshot.as_ref().map(|s| s.get_metadata().index);
+        let write = durable::group_write(self.shard, &job);
+        let tx = self.done_tx.clone();
+        let number = job.number;
+        let after = std::mem::take(&mut job.after);
         self.log.write(
             vec![write],
-            Box::new(move |res| {
-                if let Err(e) = res {
-                    // Without durability the node must not acknowledge; it stays silent.
-                    tracing::error!(shard, "log write failed: {e}");
-                    return;
-                }
-                let _ = tx.send(Cmd::Persisted(number, after));
+            Box::new(move |result| {
+                let _ = tx.send(Done {
+                    number,
+                    after,
+                    snapshot,
+                    result,
+                });
             }),
         );
+        Ok(())
     }
-}
-
-/// Writes `data` to `path` via a synced temporary file and a rename.
-fn write_atomically(path: &std::path::Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 impl Replicator for RaftWorker {
@@ -547,14 +612,31 @@ impl Replicator for RaftWorker {
         if self.stopped.load(Ordering::Acquire) {
             return Err(SubmitError::Stopped);
         }
+        if !matches!(*self.status.health.lock(), GroupHealth::Running) {
+            return Err(SubmitError::Failed);
+        }
         if self.role() != Role::Leader {
             return Err(SubmitError::NotLeader {
                 hint: self.leader(),
             });
         }
-        self.tx
-            .send(Cmd::Propose(entry))
-            .map_err(|_| SubmitError::Stopped)
+        if entry.len() > self.max_entry_bytes {
+            return Err(SubmitError::TooLarge(entry.len()));
+        }
+        if self.outstanding() >= self.max_unresolved {
+            return Err(SubmitError::Busy);
+        }
+        self.submitted.fetch_add(1, Ordering::AcqRel);
+        match self.tx.try_send(Cmd::Propose(entry)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.submitted.fetch_sub(1, Ordering::AcqRel);
+                Err(match e {
+                    TrySendError::Full(_) => SubmitError::Busy,
+                    TrySendError::Disconnected(_) => SubmitError::Stopped,
+                })
+            }
+        }
     }
 
     fn on_apply(&self, role: Role, cb: ApplyFn) {
@@ -565,8 +647,18 @@ impl Replicator for RaftWorker {
         self.dispatcher.add_role_listener(cb);
     }
 
+    fn on_unapplied(&self, cb: UnappliedFn) {
+        self.dispatcher.set_unapplied_callback(cb);
+    }
+
     fn outstanding(&self) -> u64 {
-        self.status.outstanding.load(Ordering::Acquire)
+        self.submitted
+            .load(Ordering::Acquire)
+            .saturating_sub(self.status.resolved.load(Ordering::Acquire))
+    }
+
+    fn health(&self) -> GroupHealth {
+        self.status.health.lock().clone()
     }
 
     fn role(&self) -> Role {
@@ -600,9 +692,10 @@ impl Replicator for RaftWorker {
                 hint: self.leader(),
             });
         }
-        self.tx
-            .send(Cmd::Transfer(to))
-            .map_err(|_| SubmitError::Stopped)
+        self.tx.try_send(Cmd::Transfer(to)).map_err(|e| match e {
+            TrySendError::Full(_) => SubmitError::Busy,
+            TrySendError::Disconnected(_) => SubmitError::Stopped,
+        })
     }
 
     fn set_snapshot_handler(&self, handler: Box<dyn SnapshotHandler>) {
@@ -610,7 +703,7 @@ impl Replicator for RaftWorker {
     }
 
     fn retry_pending(&self) {
-        let _ = self.tx.send(Cmd::RetryPending);
+        let _ = self.tx.try_send(Cmd::RetryPending);
     }
 
     fn shutdown(&self) {
@@ -621,6 +714,13 @@ impl Replicator for RaftWorker {
         if let Some(h) = self.thread.lock().take() {
             let _ = h.join();
         }
+    }
+}
+
+impl RaftWorker {
+    /// Inbound messages dropped because this group's inbox was full.
+    pub fn inbox_drops(&self) -> u64 {
+        self.status.inbox_drops.load(Ordering::Relaxed)
     }
 }
 
