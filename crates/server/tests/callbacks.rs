@@ -34,6 +34,10 @@ impl Replicator for FakeGroup {
     }
     fn on_apply(&self, _role: Role, _cb: ApplyFn) {}
     fn on_role_change(&self, _cb: RoleChangeFn) {}
+    fn on_unapplied(&self, _cb: mako_replication::UnappliedFn) {}
+    fn health(&self) -> mako_replication::GroupHealth {
+        mako_replication::GroupHealth::Running
+    }
     fn outstanding(&self) -> u64 {
         0
     }
