@@ -175,6 +175,8 @@ pub struct RaftNode {
     proposals: BTreeMap<u64, (u64, Bytes)>,
     /// Highest committed (and locally durable) index raft-rs handed over; applying catches up to it.
     commit_target: u64,
+    /// Snapshots sent and not yet answered: peer → tick sent.
+    snapshots_sent: BTreeMap<NodeId, u64>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -239,6 +241,7 @@ impl RaftNode {
             unpersisted: VecDeque::new(),
             proposals: BTreeMap::new(),
             commit_target: snap_index,
+            snapshots_sent: BTreeMap::new(),
         })
     }
 
@@ -258,7 +261,34 @@ impl RaftNode {
         self.ticks += 1;
         // Every tick: a periodic check can alias with check-quorum's reset of `recent_active`.
         self.maybe_hand_to_preferred();
+        self.expire_snapshots();
         self.catch_up();
+    }
+
+    /// A snapshot whose answer never came (lost on the way) is reported failed after two
+    /// election timeouts, so raft-rs probes the peer again and resends.
+    fn expire_snapshots(&mut self) {
+        if self.snapshots_sent.is_empty() {
+            return;
+        }
+        let limit = 2 * self.cfg.election_ticks().1 as u64;
+        let now = self.ticks;
+        let mut expired = Vec::new();
+        self.snapshots_sent.retain(|&to, &mut sent| {
+            let waiting = self
+                .raw
+                .raft
+                .prs()
+                .get(to)
+                .is_some_and(|pr| pr.state == raft::ProgressState::Snapshot);
+            if waiting && now.saturating_sub(sent) > limit {
+                expired.push(to);
+            }
+            waiting && now.saturating_sub(sent) <= limit
+        });
+        for to in expired {
+            self.raw.report_snapshot(to, raft::SnapshotStatus::Failure);
+        }
     }
 
     /// Feeds a payload received from `from`.
@@ -384,6 +414,9 @@ impl RaftNode {
     fn encode(&mut self, msgs: Vec<Message>, out: &mut Vec<OutMsg>) {
         for m in msgs {
             let to = m.to;
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_sent.insert(to, self.ticks);
+            }
             self.chunk_stream += 1;
             for payload in wire::encode(&m, self.cfg.snapshot_chunk_bytes, self.chunk_stream) {
                 out.push(OutMsg { to, payload });
@@ -702,6 +735,11 @@ impl RaftNode {
     /// Entries proposed here and not yet resolved (applied here or reported unapplied).
     pub fn outstanding(&self) -> u64 {
         self.proposals.len() as u64
+    }
+
+    /// The in-memory log raft-rs reads (tests check log matching on it).
+    pub fn storage(&self) -> &GroupStorage {
+        self.raw.store()
     }
 
     /// Counters.

@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crossbeam_channel::Receiver;
+use mako_logstore::LogModel;
+use mako_raft::durable::{self, MemSnapshots, SnapshotStore};
 use mako_raft::{InitialState, PersistJob, RaftConfig, RaftNode, wire};
 use mako_replication::{Applied, ApplyDispatcher, ApplyStatus, NodeId, Role, SnapshotHandler};
 use mako_transport::sim::{SimConfig, SimEndpoint, SimNetwork};
 use mako_transport::{Envelope, Transport};
 use parking_lot::Mutex;
 use protobuf::Message as _;
-use raft::eraftpb::{Entry, HardState, MessageType, Snapshot};
+use raft::eraftpb::MessageType;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 /// The lab's timing: heartbeat 100 ms; election 3 ticks, each node ticking every 100–200 ms.
@@ -26,42 +28,34 @@ pub const HEARTBEAT_MS: u64 = 100;
 /// An election timeout's upper bound, for waits.
 pub const ELECTION_MS: u64 = 600;
 
-/// What survives a crash.
+/// What survives a crash: the log store's semantics (the same model recovery runs) and the
+/// snapshot files. Writes reach it only when their persist job completes.
 #[derive(Default, Clone)]
 pub struct Disk {
-    pub hard_state: HardState,
-    pub snapshot: Option<Snapshot>,
-    pub entries: Vec<Entry>,
+    pub log: LogModel,
+    pub snapshots: Arc<MemSnapshots>,
 }
 
 impl Disk {
-    fn persist(&mut self, job: &PersistJob) {
-        if let Some(s) = &job.snapshot {
-            let idx = s.get_metadata().index;
-            if self
-                .snapshot
-                .as_ref()
-                .is_none_or(|c| c.get_metadata().index < idx)
-            {
-                self.snapshot = Some(s.clone());
-                self.entries.retain(|e| e.index > idx);
-            }
-        }
-        if let Some(first) = job.entries.first() {
-            self.entries.retain(|e| e.index < first.index);
-            self.entries.extend(job.entries.iter().cloned());
-        }
-        if let Some(hs) = &job.hard_state {
-            self.hard_state = hs.clone();
-        }
+    /// Makes a completed job durable, exactly as the worker hands it to the log store.
+    fn complete(&mut self, job: &PersistJob) {
+        self.log.apply(&[durable::group_write(0, job)]);
     }
 
+    /// What a restarted replica recovers, through the worker's own recovery path.
     fn initial(&self) -> InitialState {
-        InitialState {
-            hard_state: self.hard_state.clone(),
-            snapshot: self.snapshot.clone(),
-            entries: self.entries.clone(),
-        }
+        durable::recover_group(0, self.log.group(0), self.snapshots.as_ref())
+            .expect("lab disk recovers")
+    }
+
+    /// The durable commit index.
+    pub fn commit(&self) -> u64 {
+        self.log.group(0).map_or(0, |g| g.hard_state.commit)
+    }
+
+    /// Durable entries (after the snapshot).
+    pub fn entries(&self) -> Vec<mako_logstore::LogEntry> {
+        self.log.group(0).map(|g| g.entries).unwrap_or_default()
     }
 }
 
@@ -116,6 +110,8 @@ pub struct LabNode {
     next_tick: Duration,
     pub leader_applies: Arc<Mutex<u64>>,
     pub follower_applies: Arc<Mutex<u64>>,
+    /// Persist jobs at the disk, in order, with the virtual time each completes.
+    pending: std::collections::VecDeque<(Duration, PersistJob)>,
 }
 
 pub struct Cluster {
@@ -133,6 +129,8 @@ pub struct Cluster {
     max_term: Vec<u64>,
     /// Whether a crash loses the disk (durability `memory`).
     pub lose_disk_on_crash: bool,
+    /// Longest time a persist job takes to complete (0: at once).
+    pub max_persist_delay_ms: u64,
 }
 
 pub fn ids(n: usize) -> Vec<NodeId> {
@@ -156,7 +154,7 @@ impl Cluster {
             net: SimNetwork::new(seed, SimConfig::default()),
             n,
             nodes: (0..n).map(|_| None).collect(),
-            disks: vec![Disk::default(); n],
+            disks: (0..n).map(|_| Disk::default()).collect(),
             histories: (0..n).map(|_| History::default()).collect(),
             checker: Arc::new(Mutex::new(Checker::default())),
             rng: SmallRng::seed_from_u64(seed ^ 0x5eed),
@@ -165,6 +163,7 @@ impl Cluster {
             rpcs: 0,
             max_term: vec![0; n],
             lose_disk_on_crash: false,
+            max_persist_delay_ms: 8,
         };
         for i in 0..n {
             c.start(i);
@@ -234,13 +233,17 @@ impl Cluster {
             next_tick,
             leader_applies,
             follower_applies,
+            pending: Default::default(),
         });
     }
 
     /// Crashes replica `i`: it stops; its disk stays (or is wiped in `memory` durability).
     pub fn crash(&mut self, i: usize) {
+        // Jobs still at the disk are lost with the process.
         self.nodes[i] = None;
         self.net.crash(i as NodeId + 1);
+        // Only a durable term must never go back: one still at the disk was never acted on.
+        self.max_term[i] = self.disks[i].log.group(0).map_or(0, |g| g.hard_state.term);
         if self.lose_disk_on_crash {
             // A replica without a disk legitimately restarts from term 0.
             self.disks[i] = Disk::default();
@@ -261,7 +264,6 @@ impl Cluster {
     }
 
     fn drive(&mut self, i: usize) {
-        let id = i as NodeId + 1;
         loop {
             let Some(ln) = self.nodes[i].as_mut() else {
                 return;
@@ -273,10 +275,50 @@ impl Cluster {
             let mut sent = Vec::new();
             sent.extend(out.messages);
             if let Some(job) = out.persist {
-                self.disks[i].persist(&job);
-                sent.extend(job.after);
-                ln.node.on_persisted(job.number);
+                // The worker saves a snapshot's file before queueing the log write that names it.
+                if let Some(s) = &job.snapshot {
+                    self.disks[i].snapshots.save(0, s).expect("mem snapshot");
+                }
+                // Jobs complete in order, each some time after the previous one.
+                let delay = self.rng.random_range(0..=self.max_persist_delay_ms);
+                let at = ln
+                    .pending
+                    .back()
+                    .map_or(self.now, |(t, _)| *t)
+                    .max(self.now + Duration::from_millis(delay));
+                ln.pending.push_back((at, job));
             }
+            self.send_all(i, sent);
+        }
+        self.check_node(i);
+    }
+
+    /// Completes the persist jobs of replica `i` that are due.
+    fn complete_due(&mut self, i: usize) {
+        loop {
+            let Some(ln) = self.nodes[i].as_mut() else {
+                return;
+            };
+            if ln.pending.front().is_none_or(|(t, _)| *t > self.now) {
+                return;
+            }
+            let Some((_, mut job)) = ln.pending.pop_front() else {
+                return;
+            };
+            self.disks[i].complete(&job);
+            let mut sent = std::mem::take(&mut job.after);
+            sent.extend(ln.node.on_persisted(job.number));
+            self.send_all(i, sent);
+            self.drive(i);
+        }
+    }
+
+    fn send_all(&mut self, i: usize, sent: Vec<mako_raft::OutMsg>) {
+        let id = i as NodeId + 1;
+        let Some(ln) = self.nodes[i].as_mut() else {
+            return;
+        };
+        {
             for m in sent {
                 if is_request(&m.payload) {
                     self.rpcs += 1;
@@ -289,7 +331,19 @@ impl Cluster {
                 });
             }
         }
+    }
+
+    /// Checks replica `i`'s term, leadership and log against what it had before.
+    fn check_node(&mut self, i: usize) {
+        let id = i as NodeId + 1;
         if let Some(ln) = self.nodes[i].as_ref() {
+            let durable_commit = self.disks[i].commit();
+            if ln.node.last_index() < durable_commit {
+                self.checker.lock().violations.push(format!(
+                    "node {id} last index {} fell below its durable commit {durable_commit}",
+                    ln.node.last_index()
+                ));
+            }
             let term = ln.node.term();
             let mut c = self.checker.lock();
             if term < self.max_term[i] {
@@ -328,6 +382,7 @@ impl Cluster {
                 ln.next_tick += ln.period;
             }
             self.drive(i);
+            self.complete_due(i);
         }
         let v = &self.checker.lock().violations;
         assert!(v.is_empty(), "safety violations: {v:?}");
@@ -453,7 +508,27 @@ impl Cluster {
                 self.run_ms(50);
             }
         }
-        panic!("one({cmd:?}) failed to reach agreement");
+        let states: Vec<String> = (0..self.n)
+            .map(|i| match self.node(i) {
+                Some(n) => format!(
+                    "{}: leader={} term={} commit={} applied={} first={} last={} unpersisted={} {:?}",
+                    i + 1,
+                    n.is_leader(),
+                    n.term(),
+                    n.commit_index(),
+                    n.applied_index(),
+                    n.first_index(),
+                    n.last_index(),
+                    n.unpersisted_jobs(),
+                    n.stats()
+                ),
+                None => format!("{}: down", i + 1),
+            })
+            .collect();
+        panic!(
+            "one({cmd:?}) failed to reach agreement:\n{}",
+            states.join("\n")
+        );
     }
 
     /// Proposes on replica `i` if it leads; returns (index, term).
@@ -483,6 +558,47 @@ impl Cluster {
         self.histories
             .iter()
             .all(|h| h.lock().iter().all(|(i, b)| c.committed.get(i) == Some(b)))
+    }
+
+    /// Raft's log matching property over the live replicas' logs: where two logs hold an
+    /// entry with the same index and term, they hold the same entries up to it.
+    pub fn check_log_matching(&self) {
+        use raft::Storage;
+        let logs: Vec<Vec<raft::eraftpb::Entry>> = (0..self.n)
+            .filter_map(|i| self.node(i))
+            .map(|n| {
+                let s = n.storage();
+                let (lo, hi) = (n.first_index(), n.last_index());
+                if hi < lo {
+                    return Vec::new();
+                }
+                s.entries(lo, hi + 1, None, raft::GetEntriesContext::empty(false))
+                    .unwrap_or_default()
+            })
+            .collect();
+        for a in 0..logs.len() {
+            for b in a + 1..logs.len() {
+                let (la, lb) = (&logs[a], &logs[b]);
+                let by_index: HashMap<u64, &raft::eraftpb::Entry> =
+                    lb.iter().map(|e| (e.index, e)).collect();
+                // The highest index where both agree on the term.
+                let top = la
+                    .iter()
+                    .rev()
+                    .find(|e| by_index.get(&e.index).is_some_and(|o| o.term == e.term));
+                let Some(top) = top else { continue };
+                for e in la.iter().filter(|e| e.index <= top.index) {
+                    if let Some(o) = by_index.get(&e.index) {
+                        assert!(
+                            o.term == e.term && o.data == e.data,
+                            "log matching broken at index {} (agreeing up to {})",
+                            e.index,
+                            top.index
+                        );
+                    }
+                }
+            }
+        }
     }
 
     pub fn applied_len(&self, i: usize) -> usize {
