@@ -580,10 +580,57 @@ impl Driver {
             job.compact_to = None;
         }
         let snapshot = job.snapshot.as_ref().map(|s| s.get_metadata().index);
-        let write = durable::group_write(self.shard, &job);
-        let tx = self.done_tx.clone();
         let number = job.number;
         let after = std::mem::take(&mut job.after);
+        // One log-store write never spans segments: a Ready larger than that goes as several
+        // writes, entries first (a crash keeps a prefix, which Raft tolerates), the rest last.
+        let limit = (self.log.max_entry_bytes() / 2).max(1);
+        let mut parts: Vec<Vec<_>> = Vec::new();
+        let mut size = 0usize;
+        for e in std::mem::take(&mut job.entries) {
+            let n = e.data.len() + ENTRY_OVERHEAD;
+            if parts.is_empty() || size + n > limit {
+                parts.push(Vec::new());
+                size = 0;
+            }
+            size += n;
+            if let Some(p) = parts.last_mut() {
+                p.push(e);
+            }
+        }
+        let last_part = parts.pop().unwrap_or_default();
+        for (k, part) in parts.into_iter().enumerate() {
+            // An installed snapshot replaces the log: it goes before any entry after it.
+            let installed = k == 0 && job.snapshot_installed;
+            let head = PersistJob {
+                number,
+                entries: part,
+                snapshot: if installed { job.snapshot.take() } else { None },
+                snapshot_installed: installed,
+                ..PersistJob::default()
+            };
+            let tx = self.done_tx.clone();
+            self.log.write(
+                vec![durable::group_write(self.shard, &head)],
+                Box::new(move |result| {
+                    // Only a failure matters: the job's last write acknowledges it.
+                    if result.is_err() {
+                        let _ = tx.send(Done {
+                            number,
+                            after: Vec::new(),
+                            snapshot: None,
+                            result,
+                        });
+                    }
+                }),
+            );
+        }
+        job.entries = last_part;
+        if job.snapshot.is_none() {
+            job.snapshot_installed = false;
+        }
+        let write = durable::group_write(self.shard, &job);
+        let tx = self.done_tx.clone();
         self.log.write(
             vec![write],
             Box::new(move |result| {

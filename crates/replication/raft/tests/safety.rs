@@ -213,6 +213,37 @@ fn a_host_bounds_entries_by_what_its_log_store_can_hold() {
         Err(mako_replication::SubmitError::TooLarge(_))
     ));
     assert!(g.submit(Bytes::from_static(b"small")).is_ok());
+    // A burst whose Ready exceeds one segment is written in several log writes, not refused.
+    let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let a = Arc::clone(&applied);
+    g.on_apply(
+        Role::Leader,
+        Box::new(move |ctx| {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Applied::normal(ctx.index)
+        }),
+    );
+    let mut sent = 0u64;
+    while sent < 200 {
+        match g.submit(Bytes::from(vec![1u8; 100 << 10])) {
+            Ok(()) => sent += 1,
+            Err(mako_replication::SubmitError::Busy) => std::thread::yield_now(),
+            Err(e) => panic!("submit: {e}"),
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while (applied.load(std::sync::atomic::Ordering::SeqCst) < 201 || g.outstanding() > 0)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(g.health(), mako_replication::GroupHealth::Running);
+    assert_eq!(
+        applied.load(std::sync::atomic::Ordering::SeqCst),
+        201,
+        "small + 200"
+    );
+    assert_eq!(g.outstanding(), 0);
     host.shutdown();
 }
 
