@@ -72,8 +72,8 @@ impl Manual {
     /// Delivers every message in flight (dropping those to or from `cut`), polling receivers.
     fn pump(&mut self, cut: Option<usize>, hold: &[bool]) {
         for _ in 0..20 {
-            for i in 0..3 {
-                self.poll(i, hold[i]);
+            for (i, &h) in hold.iter().enumerate() {
+                self.poll(i, h);
             }
             let msgs = std::mem::take(&mut self.wire);
             if msgs.is_empty() {
@@ -381,12 +381,11 @@ fn snapshot_install_survives_a_crash_at_every_step() {
     };
     let entries = |lo: u64, hi: u64| {
         (lo..=hi)
-            .map(|i| {
-                let mut e = raft::eraftpb::Entry::default();
-                e.index = i;
-                e.term = 1;
-                e.data = vec![i as u8].into();
-                e
+            .map(|i| raft::eraftpb::Entry {
+                index: i,
+                term: 1,
+                data: vec![i as u8].into(),
+                ..Default::default()
             })
             .collect::<Vec<_>>()
     };

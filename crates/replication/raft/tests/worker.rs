@@ -193,6 +193,11 @@ fn tcp_group_elects_replicates_and_survives_losing_the_leaders_connections() {
     wire_up(&rs);
     let l = wait_leader(&rs);
     let follower = (l + 1) % 3;
+    // The follower learns who leads from the leader's first message.
+    assert!(wait_until(Duration::from_secs(10), || rs[follower]
+        .group
+        .leader()
+        == Some(rs[l].id)));
     assert!(matches!(
         rs[follower].group.submit(Bytes::from_static(b"x")),
         Err(mako_replication::SubmitError::NotLeader { hint: Some(h) }) if h == rs[l].id
