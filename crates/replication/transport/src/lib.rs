@@ -94,6 +94,9 @@ pub mod sim;
 pub mod tcp;
 mod wire;
 
+/// Default number of envelopes an inbox holds (see each transport for what happens when it is full).
+pub const DEFAULT_INBOX_CAPACITY: usize = 1024;
+
 /// Identifier of a replica (a node of the cluster).
 pub type NodeId = u64;
 
