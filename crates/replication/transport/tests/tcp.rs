@@ -362,6 +362,22 @@ fn garbage_closes_only_that_connection() {
 }
 
 #[test]
+fn a_frame_longer_than_a_hello_before_the_hello_closes_the_connection() {
+    // The hello timeout is far beyond the read timeout of `assert_closed_after`: only
+    // the length prefix itself can get these connections closed in time.
+    let cfg = TcpConfig {
+        connect_timeout: Duration::from_secs(600),
+        ..TcpConfig::default()
+    };
+    log::install();
+    let (t, _rx) = TcpTransport::start(95, any(), HashMap::new(), cfg).unwrap();
+    let addr = t.local_addr();
+    assert_closed_after(addr, &[], &21u32.to_be_bytes()); // one byte longer than a hello
+    assert_closed_after(addr, &[], &(1u32 << 20).to_be_bytes());
+    assert_eq!(log::warns(95), 2, "one warning per bad connection");
+}
+
+#[test]
 fn unknown_peer_self_send_and_full_queue() {
     let cfg = TcpConfig {
         queue_capacity: 4,
