@@ -16,9 +16,24 @@
 //! receiver `to`, and carries an opaque `payload` (for example a postcard-encoded Raft
 //! message). [`Transport::send`] never blocks: when the bounded queue towards a peer is
 //! full it returns [`SendError::Full`] and the caller may simply drop the message (Raft
-//! retransmits). Inbound envelopes arrive on a [`crossbeam_channel::Receiver`] that is
-//! handed out when the transport is built. The transport always stamps `from` with its
-//! own [`Transport::local_id`].
+//! retransmits). Inbound envelopes arrive on a bounded [`crossbeam_channel::Receiver`]
+//! (the *inbox*) that is handed out when the transport is built. The transport always
+//! stamps `from` with its own [`Transport::local_id`].
+//!
+//! # Bounded inboxes
+//!
+//! Every inbox holds at most a configured number of envelopes (default
+//! [`DEFAULT_INBOX_CAPACITY`]); what happens when the consumer falls behind depends on
+//! the transport:
+//!
+//! - TCP ([`tcp::TcpConfig::inbox_capacity`]): the connection stops reading its socket
+//!   until there is room, so TCP flow control fills the sender's queue and its `send`
+//!   returns [`SendError::Full`]. Nothing received is lost.
+//! - In-memory ([`mem::MemNetwork::with_inbox_capacity`]): the `send` into a full inbox
+//!   returns [`SendError::Full`] (never blocks) and is counted in
+//!   [`mem::MemStats::inbox_full`].
+//! - Simulated ([`sim::SimNetwork::set_inbox_capacity`]): a message due for a full
+//!   inbox is lost like on a lossy network and counted in [`sim::SimStats::inbox_full`].
 //!
 //! # Simulated network
 //!
@@ -94,6 +109,9 @@ pub mod sim;
 pub mod tcp;
 mod wire;
 
+/// Default number of envelopes an inbox holds (see each transport for what happens when it is full).
+pub const DEFAULT_INBOX_CAPACITY: usize = 1024;
+
 /// Identifier of a replica (a node of the cluster).
 pub type NodeId = u64;
 
@@ -116,7 +134,8 @@ pub enum SendError {
     /// The destination is not a known peer of this transport.
     #[error("unknown peer {0}")]
     UnknownPeer(NodeId),
-    /// The bounded queue to that peer is full (backpressure); the caller may drop the message.
+    /// The bounded queue to that peer (or the in-process inbox it feeds) is full
+    /// (backpressure); the caller may drop the message.
     #[error("queue to peer is full")]
     Full,
     /// The transport (or this endpoint) has been shut down or crashed.
@@ -124,7 +143,7 @@ pub enum SendError {
     Closed,
 }
 
-/// Sends envelopes to peers; inbound envelopes arrive on the
+/// Sends envelopes to peers; inbound envelopes arrive on the bounded
 /// [`crossbeam_channel::Receiver<Envelope>`] handed out when the transport is built.
 pub trait Transport: Send + Sync + 'static {
     /// The id of the replica this transport sends for.

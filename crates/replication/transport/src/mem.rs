@@ -5,25 +5,48 @@
 //! reconnected (messages to or from a disconnected node are dropped), which is
 //! enough for partition tests that run in real time. Deterministic fault
 //! injection belongs to [`crate::sim`].
+//!
+//! Inboxes are bounded (`MemNetwork::with_inbox_capacity`, default
+//! [`crate::DEFAULT_INBOX_CAPACITY`]). [`Transport::send`] never blocks, so a send into
+//! a full inbox is refused with [`SendError::Full`], exactly like a full peer queue of
+//! the TCP transport, and counted in [`MemStats::inbox_full`]; the sender may drop the
+//! message (Raft retransmits). Blocking the sender instead could deadlock two nodes
+//! whose consumers each wait to send to the other.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
 
 use crate::{Envelope, NodeId, SendError, Transport};
 
-#[derive(Default)]
 struct Hub {
     inboxes: HashMap<NodeId, Sender<Envelope>>,
     down: HashSet<NodeId>,
+    inbox_capacity: usize,
+    /// Sends refused because the receiver's inbox was full.
+    inbox_full: AtomicU64,
+}
+
+/// Message counters of a [`MemNetwork`] since its creation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemStats {
+    /// Sends refused with [`SendError::Full`] because the receiver's inbox was full.
+    pub inbox_full: u64,
 }
 
 /// The in-process network; cheap to clone.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemNetwork {
     hub: Arc<RwLock<Hub>>,
+}
+
+impl Default for MemNetwork {
+    fn default() -> Self {
+        MemNetwork::with_inbox_capacity(crate::DEFAULT_INBOX_CAPACITY)
+    }
 }
 
 impl std::fmt::Debug for MemNetwork {
@@ -37,15 +60,30 @@ impl std::fmt::Debug for MemNetwork {
 }
 
 impl MemNetwork {
-    /// An empty network.
+    /// An empty network whose inboxes hold [`crate::DEFAULT_INBOX_CAPACITY`] envelopes.
     pub fn new() -> Self {
         MemNetwork::default()
     }
 
+    /// An empty network whose inboxes hold `capacity` envelopes (at least one).
+    pub fn with_inbox_capacity(capacity: usize) -> Self {
+        let hub = Hub {
+            inboxes: HashMap::new(),
+            down: HashSet::new(),
+            inbox_capacity: capacity.max(1),
+            inbox_full: AtomicU64::new(0),
+        };
+        MemNetwork {
+            hub: Arc::new(RwLock::new(hub)),
+        }
+    }
+
     /// Registers `id` (replacing an earlier registration) and returns its endpoint and inbox.
     pub fn endpoint(&self, id: NodeId) -> (MemEndpoint, Receiver<Envelope>) {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        self.hub.write().inboxes.insert(id, tx);
+        let mut hub = self.hub.write();
+        let (tx, rx) = crossbeam_channel::bounded(hub.inbox_capacity);
+        hub.inboxes.insert(id, tx);
+        drop(hub);
         (
             MemEndpoint {
                 id,
@@ -63,6 +101,13 @@ impl MemNetwork {
     /// Undoes [`MemNetwork::disconnect`].
     pub fn connect(&self, id: NodeId) {
         self.hub.write().down.remove(&id);
+    }
+
+    /// Message counters.
+    pub fn stats(&self) -> MemStats {
+        MemStats {
+            inbox_full: self.hub.read().inbox_full.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -89,7 +134,13 @@ impl MemEndpoint {
         if hub.down.contains(&self.id) || hub.down.contains(&to) {
             return Ok(()); // lost on the wire, as a real network would
         }
-        tx.send(msg).map_err(|_| SendError::Closed)
+        tx.try_send(msg).map_err(|e| match e {
+            TrySendError::Full(_) => {
+                hub.inbox_full.fetch_add(1, Ordering::Relaxed);
+                SendError::Full
+            }
+            TrySendError::Disconnected(_) => SendError::Closed,
+        })
     }
 }
 
@@ -140,5 +191,28 @@ mod tests {
             a.send(Envelope { to: 7, ..env(b"?") }),
             Err(SendError::UnknownPeer(7))
         );
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_and_counts() {
+        let net = MemNetwork::with_inbox_capacity(2);
+        let (a, _ra) = net.endpoint(1);
+        let (_b, rb) = net.endpoint(2);
+        let env = |n: u8| Envelope {
+            group: 0,
+            from: 1,
+            to: 2,
+            payload: Bytes::from(vec![n]),
+        };
+        a.send(env(0)).expect("room");
+        a.send(env(1)).expect("room");
+        assert_eq!(a.send(env(2)), Err(SendError::Full));
+        assert_eq!(a.send_batch(vec![env(3), env(4)]).len(), 2);
+        assert_eq!(net.stats().inbox_full, 3);
+        assert_eq!(rb.len(), 2);
+        assert_eq!(rb.recv().expect("first").payload[0], 0);
+        a.send(env(5)).expect("room again");
+        let rest: Vec<u8> = rb.try_iter().map(|e| e.payload[0]).collect();
+        assert_eq!(rest, vec![1, 5]);
     }
 }

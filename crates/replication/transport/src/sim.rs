@@ -6,6 +6,11 @@
 //! delivery time: [`SimNetwork::advance_to`] moves them into the inboxes in order of
 //! delivery time, then send order. Connectivity is checked both when a message is sent
 //! and when it is delivered.
+//!
+//! Inboxes are bounded ([`SimNetwork::set_inbox_capacity`], default
+//! [`crate::DEFAULT_INBOX_CAPACITY`]). A message due for a full inbox is lost, as on a
+//! lossy network, and counted in [`SimStats::inbox_full`] (and in `dropped`); whether an
+//! inbox is full depends only on the calls made, so runs stay deterministic.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -13,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::{Condvar, Mutex};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -58,8 +63,10 @@ pub struct SimStats {
     pub delivered: u64,
     /// Messages placed into an inbox, per receiving node.
     pub delivered_to: BTreeMap<NodeId, u64>,
-    /// Messages lost: random drops, connectivity, crashes and restarts.
+    /// Messages lost: random drops, connectivity, crashes and restarts, full inboxes.
     pub dropped: u64,
+    /// Messages lost because the receiver's inbox was full (also counted in `dropped`).
+    pub inbox_full: u64,
     /// Extra copies created by `duplicate_rate`.
     pub duplicated: u64,
 }
@@ -87,6 +94,8 @@ struct State {
     /// Latest delivery time scheduled per (from, to), for FIFO mode.
     last_delivery: HashMap<(NodeId, NodeId), Duration>,
     stats: SimStats,
+    /// Capacity of inboxes registered from now on.
+    inbox_capacity: usize,
 }
 
 impl State {
@@ -180,10 +189,14 @@ impl State {
             Some(n) if ok && n.incarnation == msg.to_incarnation => n.inbox.as_ref(),
             _ => None,
         };
-        match inbox.map(|tx| tx.send(msg.env)) {
+        match inbox.map(|tx| tx.try_send(msg.env)) {
             Some(Ok(())) => {
                 self.stats.delivered += 1;
                 *self.stats.delivered_to.entry(to).or_default() += 1;
+            }
+            Some(Err(TrySendError::Full(_))) => {
+                self.stats.inbox_full += 1;
+                self.stats.dropped += 1;
             }
             _ => self.stats.dropped += 1,
         }
@@ -234,6 +247,7 @@ impl SimNetwork {
             in_flight: BTreeMap::new(),
             last_delivery: HashMap::new(),
             stats: SimStats::default(),
+            inbox_capacity: crate::DEFAULT_INBOX_CAPACITY,
         };
         SimNetwork {
             inner: Arc::new(Inner {
@@ -253,14 +267,20 @@ impl SimNetwork {
         self.inner.state.lock().cfg.clone()
     }
 
+    /// Sets how many envelopes (at least one) the inboxes of nodes registered from now on
+    /// hold; messages due for a full inbox are dropped.
+    pub fn set_inbox_capacity(&self, capacity: usize) {
+        self.inner.state.lock().inbox_capacity = capacity.max(1);
+    }
+
     /// Registers node `id` and returns its endpoint and inbox.
     ///
     /// Re-registering an id (a restart) replaces the old inbox: messages in flight to
     /// the old incarnation are dropped and the old endpoint's sends fail with
     /// [`SendError::Closed`]. A crashed node comes back this way.
     pub fn endpoint(&self, id: NodeId) -> (SimEndpoint, Receiver<Envelope>) {
-        let (tx, rx) = crossbeam_channel::unbounded();
         let mut st = self.inner.state.lock();
+        let (tx, rx) = crossbeam_channel::bounded(st.inbox_capacity);
         let incarnation = st.nodes.get(&id).map_or(0, |n| n.incarnation + 1);
         if incarnation > 0 {
             st.purge(|e| e.to == id);

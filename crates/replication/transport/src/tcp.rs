@@ -6,6 +6,19 @@
 //! with a hello frame naming themselves and the node they expect, then exchange envelope
 //! frames (see the private `wire` module). The writer drains the whole queue at once and
 //! writes the frames with a single flush; the reader pushes frames into the inbox.
+//!
+//! The inbox is a bounded crossbeam channel ([`TcpConfig::inbox_capacity`]). When it is
+//! full, the reader that holds the next envelope hands it to a blocking-pool task that
+//! waits for room (a `select!` on the send and on shutdown, no polling) and stops reading
+//! its socket until the envelope is in, so TCP flow control pushes back on the sender,
+//! whose per-peer queue then fills and its `send` returns [`SendError::Full`]. Nothing
+//! received is dropped while the inbox has a receiver; envelopes dropped because it has
+//! none (or at shutdown) are counted in [`TcpStats::inbound_dropped`]. Per peer, order
+//! is kept across reconnections: a new link's reader first waits for the old one's
+//! pending envelope.
+//!
+//! Until the hello is verified a connection accepts no frame longer than a hello, and the
+//! decoder never reserves the length a prefix claims (see the private `wire` module).
 //! A malformed frame closes its connection with one `tracing` warning; the dialer then
 //! reconnects with exponential backoff. No lock is ever held across an `.await`.
 
@@ -13,10 +26,10 @@ use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures::{SinkExt, StreamExt};
 use parking_lot::{Mutex, RwLock};
 use tokio::io::AsyncWriteExt;
@@ -24,12 +37,13 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{Notify, mpsc, watch};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::wire::{self, EnvelopeEncoder};
+use crate::wire::{self, EnvelopeEncoder, FrameDecoder};
 use crate::{Envelope, NodeId, SendError, Transport};
 
 /// Bytes buffered by a connection's writer before it writes them out mid-batch.
@@ -42,6 +56,8 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 pub struct TcpConfig {
     /// Envelopes queued per peer before `send` returns [`SendError::Full`].
     pub queue_capacity: usize,
+    /// Envelopes the inbox holds; when it is full, connections stop reading their sockets.
+    pub inbox_capacity: usize,
     /// First reconnection delay.
     pub reconnect_min: Duration,
     /// Largest reconnection delay (the delay doubles after every failed attempt).
@@ -58,6 +74,7 @@ impl Default for TcpConfig {
     fn default() -> Self {
         TcpConfig {
             queue_capacity: 4096,
+            inbox_capacity: crate::DEFAULT_INBOX_CAPACITY,
             reconnect_min: Duration::from_millis(10),
             reconnect_max: Duration::from_secs(1),
             max_frame_bytes: 64 << 20,
@@ -65,6 +82,17 @@ impl Default for TcpConfig {
             worker_threads: 1,
         }
     }
+}
+
+/// Counters of a [`TcpTransport`] since it started.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TcpStats {
+    /// Times a connection found the inbox full and stopped reading its socket until there was room.
+    pub inbox_full_waits: u64,
+    /// Received envelopes discarded because the inbox was closed (its receiver dropped, or shutdown).
+    pub inbound_dropped: u64,
+    /// Queued envelopes dropped because they exceed `max_frame_bytes`.
+    pub oversized_dropped: u64,
 }
 
 /// Bounded FIFO of envelopes waiting for a peer's writer.
@@ -119,7 +147,7 @@ impl PeerQueue {
 
 /// An established, hello-checked connection to one peer.
 struct Link {
-    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
+    reader: FramedRead<OwnedReadHalf, FrameDecoder>,
     writer: FramedWrite<OwnedWriteHalf, EnvelopeEncoder>,
 }
 
@@ -132,11 +160,29 @@ struct Peer {
     accepted: mpsc::Sender<Link>,
 }
 
+/// Live counters behind [`TcpStats`].
+#[derive(Default)]
+struct Counters {
+    inbox_full_waits: AtomicU64,
+    inbound_dropped: AtomicU64,
+    oversized_dropped: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 struct Shared {
     local: NodeId,
     cfg: TcpConfig,
     peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
     inbox: Mutex<Option<Sender<Envelope>>>,
+    /// Dropped at shutdown, which releases every task waiting for inbox room.
+    release: Mutex<Option<Sender<()>>>,
+    release_rx: Receiver<()>,
+    counters: Arc<Counters>,
     closed: AtomicBool,
     cancel: CancellationToken,
     /// Bumped by `drop_connections`; every live link closes when it changes.
@@ -163,7 +209,8 @@ impl std::fmt::Debug for TcpTransport {
 
 impl TcpTransport {
     /// Binds `listen` (use `127.0.0.1:0` in tests) and connects to `peers`; returns the
-    /// transport and its inbox. The bound address is [`TcpTransport::local_addr`].
+    /// transport and its inbox, which holds at most [`TcpConfig::inbox_capacity`]
+    /// envelopes. The bound address is [`TcpTransport::local_addr`].
     pub fn start(
         local: NodeId,
         listen: SocketAddr,
@@ -187,12 +234,16 @@ impl TcpTransport {
             socket.listen(1024)?
         };
         let local_addr = listener.local_addr()?;
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crossbeam_channel::bounded(cfg.inbox_capacity.max(1));
+        let (release, release_rx) = crossbeam_channel::bounded(0);
         let shared = Arc::new(Shared {
             local,
             cfg,
             peers: RwLock::new(HashMap::new()),
             inbox: Mutex::new(Some(tx)),
+            release: Mutex::new(Some(release)),
+            release_rx,
+            counters: Arc::default(),
             closed: AtomicBool::new(false),
             cancel: CancellationToken::new(),
             drops: watch::Sender::new(0),
@@ -254,6 +305,16 @@ impl TcpTransport {
         self.shared.tracker.spawn_on(task, &self.handle);
     }
 
+    /// Message counters.
+    pub fn stats(&self) -> TcpStats {
+        let c = &self.shared.counters;
+        TcpStats {
+            inbox_full_waits: c.inbox_full_waits.load(Ordering::Relaxed),
+            inbound_dropped: c.inbound_dropped.load(Ordering::Relaxed),
+            oversized_dropped: c.oversized_dropped.load(Ordering::Relaxed),
+        }
+    }
+
     /// Closes every connection (tests use it to simulate a broken link); they come back
     /// with the usual reconnection backoff.
     pub fn drop_connections(&self) {
@@ -271,6 +332,7 @@ impl TcpTransport {
             self.shared.closed.store(true, Ordering::Release);
         }
         self.shared.cancel.cancel();
+        self.shared.release.lock().take();
         self.shared.tracker.close();
         let tracker = self.shared.tracker.clone();
         let join = move || {
@@ -294,9 +356,13 @@ impl TcpTransport {
         self.shared.inbox.lock().take();
     }
 
+    /// A send to this node itself goes straight to the inbox; a full inbox is [`SendError::Full`].
     fn deliver_local(&self, msg: Envelope) -> Result<(), SendError> {
         match self.shared.inbox.lock().as_ref() {
-            Some(tx) => tx.send(msg).map_err(|_| SendError::Closed),
+            Some(tx) => tx.try_send(msg).map_err(|e| match e {
+                TrySendError::Full(_) => SendError::Full,
+                TrySendError::Disconnected(_) => SendError::Closed,
+            }),
             None => Err(SendError::Closed),
         }
     }
@@ -385,7 +451,7 @@ async fn accept_one(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let cfg = &shared.cfg;
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
-    let mut reader = FramedRead::new(read, wire::decoder(cfg.max_frame_bytes));
+    let mut reader = FramedRead::new(read, FrameDecoder::before_hello());
     let first = tokio::select! {
         _ = shared.cancel.cancelled() => return,
         r = tokio::time::timeout(cfg.connect_timeout, reader.next()) => r,
@@ -406,6 +472,7 @@ async fn accept_one(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let Some(peer) = shared.peers.read().get(&from).cloned() else {
         return debug!(local, %addr, from, "closing connection from a node that is not a peer");
     };
+    reader.decoder_mut().set_max(cfg.max_frame_bytes);
     let reply = async {
         write.write_all(&wire::hello_frame(local, from)).await?;
         write.flush().await
@@ -440,7 +507,7 @@ async fn dial(shared: &Shared, peer: NodeId, addr: SocketAddr) -> io::Result<Lin
         let (read, mut write) = stream.into_split();
         write.write_all(&wire::hello_frame(local, peer)).await?;
         write.flush().await?;
-        let mut reader = FramedRead::new(read, wire::decoder(cfg.max_frame_bytes));
+        let mut reader = FramedRead::new(read, FrameDecoder::before_hello());
         let frame = reader
             .next()
             .await
@@ -451,6 +518,7 @@ async fn dial(shared: &Shared, peer: NodeId, addr: SocketAddr) -> io::Result<Lin
             let msg = format!("expected node {peer} at {addr}, got hello {ids:?}");
             return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
         }
+        reader.decoder_mut().set_max(cfg.max_frame_bytes);
         let mut writer = FramedWrite::new(
             write,
             EnvelopeEncoder {
@@ -498,6 +566,7 @@ async fn peer_task(
     let mut backoff = min;
     let mut drops = shared.drops.subscribe();
     let mut spare = VecDeque::new();
+    let mut waiting: Option<JoinHandle<()>> = None;
     let mut next: Option<Link> = None;
     loop {
         let link = match next.take() {
@@ -551,6 +620,7 @@ async fn peer_task(
             &peer,
             link,
             &mut spare,
+            &mut waiting,
             &mut drops,
             &mut addr_rx,
             &mut accepted,
@@ -571,6 +641,22 @@ async fn peer_task(
     }
 }
 
+/// Delivers `env` into the full `inbox` from a blocking-pool thread, waiting for room
+/// (or for shutdown, which drops it) without polling and without holding up the runtime.
+fn wait_for_room(shared: &Shared, inbox: Sender<Envelope>, env: Envelope) -> JoinHandle<()> {
+    Counters::bump(&shared.counters.inbox_full_waits);
+    let release = shared.release_rx.clone();
+    let counters = shared.counters.clone();
+    shared.tracker.spawn_blocking(move || {
+        crossbeam_channel::select! {
+            send(inbox, env) -> res => if res.is_err() {
+                Counters::bump(&counters.inbound_dropped);
+            },
+            recv(release) -> _ => Counters::bump(&counters.inbound_dropped),
+        }
+    })
+}
+
 /// Moves envelopes both ways over one link until it breaks or is replaced.
 #[allow(clippy::too_many_arguments)]
 async fn run_link(
@@ -578,6 +664,7 @@ async fn run_link(
     peer: &Peer,
     link: Link,
     spare: &mut VecDeque<Envelope>,
+    waiting: &mut Option<JoinHandle<()>>,
     drops: &mut watch::Receiver<u64>,
     addr_rx: &mut watch::Receiver<Option<SocketAddr>>,
     accepted: &mut mpsc::Receiver<Link>,
@@ -597,16 +684,30 @@ async fn run_link(
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
 
     let read = async {
+        // An envelope from an earlier link still waiting for room goes first.
+        if let Some(task) = waiting.as_mut() {
+            let _ = task.await;
+        }
+        *waiting = None;
         while let Some(item) = reader.next().await {
             let frame = match item {
                 Ok(frame) => frame,
                 Err(e) => return report_read_error(local, Some(peer_id), addr, &e),
             };
             match wire::parse_envelope(frame) {
-                Ok(env) if env.from == peer_id && env.to == local => {
-                    // A dropped inbox means nobody listens: discard quietly.
-                    let _ = inbox.send(env);
-                }
+                Ok(env) if env.from == peer_id && env.to == local => match inbox.try_send(env) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(env)) => {
+                        // Read nothing more from this socket until the envelope is in.
+                        let task = waiting.insert(wait_for_room(shared, inbox.clone(), env));
+                        let _ = task.await;
+                        *waiting = None;
+                    }
+                    // Nobody listens any more: discard quietly, but count it.
+                    Err(TrySendError::Disconnected(_)) => {
+                        Counters::bump(&shared.counters.inbound_dropped);
+                    }
+                },
                 Ok(env) => {
                     let e = wire::WireError::Misaddressed {
                         from: env.from,
@@ -629,6 +730,7 @@ async fn run_link(
             peer.queue.take_all(spare).await;
             for env in spare.drain(..) {
                 if !wire::fits(&env, max_frame) {
+                    Counters::bump(&shared.counters.oversized_dropped);
                     warn!(
                         local,
                         peer = peer_id,

@@ -1,15 +1,19 @@
 //! Wire format of the TCP transport: length-delimited frames with a fixed header.
 //!
-//! Every frame is a 4-byte big-endian length `n` followed by `n` bytes (the default
-//! layout of [`LengthDelimitedCodec`]). The first frame each side sends on a new
-//! connection is a *hello*: `b"MKT1"`, sender id (u64 LE), intended receiver id (u64 LE).
-//! Every later frame is an envelope: group (u32 LE), from (u64 LE), to (u64 LE), then
-//! the payload bytes.
+//! Every frame is a 4-byte big-endian length `n` followed by `n` bytes. The first frame
+//! each side sends on a new connection is a *hello*: `b"MKT1"`, sender id (u64 LE),
+//! intended receiver id (u64 LE). Every later frame is an envelope: group (u32 LE),
+//! from (u64 LE), to (u64 LE), then the payload bytes.
+//!
+//! [`FrameDecoder`] reads frames. Until the hello is verified it accepts no frame longer
+//! than a hello; afterwards up to `max_frame_bytes`. It never reserves the length a
+//! prefix claims: the buffer grows at most [`READ_CHUNK`] bytes ahead of what arrived
+//! (doubling as it fills), so a lying prefix costs nothing.
 
 use std::io;
 
 use bytes::{Buf, BufMut, BytesMut};
-use tokio_util::codec::{Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, Encoder};
 
 use crate::{Envelope, NodeId};
 
@@ -18,7 +22,10 @@ pub(crate) const HEADER_LEN: usize = 4 + 8 + 8;
 /// Bytes of the length prefix in front of every frame.
 pub(crate) const PREFIX_LEN: usize = 4;
 const HELLO_MAGIC: &[u8; 4] = b"MKT1";
-const HELLO_LEN: usize = 4 + 8 + 8;
+/// Bytes of a hello frame's body.
+pub(crate) const HELLO_LEN: usize = 4 + 8 + 8;
+/// Most bytes the read buffer is grown by ahead of the data that has arrived.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// A frame that does not follow the protocol.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
@@ -27,6 +34,8 @@ pub(crate) enum WireError {
     Short(usize),
     #[error("hello frame malformed ({0} bytes or bad magic)")]
     BadHello(usize),
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    TooLong { len: usize, max: usize },
     #[error("envelope addressed from {from} to {to} on the link {peer} -> {local}")]
     Misaddressed {
         from: NodeId,
@@ -36,12 +45,58 @@ pub(crate) enum WireError {
     },
 }
 
-/// The decoder both sides use: length-delimited frames of at most `max_frame` bytes.
-pub(crate) fn decoder(max_frame: usize) -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .length_field_length(PREFIX_LEN)
-        .max_frame_length(max_frame)
-        .new_codec()
+/// Splits length-prefixed frames off the read buffer; see the module documentation.
+#[derive(Debug)]
+pub(crate) struct FrameDecoder {
+    max: usize,
+    /// Body length of the frame whose prefix was consumed, while its bytes arrive.
+    pending: Option<usize>,
+}
+
+impl FrameDecoder {
+    /// A decoder for a new connection: it accepts a hello-sized frame at most.
+    pub(crate) fn before_hello() -> Self {
+        FrameDecoder {
+            max: HELLO_LEN,
+            pending: None,
+        }
+    }
+
+    /// Raises (or lowers) the largest accepted frame; called once the hello is verified.
+    pub(crate) fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+}
+
+impl Decoder for FrameDecoder {
+    type Item = BytesMut;
+    type Error = io::Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> io::Result<Option<BytesMut>> {
+        let len = match self.pending {
+            Some(len) => len,
+            None => {
+                let Some(prefix) = src.first_chunk::<PREFIX_LEN>() else {
+                    return Ok(None);
+                };
+                let len = u32::from_be_bytes(*prefix) as usize;
+                if len > self.max {
+                    let e = WireError::TooLong { len, max: self.max };
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                }
+                src.advance(PREFIX_LEN);
+                self.pending = Some(len);
+                len
+            }
+        };
+        if src.len() >= len {
+            self.pending = None;
+            return Ok(Some(src.split_to(len)));
+        }
+        // Room for what may come next, never the whole claimed length at once.
+        src.reserve((len - src.len()).min(READ_CHUNK));
+        Ok(None)
+    }
 }
 
 /// The whole hello frame (length prefix included) announcing `from` to `to`.
@@ -129,7 +184,9 @@ mod tests {
         EnvelopeEncoder { max_frame: 1024 }
             .encode(env.clone(), &mut buf)
             .unwrap();
-        let frame = decoder(1024).decode(&mut buf).unwrap().unwrap();
+        let mut dec = FrameDecoder::before_hello();
+        dec.set_max(1024);
+        let frame = dec.decode(&mut buf).unwrap().unwrap();
         assert!(buf.is_empty());
         assert_eq!(parse_envelope(frame).unwrap(), env);
     }
@@ -137,7 +194,10 @@ mod tests {
     #[test]
     fn hello_roundtrip_and_rejects() {
         let mut buf = hello_frame(7, 9);
-        let frame = decoder(1024).decode(&mut buf).unwrap().unwrap();
+        let frame = FrameDecoder::before_hello()
+            .decode(&mut buf)
+            .unwrap()
+            .unwrap();
         assert_eq!(parse_hello(&frame).unwrap(), (7, 9));
         assert!(parse_hello(b"MKT1short").is_err());
         assert!(parse_hello(&[0u8; HELLO_LEN]).is_err());
@@ -164,6 +224,37 @@ mod tests {
         EnvelopeEncoder { max_frame: 1024 }
             .encode(env, &mut buf)
             .unwrap();
-        assert!(decoder(64).decode(&mut buf).is_err());
+        let mut dec = FrameDecoder::before_hello();
+        dec.set_max(64);
+        assert!(dec.decode(&mut buf).is_err());
+    }
+
+    #[test]
+    fn before_the_hello_only_a_hello_sized_frame_is_accepted() {
+        let mut buf = BytesMut::from(&(HELLO_LEN as u32 + 1).to_be_bytes()[..]);
+        let e = FrameDecoder::before_hello().decode(&mut buf).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn a_claimed_length_is_not_reserved_up_front() {
+        let mut dec = FrameDecoder::before_hello();
+        dec.set_max(64 << 20);
+        let mut buf = BytesMut::new();
+        buf.put_u32(60 << 20);
+        buf.put_slice(b"abc");
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= 2 * READ_CHUNK, "{}", buf.capacity());
+        // A frame still completes once its bytes are there, split across reads.
+        let mut dec = FrameDecoder::before_hello();
+        let mut buf = BytesMut::new();
+        buf.put_u32(5);
+        buf.put_slice(b"he");
+        assert!(dec.decode(&mut buf).unwrap().is_none());
+        buf.put_slice(b"llo");
+        buf.put_u32(0);
+        assert_eq!(&dec.decode(&mut buf).unwrap().unwrap()[..], b"hello");
+        assert!(dec.decode(&mut buf).unwrap().unwrap().is_empty());
+        assert!(dec.decode(&mut buf).unwrap().is_none());
     }
 }

@@ -190,6 +190,7 @@ fn duplicates_at_rate() {
             ..SimConfig::default()
         },
     );
+    net.set_inbox_capacity(4096); // room for every copy: nothing is read until the end
     let n = nodes(&net, &[1, 2]);
     for i in 0..2000 {
         n[0].0.send(env(1, 2, i)).unwrap();
@@ -387,4 +388,24 @@ fn realtime_mode_delivers_without_advance() {
     a.send(env(1, 2, 1)).unwrap();
     std::thread::sleep(ms(20));
     assert_eq!(net.in_flight(), 1);
+}
+
+#[test]
+fn a_full_inbox_drops_and_counts() {
+    let net = SimNetwork::new(5, SimConfig::default());
+    net.set_inbox_capacity(3);
+    let n = nodes(&net, &[1, 2]);
+    for i in 0..5 {
+        n[0].0.send(env(1, 2, i)).unwrap();
+    }
+    net.advance_by(ms(1));
+    let s = net.stats();
+    assert_eq!((s.delivered, s.inbox_full, s.dropped), (3, 2, 2), "{s:?}");
+    let got: Vec<u64> = drain(&n[1].1).iter().map(num).collect();
+    assert_eq!(got, vec![0, 1, 2], "the first ones in, the rest lost");
+    // Room again once the receiver has read its inbox.
+    n[0].0.send(env(1, 2, 5)).unwrap();
+    net.advance_by(ms(1));
+    assert_eq!(drain(&n[1].1).iter().map(num).collect::<Vec<_>>(), vec![5]);
+    assert_eq!(net.stats().inbox_full, 2);
 }

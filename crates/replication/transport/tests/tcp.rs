@@ -362,6 +362,22 @@ fn garbage_closes_only_that_connection() {
 }
 
 #[test]
+fn a_frame_longer_than_a_hello_before_the_hello_closes_the_connection() {
+    // The hello timeout is far beyond the read timeout of `assert_closed_after`: only
+    // the length prefix itself can get these connections closed in time.
+    let cfg = TcpConfig {
+        connect_timeout: Duration::from_secs(600),
+        ..TcpConfig::default()
+    };
+    log::install();
+    let (t, _rx) = TcpTransport::start(95, any(), HashMap::new(), cfg).unwrap();
+    let addr = t.local_addr();
+    assert_closed_after(addr, &[], &21u32.to_be_bytes()); // one byte longer than a hello
+    assert_closed_after(addr, &[], &(1u32 << 20).to_be_bytes());
+    assert_eq!(log::warns(95), 2, "one warning per bad connection");
+}
+
+#[test]
 fn unknown_peer_self_send_and_full_queue() {
     let cfg = TcpConfig {
         queue_capacity: 4,
@@ -434,4 +450,101 @@ fn shutdown_is_clean_and_idempotent() {
         b_rx.recv_timeout(Duration::from_millis(100)),
         Err(RecvTimeoutError::Disconnected)
     );
+}
+
+#[test]
+fn slow_consumer_backpressures_the_sender_and_loses_nothing() {
+    const CAP: usize = 16;
+    let cfg = TcpConfig {
+        inbox_capacity: CAP,
+        queue_capacity: 8,
+        ..TcpConfig::default()
+    };
+    let nodes = cluster(&[81, 82], cfg);
+    let (a, _) = &nodes[0];
+    let (b, b_rx) = &nodes[1];
+    wait_link(a, b_rx, 82);
+    while b_rx.try_recv().is_ok() {}
+    // 64 KiB payloads: the socket buffers (tens of MiB at most on loopback) fill after a
+    // few hundred; the limit is far beyond that.
+    let big = |n: u64| {
+        let mut p = vec![0u8; 64 << 10];
+        p[..8].copy_from_slice(&n.to_le_bytes());
+        Envelope {
+            group: 1,
+            from: 81,
+            to: 82,
+            payload: Bytes::from(p),
+        }
+    };
+    const LIMIT: u64 = 20_000;
+    let mut accepted = 0u64;
+    loop {
+        assert!(b_rx.len() <= CAP, "inbox grew to {} > {CAP}", b_rx.len());
+        match a.send(big(accepted)) {
+            Ok(()) => accepted += 1,
+            // Backpressure has reached the sender. It is the real thing once the reader
+            // waits for room in the full inbox (nobody reads it, so it keeps waiting);
+            // before that the writer may just lag behind.
+            Err(SendError::Full) if b.stats().inbox_full_waits > 0 => break,
+            Err(SendError::Full) => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("send failed: {e}"),
+        }
+        assert!(accepted < LIMIT, "the sender never saw backpressure");
+    }
+    assert_eq!(b_rx.len(), CAP, "the inbox is full and no fuller");
+    // The consumer resumes: every accepted envelope arrives, in order.
+    for n in 0..accepted {
+        let e = recv_data(b_rx);
+        assert_eq!(num(&e), n);
+        assert_eq!(e.payload.len(), 64 << 10);
+    }
+    // And the link still carries traffic afterwards.
+    a.send(env(81, 82, 0, 7)).unwrap();
+    assert_eq!(num(&recv_data(b_rx)), 7);
+    assert_eq!(b.stats().inbound_dropped, 0);
+    assert_eq!(log::warns(81) + log::warns(82), 0);
+}
+
+#[test]
+fn self_send_to_a_full_inbox_reports_full() {
+    let cfg = TcpConfig {
+        inbox_capacity: 2,
+        ..TcpConfig::default()
+    };
+    log::install();
+    let (t, rx) = TcpTransport::start(85, any(), HashMap::new(), cfg).unwrap();
+    t.send(env(85, 85, 0, 0)).unwrap();
+    t.send(env(85, 85, 0, 1)).unwrap();
+    assert_eq!(t.send(env(85, 85, 0, 2)), Err(SendError::Full));
+    assert_eq!(t.send_batch(vec![env(85, 85, 0, 3)]), vec![SendError::Full]);
+    assert_eq!(num(&rx.recv().unwrap()), 0);
+    t.send(env(85, 85, 0, 4)).unwrap();
+    let rest: Vec<u64> = rx.try_iter().map(|e| num(&e)).collect();
+    assert_eq!(rest, vec![1, 4]);
+}
+
+#[test]
+fn shutdown_releases_a_reader_waiting_for_inbox_room() {
+    let cfg = TcpConfig {
+        inbox_capacity: 1,
+        ..TcpConfig::default()
+    };
+    let nodes = cluster(&[86, 87], cfg);
+    let mut nodes = nodes.into_iter();
+    let (a, _a_rx) = nodes.next().unwrap();
+    let (b, b_rx) = nodes.next().unwrap();
+    wait_link(&a, &b_rx, 87);
+    // The inbox holds the probe (or a later envelope); the reader waits with the next one.
+    for i in 0..4 {
+        a.send(env(86, 87, 0, i)).unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    while b.stats().inbox_full_waits == 0 {
+        assert!(Instant::now() < deadline, "reader never waited for room");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    b.shutdown(); // returns: the waiting reader is released, not left blocked
+    assert!(b.stats().inbound_dropped >= 1, "{:?}", b.stats());
+    drop(b_rx);
 }
