@@ -325,6 +325,11 @@ impl LogStore {
     /// segments), keeping every complete write before it, and removes every later segment.
     /// Returns what was dropped; a clean log is left as it is (apart from removing spares
     /// and cutting a torn tail, as open would). The store must not be open on `cfg.dir`.
+    ///
+    /// The result is the log as of the cut, with one loss beyond the dropped writes: a
+    /// group whose later compaction (now dropped) had let older segments be reclaimed keeps
+    /// its older, lower first needed index, so its surviving entries may start above it.
+    /// The caller must treat the missing entries as compacted (e.g. fetch a snapshot).
     /// Foreign files named like segments are still [`LogError::BadSegment`]. Does nothing
     /// in `Memory` mode.
     pub fn repair(cfg: &LogStoreConfig) -> Result<RepairReport, LogError> {
