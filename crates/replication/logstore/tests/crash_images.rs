@@ -203,17 +203,26 @@ enum Kind {
     GarbledHeader,
 }
 
-/// The segment files the in-flight batch wrote: (name, old contents, new contents, first
-/// byte that may differ), in sequence order. Old contents of a segment that did not hold
-/// data before are zeros (spares are zero before activation).
-fn in_flight(step: &Step) -> Vec<(String, Vec<u8>, Vec<u8>, usize)> {
+/// A segment file the in-flight batch wrote.
+struct InFlight {
+    name: String,
+    /// Contents before (zeros if it held no data: spares are zero before activation).
+    old: Vec<u8>,
+    /// Contents after.
+    new: Vec<u8>,
+    /// First byte that may differ (end of the acknowledged data; 0 if just activated).
+    lo: usize,
+}
+
+/// The segment files the in-flight batch wrote, in sequence order.
+fn in_flight(step: &Step) -> Vec<InFlight> {
     let active = step
         .before
         .values()
         .filter_map(|d| valid_seq(d))
         .max()
         .unwrap_or(0);
-    let mut files: Vec<(u64, String, Vec<u8>, Vec<u8>, usize)> = Vec::new();
+    let mut files: Vec<(u64, InFlight)> = Vec::new();
     for (name, new) in &step.after {
         let Some(seq) = valid_seq(new) else { continue };
         if seq < active {
@@ -231,13 +240,18 @@ fn in_flight(step: &Step) -> Vec<(String, Vec<u8>, Vec<u8>, usize)> {
         } else {
             0
         };
-        files.push((seq, name.clone(), old, new.clone(), lo));
+        files.push((
+            seq,
+            InFlight {
+                name: name.clone(),
+                old,
+                new: new.clone(),
+                lo,
+            },
+        ));
     }
     files.sort_by_key(|f| f.0);
-    files
-        .into_iter()
-        .map(|(_, n, o, w, lo)| (n, o, w, lo))
-        .collect()
+    files.into_iter().map(|(_, f)| f).collect()
 }
 
 /// Builds one crash image of `step`; returns it and whether it is meaningful for `kind`.
@@ -253,12 +267,12 @@ fn crash_image(step: &Step, kind: Kind, rng: &mut SmallRng) -> Option<Image> {
     } else {
         0
     };
-    let activated = files[torn_idx].3 == 0;
+    let activated = files[torn_idx].lo == 0;
     if kind == Kind::GarbledHeader && !activated {
         return None;
     }
     let mut img = step.before.clone();
-    for (i, (name, old, new, lo)) in files.iter().enumerate() {
+    for (i, InFlight { name, old, new, lo }) in files.iter().enumerate() {
         let mut data = match i.cmp(&torn_idx) {
             std::cmp::Ordering::Less => new.clone(),
             std::cmp::Ordering::Greater => old.clone(),
@@ -493,7 +507,7 @@ fn a_torn_activation_seals_the_previous_segment() {
     let mut checked = [0usize; 2];
     for (i, step) in steps.iter().enumerate() {
         let files = in_flight(step);
-        let Some((name, _old, new, _)) = files.iter().find(|f| f.3 == 0) else {
+        let Some(InFlight { name, new, .. }) = files.iter().find(|f| f.lo == 0) else {
             continue;
         };
         if new.len() <= SECTOR || new[SECTOR..].iter().all(|&b| b == 0) {
