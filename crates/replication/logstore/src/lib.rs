@@ -12,9 +12,11 @@
 //! [`LogStore::open`] takes a [`LogStoreConfig`] (directory, [`Durability`], segment size,
 //! spare count, batch cap). It replays the directory and returns the store together with
 //! [`Recovered`]: for every group its [`GroupState`] — hard state, snapshot point, first
-//! needed index and the live entries. Torn tails (a crash in the middle of a write) are
-//! cut off cleanly; a file that is not a segment of this format is an error, never a
-//! panic.
+//! needed index and the live entries. A torn tail of the newest segment (a crash in the
+//! middle of an unacknowledged write) is cut off cleanly; damage to acknowledged data
+//! (anywhere in an older segment) makes open fail with a typed error naming the file and
+//! offset, and [`LogStore::repair`] is the explicit operator step past it. A file that is
+//! not a segment of this format is an error, never a panic.
 //!
 //! ```
 //! use mako_logstore::{Durability, GroupWrite, HardState, LogEntry, LogStore, LogStoreConfig};
@@ -222,6 +224,15 @@ impl LogStore {
     /// durability mode, or with the error that stopped it. Writes become durable in
     /// submission order and `done` callbacks run in that order; one sync covers every write
     /// queued meanwhile. After shutdown `done` gets [`LogError::Closed`] at once.
+    ///
+    /// # Failures
+    ///
+    /// A write the store refuses up front ([`LogError::InvalidWrite`],
+    /// [`LogError::TooLarge`], [`LogError::TooManyGroups`]) gets the error in its `done`
+    /// and writes nothing; the store goes on, so later writes may still succeed: a later
+    /// success never covers a refused write. An I/O error is fail-stop: the write that hit
+    /// it gets [`LogError::Io`], and every write after it (in submission order)
+    /// [`LogError::Io`] or [`LogError::Failed`]; nothing is acknowledged any more.
     ///
     /// # Backpressure
     ///
@@ -455,6 +466,68 @@ mod tests {
     #[test]
     fn store_is_send_sync() {
         assert_send_sync::<LogStore>();
+    }
+
+    /// After an I/O failure the failed write's `done` gets the error and every later write
+    /// fails too: nothing after it is ever acknowledged, and nothing of it reaches the log.
+    #[test]
+    fn io_failure_fails_the_write_and_every_later_one() {
+        use std::sync::atomic::Ordering;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = LogStoreConfig {
+            segment_bytes: 1 << 20,
+            ..LogStoreConfig::new(dir.path())
+        };
+        let faults = Arc::new(writer::Faults::default());
+        faults.fail_flush_at.store(3, Ordering::SeqCst);
+        let (log, _) = LogStore::open_inner(cfg.clone(), Some(faults.clone())).expect("open");
+        let w = |i: u64| {
+            vec![GroupWrite {
+                entries: vec![LogEntry::new(i, 1, vec![i as u8; 100])],
+                ..GroupWrite::new(1)
+            }]
+        };
+        log.write_sync(w(1)).expect("flush 1");
+        log.write_sync(w(2)).expect("flush 2");
+        // Flush 3 fails. Queue several writes at once: whichever batch they land in, the
+        // first one to fail is followed only by failures, in submission order.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        for i in 3..=12u64 {
+            let tx = tx.clone();
+            log.write(
+                w(i),
+                Box::new(move |r| {
+                    let _ = tx.send((i, r));
+                }),
+            );
+        }
+        let results: Vec<(u64, Result<(), LogError>)> =
+            (3..=12).map(|_| rx.recv().expect("completion")).collect();
+        assert_eq!(
+            results.iter().map(|r| r.0).collect::<Vec<_>>(),
+            (3..=12).collect::<Vec<_>>()
+        );
+        assert!(
+            matches!(results[0].1, Err(LogError::Io(_))),
+            "{:?}",
+            results[0]
+        );
+        for (i, r) in &results[1..] {
+            assert!(
+                matches!(r, Err(LogError::Io(_) | LogError::Failed(_))),
+                "write {i}: {r:?}"
+            );
+        }
+        assert!(matches!(log.write_sync(w(13)), Err(LogError::Failed(_))));
+        assert_eq!(
+            faults.flushes.load(Ordering::SeqCst),
+            3,
+            "no flush after the failure"
+        );
+        drop(log);
+        let (_log, rec) = LogStore::open(cfg).expect("reopen");
+        let idx: Vec<u64> = rec.groups[&1].entries.iter().map(|e| e.index).collect();
+        assert_eq!(idx, vec![1, 2]);
     }
 
     #[test]
