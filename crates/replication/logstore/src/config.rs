@@ -67,6 +67,13 @@ pub struct LogStoreConfig {
     pub preallocated_segments: usize,
     /// Cap on the bytes gathered into one group-commit write; default 4 MiB.
     pub max_batch_bytes: usize,
+    /// Most writes waiting for the writer thread; default 4096. A full queue makes
+    /// [`LogStore::write`](crate::LogStore::write) wait and
+    /// [`LogStore::try_write`](crate::LogStore::try_write) return `Busy`.
+    pub max_queued_writes: usize,
+    /// Most encoded bytes waiting for the writer thread; default 64 MiB (one write larger
+    /// than this is still accepted when nothing else is queued).
+    pub max_queued_bytes: usize,
 }
 
 impl LogStoreConfig {
@@ -80,8 +87,10 @@ impl LogStoreConfig {
 
     /// Checks the settings for values the store cannot work with.
     pub(crate) fn validate(&self) -> Result<(), crate::LogError> {
-        if self.durability == Durability::Memory {
-            return Ok(());
+        if self.max_queued_writes == 0 || self.max_queued_bytes == 0 {
+            return Err(crate::LogError::Config(
+                "max_queued_writes and max_queued_bytes must be > 0".into(),
+            ));
         }
         if self.segment_bytes < MIN_SEGMENT_BYTES {
             return Err(crate::LogError::Config(format!(
@@ -100,6 +109,10 @@ impl LogStoreConfig {
                 "max_batch_bytes must be > 0".into(),
             ));
         }
+        // Memory mode writes no files, but refuses the same oversized writes as the others.
+        if self.durability == Durability::Memory {
+            return Ok(());
+        }
         if self.dir.as_os_str().is_empty() {
             return Err(crate::LogError::Config("dir is empty".into()));
         }
@@ -115,6 +128,8 @@ impl Default for LogStoreConfig {
             segment_bytes: 64 << 20,
             preallocated_segments: 2,
             max_batch_bytes: 4 << 20,
+            max_queued_writes: 4096,
+            max_queued_bytes: 64 << 20,
         }
     }
 }

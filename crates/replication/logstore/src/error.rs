@@ -43,6 +43,15 @@ pub enum LogError {
         /// Room in an empty segment.
         max: u64,
     },
+    /// The write would give the log more groups than a segment's checkpoint can describe
+    /// (see [`LogStore::max_groups`](crate::LogStore::max_groups)).
+    #[error("log write would make {groups} groups; at most {max} fit the segment size")]
+    TooManyGroups {
+        /// Groups the log would know after the write.
+        groups: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An earlier I/O error stopped the store; nothing is written any more (fail-stop).
     #[error("log store stopped after an earlier error: {0}")]
     Failed(String),
@@ -76,6 +85,10 @@ impl LogError {
             LogError::InvalidWrite(s) => LogError::InvalidWrite(s.clone()),
             LogError::TooLarge { size, max } => LogError::TooLarge {
                 size: *size,
+                max: *max,
+            },
+            LogError::TooManyGroups { groups, max } => LogError::TooManyGroups {
+                groups: *groups,
                 max: *max,
             },
             LogError::Failed(s) => LogError::Failed(s.clone()),

@@ -22,7 +22,9 @@
 //!
 //! An all-zero header marks a spare (pre-zeroed, not yet used, or being recycled); spares
 //! hold no data and are deleted by recovery. Any other header that is not exactly the
-//! above is [`LogError::BadSegment`](crate::LogError::BadSegment).
+//! above is [`LogError::BadSegment`](crate::LogError::BadSegment), except on the segment
+//! that was being activated at a crash (the successor of the newest valid one, whose first
+//! record is damaged too): that is a torn write and the segment is dropped.
 //!
 //! # Records
 //!
@@ -44,10 +46,15 @@
 //! | 4 compact | `compact_to u64` |
 //! | 5 snapshot point | `index u64, term u64` (a local snapshot, or a checkpoint's copy: keeps later entries) |
 //!
-//! A zero `len` (or too little room for a record header) ends the segment's data. A `len`
-//! running past the end of the file or a checksum mismatch is a torn write: recovery stops
-//! there, across all segments. A record with a valid checksum whose body is malformed is
-//! [`LogError::Corrupt`](crate::LogError::Corrupt).
+//! A zero `len` (or too little room for a record header) ends the segment's data; every
+//! byte after it is zero. A `len` running past the end of the file, a checksum mismatch, a
+//! malformed body, a write without its end-of-write record or non-zero bytes after the end
+//! of the data are *damage*. Damage in the newest segment is a torn write: recovery keeps
+//! the complete writes before it and re-zeroes the rest. Damage in any older (sealed)
+//! segment is corruption of acknowledged data: recovery refuses to start with
+//! [`LogError::Corrupt`](crate::LogError::Corrupt) naming the file and offset, and only
+//! [`LogStore::repair`](crate::LogStore::repair) truncates there. The exact rules, including
+//! the garbled header of a just-activated segment, are in the `recovery` module.
 //!
 //! # Checkpoints, ordering and reclamation
 //!
@@ -62,9 +69,21 @@
 //! [`LogError::Corrupt`](crate::LogError::Corrupt)). Replaying a suffix of the history that
 //! starts at a checkpoint yields the same state as replaying all of it.
 //!
-//! A segment is never written before the previous one is synced, and a reclaimed segment
-//! is retired by zeroing (and syncing) its header first, then its body, then renaming it
-//! to a future sequence number (or deleting it).
+//! A quarter of every segment ([`checkpoint_reserve`]) is kept for its checkpoint: the log
+//! accepts at most [`max_groups`] groups, and a write of up to [`max_write_bytes`] always
+//! fits into a fresh segment after the checkpoint. [`max_entry_bytes`] is the largest
+//! payload of a single-entry, single-group write (with hard state, snapshot and compaction
+//! point) that is never refused as too large.
+//!
+//! # Activation and sealing
+//!
+//! A new segment is activated by taking a spare (all zero, synced, renamed into place) and
+//! writing header, checkpoint and the first records in **one** write, synced before any of
+//! them is acknowledged. A segment is synced completely (in every durability mode) before
+//! the first byte of the next one is written, so once its successor holds anything it is
+//! *sealed* and can never have a torn tail. A reclaimed segment is retired by zeroing (and
+//! syncing) its header first, then its body, then renaming it to a future sequence number
+//! (or deleting it).
 
 use bytes::Bytes;
 
@@ -99,6 +118,42 @@ pub const HARD_STATE_RECORD_LEN: usize = RECORD_PREFIX_LEN + KIND_GROUP_LEN + 24
 pub const SNAPSHOT_RECORD_LEN: usize = RECORD_PREFIX_LEN + KIND_GROUP_LEN + 16;
 /// Encoded size of a compact record.
 pub const COMPACT_RECORD_LEN: usize = RECORD_PREFIX_LEN + KIND_GROUP_LEN + 8;
+
+/// Largest checkpoint share of one group: hard state, snapshot point and compact record.
+pub const GROUP_CHECKPOINT_LEN: usize =
+    HARD_STATE_RECORD_LEN + SNAPSHOT_RECORD_LEN + COMPACT_RECORD_LEN;
+/// Encoded size of a single-group write of one empty entry with hard state, snapshot and
+/// compaction point: what a write needs besides the entry's payload.
+pub const ONE_ENTRY_WRITE_OVERHEAD: usize = RECORD_PREFIX_LEN
+    + KIND_GROUP_LEN
+    + 12
+    + 12
+    + HARD_STATE_RECORD_LEN
+    + SNAPSHOT_RECORD_LEN
+    + COMPACT_RECORD_LEN;
+
+/// Bytes of every segment kept for its checkpoint (a quarter).
+pub fn checkpoint_reserve(segment_bytes: u64) -> u64 {
+    segment_bytes / 4
+}
+
+/// Most groups a log with this segment size accepts (their checkpoint fits the reserve).
+pub fn max_groups(segment_bytes: u64) -> usize {
+    (checkpoint_reserve(segment_bytes) / GROUP_CHECKPOINT_LEN as u64) as usize
+}
+
+/// Largest encoded size of one `write` call (sum of [`GroupWrite::encoded_len`]).
+pub fn max_write_bytes(segment_bytes: u64) -> u64 {
+    segment_bytes.saturating_sub(HEADER_LEN as u64 + checkpoint_reserve(segment_bytes))
+}
+
+/// Largest entry payload a single-group, single-entry write can carry (with hard state,
+/// snapshot and compaction point).
+pub fn max_entry_bytes(segment_bytes: u64) -> u64 {
+    max_write_bytes(segment_bytes)
+        .saturating_sub(ONE_ENTRY_WRITE_OVERHEAD as u64)
+        .min(u64::from(u32::MAX))
+}
 
 /// The file name of segment `seq`.
 pub fn segment_file_name(seq: u64) -> String {

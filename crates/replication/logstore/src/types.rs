@@ -86,6 +86,19 @@ impl GroupWrite {
             && self.snapshot_point.is_none()
             && self.compact_to.is_none()
     }
+
+    /// Bytes this change takes in the log (compare the sum over one `write` call with
+    /// [`LogStore::max_write_bytes`](crate::LogStore::max_write_bytes)).
+    pub fn encoded_len(&self) -> usize {
+        use crate::format::{
+            COMPACT_RECORD_LEN, HARD_STATE_RECORD_LEN, SNAPSHOT_RECORD_LEN, entries_record_len,
+        };
+        entries_record_len(&self.entries)
+            + self.hard_state.map_or(0, |_| HARD_STATE_RECORD_LEN)
+            + self.snapshot.map_or(0, |_| SNAPSHOT_RECORD_LEN)
+            + self.snapshot_point.map_or(0, |_| SNAPSHOT_RECORD_LEN)
+            + self.compact_to.map_or(0, |_| COMPACT_RECORD_LEN)
+    }
 }
 
 /// The recovered durable state of one group.
@@ -135,4 +148,36 @@ pub struct LogStats {
     pub live_segments: u64,
     /// Pre-zeroed spare segments ready for use.
     pub spare_segments: u64,
+}
+
+/// Where [`LogStore::repair`](crate::LogStore::repair) truncated the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepairCut {
+    /// The segment holding the first damage.
+    pub path: std::path::PathBuf,
+    /// Byte offset in it of the first damaged record (0: the header or the whole file).
+    pub offset: u64,
+    /// What was wrong there.
+    pub reason: String,
+}
+
+/// What [`LogStore::repair`](crate::LogStore::repair) found and dropped (or would drop).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RepairReport {
+    /// The first damage in log order, where the log ends after the repair; `None` if intact.
+    pub cut: Option<RepairCut>,
+    /// Later segment files taken out of the log (newest first).
+    pub segments_removed: Vec<std::path::PathBuf>,
+    /// Bytes that may have held data and were dropped (past the cut and in removed files).
+    pub bytes_dropped: u64,
+    /// Records with a valid checksum in the removed segments (writes possibly acknowledged
+    /// once and now lost; records after the cut inside its own segment are not counted).
+    pub records_dropped: u64,
+}
+
+impl RepairReport {
+    /// Whether the log was intact (nothing dropped).
+    pub fn is_clean(&self) -> bool {
+        self.cut.is_none() && self.segments_removed.is_empty() && self.bytes_dropped == 0
+    }
 }

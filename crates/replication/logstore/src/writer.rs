@@ -14,11 +14,13 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::queue::JobQueue;
+
 use crate::config::Durability;
 use crate::error::LogError;
 use crate::format::{
     COMPACT_RECORD_LEN, HARD_STATE_RECORD_LEN, HEADER_LEN, RecordWriter, SNAPSHOT_RECORD_LEN,
-    encode_header, segment_file_name,
+    encode_header, max_groups, segment_file_name,
 };
 use crate::recovery::{DiskState, SegmentInfo, retire_segment, sync_dir, zero_range_until};
 use crate::state::GroupMeta;
@@ -50,6 +52,8 @@ pub(crate) struct Job {
     pub bytes: Vec<u8>,
     /// Number of records in `bytes`.
     pub records: u64,
+    /// Encoded size of the write (also in `Memory` mode, where `bytes` stays empty).
+    pub size: usize,
     /// Bookkeeping per group change.
     pub summary: Vec<Summary>,
     /// Set if the write was rejected up front; `done` gets it, in order.
@@ -107,27 +111,17 @@ fn complete(done: Done, r: Result<(), LogError>) {
     }
 }
 
-/// The writer thread's main loop: takes every queued write, writes and syncs them as one
-/// batch, completes them in order. Returns when every sender is gone and the queue is empty.
+/// The writer thread's main loop: takes every queued write (up to `max_batch` bytes),
+/// writes and syncs them as one batch, completes them in order. Returns when the queue is
+/// closed and empty.
 pub(crate) fn run_writer(
-    rx: Receiver<Job>,
+    queue: Arc<JobQueue>,
     mut disk: Option<Disk>,
     stats: Arc<Counters>,
     max_batch: usize,
 ) {
     let mut jobs: Vec<Job> = Vec::new();
-    while let Ok(first) = rx.recv() {
-        let mut bytes = first.bytes.len();
-        jobs.push(first);
-        while bytes < max_batch {
-            match rx.try_recv() {
-                Ok(j) => {
-                    bytes += j.bytes.len();
-                    jobs.push(j);
-                }
-                Err(_) => break,
-            }
-        }
+    while queue.pop_batch(&mut jobs, max_batch) {
         let results = match disk.as_mut() {
             Some(d) => d.write_batch(&jobs),
             None => jobs
@@ -188,6 +182,21 @@ pub(crate) struct Disk {
     buf: Vec<u8>,
     failed: Option<String>,
     stats: Arc<Counters>,
+    /// Most groups the checkpoint reserve of a segment can describe.
+    max_groups: usize,
+    /// Test-only fault injection.
+    #[cfg(test)]
+    pub(crate) faults: Arc<Faults>,
+}
+
+/// Test-only fault injection: makes flushes fail with an I/O error.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct Faults {
+    /// The flush (1-based, counting every flush that has bytes) that fails; 0 = none.
+    pub fail_flush_at: AtomicU64,
+    /// Flushes so far.
+    pub flushes: AtomicU64,
 }
 
 impl Disk {
@@ -242,6 +251,9 @@ impl Disk {
             buf: Vec::new(),
             failed: None,
             stats,
+            max_groups: max_groups(segment_bytes),
+            #[cfg(test)]
+            faults: Arc::default(),
         };
         d.after_batch();
         Ok(d)
@@ -264,6 +276,14 @@ impl Disk {
                 continue;
             }
             if job.bytes.is_empty() {
+                continue;
+            }
+            let new_groups = self.new_groups(&job.summary);
+            if new_groups > 0 && self.groups.len() + new_groups > self.max_groups {
+                results[i] = Err(LogError::TooManyGroups {
+                    groups: self.groups.len() + new_groups,
+                    max: self.max_groups,
+                });
                 continue;
             }
             let need = job.bytes.len() as u64;
@@ -314,6 +334,18 @@ impl Disk {
         }
     }
 
+    /// How many distinct groups of `summary` the log does not know yet.
+    fn new_groups(&self, summary: &[Summary]) -> usize {
+        let mut new: Vec<u32> = summary
+            .iter()
+            .map(|s| s.group)
+            .filter(|g| !self.groups.contains_key(g))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        new.len()
+    }
+
     /// Records one job's effects on group metadata and the active segment.
     fn apply(&mut self, summary: &[Summary]) {
         for s in summary {
@@ -358,6 +390,13 @@ impl Disk {
         if self.buf.is_empty() {
             return Ok(());
         }
+        #[cfg(test)]
+        {
+            let n = self.faults.flushes.fetch_add(1, Ordering::SeqCst) + 1;
+            if n == self.faults.fail_flush_at.load(Ordering::SeqCst) {
+                return Err(io::Error::other("injected flush failure"));
+            }
+        }
         let file = self
             .active
             .as_ref()
@@ -378,9 +417,17 @@ impl Disk {
         Ok(())
     }
 
-    /// Switches to the next segment (the previous one is already synced) and puts its
-    /// header and a checkpoint of all groups into `buf`.
+    /// Switches to the next segment and puts its header and a checkpoint of all groups into
+    /// `buf`. The previous segment is synced first in every durability mode (`Fsync`
+    /// flushes already did): a segment with a written successor is sealed, and recovery
+    /// treats damage in it as corruption, never as a torn write.
     fn roll(&mut self) -> io::Result<()> {
+        if self.durability != Durability::Fsync
+            && let Some(f) = &self.active
+        {
+            f.sync_data()?;
+            add(&self.stats.syncs, 1);
+        }
         let seq = self.next_seq;
         let file = self.take_spare(seq)?;
         let len = file.metadata()?.len();

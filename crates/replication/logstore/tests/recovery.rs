@@ -523,7 +523,7 @@ fn write_sync_inside_a_callback_is_refused_not_deadlocked() {
 }
 
 #[test]
-fn damage_in_an_older_segment_discards_everything_after_it() {
+fn damage_in_an_older_segment_refuses_to_open_until_repaired() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = cfg(dir.path(), 8 << 10);
     let payload = Bytes::from(vec![7u8; 300]);
@@ -541,11 +541,18 @@ fn damage_in_an_older_segment_discards_everything_after_it() {
         }
         assert!(log.stats().live_segments >= 4);
     }
-    // Flip a byte in the middle of the oldest segment.
+    // Flip a byte in the middle of the oldest segment: acknowledged data, not a torn write.
     let oldest = segment_files(dir.path())
         .into_iter()
         .find(|p| fs::read(p).expect("read")[..8] == *b"MAKOWAL\0")
         .expect("a segment");
+    let before: Vec<(PathBuf, Vec<u8>)> = segment_files(dir.path())
+        .into_iter()
+        .map(|p| {
+            let d = fs::read(&p).expect("read");
+            (p, d)
+        })
+        .collect();
     let f = OpenOptions::new()
         .read(true)
         .write(true)
@@ -555,13 +562,41 @@ fn damage_in_an_older_segment_discards_everything_after_it() {
     f.read_exact_at(&mut b, 4000).expect("read");
     f.write_all_at(&[b[0] ^ 0x40], 4000).expect("flip");
     drop(f);
+    // Open refuses, naming the file and the offset of the damaged record, and changes nothing.
+    match LogStore::open(c.clone()) {
+        Err(LogError::Corrupt { path, offset, .. }) => {
+            assert_eq!(path, oldest);
+            assert!(offset > 32 && offset <= 4000, "offset {offset}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    for (p, d) in &before {
+        let now = fs::read(p).expect("segment still there");
+        if *p == oldest {
+            assert_eq!(now.len(), d.len());
+        } else {
+            assert_eq!(&now, d, "{} changed by a refused open", p.display());
+        }
+    }
+    // A dry run reports the cut and changes nothing; the repair truncates there.
+    let checked = LogStore::check(&c).expect("check");
+    let cut = checked.cut.clone().expect("a cut");
+    assert_eq!(cut.path, oldest);
+    assert!(!checked.segments_removed.is_empty() && checked.records_dropped > 0);
+    assert!(matches!(
+        LogStore::open(c.clone()),
+        Err(LogError::Corrupt { .. })
+    ));
+    let report = LogStore::repair(&c).expect("repair");
+    assert_eq!(report, checked);
+    assert!(LogStore::check(&c).expect("check again").is_clean());
     let kept = {
-        let (log, rec) = LogStore::open(c.clone()).expect("reopen");
+        let (log, rec) = LogStore::open(c.clone()).expect("reopen after repair");
         let got = rec.groups[&4].entries.clone();
         assert!(!got.is_empty() && got.len() < 20, "kept {}", got.len());
         assert_eq!(got[..], all[..got.len()]);
         assert_eq!(log.stats().live_segments, 1);
-        // Continue the log in a different term; the stale later segments must never return.
+        // Continue the log in a different term; the removed later segments never return.
         let next = got.len() as u64 + 1;
         log.write_sync(vec![GroupWrite {
             entries: (next..next + 10)

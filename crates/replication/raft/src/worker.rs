@@ -259,7 +259,7 @@ impl RaftHost {
         // An entry must fit one log-store write (protobuf framing included).
         cfg.max_entry_bytes = cfg
             .max_entry_bytes
-            .min(self.log.max_entry_bytes().saturating_sub(ENTRY_OVERHEAD));
+            .min((self.log.max_entry_bytes() as usize).saturating_sub(ENTRY_OVERHEAD));
         let dispatcher = Arc::new(ApplyDispatcher::new(shard));
         let node = RaftNode::new(cfg.clone(), init, Arc::clone(&dispatcher), snapshots)?;
         let (tx, cmd_rx) = crossbeam_channel::bounded(cfg.max_unresolved_entries as usize + 1024);
@@ -584,7 +584,7 @@ impl Driver {
         let after = std::mem::take(&mut job.after);
         // One log-store write never spans segments: a Ready larger than that goes as several
         // writes, entries first (a crash keeps a prefix, which Raft tolerates), the rest last.
-        let limit = (self.log.max_entry_bytes() / 2).max(1);
+        let limit = (self.log.max_write_bytes() as usize / 2).max(1);
         let mut parts: Vec<Vec<_>> = Vec::new();
         let mut size = 0usize;
         for e in std::mem::take(&mut job.entries) {
