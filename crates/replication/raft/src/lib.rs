@@ -40,6 +40,7 @@
 mod config;
 mod node;
 mod storage;
+pub mod validate;
 pub mod wire;
 mod worker;
 

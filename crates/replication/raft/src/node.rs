@@ -111,6 +111,8 @@ pub struct NodeStats {
     pub compactions: u64,
     /// Undecodable payloads dropped.
     pub bad_payloads: u64,
+    /// Decoded messages refused by [`crate::validate`] before reaching raft-rs.
+    pub rejected_messages: u64,
 }
 
 /// One replica of one Raft group.
@@ -227,6 +229,17 @@ impl RaftNode {
             // A leader's view of our log can be stale (we lost our disk in `memory`
             // durability); raft-rs would abort on a commit index past our last entry.
             msg.commit = msg.commit.min(self.raw.raft.raft_log.last_index());
+        }
+        if let Err(why) = crate::validate::validate_for(&self.raw, &self.cfg.peers, None, &msg) {
+            // Counted, logged at debug only: a hostile peer must not flood the log.
+            self.stats.rejected_messages += 1;
+            let t = msg.get_msg_type();
+            tracing::debug!(
+                shard = self.cfg.shard,
+                from = msg.from,
+                "rejected {t:?}: {why}"
+            );
+            return Ok(());
         }
         match self.raw.step(msg) {
             // Stale or foreign messages are routine in Raft; they are not errors of the node.
