@@ -21,7 +21,7 @@
 //!   an anchor at or past the local commit has `log_term` at least the committed
 //!   entry's term, and no entry at or below the commit differs in term from the local one.
 //! * `MsgHeartbeat` (current): `commit` within the local log.
-//! * `MsgSnapshot`: non-zero index and term, term `<= ` the message term, and a
+//! * `MsgSnapshot`: non-zero index and term, a term not above the message term, and a
 //!   `conf_state` equal to the group (same voters, no learners, not joint). If current:
 //!   a snapshot at or below the commit matches the local term there, and one above it
 //!   has a term at least the committed entry's term.
@@ -357,4 +357,188 @@ pub fn validate_for<T: Storage>(
         term_at: &term_at,
     };
     validate(&view, sender, m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::eraftpb::{ConfState, Entry, Snapshot};
+
+    /// Node 2 of {1,2,3}, follower of 1 at term 3; log 1..=10 with terms 1,1,2,2,2,3,3,3,3,3; commit 8.
+    fn with_view<R>(f: impl FnOnce(&LocalView<'_>) -> R) -> R {
+        let terms = [0u64, 1, 1, 2, 2, 2, 3, 3, 3, 3, 3];
+        let term_at = |i: u64| terms.get(i as usize).copied();
+        let v = LocalView {
+            id: 2,
+            peers: &[1, 2, 3],
+            term: 3,
+            role: LocalRole::Follower,
+            leader: Some(1),
+            last_index: 10,
+            persisted_index: 10,
+            commit: 8,
+            term_at: &term_at,
+        };
+        f(&v)
+    }
+
+    fn msg(t: MessageType, term: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(t);
+        m.from = 1;
+        m.to = 2;
+        m.term = term;
+        m
+    }
+
+    fn append(term: u64, index: u64, log_term: u64, entries: &[(u64, u64)]) -> Message {
+        let mut m = msg(MessageType::MsgAppend, term);
+        m.index = index;
+        m.log_term = log_term;
+        let es: Vec<Entry> = entries
+            .iter()
+            .map(|&(index, term)| Entry {
+                index,
+                term,
+                ..Entry::default()
+            })
+            .collect();
+        m.set_entries(es.into());
+        m
+    }
+
+    fn snapshot(term: u64, index: u64, snap_term: u64, voters: Vec<u64>) -> Message {
+        let mut m = msg(MessageType::MsgSnapshot, term);
+        let mut s = Snapshot::default();
+        s.mut_metadata().index = index;
+        s.mut_metadata().term = snap_term;
+        s.mut_metadata()
+            .set_conf_state(ConfState::from((voters, vec![])));
+        m.set_snapshot(s);
+        m
+    }
+
+    #[test]
+    fn ordinary_messages_pass() {
+        with_view(|v| {
+            assert_eq!(
+                validate(v, Some(1), &append(3, 10, 3, &[(11, 3), (12, 3)])),
+                Ok(())
+            );
+            assert_eq!(validate(v, Some(1), &append(4, 9, 3, &[(10, 4)])), Ok(()));
+            assert_eq!(
+                validate(v, Some(1), &snapshot(3, 20, 3, vec![3, 1, 2])),
+                Ok(())
+            );
+            let mut hb = msg(MessageType::MsgHeartbeat, 3);
+            hb.commit = 10;
+            assert_eq!(validate(v, Some(1), &hb), Ok(()));
+            let mut vote = msg(MessageType::MsgRequestVote, 4);
+            vote.from = 3;
+            vote.index = 10;
+            vote.log_term = 3;
+            vote.commit = 8;
+            vote.commit_term = 3;
+            assert_eq!(validate(v, Some(3), &vote), Ok(()));
+        });
+    }
+
+    #[test]
+    fn sender_and_recipient_must_match() {
+        with_view(|v| {
+            let m = append(3, 10, 3, &[]);
+            assert_eq!(
+                validate(v, Some(3), &m),
+                Err(Rejection::SenderMismatch {
+                    claimed: 1,
+                    transport: 3
+                })
+            );
+            let mut m2 = m.clone();
+            m2.from = 9;
+            assert_eq!(validate(v, None, &m2), Err(Rejection::UnknownSender(9)));
+            m2.from = 2;
+            assert_eq!(validate(v, None, &m2), Err(Rejection::UnknownSender(2)));
+            let mut m3 = m;
+            m3.to = 3;
+            assert_eq!(validate(v, None, &m3), Err(Rejection::WrongRecipient(3)));
+        });
+    }
+
+    #[test]
+    fn appends_that_contradict_the_committed_log_are_refused() {
+        with_view(|v| {
+            // Anchored past the commit with a term below the committed entry's (would walk into the compacted prefix).
+            assert!(matches!(
+                validate(v, None, &append(3, 9, 2, &[])),
+                Err(Rejection::Conflict(_))
+            ));
+            // Entry terms above the message term, decreasing, or not contiguous.
+            for m in [
+                append(3, 10, 3, &[(11, 4)]),
+                append(3, 10, 3, &[(11, 3), (12, 2)]),
+                append(3, 10, 3, &[(12, 3)]),
+                append(3, 5, 0, &[]),
+            ] {
+                assert!(
+                    matches!(validate(v, None, &m), Err(Rejection::Malformed(_))),
+                    "{m:?}"
+                );
+            }
+            // A stale append (older term) is not judged against the log: raft-rs only answers it.
+            assert_eq!(validate(v, None, &append(2, 9, 2, &[(10, 2)])), Ok(()));
+        });
+    }
+
+    #[test]
+    fn snapshots_that_contradict_the_committed_log_or_group_are_refused() {
+        with_view(|v| {
+            for m in [
+                snapshot(3, 8, 2, vec![1, 2, 3]),
+                snapshot(3, 20, 2, vec![1, 2, 3]),
+                snapshot(3, 20, 3, vec![1, 2]),
+                snapshot(3, 20, 3, vec![1, 2, 3, 4]),
+                snapshot(3, 20, 3, vec![1, 2, 2, 3]),
+            ] {
+                assert!(
+                    matches!(validate(v, None, &m), Err(Rejection::Conflict(_))),
+                    "{m:?}"
+                );
+            }
+            assert!(matches!(
+                validate(v, None, &snapshot(3, 20, 4, vec![1, 2, 3])),
+                Err(Rejection::Malformed(_))
+            ));
+        });
+    }
+
+    #[test]
+    fn timeout_now_only_from_the_current_leader() {
+        with_view(|v| {
+            assert_eq!(
+                validate(v, None, &msg(MessageType::MsgTimeoutNow, 3)),
+                Ok(())
+            );
+            let mut m = msg(MessageType::MsgTimeoutNow, 3);
+            m.from = 3;
+            assert!(validate(v, None, &m).is_err());
+            assert!(validate(v, None, &msg(MessageType::MsgTimeoutNow, 4)).is_err());
+        });
+    }
+
+    #[test]
+    fn terms_and_indexes_near_the_top_are_refused() {
+        with_view(|v| {
+            let mut m = append(3, 10, 3, &[]);
+            m.commit = MAX_TERM_OR_INDEX;
+            assert!(matches!(
+                validate(v, None, &m),
+                Err(Rejection::OutOfRange { .. })
+            ));
+            assert!(matches!(
+                validate(v, None, &msg(MessageType::MsgHeartbeat, u64::MAX)),
+                Err(Rejection::OutOfRange { .. })
+            ));
+        });
+    }
 }
