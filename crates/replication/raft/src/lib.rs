@@ -41,6 +41,7 @@ mod config;
 pub mod durable;
 mod node;
 mod storage;
+pub mod validate;
 pub mod wire;
 mod worker;
 

@@ -138,6 +138,8 @@ pub struct NodeStats {
     pub compactions: u64,
     /// Undecodable payloads dropped.
     pub bad_payloads: u64,
+    /// Decoded messages refused by [`crate::validate`] before reaching raft-rs.
+    pub rejected_messages: u64,
     /// Entries proposed here that are resolved: applied here as ours, or reported unapplied.
     pub resolved: u64,
     /// Times applying paused because the pending queue was full.
@@ -258,6 +260,7 @@ impl RaftNode {
     /// Advances logical time by one heartbeat interval.
     pub fn tick(&mut self) {
         self.raw.tick();
+        self.reassembler.tick();
         self.ticks += 1;
         // Every tick: a periodic check can alias with check-quorum's reset of `recent_active`.
         self.maybe_hand_to_preferred();
@@ -301,15 +304,31 @@ impl RaftNode {
                 return Err(e.into());
             }
         };
-        self.step_message(msg)
+        self.step_checked(Some(from), msg)
     }
 
-    /// Feeds a decoded message.
-    pub fn step_message(&mut self, mut msg: Message) -> Result<(), NodeError> {
+    /// Feeds a decoded message (its `from` is trusted as the sender).
+    pub fn step_message(&mut self, msg: Message) -> Result<(), NodeError> {
+        self.step_checked(None, msg)
+    }
+
+    /// Validates a message from `sender` (if known), then hands it to raft-rs.
+    fn step_checked(&mut self, sender: Option<NodeId>, mut msg: Message) -> Result<(), NodeError> {
         if msg.get_msg_type() == MessageType::MsgHeartbeat {
             // A leader's view of our log can be stale (we lost our disk in `memory`
             // durability); raft-rs would abort on a commit index past our last entry.
             msg.commit = msg.commit.min(self.raw.raft.raft_log.last_index());
+        }
+        if let Err(why) = crate::validate::validate_for(&self.raw, &self.cfg.peers, sender, &msg) {
+            // Counted, logged at debug only: a hostile peer must not flood the log.
+            self.stats.rejected_messages += 1;
+            let t = msg.get_msg_type();
+            tracing::debug!(
+                shard = self.cfg.shard,
+                from = msg.from,
+                "rejected {t:?}: {why}"
+            );
+            return Ok(());
         }
         match self.raw.step(msg) {
             // Stale or foreign messages are routine in Raft; they are not errors of the node.
