@@ -69,6 +69,8 @@
 //! println!("{report}");
 //! ```
 
+#![warn(missing_docs)]
+
 mod check;
 mod codec;
 mod graph;

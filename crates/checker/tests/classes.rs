@@ -41,7 +41,11 @@ fn g0_write_cycle_on_lists() {
     let mut h = HistoryBuilder::new();
     let t1 = h.txn(0).at(1, 10).append(1, 11).append(2, 12).released();
     let t2 = h.txn(1).at(2, 9).append(1, 21).append(2, 22).released();
-    h.txn(2).at(11, 12).read(1, &[11, 21]).read(2, &[22, 12]).released();
+    h.txn(2)
+        .at(11, 12)
+        .read(1, &[11, 21])
+        .read(2, &[22, 12])
+        .released();
     let r = check(&h.build());
     only(&r, AnomalyClass::G0);
     let c = cycle_of(&r, AnomalyClass::G0);
@@ -51,7 +55,10 @@ fn g0_write_cycle_on_lists() {
     members.sort();
     assert_eq!(members, vec![t1, t2]);
     let text = r.to_string();
-    assert!(text.contains("G0") && text.contains(&format!("T{t1} -ww-> T{t2}")), "{text}");
+    assert!(
+        text.contains("G0") && text.contains(&format!("T{t1} -ww-> T{t2}")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -123,7 +130,10 @@ fn g_single_lost_update_on_a_list() {
     only(&r, AnomalyClass::GSingle);
     let c = cycle_of(&r, AnomalyClass::GSingle);
     let kinds: Vec<_> = c.steps.iter().map(|s| s.kind).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == EdgeKind::ReadWrite).count(), 1);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == EdgeKind::ReadWrite).count(),
+        1
+    );
     assert!(kinds.contains(&EdgeKind::WriteWrite));
 }
 
@@ -133,7 +143,13 @@ fn g_single_read_skew_on_registers() {
     h.txn(0).at(1, 2).write(1, 10).write(2, 20).released();
     // T1 reads x before T2's write and y after it.
     h.txn(1).at(3, 10).read(1, &[10]).read(2, &[21]).released();
-    h.txn(2).at(4, 9).read(1, &[10]).write(1, 11).read(2, &[20]).write(2, 21).released();
+    h.txn(2)
+        .at(4, 9)
+        .read(1, &[10])
+        .write(1, 11)
+        .read(2, &[20])
+        .write(2, 21)
+        .released();
     let r = check_with(&h.build(), &no_realtime());
     only(&r, AnomalyClass::GSingle);
 }
@@ -151,7 +167,10 @@ fn g2_write_skew_on_registers() {
     );
     let c = cycle_of(&r, AnomalyClass::G2);
     assert!(c.steps.iter().all(|s| s.kind == EdgeKind::ReadWrite));
-    assert!(r.anomalies.contains(&Anomaly::WriteSkew { a, b, x: 1, y: 2 }));
+    assert!(
+        r.anomalies
+            .contains(&Anomaly::WriteSkew { a, b, x: 1, y: 2 })
+    );
 }
 
 #[test]
@@ -280,7 +299,12 @@ fn serial_histories_are_valid() {
     let mut h = HistoryBuilder::new();
     h.txn(0).read(1, &[]).append(1, 1).append(2, 2).released();
     h.txn(1).read(1, &[1]).append(1, 3).read(2, &[2]).released();
-    h.txn(0).read(1, &[1, 3]).read(2, &[2]).append(2, 4).read(2, &[2, 4]).released();
+    h.txn(0)
+        .read(1, &[1, 3])
+        .read(2, &[2])
+        .append(2, 4)
+        .read(2, &[2, 4])
+        .released();
     h.txn(1).read(3, &[]).write(3, 10).read(3, &[10]).released();
     h.txn(0).read(3, &[10]).write(3, 11).released();
     h.txn(1).read(3, &[11]).read(4, &[]).released();
@@ -296,7 +320,11 @@ fn concurrent_serializable_histories_are_valid() {
     h.txn(2).at(2, 5).read(1, &[1]).released();
     h.txn(3).at(3, 12).read(1, &[1, 2]).write(5, 50).released();
     h.txn(2).at(6, 7).read(5, &[]).released();
-    h.txn(2).at(13, 14).read(5, &[50]).read(1, &[1, 2]).released();
+    h.txn(2)
+        .at(13, 14)
+        .read(5, &[50])
+        .read(1, &[1, 2])
+        .released();
     valid(h.build());
 }
 

@@ -120,7 +120,11 @@ fn simulate<M: Model>(
                 generated += 1;
                 clock += 1;
                 let ops = gens[c].next_txn();
-                written.extend(ops.iter().filter(|o| !matches!(o, Op::Read { .. })).map(Op::key));
+                written.extend(
+                    ops.iter()
+                        .filter(|o| !matches!(o, Op::Read { .. }))
+                        .map(Op::key),
+                );
                 Stage::Invoked(ops, clock)
             }
             Stage::Idle => Stage::Idle,
@@ -202,7 +206,13 @@ fn snapshot_isolation_write_skew_is_caught() {
             version: HashMap::new(),
             clock: 0,
         };
-        let h = simulate(&mut model, config(WorkloadKind::WriteSkew, false), 4, 200, seed);
+        let h = simulate(
+            &mut model,
+            config(WorkloadKind::WriteSkew, false),
+            4,
+            200,
+            seed,
+        );
         let r = check(&h);
         assert!(r.has(AnomalyClass::WriteSkew), "seed {seed}:\n{r}");
         assert!(r.has(AnomalyClass::G2), "seed {seed}:\n{r}");
@@ -229,7 +239,13 @@ fn visible_aborts_are_caught() {
         state: State::new(),
         visible_aborts: true,
     };
-    let h = simulate(&mut model, config(WorkloadKind::ListAppend, true), 3, 300, 2);
+    let h = simulate(
+        &mut model,
+        config(WorkloadKind::ListAppend, true),
+        3,
+        300,
+        2,
+    );
     let r = check(&h);
     assert!(r.has(AnomalyClass::G1a), "{r}");
 }
@@ -271,10 +287,12 @@ impl TxnExecutor for LosingExecutor {
 fn lost_writes_are_caught() {
     let store = MemStore::default();
     let workload = Workload::new(config(WorkloadKind::ListAppend, false));
-    let h = run_workload(&workload, &RunConfig::for_txns(3, 300, 5), |_| LosingExecutor {
-        inner: MemExecutor::new(store.clone()),
-        count: 0,
-        every: 10,
+    let h = run_workload(&workload, &RunConfig::for_txns(3, 300, 5), |_| {
+        LosingExecutor {
+            inner: MemExecutor::new(store.clone()),
+            count: 0,
+            every: 10,
+        }
     });
     let r = check(&h);
     assert!(r.has(AnomalyClass::LostWrite), "{r}");
