@@ -483,7 +483,10 @@ impl<'h> Checker<'h> {
                 }
             }
             // Lost writes: released appends no read saw, although a read began after them.
-            let seen: FastSet<Value> = order.iter().copied().collect();
+            let seen: FastSet<Value> = reads
+                .iter()
+                .flat_map(|r| self.ext_values(r).iter().copied())
+                .collect();
             let latest = reads
                 .iter()
                 .max_by_key(|r| self.txn(r.txn).invoke)

@@ -431,3 +431,46 @@ impl TxnBuilder<'_> {
         id
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recorder_merges_clients_in_invocation_order() {
+        let recorder = Recorder::new();
+        std::thread::scope(|s| {
+            for c in 0..4 {
+                let mut rec = recorder.client(c);
+                s.spawn(move || {
+                    for i in 0..50 {
+                        let ops = [
+                            Op::Write {
+                                key: i,
+                                value: (c as u64) << 32 | i,
+                            },
+                            Op::Read { key: i },
+                        ];
+                        let inv = rec.invoke();
+                        // The write's observation is dropped; the missing read one is None.
+                        rec.complete(inv, &ops, ExecResult::released(vec![Some(vec![1])]));
+                    }
+                });
+            }
+        });
+        let h = recorder.finish();
+        assert_eq!(h.len(), 200);
+        for (i, t) in h.txns().iter().enumerate() {
+            assert_eq!(t.id, i);
+            assert!(t.invoke < t.complete);
+            assert!(t.ops.iter().all(|r| r.observed.is_none()));
+        }
+        assert!(h.txns().windows(2).all(|w| w[0].invoke < w[1].invoke));
+        // Per client, each transaction starts after the previous one completed.
+        for c in 0..4 {
+            let mine: Vec<_> = h.txns().iter().filter(|t| t.client == c).collect();
+            assert_eq!(mine.len(), 50);
+            assert!(mine.windows(2).all(|w| w[0].complete < w[1].invoke));
+        }
+    }
+}

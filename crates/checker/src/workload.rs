@@ -522,3 +522,87 @@ impl TxnExecutor for MemExecutor {
         ExecResult::released(apply_ops(&mut map, ops))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn written(ops: &[Op]) -> impl Iterator<Item = Value> + '_ {
+        ops.iter().filter_map(|op| match *op {
+            Op::Write { value, .. } | Op::Append { value, .. } => Some(value),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for kind in WorkloadKind::ALL {
+            assert_eq!(kind.name().parse::<WorkloadKind>(), Ok(kind));
+        }
+        assert!("nope".parse::<WorkloadKind>().is_err());
+    }
+
+    #[test]
+    fn generators_are_seeded_and_values_unique() {
+        for kind in WorkloadKind::ALL {
+            let a = Workload::new(WorkloadConfig::new(kind));
+            let b = Workload::new(WorkloadConfig::new(kind));
+            let ta: Vec<_> = a.client(3, 42).take(200).collect();
+            let tb: Vec<_> = b.client(3, 42).take(200).collect();
+            assert_eq!(ta, tb, "{kind}");
+            let mut seen = HashSet::new();
+            for c in 0..3 {
+                for ops in a.client(c, 42).take(200) {
+                    assert!(!ops.is_empty());
+                    for v in written(&ops) {
+                        assert!(seen.insert(v), "{kind}: value {v} generated twice");
+                        assert_ne!(v, crate::GARBAGE);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn list_keys_rotate_and_hot_keys_dominate() {
+        let mut config = WorkloadConfig::new(WorkloadKind::ListAppend);
+        config.keys = 4;
+        config.max_appends_per_key = 3;
+        config.dist = KeyDist::Hot {
+            hot_keys: 1,
+            hot_percent: 90,
+        };
+        let w = Workload::new(config);
+        let mut appends: HashMap<Key, u64> = HashMap::new();
+        let mut per_slot = [0u32; 4];
+        for ops in w.client(0, 1).take(500) {
+            for op in ops {
+                per_slot[(op.key() % 4) as usize] += 1;
+                if let Op::Append { key, .. } = op {
+                    *appends.entry(key).or_default() += 1;
+                }
+            }
+        }
+        assert!(appends.values().all(|&n| n <= 3), "{appends:?}");
+        assert!(appends.len() > 4);
+        // Slot 0 is in almost every transaction; the others only in some.
+        assert!(per_slot[0] >= 450, "{per_slot:?}");
+        assert!(per_slot[1..].iter().all(|&n| n < 400), "{per_slot:?}");
+    }
+
+    #[test]
+    fn write_skew_pairs_alternate_sides() {
+        let w = Workload::new(WorkloadConfig::new(WorkloadKind::WriteSkew));
+        let (mut a, mut b) = (w.client(0, 1), w.client(1, 1));
+        let (ta, tb) = (a.next_txn(), b.next_txn());
+        assert!(matches!(
+            ta[..],
+            [Op::Read { key: 0 }, Op::Write { key: 1, .. }]
+        ));
+        assert!(matches!(
+            tb[..],
+            [Op::Read { key: 1 }, Op::Write { key: 0, .. }]
+        ));
+    }
+}

@@ -348,3 +348,16 @@ fn unknown_and_aborted_transactions() {
     h.txn(2).at(11, 12).read(1, &[1, 2]).released();
     only(&check(&h.build()), AnomalyClass::GSingle);
 }
+
+#[test]
+fn a_write_seen_only_by_an_incompatible_read_is_not_lost() {
+    let mut h = HistoryBuilder::new();
+    h.txn(0).append(1, 1).released();
+    h.txn(0).append(1, 2).released();
+    h.txn(0).append(1, 3).released();
+    h.txn(1).read(1, &[2]).released();
+    h.txn(1).read(1, &[1, 3]).released();
+    let r = check(&h.build());
+    assert!(r.has(AnomalyClass::IncompatibleOrder), "{r}");
+    assert!(!r.has(AnomalyClass::LostWrite), "{r}");
+}
