@@ -568,3 +568,104 @@ fn preferred_leader_hand_off_with_ten_tick_election_timeout() {
         "the preferred replica never took over"
     );
 }
+
+/// A single-replica host over the in-memory network, with a memory log.
+fn solo_host() -> (mako_raft::RaftHost, Arc<mako_raft::RaftWorker>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, rec) = LogStore::open(LogStoreConfig {
+        durability: Durability::Memory,
+        ..LogStoreConfig::new(dir.path())
+    })
+    .unwrap();
+    let net = mako_transport::mem::MemNetwork::new();
+    let (t, inbox) = net.endpoint(1);
+    let host = mako_raft::RaftHost::new(
+        Arc::new(t),
+        inbox,
+        Arc::new(log),
+        rec,
+        mako_raft::HostConfig { snapshot_dir: None },
+    );
+    let mut cfg = RaftConfig::new(1, vec![1], 0);
+    cfg.election_timeout_min_ms = 20;
+    cfg.election_timeout_max_ms = 40;
+    let g = host.start_group(cfg).unwrap();
+    use mako_replication::Replicator;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while g.role() != Role::Leader && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(g.role(), Role::Leader);
+    (host, g)
+}
+
+fn wait(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// A panic inside the group (here: in an apply callback) stops that group visibly: its
+/// health says why, it no longer claims to lead, submissions fail, shutdown still joins.
+#[test]
+fn a_panic_in_the_group_stops_it_visibly() {
+    use mako_replication::{GroupHealth, Replicator, SubmitError};
+    let (host, g) = solo_host();
+    g.on_apply(
+        Role::Leader,
+        Box::new(|ctx| {
+            if &ctx.entry[..] == b"boom" {
+                panic!("callback exploded");
+            }
+            Applied::normal(ctx.index)
+        }),
+    );
+    g.submit(Bytes::from_static(b"fine")).unwrap();
+    g.submit(Bytes::from_static(b"boom")).unwrap();
+    assert!(wait(|| g.health() != GroupHealth::Running));
+    match g.health() {
+        GroupHealth::Failed(why) => assert!(why.contains("callback exploded"), "{why}"),
+        h => panic!("unexpected health {h:?}"),
+    }
+    assert_eq!(g.role(), Role::Follower);
+    assert_eq!(g.submit(Bytes::from_static(b"x")), Err(SubmitError::Failed));
+    host.shutdown();
+}
+
+/// `outstanding()` counts submissions still queued for the worker, not only proposed ones;
+/// and every submission is resolved exactly once.
+#[test]
+fn outstanding_counts_queued_submissions() {
+    use mako_replication::Replicator;
+    let (host, g) = solo_host();
+    let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
+    let applied = Arc::new(Mutex::new(0u64));
+    let a = Arc::clone(&applied);
+    g.on_apply(
+        Role::Leader,
+        Box::new(move |ctx| {
+            // The first entry holds the worker thread until the test opens the gate.
+            if &ctx.entry[..] == b"hold" {
+                let _ = gate_rx.recv();
+            }
+            *a.lock() += 1;
+            Applied::normal(ctx.index)
+        }),
+    );
+    g.submit(Bytes::from_static(b"hold")).unwrap();
+    assert!(wait(|| g.applied_index() >= 1 || g.outstanding() == 1));
+    // The worker may be blocked in the callback now: these wait in its command queue.
+    for k in 0..10u8 {
+        g.submit(Bytes::from(vec![k])).unwrap();
+    }
+    assert!(g.outstanding() >= 10, "outstanding {}", g.outstanding());
+    gate_tx.send(()).unwrap();
+    assert!(wait(|| g.outstanding() == 0));
+    assert_eq!(*applied.lock(), 11);
+    host.shutdown();
+}
