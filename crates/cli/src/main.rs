@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+
+mod log;
 use mako_bench::{
     BenchConfig, BenchReport, ClusterBenchConfig, ClusterReport, Dist, NetKind, Progress,
     RaftBenchConfig, RaftBenchReport, Workload,
@@ -25,6 +27,9 @@ enum Command {
     Bench(BenchCmd),
     /// The embedded demo: 2 shards x 3 Raft replicas in one process, 10 s of the micro workload.
     Demo(DemoArgs),
+    /// Check or repair a node's durable Raft log.
+    #[command(subcommand)]
+    Log(log::LogCmd),
 }
 
 #[derive(clap::Args, Debug)]
@@ -214,6 +219,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCmd { kv, .. }) => bench(&kv),
         Command::Demo(args) => demo(&args),
+        Command::Log(cmd) => log::run(&cmd),
     }
 }
 
