@@ -86,7 +86,9 @@ struct Published {
     resolved: AtomicU64,
     /// Inbound messages dropped because the group's inbox was full.
     inbox_drops: AtomicU64,
-    health: Mutex<GroupHealth>,
+    /// Held for reading by `submit` across its check and send, so that a stopping group
+    /// (which takes it for writing) finds every accepted submission in its queue.
+    health: parking_lot::RwLock<GroupHealth>,
 }
 
 impl Published {
@@ -99,7 +101,7 @@ impl Published {
             applied: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
             inbox_drops: AtomicU64::new(0),
-            health: Mutex::new(GroupHealth::Running),
+            health: parking_lot::RwLock::new(GroupHealth::Running),
         }
     }
 }
@@ -427,7 +429,7 @@ impl Driver {
                 Ok(env) => self.receive(&env),
                 Err(_) => return Ok(Flow::Stop),
             },
-            recv(ticker) -> _ => self.node.tick(),
+            recv(ticker) -> _ => self.tick(),
         }
         // A flood of proposals never starves peers' messages, completions or the tick.
         while let Ok(d) = done.try_recv() {
@@ -450,7 +452,7 @@ impl Driver {
             }
         }
         if ticker.try_recv().is_ok() {
-            self.node.tick();
+            self.tick();
         }
         self.flush()?;
         Ok(Flow::Continue)
@@ -459,7 +461,7 @@ impl Driver {
     /// Stops the group: steps down as far as callers can see, reports every unresolved
     /// submission, publishes why.
     fn stop(&mut self, cmds: &Receiver<Cmd>, health: GroupHealth) {
-        *self.status.health.lock() = health;
+        *self.status.health.write() = health;
         self.status.role.store(0, Ordering::Release);
         self.node
             .dispatcher()
@@ -479,6 +481,16 @@ impl Driver {
         self.status
             .resolved
             .store(self.node.stats().resolved + abandoned, Ordering::Release);
+    }
+
+    fn tick(&mut self) {
+        self.node.tick();
+        // Queued entries are re-offered now and then even if a `retry_pending` was dropped
+        // on a full command queue; the callback decides whether replay is safe.
+        if self.node.dispatcher().queued() > 0 {
+            self.node.dispatcher().retry_pending();
+            self.node.tick_apply();
+        }
     }
 
     fn receive(&mut self, env: &Envelope) {
@@ -659,7 +671,8 @@ impl Replicator for RaftWorker {
         if self.stopped.load(Ordering::Acquire) {
             return Err(SubmitError::Stopped);
         }
-        if !matches!(*self.status.health.lock(), GroupHealth::Running) {
+        let health = self.status.health.read();
+        if !matches!(*health, GroupHealth::Running) {
             return Err(SubmitError::Failed);
         }
         if self.role() != Role::Leader {
@@ -705,7 +718,7 @@ impl Replicator for RaftWorker {
     }
 
     fn health(&self) -> GroupHealth {
-        self.status.health.lock().clone()
+        self.status.health.read().clone()
     }
 
     fn role(&self) -> Role {
