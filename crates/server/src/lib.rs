@@ -22,6 +22,6 @@ pub mod msg;
 pub mod site;
 pub mod streams;
 
-pub use cluster::{Cluster, ClusterConfig, NetKind};
+pub use cluster::{Cluster, ClusterConfig, ControlFaults, Fate, NetKind};
 pub use coord::{DistTxn, Speculative};
 pub use site::{Site, SiteConfig, SiteError};
