@@ -37,9 +37,12 @@ pub enum Fate {
     Replace(Msg),
 }
 
-/// Test fault injection: decides the fate of every control message `(from, to, msg)` a site sends.
+/// Decides the fate of one control message `(from, to, msg)`.
+pub type FaultFn = dyn Fn(NodeId, NodeId, &Msg) -> Fate + Send + Sync;
+
+/// Test fault injection: decides the fate of every control message a site sends.
 #[derive(Clone)]
-pub struct ControlFaults(pub Arc<dyn Fn(NodeId, NodeId, &Msg) -> Fate + Send + Sync>);
+pub struct ControlFaults(pub Arc<FaultFn>);
 
 impl std::fmt::Debug for ControlFaults {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -4,8 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mako_server::{Cluster, ClusterConfig, SiteConfig};
-use mako_txn::AbortReason;
+use mako_server::{Cluster, ClusterConfig, Pending, SiteConfig};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 fn config(shards: u32, replicas: u32) -> ClusterConfig {
@@ -163,9 +162,8 @@ fn no_release_without_a_majority_of_every_touched_shard() {
     assert!(!spec.is_released());
     assert_eq!(
         spec.wait_release(Duration::from_millis(500))
-            .expect_err("no majority")
-            .reason,
-        AbortReason::Timeout
+            .expect_err("no majority"),
+        Pending::ReleaseTimeout
     );
     // A shard-0-only transaction that reads nothing from shard 1 is still released.
     let mut tx = s0.begin(1);
