@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use mako_logstore::{Durability, LogStore, LogStoreConfig};
 use mako_raft::{HostConfig, RaftConfig, RaftHost};
 use mako_replication::{NodeId, Replicator};
-use mako_transport::Transport;
 use mako_transport::mem::MemNetwork;
 use mako_transport::tcp::{TcpConfig, TcpTransport};
+use mako_transport::{Envelope, SendError, Transport};
 
-use crate::msg::CONTROL_GROUP;
+use crate::msg::{CONTROL_GROUP, Msg};
 use crate::site::{Site, SiteConfig, SiteError};
 
 /// Which network connects the sites.
@@ -22,6 +22,65 @@ pub enum NetKind {
     Mem,
     /// Loopback TCP.
     Tcp,
+}
+
+/// What the control-channel fault hook does with one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Deliver it unchanged.
+    Deliver,
+    /// Lose it.
+    Drop,
+    /// Deliver it twice.
+    Duplicate,
+    /// Deliver this message instead.
+    Replace(Msg),
+}
+
+/// Decides the fate of one control message `(from, to, msg)`.
+pub type FaultFn = dyn Fn(NodeId, NodeId, &Msg) -> Fate + Send + Sync;
+
+/// Test fault injection: decides the fate of every control message a site sends.
+#[derive(Clone)]
+pub struct ControlFaults(pub Arc<FaultFn>);
+
+impl std::fmt::Debug for ControlFaults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlFaults")
+    }
+}
+
+/// A transport that applies [`ControlFaults`] to control messages and passes everything else.
+struct Faulty {
+    inner: Arc<dyn Transport>,
+    faults: ControlFaults,
+}
+
+impl Transport for Faulty {
+    fn local_id(&self) -> NodeId {
+        self.inner.local_id()
+    }
+
+    fn send(&self, msg: Envelope) -> Result<(), SendError> {
+        if msg.group != CONTROL_GROUP {
+            return self.inner.send(msg);
+        }
+        let Ok(m) = Msg::decode(&msg.payload) else {
+            return self.inner.send(msg);
+        };
+        match (self.faults.0)(self.inner.local_id(), msg.to, &m) {
+            Fate::Deliver => self.inner.send(msg),
+            Fate::Drop => Ok(()),
+            Fate::Duplicate => {
+                self.inner.send(msg.clone())?;
+                self.inner.send(msg)
+            }
+            Fate::Replace(m) => self.inner.send(Envelope {
+                payload: m.encode(),
+                ..msg
+            }),
+        }
+    }
 }
 
 /// Shape and settings of an in-process cluster.
@@ -39,6 +98,8 @@ pub struct ClusterConfig {
     pub heartbeat_ms: u64,
     /// Raft election timeout bounds (ms).
     pub election_ms: (u64, u64),
+    /// Fault injection on the control channel (tests); `None` delivers everything.
+    pub control_faults: Option<ControlFaults>,
 }
 
 impl Default for ClusterConfig {
@@ -50,6 +111,7 @@ impl Default for ClusterConfig {
             durability: Durability::Memory,
             heartbeat_ms: 5,
             election_ms: (400, 700),
+            control_faults: None,
         }
     }
 }
@@ -162,6 +224,13 @@ impl Cluster {
             rc.election_timeout_max_ms = cfg.election_ms.1;
             rc.preferred = Some(nodes[s as usize][0]);
             let group = host.start_group(rc)?;
+            let transport = match &cfg.control_faults {
+                Some(f) => Arc::new(Faulty {
+                    inner: transport,
+                    faults: f.clone(),
+                }) as Arc<dyn Transport>,
+                None => transport,
+            };
             let site = Site::new(
                 cfg.site.clone(),
                 s,

@@ -3,14 +3,20 @@
 //! Reads and writes on the coordinator's own shard run in a local OCC
 //! transaction; on another shard they run in a participant transaction on that
 //! shard's leader, reached over the control channel. `commit` then
-//! (1) prepares everywhere (lock write sets no-wait, validate reads — also on
-//! read-only shards), (2) merges every participant's read dependencies and
-//! has each written shard allocate its `VT` component
-//! (`c_s = max(c_s, deps[s]) + 1`), (3) installs and logs each piece with the
-//! final `VT` (speculative: others may read it now), and (4) waits until
-//! `VT <= VW`, the release.
+//! (1) locks every write set — the local one without a message, the remote
+//! ones with `Lock` — and only then (2) validates reads on every participant
+//! (`Validate`, also on read-only shards, which are contacted only then); each
+//! written shard allocates its `VT` component (`c_s = max(c_s, deps[s]) + 1`)
+//! as it validates. With a single remote participant, (1) and (2) are one
+//! message: it locks and validates after the local lock and before the local
+//! validation. (3) The coordinator records its decision, sends it (Commit with
+//! the final `VT`, or Abort) and resends it until every participant
+//! acknowledged; each participant installs and logs its piece (speculative:
+//! others may read it now). (4) The transaction is released once every
+//! participant acknowledged and `VT <= VW`. A participant that refuses a
+//! Commit leaves the outcome pending (never released, never reported aborted).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,11 +25,59 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mako_replication::NodeId;
 use mako_storage::Key;
-use mako_txn::{Abort, AbortReason, CommitInfo, Prepared, Transaction, merge};
+use mako_txn::{Abort, AbortReason, CommitInfo, Locked, Prepared, Transaction, merge};
 use mako_watermark::{WatermarkVector, stream_id};
+use parking_lot::{Condvar, Mutex};
 
-use crate::msg::{Msg, Op, Refusal, Reply};
+use crate::msg::{Msg, Op, Refusal, Reply, TxnId};
 use crate::site::Site;
+
+/// Why a speculatively committed transaction is not released (yet): its outcome is pending, not aborted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Pending {
+    /// A participant has not acknowledged its piece yet (the coordinator keeps resending).
+    #[error("a participant has not acknowledged its piece")]
+    Unacknowledged,
+    /// A participant refused the commit (e.g. it no longer leads); the epoch change decides.
+    #[error("a participant refused the commit ({0:?}); the epoch change decides")]
+    Refused(Refusal),
+    /// `VT <= VW` did not happen in time.
+    #[error("not released within the timeout")]
+    ReleaseTimeout,
+}
+
+/// Why [`DistTxn::commit`] did not return a released transaction.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// Aborted: nothing of it is or will ever be visible; the caller may retry.
+    #[error("transaction aborted: {0}")]
+    Aborted(AbortReason),
+    /// Committed speculatively, outcome pending: it may still be released. Retrying it
+    /// could apply it twice; wait on the handle or ask later instead.
+    #[error("transaction outcome unknown: {why}")]
+    Unknown {
+        /// Why it is not released yet.
+        why: Pending,
+        /// The commit, to wait on ([`Speculative::wait_release`]).
+        spec: Box<Speculative>,
+    },
+}
+
+impl CommitError {
+    /// The abort reason, if it aborted.
+    pub fn abort_reason(&self) -> Option<AbortReason> {
+        match self {
+            CommitError::Aborted(r) => Some(*r),
+            CommitError::Unknown { .. } => None,
+        }
+    }
+}
+
+impl From<Abort> for CommitError {
+    fn from(a: Abort) -> Self {
+        CommitError::Aborted(a.reason)
+    }
+}
 
 /// A committed transaction not yet known durable: await [`Speculative::wait_release`] before acknowledging.
 #[derive(Debug, Clone)]
@@ -31,22 +85,92 @@ pub struct Speculative {
     /// The commit's outcome (epoch, `VT`).
     pub info: CommitInfo,
     vw: Arc<WatermarkVector>,
+    /// The participants' acknowledgements, if any remote piece was committed.
+    acks: Option<Arc<Decision>>,
 }
 
 impl Speculative {
-    /// Whether it is released (`VT <= VW`) now.
+    /// Whether it is released (every participant acknowledged and `VT <= VW`) now.
     pub fn is_released(&self) -> bool {
-        self.vw.covers(&self.info.vt)
+        self.acks.as_ref().is_none_or(|d| d.acked().is_ok()) && self.vw.covers(&self.info.vt)
     }
 
-    /// Waits for release; `Err(Timeout)` if `VW` does not cover `VT` within `timeout`.
-    pub fn wait_release(&self, timeout: Duration) -> Result<(), Abort> {
-        if self.vw.wait_covers(&self.info.vt, Instant::now() + timeout) {
+    /// Waits for release; if it does not come within `timeout`, says why the outcome is still pending.
+    pub fn wait_release(&self, timeout: Duration) -> Result<(), Pending> {
+        let deadline = Instant::now() + timeout;
+        if let Some(d) = &self.acks {
+            d.wait_acked(deadline)?;
+        }
+        if self.vw.wait_covers(&self.info.vt, deadline) {
             Ok(())
         } else {
-            Err(Abort::new(AbortReason::Timeout))
+            Err(Pending::ReleaseTimeout)
         }
     }
+}
+
+/// Acknowledgements a decision still waits for.
+#[derive(Debug, Default)]
+struct AckState {
+    /// Participants that have not acknowledged, with when the decision was last sent to each.
+    unacked: BTreeMap<NodeId, Instant>,
+    /// A participant's refusal (the outcome then stays pending).
+    refused: Option<Refusal>,
+}
+
+/// A coordinator's recorded decision on one multi-shard transaction.
+#[derive(Debug)]
+pub(crate) struct Decision {
+    txn: TxnId,
+    epoch: u32,
+    /// The final `VT` if the decision is commit; `None` means abort.
+    commit: Option<Vec<u64>>,
+    acks: Mutex<AckState>,
+    cv: Condvar,
+}
+
+impl Decision {
+    fn msg(&self) -> Msg {
+        Msg::Decision {
+            txn: self.txn,
+            epoch: self.epoch,
+            commit: self.commit.clone(),
+        }
+    }
+
+    /// `Ok` once every participant acknowledged.
+    fn acked(&self) -> Result<(), Pending> {
+        Self::acked_locked(&self.acks.lock())
+    }
+
+    fn wait_acked(&self, deadline: Instant) -> Result<(), Pending> {
+        let mut a = self.acks.lock();
+        loop {
+            if let Some(r) = a.refused {
+                return Err(Pending::Refused(r));
+            }
+            if a.unacked.is_empty() {
+                return Ok(());
+            }
+            if self.cv.wait_until(&mut a, deadline).timed_out() {
+                return Self::acked_locked(&a);
+            }
+        }
+    }
+
+    fn acked_locked(a: &AckState) -> Result<(), Pending> {
+        match a.refused {
+            Some(r) => Err(Pending::Refused(r)),
+            None if a.unacked.is_empty() => Ok(()),
+            None => Err(Pending::Unacknowledged),
+        }
+    }
+}
+
+/// A coordinator's transactions in commit: undecided ones, and decisions not yet acknowledged by all.
+#[derive(Debug, Default)]
+pub(crate) struct Decisions {
+    table: Mutex<HashMap<TxnId, Option<Arc<Decision>>>>,
 }
 
 /// A remote write buffered at the coordinator until prepare: (table, key, value or `None`).
@@ -258,19 +382,29 @@ impl<'a> DistTxn<'a> {
         self.write(shard, table, key, Some(value))
     }
 
-    /// Commits and waits for release (`VT <= VW`); `Timeout` if release does not come in time.
-    pub fn commit(self) -> Result<CommitInfo, Abort> {
+    /// Commits and waits for release (every participant acknowledged and `VT <= VW`).
+    ///
+    /// `Aborted` means never visible. If the release does not come within the
+    /// configured timeout the outcome is `Unknown` (committed speculatively, pending):
+    /// the error carries the handle to wait on.
+    pub fn commit(self) -> Result<CommitInfo, CommitError> {
         let timeout = self.site.cfg.timeout;
         let s = self.commit_speculative()?;
-        s.wait_release(timeout)?;
-        Ok(s.info)
+        match s.wait_release(timeout) {
+            Ok(()) => Ok(s.info),
+            Err(why) => Err(CommitError::Unknown {
+                why,
+                spec: Box::new(s),
+            }),
+        }
     }
 
     /// Commits speculatively: visible to other transactions now, durable only once released.
+    ///
+    /// `Err` means aborted (never visible); `Ok` means the decision is commit.
     pub fn commit_speculative(mut self) -> Result<Speculative, Abort> {
         let site = self.site;
         let vw = Arc::clone(&site.vw);
-        let me = site.shard_id as usize;
         let shards_n = site.cfg.shards as usize;
         if !site.is_leader() {
             // A deposed leader must not install more speculative versions (failover epochs,
@@ -287,42 +421,81 @@ impl<'a> DistTxn<'a> {
                     wrote: false,
                 },
             };
-            return Ok(Speculative { info, vw });
+            return Ok(Speculative {
+                info,
+                vw,
+                acks: None,
+            });
         }
-        let stream = self.stream();
-        // 1. Prepare everywhere (in parallel): lock, validate, allocate on written shards.
-        let local: Option<Prepared<'_>> = match self.local.take().map(Transaction::prepare) {
-            Some(Ok(p)) => Some(p),
-            Some(Err(e)) => {
-                self.abort_remotes();
-                return Err(e);
+        let txn = self.txn();
+        // From here an inquiring participant waits for the decision instead of getting Abort.
+        site.decisions.table.lock().insert(txn, None);
+        let parts: Vec<(u32, NodeId, Vec<RemoteWrite>)> = std::mem::take(&mut self.remotes)
+            .into_iter()
+            .map(|(s, (node, writes))| (s, node, writes))
+            .collect();
+        let nodes: Vec<NodeId> = parts.iter().map(|p| p.1).collect();
+        match self.prepare_all(parts) {
+            Ok(ready) => Ok(self.commit_prepared(ready, vw)),
+            Err(e) => {
+                site.decide(txn, None, nodes);
+                Err(e)
             }
-            None => None,
+        }
+    }
+
+    /// Locks every write set, then validates every read set; on success every piece is prepared.
+    fn prepare_all(
+        &mut self,
+        parts: Vec<(u32, NodeId, Vec<RemoteWrite>)>,
+    ) -> Result<Ready<'a>, Abort> {
+        let site = self.site;
+        let (txn, stream) = (self.txn(), self.stream());
+        let me = site.shard_id as usize;
+        // 1. The local write set (no message).
+        let local: Option<Locked<'a>> = self.local.take().map(Transaction::lock).transpose()?;
+        let shards: Vec<u32> = parts.iter().map(|p| p.0).collect();
+        let replies = if let [(_, node, _)] = parts[..] {
+            // One remote participant: it locks and validates in one step, after the
+            // local lock and before the local validation.
+            let writes = parts.into_iter().flat_map(|p| p.2).collect();
+            let r = site.call(node, txn, stream, Op::Validate { writes });
+            vec![r]
+        } else {
+            // Round 1: remote writers lock; round 2: everyone validates.
+            let locks: Vec<(NodeId, Op)> = parts
+                .iter()
+                .filter(|p| !p.2.is_empty())
+                .map(|p| {
+                    (
+                        p.1,
+                        Op::Lock {
+                            writes: p.2.clone(),
+                        },
+                    )
+                })
+                .collect();
+            for r in site.call_many(txn, stream, locks) {
+                match r {
+                    Ok(Reply::Locked) => {}
+                    Ok(other) => return Err(refused(other)),
+                    Err(e) => return Err(e),
+                }
+            }
+            let validates = parts
+                .iter()
+                .map(|p| (p.1, Op::Validate { writes: Vec::new() }))
+                .collect();
+            site.call_many(txn, stream, validates)
         };
+        // 2. The local reads, once every write set is locked.
+        let local: Option<Prepared<'a>> = local.map(Locked::validate).transpose()?;
         let mut deps = local
             .as_ref()
             .map(|p| p.deps())
-            .unwrap_or_else(|| smallvec::smallvec![0; shards_n]);
+            .unwrap_or_else(|| smallvec::smallvec![0; site.cfg.shards as usize]);
         let mut own: Vec<(usize, u64)> = Vec::new();
-        if let Some(p) = local.as_ref().filter(|p| p.wrote()) {
-            match site.log.reserve(stream, || p.allocate(deps[me])) {
-                Some(ts) => own.push((me, ts)),
-                None => {
-                    self.abort_remotes();
-                    return Err(Abort::new(AbortReason::Conflict));
-                }
-            }
-        }
-        let shards: Vec<u32> = self.remotes.keys().copied().collect();
-        let requests: Vec<(NodeId, Op)> = self
-            .remotes
-            .values_mut()
-            .map(|(node, writes)| {
-                let writes = std::mem::take(writes);
-                (*node, Op::Prepare { writes })
-            })
-            .collect();
-        let replies = site.call_many(self.txn(), stream, requests);
+        let mut writers = Vec::new();
         let mut failure = None;
         for (s, r) in shards.iter().zip(replies) {
             match r {
@@ -330,34 +503,64 @@ impl<'a> DistTxn<'a> {
                     merge(&mut deps, &d);
                     if let Some(ts) = ts {
                         own.push((*s as usize, ts));
+                        writers.push(*s);
                     }
                 }
                 Ok(other) => failure = Some(refused(other)),
                 Err(e) => failure = Some(e),
             }
         }
-        // 2. The VT: read dependencies, with each written shard's allocated component.
-        let mut vt = deps.clone();
-        for &(s, ts) in &own {
-            if ts < deps[s] {
-                // Cannot happen (c_s bounds every observed VT[s]); refuse rather than misorder.
-                failure = Some(Abort::new(AbortReason::Conflict));
-            }
-            vt[s] = ts;
-        }
+        let mut ready = Ready {
+            local,
+            local_ts: None,
+            deps,
+            own,
+            writers,
+        };
         if let Some(e) = failure {
-            if let Some(p) = local {
-                if p.wrote() {
-                    site.log.cancel(stream);
-                }
-                p.abort();
-            }
-            self.abort_remotes();
             return Err(e);
         }
-        // 3. Install and log every piece with the final VT.
+        if let Some(p) = ready.local.as_ref().filter(|p| p.wrote()) {
+            let dep = ready.deps[me];
+            match site.log.reserve(stream, || p.allocate(dep)) {
+                Some(ts) => {
+                    ready.local_ts = Some(ts);
+                    ready.own.push((me, ts));
+                }
+                None => return Err(Abort::new(AbortReason::Conflict)),
+            }
+        }
+        // The VT: read dependencies, with each written shard's allocated component.
+        for &(s, ts) in &ready.own {
+            // c_s bounds every observed VT[s], so a shard's own timestamp exceeds them.
+            debug_assert!(
+                ts > ready.deps[s],
+                "VT[{s}] = {ts} not above its dependency"
+            );
+            if ts <= ready.deps[s] {
+                ready.cancel_local(site, stream);
+                return Err(Abort::new(AbortReason::Conflict));
+            }
+        }
+        Ok(ready)
+    }
+
+    /// Records the commit decision, sends it, installs the local piece, waits (bounded) for the acknowledgements.
+    fn commit_prepared(&mut self, ready: Ready<'a>, vw: Arc<WatermarkVector>) -> Speculative {
+        let site = self.site;
+        let (txn, stream) = (self.txn(), self.stream());
+        let mut vt = ready.deps.clone();
+        for &(s, ts) in &ready.own {
+            vt[s] = ts;
+        }
+        let writers: Vec<NodeId> = ready
+            .writers
+            .iter()
+            .filter_map(|s| site.nodes.get(*s as usize).and_then(|r| r.first().copied()))
+            .collect();
+        let decision = site.decide(txn, Some(vt.to_vec()), writers);
         let epoch = site.shard.epoch();
-        if let Some(p) = local {
+        if let Some(p) = ready.local {
             if p.wrote() {
                 p.with_writes(|w| site.log.fulfil(stream, &vt, w.iter()));
                 p.install(vt.clone());
@@ -365,43 +568,50 @@ impl<'a> DistTxn<'a> {
                 p.read_only();
             }
         }
-        let commits = self
-            .remotes
-            .values()
-            .map(|(node, _)| (*node, Op::Commit { vt: vt.to_vec() }))
-            .collect();
-        for r in site.call_many(self.txn(), stream, commits) {
-            if let Err(e) = r {
-                // The decision is commit; a lost reply leaves release to the watermarks.
-                tracing::warn!("commit reply lost: {e}");
-            }
+        if let Some(d) = &decision {
+            // Bounded: a missing acknowledgement leaves the outcome pending, not aborted.
+            let _ = d.wait_acked(Instant::now() + site.cfg.timeout);
         }
-        self.remotes.clear();
-        Ok(Speculative {
+        Speculative {
             info: CommitInfo {
                 epoch,
                 vt,
-                wrote: !own.is_empty(),
+                wrote: !ready.own.is_empty(),
             },
             vw,
-        })
+            acks: decision,
+        }
     }
+}
 
-    fn abort_remotes(&mut self) {
-        let aborts = self
-            .remotes
-            .values()
-            .map(|(node, _)| (*node, Op::Abort))
-            .collect();
-        let _ = self.site.call_many(self.txn(), self.stream(), aborts);
-        self.remotes.clear();
+/// A transaction whose every piece is prepared (locked and validated).
+struct Ready<'a> {
+    local: Option<Prepared<'a>>,
+    /// The local piece's reserved timestamp.
+    local_ts: Option<u64>,
+    /// Merged read dependencies.
+    deps: mako_storage::Vt,
+    /// Each written shard's allocated timestamp.
+    own: Vec<(usize, u64)>,
+    /// Remote shards that write (and must acknowledge the commit).
+    writers: Vec<u32>,
+}
+
+impl Ready<'_> {
+    /// Gives back the local reservation (abort path; the local piece unlocks when dropped).
+    fn cancel_local(&mut self, site: &Site, stream: u32) {
+        if let Some(ts) = self.local_ts.take() {
+            site.log.cancel(stream, ts);
+        }
     }
 }
 
 impl Drop for DistTxn<'_> {
     fn drop(&mut self) {
         if !self.remotes.is_empty() {
-            self.abort_remotes();
+            let nodes = self.remotes.values().map(|(n, _)| *n).collect();
+            self.site.decide(self.txn(), None, nodes);
+            self.remotes.clear();
         }
     }
 }
@@ -430,6 +640,99 @@ fn refused(r: Reply) -> Abort {
 }
 
 impl Site {
+    /// Records the decision on `txn` (`Some(vt)`: commit) and sends it to `participants`;
+    /// it is resent until each acknowledged. `None` if there is no one to tell.
+    pub(crate) fn decide(
+        &self,
+        txn: TxnId,
+        commit: Option<Vec<u64>>,
+        participants: Vec<NodeId>,
+    ) -> Option<Arc<Decision>> {
+        if participants.is_empty() {
+            self.decisions.table.lock().remove(&txn);
+            return None;
+        }
+        let now = Instant::now();
+        let d = Arc::new(Decision {
+            txn,
+            epoch: self.shard.epoch(),
+            commit,
+            acks: Mutex::new(AckState {
+                unacked: participants.iter().map(|&n| (n, now)).collect(),
+                refused: None,
+            }),
+            cv: Condvar::new(),
+        });
+        // Recorded before it is sent.
+        self.decisions
+            .table
+            .lock()
+            .insert(txn, Some(Arc::clone(&d)));
+        let msg = d.msg();
+        for n in participants {
+            self.send(n, &msg);
+        }
+        Some(d)
+    }
+
+    /// A participant acknowledged (or refused) the decision on `txn`.
+    pub(crate) fn acknowledged(&self, txn: TxnId, from: NodeId, refused: Option<Refusal>) {
+        let mut table = self.decisions.table.lock();
+        let Some(Some(d)) = table.get(&txn) else {
+            return;
+        };
+        let done = {
+            let mut a = d.acks.lock();
+            if a.unacked.remove(&from).is_none() {
+                return;
+            }
+            if let Some(r) = refused {
+                // Never ignored: the outcome stays pending until the epoch change decides it.
+                tracing::warn!(?txn, from, "participant refused the decision: {r:?}");
+                a.refused = Some(r);
+            }
+            d.cv.notify_all();
+            a.unacked.is_empty() && a.refused.is_none()
+        };
+        if done {
+            table.remove(&txn);
+        }
+    }
+
+    /// A participant asks for the decision on `txn`: the recorded one, or Abort if there is none.
+    pub(crate) fn inquired(&self, txn: TxnId, from: NodeId) {
+        let msg = match self.decisions.table.lock().get(&txn) {
+            // Still deciding: the participant asks again later.
+            Some(None) => return,
+            Some(Some(d)) => d.msg(),
+            // No record: commit was never decided.
+            None => Msg::Decision {
+                txn,
+                epoch: self.shard.epoch(),
+                commit: None,
+            },
+        };
+        self.send(from, &msg);
+    }
+
+    /// Resends decisions to participants that have not acknowledged them for a while.
+    pub(crate) fn resend_decisions(&self, now: Instant) {
+        let every = (self.cfg.timeout / 10).max(self.cfg.tick);
+        let mut sends = Vec::new();
+        for d in self.decisions.table.lock().values().flatten() {
+            let mut a = d.acks.lock();
+            for (n, last) in a.unacked.iter_mut() {
+                if now.duration_since(*last) >= every {
+                    *last = now;
+                    sends.push((*n, d.msg()));
+                }
+            }
+        }
+        for (n, m) in sends {
+            self.send(n, &m);
+        }
+    }
+
     /// Sends each `(node, op)` for transaction `txn` at once, then waits for every reply.
     pub(crate) fn call_many(
         &self,

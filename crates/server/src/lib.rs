@@ -19,9 +19,10 @@
 pub mod cluster;
 pub mod coord;
 pub mod msg;
+mod participant;
 pub mod site;
 pub mod streams;
 
-pub use cluster::{Cluster, ClusterConfig, NetKind};
-pub use coord::{DistTxn, Speculative};
+pub use cluster::{Cluster, ClusterConfig, ControlFaults, Fate, NetKind};
+pub use coord::{CommitError, DistTxn, Pending, Speculative};
 pub use site::{Site, SiteConfig, SiteError};

@@ -33,6 +33,32 @@ pub enum Msg {
         /// What to do.
         op: Op,
     },
+    /// A coordinator's recorded decision on a transaction (resent until acknowledged; idempotent).
+    Decision {
+        /// The transaction.
+        txn: TxnId,
+        /// The coordinator's epoch (stale epochs are refused).
+        epoch: u32,
+        /// The final `VT` if the decision is commit; `None` means abort.
+        commit: Option<Vec<u64>>,
+    },
+    /// A participant's acknowledgement of a [`Msg::Decision`]: its piece is appended (commit) or
+    /// released (abort), or why it refused.
+    Ack {
+        /// The transaction.
+        txn: TxnId,
+        /// `None` if done; otherwise why the participant refused.
+        refused: Option<Refusal>,
+        /// The participant's shard.
+        shard: u32,
+        /// Its `W_s`, piggybacked.
+        w: u64,
+    },
+    /// A participant that waited past its timeout asks the coordinator for its decision.
+    Inquire {
+        /// The transaction.
+        txn: TxnId,
+    },
     /// A participant's answer.
     Reply {
         /// The request it answers.
@@ -69,18 +95,20 @@ pub enum Op {
         /// Descending order.
         reverse: bool,
     },
-    /// Buffer `writes`, lock the write set, validate, and (if it writes) allocate this shard's `VT` component.
-    Prepare {
+    /// Buffer `writes` and lock the write set (no-wait); reads are validated later.
+    Lock {
         /// Writes buffered at the coordinator: (table, key, value or `None` to delete).
         writes: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     },
-    /// Install and log the piece with the final `VT`.
-    Commit {
-        /// The final vector timestamp.
-        vt: Vec<u64>,
+    /// Validate the reads and, if the piece writes, allocate this shard's `VT` component.
+    ///
+    /// Sent once every participant's write set is locked. A piece not locked yet
+    /// buffers `writes` and locks first (the coordinator does so only when every other
+    /// write set is already locked). A read-only piece is finished by it.
+    Validate {
+        /// Writes of a piece not locked yet (empty after [`Op::Lock`]).
+        writes: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     },
-    /// Forget the transaction, releasing locks.
-    Abort,
 }
 
 /// A participant's answer.
@@ -90,8 +118,8 @@ pub enum Reply {
     Value(Option<Vec<u8>>),
     /// The rows scanned, in scan order.
     Rows(Vec<(Vec<u8>, Vec<u8>)>),
-    /// Done.
-    Ok,
+    /// The write set is locked.
+    Locked,
     /// Prepared: read dependencies and, if this shard is written, its `VT` component.
     Prepared {
         /// Component-wise max `VT` of versions read (and overwritten).

@@ -12,11 +12,13 @@ use mako_commitlog::{BatchConfig, Entry};
 use mako_replication::{Applied, ApplyCtx, ApplyStatus, NodeId, QueuedEntry, Replicator, Role};
 use mako_storage::{Store, Table, TableId};
 use mako_transport::{Envelope, Transport};
-use mako_txn::{Prepared, Shard, Transaction};
+use mako_txn::{Shard, Transaction};
 use mako_watermark::{ShardWatermark, StreamId, WatermarkVector, covers, stream_id};
 use parking_lot::Mutex;
 
-use crate::msg::{CONTROL_GROUP, Msg, Op, Refusal, Reply, TxnId};
+use crate::coord::Decisions;
+use crate::msg::{CONTROL_GROUP, Msg, Reply};
+use crate::participant::Participants;
 use crate::streams::StreamLog;
 
 /// What every site of a cluster agrees on.
@@ -87,6 +89,8 @@ pub struct Site {
     pub(crate) pending: Mutex<HashMap<u64, Sender<Reply>>>,
     pub(crate) next_req: AtomicU64,
     pub(crate) next_txn: AtomicU64,
+    /// The coordinator's decisions not yet acknowledged by every participant.
+    pub(crate) decisions: Decisions,
     /// Follower replay lag samples (microseconds from first apply to replay of queued entries).
     pub(crate) lag: Mutex<Vec<u64>>,
     pub(crate) first_seen: Mutex<HashMap<u64, Instant>>,
@@ -156,6 +160,7 @@ impl Site {
             pending: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
             next_txn: AtomicU64::new(1),
+            decisions: Decisions::default(),
             lag: Mutex::new(Vec::new()),
             first_seen: Mutex::new(HashMap::new()),
             stats: SiteStats::default(),
@@ -460,6 +465,7 @@ impl Site {
     /// One ticker step (run every `tick` by the site's thread): on a leader, flush lingering
     /// batches, heartbeat idle streams, and send `W_s` to every other site.
     pub fn on_tick(&self) {
+        self.resend_decisions(Instant::now());
         if !self.is_leader() {
             return;
         }
@@ -501,10 +507,17 @@ impl Site {
     }
 
     fn control_loop(&self, control: Receiver<Envelope>, stop: Receiver<()>) {
-        let mut open: HashMap<TxnId, Participant<'_>> = HashMap::new();
+        let mut parts = Participants::new(self);
+        let check = crossbeam_channel::tick((self.cfg.timeout / 4).max(Duration::from_millis(1)));
         loop {
             let env = crossbeam_channel::select! {
                 recv(control) -> e => match e { Ok(e) => e, Err(_) => break },
+                recv(check) -> _ => {
+                    for txn in parts.overdue(Instant::now(), self.cfg.timeout) {
+                        self.send(txn.0, &Msg::Inquire { txn });
+                    }
+                    continue;
+                }
                 recv(stop) -> _ => break,
             };
             let msg = match Msg::decode(&env.payload) {
@@ -534,7 +547,7 @@ impl Site {
                     stream,
                     op,
                 } => {
-                    let reply = self.participate(&mut open, epoch, txn, stream, op);
+                    let reply = parts.request(epoch, txn, stream, op);
                     let msg = Msg::Reply {
                         req,
                         reply,
@@ -543,134 +556,26 @@ impl Site {
                     };
                     self.send(env.from, &msg);
                 }
-            }
-        }
-    }
-
-    fn participate<'a>(
-        &'a self,
-        open: &mut HashMap<TxnId, Participant<'a>>,
-        epoch: u32,
-        txn: TxnId,
-        stream: u32,
-        op: Op,
-    ) -> Reply {
-        if epoch < self.shard.epoch() {
-            open.remove(&txn);
-            return Reply::Refused(Refusal::StaleEpoch(self.shard.epoch()));
-        }
-        if !self.is_leader() {
-            open.remove(&txn);
-            return Reply::Refused(Refusal::NotLeader);
-        }
-        match op {
-            Op::Get { table, key } => {
-                let Some(t) = self.table_by_id(table) else {
-                    return Reply::Refused(Refusal::Unknown);
-                };
-                let p = open
-                    .entry(txn)
-                    .or_insert_with(|| Participant::Open(self.shard.begin_on(stream)));
-                match p {
-                    Participant::Open(tx) => Reply::Value(tx.get(t, &key).map(|b| b.to_vec())),
-                    Participant::Prepared(_) => Reply::Refused(Refusal::Unknown),
-                }
-            }
-            Op::Scan {
-                table,
-                lo,
-                hi,
-                limit,
-                reverse,
-            } => {
-                let Some(t) = self.table_by_id(table) else {
-                    return Reply::Refused(Refusal::Unknown);
-                };
-                let p = open
-                    .entry(txn)
-                    .or_insert_with(|| Participant::Open(self.shard.begin_on(stream)));
-                match p {
-                    Participant::Open(tx) => {
-                        let range = (
-                            lo.as_ref().map(|k| k.as_slice()),
-                            hi.as_ref().map(|k| k.as_slice()),
-                        );
-                        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-                        let rows = if reverse {
-                            tx.rscan(t, range, limit)
-                        } else {
-                            tx.scan(t, range, limit)
-                        };
-                        Reply::Rows(
-                            rows.into_iter()
-                                .map(|(k, v)| (k.to_vec(), v.to_vec()))
-                                .collect(),
-                        )
-                    }
-                    Participant::Prepared(_) => Reply::Refused(Refusal::Unknown),
-                }
-            }
-            Op::Prepare { writes } => {
-                let p = open
-                    .remove(&txn)
-                    .unwrap_or_else(|| Participant::Open(self.shard.begin_on(stream)));
-                let Participant::Open(mut tx) = p else {
-                    return Reply::Refused(Refusal::Unknown);
-                };
-                for (table, key, value) in writes {
-                    let Some(t) = self.table_by_id(table) else {
-                        return Reply::Refused(Refusal::Unknown);
+                Msg::Decision { txn, epoch, commit } => {
+                    let refused = parts.decide(epoch, txn, commit);
+                    let msg = Msg::Ack {
+                        txn,
+                        refused,
+                        shard: self.shard_id,
+                        w: self.vw.get(self.shard_id as usize),
                     };
-                    match value {
-                        Some(v) => tx.put(t, &key, Bytes::from(v)),
-                        None => tx.delete(t, &key),
-                    }
+                    self.send(env.from, &msg);
                 }
-                match tx.prepare() {
-                    Ok(p) => {
-                        let deps = p.deps();
-                        // Every VT[s] ever observed is at most c_s, so allocating on the
-                        // local dependency already exceeds the merged one.
-                        let ts = if p.wrote() {
-                            match self
-                                .log
-                                .reserve(stream, || p.allocate(deps[self.shard_id as usize]))
-                            {
-                                Some(ts) => Some(ts),
-                                None => return Reply::Refused(Refusal::Unknown),
-                            }
-                        } else {
-                            None
-                        };
-                        open.insert(txn, Participant::Prepared(p));
-                        Reply::Prepared {
-                            deps: deps.to_vec(),
-                            ts,
-                        }
-                    }
-                    Err(_) => Reply::Refused(Refusal::Conflict),
+                Msg::Ack {
+                    txn,
+                    refused,
+                    shard,
+                    w,
+                } => {
+                    self.learn(shard, w);
+                    self.acknowledged(txn, env.from, refused);
                 }
-            }
-            Op::Commit { vt } => match open.remove(&txn) {
-                Some(Participant::Prepared(p)) => {
-                    if p.wrote() {
-                        p.with_writes(|w| self.log.fulfil(stream, &vt, w.iter()));
-                        p.install(vt.into_iter().collect());
-                    } else {
-                        p.read_only();
-                    }
-                    Reply::Ok
-                }
-                Some(Participant::Open(_)) | None => Reply::Refused(Refusal::Unknown),
-            },
-            Op::Abort => {
-                if let Some(Participant::Prepared(p)) = open.remove(&txn) {
-                    if p.wrote() {
-                        self.log.cancel(stream);
-                    }
-                    p.abort();
-                }
-                Reply::Ok
+                Msg::Inquire { txn } => self.inquired(txn, env.from),
             }
         }
     }
@@ -684,10 +589,4 @@ impl Site {
     pub fn begin_local(&self, worker: u32) -> Transaction<'_> {
         self.shard.begin_on(stream_id(self.shard_id, worker))
     }
-}
-
-/// A multi-shard transaction's piece on a participant.
-enum Participant<'a> {
-    Open(Transaction<'a>),
-    Prepared(Prepared<'a>),
 }

@@ -1,12 +1,17 @@
 //! The leader's commit log: one batch builder per stream, heartbeats for idle streams.
 //!
-//! Within a stream, a piece's timestamp is allocated and the piece appended
-//! under the stream's lock, so each stream reaches the log in timestamp order
-//! (the precondition of the `W_s` rule in `mako-watermark`). A remote piece of
-//! a multi-shard transaction allocates first ([`StreamLog::reserve`]) and
-//! appends later ([`StreamLog::fulfil`]); meanwhile the stream is
-//! *outstanding* and gets no heartbeat.
+//! Within a stream, a piece's timestamp is allocated under the stream's lock,
+//! and each stream reaches the log in timestamp order (the precondition of the
+//! `W_s` rule in `mako-watermark`). A piece of a multi-shard transaction
+//! allocates first ([`StreamLog::reserve`]) and appends later
+//! ([`StreamLog::fulfil`]) or gives its timestamp up ([`StreamLog::cancel`]).
+//! Any number of transactions may use one stream at once: the stream keeps
+//! its reservations as a set, a piece with a larger timestamp than an
+//! outstanding reservation is held back until that reservation is fulfilled
+//! or cancelled, and heartbeats stay below the smallest outstanding
+//! reservation.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -28,12 +33,35 @@ pub const MAX_IN_FLIGHT: u64 = 2048;
 /// Bytes of submitted, uncommitted entries beyond which submitting waits (the same bound, for large entries).
 pub const MAX_IN_FLIGHT_BYTES: u64 = 4 << 20;
 
+/// A piece waiting for an older reservation of its stream, with its own copy of the writes.
+struct HeldPiece {
+    vt: Vec<u64>,
+    writes: Vec<(u32, Bytes, Option<Bytes>)>,
+}
+
 struct StreamState {
     builder: BatchBuilder,
-    /// A reserved timestamp whose piece is not appended yet.
-    outstanding: Option<u64>,
+    /// Reserved timestamps whose pieces are neither appended nor cancelled yet.
+    outstanding: BTreeSet<u64>,
+    /// Pieces above the smallest outstanding reservation, by timestamp.
+    held: BTreeMap<u64, HeldPiece>,
     /// Largest timestamp this stream has put in the log (piece or heartbeat).
     last: u64,
+}
+
+impl StreamState {
+    /// Whether a piece stamped `ts` must wait for an older reservation.
+    fn must_hold(&self, ts: u64) -> bool {
+        self.outstanding.first().is_some_and(|&o| o < ts)
+    }
+
+    /// The largest timestamp a heartbeat may carry now (below every outstanding reservation).
+    fn heartbeat_cap(&self, clock: u64) -> u64 {
+        match self.outstanding.first() {
+            Some(&o) => clock.min(o.saturating_sub(1)),
+            None => clock,
+        }
+    }
 }
 
 /// Counters of what the log sink did.
@@ -84,7 +112,8 @@ impl StreamLog {
                         s,
                         Mutex::new(StreamState {
                             builder: BatchBuilder::new(cfg.clone(), epoch, s),
-                            outstanding: None,
+                            outstanding: BTreeSet::new(),
+                            held: BTreeMap::new(),
                             last: 0,
                         }),
                     )
@@ -180,15 +209,16 @@ impl StreamLog {
         }
     }
 
-    /// Allocates a timestamp for a remote piece on `stream` with `alloc`; the stream stays outstanding until `fulfil`.
+    /// Allocates a timestamp on `stream` with `alloc`; it stays outstanding until `fulfil` or `cancel`.
     pub fn reserve(&self, stream: StreamId, alloc: impl FnOnce() -> u64) -> Option<u64> {
         let mut s = self.state(stream)?.lock();
         let ts = alloc();
-        s.outstanding = Some(ts);
+        s.outstanding.insert(ts);
         Some(ts)
     }
 
-    /// Appends the remote piece reserved on `stream`, with its final `vt`.
+    /// Appends the piece reserved on `stream` with its final `vt` (its timestamp is `vt[shard]`);
+    /// it reaches the log once no older reservation of the stream is outstanding.
     pub fn fulfil<'a>(
         &self,
         stream: StreamId,
@@ -196,18 +226,74 @@ impl StreamLog {
         writes: impl IntoIterator<Item = WriteRef<'a>>,
     ) {
         let Some(m) = self.state(stream) else { return };
+        let ts = vt.get(self.shard).copied().unwrap_or(0);
         let mut s = m.lock();
-        s.outstanding = None;
-        s.last = s.last.max(vt.get(self.shard).copied().unwrap_or(0));
+        s.outstanding.remove(&ts);
+        self.push_or_hold(&mut s, ts, vt, writes);
+        self.drain_held(&mut s);
+    }
+
+    /// Gives up the reservation `ts` of `stream` (its transaction aborted); other reservations stay.
+    pub fn cancel(&self, stream: StreamId, ts: u64) {
+        if let Some(m) = self.state(stream) {
+            let mut s = m.lock();
+            s.outstanding.remove(&ts);
+            self.drain_held(&mut s);
+        }
+    }
+
+    /// Puts a piece stamped `ts` in the stream's batch, or holds it behind an older reservation.
+    fn push_or_hold<'a>(
+        &self,
+        s: &mut StreamState,
+        ts: u64,
+        vt: &[u64],
+        writes: impl IntoIterator<Item = WriteRef<'a>>,
+    ) {
+        if s.must_hold(ts) {
+            let writes = writes
+                .into_iter()
+                .map(|w| {
+                    (
+                        w.table,
+                        Bytes::copy_from_slice(w.key),
+                        w.value.map(Bytes::copy_from_slice),
+                    )
+                })
+                .collect();
+            s.held.insert(
+                ts,
+                HeldPiece {
+                    vt: vt.to_vec(),
+                    writes,
+                },
+            );
+            return;
+        }
+        s.last = s.last.max(ts);
         if let Some(b) = s.builder.push(vt, writes, Instant::now()) {
             self.submit(b, false);
         }
     }
 
-    /// Drops a reservation whose transaction aborted.
-    pub fn cancel(&self, stream: StreamId) {
-        if let Some(m) = self.state(stream) {
-            m.lock().outstanding = None;
+    /// Appends held pieces, oldest first, that no outstanding reservation precedes any more.
+    fn drain_held(&self, s: &mut StreamState) {
+        while let Some((&ts, _)) = s.held.first_key_value() {
+            if s.must_hold(ts) {
+                break;
+            }
+            let Some((_, p)) = s.held.pop_first() else {
+                break;
+            };
+            s.last = s.last.max(ts);
+            let writes = p.writes.iter().map(|(table, key, value)| WriteRef {
+                table: *table,
+                key,
+                value: value.as_deref(),
+            });
+            if let Some(b) = s.builder.push(&p.vt, writes, Instant::now()) {
+                self.submit(b, false);
+            }
         }
     }
 
@@ -218,16 +304,10 @@ impl StreamLog {
             if let Some(b) = s.builder.poll(now) {
                 self.submit(b, false);
             }
-            if s.builder.is_empty() && s.outstanding.is_none() && clock > s.last {
-                s.last = clock;
-                self.submit(
-                    Entry::Heartbeat {
-                        stream: *id,
-                        w: clock,
-                    }
-                    .encode(),
-                    true,
-                );
+            let w = s.heartbeat_cap(clock);
+            if s.builder.is_empty() && w > s.last {
+                s.last = w;
+                self.submit(Entry::Heartbeat { stream: *id, w }.encode(), true);
             }
         }
     }
@@ -261,10 +341,8 @@ impl CommitSink for StreamLog {
         };
         let mut s = m.lock();
         let vt = stamp();
-        s.last = s.last.max(vt.get(self.shard).copied().unwrap_or(0));
-        if let Some(b) = s.builder.push(&vt, writes.iter(), Instant::now()) {
-            self.submit(b, false);
-        }
+        let ts = vt.get(self.shard).copied().unwrap_or(0);
+        self.push_or_hold(&mut s, ts, &vt, writes.iter());
         vt
     }
 }

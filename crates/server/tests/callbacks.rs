@@ -280,3 +280,60 @@ fn a_leader_logs_each_worker_stream_and_heartbeats_idle_ones() {
         "the idle stream (1,0) is heartbeated at the clock: {entries:?}"
     );
 }
+
+/// `W_0` computed from everything `group` was handed, in order.
+fn w_of(group: &FakeGroup) -> u64 {
+    let mut w = mako_watermark::ShardWatermark::new([A]);
+    for b in group.submitted.lock().iter() {
+        w.observe(0, &Entry::decode(b).expect("valid entry"));
+    }
+    w.value()
+}
+
+fn one_stream_log() -> (mako_server::streams::StreamLog, Arc<FakeGroup>) {
+    let group = Arc::new(FakeGroup {
+        role: Role::Leader,
+        submitted: Mutex::new(Vec::new()),
+    });
+    let log =
+        mako_server::streams::StreamLog::new(0, &[A], &mako_commitlog::BatchConfig::default(), 0);
+    log.set_group(group.clone());
+    (log, group)
+}
+
+#[test]
+fn a_later_piece_on_a_stream_waits_for_an_earlier_reservation() {
+    let (log, group) = one_stream_log();
+    // Two transactions on the same stream: the first reserves 1, the second 2 and logs first.
+    assert_eq!(log.reserve(A, || 1), Some(1));
+    assert_eq!(log.reserve(A, || 2), Some(2));
+    log.fulfil(A, &[2, 0], std::iter::empty());
+    log.flush();
+    log.tick(std::time::Instant::now(), 2);
+    assert!(
+        w_of(&group) < 1,
+        "W_0 = {} passed the unlogged reservation 1",
+        w_of(&group)
+    );
+    log.fulfil(A, &[1, 0], std::iter::empty());
+    log.flush();
+    assert_eq!(w_of(&group), 2, "both pieces logged, in timestamp order");
+}
+
+#[test]
+fn a_cancel_ends_only_its_own_reservation_and_heartbeats_stay_below_the_rest() {
+    let (log, group) = one_stream_log();
+    assert_eq!(log.reserve(A, || 1), Some(1));
+    assert_eq!(log.reserve(A, || 2), Some(2));
+    log.cancel(A, 1);
+    log.tick(std::time::Instant::now(), 5);
+    assert!(
+        w_of(&group) < 2,
+        "W_0 = {} passed the outstanding reservation 2",
+        w_of(&group)
+    );
+    assert_eq!(w_of(&group), 1, "the heartbeat went as far as it may");
+    log.fulfil(A, &[2, 0], std::iter::empty());
+    log.flush();
+    assert_eq!(w_of(&group), 2);
+}

@@ -4,8 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mako_server::{Cluster, ClusterConfig, SiteConfig};
-use mako_txn::AbortReason;
+use mako_server::{Cluster, ClusterConfig, CommitError, Pending, SiteConfig};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 fn config(shards: u32, replicas: u32) -> ClusterConfig {
@@ -163,9 +162,8 @@ fn no_release_without_a_majority_of_every_touched_shard() {
     assert!(!spec.is_released());
     assert_eq!(
         spec.wait_release(Duration::from_millis(500))
-            .expect_err("no majority")
-            .reason,
-        AbortReason::Timeout
+            .expect_err("no majority"),
+        Pending::ReleaseTimeout
     );
     // A shard-0-only transaction that reads nothing from shard 1 is still released.
     let mut tx = s0.begin(1);
@@ -260,4 +258,31 @@ fn small_batches_under_load_keep_the_leader_and_the_replicas_consistent() {
         "an election interrupted the run"
     );
     assert_replicas_consistent(&c);
+}
+
+#[test]
+fn a_committed_transaction_whose_release_is_late_is_unknown_not_aborted() {
+    let mut cfg = config(2, 3);
+    cfg.election_ms = (1500, 2500);
+    cfg.site.timeout = Duration::from_millis(400);
+    let c = Cluster::start(cfg).expect("cluster");
+    let net = c.net().expect("in-memory network");
+    for r in 1..3 {
+        net.disconnect(c.sites[1][r].node());
+    }
+    let mut tx = c.leader(0).begin(0);
+    tx.put(0, 0, b"a", val(1)).expect("put");
+    tx.put(1, 0, b"b", val(1)).expect("put");
+    let spec = match tx.commit() {
+        Err(CommitError::Unknown { why, spec }) => {
+            assert_eq!(why, Pending::ReleaseTimeout);
+            spec
+        }
+        other => panic!("installed but unreplicated: must be Unknown, got {other:?}"),
+    };
+    for r in 1..3 {
+        net.connect(c.sites[1][r].node());
+    }
+    spec.wait_release(Duration::from_secs(10))
+        .expect("released after healing: it was never aborted");
 }

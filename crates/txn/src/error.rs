@@ -1,6 +1,6 @@
 //! Transaction outcomes that are not success: aborts and operation errors.
 
-/// Why a transaction aborted.
+/// Why a transaction aborted; every reason means nothing of it is or will ever be visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AbortReason {
     /// A lock was held by another writer, or a read, absent read or scan was invalidated.
@@ -9,7 +9,11 @@ pub enum AbortReason {
     Failover,
     /// This replica is not the shard leader.
     NotLeader,
-    /// The transaction waited too long (for a lock, a remote reply or release).
+    /// A remote reply did not come in time, before the commit decision.
+    ///
+    /// Like every abort reason it means "never visible": a transaction that committed
+    /// and is merely slow to be released is not an abort (mako-server reports it
+    /// as unknown / pending).
     Timeout,
 }
 

@@ -355,21 +355,22 @@ impl<'s> Transaction<'s> {
     /// First half of commit: lock the write set in key order (no-wait) and validate.
     ///
     /// The returned [`Prepared`] holds the locks; finish with [`Prepared::install`]
-    /// (after choosing the `VT`) or [`Prepared::abort`]. Used directly by
-    /// multi-shard coordinators; [`Transaction::commit`] does both halves.
-    pub fn prepare(mut self) -> Result<Prepared<'s>, Abort> {
+    /// (after choosing the `VT`) or [`Prepared::abort`]. [`Transaction::commit`]
+    /// does both halves. Multi-shard coordinators use [`Transaction::lock`] and
+    /// [`Locked::validate`] instead, so that every shard's write set is locked
+    /// before any shard's reads are validated.
+    pub fn prepare(self) -> Result<Prepared<'s>, Abort> {
+        self.lock()?.validate()
+    }
+
+    /// Locks the write set in key order (no-wait) without validating the reads yet.
+    ///
+    /// A lock held by someone else aborts with [`AbortReason::Conflict`] (nothing
+    /// stays locked). Finish with [`Locked::validate`] or [`Locked::abort`].
+    pub fn lock(mut self) -> Result<Locked<'s>, Abort> {
         let epoch = self.shard.epoch();
         let me = self.shard.id();
         let mut dep = self.deps[me];
-        if self.writes.is_empty() {
-            self.validate()?;
-            return Ok(Prepared {
-                tx: self,
-                epoch,
-                dep,
-                done: false,
-            });
-        }
         self.writes
             .sort_unstable_by(|a, b| (a.table.id(), &a.key).cmp(&(b.table.id(), &b.key)));
         for i in 0..self.writes.len() {
@@ -389,15 +390,8 @@ impl<'s> Transaction<'s> {
                 }
             }
         }
-        if let Err(e) = self.validate() {
-            self.unlock_writes();
-            return Err(e);
-        }
-        Ok(Prepared {
-            tx: self,
-            epoch,
-            dep,
-            done: false,
+        Ok(Locked {
+            inner: Some((self, epoch, dep)),
         })
     }
 
@@ -496,6 +490,53 @@ fn in_range(lo: Bound<&[u8]>, hi: Bound<&[u8]>, key: &[u8]) -> bool {
 /// Borrows an owned key bound.
 fn borrow(b: &Bound<Key>) -> Bound<&[u8]> {
     b.as_ref().map(|k| &k[..])
+}
+
+/// A transaction that holds its write locks and has not validated its reads yet.
+pub struct Locked<'s> {
+    /// The transaction, its epoch and this shard's dependency; `None` once finished.
+    inner: Option<(Transaction<'s>, u32, u64)>,
+}
+
+impl<'s> Locked<'s> {
+    /// Whether the transaction writes on this shard.
+    pub fn wrote(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_some_and(|(tx, _, _)| !tx.writes.is_empty())
+    }
+
+    /// Validates the reads; on failure releases the locks (nothing becomes visible).
+    pub fn validate(mut self) -> Result<Prepared<'s>, Abort> {
+        let Some((mut tx, epoch, dep)) = self.inner.take() else {
+            return Err(Abort::new(AbortReason::Conflict));
+        };
+        if let Err(e) = tx.validate() {
+            tx.unlock_writes();
+            return Err(e);
+        }
+        Ok(Prepared {
+            tx,
+            epoch,
+            dep,
+            done: false,
+        })
+    }
+
+    /// Releases the locks; nothing becomes visible.
+    pub fn abort(mut self) {
+        if let Some((mut tx, _, _)) = self.inner.take() {
+            tx.unlock_writes();
+        }
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some((tx, _, _)) = &mut self.inner {
+            tx.unlock_writes();
+        }
+    }
 }
 
 /// A transaction that holds its write locks and passed validation; install or abort it.
