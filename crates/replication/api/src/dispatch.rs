@@ -164,15 +164,20 @@ impl ApplyDispatcher {
         let Some(cb) = cb else { return 0 };
         let mut drained = 0;
         while let Some(e) = queue.pop_front() {
-            let mut rest = std::mem::take(queue);
+            // The head is offered alone: the entries behind it are not the callback's to
+            // drain, or a later entry could replay while this one still waits (log order).
+            let mut none = PendingQueue::default();
             let status = cb(ApplyCtx {
                 entry: &e.entry,
                 index: e.index,
                 shard,
-                queue: &mut rest,
+                queue: &mut none,
             })
             .status;
-            *queue = rest;
+            // Anything the callback queued meanwhile goes behind the rest.
+            while let Some(x) = none.pop_front() {
+                queue.push_back(x);
+            }
             if status == ApplyStatus::SafetyFail {
                 queue.push_front(e);
                 break;
@@ -205,6 +210,51 @@ impl ApplyDispatcher {
 
 #[cfg(test)]
 mod tests {
+    /// A callback shaped like a replaying follower: it first drains what it is handed as
+    /// the queue, then replays its own entry if safe. Retrying must still replay in log order.
+    #[test]
+    fn retry_replays_in_log_order_even_when_the_callback_drains_its_queue() {
+        use std::sync::Arc;
+        let d = ApplyDispatcher::new(0);
+        let safe: Arc<Mutex<std::collections::HashSet<u64>>> = Arc::default();
+        let replayed: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let (s, r) = (Arc::clone(&safe), Arc::clone(&replayed));
+        d.set_callback(
+            Role::Follower,
+            Box::new(move |ctx| {
+                let safe = s.lock();
+                while let Some(front) = ctx.queue.front() {
+                    if !safe.contains(&front.index) {
+                        break;
+                    }
+                    let e = ctx.queue.pop_front().unwrap();
+                    r.lock().push(e.index);
+                }
+                if ctx.queue.is_empty() && safe.contains(&ctx.index) {
+                    r.lock().push(ctx.index);
+                    crate::Applied::normal(ctx.index)
+                } else {
+                    crate::Applied {
+                        status: ApplyStatus::SafetyFail,
+                        ts: ctx.index,
+                    }
+                }
+            }),
+        );
+        d.apply(1, &Bytes::from_static(b"1"));
+        d.apply(2, &Bytes::from_static(b"2"));
+        d.apply(3, &Bytes::from_static(b"3"));
+        assert_eq!(d.queued(), 3);
+        // Entry 3 becomes safe before entry 2: retrying must not replay 3 ahead of 2.
+        safe.lock().extend([1, 3]);
+        d.retry_pending();
+        assert_eq!(*replayed.lock(), [1]);
+        safe.lock().insert(2);
+        d.retry_pending();
+        assert_eq!(*replayed.lock(), [1, 2, 3]);
+        assert_eq!(d.queued(), 0);
+    }
+
     use super::*;
     use crate::Applied;
     use std::sync::Arc;
