@@ -434,7 +434,7 @@ pub fn run_on(
     let elapsed = started.elapsed();
     let checking = Instant::now();
     let report = check(&history);
-    let mut stats = CheckStats::of(&history, cfg.shards);
+    let mut stats = CheckStats::of(&history, cluster.sites.len() as u32);
     stats.elapsed = elapsed;
     stats.check_time = checking.elapsed();
     stats.undecodable = counters.undecodable.load(Ordering::Relaxed);
