@@ -20,7 +20,10 @@
 //! let report = run(&cfg, |_| {}).unwrap();
 //! assert!(report.committed > 0);
 //! ```
+//!
+//! [`check`] runs the history checker's workloads on an in-process cluster (`mako check`).
 
+pub mod check;
 mod cluster;
 mod driver;
 mod raft;

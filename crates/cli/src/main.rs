@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod check;
 mod log;
 use mako_bench::{
     BenchConfig, BenchReport, ClusterBenchConfig, ClusterReport, Dist, NetKind, Progress,
@@ -27,6 +28,8 @@ enum Command {
     Bench(BenchCmd),
     /// The embedded demo: 2 shards x 3 Raft replicas in one process, 10 s of the micro workload.
     Demo(DemoArgs),
+    /// Run a history-checker workload on an in-process cluster and report anomalies (exit 1 on any).
+    Check(check::CheckArgs),
     /// Check or repair a node's durable Raft log.
     #[command(subcommand)]
     Log(log::LogCmd),
@@ -219,6 +222,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(BenchCmd { kv, .. }) => bench(&kv),
         Command::Demo(args) => demo(&args),
+        Command::Check(args) => check::run(&args),
         Command::Log(cmd) => log::run(&cmd),
     }
 }
