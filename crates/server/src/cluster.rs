@@ -216,7 +216,9 @@ impl Cluster {
                 inbox,
                 Arc::new(log),
                 rec,
-                HostConfig { snapshot_dir: None },
+                HostConfig {
+                    snapshot_dir: Some(dir.path().join(format!("snap-{id}"))),
+                },
             );
             let mut rc = RaftConfig::new(id, nodes[s as usize].clone(), s);
             rc.heartbeat_interval_ms = cfg.heartbeat_ms;

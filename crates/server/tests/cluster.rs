@@ -286,3 +286,18 @@ fn a_committed_transaction_whose_release_is_late_is_unknown_not_aborted() {
     spec.wait_release(Duration::from_secs(10))
         .expect("released after healing: it was never aborted");
 }
+
+/// A cluster on durable (fdatasync'd) Raft logs starts, commits and replicates.
+#[test]
+fn a_cluster_on_fsync_logs_starts_and_releases() {
+    let c = Cluster::start(ClusterConfig {
+        durability: mako_logstore::Durability::Fsync,
+        ..config(1, 3)
+    })
+    .expect("an fsync cluster starts");
+    let site = c.leader(0);
+    let mut tx = site.begin(0);
+    tx.put(0, 0, b"durable", val(7)).expect("put");
+    tx.commit().expect("released");
+    assert_replicas_consistent(&c);
+}
