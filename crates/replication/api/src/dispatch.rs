@@ -26,7 +26,6 @@ struct Inner {
     role: Option<Role>,
     leader_cb: Option<ApplyFn>,
     follower_cb: Option<ApplyFn>,
-    role_cbs: Vec<RoleChangeFn>,
     unapplied_cb: Option<UnappliedFn>,
     queue: PendingQueue,
     stats: ApplyStats,
@@ -44,12 +43,16 @@ impl Inner {
 
 /// Holds a group's callbacks, current role and pending queue; shared by every protocol.
 ///
-/// All methods take one internal lock, so a role change and the choice of
-/// callback for an entry never interleave: each entry goes to the callback of
-/// the role in force when it is applied.
+/// Apply callbacks run under the dispatcher's lock, so a role change and the choice of
+/// callback for an entry never interleave: each entry goes to the callback of the role
+/// in force when it is applied. An apply or unapplied callback must therefore not call
+/// back into the dispatcher's registration methods (`set_callback`, ...); role-change
+/// listeners may (they run outside that lock).
 pub struct ApplyDispatcher {
     shard: u32,
     inner: Mutex<Inner>,
+    /// Role-change listeners, called without `inner` held (they may re-register callbacks).
+    role_cbs: Mutex<Vec<RoleChangeFn>>,
 }
 
 impl std::fmt::Debug for ApplyDispatcher {
@@ -70,6 +73,7 @@ impl ApplyDispatcher {
         ApplyDispatcher {
             shard,
             inner: Mutex::new(Inner::default()),
+            role_cbs: Mutex::new(Vec::new()),
         }
     }
 
@@ -98,7 +102,7 @@ impl ApplyDispatcher {
 
     /// Adds a role-change listener.
     pub fn add_role_listener(&self, cb: RoleChangeFn) {
-        self.inner.lock().role_cbs.push(cb);
+        self.role_cbs.lock().push(cb);
     }
 
     /// The role entries are currently dispatched for.
@@ -107,19 +111,24 @@ impl ApplyDispatcher {
     }
 
     /// Switches role (if it changed) and tells the listeners.
+    ///
+    /// Listeners run after the switch, without the dispatcher's callback lock, so they may
+    /// register apply callbacks; they must not add role listeners.
     pub fn set_role(&self, role: Role, term: u64, leader: Option<crate::NodeId>) {
-        let mut inner = self.inner.lock();
-        if inner.role == Some(role) {
-            return;
+        {
+            let mut inner = self.inner.lock();
+            if inner.role == Some(role) {
+                return;
+            }
+            inner.role = Some(role);
         }
-        inner.role = Some(role);
         let change = RoleChange {
             shard: self.shard,
             role,
             term,
             leader,
         };
-        for cb in &mut inner.role_cbs {
+        for cb in self.role_cbs.lock().iter_mut() {
             cb(change);
         }
     }

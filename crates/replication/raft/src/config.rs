@@ -91,8 +91,17 @@ impl RaftConfig {
         {
             return bad("preferred", "must be one of peers");
         }
-        if self.snapshot_chunk_bytes == 0 {
-            return bad("snapshot_chunk_bytes", "must be positive");
+        if self.snapshot_chunk_bytes < 512 {
+            return bad(
+                "snapshot_chunk_bytes",
+                "must be at least 512 (receivers refuse smaller chunks)",
+            );
+        }
+        let mut ids = self.peers.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        if ids.len() != self.peers.len() {
+            return bad("peers", "ids must be distinct");
         }
         if self.max_entry_bytes == 0 {
             return bad("max_entry_bytes", "must be positive");

@@ -77,6 +77,16 @@ pub enum RecoverError {
         /// What is wrong.
         reason: String,
     },
+    /// The entries do not continue the snapshot (e.g. after an operator repair).
+    #[error("shard {shard}: the log's entries start at {first}, not right after {after}")]
+    Gap {
+        /// The group.
+        shard: u32,
+        /// Index the entries should continue from.
+        after: u64,
+        /// Index they start at.
+        first: u64,
+    },
     /// The log was compacted but names no snapshot.
     #[error("shard {shard}: the log starts at index {first} but names no snapshot")]
     MissingSnapshot {
@@ -148,6 +158,17 @@ pub fn recover_group(
                 reason: err.to_string(),
             })?;
         entries.push(entry);
+    }
+    // The entries continue the snapshot (or start the log) without a gap.
+    if let Some(first) = entries.first()
+        && first.index != from + 1
+        && !(snapshot.is_none() && first.index <= g.first_index.max(1))
+    {
+        return Err(RecoverError::Gap {
+            shard,
+            after: from,
+            first: first.index,
+        });
     }
     // The commit index never points past what the log holds.
     let last = entries.last().map_or(from, |e| e.index);

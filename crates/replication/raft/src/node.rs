@@ -123,6 +123,12 @@ pub enum NodeError {
     /// A received payload did not decode.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The recovered log starts from a snapshot, but no handler was given to restore it.
+    #[error("the log starts from snapshot {0}: a SnapshotHandler is needed to restore it")]
+    NoSnapshotHandler(u64),
+    /// A snapshot from the leader is still being made durable; no campaign until it is.
+    #[error("a snapshot install is still being persisted")]
+    SnapshotPending,
 }
 
 /// Counters a node keeps.
@@ -173,8 +179,10 @@ pub struct RaftNode {
     stats: NodeStats,
     /// Persist jobs not yet durable, oldest first.
     unpersisted: VecDeque<Unpersisted>,
-    /// Entries proposed here and not yet resolved: index → (term, bytes).
-    proposals: BTreeMap<u64, (u64, Bytes)>,
+    /// Entries proposed here and not yet resolved: index → [(term, bytes)]. An index can
+    /// hold proposals of several terms (proposed, truncated, proposed again as leader
+    /// later); the committed entry's term decides which one, if any, is ours.
+    proposals: BTreeMap<u64, Vec<(u64, Bytes)>>,
     /// Highest committed (and locally durable) index raft-rs handed over; applying catches up to it.
     commit_target: u64,
     /// Snapshots sent and not yet answered: peer → tick sent.
@@ -207,6 +215,9 @@ impl RaftNode {
     ) -> Result<Self, NodeError> {
         cfg.validate()?;
         let snap_index = init.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        if init.snapshot.is_some() && snapshots.is_none() {
+            return Err(NodeError::NoSnapshotHandler(snap_index));
+        }
         if let (Some(s), Some(h)) = (&init.snapshot, snapshots.as_mut()) {
             h.restore(&s.data, snap_index);
         }
@@ -257,9 +268,19 @@ impl RaftNode {
         self.snapshots = Some(h);
     }
 
+    /// Whether a snapshot from the leader is installed in memory but not yet durable.
+    ///
+    /// raft-rs learns that it is applied only once it is durable; until then a campaign
+    /// would ask for the entries the snapshot replaced, so elections wait.
+    fn installing_snapshot(&self) -> bool {
+        self.unpersisted.iter().any(|u| u.snapshot.is_some())
+    }
+
     /// Advances logical time by one heartbeat interval.
     pub fn tick(&mut self) {
-        self.raw.tick();
+        if !self.installing_snapshot() || self.is_leader() {
+            self.raw.tick();
+        }
         self.reassembler.tick();
         self.ticks += 1;
         // Every tick: a periodic check can alias with check-quorum's reset of `recent_active`.
@@ -319,6 +340,11 @@ impl RaftNode {
             // durability); raft-rs would abort on a commit index past our last entry.
             msg.commit = msg.commit.min(self.raw.raft.raft_log.last_index());
         }
+        if msg.get_msg_type() == MessageType::MsgTimeoutNow && self.installing_snapshot() {
+            // A transfer would make us campaign before the snapshot is durable.
+            self.stats.rejected_messages += 1;
+            return Ok(());
+        }
         if let Err(why) = crate::validate::validate_for(&self.raw, &self.cfg.peers, sender, &msg) {
             // Counted, logged at debug only: a hostile peer must not flood the log.
             self.stats.rejected_messages += 1;
@@ -354,7 +380,10 @@ impl RaftNode {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 debug_assert_eq!(index, before + 1);
-                self.proposals.insert(index, (self.raw.raft.term, entry));
+                self.proposals
+                    .entry(index)
+                    .or_default()
+                    .push((self.raw.raft.term, entry));
                 self.stats.proposed += 1;
                 Ok(())
             }
@@ -380,8 +409,10 @@ impl RaftNode {
 
     /// Reports every unresolved proposal as abandoned (the group is stopping).
     pub fn abandon_proposals(&mut self) {
-        for (_, (_, entry)) in std::mem::take(&mut self.proposals) {
-            self.report(entry, Resolution::Abandoned);
+        for (_, at) in std::mem::take(&mut self.proposals) {
+            for (_, entry) in at {
+                self.report(entry, Resolution::Abandoned);
+            }
         }
     }
 
@@ -392,7 +423,7 @@ impl RaftNode {
 
     /// Entries proposed here and not yet resolved.
     pub fn unresolved_proposals(&self) -> usize {
-        self.proposals.len()
+        self.proposals.values().map(Vec::len).sum()
     }
 
     /// Asks leadership to move to `to`.
@@ -410,6 +441,9 @@ impl RaftNode {
 
     /// Starts an election now (tests and manual failover).
     pub fn campaign(&mut self) -> Result<(), NodeError> {
+        if self.installing_snapshot() {
+            return Err(NodeError::SnapshotPending);
+        }
         Ok(self.raw.campaign()?)
     }
 
@@ -531,8 +565,13 @@ impl RaftNode {
         }
         // Queued entries are at or below the snapshot: its state replaces them.
         self.dispatcher.clear_pending();
-        if let Some(h) = self.snapshots.as_mut() {
-            h.restore(&snap.data, index);
+        match self.snapshots.as_mut() {
+            Some(h) => h.restore(&snap.data, index),
+            None => tracing::error!(
+                shard = self.cfg.shard,
+                index,
+                "snapshot from the leader installed with no SnapshotHandler: its state is lost"
+            ),
         }
         self.raw.store().set_last_snapshot(snap.clone());
         self.applied = self.applied.max(index);
@@ -540,8 +579,10 @@ impl RaftNode {
         self.stats.snapshots_installed += 1;
         // Our proposals at or below the snapshot index are decided, but not visible to us.
         let later = self.proposals.split_off(&(index + 1));
-        for (_, (_, entry)) in std::mem::replace(&mut self.proposals, later) {
-            self.report(entry, Resolution::InSnapshot);
+        for (_, at) in std::mem::replace(&mut self.proposals, later) {
+            for (_, entry) in at {
+                self.report(entry, Resolution::InSnapshot);
+            }
         }
     }
 
@@ -600,8 +641,9 @@ impl RaftNode {
 
     fn apply_one(&mut self, e: Entry) {
         self.applied = e.index;
-        if let Some((term, entry)) = self.proposals.remove(&e.index) {
+        for (term, entry) in self.proposals.remove(&e.index).unwrap_or_default() {
             if term == e.term {
+                // One leader per term: the committed entry of our term at this index is ours.
                 self.stats.resolved += 1;
             } else {
                 self.report(entry, Resolution::Dropped(DropReason::Overwritten));
@@ -753,7 +795,7 @@ impl RaftNode {
 
     /// Entries proposed here and not yet resolved (applied here or reported unapplied).
     pub fn outstanding(&self) -> u64 {
-        self.proposals.len() as u64
+        self.unresolved_proposals() as u64
     }
 
     /// The in-memory log raft-rs reads (tests check log matching on it).

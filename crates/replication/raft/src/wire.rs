@@ -137,10 +137,17 @@ pub struct ReassemblyLimits {
     pub max_streams: usize,
     /// Ticks a stream may go without a new chunk before it is dropped.
     pub max_idle_ticks: u64,
+    /// Smallest chunk accepted except a message's last (tiny chunks would cost more in
+    /// bookkeeping than in data).
+    pub min_chunk_bytes: u64,
 }
 
+/// Bytes of bookkeeping charged per buffered chunk on top of its data.
+const CHUNK_COST: u64 = 128;
+
 impl Default for ReassemblyLimits {
-    /// 1 GiB messages and buffer, 2 streams per sender, 16 in all, 2,000 idle ticks.
+    /// 1 GiB messages and buffer, 2 streams per sender, 16 in all, 2,000 idle ticks,
+    /// chunks of at least 512 bytes.
     fn default() -> Self {
         ReassemblyLimits {
             max_message_bytes: 1 << 30,
@@ -148,6 +155,7 @@ impl Default for ReassemblyLimits {
             max_streams_per_sender: 2,
             max_streams: 16,
             max_idle_ticks: 2_000,
+            min_chunk_bytes: 512,
         }
     }
 }
@@ -169,6 +177,8 @@ struct Partial {
     count: u32,
     len: u64,
     received: u64,
+    /// Bytes charged to the buffer budget (data plus bookkeeping).
+    charged: u64,
     chunks: BTreeMap<u32, Bytes>,
     /// Tick of the last chunk (for idle eviction).
     touched_tick: u64,
@@ -257,7 +267,7 @@ impl Reassembler {
 
     fn evict(&mut self, key: (u64, u64)) {
         if let Some(p) = self.partial.remove(&key) {
-            self.buffered -= p.received;
+            self.buffered -= p.charged;
             self.stats.evicted += 1;
         }
     }
@@ -308,6 +318,21 @@ impl Reassembler {
         if data.is_empty() {
             return Err(WireError::EmptyChunk);
         }
+        // Every chunk but the last carries at least `min_chunk_bytes` (so a claimed count is
+        // bounded by the length), and bookkeeping is charged with the data.
+        let min = self.limits.min_chunk_bytes.max(1);
+        if u64::from(h.count) > h.len.div_ceil(min).max(1)
+            || (h.index + 1 < h.count && (data.len() as u64) < min)
+        {
+            return Err(WireError::BadNumbering {
+                index: h.index,
+                count: h.count,
+                len: h.len,
+            });
+        }
+        let cost = data.len() as u64 + CHUNK_COST;
+        // A copy: a slice would pin the whole receive buffer it came from.
+        let data = Bytes::copy_from_slice(&data);
         let limit = self
             .limits
             .max_message_bytes
@@ -332,6 +357,7 @@ impl Reassembler {
                     count: h.count,
                     len: h.len,
                     received: 0,
+                    charged: 0,
                     chunks: BTreeMap::new(),
                     touched_tick: self.tick,
                     touched_seq: self.seq,
@@ -355,10 +381,10 @@ impl Reassembler {
             return Err(inconsistent(what));
         }
         // Room for the bytes: evict other streams, least recently active first.
-        while self.buffered + data.len() as u64 > self.limits.max_buffered_bytes
+        while self.buffered + cost > self.limits.max_buffered_bytes
             && self.evict_oldest(key, |_| true)
         {}
-        if self.buffered + data.len() as u64 > self.limits.max_buffered_bytes {
+        if self.buffered + cost > self.limits.max_buffered_bytes {
             self.evict(key);
             return Err(WireError::TooLarge {
                 len: h.len,
@@ -372,15 +398,16 @@ impl Reassembler {
         p.received += data.len() as u64;
         p.touched_tick = tick;
         p.touched_seq = seq;
-        p.chunks.insert(h.index, data.clone());
-        self.buffered += data.len() as u64;
+        p.chunks.insert(h.index, data);
+        p.charged += cost;
+        self.buffered += cost;
         if p.chunks.len() < p.count as usize {
             return Ok(None);
         }
         let Some(p) = self.partial.remove(&key) else {
             return Err(inconsistent("stream vanished"));
         };
-        self.buffered -= p.received;
+        self.buffered -= p.charged;
         if p.received != p.len {
             return Err(inconsistent("chunks do not add up to the length"));
         }
@@ -467,13 +494,21 @@ mod tests {
 
     #[test]
     fn claimed_huge_counts_and_lengths_allocate_nothing() {
-        let mut r = Reassembler::default();
+        // Minimum chunk size off: this test is about claimed counts and lengths.
+        let mut r = Reassembler::new(ReassemblyLimits {
+            min_chunk_bytes: 1,
+            ..ReassemblyLimits::default()
+        });
         // The old reassembler allocated a slot per claimed chunk: 60 of these took 1.9 GiB.
         for s in 0..60u64 {
             let p = chunk(s, 0, 1 << 20, 1 << 30, b"x");
             assert_eq!(r.push(1, &p).unwrap(), None);
         }
-        assert!(r.buffered_bytes() <= 2, "{}", r.buffered_bytes());
+        assert!(
+            r.buffered_bytes() <= 2 * (1 + CHUNK_COST),
+            "{}",
+            r.buffered_bytes()
+        );
         assert!(r.partial_streams() <= 2);
         assert_eq!(r.stats().evicted, 58);
         // A length above the limit is refused outright.
@@ -522,6 +557,7 @@ mod tests {
     fn old_streams_are_evicted_by_age_and_by_newer_streams_of_the_same_sender() {
         let mut r = Reassembler::new(ReassemblyLimits {
             max_idle_ticks: 3,
+            min_chunk_bytes: 1,
             ..ReassemblyLimits::default()
         });
         r.push(1, &chunk(10, 0, 2, 2, b"a")).unwrap();
@@ -542,7 +578,7 @@ mod tests {
             "1's stream and 2's stream 20 were idle too long"
         );
         assert_eq!(r.stats().evicted, 2);
-        assert_eq!(r.buffered_bytes(), 1);
+        assert_eq!(r.buffered_bytes(), 1 + CHUNK_COST);
         // A restarted sender whose ids are smaller is not refused: any new id starts a stream.
         r.push(2, &chunk(5, 0, 2, 2, b"a")).unwrap();
         r.push(2, &chunk(1, 0, 2, 2, b"a")).unwrap();
@@ -556,7 +592,10 @@ mod tests {
 
     #[test]
     fn inconsistent_chunks_are_refused_and_drop_their_stream() {
-        let mut r = Reassembler::default();
+        let mut r = Reassembler::new(ReassemblyLimits {
+            min_chunk_bytes: 1,
+            ..ReassemblyLimits::default()
+        });
         r.push(1, &chunk(3, 0, 3, 30, &[0u8; 10])).unwrap();
         let e = r.push(1, &chunk(3, 1, 4, 30, &[0u8; 10]));
         assert!(matches!(

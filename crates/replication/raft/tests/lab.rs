@@ -420,7 +420,7 @@ fn persist3() {
 fn snapshot_catch_up() {
     let mut c = Cluster::with_config(3, 16, |cfg| {
         cfg.compact_after_entries = 20;
-        cfg.snapshot_chunk_bytes = 256;
+        cfg.snapshot_chunk_bytes = 512;
     });
     c.one(b"first", 3, true);
     let l = c.check_one_leader();
