@@ -376,6 +376,10 @@ impl Site {
     }
 
     /// Leader apply callback (Mako's `register_for_leader_par_id_return`).
+    ///
+    /// Entries of a frozen stream (one that lost an entry) no longer raise `W_s`. The follower
+    /// callback does not gate: after a leader change, transactions whose pieces the old leader
+    /// lost are decided by the epoch change (issue 10), not here.
     pub fn leader_apply(&self, ctx: &ApplyCtx<'_>) -> Applied {
         let Some(entry) = self.decode(ctx) else {
             return Applied::normal(0);

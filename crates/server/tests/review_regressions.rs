@@ -181,13 +181,19 @@ fn write<'a>(key: &'a [u8], value: &'a [u8]) -> WriteRef<'a> {
 
 #[test]
 fn a_busy_group_delays_a_batch_in_order_and_never_loses_it() {
-    let (log, group) = scripted_log([SubmitError::Busy, SubmitError::Busy], BatchConfig::default());
+    let (log, group) = scripted_log(
+        [SubmitError::Busy, SubmitError::Busy],
+        BatchConfig::default(),
+    );
     log.fulfil(A, &[1, 0], [write(b"k", b"v")]);
     log.flush();
     assert!(group.entries().is_empty(), "Busy: not submitted yet");
     let now = Instant::now();
     log.tick(now, 5);
-    assert!(group.entries().is_empty(), "still Busy, and no heartbeat overtakes it");
+    assert!(
+        group.entries().is_empty(),
+        "still Busy, and no heartbeat overtakes it"
+    );
     log.tick(now, 5);
     log.tick(now, 5);
     let entries = group.entries();
@@ -216,10 +222,17 @@ fn a_refused_submission_freezes_its_stream_below_the_lost_piece() {
         log.flush();
         log.tick(Instant::now(), 20);
         assert_eq!(group.w(&[A]), 0, "{refusal:?}: {:?}", group.entries());
-        assert!(group.entries().is_empty(), "{refusal:?}: nothing after the refusal");
+        assert!(
+            group.entries().is_empty(),
+            "{refusal:?}: nothing after the refusal"
+        );
         assert!(log.is_frozen(A));
         assert_eq!(log.check(A, 2, []), Err(AbortReason::LogUnavailable));
-        assert_eq!(log.reserve(A, || 30), None, "a frozen stream takes no reservation");
+        assert_eq!(
+            log.reserve(A, || 30),
+            None,
+            "a frozen stream takes no reservation"
+        );
     }
 }
 
@@ -240,7 +253,10 @@ fn batches_close_before_the_entry_limit() {
     }
     log.flush();
     let sizes: Vec<usize> = group.submitted.lock().iter().map(Bytes::len).collect();
-    assert!(sizes.iter().all(|&n| n <= 64 << 10), "entry sizes {sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n <= 64 << 10),
+        "entry sizes {sizes:?}"
+    );
     let stamps: Vec<u64> = group
         .entries()
         .iter()
@@ -249,9 +265,43 @@ fn batches_close_before_the_entry_limit() {
             _ => Vec::new(),
         })
         .collect();
-    assert_eq!(stamps, (1..=10).collect::<Vec<_>>(), "every piece, in order");
+    assert_eq!(
+        stamps,
+        (1..=10).collect::<Vec<_>>(),
+        "every piece, in order"
+    );
     let big = vec![7u8; 64 << 10];
-    assert_eq!(log.check(A, 2, [write(b"k", &big)]), Err(AbortReason::TooLarge));
+    assert_eq!(
+        log.check(A, 2, [write(b"k", &big)]),
+        Err(AbortReason::TooLarge)
+    );
+}
+
+#[test]
+fn piece_len_is_the_encoded_size_of_a_piece() {
+    use mako_commitlog::{Batch, Piece, Write};
+    let batch = |pieces: Vec<Piece>| {
+        Entry::Batch(Batch {
+            epoch: 3,
+            stream: A,
+            pieces,
+        })
+        .encode()
+        .len()
+    };
+    let writes = vec![
+        Write::put(1, b"key".to_vec(), vec![9u8; 300]),
+        Write::delete(2, b"gone".to_vec()),
+    ];
+    let refs: Vec<WriteRef<'_>> = writes.iter().map(Write::as_write_ref).collect();
+    let piece = Piece {
+        vt: vec![4, 5, 6],
+        writes: writes.clone(),
+    };
+    assert_eq!(
+        mako_server::streams::piece_len(3, refs),
+        batch(vec![piece]) - batch(Vec::new())
+    );
 }
 
 /// Shard 0 of 2, one worker each, on a scripted group; linger 0 so a tick submits.
@@ -269,8 +319,15 @@ fn scripted_site() -> (Arc<Site>, Arc<Scripted>) {
         ..SiteConfig::default()
     };
     let group = Scripted::new([]);
-    let site = Site::new(cfg, 0, 1, vec![vec![1], vec![2]], group.clone(), Arc::new(ep))
-        .expect("site");
+    let site = Site::new(
+        cfg,
+        0,
+        1,
+        vec![vec![1], vec![2]],
+        group.clone(),
+        Arc::new(ep),
+    )
+    .expect("site");
     (site, group)
 }
 
@@ -321,7 +378,10 @@ fn an_accepted_batch_the_group_drops_freezes_its_stream() {
             _ => None,
         })
         .collect();
-    assert!(!streams.contains(&A), "the frozen stream submitted {streams:?}");
+    assert!(
+        !streams.contains(&A),
+        "the frozen stream submitted {streams:?}"
+    );
     let mut tx = site.begin_local(0).expect("worker 0");
     tx.put(t.as_ref(), b"k2", Bytes::from_static(b"v"));
     let err = tx.commit().expect_err("a frozen stream takes no piece");
@@ -620,7 +680,10 @@ fn transaction_numbers_do_not_restart_with_the_node() {
     let a = first_txn();
     let b = first_txn();
     assert_eq!(a.0, b.0, "same coordinator node");
-    assert!(b.1 > a.1, "restarted node reused transaction number {a:?} -> {b:?}");
+    assert!(
+        b.1 > a.1,
+        "restarted node reused transaction number {a:?} -> {b:?}"
+    );
 }
 
 #[test]
@@ -809,7 +872,9 @@ fn a_silent_participant_is_resent_a_bounded_number_of_times_and_stays_pending() 
     let (faults, _hook) = common::hook(
         |_, _, _| false,
         move |_, to, m| match m {
-            Msg::Decision { commit: Some(_), .. } if to == n1 => {
+            Msg::Decision {
+                commit: Some(_), ..
+            } if to == n1 => {
                 s.fetch_add(1, Ordering::SeqCst);
                 Fate::Drop
             }
@@ -846,7 +911,9 @@ fn an_acknowledgement_after_a_refusal_completes_the_transaction() {
         |_, _, _| false,
         move |_, to, m| match m {
             // The decision arrives twice; the first acknowledgement arrives as a refusal.
-            Msg::Decision { commit: Some(_), .. } if to == n1 => Fate::Duplicate,
+            Msg::Decision {
+                commit: Some(_), ..
+            } if to == n1 => Fate::Duplicate,
             Msg::Ack {
                 txn,
                 refused: None,
