@@ -259,7 +259,13 @@ impl ClusterExecutor {
     /// Runs `ops` as one transaction.
     fn run_txn(&mut self, ops: &[Op]) -> ExecResult {
         let site = Arc::clone(&self.site);
-        let mut tx = site.begin(self.worker);
+        let mut tx = match site.begin(self.worker) {
+            Ok(tx) => tx,
+            Err(e) => {
+                tracing::warn!("{e}");
+                return ExecResult::aborted("no_such_worker");
+            }
+        };
         let mut observed = Vec::with_capacity(ops.len());
         for &op in ops {
             match self.apply(&mut tx, op) {

@@ -136,7 +136,10 @@ pub fn run_cluster(
                 let site = cluster.leader(s);
                 let mut k = u64::from(s);
                 while k < cfg.keys {
-                    let mut tx = site.begin(0);
+                    let Ok(mut tx) = site.begin(0) else {
+                        tracing::warn!("worker 0 is not configured; nothing loaded");
+                        return;
+                    };
                     for _ in 0..1000 {
                         if k >= cfg.keys {
                             break;
@@ -192,7 +195,10 @@ pub fn run_cluster(
                         }
                         let write = rng.random_range(0..100) >= cfg.read_pct;
                         let t0 = Instant::now();
-                        let mut tx = site.begin(i / cfg.shards);
+                        let Ok(mut tx) = site.begin(i / cfg.shards) else {
+                            tracing::warn!("worker {} is not configured", i / cfg.shards);
+                            break;
+                        };
                         let r = (|| {
                             for k in keys {
                                 let s = (k % s_count) as u32;

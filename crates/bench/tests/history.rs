@@ -244,7 +244,7 @@ fn executor_maps_operations_and_outcomes() {
     let obs = released(exec.execute(&[Op::Add { key: 3, delta: -2 }]));
     assert_eq!(obs, vec![Some(vec![5])]);
     // Unreadable bytes under a checker key read as GARBAGE.
-    let mut tx = cluster.leader(0).begin(0);
+    let mut tx = cluster.leader(0).begin(0).expect("configured worker");
     tx.put(
         shard_of(7, 2),
         0,

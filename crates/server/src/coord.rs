@@ -15,11 +15,24 @@
 //! others may read it now). (4) The transaction is released once every
 //! participant acknowledged and `VT <= VW`. A participant that refuses a
 //! Commit leaves the outcome pending (never released, never reported aborted).
+//!
+//! Between the local reservation and the recorded decision every exit, a panic
+//! included, cancels the reservation and records Abort (drop guards); after
+//! the commit decision is recorded nothing is cancelled any more (a lost local
+//! piece then keeps its stream below it: pending, never released).
+//!
+//! Decision records are bounded (`SiteConfig::max_decisions`): past the bound
+//! the oldest record is forgotten, its transaction stays pending for good
+//! (`Unknown`), and inquiries about transactions at or below the largest
+//! forgotten number get no answer (never Abort, which could contradict a
+//! forgotten Commit). A silent participant is sent a decision at most
+//! `1 + SiteConfig::max_resends` times; after that the outcome stays pending
+//! unless it acknowledges late or inquires.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -109,13 +122,47 @@ impl Speculative {
     }
 }
 
-/// Acknowledgements a decision still waits for.
+/// Where one participant stands with a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerAck {
+    /// Not acknowledged: when the decision was last sent, and how many times it was.
+    Waiting {
+        /// Last send.
+        last: Instant,
+        /// Sends so far.
+        sends: u32,
+    },
+    /// Not acknowledged and no longer resent (the outcome stays pending).
+    GaveUp,
+    /// Refused (the outcome stays pending unless it later acknowledges).
+    Refused(Refusal),
+    /// Acknowledged.
+    Done,
+}
+
+/// Acknowledgements of a decision, per participant.
 #[derive(Debug, Default)]
 struct AckState {
-    /// Participants that have not acknowledged, with when the decision was last sent to each.
-    unacked: BTreeMap<NodeId, Instant>,
-    /// A participant's refusal (the outcome then stays pending).
-    refused: Option<Refusal>,
+    peers: BTreeMap<NodeId, PeerAck>,
+}
+
+impl AckState {
+    /// `Ok` once every participant acknowledged; else why the outcome is pending.
+    fn status(&self) -> Result<(), Pending> {
+        let mut waiting = false;
+        for a in self.peers.values() {
+            match a {
+                PeerAck::Refused(r) => return Err(Pending::Refused(*r)),
+                PeerAck::Waiting { .. } | PeerAck::GaveUp => waiting = true,
+                PeerAck::Done => {}
+            }
+        }
+        if waiting {
+            Err(Pending::Unacknowledged)
+        } else {
+            Ok(())
+        }
+    }
 }
 
 /// A coordinator's recorded decision on one multi-shard transaction.
@@ -140,37 +187,91 @@ impl Decision {
 
     /// `Ok` once every participant acknowledged.
     fn acked(&self) -> Result<(), Pending> {
-        Self::acked_locked(&self.acks.lock())
+        self.acks.lock().status()
     }
 
+    /// Waits until every participant acknowledged, one refused, or `deadline`.
     fn wait_acked(&self, deadline: Instant) -> Result<(), Pending> {
         let mut a = self.acks.lock();
         loop {
-            if let Some(r) = a.refused {
-                return Err(Pending::Refused(r));
-            }
-            if a.unacked.is_empty() {
-                return Ok(());
+            match a.status() {
+                Err(Pending::Unacknowledged) => {}
+                done => return done,
             }
             if self.cv.wait_until(&mut a, deadline).timed_out() {
-                return Self::acked_locked(&a);
+                return a.status();
             }
         }
     }
+}
 
-    fn acked_locked(a: &AckState) -> Result<(), Pending> {
-        match a.refused {
-            Some(r) => Err(Pending::Refused(r)),
-            None if a.unacked.is_empty() => Ok(()),
-            None => Err(Pending::Unacknowledged),
-        }
-    }
+/// The coordinator's records, bounded.
+#[derive(Debug, Default)]
+struct DecisionTable {
+    /// `None`: in commit, not decided yet; `Some`: recorded and not acknowledged by all.
+    records: HashMap<TxnId, Option<Arc<Decision>>>,
+    /// Recorded decisions, oldest first (may still name removed ones; compacted now and then).
+    order: VecDeque<TxnId>,
+    /// Decisions (not placeholders) in `records`.
+    decided: usize,
+    /// Largest transaction number whose record was forgotten for room.
+    forgotten: Option<u64>,
 }
 
 /// A coordinator's transactions in commit: undecided ones, and decisions not yet acknowledged by all.
 #[derive(Debug, Default)]
 pub(crate) struct Decisions {
-    table: Mutex<HashMap<TxnId, Option<Arc<Decision>>>>,
+    table: Mutex<DecisionTable>,
+    /// Participants given up on (decision no longer resent).
+    gave_up: AtomicU64,
+}
+
+impl Decisions {
+    /// Records held (placeholders and decisions).
+    pub(crate) fn len(&self) -> usize {
+        self.table.lock().records.len()
+    }
+
+    /// Participants given up on so far.
+    pub(crate) fn gave_up(&self) -> u64 {
+        self.gave_up.load(Ordering::Relaxed)
+    }
+
+    fn placeholder(&self, txn: TxnId) {
+        self.table.lock().records.insert(txn, None);
+    }
+
+    fn remove(&self, txn: TxnId) {
+        let mut t = self.table.lock();
+        if let Some(Some(_)) = t.records.remove(&txn) {
+            t.decided -= 1;
+        }
+    }
+
+    /// Records `d`, forgetting the oldest decisions beyond `cap`.
+    fn record(&self, d: Arc<Decision>, cap: usize) {
+        let mut t = self.table.lock();
+        let txn = d.txn;
+        if !matches!(t.records.insert(txn, Some(d)), Some(Some(_))) {
+            t.decided += 1;
+        }
+        t.order.push_back(txn);
+        while t.decided > cap.max(1) {
+            let Some(old) = t.order.pop_front() else {
+                break;
+            };
+            if let Some(Some(_)) = t.records.get(&old) {
+                t.records.remove(&old);
+                t.decided -= 1;
+                t.forgotten = Some(t.forgotten.map_or(old.1, |f| f.max(old.1)));
+                tracing::warn!(txn = ?old, "decision record forgotten for room; it stays pending");
+            }
+        }
+        if t.order.len() > 2 * t.records.len() + 64 {
+            let DecisionTable { records, order, .. } = &mut *t;
+            order.retain(|id| matches!(records.get(id), Some(Some(_))));
+        }
+    }
 }
 
 /// A remote write buffered at the coordinator until prepare: (table, key, value or `None`).
@@ -428,20 +529,23 @@ impl<'a> DistTxn<'a> {
             });
         }
         let txn = self.txn();
+        // Back-pressure before any lock is taken.
+        site.log.throttle();
         // From here an inquiring participant waits for the decision instead of getting Abort.
-        site.decisions.table.lock().insert(txn, None);
+        site.decisions.placeholder(txn);
         let parts: Vec<(u32, NodeId, Vec<RemoteWrite>)> = std::mem::take(&mut self.remotes)
             .into_iter()
             .map(|(s, (node, writes))| (s, node, writes))
             .collect();
-        let nodes: Vec<NodeId> = parts.iter().map(|p| p.1).collect();
-        match self.prepare_all(parts) {
-            Ok(ready) => Ok(self.commit_prepared(ready, vw)),
-            Err(e) => {
-                site.decide(txn, None, nodes);
-                Err(e)
-            }
-        }
+        // Every exit before the commit decision is recorded (a panic included) records Abort.
+        let undecided = Undecided {
+            site,
+            txn,
+            nodes: parts.iter().map(|p| p.1).collect(),
+            armed: true,
+        };
+        let ready = self.prepare_all(parts)?;
+        Ok(self.commit_prepared(ready, vw, undecided))
     }
 
     /// Locks every write set, then validates every read set; on success every piece is prepared.
@@ -512,7 +616,7 @@ impl<'a> DistTxn<'a> {
         }
         let mut ready = Ready {
             local,
-            local_ts: None,
+            reservation: None,
             deps,
             own,
             writers,
@@ -521,24 +625,36 @@ impl<'a> DistTxn<'a> {
             return Err(e);
         }
         if let Some(p) = ready.local.as_ref().filter(|p| p.wrote()) {
-            let dep = ready.deps[me];
+            let shards = site.cfg.shards as usize;
+            p.with_writes(|w| site.log.check(stream, shards, w.iter()))
+                .map_err(Abort::new)?;
+            let dep = ready.deps.get(me).copied().unwrap_or(0);
             match site.log.reserve(stream, || p.allocate(dep)) {
                 Some(ts) => {
-                    ready.local_ts = Some(ts);
+                    // Cancelled on every exit until the commit decision is recorded.
+                    ready.reservation = Some(Reservation {
+                        site,
+                        stream,
+                        ts: Some(ts),
+                    });
                     ready.own.push((me, ts));
                 }
-                None => return Err(Abort::new(AbortReason::Conflict)),
+                None => return Err(Abort::new(AbortReason::LogUnavailable)),
             }
         }
         // The VT: read dependencies, with each written shard's allocated component.
         for &(s, ts) in &ready.own {
-            // c_s bounds every observed VT[s], so a shard's own timestamp exceeds them.
-            debug_assert!(
-                ts > ready.deps[s],
-                "VT[{s}] = {ts} not above its dependency"
-            );
-            if ts <= ready.deps[s] {
-                ready.cancel_local(site, stream);
+            // c_s bounds every observed VT[s], so a shard's own timestamp exceeds them; a
+            // participant's answer that breaks this is wrong: abort (the guards clean up).
+            let dep = ready.deps.get(s).copied().unwrap_or(u64::MAX);
+            if ts <= dep {
+                tracing::error!(
+                    ?txn,
+                    shard = s,
+                    ts,
+                    dep,
+                    "VT component not above its dependency"
+                );
                 return Err(Abort::new(AbortReason::Conflict));
             }
         }
@@ -546,19 +662,35 @@ impl<'a> DistTxn<'a> {
     }
 
     /// Records the commit decision, sends it, installs the local piece, waits (bounded) for the acknowledgements.
-    fn commit_prepared(&mut self, ready: Ready<'a>, vw: Arc<WatermarkVector>) -> Speculative {
+    fn commit_prepared(
+        &mut self,
+        mut ready: Ready<'a>,
+        vw: Arc<WatermarkVector>,
+        mut undecided: Undecided<'_>,
+    ) -> Speculative {
         let site = self.site;
         let (txn, stream) = (self.txn(), self.stream());
         let mut vt = ready.deps.clone();
         for &(s, ts) in &ready.own {
-            vt[s] = ts;
+            if let Some(c) = vt.get_mut(s) {
+                *c = ts;
+            }
         }
         let writers: Vec<NodeId> = ready
             .writers
             .iter()
             .filter_map(|s| site.nodes.get(*s as usize).and_then(|r| r.first().copied()))
             .collect();
-        let decision = site.decide(txn, Some(vt.to_vec()), writers);
+        let decision = site.record(txn, Some(vt.to_vec()), &writers);
+        // Decided commit: from here nothing aborts or cancels (a lost local piece keeps its
+        // stream below it, so the transaction stays pending, never released).
+        undecided.armed = false;
+        if let Some(r) = ready.reservation.as_mut() {
+            r.ts = None;
+        }
+        if let Some(d) = &decision {
+            site.send_decision(d, &writers);
+        }
         let epoch = site.shard.epoch();
         if let Some(p) = ready.local {
             if p.wrote() {
@@ -587,8 +719,8 @@ impl<'a> DistTxn<'a> {
 /// A transaction whose every piece is prepared (locked and validated).
 struct Ready<'a> {
     local: Option<Prepared<'a>>,
-    /// The local piece's reserved timestamp.
-    local_ts: Option<u64>,
+    /// The local piece's reserved timestamp (cancelled when dropped armed).
+    reservation: Option<Reservation<'a>>,
     /// Merged read dependencies.
     deps: mako_storage::Vt,
     /// Each written shard's allocated timestamp.
@@ -597,11 +729,35 @@ struct Ready<'a> {
     writers: Vec<u32>,
 }
 
-impl Ready<'_> {
-    /// Gives back the local reservation (abort path; the local piece unlocks when dropped).
-    fn cancel_local(&mut self, site: &Site, stream: u32) {
-        if let Some(ts) = self.local_ts.take() {
-            site.log.cancel(stream, ts);
+/// A local reserved timestamp; dropped while it still holds `ts`, it gives it back.
+struct Reservation<'s> {
+    site: &'s Site,
+    stream: u32,
+    ts: Option<u64>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(ts) = self.ts.take() {
+            self.site.log.cancel(self.stream, ts);
+        }
+    }
+}
+
+/// A transaction in commit with no decision recorded; dropped armed, it records and sends Abort.
+struct Undecided<'s> {
+    site: &'s Site,
+    txn: TxnId,
+    nodes: Vec<NodeId>,
+    armed: bool,
+}
+
+impl Drop for Undecided<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.armed = false;
+            self.site
+                .decide(self.txn, None, std::mem::take(&mut self.nodes));
         }
     }
 }
@@ -635,6 +791,7 @@ fn refused(r: Reply) -> Abort {
     Abort::new(match r {
         Reply::Refused(Refusal::NotLeader) => AbortReason::NotLeader,
         Reply::Refused(Refusal::StaleEpoch(_)) => AbortReason::Failover,
+        Reply::Refused(Refusal::TooLarge) => AbortReason::TooLarge,
         _ => AbortReason::Conflict,
     })
 }
@@ -648,8 +805,20 @@ impl Site {
         commit: Option<Vec<u64>>,
         participants: Vec<NodeId>,
     ) -> Option<Arc<Decision>> {
+        let d = self.record(txn, commit, &participants)?;
+        self.send_decision(&d, &participants);
+        Some(d)
+    }
+
+    /// Records the decision on `txn` (replacing its placeholder) before anyone is told.
+    fn record(
+        &self,
+        txn: TxnId,
+        commit: Option<Vec<u64>>,
+        participants: &[NodeId],
+    ) -> Option<Arc<Decision>> {
         if participants.is_empty() {
-            self.decisions.table.lock().remove(&txn);
+            self.decisions.remove(txn);
             return None;
         }
         let now = Instant::now();
@@ -658,79 +827,119 @@ impl Site {
             epoch: self.shard.epoch(),
             commit,
             acks: Mutex::new(AckState {
-                unacked: participants.iter().map(|&n| (n, now)).collect(),
-                refused: None,
+                peers: participants
+                    .iter()
+                    .map(|&n| {
+                        (
+                            n,
+                            PeerAck::Waiting {
+                                last: now,
+                                sends: 1,
+                            },
+                        )
+                    })
+                    .collect(),
             }),
             cv: Condvar::new(),
         });
-        // Recorded before it is sent.
         self.decisions
-            .table
-            .lock()
-            .insert(txn, Some(Arc::clone(&d)));
-        let msg = d.msg();
-        for n in participants {
-            self.send(n, &msg);
-        }
+            .record(Arc::clone(&d), self.cfg.max_decisions);
         Some(d)
     }
 
-    /// A participant acknowledged (or refused) the decision on `txn`.
-    pub(crate) fn acknowledged(&self, txn: TxnId, from: NodeId, refused: Option<Refusal>) {
-        let mut table = self.decisions.table.lock();
-        let Some(Some(d)) = table.get(&txn) else {
-            return;
-        };
-        let done = {
-            let mut a = d.acks.lock();
-            if a.unacked.remove(&from).is_none() {
-                return;
-            }
-            if let Some(r) = refused {
-                // Never ignored: the outcome stays pending until the epoch change decides it.
-                tracing::warn!(?txn, from, "participant refused the decision: {r:?}");
-                a.refused = Some(r);
-            }
-            d.cv.notify_all();
-            a.unacked.is_empty() && a.refused.is_none()
-        };
-        if done {
-            table.remove(&txn);
+    fn send_decision(&self, d: &Decision, participants: &[NodeId]) {
+        let msg = d.msg();
+        for &n in participants {
+            self.send(n, &msg);
         }
     }
 
-    /// A participant asks for the decision on `txn`: the recorded one, or Abort if there is none.
+    /// A participant acknowledged (or refused) the decision on `txn`.
+    ///
+    /// An acknowledgement counts even after a refusal from the same participant (it applied
+    /// the decision later, e.g. after inquiring); a refusal after its acknowledgement is stale.
+    pub(crate) fn acknowledged(&self, txn: TxnId, from: NodeId, refused: Option<Refusal>) {
+        let d = match self.decisions.table.lock().records.get(&txn) {
+            Some(Some(d)) => Arc::clone(d),
+            _ => return,
+        };
+        let done = {
+            let mut a = d.acks.lock();
+            let Some(peer) = a.peers.get_mut(&from) else {
+                return;
+            };
+            match (refused, *peer) {
+                (_, PeerAck::Done) => return,
+                (None, _) => *peer = PeerAck::Done,
+                (Some(r), _) => {
+                    // Never ignored: the outcome stays pending until the epoch change decides it.
+                    tracing::warn!(?txn, from, "participant refused the decision: {r:?}");
+                    *peer = PeerAck::Refused(r);
+                }
+            }
+            d.cv.notify_all();
+            a.status().is_ok()
+        };
+        if done {
+            self.decisions.remove(txn);
+        }
+    }
+
+    /// A participant asks for the decision on `txn`: the recorded one, or Abort if there is none
+    /// (and none was forgotten for room, which leaves the question unanswered).
     pub(crate) fn inquired(&self, txn: TxnId, from: NodeId) {
-        let msg = match self.decisions.table.lock().get(&txn) {
-            // Still deciding: the participant asks again later.
-            Some(None) => return,
-            Some(Some(d)) => d.msg(),
-            // No record: commit was never decided.
-            None => Msg::Decision {
-                txn,
-                epoch: self.shard.epoch(),
-                commit: None,
-            },
+        let msg = {
+            let t = self.decisions.table.lock();
+            match t.records.get(&txn) {
+                // Still deciding: the participant asks again later.
+                Some(None) => return,
+                Some(Some(d)) => d.msg(),
+                // A forgotten record may have been Commit: stay silent (pending).
+                None if t.forgotten.is_some_and(|f| txn.1 <= f) => return,
+                // No record: commit was never decided.
+                None => Msg::Decision {
+                    txn,
+                    epoch: self.shard.epoch(),
+                    commit: None,
+                },
+            }
         };
         self.send(from, &msg);
     }
 
-    /// Resends decisions to participants that have not acknowledged them for a while.
+    /// Resends decisions to participants that have not acknowledged them for a while; after
+    /// `1 + max_resends` sends it gives up on a participant (the outcome stays pending).
     pub(crate) fn resend_decisions(&self, now: Instant) {
         let every = (self.cfg.timeout / 10).max(self.cfg.tick);
         let mut sends = Vec::new();
-        for d in self.decisions.table.lock().values().flatten() {
+        for d in self.decisions.table.lock().records.values().flatten() {
             let mut a = d.acks.lock();
-            for (n, last) in a.unacked.iter_mut() {
-                if now.duration_since(*last) >= every {
-                    *last = now;
-                    sends.push((*n, d.msg()));
+            for (n, peer) in a.peers.iter_mut() {
+                let PeerAck::Waiting { last, sends: count } = peer else {
+                    continue;
+                };
+                if now.duration_since(*last) < every {
+                    continue;
                 }
+                if *count > self.cfg.max_resends {
+                    tracing::warn!(txn = ?d.txn, node = n, "participant silent; decision no longer resent, outcome pending");
+                    *peer = PeerAck::GaveUp;
+                    self.decisions.gave_up.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                *last = now;
+                *count += 1;
+                sends.push((*n, d.msg()));
             }
         }
         for (n, m) in sends {
             self.send(n, &m);
         }
+    }
+
+    /// Participants the coordinator gave up resending a decision to.
+    pub fn decisions_given_up(&self) -> u64 {
+        self.decisions.gave_up()
     }
 
     /// Sends each `(node, op)` for transaction `txn` at once, then waits for every reply.

@@ -25,4 +25,4 @@ pub mod streams;
 
 pub use cluster::{Cluster, ClusterConfig, ControlFaults, Fate, NetKind};
 pub use coord::{CommitError, DistTxn, Pending, Speculative};
-pub use site::{Site, SiteConfig, SiteError};
+pub use site::{BeginError, Site, SiteConfig, SiteError};

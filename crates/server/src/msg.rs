@@ -142,6 +142,62 @@ pub enum Refusal {
     NotLeader,
     /// No such transaction (already finished, or never started here).
     Unknown,
+    /// The piece is larger than one commit-log entry may hold.
+    TooLarge,
+    /// The decision's `VT` does not match the prepared piece's reserved timestamp (a decision
+    /// on another incarnation of the piece).
+    Mismatch,
+}
+
+/// Why a peer's control message was refused before it was handled.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The payload is not a control message.
+    #[error("undecodable: {0}")]
+    Decode(#[from] postcard::Error),
+    /// The sender is not a member of the cluster.
+    #[error("sender {0} is not a member")]
+    UnknownSender(u64),
+    /// A shard field names another shard than the sender's.
+    #[error("node {from} speaks for shard {claimed}, not its own")]
+    WrongShard {
+        /// The sender.
+        from: u64,
+        /// The shard it claimed.
+        claimed: u32,
+    },
+    /// The transaction is not coordinated by the node it should be.
+    #[error("transaction {txn:?} is not coordinated by {from} / here")]
+    ForeignTxn {
+        /// The transaction.
+        txn: TxnId,
+        /// The sender.
+        from: u64,
+    },
+    /// The stream is not one of the sender's configured worker streams.
+    #[error("stream {stream:#x} is not a configured worker stream of node {from}'s shard")]
+    BadStream {
+        /// The stream.
+        stream: u32,
+        /// The sender.
+        from: u64,
+    },
+    /// A commit decision whose timestamp for this shard is above the prepared piece's.
+    #[error("commit decision stamps this shard {decided}, the prepared piece reserved {ts}")]
+    TsMismatch {
+        /// The decision's `VT[s]`.
+        decided: u64,
+        /// The piece's reserved timestamp.
+        ts: u64,
+    },
+    /// A vector timestamp with the wrong number of components.
+    #[error("vector timestamp of {len} components, expected {shards}")]
+    VtLength {
+        /// Components received.
+        len: usize,
+        /// Shards configured.
+        shards: usize,
+    },
 }
 
 impl Msg {

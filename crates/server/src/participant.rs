@@ -9,6 +9,17 @@
 //! prepared piece never aborts on its own: past the timeout it asks the
 //! coordinator ([`Participants::overdue`]), whose recorded decision (or Abort,
 //! if it has none) ends it.
+//!
+//! Finished transactions are remembered up to `SiteConfig::finished_cap`; when
+//! one is forgotten its number raises its coordinator's **horizon**, and any
+//! request about a transaction at or below the horizon that is not open here
+//! is refused (transaction numbers of a coordinator only grow, across restarts
+//! too), so a stale duplicate can never start a finished transaction again. A
+//! commit decision is applied only to the piece whose reserved timestamp it
+//! carries. A piece still in its read phase that hears nothing from its
+//! coordinator for `SiteConfig::read_phase_timeout` is forgotten
+//! ([`Participants::expire`]); it holds no lock, and a later Lock or Validate
+//! is refused.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -16,11 +27,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mako_txn::{Locked, Prepared, Transaction};
 
-use crate::msg::{Op, Refusal, Reply, TxnId};
-use crate::site::Site;
+use mako_replication::NodeId;
 
-/// Finished transactions remembered for idempotency.
-const FINISHED_CAP: usize = 1 << 16;
+use crate::msg::{Op, PeerError, Refusal, Reply, TxnId};
+use crate::site::Site;
+use crate::streams::piece_len;
 
 /// How a piece ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +67,8 @@ pub(crate) struct Participants<'a> {
     open: HashMap<TxnId, Piece<'a>>,
     finished: HashMap<TxnId, Finished>,
     order: VecDeque<TxnId>,
+    /// Per coordinator: the largest transaction number forgotten from `finished`.
+    horizon: HashMap<NodeId, u64>,
 }
 
 type Writes = Vec<(u32, Vec<u8>, Option<Vec<u8>>)>;
@@ -67,32 +80,51 @@ impl<'a> Participants<'a> {
             open: HashMap::new(),
             finished: HashMap::new(),
             order: VecDeque::new(),
+            horizon: HashMap::new(),
         }
+    }
+
+    /// Pieces held (open, locked or prepared).
+    pub(crate) fn len(&self) -> usize {
+        self.open.len()
     }
 
     fn finish(&mut self, txn: TxnId, how: Finished) {
         self.open.remove(&txn);
         if self.finished.insert(txn, how).is_none() {
             self.order.push_back(txn);
-            if self.order.len() > FINISHED_CAP
-                && let Some(old) = self.order.pop_front()
-            {
+            while self.order.len() > self.site.cfg.finished_cap.max(1) {
+                let Some(old) = self.order.pop_front() else {
+                    break;
+                };
                 self.finished.remove(&old);
+                let h = self.horizon.entry(old.0).or_insert(0);
+                *h = (*h).max(old.1);
             }
         }
     }
 
+    /// Whether `txn` is neither open nor remembered but at or below its coordinator's horizon:
+    /// it may have finished here already, so it must not start again.
+    fn forgotten(&self, txn: TxnId) -> bool {
+        !self.open.contains_key(&txn)
+            && !self.finished.contains_key(&txn)
+            && self.horizon.get(&txn.0).is_some_and(|&h| txn.1 <= h)
+    }
+
     /// The open piece of `txn`, started if the transaction is new here.
     fn piece(&mut self, txn: TxnId, stream: u32) -> Option<&mut Piece<'a>> {
-        if self.finished.contains_key(&txn) {
+        if self.finished.contains_key(&txn) || self.forgotten(txn) {
             return None;
         }
         let site = self.site;
-        Some(self.open.entry(txn).or_insert_with(|| Piece {
+        let p = self.open.entry(txn).or_insert_with(|| Piece {
             stream,
             since: Instant::now(),
             state: State::Open(site.shard.begin_on(stream)),
-        }))
+        });
+        p.since = Instant::now();
+        Some(p)
     }
 
     /// Handles one request of a coordinator.
@@ -148,8 +180,20 @@ impl<'a> Participants<'a> {
         }
     }
 
-    /// Buffers `writes` into an open piece; an unknown table refuses.
+    /// Buffers `writes` into an open piece; an unknown table, or a piece too large for one
+    /// log entry, refuses.
     fn buffer(&self, tx: &mut Transaction<'a>, writes: Writes) -> Result<(), Refusal> {
+        let shards = self.site.cfg.shards as usize;
+        let refs = writes
+            .iter()
+            .map(|(table, key, value)| mako_commitlog::WriteRef {
+                table: *table,
+                key,
+                value: value.as_deref(),
+            });
+        if piece_len(shards, refs) > self.site.log.max_piece_bytes() {
+            return Err(Refusal::TooLarge);
+        }
         for (table, key, value) in writes {
             let t = self.site.table_by_id(table).ok_or(Refusal::Unknown)?;
             match value {
@@ -161,7 +205,7 @@ impl<'a> Participants<'a> {
     }
 
     fn lock(&mut self, txn: TxnId, stream: u32, writes: Writes) -> Reply {
-        if self.finished.contains_key(&txn) {
+        if self.finished.contains_key(&txn) || self.forgotten(txn) {
             return Reply::Refused(Refusal::Unknown);
         }
         let Some(piece) = self.open.remove(&txn) else {
@@ -216,6 +260,7 @@ impl<'a> Participants<'a> {
                 };
             }
             Some(_) => return Reply::Refused(Refusal::Unknown),
+            None if self.forgotten(txn) => return Reply::Refused(Refusal::Unknown),
             None => {}
         }
         let piece = match self.open.remove(&txn) {
@@ -274,10 +319,12 @@ impl<'a> Participants<'a> {
         // Every VT[s] ever observed is at most c_s, so allocating on the local
         // dependency already exceeds the merged one.
         let me = self.site.shard_id as usize;
-        let Some(ts) = self.site.log.reserve(stream, || p.allocate(deps[me])) else {
+        let dep = deps.get(me).copied().unwrap_or(0);
+        let Some(ts) = self.site.log.reserve(stream, || p.allocate(dep)) else {
+            // The stream froze after a lost log entry: it takes no new piece.
             p.abort();
             self.finish(txn, Finished::Aborted);
-            return Reply::Refused(Refusal::Unknown);
+            return Reply::Refused(Refusal::NotLeader);
         };
         self.open.insert(
             txn,
@@ -294,26 +341,40 @@ impl<'a> Participants<'a> {
         Reply::Prepared { deps, ts: Some(ts) }
     }
 
-    /// Applies the coordinator's decision (`Some(vt)`: commit); `None` when done, else why not.
+    /// Applies the coordinator's decision (`Some(vt)`: commit); `Ok(None)` when done, else why
+    /// not; `Err` if the decision cannot be about this transaction's piece (ignored).
     pub(crate) fn decide(
         &mut self,
         epoch: u32,
         txn: TxnId,
         commit: Option<Vec<u64>>,
-    ) -> Option<Refusal> {
+    ) -> Result<Option<Refusal>, PeerError> {
         let site = self.site;
+        let shards = site.cfg.shards as usize;
+        if let Some(vt) = &commit
+            && vt.len() != shards
+        {
+            return Err(PeerError::VtLength {
+                len: vt.len(),
+                shards,
+            });
+        }
         if epoch < site.shard.epoch() {
-            return Some(Refusal::StaleEpoch(site.shard.epoch()));
+            return Ok(Some(Refusal::StaleEpoch(site.shard.epoch())));
         }
         match (commit.is_some(), self.finished.get(&txn)) {
             // Repeated decisions answer as the first did.
-            (true, Some(Finished::Committed)) => return None,
-            (true, Some(_)) => return Some(Refusal::Unknown),
-            (false, Some(Finished::Committed)) => return Some(Refusal::Conflict),
-            (false, Some(_)) => return None,
+            (true, Some(Finished::Committed)) => return Ok(None),
+            (true, Some(_)) => return Ok(Some(Refusal::Unknown)),
+            (false, Some(Finished::Committed)) => return Ok(Some(Refusal::Conflict)),
+            (false, Some(_)) => return Ok(None),
             (_, None) => {}
         }
         let Some(commit) = commit else {
+            if self.forgotten(txn) {
+                // Finished here long ago: nothing to undo, nothing to remember again.
+                return Ok(None);
+            }
             if let Some(piece) = self.open.remove(&txn) {
                 match piece.state {
                     State::Prepared { p, ts, .. } => {
@@ -325,27 +386,64 @@ impl<'a> Participants<'a> {
                 }
             }
             self.finish(txn, Finished::Aborted);
-            return None;
+            return Ok(None);
         };
         if !site.is_leader() {
             // The prepared piece stays: the epoch change decides it.
-            return Some(Refusal::NotLeader);
+            return Ok(Some(Refusal::NotLeader));
         }
         let Some(piece) = self.open.remove(&txn) else {
-            return Some(Refusal::Unknown);
+            return Ok(Some(Refusal::Unknown));
         };
+        let me = site.shard_id as usize;
+        let decided = commit.get(me).copied().unwrap_or(0);
         match piece.state {
-            State::Prepared { p, .. } => {
+            State::Prepared { p, ts, .. } if decided == ts => {
                 p.with_writes(|w| site.log.fulfil(piece.stream, &commit, w.iter()));
                 p.install(commit.into_iter().collect());
                 self.finish(txn, Finished::Committed);
-                None
+                Ok(None)
+            }
+            State::Prepared { p, ts, .. } if decided < ts => {
+                // A decision on an older incarnation (timestamps only grow): this piece is a
+                // stale restart of a finished transaction. End it and give its timestamp back.
+                tracing::warn!(?txn, decided, ts, "commit decision for another incarnation");
+                site.log.cancel(piece.stream, ts);
+                p.abort();
+                self.finish(txn, Finished::Aborted);
+                Ok(Some(Refusal::Mismatch))
+            }
+            State::Prepared { p, deps, ts } => {
+                // No incarnation of this piece has that timestamp: not a real decision.
+                self.open.insert(
+                    txn,
+                    Piece {
+                        state: State::Prepared { p, deps, ts },
+                        ..piece
+                    },
+                );
+                Err(PeerError::TsMismatch { decided, ts })
             }
             state => {
                 // Commit without a prepared piece: refuse, keep the state for the coordinator.
                 self.open.insert(txn, Piece { state, ..piece });
-                Some(Refusal::Unknown)
+                Ok(Some(Refusal::Unknown))
             }
+        }
+    }
+
+    /// Forgets pieces still in their read phase that heard nothing for `timeout` (they hold no
+    /// lock); a later Lock or Validate of them is refused.
+    pub(crate) fn expire(&mut self, now: Instant, timeout: Duration) {
+        let idle: Vec<TxnId> = self
+            .open
+            .iter()
+            .filter(|(_, p)| matches!(p.state, State::Open(_)))
+            .filter(|(_, p)| now.duration_since(p.since) >= timeout)
+            .map(|(txn, _)| *txn)
+            .collect();
+        for txn in idle {
+            self.finish(txn, Finished::Aborted);
         }
     }
 

@@ -13,11 +13,11 @@ use mako_replication::{Applied, ApplyCtx, ApplyStatus, NodeId, QueuedEntry, Repl
 use mako_storage::{Store, Table, TableId};
 use mako_transport::{Envelope, Transport};
 use mako_txn::{Shard, Transaction};
-use mako_watermark::{ShardWatermark, StreamId, WatermarkVector, covers, stream_id};
+use mako_watermark::{ShardWatermark, StreamId, WatermarkVector, covers, stream_id, stream_shard};
 use parking_lot::Mutex;
 
 use crate::coord::Decisions;
-use crate::msg::{CONTROL_GROUP, Msg, Reply};
+use crate::msg::{CONTROL_GROUP, Msg, PeerError, Reply, TxnId};
 use crate::participant::Participants;
 use crate::streams::StreamLog;
 
@@ -36,6 +36,22 @@ pub struct SiteConfig {
     pub tick: Duration,
     /// How long `commit` waits for release, and a coordinator for a reply.
     pub timeout: Duration,
+    /// Largest commit-log entry submitted; must not exceed what the replication group accepts
+    /// (Raft: `max_entry_bytes`, lowered to what its log store holds). A transaction whose piece
+    /// on a shard would not fit in one entry aborts with `AbortReason::TooLarge`.
+    pub max_entry_bytes: usize,
+    /// Finished multi-shard transactions a participant remembers (for idempotency); older ones
+    /// are summarised by a per-coordinator horizon below which requests are refused.
+    pub finished_cap: usize,
+    /// Decision records a coordinator keeps for unacknowledged or refused decisions; beyond it
+    /// the oldest is forgotten and its transaction stays pending (`Unknown`) for good.
+    pub max_decisions: usize,
+    /// Times a decision is resent to a silent participant before the coordinator stops (the
+    /// outcome then stays pending; a late acknowledgement or inquiry still completes it).
+    pub max_resends: u32,
+    /// How long a participant keeps a piece that is still in its read phase without hearing
+    /// from its coordinator; then it forgets it (a later Lock or Validate is refused).
+    pub read_phase_timeout: Duration,
 }
 
 impl Default for SiteConfig {
@@ -47,6 +63,11 @@ impl Default for SiteConfig {
             batch: BatchConfig::default(),
             tick: Duration::from_millis(1),
             timeout: Duration::from_secs(5),
+            max_entry_bytes: crate::streams::DEFAULT_MAX_ENTRY_BYTES,
+            finished_cap: 1 << 16,
+            max_decisions: 1 << 16,
+            max_resends: 100,
+            read_phase_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -69,6 +90,10 @@ pub struct SiteStats {
     pub queued: AtomicU64,
     /// Log entries that failed to decode (logged once each, then skipped).
     pub undecodable: AtomicU64,
+    /// Control messages refused as malformed (logged at most once a second).
+    pub malformed: AtomicU64,
+    /// Pieces the participant side currently holds (open, locked or prepared).
+    pub pieces: AtomicU64,
 }
 
 /// One replica of one shard.
@@ -98,6 +123,8 @@ pub struct Site {
     stop: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stop_tx: Mutex<Option<Sender<()>>>,
+    /// When a malformed control message was last logged.
+    malformed_logged: Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Site {
@@ -109,6 +136,19 @@ impl std::fmt::Debug for Site {
             .field("vw", &self.vw.load())
             .finish()
     }
+}
+
+/// Why a transaction could not begin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BeginError {
+    /// The worker has no commit-log stream (it is not below the configured `workers`).
+    #[error("worker {worker} is not configured (workers: {workers})")]
+    NoSuchWorker {
+        /// The worker asked for.
+        worker: u32,
+        /// Configured workers per shard.
+        workers: u32,
+    },
 }
 
 /// Why a site could not start.
@@ -137,8 +177,13 @@ impl Site {
             .map(|t| store.create_table(t))
             .collect::<Result<Vec<_>, _>>()?;
         let streams = cfg.streams();
-        let log = Arc::new(StreamLog::new(shard_id as usize, &streams, &cfg.batch, 0));
+        let log = Arc::new(
+            StreamLog::new(shard_id as usize, &streams, &cfg.batch, 0)
+                .with_max_entry_bytes(cfg.max_entry_bytes),
+        );
         log.set_group(Arc::clone(&group));
+        let l = Arc::clone(&log);
+        group.on_unapplied(Box::new(move |u| l.unapplied(&u)));
         let shard = Shard::new(
             shard_id as usize,
             cfg.shards as usize,
@@ -159,7 +204,7 @@ impl Site {
             transport,
             pending: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
-            next_txn: AtomicU64::new(1),
+            next_txn: AtomicU64::new(txn_id_seed()),
             decisions: Decisions::default(),
             lag: Mutex::new(Vec::new()),
             first_seen: Mutex::new(HashMap::new()),
@@ -167,6 +212,7 @@ impl Site {
             stop: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             stop_tx: Mutex::new(None),
+            malformed_logged: Mutex::new(None),
             cfg,
         });
         let s = Arc::clone(&site);
@@ -330,11 +376,18 @@ impl Site {
     }
 
     /// Leader apply callback (Mako's `register_for_leader_par_id_return`).
+    ///
+    /// Entries of a frozen stream (one that lost an entry) no longer raise `W_s`. The follower
+    /// callback does not gate: after a leader change, transactions whose pieces the old leader
+    /// lost are decided by the epoch change (issue 10), not here.
     pub fn leader_apply(&self, ctx: &ApplyCtx<'_>) -> Applied {
         let Some(entry) = self.decode(ctx) else {
             return Applied::normal(0);
         };
-        self.observe_own(&entry);
+        // A frozen stream lost an entry: nothing of it may raise W_s any more.
+        if self.log.counts(&entry) {
+            self.observe_own(&entry);
+        }
         self.log.committed_one(ctx.entry.len());
         let ts = self.w();
         let status = match entry {
@@ -513,17 +566,23 @@ impl Site {
             let env = crossbeam_channel::select! {
                 recv(control) -> e => match e { Ok(e) => e, Err(_) => break },
                 recv(check) -> _ => {
-                    for txn in parts.overdue(Instant::now(), self.cfg.timeout) {
+                    let now = Instant::now();
+                    parts.expire(now, self.cfg.read_phase_timeout);
+                    for txn in parts.overdue(now, self.cfg.timeout) {
                         self.send(txn.0, &Msg::Inquire { txn });
                     }
+                    self.stats.pieces.store(parts.len() as u64, Ordering::Relaxed);
                     continue;
                 }
                 recv(stop) -> _ => break,
             };
-            let msg = match Msg::decode(&env.payload) {
+            let msg = match Msg::decode(&env.payload)
+                .map_err(PeerError::Decode)
+                .and_then(|m| self.check_peer(env.from, m))
+            {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(from = env.from, "malformed control message: {e}");
+                    self.malformed(env.from, &e);
                     continue;
                 }
             };
@@ -557,7 +616,13 @@ impl Site {
                     self.send(env.from, &msg);
                 }
                 Msg::Decision { txn, epoch, commit } => {
-                    let refused = parts.decide(epoch, txn, commit);
+                    let refused = match parts.decide(epoch, txn, commit) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            self.malformed(env.from, &e);
+                            continue;
+                        }
+                    };
                     let msg = Msg::Ack {
                         txn,
                         refused,
@@ -577,16 +642,147 @@ impl Site {
                 }
                 Msg::Inquire { txn } => self.inquired(txn, env.from),
             }
+            self.stats
+                .pieces
+                .store(parts.len() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The shard whose replica `node` is, if it is a member.
+    pub(crate) fn shard_of(&self, node: NodeId) -> Option<u32> {
+        self.nodes
+            .iter()
+            .position(|r| r.contains(&node))
+            .and_then(|s| u32::try_from(s).ok())
+    }
+
+    /// Checks every field of a peer's control message that is used as an index, an identity
+    /// or a timestamp vector, before the message is handled.
+    fn check_peer(&self, from: NodeId, msg: Msg) -> Result<Msg, PeerError> {
+        let sender = self.shard_of(from).ok_or(PeerError::UnknownSender(from))?;
+        let shards = self.cfg.shards as usize;
+        let own_shard = |shard: u32| {
+            if shard == sender {
+                Ok(())
+            } else {
+                Err(PeerError::WrongShard {
+                    from,
+                    claimed: shard,
+                })
+            }
+        };
+        let vt_len = |len: usize| {
+            if len == shards {
+                Ok(())
+            } else {
+                Err(PeerError::VtLength { len, shards })
+            }
+        };
+        let coordinated_by = |txn: TxnId, node: NodeId| {
+            if txn.0 == node {
+                Ok(())
+            } else {
+                Err(PeerError::ForeignTxn { txn, from })
+            }
+        };
+        match &msg {
+            Msg::Watermark { shard, .. } => own_shard(*shard)?,
+            Msg::Reply { shard, reply, .. } => {
+                own_shard(*shard)?;
+                if let Reply::Prepared { deps, .. } = reply {
+                    vt_len(deps.len())?;
+                }
+            }
+            Msg::Request { txn, stream, .. } => {
+                coordinated_by(*txn, from)?;
+                let worker = stream & 0xffff;
+                if stream_shard(*stream) != sender || worker >= self.cfg.workers {
+                    return Err(PeerError::BadStream {
+                        stream: *stream,
+                        from,
+                    });
+                }
+            }
+            Msg::Decision { txn, commit, .. } => {
+                coordinated_by(*txn, from)?;
+                if let Some(vt) = commit {
+                    vt_len(vt.len())?;
+                }
+            }
+            Msg::Ack { txn, shard, .. } => {
+                own_shard(*shard)?;
+                coordinated_by(*txn, self.node)?;
+            }
+            Msg::Inquire { txn } => coordinated_by(*txn, self.node)?,
+        }
+        Ok(msg)
+    }
+
+    /// Counts a malformed peer message; logs at most one a second (with the count).
+    pub(crate) fn malformed(&self, from: NodeId, e: &PeerError) {
+        let n = self.stats.malformed.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self.malformed_logged.lock();
+        let now = Instant::now();
+        if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+            *last = Some(now);
+            tracing::warn!(
+                node = self.node,
+                from,
+                total = n,
+                "malformed control message: {e}"
+            );
+        }
+    }
+
+    /// Control messages refused as malformed so far.
+    pub fn malformed_messages(&self) -> u64 {
+        self.stats.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Pieces the participant side holds (open, locked or prepared), as of its last step.
+    pub fn participant_pieces(&self) -> u64 {
+        self.stats.pieces.load(Ordering::Relaxed)
+    }
+
+    /// Decision records the coordinator holds (in commit, unacknowledged or refused).
+    pub fn decision_records(&self) -> usize {
+        self.decisions.len()
+    }
+
+    fn check_worker(&self, worker: u32) -> Result<(), BeginError> {
+        if worker < self.cfg.workers {
+            Ok(())
+        } else {
+            Err(BeginError::NoSuchWorker {
+                worker,
+                workers: self.cfg.workers,
+            })
         }
     }
 
     /// Starts a transaction coordinated here by `worker` (which must be below `workers`).
-    pub fn begin(&self, worker: u32) -> crate::coord::DistTxn<'_> {
-        crate::coord::DistTxn::new(self, worker)
+    pub fn begin(&self, worker: u32) -> Result<crate::coord::DistTxn<'_>, BeginError> {
+        self.check_worker(worker)?;
+        Ok(crate::coord::DistTxn::new(self, worker))
     }
 
-    /// Starts a plain one-shard transaction on this site by `worker`.
-    pub fn begin_local(&self, worker: u32) -> Transaction<'_> {
-        self.shard.begin_on(stream_id(self.shard_id, worker))
+    /// Starts a plain one-shard transaction on this site by `worker` (below `workers`).
+    pub fn begin_local(&self, worker: u32) -> Result<Transaction<'_>, BeginError> {
+        self.check_worker(worker)?;
+        Ok(self.shard.begin_on(stream_id(self.shard_id, worker)))
     }
+}
+
+/// The first transaction number of this incarnation of a node: wall-clock microseconds times
+/// 1024, so numbers never repeat across restarts (unless a node ran more than a billion
+/// transactions a second, or the clock went back) and stay increasing, which participants'
+/// finished-transaction horizons rely on (a clock that went back makes them refuse the new
+/// numbers until it catches up: aborts, never a double apply).
+fn txn_id_seed() -> u64 {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| {
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX >> 10)
+        });
+    micros.saturating_mul(1024).max(1)
 }

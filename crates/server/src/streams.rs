@@ -10,17 +10,36 @@
 //! outstanding reservation is held back until that reservation is fulfilled
 //! or cancelled, and heartbeats stay below the smallest outstanding
 //! reservation.
+//!
+//! Encoded entries leave a stream through its outbox, in order, submitted by
+//! whoever holds the stream's pump (never under the stream's state lock). A
+//! submission the group answers `Busy` stays at the head of the outbox and is
+//! retried on the next tick; nothing is ever dropped and later entries never
+//! overtake it. A submission refused for good (`NotLeader`, `Stopped`,
+//! `Failed`, `TooLarge`), and an accepted entry the group later reports
+//! unapplied ([`StreamLog::unapplied`]), **freezes** the stream: it submits
+//! nothing more (no piece, no heartbeat), the leader callback ignores its
+//! entries, and so `W_s` stays below its first unlogged piece. The
+//! transactions with lost pieces are never released: their outcome stays
+//! pending (`Unknown` to a waiting client) until the leader-change work
+//! (issue 10) decides them by epochs; until then the frozen stream refuses
+//! new pieces ([`StreamLog::check`], [`StreamLog::reserve`]).
+//!
+//! No entry exceeds the log's entry limit ([`StreamLog::with_max_entry_bytes`]):
+//! a batch closes before a piece would take it past the limit, and a single
+//! piece larger than one entry may hold is refused at commit
+//! ([`StreamLog::check`], `AbortReason::TooLarge`).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use mako_commitlog::{BatchBuilder, BatchConfig, Entry, WriteRef};
-use mako_replication::Replicator;
+use mako_commitlog::{BatchBuilder, BatchConfig, Entry, HEADER_LEN, WriteRef};
+use mako_replication::{Replicator, SubmitError, Unapplied};
 use mako_storage::Vt;
-use mako_txn::{CommitSink, PieceWrites};
+use mako_txn::{AbortReason, CommitSink, PieceWrites};
 use mako_watermark::StreamId;
 use parking_lot::{Condvar, Mutex};
 
@@ -32,6 +51,25 @@ pub const MAX_IN_FLIGHT: u64 = 2048;
 
 /// Bytes of submitted, uncommitted entries beyond which submitting waits (the same bound, for large entries).
 pub const MAX_IN_FLIGHT_BYTES: u64 = 4 << 20;
+
+/// How long the in-flight bound may stay reached before the counts are reset.
+const FULL_RESET: Duration = Duration::from_millis(200);
+
+/// Default largest encoded log entry (below the Raft group's 16 MiB cap minus log-store overhead).
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 8 << 20;
+
+/// Bytes a Batch entry takes besides its pieces: frame header, kind, epoch, stream, piece count.
+const BATCH_OVERHEAD: usize = HEADER_LEN + 1 + 4 + 4 + 4;
+
+/// Encoded size of one piece with a `vt_len`-component `VT` and `writes` (the commit-log format:
+/// `vt_len u16 | vt u64* | write_count u32 | (table u32 | key_len u32 | key | op u8 | [value_len u32 | value])*`).
+pub fn piece_len<'a>(vt_len: usize, writes: impl IntoIterator<Item = WriteRef<'a>>) -> usize {
+    let writes: usize = writes
+        .into_iter()
+        .map(|w| 4 + 4 + w.key.len() + 1 + w.value.map_or(0, |v| 4 + v.len()))
+        .sum();
+    2 + 8 * vt_len + 4 + writes
+}
 
 /// A piece waiting for an older reservation of its stream, with its own copy of the writes.
 struct HeldPiece {
@@ -47,6 +85,8 @@ struct StreamState {
     held: BTreeMap<u64, HeldPiece>,
     /// Largest timestamp this stream has put in the log (piece or heartbeat).
     last: u64,
+    /// Encoded entries not submitted yet, in stream order (`true`: a heartbeat).
+    outbox: VecDeque<(Bytes, bool)>,
 }
 
 impl StreamState {
@@ -64,6 +104,16 @@ impl StreamState {
     }
 }
 
+/// One stream: its state, the pump that submits its outbox, and whether it froze.
+struct Stream {
+    id: StreamId,
+    state: Mutex<StreamState>,
+    /// Held while submitting the outbox (keeps submissions in stream order).
+    pump: Mutex<()>,
+    /// Set once an entry of the stream was lost; the stream then submits nothing more.
+    frozen: AtomicBool,
+}
+
 /// Counters of what the log sink did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct StreamStats {
@@ -71,8 +121,14 @@ pub struct StreamStats {
     pub batches: u64,
     /// Heartbeats submitted.
     pub heartbeats: u64,
-    /// Submissions refused (not leader).
+    /// Submissions refused for good (not leader, stopped, failed, too large); each freezes its stream.
     pub refused: u64,
+    /// `Busy` answers (the entry stayed queued and was retried).
+    pub busy: u64,
+    /// Accepted entries the group reported unapplied (dropped, in a snapshot, abandoned).
+    pub unapplied: u64,
+    /// Streams frozen after a lost entry.
+    pub frozen: u64,
     /// Most entries ever in flight (submitted, not yet committed).
     pub max_in_flight: u64,
 }
@@ -80,7 +136,7 @@ pub struct StreamStats {
 /// The commit-log sink of a shard leader; implements [`CommitSink`].
 pub struct StreamLog {
     shard: usize,
-    streams: Vec<(StreamId, Mutex<StreamState>)>,
+    streams: Vec<Stream>,
     group: OnceLock<Arc<dyn Replicator>>,
     stats: Mutex<StreamStats>,
     submitted: AtomicU64,
@@ -89,6 +145,9 @@ pub struct StreamLog {
     committed_bytes: AtomicU64,
     room: Mutex<()>,
     room_cv: Condvar,
+    /// Since when the in-flight bound has been reached (cleared once there is room).
+    full_since: Mutex<Option<Instant>>,
+    max_entry: usize,
 }
 
 impl std::fmt::Debug for StreamLog {
@@ -101,22 +160,23 @@ impl std::fmt::Debug for StreamLog {
 }
 
 impl StreamLog {
-    /// A log over the configured streams.
+    /// A log over the configured streams (entries up to [`DEFAULT_MAX_ENTRY_BYTES`]).
     pub fn new(shard: usize, streams: &[StreamId], cfg: &BatchConfig, epoch: u32) -> Self {
         StreamLog {
             shard,
             streams: streams
                 .iter()
-                .map(|&s| {
-                    (
-                        s,
-                        Mutex::new(StreamState {
-                            builder: BatchBuilder::new(cfg.clone(), epoch, s),
-                            outstanding: BTreeSet::new(),
-                            held: BTreeMap::new(),
-                            last: 0,
-                        }),
-                    )
+                .map(|&s| Stream {
+                    id: s,
+                    state: Mutex::new(StreamState {
+                        builder: BatchBuilder::new(cfg.clone(), epoch, s),
+                        outstanding: BTreeSet::new(),
+                        held: BTreeMap::new(),
+                        last: 0,
+                        outbox: VecDeque::new(),
+                    }),
+                    pump: Mutex::new(()),
+                    frozen: AtomicBool::new(false),
                 })
                 .collect(),
             group: OnceLock::new(),
@@ -127,7 +187,20 @@ impl StreamLog {
             committed_bytes: AtomicU64::new(0),
             room: Mutex::new(()),
             room_cv: Condvar::new(),
+            full_since: Mutex::new(None),
+            max_entry: DEFAULT_MAX_ENTRY_BYTES,
         }
+    }
+
+    /// Sets the largest entry submitted (at most what the replication group accepts).
+    pub fn with_max_entry_bytes(mut self, bytes: usize) -> Self {
+        self.max_entry = bytes.max(BATCH_OVERHEAD + 64);
+        self
+    }
+
+    /// The largest piece one entry holds.
+    pub fn max_piece_bytes(&self) -> usize {
+        self.max_entry - BATCH_OVERHEAD
     }
 
     /// Connects the replication group entries are submitted to.
@@ -135,15 +208,86 @@ impl StreamLog {
         let _ = self.group.set(group);
     }
 
-    fn state(&self, stream: StreamId) -> Option<&Mutex<StreamState>> {
-        self.streams
-            .iter()
-            .find(|(s, _)| *s == stream)
-            .map(|(_, m)| m)
+    fn stream(&self, stream: StreamId) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.id == stream)
+    }
+
+    /// Whether `stream` is configured and not frozen.
+    pub fn is_open(&self, stream: StreamId) -> bool {
+        self.stream(stream)
+            .is_some_and(|s| !s.frozen.load(Ordering::Acquire))
+    }
+
+    /// Whether `stream` froze after a lost entry (unconfigured streams count as frozen).
+    pub fn is_frozen(&self, stream: StreamId) -> bool {
+        !self.is_open(stream)
+    }
+
+    /// Checks that a piece of `writes` (with a `vt_len`-component `VT`) can be logged on `stream`.
+    pub fn check<'a>(
+        &self,
+        stream: StreamId,
+        vt_len: usize,
+        writes: impl IntoIterator<Item = WriteRef<'a>>,
+    ) -> Result<(), AbortReason> {
+        if !self.is_open(stream) {
+            return Err(AbortReason::LogUnavailable);
+        }
+        if piece_len(vt_len, writes) > self.max_piece_bytes() {
+            return Err(AbortReason::TooLarge);
+        }
+        Ok(())
+    }
+
+    /// Whether entries of `entry`'s stream still count for `W_s` here (false once the stream froze).
+    pub fn counts(&self, entry: &Entry) -> bool {
+        match entry {
+            Entry::Batch(b) => self.is_open(b.stream),
+            Entry::Heartbeat { stream, .. } => self.is_open(*stream),
+            _ => true,
+        }
+    }
+
+    fn freeze(&self, s: &Stream, why: &str) {
+        if !s.frozen.swap(true, Ordering::AcqRel) {
+            self.stats.lock().frozen += 1;
+            tracing::error!(
+                shard = self.shard,
+                stream = s.id,
+                "stream frozen: {why}; its unlogged transactions stay pending"
+            );
+        }
+    }
+
+    /// A submitted entry the group will not apply here: freezes its stream (a lost batch
+    /// must never be covered by `W_s`). Register with `Replicator::on_unapplied`.
+    pub fn unapplied(&self, u: &Unapplied) {
+        self.resolved(u.entry.len());
+        self.stats.lock().unapplied += 1;
+        let why = format!("an accepted entry ended unapplied ({:?})", u.resolution);
+        match Entry::decode(&u.entry) {
+            Ok(Entry::Batch(b)) => match self.stream(b.stream) {
+                Some(s) => self.freeze(s, &why),
+                None => self.freeze_all(&why),
+            },
+            // Heartbeats and markers carry no data; losing one loses nothing.
+            Ok(_) => {}
+            Err(_) => self.freeze_all(&why),
+        }
+    }
+
+    fn freeze_all(&self, why: &str) {
+        for s in &self.streams {
+            self.freeze(s, why);
+        }
     }
 
     /// Counts one committed entry of `len` bytes (called by the leader apply callback); wakes a waiting submitter.
     pub fn committed_one(&self, len: usize) {
+        self.resolved(len);
+    }
+
+    fn resolved(&self, len: usize) {
         self.committed.fetch_add(1, Ordering::AcqRel);
         self.committed_bytes.fetch_add(len as u64, Ordering::AcqRel);
         if self.in_flight() + 64 >= MAX_IN_FLIGHT
@@ -170,50 +314,128 @@ impl StreamLog {
         self.in_flight() >= MAX_IN_FLIGHT || self.in_flight_bytes() >= MAX_IN_FLIGHT_BYTES
     }
 
-    /// Waits (bounded) while too many submitted entries or bytes are uncommitted.
-    fn wait_for_room(&self) {
+    /// Whether an entry may be submitted now (the in-flight bound is not reached).
+    ///
+    /// A bound reached for longer than [`FULL_RESET`] resets the counts: entries this replica
+    /// submitted and then applied as a follower (after a leader change) are never counted, so
+    /// the counts may never meet again. The bound only paces submissions; nothing is dropped.
+    fn room(&self) -> bool {
+        let mut since = self.full_since.lock();
         if !self.full() {
-            return;
+            *since = None;
+            return true;
         }
-        let deadline = Instant::now() + Duration::from_millis(200);
-        let mut g = self.room.lock();
-        while self.full() {
-            // Bounded: after a leader change the counts may never meet again.
-            if self.room_cv.wait_until(&mut g, deadline).timed_out() {
+        let now = Instant::now();
+        match *since {
+            None => {
+                *since = Some(now);
+                false
+            }
+            Some(t) if now.duration_since(t) >= FULL_RESET => {
                 self.committed
                     .store(self.submitted.load(Ordering::Acquire), Ordering::Release);
                 self.committed_bytes.store(
                     self.submitted_bytes.load(Ordering::Acquire),
                     Ordering::Release,
                 );
+                *since = None;
+                true
+            }
+            Some(_) => false,
+        }
+    }
+
+    /// Waits (bounded, holding no stream lock) while too many submitted entries or bytes are
+    /// uncommitted: back-pressure for client threads before they commit.
+    pub fn throttle(&self) {
+        if self.room() {
+            return;
+        }
+        let deadline = Instant::now() + FULL_RESET;
+        let mut g = self.room.lock();
+        while !self.room() {
+            if self.room_cv.wait_until(&mut g, deadline).timed_out() {
+                let _ = self.room();
                 break;
             }
         }
     }
 
-    fn submit(&self, bytes: Bytes, heartbeat: bool) {
-        self.wait_for_room();
-        let len = bytes.len() as u64;
-        let ok = self.group.get().is_some_and(|g| g.submit(bytes).is_ok());
-        if ok {
-            self.submitted.fetch_add(1, Ordering::AcqRel);
-            self.submitted_bytes.fetch_add(len, Ordering::AcqRel);
-        }
-        let in_flight = self.in_flight();
-        let mut st = self.stats.lock();
-        st.max_in_flight = st.max_in_flight.max(in_flight);
-        match (ok, heartbeat) {
-            (false, _) => st.refused += 1,
-            (true, true) => st.heartbeats += 1,
-            (true, false) => st.batches += 1,
+    /// Submits `s`'s outbox in order, unless someone else is already doing so.
+    ///
+    /// `Busy` leaves the entry at the head (the next tick retries); a refusal for good freezes
+    /// the stream and discards what it had not submitted.
+    fn pump(&self, s: &Stream) {
+        loop {
+            let Some(guard) = s.pump.try_lock() else {
+                // The holder re-checks the outbox after releasing the pump.
+                return;
+            };
+            loop {
+                let next = {
+                    let mut st = s.state.lock();
+                    if s.frozen.load(Ordering::Acquire) {
+                        st.outbox.clear();
+                        None
+                    } else {
+                        st.outbox.pop_front()
+                    }
+                };
+                let Some((bytes, heartbeat)) = next else {
+                    break;
+                };
+                if !self.room() {
+                    // Paced: the next tick (or a committing client) submits it.
+                    s.state.lock().outbox.push_front((bytes, heartbeat));
+                    return;
+                }
+                match self.submit(bytes.clone(), heartbeat) {
+                    Ok(()) => {}
+                    Err(SubmitError::Busy) => {
+                        s.state.lock().outbox.push_front((bytes, heartbeat));
+                        self.stats.lock().busy += 1;
+                        return;
+                    }
+                    Err(e) => {
+                        self.stats.lock().refused += 1;
+                        self.freeze(s, &format!("submission refused: {e}"));
+                    }
+                }
+            }
+            drop(guard);
+            if s.frozen.load(Ordering::Acquire) || s.state.lock().outbox.is_empty() {
+                return;
+            }
         }
     }
 
-    /// Allocates a timestamp on `stream` with `alloc`; it stays outstanding until `fulfil` or `cancel`.
+    fn submit(&self, bytes: Bytes, heartbeat: bool) -> Result<(), SubmitError> {
+        let len = bytes.len() as u64;
+        let group = self.group.get().ok_or(SubmitError::Stopped)?;
+        group.submit(bytes)?;
+        self.submitted.fetch_add(1, Ordering::AcqRel);
+        self.submitted_bytes.fetch_add(len, Ordering::AcqRel);
+        let in_flight = self.in_flight();
+        let mut st = self.stats.lock();
+        st.max_in_flight = st.max_in_flight.max(in_flight);
+        if heartbeat {
+            st.heartbeats += 1;
+        } else {
+            st.batches += 1;
+        }
+        Ok(())
+    }
+
+    /// Allocates a timestamp on `stream` with `alloc`; it stays outstanding until `fulfil` or
+    /// `cancel`. `None` if the stream is unconfigured or frozen.
     pub fn reserve(&self, stream: StreamId, alloc: impl FnOnce() -> u64) -> Option<u64> {
-        let mut s = self.state(stream)?.lock();
+        let s = self.stream(stream)?;
+        let mut st = s.state.lock();
+        if s.frozen.load(Ordering::Acquire) {
+            return None;
+        }
         let ts = alloc();
-        s.outstanding.insert(ts);
+        st.outstanding.insert(ts);
         Some(ts)
     }
 
@@ -225,31 +447,31 @@ impl StreamLog {
         vt: &[u64],
         writes: impl IntoIterator<Item = WriteRef<'a>>,
     ) {
-        let Some(m) = self.state(stream) else { return };
+        let Some(s) = self.stream(stream) else { return };
         let ts = vt.get(self.shard).copied().unwrap_or(0);
-        let mut s = m.lock();
-        s.outstanding.remove(&ts);
-        self.push_or_hold(&mut s, ts, vt, writes);
-        self.drain_held(&mut s);
+        {
+            let mut st = s.state.lock();
+            st.outstanding.remove(&ts);
+            self.push_or_hold(&mut st, ts, vt, writes.into_iter().collect());
+            self.drain_held(&mut st);
+        }
+        self.pump(s);
     }
 
     /// Gives up the reservation `ts` of `stream` (its transaction aborted); other reservations stay.
     pub fn cancel(&self, stream: StreamId, ts: u64) {
-        if let Some(m) = self.state(stream) {
-            let mut s = m.lock();
-            s.outstanding.remove(&ts);
-            self.drain_held(&mut s);
+        if let Some(s) = self.stream(stream) {
+            {
+                let mut st = s.state.lock();
+                st.outstanding.remove(&ts);
+                self.drain_held(&mut st);
+            }
+            self.pump(s);
         }
     }
 
     /// Puts a piece stamped `ts` in the stream's batch, or holds it behind an older reservation.
-    fn push_or_hold<'a>(
-        &self,
-        s: &mut StreamState,
-        ts: u64,
-        vt: &[u64],
-        writes: impl IntoIterator<Item = WriteRef<'a>>,
-    ) {
+    fn push_or_hold(&self, s: &mut StreamState, ts: u64, vt: &[u64], writes: Vec<WriteRef<'_>>) {
         if s.must_hold(ts) {
             let writes = writes
                 .into_iter()
@@ -270,9 +492,21 @@ impl StreamLog {
             );
             return;
         }
+        self.push(s, ts, vt, writes);
+    }
+
+    /// Adds a piece to the open batch, closing the batch first if the piece would take it past
+    /// the entry limit; closed batches go to the outbox.
+    fn push(&self, s: &mut StreamState, ts: u64, vt: &[u64], writes: Vec<WriteRef<'_>>) {
         s.last = s.last.max(ts);
+        let len = piece_len(vt.len(), writes.iter().copied());
+        if s.builder.encoded_len() + len > self.max_entry
+            && let Some(b) = s.builder.flush()
+        {
+            s.outbox.push_back((b, false));
+        }
         if let Some(b) = s.builder.push(vt, writes, Instant::now()) {
-            self.submit(b, false);
+            s.outbox.push_back((b, false));
         }
     }
 
@@ -285,39 +519,52 @@ impl StreamLog {
             let Some((_, p)) = s.held.pop_first() else {
                 break;
             };
-            s.last = s.last.max(ts);
-            let writes = p.writes.iter().map(|(table, key, value)| WriteRef {
-                table: *table,
-                key,
-                value: value.as_deref(),
-            });
-            if let Some(b) = s.builder.push(&p.vt, writes, Instant::now()) {
-                self.submit(b, false);
-            }
+            let writes = p
+                .writes
+                .iter()
+                .map(|(table, key, value)| WriteRef {
+                    table: *table,
+                    key,
+                    value: value.as_deref(),
+                })
+                .collect();
+            self.push(s, ts, &p.vt, writes);
         }
     }
 
-    /// Flushes batches past their linger; then, if `clock` moved, heartbeats every idle stream at `clock`.
+    /// Flushes batches past their linger; then, if `clock` moved, heartbeats every idle stream
+    /// at `clock`; submits (or retries) every outbox.
     pub fn tick(&self, now: Instant, clock: u64) {
-        for (id, m) in &self.streams {
-            let mut s = m.lock();
-            if let Some(b) = s.builder.poll(now) {
-                self.submit(b, false);
+        for s in &self.streams {
+            if s.frozen.load(Ordering::Acquire) {
+                continue;
             }
-            let w = s.heartbeat_cap(clock);
-            if s.builder.is_empty() && w > s.last {
-                s.last = w;
-                self.submit(Entry::Heartbeat { stream: *id, w }.encode(), true);
+            {
+                let mut st = s.state.lock();
+                if let Some(b) = st.builder.poll(now) {
+                    st.outbox.push_back((b, false));
+                }
+                let w = st.heartbeat_cap(clock);
+                if st.builder.is_empty() && st.outbox.is_empty() && w > st.last {
+                    st.last = w;
+                    let hb = Entry::Heartbeat { stream: s.id, w }.encode();
+                    st.outbox.push_back((hb, true));
+                }
             }
+            self.pump(s);
         }
     }
 
     /// Flushes every open batch now.
     pub fn flush(&self) {
-        for (_, m) in &self.streams {
-            if let Some(b) = m.lock().builder.flush() {
-                self.submit(b, false);
+        for s in &self.streams {
+            {
+                let mut st = s.state.lock();
+                if let Some(b) = st.builder.flush() {
+                    st.outbox.push_back((b, false));
+                }
             }
+            self.pump(s);
         }
     }
 
@@ -328,6 +575,16 @@ impl StreamLog {
 }
 
 impl CommitSink for StreamLog {
+    fn admit(
+        &self,
+        stream: u32,
+        vt_len: usize,
+        writes: &PieceWrites<'_>,
+    ) -> Result<(), AbortReason> {
+        self.throttle();
+        self.check(stream, vt_len, writes.iter())
+    }
+
     fn append(
         &self,
         stream: u32,
@@ -335,14 +592,30 @@ impl CommitSink for StreamLog {
         stamp: &mut dyn FnMut() -> Vt,
         writes: &PieceWrites<'_>,
     ) -> Vt {
-        let Some(m) = self.state(stream) else {
-            tracing::error!(stream, "commit on an unconfigured stream; piece not logged");
+        let Some(s) = self.stream(stream) else {
+            // `admit` refuses unconfigured streams; if a piece gets here anyway it must never be
+            // covered by `W_s`: stop the whole log.
+            self.freeze_all("a piece was committed on an unconfigured stream");
             return stamp();
         };
-        let mut s = m.lock();
-        let vt = stamp();
-        let ts = vt.get(self.shard).copied().unwrap_or(0);
-        self.push_or_hold(&mut s, ts, &vt, writes.iter());
+        let vt = {
+            let mut st = s.state.lock();
+            let vt = stamp();
+            let ts = vt.get(self.shard).copied().unwrap_or(0);
+            if s.frozen.load(Ordering::Acquire) {
+                // Lost with its stream: pending, never released.
+                tracing::warn!(
+                    shard = self.shard,
+                    stream,
+                    ts,
+                    "piece on a frozen stream not logged"
+                );
+            } else {
+                self.push_or_hold(&mut st, ts, &vt, writes.iter().collect());
+            }
+            vt
+        };
+        self.pump(s);
         vt
     }
 }

@@ -8,6 +8,8 @@ use mako_server::msg::{Msg, Op, Refusal, Reply};
 use mako_server::{Cluster, ClusterConfig, CommitError, ControlFaults, Fate, Pending, SiteConfig};
 use parking_lot::Mutex;
 
+mod common;
+
 fn config(shards: u32, replicas: u32) -> ClusterConfig {
     ClusterConfig {
         replicas,
@@ -48,7 +50,7 @@ fn write_skew(shards: u32) {
     let mut both_committed = 0;
     for trial in 0..200u32 {
         // Reset: both on.
-        let mut tx = c.leader(0).begin(0);
+        let mut tx = c.leader(0).begin(0).expect("configured worker");
         tx.put(x.0, 0, x.1, Bytes::from_static(ON)).expect("put x");
         tx.put(y.0, 0, y.1, Bytes::from_static(ON)).expect("put y");
         tx.commit().expect("reset released");
@@ -64,7 +66,7 @@ fn write_skew(shards: u32) {
                 let (c, barrier) = (&c, &barrier);
                 let home = home_of(read.0, write.0);
                 s.spawn(move || -> Result<(), String> {
-                    let mut tx = c.leader(home).begin(1);
+                    let mut tx = c.leader(home).begin(1).expect("configured worker");
                     barrier.wait();
                     let seen = tx.get(read.0, 0, read.1).map_err(|e| e.to_string())?;
                     if seen.as_deref() == Some(ON) {
@@ -81,7 +83,7 @@ fn write_skew(shards: u32) {
         if results.0.is_ok() && results.1.is_ok() {
             both_committed += 1;
         }
-        let mut check = c.leader(0).begin(0);
+        let mut check = c.leader(0).begin(0).expect("configured worker");
         let vx = check.get(x.0, 0, x.1).expect("read x");
         let vy = check.get(y.0, 0, y.1).expect("read y");
         check.commit().expect("check released");
@@ -109,7 +111,7 @@ fn duplicated_control_messages_do_not_break_cross_shard_commits() {
     cfg.control_faults = Some(ControlFaults(Arc::new(|_, _, _| Fate::Duplicate)));
     let c = Cluster::start(cfg).expect("cluster");
     for s in 0..2u32 {
-        let mut tx = c.leader(s).begin(0);
+        let mut tx = c.leader(s).begin(0).expect("configured worker");
         for a in 0..4u64 {
             tx.put(s, 0, &a.to_be_bytes(), val(100)).expect("load");
         }
@@ -118,7 +120,7 @@ fn duplicated_control_messages_do_not_break_cross_shard_commits() {
     let mut committed = 0;
     for i in 0..50u64 {
         let (a, b) = (i % 4, (i + 1) % 4);
-        let mut tx = c.leader(0).begin(0);
+        let mut tx = c.leader(0).begin(0).expect("configured worker");
         let va = num(&tx.get(0, 0, &a.to_be_bytes()).expect("get").expect("a"));
         let vb = num(&tx.get(1, 0, &b.to_be_bytes()).expect("get").expect("b"));
         tx.put(0, 0, &a.to_be_bytes(), val(va - 1)).expect("put");
@@ -158,7 +160,7 @@ fn a_commit_refused_by_a_participant_is_never_reported_released() {
     })));
     cfg.site.timeout = Duration::from_millis(300);
     let c = Cluster::start(cfg).expect("cluster");
-    let mut tx = c.leader(0).begin(0);
+    let mut tx = c.leader(0).begin(0).expect("configured worker");
     tx.put(0, 0, b"a", val(1)).expect("put");
     tx.put(1, 0, b"b", val(1)).expect("put");
     match tx.commit() {
@@ -189,7 +191,7 @@ fn a_lost_commit_is_resent_until_acknowledged() {
     })));
     cfg.site.timeout = Duration::from_millis(200);
     let c = Cluster::start(cfg).expect("cluster");
-    let mut tx = c.leader(0).begin(0);
+    let mut tx = c.leader(0).begin(0).expect("configured worker");
     tx.put(0, 0, b"a", val(1)).expect("put");
     tx.put(1, 0, b"b", val(2)).expect("put");
     let spec = match tx.commit() {
@@ -205,7 +207,7 @@ fn a_lost_commit_is_resent_until_acknowledged() {
             .expect("released once the resent Commit is acknowledged");
     }
     assert_eq!(*dropped.lock(), 3);
-    let mut check = c.leader(1).begin(0);
+    let mut check = c.leader(1).begin(0).expect("configured worker");
     assert_eq!(check.get(1, 0, b"b").expect("get"), Some(val(2)));
 }
 
@@ -215,13 +217,18 @@ fn a_lost_commit_is_resent_until_acknowledged() {
 fn a_waiting_participant_asks_and_a_coordinator_without_record_aborts() {
     let mut cfg = config(2, 1);
     cfg.site.timeout = Duration::from_millis(200);
+    const REQ: u64 = 1 << 50;
+    let (faults, hook) = common::hook(
+        |_, _, m| matches!(m, Msg::Reply { req: REQ, .. }),
+        |_, _, _| Fate::Deliver,
+    );
+    cfg.control_faults = Some(faults);
     let c = Cluster::start(cfg).expect("cluster");
-    let net = c.net().expect("in-memory network");
-    // A stand-in sends a Lock for a transaction of shard 0's leader that it never started.
-    let (fake, inbox) = net.endpoint(999);
-    let txn = (c.leader(0).node(), 1 << 40);
+    // Shard 0's leader "sends" a Lock for a transaction it never started.
+    let (n0, n1) = (c.leader(0).node(), c.leader(1).node());
+    let txn = (n0, 1 << 40);
     let lock = Msg::Request {
-        req: 1,
+        req: REQ,
         epoch: 0,
         txn,
         stream: mako_watermark::stream_id(0, 0),
@@ -233,27 +240,21 @@ fn a_waiting_participant_asks_and_a_coordinator_without_record_aborts() {
             )],
         },
     };
-    use mako_transport::Transport;
-    fake.send(mako_transport::Envelope {
-        group: mako_server::msg::CONTROL_GROUP,
-        from: 999,
-        to: c.leader(1).node(),
-        payload: lock.encode(),
-    })
-    .expect("send");
-    let reply = inbox
+    hook.inject(n0, n1, lock);
+    let (_, _, reply) = hook
+        .seen
         .recv_timeout(Duration::from_secs(5))
         .expect("reply to the Lock");
     assert!(matches!(
-        Msg::decode(&reply.payload),
-        Ok(Msg::Reply {
+        reply,
+        Msg::Reply {
             reply: Reply::Locked,
             ..
-        })
+        }
     ));
     // The key is locked: a writer conflicts until the participant learns the decision.
     let writable = || {
-        let mut tx = c.leader(1).begin(1);
+        let mut tx = c.leader(1).begin(1).expect("configured worker");
         tx.put(1, 0, b"k", val(7)).is_ok() && tx.commit().is_ok()
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

@@ -258,7 +258,7 @@ fn ending_releases_the_minimum() {
 fn a_leader_logs_each_worker_stream_and_heartbeats_idle_ones() {
     let (s, group) = site_and_group(Role::Leader);
     let t = s.store().table("t").expect("table");
-    let mut tx = s.begin_local(0);
+    let mut tx = s.begin_local(0).expect("configured worker");
     tx.put(t.as_ref(), b"k", Bytes::from_static(b"v"));
     let info = tx.commit().expect("commit");
     assert_eq!(info.vt.to_vec(), [1, 0]);

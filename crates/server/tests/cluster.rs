@@ -41,12 +41,12 @@ fn assert_replicas_consistent(c: &Cluster) {
 fn single_shard_single_replica_releases_at_local_commit() {
     let c = Cluster::start(config(1, 1)).expect("cluster");
     let site = c.leader(0);
-    let mut tx = site.begin(0);
+    let mut tx = site.begin(0).expect("configured worker");
     tx.put(0, 0, b"k", val(1)).expect("put");
     let info = tx.commit().expect("released");
     assert!(info.wrote && info.vt[0] > 0);
     assert!(site.vw().covers(&info.vt));
-    let mut tx = site.begin(0);
+    let mut tx = site.begin(0).expect("configured worker");
     assert_eq!(tx.get(0, 0, b"k").expect("get"), Some(val(1)));
 }
 
@@ -57,7 +57,7 @@ fn cross_shard_bank_conserves_money_and_replicas_agree() {
     let c = Cluster::start(config(2, 3)).expect("cluster");
     // Load: each shard's leader writes its accounts.
     for s in 0..2u32 {
-        let mut tx = c.leader(s).begin(0);
+        let mut tx = c.leader(s).begin(0).expect("configured worker");
         for a in 0..ACCOUNTS {
             tx.put(s, 0, &a.to_be_bytes(), val(INITIAL)).expect("load");
         }
@@ -75,7 +75,7 @@ fn cross_shard_bank_conserves_money_and_replicas_agree() {
                 let site = c.leader(home);
                 let mut rng = SmallRng::seed_from_u64(u64::from(w));
                 while !stop.load(Ordering::Relaxed) {
-                    let mut tx = site.begin(w / 2);
+                    let mut tx = site.begin(w / 2).expect("configured worker");
                     if rng.random_ratio(1, 4) {
                         let mut sum = 0;
                         let mut ok = true;
@@ -155,7 +155,7 @@ fn no_release_without_a_majority_of_every_touched_shard() {
     for r in 1..3 {
         net.disconnect(c.sites[1][r].node());
     }
-    let mut tx = s0.begin(0);
+    let mut tx = s0.begin(0).expect("configured worker");
     tx.put(1, 0, b"x", val(1))
         .expect("remote put reaches the leader");
     let spec = tx.commit_speculative().expect("speculative commit");
@@ -166,7 +166,7 @@ fn no_release_without_a_majority_of_every_touched_shard() {
         Pending::ReleaseTimeout
     );
     // A shard-0-only transaction that reads nothing from shard 1 is still released.
-    let mut tx = s0.begin(1);
+    let mut tx = s0.begin(1).expect("configured worker");
     tx.put(0, 0, b"y", val(2)).expect("local put");
     tx.commit().expect("shard-0-only transaction released");
     // Heal: the stuck one is released too.
@@ -186,11 +186,11 @@ fn a_dependent_transaction_is_not_released_before_its_dependency() {
         net.disconnect(c.sites[1][r].node());
     }
     // T1 on shard 1 writes k1; shard 1 cannot replicate it.
-    let mut t1 = c.leader(1).begin(0);
+    let mut t1 = c.leader(1).begin(0).expect("configured worker");
     t1.put(1, 0, b"k1", val(41)).expect("put");
     let t1 = t1.commit_speculative().expect("T1 speculative");
     // T2 on shard 0 reads T1's write and writes shard 0 only.
-    let mut t2 = c.leader(0).begin(0);
+    let mut t2 = c.leader(0).begin(0).expect("configured worker");
     assert_eq!(
         t2.get(1, 0, b"k1").expect("speculative read"),
         Some(val(41))
@@ -232,7 +232,7 @@ fn small_batches_under_load_keep_the_leader_and_the_replicas_consistent() {
                 let t = site.store().table("accounts").expect("table");
                 let mut rng = SmallRng::seed_from_u64(u64::from(w));
                 while !stop.load(Ordering::Relaxed) {
-                    let mut tx = site.begin_local(w);
+                    let mut tx = site.begin_local(w).expect("configured worker");
                     for _ in 0..4 {
                         let k = rng.random_range(0..200u64).to_be_bytes();
                         let n = tx.get(&t, &k).map_or(0, |v| num(&v));
@@ -270,7 +270,7 @@ fn a_committed_transaction_whose_release_is_late_is_unknown_not_aborted() {
     for r in 1..3 {
         net.disconnect(c.sites[1][r].node());
     }
-    let mut tx = c.leader(0).begin(0);
+    let mut tx = c.leader(0).begin(0).expect("configured worker");
     tx.put(0, 0, b"a", val(1)).expect("put");
     tx.put(1, 0, b"b", val(1)).expect("put");
     let spec = match tx.commit() {

@@ -25,13 +25,13 @@ fn cluster() -> Cluster {
 #[test]
 fn remote_scan_sees_rows_and_own_writes_and_is_validated() {
     let c = cluster();
-    let mut load = c.leader(1).begin(0);
+    let mut load = c.leader(1).begin(0).expect("configured worker");
     for k in [b"a", b"b", b"c", b"d"] {
         load.put(1, 0, k, Bytes::from_static(b"v")).expect("put");
     }
     load.commit().expect("load");
 
-    let mut tx = c.leader(0).begin(0);
+    let mut tx = c.leader(0).begin(0).expect("configured worker");
     let rows = tx.scan(1, 0, (Unbounded, Unbounded), 10).expect("scan");
     assert_eq!(rows.len(), 4);
     assert!(tx.is_distributed());
@@ -56,14 +56,14 @@ fn remote_scan_sees_rows_and_own_writes_and_is_validated() {
     assert_eq!(c.leader(1).store().tables()[0].get(b"b"), None);
 
     // A concurrent insert into the scanned range makes a scanning transaction fail validation.
-    let mut scanner = c.leader(0).begin(1);
+    let mut scanner = c.leader(0).begin(1).expect("configured worker");
     let seen = scanner
         .scan(1, 0, (Unbounded, Unbounded), 100)
         .expect("scan");
     scanner
         .put(0, 0, b"x", Bytes::from(seen.len().to_string()))
         .expect("put");
-    let mut other = c.leader(1).begin(1);
+    let mut other = c.leader(1).begin(1).expect("configured worker");
     other
         .put(1, 0, b"e", Bytes::from_static(b"v"))
         .expect("put");

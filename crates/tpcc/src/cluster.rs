@@ -215,7 +215,10 @@ impl Backend for ClusterBackend<'_> {
 
     fn begin(&self, _home: u32) -> ClusterTxn<'_> {
         ClusterTxn {
-            tx: self.site.begin(self.worker),
+            tx: self
+                .site
+                .begin(self.worker)
+                .expect("placement assigns workers below the configured count"),
             map: &self.db.map,
             last: &self.last,
         }
@@ -344,7 +347,12 @@ impl LoadSink for TxnSink<'_> {
             return;
         };
         let worker = self.worker;
-        let (tx, n) = self.open[shard].get_or_insert_with(|| (site.begin_local(worker), 0));
+        let (tx, n) = self.open[shard].get_or_insert_with(|| {
+            let tx = site
+                .begin_local(worker)
+                .expect("loader workers are below the configured count");
+            (tx, 0)
+        });
         tx.put(table, key, value);
         *n += 1;
         if *n >= LOAD_BATCH {

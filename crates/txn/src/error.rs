@@ -15,15 +15,22 @@ pub enum AbortReason {
     /// and is merely slow to be released is not an abort (mako-server reports it
     /// as unknown / pending).
     Timeout,
+    /// The transaction's piece on a shard is larger than one replication log entry may be.
+    TooLarge,
+    /// The commit log cannot take the piece (an unconfigured stream, or a stream that stopped
+    /// after a lost log submission).
+    LogUnavailable,
 }
 
 impl AbortReason {
     /// Every reason, in declaration order (handy for per-reason counters).
-    pub const ALL: [AbortReason; 4] = [
+    pub const ALL: [AbortReason; 6] = [
         AbortReason::Conflict,
         AbortReason::Failover,
         AbortReason::NotLeader,
         AbortReason::Timeout,
+        AbortReason::TooLarge,
+        AbortReason::LogUnavailable,
     ];
 
     /// A short lowercase name.
@@ -33,6 +40,8 @@ impl AbortReason {
             AbortReason::Failover => "failover",
             AbortReason::NotLeader => "not_leader",
             AbortReason::Timeout => "timeout",
+            AbortReason::TooLarge => "too_large",
+            AbortReason::LogUnavailable => "log_unavailable",
         }
     }
 }

@@ -4,6 +4,8 @@ use bytes::Bytes;
 use mako_commitlog::WriteRef;
 use mako_storage::{Table, Vt};
 
+use crate::error::AbortReason;
+
 /// One write of a committed transaction, as handed to a sink.
 pub(crate) struct LoggedWrite<'a> {
     pub(crate) table: &'a Table,
@@ -44,6 +46,17 @@ impl PieceWrites<'_> {
 /// and log the piece in the same step, so that within one `stream` pieces
 /// reach the log in timestamp order (DESIGN.md section 4, realization (b)).
 pub trait CommitSink: Send + Sync {
+    /// Checks, before the piece is stamped, that `stream` can log it (`vt_len` components);
+    /// an `Err` aborts the transaction with nothing visible. The default admits everything.
+    fn admit(
+        &self,
+        _stream: u32,
+        _vt_len: usize,
+        _writes: &PieceWrites<'_>,
+    ) -> Result<(), AbortReason> {
+        Ok(())
+    }
+
     /// Allocates the piece's timestamp through `stamp`, logs the piece on `stream`, returns the timestamp.
     fn append(
         &self,

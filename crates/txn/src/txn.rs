@@ -337,6 +337,14 @@ impl<'s> Transaction<'s> {
         let stream = prepared.tx.stream;
         let epoch = prepared.epoch;
         let logged = prepared.tx.logged();
+        let admitted = shard
+            .sink()
+            .admit(stream, shard.shards(), &PieceWrites { writes: &logged });
+        if let Err(reason) = admitted {
+            drop(logged);
+            prepared.abort();
+            return Err(Abort::new(reason));
+        }
         let (deps, dep) = (&prepared.tx.deps, prepared.dep);
         let vt = shard.sink().append(
             stream,

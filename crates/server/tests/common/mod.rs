@@ -1,0 +1,56 @@
+//! Test support: a control-channel hook that injects messages as a member node and watches traffic.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, unbounded};
+use mako_replication::NodeId;
+use mako_server::msg::Msg;
+use mako_server::{ControlFaults, Fate};
+use parking_lot::Mutex;
+
+/// Messages to inject and the traffic watched, for a cluster built with [`hook`]'s faults.
+pub struct Hook {
+    /// `(from, to, msg)`: sent by `from` to `to` in place of its next Watermark to `to`.
+    pub inject: Arc<Mutex<VecDeque<(NodeId, NodeId, Msg)>>>,
+    /// Watched messages `(from, to, msg)`, in send order.
+    pub seen: Receiver<(NodeId, NodeId, Msg)>,
+}
+
+impl Hook {
+    /// Queues `msg` to be sent by member `from` to `to`.
+    pub fn inject(&self, from: NodeId, to: NodeId, msg: Msg) {
+        self.inject.lock().push_back((from, to, msg));
+    }
+}
+
+/// Faults that inject queued messages (as their member sender) and report every message
+/// `watch` selects, then apply `fault`.
+pub fn hook(
+    watch: impl Fn(NodeId, NodeId, &Msg) -> bool + Send + Sync + 'static,
+    fault: impl Fn(NodeId, NodeId, &Msg) -> Fate + Send + Sync + 'static,
+) -> (ControlFaults, Hook) {
+    let inject: Arc<Mutex<VecDeque<(NodeId, NodeId, Msg)>>> = Arc::default();
+    let (tx, rx) = unbounded();
+    let q = Arc::clone(&inject);
+    let faults = ControlFaults(Arc::new(move |from, to, m: &Msg| {
+        if matches!(m, Msg::Watermark { .. }) {
+            let mut q = q.lock();
+            if let Some(i) = q.iter().position(|(f, t, _)| *f == from && *t == to)
+                && let Some((_, _, msg)) = q.remove(i)
+            {
+                if watch(from, to, &msg) {
+                    let _ = tx.send((from, to, msg.clone()));
+                }
+                return Fate::Replace(msg);
+            }
+        }
+        if watch(from, to, m) {
+            let _ = tx.send((from, to, m.clone()));
+        }
+        fault(from, to, m)
+    }));
+    (faults, Hook { inject, seen: rx })
+}
