@@ -296,7 +296,7 @@ fn a_cluster_on_fsync_logs_starts_and_releases() {
     })
     .expect("an fsync cluster starts");
     let site = c.leader(0);
-    let mut tx = site.begin(0);
+    let mut tx = site.begin(0).expect("worker 0");
     tx.put(0, 0, b"durable", val(7)).expect("put");
     tx.commit().expect("released");
     assert_replicas_consistent(&c);
