@@ -26,6 +26,12 @@ use crate::node::{InitialState, PersistJob};
 /// `snapshot_point` (the entries after it stay). Either way the snapshot's file must be
 /// durable before this write is queued.
 pub fn group_write(shard: u32, job: &PersistJob) -> GroupWrite {
+    group_write_with(shard, job, true)
+}
+
+/// Like [`group_write`]; without `payloads` the entries carry only index and term (a
+/// `memory` log keeps nothing, so encoding them would be wasted work).
+pub fn group_write_with(shard: u32, job: &PersistJob, payloads: bool) -> GroupWrite {
     let meta = job.snapshot.as_ref().map(|s| SnapshotMeta {
         index: s.get_metadata().index,
         term: s.get_metadata().term,
@@ -38,7 +44,11 @@ pub fn group_write(shard: u32, job: &PersistJob) -> GroupWrite {
             .map(|e| LogEntry {
                 index: e.index,
                 term: e.term,
-                payload: Bytes::from(e.write_to_bytes().unwrap_or_default()),
+                payload: if payloads {
+                    Bytes::from(e.write_to_bytes().unwrap_or_default())
+                } else {
+                    Bytes::new()
+                },
             })
             .collect(),
         hard_state: job.hard_state.as_ref().map(|h| LogHardState {

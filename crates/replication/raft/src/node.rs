@@ -467,11 +467,16 @@ impl RaftNode {
     fn encode(&mut self, msgs: Vec<Message>, out: &mut Vec<OutMsg>) {
         for m in msgs {
             let to = m.to;
-            if m.get_msg_type() == MessageType::MsgSnapshot {
+            // Only snapshots are chunked; appends are bounded by `max_append_bytes` (plus
+            // at most one oversized entry) and travel whole, with no reassembly copy.
+            let chunk = if m.get_msg_type() == MessageType::MsgSnapshot {
                 self.snapshots_sent.insert(to, self.ticks);
-            }
+                self.cfg.snapshot_chunk_bytes
+            } else {
+                usize::MAX
+            };
             self.chunk_stream += 1;
-            for payload in wire::encode(&m, self.cfg.snapshot_chunk_bytes, self.chunk_stream) {
+            for payload in wire::encode(&m, chunk, self.chunk_stream) {
                 out.push(OutMsg { to, payload });
             }
         }

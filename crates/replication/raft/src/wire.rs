@@ -94,13 +94,17 @@ pub fn next_stream_id() -> u64 {
 /// `_stream` is unused (kept for callers' sake): a chunked message's stream id comes from
 /// [`next_stream_id`], so ids never repeat across restarts of the sender.
 pub fn encode(msg: &Message, chunk_bytes: usize, _stream: u64) -> Vec<Bytes> {
-    let body = msg.write_to_bytes().unwrap_or_default();
-    if body.len() <= chunk_bytes {
-        let mut b = BytesMut::with_capacity(body.len() + 1);
-        b.put_u8(WHOLE);
-        b.put_slice(&body);
-        return vec![b.freeze()];
+    let size = msg.compute_size() as usize;
+    if size <= chunk_bytes {
+        // Tag and body in one buffer: no second copy of the body.
+        let mut v = Vec::with_capacity(size + 1);
+        v.push(WHOLE);
+        if msg.write_to_vec(&mut v).is_err() {
+            v.truncate(1);
+        }
+        return vec![Bytes::from(v)];
     }
+    let body = msg.write_to_bytes().unwrap_or_default();
     let stream = next_stream_id();
     let chunks: Vec<&[u8]> = body.chunks(chunk_bytes.max(1)).collect();
     let count = chunks.len() as u32;

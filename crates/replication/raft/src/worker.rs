@@ -592,6 +592,7 @@ impl Driver {
             job.compact_to = None;
         }
         let snapshot = job.snapshot.as_ref().map(|s| s.get_metadata().index);
+        let payloads = self.log.durability() != Durability::Memory;
         let number = job.number;
         let after = std::mem::take(&mut job.after);
         // One log-store write never spans segments: a Ready larger than that goes as several
@@ -623,7 +624,7 @@ impl Driver {
             };
             let tx = self.done_tx.clone();
             self.log.write(
-                vec![durable::group_write(self.shard, &head)],
+                vec![durable::group_write_with(self.shard, &head, payloads)],
                 Box::new(move |result| {
                     // Only a failure matters: the job's last write acknowledges it.
                     if result.is_err() {
@@ -641,7 +642,7 @@ impl Driver {
         if job.snapshot.is_none() {
             job.snapshot_installed = false;
         }
-        let write = durable::group_write(self.shard, &job);
+        let write = durable::group_write_with(self.shard, &job, payloads);
         let tx = self.done_tx.clone();
         self.log.write(
             vec![write],
