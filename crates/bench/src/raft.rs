@@ -167,7 +167,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(cfg: &RaftBenchConfig) -> Result<Cluster, RaftBenchError> {
+    fn start(cfg: &RaftBenchConfig, integrity: &Arc<Integrity>) -> Result<Cluster, RaftBenchError> {
         let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
         let ids: Vec<NodeId> = vec![1, 2, 3];
         let mut transports: Vec<(Arc<dyn Transport>, crossbeam_channel::Receiver<_>)> = Vec::new();
@@ -224,9 +224,15 @@ impl Cluster {
             for (h, &id) in hosts.iter().zip(&ids) {
                 let mut rc = RaftConfig::new(id, ids.clone(), g);
                 rc.compact_after_entries = ((64 << 20) / cfg.entry_bytes.max(1)).max(1000) as u64;
-                // The bench's application keeps no state beyond counters: its snapshots are
-                // empty, which lets the log compact (memory stays bounded on long runs).
-                replicas.push(h.start_group_with(rc, Some(Box::new(NoState)))?);
+                // The bench's application state is the next sequence number it expects: a
+                // replica caught up by snapshot continues from there (no false gaps), and
+                // the log compacts (memory stays bounded on long runs).
+                let snap = SeqSnapshot {
+                    integrity: Arc::clone(integrity),
+                    node: id,
+                    group: g,
+                };
+                replicas.push(h.start_group_with(rc, Some(Box::new(snap)))?);
             }
             groups.push(replicas);
         }
@@ -258,12 +264,12 @@ impl Cluster {
 
 /// Runs one configuration: start 3 replicas per group, submit, measure, check integrity.
 pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError> {
-    let cluster = Cluster::start(cfg)?;
+    let integrity = Arc::new(Integrity::default());
+    let cluster = Cluster::start(cfg, &integrity)?;
     let started = Instant::now();
     // At most 64 MiB in flight per group, whatever the entry size.
     let window = cfg.window.min((64 << 20) / cfg.entry_bytes.max(1)).max(8);
     let ring = window.next_power_of_two() * 4;
-    let integrity = Arc::new(Integrity::default());
     let mut meters = Vec::new();
     for (g, replicas) in cluster.groups.iter().enumerate() {
         let meter = Arc::new(GroupMeter {
@@ -409,13 +415,31 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
     })
 }
 
-/// Snapshots of the bench's stateless application.
-struct NoState;
+/// Snapshots of the bench's application: the next sequence number a replica expects.
+struct SeqSnapshot {
+    integrity: Arc<Integrity>,
+    node: NodeId,
+    group: u32,
+}
 
-impl mako_replication::SnapshotHandler for NoState {
+impl mako_replication::SnapshotHandler for SeqSnapshot {
     fn snapshot(&mut self) -> bytes::Bytes {
-        bytes::Bytes::new()
+        let next = self
+            .integrity
+            .next
+            .lock()
+            .get(&(self.node, self.group))
+            .copied()
+            .unwrap_or(0);
+        bytes::Bytes::copy_from_slice(&next.to_le_bytes())
     }
 
-    fn restore(&mut self, _data: &bytes::Bytes, _index: u64) {}
+    fn restore(&mut self, data: &bytes::Bytes, _index: u64) {
+        if let Ok(b) = <[u8; 8]>::try_from(&data[..]) {
+            self.integrity
+                .next
+                .lock()
+                .insert((self.node, self.group), u64::from_le_bytes(b));
+        }
+    }
 }
