@@ -395,40 +395,151 @@ fn a_log_io_failure_stops_the_group_and_a_new_leader_takes_over() {
     }
 }
 
+/// The replicas of one kill/restart run and the faults on them.
+struct Cluster {
+    net: MemNetwork,
+    dirs: Vec<PathBuf>,
+    oracle: Arc<Oracle>,
+    nodes: Vec<Option<Incarnation>>,
+    /// Running replicas cut off the network.
+    cut: Vec<bool>,
+    /// The client's view of the running groups.
+    groups: Arc<Mutex<Vec<Option<Arc<RaftWorker>>>>>,
+    crashes: usize,
+}
+
+impl Cluster {
+    const COMPACT: u64 = 50;
+
+    fn n(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Replicas crashed or cut off.
+    fn faulty(&self) -> Vec<usize> {
+        (0..self.n())
+            .filter(|&i| self.nodes[i].is_none() || self.cut[i])
+            .collect()
+    }
+
+    fn restart(&mut self, i: usize) -> Result<(), String> {
+        let id = i as NodeId + 1;
+        let inc = start(
+            &self.net,
+            id,
+            self.n() as u64,
+            &self.dirs[i],
+            Self::COMPACT,
+            &self.oracle,
+        )?;
+        self.groups.lock()[i] = Some(inc.group.clone());
+        self.nodes[i] = Some(inc);
+        self.cut[i] = true;
+        self.reconnect(i);
+        Ok(())
+    }
+
+    fn crash(&mut self, i: usize) {
+        self.groups.lock()[i] = None;
+        if let Some(inc) = self.nodes[i].take() {
+            crash(&self.net, i as NodeId + 1, inc);
+            self.crashes += 1;
+        }
+        self.cut[i] = false;
+    }
+
+    fn disconnect(&mut self, i: usize) {
+        if self.nodes[i].is_some() {
+            self.net.disconnect(i as NodeId + 1);
+            self.cut[i] = true;
+        }
+    }
+
+    fn reconnect(&mut self, i: usize) {
+        if self.cut[i] {
+            self.net.connect(i as NodeId + 1);
+            self.cut[i] = false;
+        }
+    }
+
+    /// Repairs one faulty replica (restart or reconnect).
+    fn repair(&mut self, i: usize) -> Result<(), String> {
+        if self.nodes[i].is_none() {
+            self.restart(i)
+        } else {
+            self.reconnect(i);
+            Ok(())
+        }
+    }
+
+    /// Directed: a follower lags (cut off), the leader crashes with entries it acknowledged,
+    /// the other follower (which has them) goes away, and the restarted leader and the
+    /// lagging follower form a majority without it. Safe only if the leader never counted
+    /// an entry before its own copy was durable.
+    fn lagging_majority(&mut self, rng: &mut SmallRng) -> Result<(), String> {
+        let Some(l) = leader_of(&self.nodes) else {
+            return Ok(());
+        };
+        let lag = (l + rng.random_range(1..self.n())) % self.n();
+        let other = (0..self.n()).find(|&i| i != l && i != lag).unwrap_or(lag);
+        self.disconnect(lag);
+        std::thread::sleep(Duration::from_millis(rng.random_range(5..60)));
+        self.crash(l);
+        self.disconnect(other);
+        self.restart(l)?;
+        self.reconnect(lag);
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..250)));
+        self.reconnect(other);
+        Ok(())
+    }
+
+    /// One random fault or repair; at most two replicas faulty at a time.
+    fn step(&mut self, rng: &mut SmallRng) -> Result<(), String> {
+        let faulty = self.faulty();
+        if faulty.is_empty() && rng.random_bool(0.2) {
+            return self.lagging_majority(rng);
+        }
+        if !faulty.is_empty() && (faulty.len() >= 2 || rng.random_bool(0.6)) {
+            return self.repair(faulty[rng.random_range(0..faulty.len())]);
+        }
+        let healthy: Vec<usize> = (0..self.n()).filter(|i| !faulty.contains(i)).collect();
+        let victim = match leader_of(&self.nodes) {
+            Some(l) if !faulty.contains(&l) && rng.random_bool(0.5) => l,
+            _ => healthy[rng.random_range(0..healthy.len())],
+        };
+        if rng.random_bool(0.7) {
+            self.crash(victim);
+        } else {
+            self.disconnect(victim);
+        }
+        Ok(())
+    }
+}
+
 /// One seed of the kill/restart run. Returns the seed's failure, if any.
 fn kill_restart_run(seed: u64, chaos: Duration) -> Result<Tally, String> {
     const N: u64 = 3;
-    const COMPACT: u64 = 50;
     let mut rng = SmallRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let dirs: Vec<PathBuf> = (1..=N)
-        .map(|id| dir.path().join(format!("n{id}")))
-        .collect();
-    let net = MemNetwork::new();
     let oracle = Arc::new(Oracle::default());
-    let mut nodes: Vec<Option<Incarnation>> = Vec::new();
-    for id in 1..=N {
-        nodes.push(Some(start(
-            &net,
-            id,
-            N,
-            &dirs[id as usize - 1],
-            COMPACT,
-            &oracle,
-        )?));
-        net.connect(id);
-    }
-    // The client sees the running groups through this list.
-    let groups: Arc<Mutex<Vec<Option<Arc<RaftWorker>>>>> = Arc::new(Mutex::new(
-        nodes
-            .iter()
-            .map(|r| r.as_ref().map(|r| r.group.clone()))
+    let mut c = Cluster {
+        net: MemNetwork::new(),
+        dirs: (1..=N)
+            .map(|id| dir.path().join(format!("n{id}")))
             .collect(),
-    ));
+        oracle: oracle.clone(),
+        nodes: (0..N).map(|_| None).collect(),
+        cut: vec![false; N as usize],
+        groups: Arc::new(Mutex::new(vec![None; N as usize])),
+        crashes: 0,
+    };
+    for i in 0..N as usize {
+        c.restart(i)?;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let next = Arc::new(AtomicU64::new(1));
     let client = {
-        let (groups, stop, next) = (groups.clone(), stop.clone(), next.clone());
+        let (groups, stop, next) = (c.groups.clone(), stop.clone(), next.clone());
         let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
         std::thread::spawn(move || {
             let mut at = 0usize;
@@ -436,6 +547,7 @@ fn kill_restart_run(seed: u64, chaos: Duration) -> Result<Tally, String> {
                 let g = groups.lock()[at % N as usize].clone();
                 let Some(g) = g else {
                     at += 1;
+                    std::thread::yield_now();
                     continue;
                 };
                 let n = next.load(Ordering::SeqCst);
@@ -447,7 +559,7 @@ fn kill_restart_run(seed: u64, chaos: Duration) -> Result<Tally, String> {
                         }
                     }
                     Err(SubmitError::Busy) => std::thread::sleep(Duration::from_millis(2)),
-                    Err(SubmitError::NotLeader { hint: Some(h) }) if h >= 1 && h <= N => {
+                    Err(SubmitError::NotLeader { hint: Some(h) }) if (1..=N).contains(&h) => {
                         at = h as usize - 1;
                         std::thread::sleep(Duration::from_millis(1));
                     }
@@ -460,80 +572,28 @@ fn kill_restart_run(seed: u64, chaos: Duration) -> Result<Tally, String> {
         })
     };
 
-    // Chaos: at most one replica faulty (crashed or cut off) at a time.
-    let mut cut: Option<usize> = None;
-    let mut crashes = 0usize;
     let end = Instant::now() + chaos;
     let mut failure = None;
     while Instant::now() < end && failure.is_none() {
         std::thread::sleep(Duration::from_millis(rng.random_range(20..120)));
-        let down = nodes.iter().position(Option::is_none);
-        match (down, cut) {
-            (Some(i), _) => {
-                if rng.random_bool(0.7) {
-                    let id = i as NodeId + 1;
-                    match start(&net, id, N, &dirs[i], COMPACT, &oracle) {
-                        Ok(inc) => {
-                            groups.lock()[i] = Some(inc.group.clone());
-                            nodes[i] = Some(inc);
-                            net.connect(id);
-                        }
-                        Err(e) => failure = Some(format!("restart: {e}")),
-                    }
-                }
-            }
-            (None, Some(i)) => {
-                if rng.random_bool(0.5) {
-                    net.connect(i as NodeId + 1);
-                    cut = None;
-                } else if rng.random_bool(0.3) {
-                    // Crash the cut-off replica.
-                    groups.lock()[i] = None;
-                    if let Some(inc) = nodes[i].take() {
-                        crash(&net, i as NodeId + 1, inc);
-                        crashes += 1;
-                    }
-                    cut = None;
-                }
-            }
-            (None, None) => {
-                let victim = match leader_of(&nodes) {
-                    Some(l) if rng.random_bool(0.6) => l,
-                    _ => rng.random_range(0..N as usize),
-                };
-                if rng.random_bool(0.7) {
-                    groups.lock()[victim] = None;
-                    if let Some(inc) = nodes[victim].take() {
-                        crash(&net, victim as NodeId + 1, inc);
-                        crashes += 1;
-                    }
-                } else {
-                    net.disconnect(victim as NodeId + 1);
-                    cut = Some(victim);
-                }
-            }
+        if let Err(e) = c.step(&mut rng) {
+            failure = Some(e);
         }
     }
-
     // Heal: every replica back and connected; stop the load.
     for i in 0..N as usize {
-        if nodes[i].is_none() && failure.is_none() {
-            match start(&net, i as NodeId + 1, N, &dirs[i], COMPACT, &oracle) {
-                Ok(inc) => {
-                    groups.lock()[i] = Some(inc.group.clone());
-                    nodes[i] = Some(inc);
-                }
-                Err(e) => failure = Some(format!("restart at heal: {e}")),
-            }
+        if failure.is_none()
+            && let Err(e) = c.repair(i)
+        {
+            failure = Some(format!("at heal: {e}"));
         }
-        net.connect(i as NodeId + 1);
     }
     stop.store(true, Ordering::SeqCst);
     let _ = client.join();
     if failure.is_none() {
-        failure = converge(&nodes, &oracle, next.load(Ordering::SeqCst) + 1_000_000);
+        failure = converge(&c.nodes, &oracle, next.load(Ordering::SeqCst) + 1_000_000);
     }
-    for (i, r) in nodes.iter().enumerate() {
+    for (i, r) in c.nodes.iter().enumerate() {
         if let Some(r) = r
             && let GroupHealth::Failed(why) = r.group.health()
         {
@@ -542,10 +602,10 @@ fn kill_restart_run(seed: u64, chaos: Duration) -> Result<Tally, String> {
     }
     let tally = Tally {
         acked: oracle.acked.lock().len(),
-        crashes,
+        crashes: c.crashes,
         restores: oracle.restores.load(Ordering::Relaxed),
     };
-    for r in nodes.iter_mut().filter_map(Option::take) {
+    for r in c.nodes.iter_mut().filter_map(Option::take) {
         r.host.shutdown();
     }
     let violations = oracle.violations.lock().clone();
@@ -569,36 +629,73 @@ struct Tally {
 /// After healing: a marker entry commits, every replica applies up to it, every
 /// acknowledged entry is on every replica, and the histories are prefixes of one another.
 fn converge(nodes: &[Option<Incarnation>], oracle: &Oracle, marker: u64) -> Option<String> {
-    let mut submitted = false;
+    // (replica, marker number) of the marker in flight. One whose replica lost office is
+    // replaced by a new one: a deposed leader's entry beyond the new leader's log is
+    // resolved only once the group commits up to its index, which an idle group never does.
+    let mut sent: Option<(usize, u64)> = None;
+    let mut all_sent: Vec<u64> = Vec::new();
+    let mut next = marker;
     let done = wait_until(Duration::from_secs(30), || {
-        if !submitted && let Some(l) = leader_of(nodes) {
-            submitted = nodes[l]
-                .as_ref()
-                .is_some_and(|r| r.group.submit(entry(marker, 8)).is_ok());
+        if let Some((i, m)) = sent
+            && nodes[i].as_ref().is_none_or(|r| {
+                r.group.role() != Role::Leader || r.unapplied.lock().iter().any(|(n, _)| *n == m)
+            })
+        {
+            sent = None;
         }
-        submitted
-            && nodes
+        if sent.is_none()
+            && let Some(l) = leader_of(nodes)
+            && nodes[l]
+                .as_ref()
+                .is_some_and(|r| r.group.submit(entry(next, 8)).is_ok())
+        {
+            sent = Some((l, next));
+            all_sent.push(next);
+            next += 1;
+        }
+        all_sent.iter().any(|m| {
+            nodes
                 .iter()
                 .flatten()
-                .all(|r| applied_numbers(r).contains(&marker))
+                .all(|r| applied_numbers(r).contains(m))
+        })
     });
+    let tries = all_sent.len();
     if !done {
         let state: Vec<String> = nodes
             .iter()
             .flatten()
             .map(|r| {
                 format!(
-                    "role {:?} term {} commit {} applied {} health {:?}",
+                    "role {:?} term {} commit {} applied {} outstanding {} health {:?}",
                     r.group.role(),
                     r.group.term(),
                     r.group.commit_index(),
                     r.group.applied_index(),
+                    r.group.outstanding(),
                     r.group.health()
                 )
             })
             .collect();
+        let fate = sent.map(|(i, m)| {
+            let r = nodes[i].as_ref();
+            (
+                i + 1,
+                m,
+                r.map(|r| applied_numbers(r).contains(&m)),
+                r.map(|r| {
+                    r.unapplied
+                        .lock()
+                        .iter()
+                        .filter(|(n, _)| *n == m)
+                        .map(|(_, res)| *res)
+                        .collect::<Vec<_>>()
+                }),
+            )
+        });
         return Some(format!(
-            "no convergence on the marker (submitted {submitted}): {state:?}"
+            "no convergence on a marker ({tries} submitted; last (replica, entry, applied \
+             there, reported unapplied there): {fate:?}): {state:?}"
         ));
     }
     let acked = oracle.acked.lock().clone();
