@@ -58,6 +58,9 @@ pub enum LogError {
     /// The store was shut down.
     #[error("log store is shut down")]
     Closed,
+    /// The write was lost in a simulated power loss ([`LogStore::crash`](crate::LogStore::crash)).
+    #[error("log store crashed before the write was durable")]
+    Crashed,
     /// `write_sync` was called from a `done` callback, where it would wait for itself.
     #[error("write_sync called on the log writer thread (would deadlock)")]
     Reentrant,
@@ -93,6 +96,7 @@ impl LogError {
             },
             LogError::Failed(s) => LogError::Failed(s.clone()),
             LogError::Closed => LogError::Closed,
+            LogError::Crashed => LogError::Crashed,
             LogError::Reentrant => LogError::Reentrant,
         }
     }

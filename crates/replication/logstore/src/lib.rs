@@ -108,7 +108,7 @@ pub use types::{
 
 use crate::format::RecordWriter;
 use crate::queue::{JobQueue, Refused};
-use crate::writer::{Counters, Disk, Job, Summary};
+use crate::writer::{Counters, Disk, Faults, Job, Summary};
 
 /// Completion callback of one write: runs on the writer thread, in submission order.
 pub type WriteDone = Box<dyn FnOnce(Result<(), LogError>) + Send>;
@@ -146,6 +146,7 @@ pub struct LogStore {
     stats: Arc<Counters>,
     durability: Durability,
     segment_bytes: u64,
+    faults: Arc<Faults>,
 }
 
 impl std::fmt::Debug for LogStore {
@@ -165,16 +166,12 @@ impl LogStore {
     /// [`LogError::Corrupt`] (file and byte offset) or [`LogError::BadSegment`] and changes
     /// nothing; [`LogStore::repair`] is the explicit way past it.
     pub fn open(cfg: LogStoreConfig) -> Result<(LogStore, Recovered), LogError> {
-        Self::open_inner(
-            cfg,
-            #[cfg(test)]
-            None,
-        )
+        Self::open_inner(cfg, Arc::default())
     }
 
     fn open_inner(
         cfg: LogStoreConfig,
-        #[cfg(test)] faults: Option<Arc<writer::Faults>>,
+        faults: Arc<Faults>,
     ) -> Result<(LogStore, Recovered), LogError> {
         cfg.validate()?;
         let stats = Arc::new(Counters::default());
@@ -189,15 +186,8 @@ impl LogStore {
                     cfg.segment_bytes,
                     cfg.preallocated_segments,
                     stats.clone(),
+                    faults.clone(),
                 )?;
-                #[cfg(test)]
-                let disk = {
-                    let mut disk = disk;
-                    if let Some(f) = faults {
-                        disk.faults = f;
-                    }
-                    disk
-                };
                 (Some(disk), recovered)
             }
         };
@@ -206,9 +196,10 @@ impl LogStore {
         let writer = {
             let stats = stats.clone();
             let queue = queue.clone();
+            let faults = faults.clone();
             std::thread::Builder::new()
                 .name("logstore-writer".into())
-                .spawn(move || writer::run_writer(queue, disk, stats, max_batch))?
+                .spawn(move || writer::run_writer(queue, disk, stats, max_batch, faults))?
         };
         let store = LogStore {
             queue,
@@ -217,6 +208,7 @@ impl LogStore {
             stats,
             durability: cfg.durability,
             segment_bytes: cfg.segment_bytes,
+            faults,
         };
         Ok((store, recovered))
     }
@@ -375,6 +367,41 @@ impl LogStore {
         }
     }
 
+    /// **Test support**: simulates a power loss of this node. The writer stops at once:
+    /// no further write reaches the disk, every write not yet acknowledged gets
+    /// [`LogError::Crashed`] (in submission order, on the writer thread), and the bytes
+    /// written to the active segment since its last sync are discarded (zeroed), so
+    /// reopening the directory with [`LogStore::open`] sees exactly the synced data. In
+    /// `Fsync` mode that is exactly the acknowledged writes (a batch whose sync completed
+    /// as the crash came may still be acknowledged before `crash` returns); in `Buffered`
+    /// mode it is what the last sync covered, which may be less than was acknowledged.
+    /// Files outside the log (spares being prepared, segments being retired) keep whatever
+    /// their own syncs made durable.
+    ///
+    /// Returns once the writer thread has stopped (from a `done` callback: at once; the
+    /// writer stops after that callback). Afterwards the store behaves as shut down:
+    /// writes get [`LogError::Closed`]. Idempotent; a no-op after a clean shutdown.
+    #[doc(hidden)]
+    pub fn crash(&self) {
+        if self.writer.lock().is_some() {
+            self.faults
+                .crashed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.shutdown();
+    }
+
+    /// **Test support**: makes the next flush that has bytes to write fail with an I/O
+    /// error, as a failing disk would. The store then fails stop: the writes of that flush
+    /// get [`LogError::Io`], later ones [`LogError::Failed`]. No effect in `Memory` mode
+    /// (nothing is flushed there).
+    #[doc(hidden)]
+    pub fn inject_io_failure(&self) {
+        self.faults
+            .fail_next_flush
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Validates and encodes a write on the caller's thread.
     fn encode(&self, writes: &[GroupWrite], done: WriteDone) -> Job {
         let mut job = Job {
@@ -482,7 +509,7 @@ mod tests {
         };
         let faults = Arc::new(writer::Faults::default());
         faults.fail_flush_at.store(3, Ordering::SeqCst);
-        let (log, _) = LogStore::open_inner(cfg.clone(), Some(faults.clone())).expect("open");
+        let (log, _) = LogStore::open_inner(cfg.clone(), faults.clone()).expect("open");
         let w = |i: u64| {
             vec![GroupWrite {
                 entries: vec![LogEntry::new(i, 1, vec![i as u8; 100])],

@@ -114,31 +114,57 @@ fn complete(done: Done, r: Result<(), LogError>) {
 /// The writer thread's main loop: takes every queued write (up to `max_batch` bytes),
 /// writes and syncs them as one batch, completes them in order. Returns when the queue is
 /// closed and empty.
+///
+/// After a simulated crash ([`Faults::crashed`]) it writes nothing more: every write not
+/// yet durable gets [`LogError::Crashed`] (in order), and on the way out the bytes written
+/// since the last sync are discarded from the active segment.
 pub(crate) fn run_writer(
     queue: Arc<JobQueue>,
     mut disk: Option<Disk>,
     stats: Arc<Counters>,
     max_batch: usize,
+    faults: Arc<Faults>,
 ) {
     let mut jobs: Vec<Job> = Vec::new();
     while queue.pop_batch(&mut jobs, max_batch) {
+        if faults.is_crashed() {
+            for job in jobs.drain(..) {
+                complete(job.done, Err(LogError::Crashed));
+            }
+            continue;
+        }
         let results = match disk.as_mut() {
             Some(d) => d.write_batch(&jobs),
             None => jobs
                 .iter_mut()
                 .map(|j| j.invalid.take().map_or(Ok(()), Err))
-                .collect(),
+                .collect::<Vec<_>>(),
         };
+        // After a crash (during the batch, or from one of its callbacks) a write is
+        // acknowledged only if its sync completed (`Fsync`); everything else never happened.
+        let synced = disk
+            .as_ref()
+            .is_some_and(|d| d.durability == Durability::Fsync);
         add(&stats.writes, jobs.len() as u64);
         add(&stats.batches, 1);
         for (job, r) in jobs.drain(..).zip(results) {
+            let r = if faults.is_crashed() && !(synced && r.is_ok()) {
+                Err(LogError::Crashed)
+            } else {
+                r
+            };
             complete(job.done, r);
         }
-        if let Some(d) = disk.as_mut() {
+        if !faults.is_crashed()
+            && let Some(d) = disk.as_mut()
+        {
             d.after_batch();
         }
     }
-    if let Some(d) = disk {
+    if let Some(mut d) = disk {
+        if faults.is_crashed() {
+            d.discard_unsynced();
+        }
         d.close();
     }
 }
@@ -180,24 +206,57 @@ pub(crate) struct Disk {
     helper: Option<JoinHandle<()>>,
     helper_stop: Arc<AtomicBool>,
     buf: Vec<u8>,
+    /// Bytes of the active segment known durable (synced); what a crash keeps.
+    synced_off: u64,
+    /// End of the bytes ever written to the active segment (may pass `write_off` after a
+    /// failed flush); a crash discards `synced_off..dirty_end`.
+    dirty_end: u64,
     failed: Option<String>,
     stats: Arc<Counters>,
     /// Most groups the checkpoint reserve of a segment can describe.
     max_groups: usize,
-    /// Test-only fault injection.
-    #[cfg(test)]
-    pub(crate) faults: Arc<Faults>,
+    /// Fault injection and crash simulation (test support).
+    faults: Arc<Faults>,
 }
 
-/// Test-only fault injection: makes flushes fail with an I/O error.
-#[cfg(test)]
+/// Fault injection and crash simulation, shared by the store handle and its writer
+/// (test support: see [`LogStore::crash`](crate::LogStore::crash) and
+/// [`LogStore::inject_io_failure`](crate::LogStore::inject_io_failure)).
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
     /// The flush (1-based, counting every flush that has bytes) that fails; 0 = none.
     pub fail_flush_at: AtomicU64,
     /// Flushes so far.
     pub flushes: AtomicU64,
+    /// The next flush that has bytes fails (then the flag clears).
+    pub fail_next_flush: AtomicBool,
+    /// A simulated power loss happened: nothing more is written.
+    pub crashed: AtomicBool,
 }
+
+impl Faults {
+    /// Whether a simulated crash happened.
+    pub fn is_crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
+    }
+
+    /// Counts a flush; an error if this flush is to fail (injected fault or crash).
+    fn check_flush(&self) -> io::Result<()> {
+        if self.is_crashed() {
+            return Err(io::Error::other(CRASHED));
+        }
+        let n = self.flushes.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.fail_flush_at.load(Ordering::SeqCst)
+            || self.fail_next_flush.swap(false, Ordering::SeqCst)
+        {
+            return Err(io::Error::other("injected flush failure"));
+        }
+        Ok(())
+    }
+}
+
+/// Text of the error a flush gets after a simulated crash.
+const CRASHED: &str = "log store crashed (simulated)";
 
 impl Disk {
     /// Takes over the recovered directory and starts the helper thread.
@@ -208,6 +267,7 @@ impl Disk {
         segment_bytes: u64,
         preallocated: usize,
         stats: Arc<Counters>,
+        faults: Arc<Faults>,
     ) -> io::Result<Disk> {
         let (req_tx, req_rx) = crossbeam_channel::unbounded();
         let (resp_tx, resp_rx) = crossbeam_channel::unbounded();
@@ -249,11 +309,13 @@ impl Disk {
             helper: Some(helper),
             helper_stop,
             buf: Vec::new(),
+            // What recovery found is taken as durable.
+            synced_off: state.write_off,
+            dirty_end: state.write_off,
             failed: None,
             stats,
             max_groups: max_groups(segment_bytes),
-            #[cfg(test)]
-            faults: Arc::default(),
+            faults,
         };
         d.after_batch();
         Ok(d)
@@ -326,11 +388,19 @@ impl Disk {
 
     /// Enters the failed state after an I/O error; the jobs in `lost` get the error.
     fn fail(&mut self, e: &io::Error, lost: &[usize], results: &mut [Result<(), LogError>]) {
-        tracing::error!(error = %e, "log store write failed; the store stops accepting writes");
         self.buf.clear();
         self.failed = Some(e.to_string());
+        let crashed = self.faults.is_crashed();
+        if !crashed {
+            tracing::error!(error = %e, "log store write failed; the store stops accepting writes");
+        }
         for &j in lost {
-            results[j] = Err(LogError::Io(io::Error::new(e.kind(), e.to_string())));
+            results[j] = Err(if crashed {
+                // Not an I/O error: the writer stopped at a simulated crash.
+                LogError::Crashed
+            } else {
+                LogError::Io(io::Error::new(e.kind(), e.to_string()))
+            });
         }
     }
 
@@ -390,23 +460,19 @@ impl Disk {
         if self.buf.is_empty() {
             return Ok(());
         }
-        #[cfg(test)]
-        {
-            let n = self.faults.flushes.fetch_add(1, Ordering::SeqCst) + 1;
-            if n == self.faults.fail_flush_at.load(Ordering::SeqCst) {
-                return Err(io::Error::other("injected flush failure"));
-            }
-        }
+        self.faults.check_flush()?;
         let file = self
             .active
             .as_ref()
             .ok_or_else(|| io::Error::other("no active segment"))?;
+        self.dirty_end = self.dirty_end.max(self.write_off + self.buf.len() as u64);
         file.write_all_at(&self.buf, self.write_off)?;
         if self.durability == Durability::Fsync {
             let t = Instant::now();
             file.sync_data()?;
             add(&self.stats.sync_nanos, t.elapsed().as_nanos() as u64);
             add(&self.stats.syncs, 1);
+            self.synced_off = self.write_off + self.buf.len() as u64;
         }
         self.write_off += self.buf.len() as u64;
         add(&self.stats.bytes_written, self.buf.len() as u64);
@@ -433,6 +499,9 @@ impl Disk {
         let len = file.metadata()?.len();
         self.active = Some(file);
         self.write_off = 0;
+        // A spare is zeroed and synced: nothing of it is unsynced yet.
+        self.synced_off = 0;
+        self.dirty_end = 0;
         self.next_seq += 1;
         self.segments.push_back(SegmentInfo {
             seq,
@@ -552,6 +621,27 @@ impl Disk {
         self.stats
             .spare_segments
             .store(self.ready.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Simulated power loss: the bytes of the active segment written since its last sync
+    /// are lost. They are zeroed (and that is synced), so a reopen sees exactly the synced
+    /// data: in `Fsync` mode every acknowledged write, in `Buffered` mode what the last
+    /// sync (a segment switch) covered. Earlier segments were synced before their
+    /// successor was written, so only the active one can hold unsynced bytes.
+    fn discard_unsynced(&mut self) {
+        self.buf.clear();
+        self.failed.get_or_insert_with(|| CRASHED.to_owned());
+        let (from, to) = (self.synced_off, self.dirty_end);
+        let Some(f) = &self.active else { return };
+        if to <= from {
+            return;
+        }
+        let res = zero_range_until(f, from, to, false, &|| false).and_then(|()| f.sync_data());
+        if let Err(e) = res {
+            tracing::error!(error = %e, "discarding unsynced log bytes at a simulated crash");
+        }
+        self.write_off = from;
+        self.dirty_end = from;
     }
 
     /// Final sync, then stops and joins the helper.
