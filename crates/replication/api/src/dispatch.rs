@@ -15,7 +15,7 @@ pub struct ApplyStats {
     pub applied: u64,
     /// Entries queued because the callback answered `SafetyFail`.
     pub queued: u64,
-    /// Entries applied with no callback registered for the role.
+    /// Entries that arrived with no callback registered for the role (kept in the queue).
     pub unhandled: u64,
     /// Submitted entries reported as not applied here.
     pub unapplied: u64,
@@ -77,7 +77,8 @@ impl ApplyDispatcher {
         }
     }
 
-    /// Sets the callback for `role`.
+    /// Sets the callback for `role` (call `retry_pending` after it to offer entries that
+    /// arrived before any callback was registered).
     pub fn set_callback(&self, role: Role, cb: ApplyFn) {
         let mut inner = self.inner.lock();
         match role {
@@ -138,6 +139,7 @@ impl ApplyDispatcher {
         let mut inner = self.inner.lock();
         let shard = self.shard;
         let (cb, queue) = inner.cb();
+        let handled = cb.is_some();
         let status = match cb {
             Some(cb) => {
                 cb(ApplyCtx {
@@ -148,11 +150,9 @@ impl ApplyDispatcher {
                 })
                 .status
             }
-            None => {
-                inner.stats.unhandled += 1;
-                inner.stats.applied += 1;
-                return ApplyStatus::Normal;
-            }
+            // Nobody listens for this role yet (e.g. callbacks registered just after the
+            // group started): keep the entry, in order, for the callback to come.
+            None => ApplyStatus::SafetyFail,
         };
         if status == ApplyStatus::SafetyFail {
             queue.push_back(QueuedEntry {
@@ -160,6 +160,9 @@ impl ApplyDispatcher {
                 entry: entry.clone(),
             });
             inner.stats.queued += 1;
+        }
+        if !handled {
+            inner.stats.unhandled += 1;
         }
         inner.stats.applied += 1;
         status
@@ -219,6 +222,31 @@ impl ApplyDispatcher {
 
 #[cfg(test)]
 mod tests {
+    /// Entries committed before any callback is registered are kept, in order, and offered
+    /// once one is (a group starts before its owner can register callbacks).
+    #[test]
+    fn entries_before_any_callback_wait_for_it() {
+        use std::sync::Arc;
+        let d = ApplyDispatcher::new(0);
+        for i in 1..=3u64 {
+            d.apply(i, &Bytes::from(vec![i as u8]));
+        }
+        assert_eq!(d.queued(), 3);
+        let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let s = Arc::clone(&seen);
+        d.set_callback(
+            Role::Follower,
+            Box::new(move |ctx| {
+                s.lock().push(ctx.index);
+                crate::Applied::normal(ctx.index)
+            }),
+        );
+        d.retry_pending();
+        d.apply(4, &Bytes::from_static(b"4"));
+        assert_eq!(*seen.lock(), [1, 2, 3, 4]);
+        assert_eq!(d.stats().unhandled, 3);
+    }
+
     /// A callback shaped like a replaying follower: it first drains what it is handed as
     /// the queue, then replays its own entry if safe. Retrying must still replay in log order.
     #[test]

@@ -243,7 +243,9 @@ pub trait Replicator: Send + Sync {
     fn id(&self) -> NodeId;
     /// Proposes an entry; fails fast with `NotLeader` on a follower.
     fn submit(&self, entry: Bytes) -> Result<(), SubmitError>;
-    /// Registers the callback used for committed entries while in `role` (replacing any earlier one).
+    /// Registers the callback used for committed entries while in `role` (replacing any
+    /// earlier one). Entries committed while no callback was registered wait, in order,
+    /// and are offered to it.
     fn on_apply(&self, role: Role, cb: ApplyFn);
     /// Registers a callback told about every role change.
     fn on_role_change(&self, cb: RoleChangeFn);

@@ -702,6 +702,8 @@ impl Replicator for RaftWorker {
 
     fn on_apply(&self, role: Role, cb: ApplyFn) {
         self.dispatcher.set_callback(role, cb);
+        // Entries committed before any callback was registered wait in the queue.
+        self.retry_pending();
     }
 
     fn on_role_change(&self, cb: RoleChangeFn) {
