@@ -83,6 +83,9 @@ impl Transport for Faulty {
     }
 }
 
+/// Control messages a site's inbox holds before the router drops further ones.
+const CONTROL_INBOX: usize = 16_384;
+
 /// Shape and settings of an in-process cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -241,7 +244,9 @@ impl Cluster {
                 group as Arc<dyn Replicator>,
                 transport,
             )?;
-            let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+            // Bounded: a flood from a peer is dropped at the router (2PC requests time out
+            // and abort, decisions are resent, watermarks are periodic), never buffered.
+            let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(CONTROL_INBOX);
             host.add_route(CONTROL_GROUP, ctl_tx);
             site.start(ctl_rx);
             sites[s as usize].push(site);
