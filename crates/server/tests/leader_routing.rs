@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use mako_server::msg::Msg;
+use mako_server::msg::{Msg, Refusal, Reply};
 use mako_server::{Cluster, ClusterConfig, CommitError, ControlFaults, Fate, SiteConfig};
 use mako_txn::AbortReason;
 
@@ -208,4 +208,45 @@ fn commits_continue_with_a_stopped_follower() {
     }
     assert!(c.current_leader(1).is_some());
     assert_consistent(&c);
+}
+
+/// A `NotLeader` hint naming a node of another shard is refused as malformed: the view does
+/// not move there and the request is not redirected (the transaction times out and aborts).
+#[test]
+fn a_hint_outside_the_shard_is_malformed_and_ignored() {
+    let coordinator = Cluster::node_id(3, 0, 0);
+    let newcomer = Cluster::node_id(3, 1, 1);
+    let old = Cluster::node_id(3, 1, 0);
+    let mut cfg = config(2, 3);
+    cfg.site.timeout = Duration::from_millis(500);
+    cfg.control_faults = Some(ControlFaults(Arc::new(move |from, to, m| match m {
+        // Keep the coordinator's view stale, so its first request reaches the old leader.
+        Msg::Watermark { .. } if from == newcomer && to == coordinator => Fate::Drop,
+        Msg::Reply {
+            req,
+            reply: Reply::Refused(Refusal::NotLeader(Some(_))),
+            shard,
+            w,
+        } => Fate::Replace(Msg::Reply {
+            req: *req,
+            reply: Reply::Refused(Refusal::NotLeader(Some(coordinator))),
+            shard: *shard,
+            w: *w,
+        }),
+        _ => Fate::Deliver,
+    })));
+    let c = Cluster::start(cfg).expect("cluster");
+    move_shard1_leader(&c);
+    let site = c.leader(0);
+    let before = site.malformed_messages();
+    let mut tx = site.begin(0).expect("configured worker");
+    tx.put(0, 0, b"a", val(1)).expect("put");
+    tx.put(1, 0, b"a", val(1)).expect("put");
+    match tx.commit() {
+        Err(CommitError::Aborted(AbortReason::Timeout)) => {}
+        other => panic!("expected a timeout abort, got {other:?}"),
+    }
+    assert!(site.malformed_messages() > before);
+    assert_eq!(site.redirects(), 0);
+    assert_eq!(site.leader_of(1), Some(old));
 }
