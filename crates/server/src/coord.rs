@@ -2,7 +2,11 @@
 //!
 //! Reads and writes on the coordinator's own shard run in a local OCC
 //! transaction; on another shard they run in a participant transaction on that
-//! shard's leader, reached over the control channel. `commit` then
+//! shard's leader, reached over the control channel. The leader is the site's view
+//! ([`Site::leader_of`]); a transaction's first request to a shard that a non-leader
+//! refuses with a hint (it did nothing there) is sent once more to the hinted
+//! replica, within the same timeout; a later refused request aborts the transaction
+//! (its earlier requests live on the replica first addressed). `commit` then
 //! (1) locks every write set — the local one without a message, the remote
 //! ones with `Lock` — and only then (2) validates reads on every participant
 //! (`Validate`, also on read-only shards, which are contacted only then); each
