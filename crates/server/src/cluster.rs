@@ -103,6 +103,9 @@ pub struct ClusterConfig {
     pub election_ms: (u64, u64),
     /// Fault injection on the control channel (tests); `None` delivers everything.
     pub control_faults: Option<ControlFaults>,
+    /// Whether Raft hands leadership back to replica 0 whenever it is caught up; `false`
+    /// makes [`Cluster::transfer_leader`] moves stick (replica 0 still leads at start).
+    pub preferred_leader: bool,
 }
 
 impl Default for ClusterConfig {
@@ -115,6 +118,7 @@ impl Default for ClusterConfig {
             heartbeat_ms: 5,
             election_ms: (400, 700),
             control_faults: None,
+            preferred_leader: true,
         }
     }
 }
@@ -139,6 +143,36 @@ pub enum ClusterError {
     NoLeader(u32),
 }
 
+/// Why a test control of a running [`Cluster`] could not act.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No replica `replica` of shard `shard`.
+    #[error("no replica {replica} of shard {shard}")]
+    NoSuchReplica {
+        /// The shard.
+        shard: u32,
+        /// The replica.
+        replica: u32,
+    },
+    /// The control needs the in-memory network.
+    #[error("only an in-memory network can isolate a replica")]
+    NotMemNetwork,
+    /// The shard has no running leader to ask.
+    #[error("shard {0} has no leader")]
+    NoLeader(u32),
+    /// The replica was stopped.
+    #[error("replica {replica} of shard {shard} is stopped")]
+    Stopped {
+        /// The shard.
+        shard: u32,
+        /// The replica.
+        replica: u32,
+    },
+    /// The leader refused the transfer.
+    #[error("transfer refused: {0}")]
+    Transfer(#[from] mako_replication::SubmitError),
+}
+
 /// `S` × `R` sites in one process.
 pub struct Cluster {
     /// Sites by `[shard][replica]`; replica 0 leads.
@@ -146,6 +180,9 @@ pub struct Cluster {
     hosts: Vec<RaftHost>,
     tcp: Vec<Arc<TcpTransport>>,
     net: Option<MemNetwork>,
+    replicas: u32,
+    /// Replicas stopped by [`Cluster::stop_replica`], as `(shard, replica)`.
+    stopped: parking_lot::Mutex<std::collections::HashSet<(u32, u32)>>,
     _dir: tempfile::TempDir,
 }
 
@@ -227,7 +264,7 @@ impl Cluster {
             rc.heartbeat_interval_ms = cfg.heartbeat_ms;
             rc.election_timeout_min_ms = cfg.election_ms.0;
             rc.election_timeout_max_ms = cfg.election_ms.1;
-            rc.preferred = Some(nodes[s as usize][0]);
+            rc.preferred = cfg.preferred_leader.then_some(nodes[s as usize][0]);
             let group = host.start_group(rc)?;
             let transport = match &cfg.control_faults {
                 Some(f) => Arc::new(Faulty {
@@ -257,9 +294,12 @@ impl Cluster {
             hosts,
             tcp,
             net,
+            replicas,
+            stopped: parking_lot::Mutex::new(std::collections::HashSet::new()),
             _dir: dir,
         };
-        // Leadership: campaign isn't exposed, so wait for the preferred replica to win or be handed leadership.
+        // Leadership: campaign isn't exposed, so wait for the preferred replica to win or be
+        // handed leadership; without a preferred replica, hand it to replica 0 once.
         let deadline = Instant::now() + Duration::from_secs(10);
         for s in 0..shards {
             while !cluster.sites[s as usize][0].is_leader() {
@@ -267,15 +307,107 @@ impl Cluster {
                     cluster.shutdown();
                     return Err(ClusterError::NoLeader(s));
                 }
+                if !cfg.preferred_leader
+                    && let Some(l) = cluster.current_leader(s)
+                {
+                    let _ = l.group().transfer_leader(Self::node_id(replicas, s, 0));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
         Ok(cluster)
     }
 
-    /// The leader site of shard `s` (replica 0).
+    /// The site of shard `s` that currently leads it, else replica 0 (the preferred leader).
     pub fn leader(&self, s: u32) -> &Arc<Site> {
-        &self.sites[s as usize][0]
+        self.current_leader(s)
+            .unwrap_or_else(|| &self.sites[s as usize][0])
+    }
+
+    /// The running site of shard `s` that reports leadership now, if any.
+    pub fn current_leader(&self, s: u32) -> Option<&Arc<Site>> {
+        let stopped = self.stopped.lock();
+        self.sites
+            .get(s as usize)?
+            .iter()
+            .enumerate()
+            .find_map(|(r, site)| {
+                (!stopped.contains(&(s, r as u32)) && site.is_leader()).then_some(site)
+            })
+    }
+
+    /// Replica `r` of shard `s`.
+    fn replica(&self, s: u32, r: u32) -> Result<&Arc<Site>, ControlError> {
+        self.sites
+            .get(s as usize)
+            .and_then(|v| v.get(r as usize))
+            .ok_or(ControlError::NoSuchReplica {
+                shard: s,
+                replica: r,
+            })
+    }
+
+    /// Cuts replica `r` of shard `s` off the in-memory network (nothing it sends or is sent arrives).
+    pub fn isolate(&self, s: u32, r: u32) -> Result<(), ControlError> {
+        let id = self.replica(s, r)?.node();
+        self.net
+            .as_ref()
+            .ok_or(ControlError::NotMemNetwork)?
+            .disconnect(id);
+        Ok(())
+    }
+
+    /// Reconnects replica `r` of shard `s` after [`Cluster::isolate`].
+    pub fn reconnect(&self, s: u32, r: u32) -> Result<(), ControlError> {
+        let id = self.replica(s, r)?.node();
+        self.net
+            .as_ref()
+            .ok_or(ControlError::NotMemNetwork)?
+            .connect(id);
+        Ok(())
+    }
+
+    /// Asks shard `s`'s current leader to hand leadership to replica `r` (returns once asked;
+    /// see [`Cluster::wait_leader`]). With `preferred_leader` set, Raft hands it back later.
+    pub fn transfer_leader(&self, s: u32, r: u32) -> Result<(), ControlError> {
+        let to = self.replica(s, r)?.node();
+        let leader = self.current_leader(s).ok_or(ControlError::NoLeader(s))?;
+        leader.group().transfer_leader(to)?;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` until replica `r` of shard `s` reports leadership; whether it does.
+    pub fn wait_leader(&self, s: u32, r: u32, timeout: Duration) -> bool {
+        let Ok(site) = self.replica(s, r) else {
+            return false;
+        };
+        let deadline = Instant::now() + timeout;
+        while !site.is_leader() {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
+    /// Crashes replica `r` of shard `s`: stops its site and Raft host and cuts it off the
+    /// in-memory network; it stays down (no restart) and replica comparison skips it.
+    pub fn stop_replica(&self, s: u32, r: u32) -> Result<(), ControlError> {
+        let site = self.replica(s, r)?;
+        if !self.stopped.lock().insert((s, r)) {
+            return Ok(());
+        }
+        if let Some(n) = &self.net {
+            n.disconnect(site.node());
+        }
+        site.stop();
+        let host = (s * self.replicas + r) as usize;
+        if let Some(h) = self.hosts.get(host) {
+            h.shutdown();
+        }
+        Ok(())
     }
 
     /// The in-memory network, for partitions in tests.
@@ -283,13 +415,26 @@ impl Cluster {
         self.net.as_ref()
     }
 
-    /// Waits until every follower's tables equal its leader's (newest version of every key);
-    /// on `timeout` returns the first difference found. Call once the workload has stopped.
+    /// Waits until every running follower's tables equal its current leader's (newest version
+    /// of every key); on `timeout` returns the first difference found. Call once the workload
+    /// has stopped.
     pub fn compare_replicas(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         for (s, sites) in self.sites.iter().enumerate() {
-            let leader = &sites[0];
-            for f in &sites[1..] {
+            let shard = s as u32;
+            let leader = loop {
+                match self.current_leader(shard) {
+                    Some(l) => break l,
+                    None if Instant::now() > deadline => {
+                        return Err(format!("shard {s}: no leader"));
+                    }
+                    None => std::thread::sleep(Duration::from_millis(20)),
+                }
+            };
+            for (r, f) in sites.iter().enumerate() {
+                if Arc::ptr_eq(f, leader) || self.stopped.lock().contains(&(shard, r as u32)) {
+                    continue;
+                }
                 loop {
                     // Cheap progress test first: the follower's log has reached the leader's W_s.
                     let caught_up = f.w() >= leader.w();

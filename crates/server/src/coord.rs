@@ -2,7 +2,11 @@
 //!
 //! Reads and writes on the coordinator's own shard run in a local OCC
 //! transaction; on another shard they run in a participant transaction on that
-//! shard's leader, reached over the control channel. `commit` then
+//! shard's leader, reached over the control channel. The leader is the site's view
+//! ([`Site::leader_of`]); a transaction's first request to a shard that a non-leader
+//! refuses with a hint (it did nothing there) is sent once more to the hinted
+//! replica, within the same timeout; a later refused request aborts the transaction
+//! (its earlier requests live on the replica first addressed). `commit` then
 //! (1) locks every write set — the local one without a message, the remote
 //! ones with `Lock` — and only then (2) validates reads on every participant
 //! (`Validate`, also on read-only shards, which are contacted only then); each
@@ -277,14 +281,35 @@ impl Decisions {
 /// A remote write buffered at the coordinator until prepare: (table, key, value or `None`).
 type RemoteWrite = (u32, Vec<u8>, Option<Vec<u8>>);
 
+/// A participant shard of a transaction: the replica addressed and the writes buffered for it.
+struct Remote {
+    /// The replica its piece lives on (the shard's leader as known when first addressed).
+    node: NodeId,
+    /// Whether a request was sent to `node`; only the first request may be redirected.
+    contacted: bool,
+    /// Writes buffered until prepare.
+    writes: Vec<RemoteWrite>,
+}
+
+/// One request of a coordinator: where, whether it may be redirected, and what.
+struct Route {
+    /// The replica addressed.
+    node: NodeId,
+    /// The transaction's first request to this shard: a `NotLeader` refusal with a hint did
+    /// nothing anywhere, so it is retried once at the hinted replica.
+    fresh: bool,
+    /// The operation.
+    op: Op,
+}
+
 /// A transaction coordinated by one worker of a shard leader.
 pub struct DistTxn<'a> {
     site: &'a Site,
     worker: u32,
     id: u64,
     local: Option<Transaction<'a>>,
-    /// Participant shards: their leader node and the writes buffered for them.
-    remotes: BTreeMap<u32, (NodeId, Vec<RemoteWrite>)>,
+    /// Participant shards.
+    remotes: BTreeMap<u32, Remote>,
 }
 
 impl<'a> DistTxn<'a> {
@@ -308,16 +333,21 @@ impl<'a> DistTxn<'a> {
             .get_or_insert_with(|| site.shard.begin_on(stream))
     }
 
-    fn remote(&mut self, shard: u32) -> Result<&mut (NodeId, Vec<RemoteWrite>), Abort> {
+    fn remote(&mut self, shard: u32) -> Result<&mut Remote, Abort> {
         if !self.remotes.contains_key(&shard) {
-            // Replica 0 is every group's preferred leader; a refusal says otherwise.
+            // The shard's leader as this site knows it; a refusal's hint may redirect it.
             let node = self
                 .site
-                .nodes
-                .get(shard as usize)
-                .and_then(|r| r.first().copied())
+                .leader_of(shard)
                 .ok_or(Abort::new(AbortReason::NotLeader))?;
-            self.remotes.insert(shard, (node, Vec::new()));
+            self.remotes.insert(
+                shard,
+                Remote {
+                    node,
+                    contacted: false,
+                    writes: Vec::new(),
+                },
+            );
         }
         self.remotes
             .get_mut(&shard)
@@ -341,21 +371,16 @@ impl<'a> DistTxn<'a> {
         }
         let id = t.id();
         let (txn, stream, site) = (self.txn(), self.stream(), self.site);
-        let (node, writes) = self.remote(shard)?;
+        let r = self.remote(shard)?;
         // Read-your-own-writes for buffered remote writes.
-        if let Some((_, _, v)) = writes.iter().rev().find(|(t, k, _)| *t == id && k == key) {
+        if let Some((_, _, v)) = r.writes.iter().rev().find(|(t, k, _)| *t == id && k == key) {
             return Ok(v.clone().map(Bytes::from));
         }
-        let node = *node;
-        match site.call(
-            node,
-            txn,
-            stream,
-            Op::Get {
-                table: id,
-                key: key.to_vec(),
-            },
-        )? {
+        let op = Op::Get {
+            table: id,
+            key: key.to_vec(),
+        };
+        match site.ask(txn, stream, r, op)? {
             Reply::Value(v) => Ok(v.map(Bytes::from)),
             other => Err(refused(other)),
         }
@@ -405,7 +430,8 @@ impl<'a> DistTxn<'a> {
         }
         let id = t.id();
         let (txn, stream, site) = (self.txn(), self.stream(), self.site);
-        let (node, writes) = self.remote(shard)?;
+        let r = self.remote(shard)?;
+        let writes = &r.writes;
         // Buffered writes in range overlay the participant's rows (read-your-own-writes):
         // ask for one more row per buffered delete so the overlay still fills `limit`.
         let own: Vec<(Vec<u8>, Option<Vec<u8>>)> = writes
@@ -414,19 +440,14 @@ impl<'a> DistTxn<'a> {
             .map(|(_, k, v)| (k.clone(), v.clone()))
             .collect();
         let deletes = own.iter().filter(|(_, v)| v.is_none()).count();
-        let node = *node;
-        let rows = match site.call(
-            node,
-            txn,
-            stream,
-            Op::Scan {
-                table: id,
-                lo: lo.map(<[u8]>::to_vec),
-                hi: hi.map(<[u8]>::to_vec),
-                limit: u64::try_from(limit.saturating_add(deletes)).unwrap_or(u64::MAX),
-                reverse,
-            },
-        )? {
+        let op = Op::Scan {
+            table: id,
+            lo: lo.map(<[u8]>::to_vec),
+            hi: hi.map(<[u8]>::to_vec),
+            limit: u64::try_from(limit.saturating_add(deletes)).unwrap_or(u64::MAX),
+            reverse,
+        };
+        let rows = match site.ask(txn, stream, r, op)? {
             Reply::Rows(rows) => rows,
             other => return Err(refused(other)),
         };
@@ -472,7 +493,7 @@ impl<'a> DistTxn<'a> {
             return Ok(());
         }
         let id = t.id();
-        let (_, writes) = self.remote(shard)?;
+        let writes = &mut self.remote(shard)?.writes;
         writes.retain(|(t, k, _)| !(*t == id && k == key));
         writes.push((id, key.to_vec(), value.map(|v| v.to_vec())));
         Ok(())
@@ -533,65 +554,104 @@ impl<'a> DistTxn<'a> {
         site.log.throttle();
         // From here an inquiring participant waits for the decision instead of getting Abort.
         site.decisions.placeholder(txn);
-        let parts: Vec<(u32, NodeId, Vec<RemoteWrite>)> = std::mem::take(&mut self.remotes)
-            .into_iter()
-            .map(|(s, (node, writes))| (s, node, writes))
-            .collect();
+        let parts: Vec<(u32, Remote)> = std::mem::take(&mut self.remotes).into_iter().collect();
         // Every exit before the commit decision is recorded (a panic included) records Abort.
-        let undecided = Undecided {
+        let mut undecided = Undecided {
             site,
             txn,
-            nodes: parts.iter().map(|p| p.1).collect(),
+            nodes: parts.iter().map(|p| p.1.node).collect(),
             armed: true,
         };
-        let ready = self.prepare_all(parts)?;
+        let ready = self.prepare_all(parts, &mut undecided)?;
         Ok(self.commit_prepared(ready, vw, undecided))
     }
 
     /// Locks every write set, then validates every read set; on success every piece is prepared.
+    ///
+    /// A participant's first request that is refused by a non-leader with a hint is redirected
+    /// once to the hinted replica; `undecided` follows the redirect (it tells that replica).
     fn prepare_all(
         &mut self,
-        parts: Vec<(u32, NodeId, Vec<RemoteWrite>)>,
+        mut parts: Vec<(u32, Remote)>,
+        undecided: &mut Undecided<'_>,
     ) -> Result<Ready<'a>, Abort> {
         let site = self.site;
         let (txn, stream) = (self.txn(), self.stream());
         let me = site.shard_id as usize;
+        // A redirected piece lives on the hinted replica from now on.
+        let moved = |p: &mut Remote, node: NodeId, u: &mut Undecided<'_>| {
+            if node != p.node {
+                if let Some(n) = u.nodes.iter_mut().find(|n| **n == p.node) {
+                    *n = node;
+                }
+                p.node = node;
+            }
+            p.contacted = true;
+        };
         // 1. The local write set (no message).
         let local: Option<Locked<'a>> = self.local.take().map(Transaction::lock).transpose()?;
-        let shards: Vec<u32> = parts.iter().map(|p| p.0).collect();
-        let replies = if let [(_, node, _)] = parts[..] {
+        let replies = if let [(_, p)] = &mut parts[..] {
             // One remote participant: it locks and validates in one step, after the
             // local lock and before the local validation.
-            let writes = parts.into_iter().flat_map(|p| p.2).collect();
-            let r = site.call(node, txn, stream, Op::Validate { writes });
+            let route = Route {
+                node: p.node,
+                fresh: !p.contacted,
+                op: Op::Validate {
+                    writes: std::mem::take(&mut p.writes),
+                },
+            };
+            let (node, r) = site
+                .routed(txn, stream, vec![route])
+                .pop()
+                .unwrap_or((p.node, Err(Abort::new(AbortReason::Timeout))));
+            moved(p, node, undecided);
             vec![r]
         } else {
             // Round 1: remote writers lock; round 2: everyone validates.
-            let locks: Vec<(NodeId, Op)> = parts
+            let writers: Vec<usize> = (0..parts.len())
+                .filter(|&i| !parts[i].1.writes.is_empty())
+                .collect();
+            let locks = writers
                 .iter()
-                .filter(|p| !p.2.is_empty())
-                .map(|p| {
-                    (
-                        p.1,
-                        Op::Lock {
-                            writes: p.2.clone(),
-                        },
-                    )
+                .map(|&i| Route {
+                    node: parts[i].1.node,
+                    fresh: !parts[i].1.contacted,
+                    op: Op::Lock {
+                        writes: parts[i].1.writes.clone(),
+                    },
                 })
                 .collect();
-            for r in site.call_many(txn, stream, locks) {
+            let mut failure = None;
+            for (&i, (node, r)) in writers.iter().zip(site.routed(txn, stream, locks)) {
+                moved(&mut parts[i].1, node, undecided);
                 match r {
                     Ok(Reply::Locked) => {}
-                    Ok(other) => return Err(refused(other)),
-                    Err(e) => return Err(e),
+                    Ok(other) => failure = failure.or(Some(refused(other))),
+                    Err(e) => failure = failure.or(Some(e)),
                 }
+            }
+            if let Some(e) = failure {
+                return Err(e);
             }
             let validates = parts
                 .iter()
-                .map(|p| (p.1, Op::Validate { writes: Vec::new() }))
+                .map(|p| Route {
+                    node: p.1.node,
+                    fresh: !p.1.contacted,
+                    op: Op::Validate { writes: Vec::new() },
+                })
                 .collect();
-            site.call_many(txn, stream, validates)
+            let replies = site.routed(txn, stream, validates);
+            parts
+                .iter_mut()
+                .zip(replies)
+                .map(|(p, (node, r))| {
+                    moved(&mut p.1, node, undecided);
+                    r
+                })
+                .collect()
         };
+        let shards: Vec<(u32, NodeId)> = parts.iter().map(|p| (p.0, p.1.node)).collect();
         // 2. The local reads, once every write set is locked.
         let local: Option<Prepared<'a>> = local.map(Locked::validate).transpose()?;
         let mut deps = local
@@ -601,13 +661,13 @@ impl<'a> DistTxn<'a> {
         let mut own: Vec<(usize, u64)> = Vec::new();
         let mut writers = Vec::new();
         let mut failure = None;
-        for (s, r) in shards.iter().zip(replies) {
+        for (&(s, node), r) in shards.iter().zip(replies) {
             match r {
                 Ok(Reply::Prepared { deps: d, ts }) => {
                     merge(&mut deps, &d);
                     if let Some(ts) = ts {
-                        own.push((*s as usize, ts));
-                        writers.push(*s);
+                        own.push((s as usize, ts));
+                        writers.push(node);
                     }
                 }
                 Ok(other) => failure = Some(refused(other)),
@@ -676,11 +736,8 @@ impl<'a> DistTxn<'a> {
                 *c = ts;
             }
         }
-        let writers: Vec<NodeId> = ready
-            .writers
-            .iter()
-            .filter_map(|s| site.nodes.get(*s as usize).and_then(|r| r.first().copied()))
-            .collect();
+        // Each written piece's replica (the one it was prepared on).
+        let writers = std::mem::take(&mut ready.writers);
         let decision = site.record(txn, Some(vt.to_vec()), &writers);
         // Decided commit: from here nothing aborts or cancels (a lost local piece keeps its
         // stream below it, so the transaction stays pending, never released).
@@ -725,8 +782,8 @@ struct Ready<'a> {
     deps: mako_storage::Vt,
     /// Each written shard's allocated timestamp.
     own: Vec<(usize, u64)>,
-    /// Remote shards that write (and must acknowledge the commit).
-    writers: Vec<u32>,
+    /// Replicas of the remote pieces that write (and must acknowledge the commit).
+    writers: Vec<NodeId>,
 }
 
 /// A local reserved timestamp; dropped while it still holds `ts`, it gives it back.
@@ -765,7 +822,7 @@ impl Drop for Undecided<'_> {
 impl Drop for DistTxn<'_> {
     fn drop(&mut self) {
         if !self.remotes.is_empty() {
-            let nodes = self.remotes.values().map(|(n, _)| *n).collect();
+            let nodes = self.remotes.values().map(|r| r.node).collect();
             self.site.decide(self.txn(), None, nodes);
             self.remotes.clear();
         }
@@ -789,7 +846,7 @@ fn in_range(lo: Bound<&[u8]>, hi: Bound<&[u8]>, key: &[u8]) -> bool {
 
 fn refused(r: Reply) -> Abort {
     Abort::new(match r {
-        Reply::Refused(Refusal::NotLeader) => AbortReason::NotLeader,
+        Reply::Refused(Refusal::NotLeader(_)) => AbortReason::NotLeader,
         Reply::Refused(Refusal::StaleEpoch(_)) => AbortReason::Failover,
         Reply::Refused(Refusal::TooLarge) => AbortReason::TooLarge,
         _ => AbortReason::Conflict,
@@ -942,12 +999,97 @@ impl Site {
         self.decisions.gave_up()
     }
 
-    /// Sends each `(node, op)` for transaction `txn` at once, then waits for every reply.
-    pub(crate) fn call_many(
+    /// Sends `op` on `remote`'s piece (redirected once if it is the first request and the
+    /// replica is not the leader) and waits for the reply; a refusal aborts.
+    fn ask(&self, txn: TxnId, stream: u32, remote: &mut Remote, op: Op) -> Result<Reply, Abort> {
+        let route = Route {
+            node: remote.node,
+            fresh: !remote.contacted,
+            op,
+        };
+        remote.contacted = true;
+        let (node, r) = self
+            .routed(txn, stream, vec![route])
+            .pop()
+            .unwrap_or((remote.node, Err(Abort::new(AbortReason::Timeout))));
+        remote.node = node;
+        r
+    }
+
+    /// Sends every route at once and waits for the replies, all within one timeout; a fresh
+    /// route refused by a non-leader that names another leader is sent once more there.
+    /// Returns, per route, the replica that answered last and its reply (a refusal aborts).
+    fn routed(
         &self,
-        txn: (u64, u64),
+        txn: TxnId,
+        stream: u32,
+        routes: Vec<Route>,
+    ) -> Vec<(NodeId, Result<Reply, Abort>)> {
+        let deadline = Instant::now() + self.cfg.timeout;
+        let mut nodes: Vec<NodeId> = routes.iter().map(|r| r.node).collect();
+        // Only a fresh request can be redirected; keep its operation for the retry.
+        let mut kept: Vec<Option<Op>> = routes
+            .iter()
+            .map(|r| r.fresh.then(|| r.op.clone()))
+            .collect();
+        let mut replies = self.call_until(
+            txn,
+            stream,
+            routes.into_iter().map(|r| (r.node, r.op)).collect(),
+            deadline,
+        );
+        let mut again = Vec::new();
+        let mut retry = Vec::new();
+        for (i, r) in replies.iter().enumerate() {
+            if let Ok(Reply::Refused(Refusal::NotLeader(Some(hint)))) = r
+                && *hint != nodes[i]
+                && let Some(op) = kept[i].take()
+            {
+                again.push(i);
+                retry.push((*hint, op));
+            }
+        }
+        if !retry.is_empty() {
+            self.stats
+                .redirects
+                .fetch_add(retry.len() as u64, Ordering::Relaxed);
+            for (&i, &(hint, _)) in again.iter().zip(&retry) {
+                tracing::debug!(
+                    ?txn,
+                    from = nodes[i],
+                    to = hint,
+                    "participant redirected to its leader"
+                );
+                nodes[i] = hint;
+            }
+            for (i, r) in again
+                .into_iter()
+                .zip(self.call_until(txn, stream, retry, deadline))
+            {
+                replies[i] = r;
+            }
+        }
+        nodes
+            .into_iter()
+            .zip(replies)
+            .map(|(n, r)| {
+                let r = match r {
+                    Ok(Reply::Refused(x)) => Err(refused(Reply::Refused(x))),
+                    other => other,
+                };
+                (n, r)
+            })
+            .collect()
+    }
+
+    /// Sends each `(node, op)` for transaction `txn` at once, then waits until `deadline` for
+    /// every reply (refusals included; a missing reply is a timeout).
+    fn call_until(
+        &self,
+        txn: TxnId,
         stream: u32,
         requests: Vec<(NodeId, Op)>,
+        deadline: Instant,
     ) -> Vec<Result<Reply, Abort>> {
         let waits: Vec<(u64, crossbeam_channel::Receiver<Reply>)> = requests
             .into_iter()
@@ -968,11 +1110,9 @@ impl Site {
                 (req, rx)
             })
             .collect();
-        let deadline = Instant::now() + self.cfg.timeout;
         waits
             .into_iter()
             .map(|(req, rx)| match rx.recv_deadline(deadline) {
-                Ok(Reply::Refused(r)) => Err(refused(Reply::Refused(r))),
                 Ok(r) => Ok(r),
                 Err(_) => {
                     self.pending.lock().remove(&req);
@@ -980,18 +1120,5 @@ impl Site {
                 }
             })
             .collect()
-    }
-
-    /// Sends `op` for transaction `txn` to `node` and waits for the reply.
-    pub(crate) fn call(
-        &self,
-        node: NodeId,
-        txn: (u64, u64),
-        stream: u32,
-        op: Op,
-    ) -> Result<Reply, Abort> {
-        self.call_many(txn, stream, vec![(node, op)])
-            .pop()
-            .unwrap_or(Err(Abort::new(AbortReason::Timeout)))
     }
 }

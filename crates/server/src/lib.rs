@@ -23,6 +23,6 @@ mod participant;
 pub mod site;
 pub mod streams;
 
-pub use cluster::{Cluster, ClusterConfig, ControlFaults, Fate, NetKind};
+pub use cluster::{Cluster, ClusterConfig, ControlError, ControlFaults, Fate, NetKind};
 pub use coord::{CommitError, DistTxn, Pending, Speculative};
 pub use site::{BeginError, Site, SiteConfig, SiteError};

@@ -138,8 +138,9 @@ pub enum Refusal {
     Conflict,
     /// The request's epoch is older than the participant's (which it carries).
     StaleEpoch(u32),
-    /// This site does not lead its shard.
-    NotLeader,
+    /// This site does not lead its shard; carries the leader it knows of, if any. A request
+    /// refused with a hint was refused before anything was done for it here.
+    NotLeader(Option<u64>),
     /// No such transaction (already finished, or never started here).
     Unknown,
     /// The piece is larger than one commit-log entry may hold.
@@ -189,6 +190,14 @@ pub enum PeerError {
         decided: u64,
         /// The piece's reserved timestamp.
         ts: u64,
+    },
+    /// A leader hint that names a node outside the sender's shard.
+    #[error("node {from} hints leader {hint}, not a replica of its shard")]
+    BadHint {
+        /// The sender.
+        from: u64,
+        /// The hinted node.
+        hint: u64,
     },
     /// A vector timestamp with the wrong number of components.
     #[error("vector timestamp of {len} components, expected {shards}")]

@@ -134,7 +134,8 @@ impl<'a> Participants<'a> {
             return Reply::Refused(Refusal::StaleEpoch(site.shard.epoch()));
         }
         if !site.is_leader() {
-            return Reply::Refused(Refusal::NotLeader);
+            // Refused before anything is done: the hint lets the coordinator retry there.
+            return Reply::Refused(Refusal::NotLeader(site.group.leader()));
         }
         match op {
             Op::Get { table, key } => {
@@ -324,7 +325,8 @@ impl<'a> Participants<'a> {
             // The stream froze after a lost log entry: it takes no new piece.
             p.abort();
             self.finish(txn, Finished::Aborted);
-            return Reply::Refused(Refusal::NotLeader);
+            // No hint: this piece was ended here, so it must not be retried elsewhere.
+            return Reply::Refused(Refusal::NotLeader(None));
         };
         self.open.insert(
             txn,
@@ -390,7 +392,7 @@ impl<'a> Participants<'a> {
         };
         if !site.is_leader() {
             // The prepared piece stays: the epoch change decides it.
-            return Ok(Some(Refusal::NotLeader));
+            return Ok(Some(Refusal::NotLeader(site.group.leader())));
         }
         let Some(piece) = self.open.remove(&txn) else {
             return Ok(Some(Refusal::Unknown));

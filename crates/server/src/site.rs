@@ -17,7 +17,7 @@ use mako_watermark::{ShardWatermark, StreamId, WatermarkVector, covers, stream_i
 use parking_lot::Mutex;
 
 use crate::coord::Decisions;
-use crate::msg::{CONTROL_GROUP, Msg, PeerError, Reply, TxnId};
+use crate::msg::{CONTROL_GROUP, Msg, PeerError, Refusal, Reply, TxnId};
 use crate::participant::Participants;
 use crate::streams::StreamLog;
 
@@ -94,6 +94,8 @@ pub struct SiteStats {
     pub malformed: AtomicU64,
     /// Pieces the participant side currently holds (open, locked or prepared).
     pub pieces: AtomicU64,
+    /// Coordinator requests redirected to a hinted leader after a `NotLeader` refusal.
+    pub redirects: AtomicU64,
 }
 
 /// One replica of one shard.
@@ -103,6 +105,8 @@ pub struct Site {
     pub(crate) node: NodeId,
     /// Node ids of every shard's replicas (`[shard][replica]`); replica 0 is the preferred leader.
     pub(crate) nodes: Vec<Vec<NodeId>>,
+    /// Per shard, the replica this site believes leads it (coordinators address it).
+    pub(crate) leaders: Vec<AtomicU64>,
     pub(crate) store: Arc<Store>,
     pub(crate) shard: Shard,
     pub(crate) tables: Vec<Arc<Table>>,
@@ -190,9 +194,14 @@ impl Site {
             Arc::clone(&store),
             log.clone(),
         );
+        let leaders = nodes
+            .iter()
+            .map(|r| AtomicU64::new(r.first().copied().unwrap_or(0)))
+            .collect();
         let site = Arc::new(Site {
             shard_id,
             node,
+            leaders,
             nodes,
             store,
             shard,
@@ -288,6 +297,39 @@ impl Site {
     /// Whether this site leads its shard.
     pub fn is_leader(&self) -> bool {
         self.group.role() == Role::Leader
+    }
+
+    /// The replica this site believes leads `shard`: its own group's leader for its shard;
+    /// for other shards the last leader learned from watermarks and `NotLeader` hints,
+    /// initially the configured preferred replica (replica 0). `None` for an unknown shard.
+    pub fn leader_of(&self, shard: u32) -> Option<NodeId> {
+        if shard == self.shard_id {
+            if self.is_leader() {
+                return Some(self.node);
+            }
+            if let Some(l) = self.group.leader() {
+                return Some(l);
+            }
+        }
+        self.leaders
+            .get(shard as usize)
+            .map(|l| l.load(Ordering::Relaxed))
+    }
+
+    /// Notes that `node` leads `shard` (ignored unless it is one of the shard's replicas).
+    pub(crate) fn learn_leader(&self, shard: u32, node: NodeId) {
+        let member = self
+            .nodes
+            .get(shard as usize)
+            .is_some_and(|r| r.contains(&node));
+        if let (true, Some(l)) = (member, self.leaders.get(shard as usize)) {
+            l.store(node, Ordering::Relaxed);
+        }
+    }
+
+    /// Coordinator requests this site redirected to a hinted leader so far.
+    pub fn redirects(&self) -> u64 {
+        self.stats.redirects.load(Ordering::Relaxed)
     }
 
     /// `VW` as known here.
@@ -587,7 +629,11 @@ impl Site {
                 }
             };
             match msg {
-                Msg::Watermark { shard, w } => self.learn(shard, w),
+                Msg::Watermark { shard, w } => {
+                    // Only a replica that believes it leads sends watermarks.
+                    self.learn_leader(shard, env.from);
+                    self.learn(shard, w);
+                }
                 Msg::Reply {
                     req,
                     reply,
@@ -595,6 +641,9 @@ impl Site {
                     w,
                 } => {
                     self.learn(shard, w);
+                    if let Reply::Refused(Refusal::NotLeader(Some(hint))) = reply {
+                        self.learn_leader(shard, hint);
+                    }
                     if let Some(tx) = self.pending.lock().remove(&req) {
                         let _ = tx.send(reply);
                     }
@@ -638,6 +687,9 @@ impl Site {
                     w,
                 } => {
                     self.learn(shard, w);
+                    if let Some(Refusal::NotLeader(Some(hint))) = refused {
+                        self.learn_leader(shard, hint);
+                    }
                     self.acknowledged(txn, env.from, refused);
                 }
                 Msg::Inquire { txn } => self.inquired(txn, env.from),
@@ -685,10 +737,19 @@ impl Site {
                 Err(PeerError::ForeignTxn { txn, from })
             }
         };
+        let hint = |refusal: Option<&Refusal>| match refusal {
+            Some(Refusal::NotLeader(Some(h))) if self.shard_of(*h) != Some(sender) => {
+                Err(PeerError::BadHint { from, hint: *h })
+            }
+            _ => Ok(()),
+        };
         match &msg {
             Msg::Watermark { shard, .. } => own_shard(*shard)?,
             Msg::Reply { shard, reply, .. } => {
                 own_shard(*shard)?;
+                if let Reply::Refused(r) = reply {
+                    hint(Some(r))?;
+                }
                 if let Reply::Prepared { deps, .. } = reply {
                     vt_len(deps.len())?;
                 }
@@ -709,8 +770,14 @@ impl Site {
                     vt_len(vt.len())?;
                 }
             }
-            Msg::Ack { txn, shard, .. } => {
+            Msg::Ack {
+                txn,
+                shard,
+                refused,
+                ..
+            } => {
                 own_shard(*shard)?;
+                hint(refused.as_ref())?;
                 coordinated_by(*txn, self.node)?;
             }
             Msg::Inquire { txn } => coordinated_by(*txn, self.node)?,

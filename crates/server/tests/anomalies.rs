@@ -152,7 +152,7 @@ fn a_commit_refused_by_a_participant_is_never_reported_released() {
             w,
         } => Fate::Replace(Msg::Ack {
             txn: *txn,
-            refused: Some(Refusal::NotLeader),
+            refused: Some(Refusal::NotLeader(None)),
             shard: *shard,
             w: *w,
         }),
@@ -165,7 +165,7 @@ fn a_commit_refused_by_a_participant_is_never_reported_released() {
     tx.put(1, 0, b"b", val(1)).expect("put");
     match tx.commit() {
         Err(CommitError::Unknown { why, spec }) => {
-            assert_eq!(why, Pending::Refused(Refusal::NotLeader));
+            assert_eq!(why, Pending::Refused(Refusal::NotLeader(None)));
             assert!(!spec.is_released());
             assert!(spec.wait_release(Duration::from_millis(50)).is_err());
         }

@@ -701,7 +701,7 @@ fn refused_decision_records_are_bounded() {
                 w,
             } => Fate::Replace(Msg::Ack {
                 txn: *txn,
-                refused: Some(Refusal::NotLeader),
+                refused: Some(Refusal::NotLeader(None)),
                 shard: *shard,
                 w: *w,
             }),
@@ -921,7 +921,7 @@ fn an_acknowledgement_after_a_refusal_completes_the_transaction() {
                 w,
             } if to == n0 && !r.swap(true, Ordering::SeqCst) => Fate::Replace(Msg::Ack {
                 txn: *txn,
-                refused: Some(Refusal::NotLeader),
+                refused: Some(Refusal::NotLeader(None)),
                 shard: *shard,
                 w: *w,
             }),
