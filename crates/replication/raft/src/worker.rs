@@ -486,8 +486,10 @@ impl Driver {
     fn tick(&mut self) {
         self.node.tick();
         // Queued entries are re-offered now and then even if a `retry_pending` was dropped
-        // on a full command queue; the callback decides whether replay is safe.
-        if self.node.dispatcher().queued() > 0 {
+        // on a full command queue; the callback decides whether replay is safe. Only on a
+        // follower: what a promoted leader does with its queue is the application's call
+        // (it asks with `retry_pending`).
+        if !self.node.is_leader() && self.node.dispatcher().queued() > 0 {
             self.node.dispatcher().retry_pending();
             self.node.tick_apply();
         }
