@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Cluster, ELECTION_MS};
+use common::{Cluster, ELECTION_MS, wait};
 use mako_replication::{Applied, Role, Unapplied};
 use parking_lot::Mutex;
 
@@ -103,22 +103,15 @@ fn solo_durable(
     state: Arc<Mutex<Vec<Bytes>>>,
     restores: Arc<Mutex<Vec<u64>>>,
 ) -> Result<(mako_raft::RaftHost, Arc<mako_raft::RaftWorker>), mako_raft::StartError> {
-    use mako_logstore::{Durability, LogStore, LogStoreConfig};
+    use mako_logstore::{Durability, LogStoreConfig};
     use mako_replication::Replicator;
-    let mut lc = LogStoreConfig::new(dir.join("log"));
-    lc.durability = Durability::Fsync;
-    lc.segment_bytes = 1 << 20;
-    let (log, rec) = LogStore::open(lc).unwrap();
-    let net = mako_transport::mem::MemNetwork::new();
-    let (t, inbox) = net.endpoint(1);
-    let host = mako_raft::RaftHost::new(
-        Arc::new(t),
-        inbox,
-        Arc::new(log),
-        rec,
-        mako_raft::HostConfig {
-            snapshot_dir: Some(dir.join("snap")),
+    let host = common::solo_host(
+        LogStoreConfig {
+            durability: Durability::Fsync,
+            segment_bytes: 1 << 20,
+            ..LogStoreConfig::new(dir.join("log"))
         },
+        Some(dir.join("snap")),
     );
     let mut cfg = mako_raft::RaftConfig::new(1, vec![1], 0);
     cfg.election_timeout_min_ms = 20;
@@ -145,17 +138,6 @@ fn solo_durable(
         );
     }
     Ok((host, g))
-}
-
-fn wait(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !f() {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    true
 }
 
 /// Restart of a compacted group without a snapshot handler is refused: starting would
@@ -237,22 +219,15 @@ fn tiny_chunks_are_refused_and_charged() {
 /// change) must not deadlock the group.
 #[test]
 fn a_role_change_listener_may_rewire_apply_callbacks() {
-    use mako_logstore::{Durability, LogStore, LogStoreConfig};
+    use mako_logstore::{Durability, LogStoreConfig};
     use mako_replication::Replicator;
     let dir = tempfile::tempdir().unwrap();
-    let (log, rec) = LogStore::open(LogStoreConfig {
-        durability: Durability::Memory,
-        ..LogStoreConfig::new(dir.path())
-    })
-    .unwrap();
-    let net = mako_transport::mem::MemNetwork::new();
-    let (t, inbox) = net.endpoint(1);
-    let host = mako_raft::RaftHost::new(
-        Arc::new(t),
-        inbox,
-        Arc::new(log),
-        rec,
-        mako_raft::HostConfig { snapshot_dir: None },
+    let host = common::solo_host(
+        LogStoreConfig {
+            durability: Durability::Memory,
+            ..LogStoreConfig::new(dir.path())
+        },
+        None,
     );
     let mut cfg = mako_raft::RaftConfig::new(1, vec![1], 0);
     cfg.election_timeout_min_ms = 200;

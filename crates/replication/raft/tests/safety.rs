@@ -6,10 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Cluster, ELECTION_MS, HEARTBEAT_MS};
-use mako_logstore::{
-    Durability, GroupWrite, LogEntry, LogModel, LogStore, LogStoreConfig, SnapshotMeta,
-};
+use common::{Cluster, ELECTION_MS, HEARTBEAT_MS, wait};
+use mako_logstore::{Durability, GroupWrite, LogEntry, LogModel, LogStoreConfig, SnapshotMeta};
 use mako_raft::durable::{self, FileSnapshots, SnapshotStep, SnapshotStore};
 use mako_raft::{InitialState, OutMsg, PersistJob, RaftConfig, RaftNode};
 use mako_replication::{
@@ -178,22 +176,13 @@ fn oversized_entries_are_refused_at_propose() {
 #[test]
 fn a_host_bounds_entries_by_what_its_log_store_can_hold() {
     let dir = tempfile::tempdir().unwrap();
-    let lc = LogStoreConfig {
-        segment_bytes: 256 << 10,
-        durability: Durability::Fsync,
-        ..LogStoreConfig::new(dir.path().join("log"))
-    };
-    let (log, rec) = LogStore::open(lc).unwrap();
-    let net = mako_transport::mem::MemNetwork::new();
-    let (t, inbox) = net.endpoint(1);
-    let host = mako_raft::RaftHost::new(
-        Arc::new(t),
-        inbox,
-        Arc::new(log),
-        rec,
-        mako_raft::HostConfig {
-            snapshot_dir: Some(dir.path().join("snap")),
+    let host = common::solo_host(
+        LogStoreConfig {
+            segment_bytes: 256 << 10,
+            durability: Durability::Fsync,
+            ..LogStoreConfig::new(dir.path().join("log"))
         },
+        Some(dir.path().join("snap")),
     );
     let mut cfg = RaftConfig::new(1, vec![1], 0);
     cfg.heartbeat_interval_ms = 5;
@@ -250,19 +239,12 @@ fn a_host_bounds_entries_by_what_its_log_store_can_hold() {
 #[test]
 fn a_durable_log_without_a_snapshot_directory_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (log, rec) = LogStore::open(LogStoreConfig {
-        durability: Durability::Buffered,
-        ..LogStoreConfig::new(dir.path())
-    })
-    .unwrap();
-    let net = mako_transport::mem::MemNetwork::new();
-    let (t, inbox) = net.endpoint(1);
-    let host = mako_raft::RaftHost::new(
-        Arc::new(t),
-        inbox,
-        Arc::new(log),
-        rec,
-        mako_raft::HostConfig { snapshot_dir: None },
+    let host = common::solo_host(
+        LogStoreConfig {
+            durability: Durability::Buffered,
+            ..LogStoreConfig::new(dir.path())
+        },
+        None,
     );
     let err = host
         .start_group(RaftConfig::new(1, vec![1], 0))
@@ -569,22 +551,15 @@ fn preferred_leader_hand_off_with_ten_tick_election_timeout() {
     );
 }
 
-/// A single-replica host over the in-memory network, with a memory log.
-fn solo_host() -> (mako_raft::RaftHost, Arc<mako_raft::RaftWorker>) {
+/// A single-replica host with a memory log, and its group once it leads.
+fn solo_leader() -> (mako_raft::RaftHost, Arc<mako_raft::RaftWorker>) {
     let dir = tempfile::tempdir().unwrap();
-    let (log, rec) = LogStore::open(LogStoreConfig {
-        durability: Durability::Memory,
-        ..LogStoreConfig::new(dir.path())
-    })
-    .unwrap();
-    let net = mako_transport::mem::MemNetwork::new();
-    let (t, inbox) = net.endpoint(1);
-    let host = mako_raft::RaftHost::new(
-        Arc::new(t),
-        inbox,
-        Arc::new(log),
-        rec,
-        mako_raft::HostConfig { snapshot_dir: None },
+    let host = common::solo_host(
+        LogStoreConfig {
+            durability: Durability::Memory,
+            ..LogStoreConfig::new(dir.path())
+        },
+        None,
     );
     let mut cfg = RaftConfig::new(1, vec![1], 0);
     cfg.election_timeout_min_ms = 20;
@@ -599,23 +574,12 @@ fn solo_host() -> (mako_raft::RaftHost, Arc<mako_raft::RaftWorker>) {
     (host, g)
 }
 
-fn wait(mut f: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !f() {
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    true
-}
-
 /// A panic inside the group (here: in an apply callback) stops that group visibly: its
 /// health says why, it no longer claims to lead, submissions fail, shutdown still joins.
 #[test]
 fn a_panic_in_the_group_stops_it_visibly() {
     use mako_replication::{GroupHealth, Replicator, SubmitError};
-    let (host, g) = solo_host();
+    let (host, g) = solo_leader();
     g.on_apply(
         Role::Leader,
         Box::new(|ctx| {
@@ -642,7 +606,7 @@ fn a_panic_in_the_group_stops_it_visibly() {
 #[test]
 fn outstanding_counts_queued_submissions() {
     use mako_replication::Replicator;
-    let (host, g) = solo_host();
+    let (host, g) = solo_leader();
     let (gate_tx, gate_rx) = crossbeam_channel::bounded::<()>(0);
     let applied = Arc::new(Mutex::new(0u64));
     let a = Arc::clone(&applied);

@@ -630,3 +630,32 @@ pub fn encoded_len(m: &raft::eraftpb::Message) -> usize {
 pub fn applied_counts(c: &Cluster) -> HashMap<usize, usize> {
     (0..c.n).map(|i| (i, c.applied_len(i))).collect()
 }
+
+/// A one-replica `RaftHost` (node 1) over the in-memory network, on a log opened with `log`.
+pub fn solo_host(
+    log: mako_logstore::LogStoreConfig,
+    snapshot_dir: Option<std::path::PathBuf>,
+) -> mako_raft::RaftHost {
+    let (log, rec) = mako_logstore::LogStore::open(log).expect("log opens");
+    let net = mako_transport::mem::MemNetwork::new();
+    let (t, inbox) = net.endpoint(1);
+    mako_raft::RaftHost::new(
+        Arc::new(t),
+        inbox,
+        Arc::new(log),
+        rec,
+        mako_raft::HostConfig { snapshot_dir },
+    )
+}
+
+/// Polls `f` until it holds (true) or 10 s pass (false).
+pub fn wait(mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
