@@ -5,24 +5,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mako_server::msg::{Msg, Op, Refusal, Reply};
-use mako_server::{Cluster, ClusterConfig, CommitError, ControlFaults, Fate, Pending, SiteConfig};
+use mako_server::{Cluster, ClusterConfig, CommitError, ControlFaults, Fate, Pending};
 use parking_lot::Mutex;
 
 mod common;
 
 fn config(shards: u32, replicas: u32) -> ClusterConfig {
-    ClusterConfig {
-        replicas,
-        site: SiteConfig {
-            shards,
-            workers: 2,
-            tables: vec!["t".into()],
-            timeout: Duration::from_secs(5),
-            ..SiteConfig::default()
-        },
-        election_ms: (150, 300),
-        ..ClusterConfig::default()
-    }
+    common::config(shards, replicas, Duration::from_secs(5))
 }
 
 const ON: &[u8] = b"on";

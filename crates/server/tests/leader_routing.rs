@@ -7,25 +7,18 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mako_server::msg::{Msg, Refusal, Reply};
-use mako_server::{Cluster, ClusterConfig, CommitError, ControlFaults, Fate, SiteConfig};
+use mako_server::{Cluster, ClusterConfig, CommitError, ControlFaults, Fate};
 use mako_txn::AbortReason;
 
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
+mod common;
+
 fn config(shards: u32, replicas: u32) -> ClusterConfig {
     ClusterConfig {
-        replicas,
-        site: SiteConfig {
-            shards,
-            workers: 2,
-            tables: vec!["t".into()],
-            timeout: Duration::from_secs(3),
-            ..SiteConfig::default()
-        },
-        election_ms: (150, 300),
         // Transfers stick: Raft does not hand leadership back to replica 0.
         preferred_leader: false,
-        ..ClusterConfig::default()
+        ..common::config(shards, replicas, Duration::from_secs(3))
     }
 }
 

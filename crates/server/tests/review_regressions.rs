@@ -25,18 +25,7 @@ use parking_lot::Mutex;
 mod common;
 
 fn config(shards: u32, replicas: u32) -> ClusterConfig {
-    ClusterConfig {
-        replicas,
-        site: SiteConfig {
-            shards,
-            workers: 2,
-            tables: vec!["t".into()],
-            timeout: Duration::from_secs(2),
-            ..SiteConfig::default()
-        },
-        election_ms: (150, 300),
-        ..ClusterConfig::default()
-    }
+    common::config(shards, replicas, Duration::from_secs(2))
 }
 
 fn val(n: i64) -> Bytes {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, unbounded};
 use mako_replication::NodeId;
 use mako_server::msg::Msg;
-use mako_server::{ControlFaults, Fate};
+use mako_server::{ClusterConfig, ControlFaults, Fate, SiteConfig};
 use parking_lot::Mutex;
 
 /// Messages to inject and the traffic watched, for a cluster built with [`hook`]'s faults.
@@ -53,4 +53,21 @@ pub fn hook(
         fault(from, to, m)
     }));
     (faults, Hook { inject, seen: rx })
+}
+
+/// The clusters these tests run: table `t`, 2 workers per shard, 150–300 ms elections,
+/// transactions timing out after `timeout`.
+pub fn config(shards: u32, replicas: u32, timeout: std::time::Duration) -> ClusterConfig {
+    ClusterConfig {
+        replicas,
+        site: SiteConfig {
+            shards,
+            workers: 2,
+            tables: vec!["t".into()],
+            timeout,
+            ..SiteConfig::default()
+        },
+        election_ms: (150, 300),
+        ..ClusterConfig::default()
+    }
 }
