@@ -316,6 +316,17 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        // Coordinators address the leader they believe in: let every site's view settle on
+        // replica 0 (an early election may have elected another first), so a test's first
+        // cross-shard request does not go to a replica it then isolates.
+        let settled = |c: &Cluster| {
+            c.sites.iter().flatten().all(|site| {
+                (0..shards).all(|s| site.leader_of(s) == Some(Self::node_id(replicas, s, 0)))
+            })
+        };
+        while !settled(&cluster) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         Ok(cluster)
     }
 
