@@ -45,6 +45,8 @@ pub struct BatchBuilder {
     pieces: u32,
     opened_at: Option<Instant>,
     capacity_hint: usize,
+    /// Sequence number of the next entry (batch or heartbeat) of this stream.
+    next_seq: u64,
 }
 
 impl BatchBuilder {
@@ -58,6 +60,7 @@ impl BatchBuilder {
             pieces: 0,
             opened_at: None,
             capacity_hint: 256,
+            next_seq: 0,
         }
     }
 
@@ -108,6 +111,8 @@ impl BatchBuilder {
             return None;
         }
         codec::set_piece_count(&mut self.buf, 0, self.pieces);
+        codec::set_seq(&mut self.buf, 0, self.next_seq);
+        self.next_seq += 1;
         codec::finish_frame(&mut self.buf, 0);
         self.pieces = 0;
         self.opened_at = None;
@@ -115,9 +120,25 @@ impl BatchBuilder {
         Some(Bytes::from(std::mem::take(&mut self.buf)))
     }
 
-    /// Sets the epoch for batches opened from now on (the open batch keeps its epoch).
-    pub fn set_epoch(&mut self, epoch: u32) {
-        self.epoch = epoch;
+    /// An encoded heartbeat of this stream (`w`: the stream logs nothing at or below it),
+    /// numbered after every entry this builder produced so far.
+    ///
+    /// Call only while no batch is open (or the heartbeat would overtake its pieces).
+    pub fn heartbeat(&mut self, w: u64) -> Bytes {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        crate::Entry::Heartbeat {
+            epoch: self.epoch,
+            stream: self.stream,
+            seq,
+            w,
+        }
+        .encode()
+    }
+
+    /// Sequence number the next entry of this stream gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     /// The epoch the next batch to be opened will carry.

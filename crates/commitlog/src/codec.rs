@@ -13,11 +13,14 @@
 //!
 //! | kind | tag | payload |
 //! |------|-----|---------|
-//! | Batch     | 1 | `epoch u32, stream u32, piece_count u32, piece*` |
+//! | Batch     | 1 | `epoch u32, stream u32, seq u64, piece_count u32, piece*` |
 //! | NoOp      | 2 | `epoch u32` |
 //! | Advancer  | 3 | (empty) |
 //! | Ending    | 4 | `stream u32` |
-//! | Heartbeat | 5 | `stream u32, w u64` |
+//! | Heartbeat | 5 | `epoch u32, stream u32, seq u64, w u64` |
+//!
+//! `seq` numbers a stream's entries (batches and heartbeats together) from 0 within one
+//! epoch, so a gap in a committed log (a lost entry) is visible to every replica.
 //!
 //! ```text
 //! piece = vt_len u16 | vt u64 * vt_len | write_count u32 | write * write_count
@@ -38,7 +41,7 @@ use bytes::Bytes;
 use crate::entry::{Batch, Entry, EntryKind, Piece, Write, WriteOp, WriteRef};
 
 /// Version byte written at the start of every entry.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Size in bytes of the frame header (`version`, `crc32c`, `body_len`).
 pub const HEADER_LEN: usize = 1 + 4 + 4;
@@ -56,7 +59,9 @@ const CRC_OFFSET: usize = 1;
 /// Offset of the body_len field within the frame.
 const BODY_LEN_OFFSET: usize = 5;
 /// Offset of a batch's `piece_count` field from the start of its frame.
-pub(crate) const PIECE_COUNT_OFFSET: usize = HEADER_LEN + 1 + 4 + 4;
+pub(crate) const PIECE_COUNT_OFFSET: usize = HEADER_LEN + 1 + 4 + 4 + 8;
+/// Offset of a batch's `seq` field from the start of its frame.
+pub(crate) const SEQ_OFFSET: usize = HEADER_LEN + 1 + 4 + 4;
 
 /// Why a byte buffer is not a valid commit-log entry.
 #[derive(thiserror::Error, Debug, PartialEq, Eq, Clone)]
@@ -117,6 +122,7 @@ impl Entry {
             Entry::Batch(batch) => {
                 put_u32(out, batch.epoch);
                 put_u32(out, batch.stream);
+                put_u64(out, batch.seq);
                 put_u32(out, len_u32(batch.pieces.len(), "piece count"));
                 for piece in &batch.pieces {
                     put_piece(out, &piece.vt, piece.writes.iter().map(WriteRef::from));
@@ -125,8 +131,15 @@ impl Entry {
             Entry::NoOp { epoch } => put_u32(out, *epoch),
             Entry::Advancer => {}
             Entry::Ending { stream } => put_u32(out, *stream),
-            Entry::Heartbeat { stream, w } => {
+            Entry::Heartbeat {
+                epoch,
+                stream,
+                seq,
+                w,
+            } => {
+                put_u32(out, *epoch);
                 put_u32(out, *stream);
+                put_u64(out, *seq);
                 put_u64(out, *w);
             }
         }
@@ -137,7 +150,7 @@ impl Entry {
     pub fn encoded_len(&self) -> usize {
         let payload = match self {
             Entry::Batch(batch) => {
-                12 + batch
+                20 + batch
                     .pieces
                     .iter()
                     .map(|p| {
@@ -159,7 +172,7 @@ impl Entry {
             }
             Entry::NoOp { .. } | Entry::Ending { .. } => 4,
             Entry::Advancer => 0,
-            Entry::Heartbeat { .. } => 12,
+            Entry::Heartbeat { .. } => 24,
         };
         HEADER_LEN + 1 + payload
     }
@@ -214,7 +227,9 @@ fn parse_body(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
         EntryKind::Advancer => Entry::Advancer,
         EntryKind::Ending => Entry::Ending { stream: r.u32()? },
         EntryKind::Heartbeat => Entry::Heartbeat {
+            epoch: r.u32()?,
             stream: r.u32()?,
+            seq: r.u64()?,
             w: r.u64()?,
         },
     })
@@ -223,6 +238,7 @@ fn parse_body(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
 fn parse_batch(r: &mut Reader<'_>) -> Result<Batch, DecodeError> {
     let epoch = r.u32()?;
     let stream = r.u32()?;
+    let seq = r.u64()?;
     let piece_count = r.count(MIN_PIECE_LEN, "piece count exceeds remaining bytes")?;
     let mut pieces = Vec::with_capacity(piece_count);
     for _ in 0..piece_count {
@@ -252,6 +268,7 @@ fn parse_batch(r: &mut Reader<'_>) -> Result<Batch, DecodeError> {
     Ok(Batch {
         epoch,
         stream,
+        seq,
         pieces,
     })
 }
@@ -370,8 +387,15 @@ pub(crate) fn begin_batch(out: &mut Vec<u8>, epoch: u32, stream: u32) -> usize {
     out.push(EntryKind::Batch.tag());
     put_u32(out, epoch);
     put_u32(out, stream);
+    put_u64(out, 0);
     put_u32(out, 0);
     start
+}
+
+/// Overwrites the sequence number of the Batch frame starting at `start`.
+pub(crate) fn set_seq(out: &mut [u8], start: usize, seq: u64) {
+    let at = start + SEQ_OFFSET;
+    out[at..at + 8].copy_from_slice(&seq.to_le_bytes());
 }
 
 /// Overwrites the piece count of the Batch frame starting at `start`.
@@ -444,6 +468,7 @@ mod tests {
         let mut b = vec![EntryKind::Batch.tag()];
         b.extend_from_slice(&7u32.to_le_bytes());
         b.extend_from_slice(&3u32.to_le_bytes());
+        b.extend_from_slice(&11u64.to_le_bytes());
         b.extend_from_slice(&piece_count.to_le_bytes());
         b.extend_from_slice(pieces);
         b
@@ -452,17 +477,21 @@ mod tests {
     #[test]
     fn header_layout() {
         let e = Entry::Heartbeat {
+            epoch: 6,
             stream: 2,
+            seq: 9,
             w: 0x0102_0304_0506_0708,
         };
         let b = e.encode();
-        assert_eq!(b.len(), HEADER_LEN + 1 + 4 + 8);
+        assert_eq!(b.len(), HEADER_LEN + 1 + 4 + 4 + 8 + 8);
         assert_eq!(b[0], FORMAT_VERSION);
-        assert_eq!(&b[5..9], &13u32.to_le_bytes());
+        assert_eq!(&b[5..9], &25u32.to_le_bytes());
         assert_eq!(&b[1..5], &crc32c::crc32c(&b[9..]).to_le_bytes());
         assert_eq!(b[9], 5);
-        assert_eq!(&b[10..14], &2u32.to_le_bytes());
-        assert_eq!(&b[14..], &0x0102_0304_0506_0708u64.to_le_bytes());
+        assert_eq!(&b[10..14], &6u32.to_le_bytes());
+        assert_eq!(&b[14..18], &2u32.to_le_bytes());
+        assert_eq!(&b[18..26], &9u64.to_le_bytes());
+        assert_eq!(&b[26..], &0x0102_0304_0506_0708u64.to_le_bytes());
     }
 
     #[test]
@@ -608,6 +637,7 @@ mod tests {
         let e = Entry::Batch(Batch {
             epoch: 1,
             stream: 0,
+            seq: 0,
             pieces: vec![Piece {
                 vt: vec![1],
                 writes: vec![Write::put(1, &b"key"[..], &b"value"[..])],

@@ -68,6 +68,8 @@ pub struct Batch {
     pub epoch: u32,
     /// Stream (worker) the batch belongs to.
     pub stream: u32,
+    /// Position of this entry among its stream's entries of the epoch (from 0, no gaps).
+    pub seq: u64,
     /// The pieces, in stream order.
     pub pieces: Vec<Piece>,
 }
@@ -91,8 +93,12 @@ pub enum Entry {
     },
     /// Keeps an idle stream's watermark component advancing.
     Heartbeat {
+        /// Epoch of the stream.
+        epoch: u32,
         /// The stream the heartbeat speaks for.
         stream: u32,
+        /// Position among the stream's entries of the epoch (shared with its batches).
+        seq: u64,
         /// The stream's new watermark value.
         w: u64,
     },

@@ -31,6 +31,7 @@
 //! let entry = Entry::Batch(Batch {
 //!     epoch: 3,
 //!     stream: 0,
+//!     seq: 0,
 //!     pieces: vec![Piece {
 //!         vt: vec![17, 4],
 //!         writes: vec![

@@ -186,25 +186,30 @@ fn flush_closes_regardless_of_size_or_age() {
 }
 
 #[test]
-fn epoch_change_applies_to_next_batch() {
-    let mut b = BatchBuilder::new(BatchConfig::default(), 1, 5);
+fn batches_and_heartbeats_of_a_stream_are_numbered_in_order() {
+    let mut b = BatchBuilder::new(BatchConfig::default(), 4, 5);
     let t = Instant::now();
     b.push(&[1], [], t);
-    b.set_epoch(2);
-    assert_eq!(b.epoch(), 2);
-    b.push(&[2], [], t);
     let first = decode_batch(&b.flush().unwrap());
-    assert_eq!(first.epoch, 1);
-    assert_eq!(first.pieces.len(), 2);
-
-    b.push(&[3], [], t);
+    let hb = Entry::decode(&b.heartbeat(9)).unwrap();
+    b.push(&[10], [], t);
+    b.push(&[11], [], t);
     let second = decode_batch(&b.flush().unwrap());
-    assert_eq!((second.epoch, second.stream), (2, 5));
-
-    // Changing the epoch while empty affects the very next batch too.
-    b.set_epoch(3);
-    b.push(&[4], [], t);
-    assert_eq!(decode_batch(&b.flush().unwrap()).epoch, 3);
+    assert_eq!((first.epoch, first.stream, first.seq), (4, 5, 0));
+    assert_eq!(
+        hb,
+        Entry::Heartbeat {
+            epoch: 4,
+            stream: 5,
+            seq: 1,
+            w: 9
+        }
+    );
+    assert_eq!((second.seq, second.pieces.len()), (2, 2));
+    assert_eq!(b.next_seq(), 3);
+    // An empty flush takes no number.
+    assert_eq!(b.flush(), None);
+    assert_eq!(b.next_seq(), 3);
 }
 
 proptest! {

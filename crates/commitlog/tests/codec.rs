@@ -113,7 +113,15 @@ fn marker_entries_have_fixed_sizes() {
         (Entry::NoOp { epoch: 1 }, 5),
         (Entry::Advancer, 1),
         (Entry::Ending { stream: 1 }, 5),
-        (Entry::Heartbeat { stream: 1, w: 2 }, 13),
+        (
+            Entry::Heartbeat {
+                epoch: 1,
+                stream: 1,
+                seq: 3,
+                w: 2,
+            },
+            25,
+        ),
     ];
     for (entry, body) in cases {
         assert_eq!(entry.encode().len(), HEADER_LEN + body, "{}", entry.kind());

@@ -12,6 +12,7 @@ use mako_transport::mem::MemNetwork;
 use mako_transport::tcp::{TcpConfig, TcpTransport};
 use mako_transport::{Envelope, SendError, Transport};
 
+use crate::meta::{META_GROUP, meta_members};
 use crate::msg::{CONTROL_GROUP, Msg};
 use crate::site::{Site, SiteConfig, SiteError};
 
@@ -138,8 +139,8 @@ pub enum ClusterError {
     /// A site would not start.
     #[error(transparent)]
     Site(#[from] SiteError),
-    /// The preferred leaders did not take over in time.
-    #[error("shard {0} has no leader on replica 0 after 10 s")]
+    /// The preferred leaders did not take over (and open an epoch) in time.
+    #[error("shard {0} has no serving leader on replica 0 after 10 s")]
     NoLeader(u32),
 }
 
@@ -213,6 +214,7 @@ impl Cluster {
             })
             .collect();
         let all: Vec<NodeId> = nodes.iter().flatten().copied().collect();
+        let members = meta_members(&nodes, cfg.site.meta_size);
         let mut transports = Vec::new();
         let mut tcp = Vec::new();
         let mut net = None;
@@ -260,12 +262,21 @@ impl Cluster {
                     snapshot_dir: Some(dir.path().join(format!("snap-{id}"))),
                 },
             );
-            let mut rc = RaftConfig::new(id, nodes[s as usize].clone(), s);
-            rc.heartbeat_interval_ms = cfg.heartbeat_ms;
-            rc.election_timeout_min_ms = cfg.election_ms.0;
-            rc.election_timeout_max_ms = cfg.election_ms.1;
+            let raft = |peers: Vec<NodeId>, group: u32| {
+                let mut rc = RaftConfig::new(id, peers, group);
+                rc.heartbeat_interval_ms = cfg.heartbeat_ms;
+                rc.election_timeout_min_ms = cfg.election_ms.0;
+                rc.election_timeout_max_ms = cfg.election_ms.1;
+                rc
+            };
+            let mut rc = raft(nodes[s as usize].clone(), s);
             rc.preferred = cfg.preferred_leader.then_some(nodes[s as usize][0]);
             let group = host.start_group(rc)?;
+            let meta = if members.contains(&id) {
+                Some(host.start_group(raft(members.clone(), META_GROUP))?)
+            } else {
+                None
+            };
             let transport = match &cfg.control_faults {
                 Some(f) => Arc::new(Faulty {
                     inner: transport,
@@ -281,6 +292,9 @@ impl Cluster {
                 group as Arc<dyn Replicator>,
                 transport,
             )?;
+            if let Some(m) = meta {
+                site.host_meta(m as Arc<dyn Replicator>);
+            }
             // Bounded: a flood from a peer is dropped at the router (2PC requests time out
             // and abort, decisions are resent, watermarks are periodic), never buffered.
             let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(CONTROL_INBOX);
@@ -299,10 +313,11 @@ impl Cluster {
             _dir: dir,
         };
         // Leadership: campaign isn't exposed, so wait for the preferred replica to win or be
-        // handed leadership; without a preferred replica, hand it to replica 0 once.
+        // handed leadership (and open its epoch); without a preferred replica, hand it to
+        // replica 0 once.
         let deadline = Instant::now() + Duration::from_secs(10);
         for s in 0..shards {
-            while !cluster.sites[s as usize][0].is_leader() {
+            while cluster.sites[s as usize][0].open_epoch().is_none() {
                 if Instant::now() > deadline {
                     cluster.shutdown();
                     return Err(ClusterError::NoLeader(s));
@@ -388,19 +403,53 @@ impl Cluster {
         Ok(())
     }
 
-    /// Waits up to `timeout` until replica `r` of shard `s` reports leadership; whether it does.
+    /// Waits up to `timeout` until replica `r` of shard `s` leads and the cluster serves again:
+    /// every shard has a running leader serving the newest epoch; whether it happened.
     pub fn wait_leader(&self, s: u32, r: u32, timeout: Duration) -> bool {
         let Ok(site) = self.replica(s, r) else {
             return false;
         };
         let deadline = Instant::now() + timeout;
-        while !site.is_leader() {
+        loop {
+            if site.is_leader() && self.serving() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits up to `timeout` until every shard has a running leader serving the newest epoch.
+    pub fn wait_serving(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.serving() {
             if Instant::now() > deadline {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         true
+    }
+
+    /// Whether every shard has a running leader whose open epoch is the newest any running
+    /// site knows.
+    fn serving(&self) -> bool {
+        let stopped = self.stopped.lock().clone();
+        let newest = self
+            .sites
+            .iter()
+            .enumerate()
+            .flat_map(|(s, v)| v.iter().enumerate().map(move |(r, x)| ((s, r), x)))
+            .filter(|((s, r), _)| !stopped.contains(&(*s as u32, *r as u32)))
+            .map(|(_, x)| x.epochs().current())
+            .max()
+            .unwrap_or(0);
+        (0..self.sites.len() as u32).all(|s| {
+            self.current_leader(s)
+                .is_some_and(|l| l.open_epoch() == Some(newest))
+        })
     }
 
     /// Crashes replica `r` of shard `s`: stops its site and Raft host and cuts it off the

@@ -43,9 +43,10 @@ use bytes::Bytes;
 use mako_replication::NodeId;
 use mako_storage::Key;
 use mako_txn::{Abort, AbortReason, CommitInfo, Locked, Prepared, Transaction, merge};
-use mako_watermark::{WatermarkVector, stream_id};
+use mako_watermark::{Epoch, Fate, stream_id};
 use parking_lot::{Condvar, Mutex};
 
+use crate::epochs::{EpochView, Verdict};
 use crate::msg::{Msg, Op, Refusal, Reply, TxnId};
 use crate::site::Site;
 
@@ -61,6 +62,17 @@ pub enum Pending {
     /// `VT <= VW` did not happen in time.
     #[error("not released within the timeout")]
     ReleaseTimeout,
+}
+
+/// Why [`Speculative::wait_release`] returned without a release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReleaseError {
+    /// Not released yet; it may still be.
+    #[error(transparent)]
+    Pending(#[from] Pending),
+    /// Aborted after all: its epoch's final watermark discards it (never visible).
+    #[error("transaction aborted: {0}")]
+    Aborted(AbortReason),
 }
 
 /// Why [`DistTxn::commit`] did not return a released transaction.
@@ -101,27 +113,72 @@ impl From<Abort> for CommitError {
 pub struct Speculative {
     /// The commit's outcome (epoch, `VT`).
     pub info: CommitInfo,
-    vw: Arc<WatermarkVector>,
+    epochs: Arc<EpochView>,
     /// The participants' acknowledgements, if any remote piece was committed.
     acks: Option<Arc<Decision>>,
 }
 
+/// How long a wait for acknowledgements runs before the epoch's verdict is looked at again.
+const ACK_SLICE: Duration = Duration::from_millis(20);
+
 impl Speculative {
-    /// Whether it is released (every participant acknowledged and `VT <= VW`) now.
-    pub fn is_released(&self) -> bool {
-        self.acks.as_ref().is_none_or(|d| d.acked().is_ok()) && self.vw.covers(&self.info.vt)
+    /// The final watermark's verdict, once its epoch has one.
+    fn fate(&self) -> Fate {
+        self.epochs.with(|h| h.fate(self.info.epoch, &self.info.vt))
     }
 
-    /// Waits for release; if it does not come within `timeout`, says why the outcome is still pending.
-    pub fn wait_release(&self, timeout: Duration) -> Result<(), Pending> {
-        let deadline = Instant::now() + timeout;
-        if let Some(d) = &self.acks {
-            d.wait_acked(deadline)?;
+    /// Whether it is released now: its epoch's final watermark keeps it, or every participant
+    /// acknowledged and the epoch's `VW` covers its `VT`.
+    pub fn is_released(&self) -> bool {
+        match self.fate() {
+            Fate::Kept => true,
+            Fate::Discarded => false,
+            _ => {
+                self.acks.as_ref().is_none_or(|d| d.acked().is_ok())
+                    && self.epochs.judge(self.info.epoch, &self.info.vt) == Verdict::Release
+            }
         }
-        if self.vw.wait_covers(&self.info.vt, deadline) {
-            Ok(())
-        } else {
-            Err(Pending::ReleaseTimeout)
+    }
+
+    /// Waits for release; if it does not come within `timeout`, says why the outcome is still
+    /// pending, or that the failover discarded it (`Aborted(Failover)`: never visible).
+    pub fn wait_release(&self, timeout: Duration) -> Result<(), ReleaseError> {
+        let deadline = Instant::now() + timeout;
+        let failover = ReleaseError::Aborted(AbortReason::Failover);
+        if let Some(d) = &self.acks {
+            // Acknowledgements, unless the epoch's final watermark decides first (a refusing
+            // or silent participant leaves only that).
+            loop {
+                match self.fate() {
+                    Fate::Kept => return Ok(()),
+                    Fate::Discarded => return Err(failover),
+                    _ => {}
+                }
+                match d.acked() {
+                    Ok(()) => break,
+                    Err(Pending::Refused(r)) => {
+                        // Only the final watermark can decide it now.
+                        let (e, vt) = (self.info.epoch, &self.info.vt);
+                        return match self.epochs.wait_final(e, vt, deadline) {
+                            Fate::Kept => Ok(()),
+                            Fate::Discarded => Err(failover),
+                            _ => Err(Pending::Refused(r).into()),
+                        };
+                    }
+                    Err(_) => {}
+                }
+                let slice = deadline.min(Instant::now() + ACK_SLICE);
+                match d.wait_acked(slice) {
+                    Ok(()) => break,
+                    Err(why) if Instant::now() >= deadline => return Err(why.into()),
+                    Err(_) => {}
+                }
+            }
+        }
+        match self.epochs.wait(self.info.epoch, &self.info.vt, deadline) {
+            Verdict::Release => Ok(()),
+            Verdict::Discard => Err(failover),
+            Verdict::Wait => Err(Pending::ReleaseTimeout.into()),
         }
     }
 }
@@ -307,6 +364,8 @@ pub struct DistTxn<'a> {
     site: &'a Site,
     worker: u32,
     id: u64,
+    /// The epoch the site served when the transaction began (`None`: it served none).
+    epoch: Option<Epoch>,
     local: Option<Transaction<'a>>,
     /// Participant shards.
     remotes: BTreeMap<u32, Remote>,
@@ -318,6 +377,7 @@ impl<'a> DistTxn<'a> {
             site,
             worker,
             id: site.next_txn.fetch_add(1, Ordering::Relaxed),
+            epoch: site.open_epoch(),
             local: None,
             remotes: BTreeMap::new(),
         }
@@ -363,6 +423,11 @@ impl<'a> DistTxn<'a> {
         (self.site.node, self.id)
     }
 
+    /// The transaction's epoch (a site that served no epoch at begin uses one no peer serves).
+    fn epoch(&self) -> Epoch {
+        self.epoch.unwrap_or(Epoch::MAX)
+    }
+
     /// Reads `key` of table `table` (an index into the configured tables) on `shard`.
     pub fn get(&mut self, shard: u32, table: usize, key: &[u8]) -> Result<Option<Bytes>, Abort> {
         let t = self.table(table)?;
@@ -370,7 +435,7 @@ impl<'a> DistTxn<'a> {
             return Ok(self.local().get(t, key));
         }
         let id = t.id();
-        let (txn, stream, site) = (self.txn(), self.stream(), self.site);
+        let (txn, stream, site, epoch) = (self.txn(), self.stream(), self.site, self.epoch());
         let r = self.remote(shard)?;
         // Read-your-own-writes for buffered remote writes.
         if let Some((_, _, v)) = r.writes.iter().rev().find(|(t, k, _)| *t == id && k == key) {
@@ -380,7 +445,7 @@ impl<'a> DistTxn<'a> {
             table: id,
             key: key.to_vec(),
         };
-        match site.ask(txn, stream, r, op)? {
+        match site.ask(txn, stream, epoch, r, op)? {
             Reply::Value(v) => Ok(v.map(Bytes::from)),
             other => Err(refused(other)),
         }
@@ -429,7 +494,7 @@ impl<'a> DistTxn<'a> {
             return Ok(Vec::new());
         }
         let id = t.id();
-        let (txn, stream, site) = (self.txn(), self.stream(), self.site);
+        let (txn, stream, site, epoch) = (self.txn(), self.stream(), self.site, self.epoch());
         let r = self.remote(shard)?;
         let writes = &r.writes;
         // Buffered writes in range overlay the participant's rows (read-your-own-writes):
@@ -447,7 +512,7 @@ impl<'a> DistTxn<'a> {
             limit: u64::try_from(limit.saturating_add(deletes)).unwrap_or(u64::MAX),
             reverse,
         };
-        let rows = match site.ask(txn, stream, r, op)? {
+        let rows = match site.ask(txn, stream, epoch, r, op)? {
             Reply::Rows(rows) => rows,
             other => return Err(refused(other)),
         };
@@ -514,7 +579,8 @@ impl<'a> DistTxn<'a> {
         let s = self.commit_speculative()?;
         match s.wait_release(timeout) {
             Ok(()) => Ok(s.info),
-            Err(why) => Err(CommitError::Unknown {
+            Err(ReleaseError::Aborted(r)) => Err(CommitError::Aborted(r)),
+            Err(ReleaseError::Pending(why)) => Err(CommitError::Unknown {
                 why,
                 spec: Box::new(s),
             }),
@@ -526,26 +592,38 @@ impl<'a> DistTxn<'a> {
     /// `Err` means aborted (never visible); `Ok` means the decision is commit.
     pub fn commit_speculative(mut self) -> Result<Speculative, Abort> {
         let site = self.site;
-        let vw = Arc::clone(&site.vw);
+        let epochs = Arc::clone(&site.epochs);
         let shards_n = site.cfg.shards as usize;
-        if !site.is_leader() {
-            // A deposed leader must not install more speculative versions (failover epochs,
-            // which would discard the ones it has, are future work).
-            return Err(Abort::new(AbortReason::NotLeader));
+        match (site.open_epoch(), self.epoch) {
+            (Some(now), Some(began)) if now == began => {}
+            // The epoch ended since the transaction began: what it read may be gone.
+            (Some(_), Some(_)) => return Err(Abort::new(AbortReason::Failover)),
+            // Not serving: a deposed leader installs no more speculative versions.
+            _ => return Err(Abort::new(AbortReason::NotLeader)),
         }
+        let epoch = self.epoch();
         if self.remotes.is_empty() {
             // One shard: the local commit logs its piece on this worker's stream.
             let info = match self.local.take() {
                 Some(tx) => tx.commit()?,
                 None => CommitInfo {
-                    epoch: site.shard.epoch(),
+                    epoch,
                     vt: smallvec::smallvec![0; shards_n],
                     wrote: false,
                 },
             };
+            if info.epoch != epoch {
+                // The shard moved to another epoch under the commit: its piece is not logged
+                // (the discard rule decides it), and it may be waited on in its own epoch.
+                tracing::debug!(
+                    began = epoch,
+                    committed = info.epoch,
+                    "epoch moved under a commit"
+                );
+            }
             return Ok(Speculative {
                 info,
-                vw,
+                epochs,
                 acks: None,
             });
         }
@@ -563,7 +641,7 @@ impl<'a> DistTxn<'a> {
             armed: true,
         };
         let ready = self.prepare_all(parts, &mut undecided)?;
-        Ok(self.commit_prepared(ready, vw, undecided))
+        Ok(self.commit_prepared(ready, epochs, undecided))
     }
 
     /// Locks every write set, then validates every read set; on success every piece is prepared.
@@ -576,7 +654,7 @@ impl<'a> DistTxn<'a> {
         undecided: &mut Undecided<'_>,
     ) -> Result<Ready<'a>, Abort> {
         let site = self.site;
-        let (txn, stream) = (self.txn(), self.stream());
+        let (txn, stream, epoch) = (self.txn(), self.stream(), self.epoch());
         let me = site.shard_id as usize;
         // A redirected piece lives on the hinted replica from now on.
         let moved = |p: &mut Remote, node: NodeId, u: &mut Undecided<'_>| {
@@ -601,7 +679,7 @@ impl<'a> DistTxn<'a> {
                 },
             };
             let (node, r) = site
-                .routed(txn, stream, vec![route])
+                .routed(txn, stream, epoch, vec![route])
                 .pop()
                 .unwrap_or((p.node, Err(Abort::new(AbortReason::Timeout))));
             moved(p, node, undecided);
@@ -622,7 +700,7 @@ impl<'a> DistTxn<'a> {
                 })
                 .collect();
             let mut failure = None;
-            for (&i, (node, r)) in writers.iter().zip(site.routed(txn, stream, locks)) {
+            for (&i, (node, r)) in writers.iter().zip(site.routed(txn, stream, epoch, locks)) {
                 moved(&mut parts[i].1, node, undecided);
                 match r {
                     Ok(Reply::Locked) => {}
@@ -641,7 +719,7 @@ impl<'a> DistTxn<'a> {
                     op: Op::Validate { writes: Vec::new() },
                 })
                 .collect();
-            let replies = site.routed(txn, stream, validates);
+            let replies = site.routed(txn, stream, epoch, validates);
             parts
                 .iter_mut()
                 .zip(replies)
@@ -689,12 +767,13 @@ impl<'a> DistTxn<'a> {
             p.with_writes(|w| site.log.check(stream, shards, w.iter()))
                 .map_err(Abort::new)?;
             let dep = ready.deps.get(me).copied().unwrap_or(0);
-            match site.log.reserve(stream, || p.allocate(dep)) {
+            match site.log.reserve(stream, epoch, || p.allocate(dep)) {
                 Some(ts) => {
                     // Cancelled on every exit until the commit decision is recorded.
                     ready.reservation = Some(Reservation {
                         site,
                         stream,
+                        epoch,
                         ts: Some(ts),
                     });
                     ready.own.push((me, ts));
@@ -725,11 +804,11 @@ impl<'a> DistTxn<'a> {
     fn commit_prepared(
         &mut self,
         mut ready: Ready<'a>,
-        vw: Arc<WatermarkVector>,
+        epochs: Arc<EpochView>,
         mut undecided: Undecided<'_>,
     ) -> Speculative {
         let site = self.site;
-        let (txn, stream) = (self.txn(), self.stream());
+        let (txn, stream, epoch) = (self.txn(), self.stream(), self.epoch());
         let mut vt = ready.deps.clone();
         for &(s, ts) in &ready.own {
             if let Some(c) = vt.get_mut(s) {
@@ -738,7 +817,7 @@ impl<'a> DistTxn<'a> {
         }
         // Each written piece's replica (the one it was prepared on).
         let writers = std::mem::take(&mut ready.writers);
-        let decision = site.record(txn, Some(vt.to_vec()), &writers);
+        let decision = site.record(txn, epoch, Some(vt.to_vec()), &writers);
         // Decided commit: from here nothing aborts or cancels (a lost local piece keeps its
         // stream below it, so the transaction stays pending, never released).
         undecided.armed = false;
@@ -748,13 +827,15 @@ impl<'a> DistTxn<'a> {
         if let Some(d) = &decision {
             site.send_decision(d, &writers);
         }
-        let epoch = site.shard.epoch();
         if let Some(p) = ready.local {
-            if p.wrote() {
-                p.with_writes(|w| site.log.fulfil(stream, &vt, w.iter()));
+            if !p.wrote() {
+                p.read_only();
+            } else if p.with_writes(|w| site.log.fulfil(stream, epoch, &vt, w.iter())) {
                 p.install(vt.clone());
             } else {
-                p.read_only();
+                // The epoch ended under the commit: the piece is not logged, so it is not
+                // installed either; the discard rule drops the transaction.
+                p.abort();
             }
         }
         if let Some(d) = &decision {
@@ -767,7 +848,7 @@ impl<'a> DistTxn<'a> {
                 vt,
                 wrote: !ready.own.is_empty(),
             },
-            vw,
+            epochs,
             acks: decision,
         }
     }
@@ -790,13 +871,14 @@ struct Ready<'a> {
 struct Reservation<'s> {
     site: &'s Site,
     stream: u32,
+    epoch: Epoch,
     ts: Option<u64>,
 }
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if let Some(ts) = self.ts.take() {
-            self.site.log.cancel(self.stream, ts);
+            self.site.log.cancel(self.stream, self.epoch, ts);
         }
     }
 }
@@ -862,7 +944,7 @@ impl Site {
         commit: Option<Vec<u64>>,
         participants: Vec<NodeId>,
     ) -> Option<Arc<Decision>> {
-        let d = self.record(txn, commit, &participants)?;
+        let d = self.record(txn, self.shard.epoch(), commit, &participants)?;
         self.send_decision(&d, &participants);
         Some(d)
     }
@@ -871,6 +953,7 @@ impl Site {
     fn record(
         &self,
         txn: TxnId,
+        epoch: Epoch,
         commit: Option<Vec<u64>>,
         participants: &[NodeId],
     ) -> Option<Arc<Decision>> {
@@ -881,7 +964,7 @@ impl Site {
         let now = Instant::now();
         let d = Arc::new(Decision {
             txn,
-            epoch: self.shard.epoch(),
+            epoch,
             commit,
             acks: Mutex::new(AckState {
                 peers: participants
@@ -1001,7 +1084,14 @@ impl Site {
 
     /// Sends `op` on `remote`'s piece (redirected once if it is the first request and the
     /// replica is not the leader) and waits for the reply; a refusal aborts.
-    fn ask(&self, txn: TxnId, stream: u32, remote: &mut Remote, op: Op) -> Result<Reply, Abort> {
+    fn ask(
+        &self,
+        txn: TxnId,
+        stream: u32,
+        epoch: Epoch,
+        remote: &mut Remote,
+        op: Op,
+    ) -> Result<Reply, Abort> {
         let route = Route {
             node: remote.node,
             fresh: !remote.contacted,
@@ -1009,7 +1099,7 @@ impl Site {
         };
         remote.contacted = true;
         let (node, r) = self
-            .routed(txn, stream, vec![route])
+            .routed(txn, stream, epoch, vec![route])
             .pop()
             .unwrap_or((remote.node, Err(Abort::new(AbortReason::Timeout))));
         remote.node = node;
@@ -1023,6 +1113,7 @@ impl Site {
         &self,
         txn: TxnId,
         stream: u32,
+        epoch: Epoch,
         routes: Vec<Route>,
     ) -> Vec<(NodeId, Result<Reply, Abort>)> {
         let deadline = Instant::now() + self.cfg.timeout;
@@ -1035,6 +1126,7 @@ impl Site {
         let mut replies = self.call_until(
             txn,
             stream,
+            epoch,
             routes.into_iter().map(|r| (r.node, r.op)).collect(),
             deadline,
         );
@@ -1064,7 +1156,7 @@ impl Site {
             }
             for (i, r) in again
                 .into_iter()
-                .zip(self.call_until(txn, stream, retry, deadline))
+                .zip(self.call_until(txn, stream, epoch, retry, deadline))
             {
                 replies[i] = r;
             }
@@ -1088,6 +1180,7 @@ impl Site {
         &self,
         txn: TxnId,
         stream: u32,
+        epoch: Epoch,
         requests: Vec<(NodeId, Op)>,
         deadline: Instant,
     ) -> Vec<Result<Reply, Abort>> {
@@ -1101,7 +1194,7 @@ impl Site {
                     node,
                     &Msg::Request {
                         req,
-                        epoch: self.shard.epoch(),
+                        epoch,
                         txn,
                         stream,
                         op,

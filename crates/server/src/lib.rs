@@ -16,13 +16,19 @@
 //! in-memory network (or loopback TCP), with Raft groups whose preferred
 //! leader is replica 0.
 
+mod apply;
 pub mod cluster;
 pub mod coord;
+pub mod epochs;
+mod lead;
+pub mod meta;
 pub mod msg;
 mod participant;
 pub mod site;
 pub mod streams;
 
 pub use cluster::{Cluster, ClusterConfig, ControlError, ControlFaults, Fate, NetKind};
-pub use coord::{CommitError, DistTxn, Pending, Speculative};
+pub use coord::{CommitError, DistTxn, Pending, ReleaseError, Speculative};
+pub use epochs::{EpochView, Verdict};
+pub use meta::{META_GROUP, meta_members};
 pub use site::{BeginError, Site, SiteConfig, SiteError};

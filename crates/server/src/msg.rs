@@ -2,6 +2,7 @@
 
 use std::ops::Bound;
 
+use mako_watermark::{EpochHistory, MetaCommand};
 use serde::{Deserialize, Serialize};
 
 /// Transport group id of the control channel (Raft groups use shard ids).
@@ -13,12 +14,24 @@ pub type TxnId = (u64, u64);
 /// A control message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
-    /// A shard leader's current `W_s`.
+    /// A shard leader's current `W_s` of the epoch its log has reached.
     Watermark {
         /// The shard.
         shard: u32,
+        /// The epoch `w` counts.
+        epoch: u32,
         /// Its watermark.
         w: u64,
+    },
+    /// A proposal for the `meta` group (to its members; the one leading it submits).
+    Meta {
+        /// The command.
+        cmd: MetaCommand,
+    },
+    /// The `meta` group's history, from the member leading it.
+    Epochs {
+        /// The history.
+        history: EpochHistory,
     },
     /// A coordinator's request to a participant shard leader.
     Request {
@@ -51,6 +64,8 @@ pub enum Msg {
         refused: Option<Refusal>,
         /// The participant's shard.
         shard: u32,
+        /// The epoch `w` counts.
+        epoch: u32,
         /// Its `W_s`, piggybacked.
         w: u64,
     },
@@ -67,6 +82,8 @@ pub enum Msg {
         reply: Reply,
         /// The participant's `W_s`, piggybacked.
         shard: u32,
+        /// The epoch `w` counts.
+        epoch: u32,
         /// Its value.
         w: u64,
     },
@@ -199,6 +216,20 @@ pub enum PeerError {
         /// The hinted node.
         hint: u64,
     },
+    /// A `NewEpoch` proposal for another leader than the sender.
+    #[error("node {from} asks an epoch for leader {leader}")]
+    ForeignLeader {
+        /// The sender.
+        from: u64,
+        /// The leader named.
+        leader: u64,
+    },
+    /// An epoch history from a node that is not a `meta` member.
+    #[error("node {0} sent an epoch history but is not a meta member")]
+    NotMeta(u64),
+    /// An epoch history that is malformed or contradicts a final watermark.
+    #[error("epoch history refused: {0}")]
+    Epochs(#[from] mako_watermark::EpochError),
     /// A vector timestamp with the wrong number of components.
     #[error("vector timestamp of {len} components, expected {shards}")]
     VtLength {

@@ -20,6 +20,15 @@
 //! coordinator for `SiteConfig::read_phase_timeout` is forgotten
 //! ([`Participants::expire`]); it holds no lock, and a later Lock or Validate
 //! is refused.
+//!
+//! Every piece belongs to the epoch its requests carried, which must be the epoch
+//! this site serves. When that epoch ends here (another epoch opens, or the site
+//! stops leading), every piece of it is ended ([`Participants::end_epochs`]): its
+//! reservation is cancelled and its locks released. Its transaction cannot be
+//! released any more: its piece never reached the log before the epoch's `NoOp`,
+//! and the stream's heartbeats stayed below the reservation, so `VT[s]` is above
+//! `FVW(e)[s]` and the discard rule drops it (a crashed coordinator's
+//! transactions end this way when its shard changes leader).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -28,6 +37,7 @@ use bytes::Bytes;
 use mako_txn::{Locked, Prepared, Transaction};
 
 use mako_replication::NodeId;
+use mako_watermark::Epoch;
 
 use crate::msg::{Op, PeerError, Refusal, Reply, TxnId};
 use crate::site::Site;
@@ -56,6 +66,8 @@ enum State<'a> {
 
 struct Piece<'a> {
     stream: u32,
+    /// The epoch of its transaction.
+    epoch: Epoch,
     /// When the piece last moved or last asked the coordinator.
     since: Instant,
     state: State<'a>,
@@ -69,6 +81,8 @@ pub(crate) struct Participants<'a> {
     order: VecDeque<TxnId>,
     /// Per coordinator: the largest transaction number forgotten from `finished`.
     horizon: HashMap<NodeId, u64>,
+    /// The epoch of the request being handled.
+    epoch: Epoch,
 }
 
 type Writes = Vec<(u32, Vec<u8>, Option<Vec<u8>>)>;
@@ -81,6 +95,7 @@ impl<'a> Participants<'a> {
             finished: HashMap::new(),
             order: VecDeque::new(),
             horizon: HashMap::new(),
+            epoch: 0,
         }
     }
 
@@ -118,8 +133,10 @@ impl<'a> Participants<'a> {
             return None;
         }
         let site = self.site;
+        let epoch = self.epoch;
         let p = self.open.entry(txn).or_insert_with(|| Piece {
             stream,
+            epoch,
             since: Instant::now(),
             state: State::Open(site.shard.begin_on(stream)),
         });
@@ -130,13 +147,17 @@ impl<'a> Participants<'a> {
     /// Handles one request of a coordinator.
     pub(crate) fn request(&mut self, epoch: u32, txn: TxnId, stream: u32, op: Op) -> Reply {
         let site = self.site;
-        if epoch < site.shard.epoch() {
-            return Reply::Refused(Refusal::StaleEpoch(site.shard.epoch()));
-        }
-        if !site.is_leader() {
+        match site.open_epoch() {
+            Some(e) if e == epoch => {}
+            Some(e) => return Reply::Refused(Refusal::StaleEpoch(e)),
             // Refused before anything is done: the hint lets the coordinator retry there.
-            return Reply::Refused(Refusal::NotLeader(site.group.leader()));
+            None if !site.is_leader() => {
+                return Reply::Refused(Refusal::NotLeader(site.group.leader()));
+            }
+            // Leading, but the epoch is not open yet.
+            None => return Reply::Refused(Refusal::StaleEpoch(site.epochs.current())),
         }
+        self.epoch = epoch;
         match op {
             Op::Get { table, key } => {
                 let Some(t) = site.table_by_id(table) else {
@@ -210,7 +231,8 @@ impl<'a> Participants<'a> {
             return Reply::Refused(Refusal::Unknown);
         }
         let Some(piece) = self.open.remove(&txn) else {
-            return self.lock_open(txn, stream, self.site.shard.begin_on(stream), writes);
+            let tx = self.site.shard.begin_on(stream);
+            return self.lock_open(txn, stream, tx, writes);
         };
         match piece.state {
             State::Open(tx) => self.lock_open(txn, piece.stream, tx, writes),
@@ -239,6 +261,7 @@ impl<'a> Participants<'a> {
                     txn,
                     Piece {
                         stream,
+                        epoch: self.epoch,
                         since: Instant::now(),
                         state: State::Locked(l),
                     },
@@ -268,11 +291,12 @@ impl<'a> Participants<'a> {
             Some(p) => p,
             None => Piece {
                 stream,
+                epoch: self.epoch,
                 since: Instant::now(),
                 state: State::Open(self.site.shard.begin_on(stream)),
             },
         };
-        let stream = piece.stream;
+        let (stream, epoch) = (piece.stream, piece.epoch);
         let locked = match piece.state {
             State::Open(mut tx) => {
                 if let Err(r) = self.buffer(&mut tx, writes) {
@@ -321,8 +345,8 @@ impl<'a> Participants<'a> {
         // dependency already exceeds the merged one.
         let me = self.site.shard_id as usize;
         let dep = deps.get(me).copied().unwrap_or(0);
-        let Some(ts) = self.site.log.reserve(stream, || p.allocate(dep)) else {
-            // The stream froze after a lost log entry: it takes no new piece.
+        let Some(ts) = self.site.log.reserve(stream, epoch, || p.allocate(dep)) else {
+            // The stream froze after a lost log entry, or the epoch ended: no new piece.
             p.abort();
             self.finish(txn, Finished::Aborted);
             // No hint: this piece was ended here, so it must not be retried elsewhere.
@@ -332,6 +356,7 @@ impl<'a> Participants<'a> {
             txn,
             Piece {
                 stream,
+                epoch,
                 since: Instant::now(),
                 state: State::Prepared {
                     p,
@@ -361,9 +386,6 @@ impl<'a> Participants<'a> {
                 shards,
             });
         }
-        if epoch < site.shard.epoch() {
-            return Ok(Some(Refusal::StaleEpoch(site.shard.epoch())));
-        }
         match (commit.is_some(), self.finished.get(&txn)) {
             // Repeated decisions answer as the first did.
             (true, Some(Finished::Committed)) => return Ok(None),
@@ -380,7 +402,7 @@ impl<'a> Participants<'a> {
             if let Some(piece) = self.open.remove(&txn) {
                 match piece.state {
                     State::Prepared { p, ts, .. } => {
-                        site.log.cancel(piece.stream, ts);
+                        site.log.cancel(piece.stream, piece.epoch, ts);
                         p.abort();
                     }
                     State::Locked(l) => l.abort(),
@@ -390,18 +412,31 @@ impl<'a> Participants<'a> {
             self.finish(txn, Finished::Aborted);
             return Ok(None);
         };
-        if !site.is_leader() {
-            // The prepared piece stays: the epoch change decides it.
-            return Ok(Some(Refusal::NotLeader(site.group.leader())));
-        }
         let Some(piece) = self.open.remove(&txn) else {
             return Ok(Some(Refusal::Unknown));
         };
+        if epoch != piece.epoch || site.open_epoch() != Some(piece.epoch) {
+            // The piece's epoch ended here (its pieces are ended with it) or the decision
+            // names another: the discard rule decides the transaction.
+            let current = site.open_epoch().unwrap_or_else(|| site.epochs.current());
+            self.end(txn, piece);
+            return Ok(Some(Refusal::StaleEpoch(current)));
+        }
         let me = site.shard_id as usize;
         let decided = commit.get(me).copied().unwrap_or(0);
         match piece.state {
             State::Prepared { p, ts, .. } if decided == ts => {
-                p.with_writes(|w| site.log.fulfil(piece.stream, &commit, w.iter()));
+                let logged = p.with_writes(|w| {
+                    site.log
+                        .fulfil(piece.stream, piece.epoch, &commit, w.iter())
+                });
+                if !logged {
+                    // The epoch ended under it: not logged, so never visible either.
+                    p.abort();
+                    self.finish(txn, Finished::Aborted);
+                    let current = site.epochs.current();
+                    return Ok(Some(Refusal::StaleEpoch(current)));
+                }
                 p.install(commit.into_iter().collect());
                 self.finish(txn, Finished::Committed);
                 Ok(None)
@@ -410,7 +445,7 @@ impl<'a> Participants<'a> {
                 // A decision on an older incarnation (timestamps only grow): this piece is a
                 // stale restart of a finished transaction. End it and give its timestamp back.
                 tracing::warn!(?txn, decided, ts, "commit decision for another incarnation");
-                site.log.cancel(piece.stream, ts);
+                site.log.cancel(piece.stream, piece.epoch, ts);
                 p.abort();
                 self.finish(txn, Finished::Aborted);
                 Ok(Some(Refusal::Mismatch))
@@ -430,6 +465,37 @@ impl<'a> Participants<'a> {
                 // Commit without a prepared piece: refuse, keep the state for the coordinator.
                 self.open.insert(txn, Piece { state, ..piece });
                 Ok(Some(Refusal::Unknown))
+            }
+        }
+    }
+
+    /// Ends a piece without effect: its reservation is cancelled and its locks released.
+    fn end(&mut self, txn: TxnId, piece: Piece<'a>) {
+        match piece.state {
+            State::Prepared { p, ts, .. } => {
+                self.site.log.cancel(piece.stream, piece.epoch, ts);
+                p.abort();
+            }
+            State::Locked(l) => l.abort(),
+            State::Open(_) => {}
+        }
+        self.finish(txn, Finished::Aborted);
+    }
+
+    /// Ends every piece whose epoch is not `open` (the epoch this site serves, if any).
+    pub(crate) fn end_epochs(&mut self, open: Option<Epoch>) {
+        if self.open.values().all(|p| Some(p.epoch) == open) {
+            return;
+        }
+        let ended: Vec<TxnId> = self
+            .open
+            .iter()
+            .filter(|(_, p)| Some(p.epoch) != open)
+            .map(|(t, _)| *t)
+            .collect();
+        for txn in ended {
+            if let Some(piece) = self.open.remove(&txn) {
+                self.end(txn, piece);
             }
         }
     }

@@ -1,22 +1,23 @@
 //! A site: one replica of one shard — store, replication group, watermarks, callbacks, control thread.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
-use mako_commitlog::{BatchConfig, Entry};
-use mako_replication::{Applied, ApplyCtx, ApplyStatus, NodeId, QueuedEntry, Replicator, Role};
+use mako_commitlog::BatchConfig;
+use mako_replication::{NodeId, Replicator, Role};
 use mako_storage::{Store, Table, TableId};
 use mako_transport::{Envelope, Transport};
 use mako_txn::{Shard, Transaction};
-use mako_watermark::{ShardWatermark, StreamId, WatermarkVector, covers, stream_id, stream_shard};
+use mako_watermark::{Epoch, LogWatermark, MetaCommand, StreamId, stream_id, stream_shard};
 use parking_lot::Mutex;
 
 use crate::coord::Decisions;
+use crate::epochs::{EpochView, Verdict};
+use crate::lead::Lead;
 use crate::msg::{CONTROL_GROUP, Msg, PeerError, Refusal, Reply, TxnId};
 use crate::participant::Participants;
 use crate::streams::StreamLog;
@@ -52,6 +53,8 @@ pub struct SiteConfig {
     /// How long a participant keeps a piece that is still in its read phase without hearing
     /// from its coordinator; then it forgets it (a later Lock or Validate is refused).
     pub read_phase_timeout: Duration,
+    /// Members of the `meta` group (`None`: 1 for one site, 5 from 9 sites, else 3).
+    pub meta_size: Option<usize>,
 }
 
 impl Default for SiteConfig {
@@ -68,6 +71,7 @@ impl Default for SiteConfig {
             max_decisions: 1 << 16,
             max_resends: 100,
             read_phase_timeout: Duration::from_secs(60),
+            meta_size: None,
         }
     }
 }
@@ -96,6 +100,12 @@ pub struct SiteStats {
     pub pieces: AtomicU64,
     /// Coordinator requests redirected to a hinted leader after a `NotLeader` refusal.
     pub redirects: AtomicU64,
+    /// Pieces the discard rule dropped at replay.
+    pub discarded: AtomicU64,
+    /// Versions of discarded transactions removed from the store.
+    pub purged: AtomicU64,
+    /// Epoch histories sent as `meta` leader.
+    pub broadcasts: AtomicU64,
 }
 
 /// One replica of one shard.
@@ -112,8 +122,26 @@ pub struct Site {
     pub(crate) tables: Vec<Arc<Table>>,
     pub(crate) log: Arc<StreamLog>,
     pub(crate) group: Arc<dyn Replicator>,
-    pub(crate) wm: Mutex<ShardWatermark>,
-    pub(crate) vw: Arc<WatermarkVector>,
+    /// `W_s` per epoch from the committed log prefix applied here.
+    pub(crate) wm: Mutex<LogWatermark>,
+    /// The epoch history and each open epoch's `VW`.
+    pub(crate) epochs: Arc<EpochView>,
+    /// Where this site stands as leader.
+    pub(crate) lead: Mutex<Lead>,
+    /// Epochs this site opened as leader (their discarded versions may be in its store).
+    pub(crate) led: Mutex<Vec<Epoch>>,
+    /// Epochs below this have had their discarded versions removed here.
+    pub(crate) purged: AtomicU64,
+    /// The `meta` replica this site hosts, if it is a member.
+    pub(crate) meta: OnceLock<Arc<dyn Replicator>>,
+    /// The members of `meta`.
+    pub(crate) meta_members: Vec<NodeId>,
+    /// Version and time of the last history broadcast (as `meta` leader).
+    pub(crate) history_sent: Mutex<Option<(u64, Instant)>>,
+    /// When components were last reported to `meta`.
+    pub(crate) component_sent: Mutex<Option<Instant>>,
+    /// History version last acted on by the ticker.
+    seen_version: AtomicU64,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) pending: Mutex<HashMap<u64, Sender<Reply>>>,
     pub(crate) next_req: AtomicU64,
@@ -137,7 +165,7 @@ impl std::fmt::Debug for Site {
             .field("shard", &self.shard_id)
             .field("node", &self.node)
             .field("role", &self.group.role())
-            .field("vw", &self.vw.load())
+            .field("lead", &*self.lead.lock())
             .finish()
     }
 }
@@ -182,12 +210,13 @@ impl Site {
             .collect::<Result<Vec<_>, _>>()?;
         let streams = cfg.streams();
         let log = Arc::new(
-            StreamLog::new(shard_id as usize, &streams, &cfg.batch, 0)
+            StreamLog::new(shard_id as usize, &streams, &cfg.batch)
                 .with_max_entry_bytes(cfg.max_entry_bytes),
         );
         log.set_group(Arc::clone(&group));
         let l = Arc::clone(&log);
         group.on_unapplied(Box::new(move |u| l.unapplied(&u)));
+        let meta_members = crate::meta::meta_members(&nodes, cfg.meta_size);
         let shard = Shard::new(
             shard_id as usize,
             cfg.shards as usize,
@@ -208,8 +237,16 @@ impl Site {
             tables,
             log,
             group: Arc::clone(&group),
-            wm: Mutex::new(ShardWatermark::new(streams)),
-            vw: Arc::new(WatermarkVector::new(cfg.shards as usize)),
+            wm: Mutex::new(LogWatermark::new(&streams)),
+            epochs: Arc::new(EpochView::new(cfg.shards)),
+            lead: Mutex::new(Lead::Follower),
+            led: Mutex::new(Vec::new()),
+            purged: AtomicU64::new(0),
+            meta: OnceLock::new(),
+            meta_members,
+            history_sent: Mutex::new(None),
+            component_sent: Mutex::new(None),
+            seen_version: AtomicU64::new(0),
             transport,
             pending: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
@@ -225,7 +262,17 @@ impl Site {
             cfg,
         });
         let s = Arc::clone(&site);
-        group.on_apply(Role::Leader, Box::new(move |ctx| s.leader_apply(&ctx)));
+        group.on_role_change(Box::new(move |rc| s.on_role(rc)));
+        if group.role() == Role::Leader {
+            site.on_role(mako_replication::RoleChange {
+                shard: shard_id,
+                role: Role::Leader,
+                term: group.term(),
+                leader: Some(node),
+            });
+        }
+        let s = Arc::clone(&site);
+        group.on_apply(Role::Leader, Box::new(move |ctx| s.leader_apply(ctx)));
         let s = Arc::clone(&site);
         group.on_apply(Role::Follower, Box::new(move |ctx| s.follower_apply(ctx)));
         Ok(site)
@@ -332,14 +379,34 @@ impl Site {
         self.stats.redirects.load(Ordering::Relaxed)
     }
 
-    /// `VW` as known here.
-    pub fn vw(&self) -> &Arc<WatermarkVector> {
-        &self.vw
+    /// The epoch history and per-epoch watermarks known here.
+    pub fn epochs(&self) -> &Arc<EpochView> {
+        &self.epochs
     }
 
-    /// This shard's `W_s` from the committed log prefix applied here.
+    /// The verdict, as known here now, on an epoch-`epoch` transaction stamped `vt`.
+    pub fn judge(&self, epoch: Epoch, vt: &[u64]) -> Verdict {
+        self.epochs.judge(epoch, vt)
+    }
+
+    /// Waits until the verdict on (`epoch`, `vt`) is decided or `deadline` passes.
+    pub fn wait_verdict(&self, epoch: Epoch, vt: &[u64], deadline: Instant) -> Verdict {
+        self.epochs.wait(epoch, vt, deadline)
+    }
+
+    /// This shard's `W_s` in the epoch its applied log prefix has reached.
     pub fn w(&self) -> u64 {
         self.wm.lock().value()
+    }
+
+    /// The epoch this site's applied log prefix has reached (after its last `NoOp`).
+    pub fn log_epoch(&self) -> Epoch {
+        self.wm.lock().epoch()
+    }
+
+    /// Pieces the discard rule dropped at replay here.
+    pub fn discarded(&self) -> u64 {
+        self.stats.discarded.load(Ordering::Relaxed)
     }
 
     /// Table number `i` of the configured tables.
@@ -394,180 +461,35 @@ impl Site {
         self.log.stats()
     }
 
-    fn observe_own(&self, entry: &Entry) {
-        let w = self.wm.lock().observe(self.shard_id as usize, entry);
-        if w != u64::MAX {
-            self.vw.advance(self.shard_id as usize, w);
-        }
-    }
-
-    /// Decodes a committed entry; a malformed one is logged, counted and skipped.
-    fn decode(&self, ctx: &ApplyCtx<'_>) -> Option<Entry> {
-        match Entry::decode(ctx.entry) {
-            Ok(e) => Some(e),
-            Err(e) => {
-                tracing::error!(
-                    shard = self.shard_id,
-                    index = ctx.index,
-                    "undecodable log entry: {e}"
-                );
-                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
-    }
-
-    /// Leader apply callback (Mako's `register_for_leader_par_id_return`).
-    ///
-    /// Entries of a frozen stream (one that lost an entry) no longer raise `W_s`. The follower
-    /// callback does not gate: after a leader change, transactions whose pieces the old leader
-    /// lost are decided by the epoch change (issue 10), not here.
-    pub fn leader_apply(&self, ctx: &ApplyCtx<'_>) -> Applied {
-        let Some(entry) = self.decode(ctx) else {
-            return Applied::normal(0);
-        };
-        // A frozen stream lost an entry: nothing of it may raise W_s any more.
-        if self.log.counts(&entry) {
-            self.observe_own(&entry);
-        }
-        self.log.committed_one(ctx.entry.len());
-        let ts = self.w();
-        let status = match entry {
-            Entry::NoOp { .. } => ApplyStatus::NoOps,
-            Entry::Ending { .. } => ApplyStatus::Ending,
-            _ => ApplyStatus::Normal,
-        };
-        Applied { status, ts }
-    }
-
-    /// Follower apply callback (`register_for_follower_par_id_return`): safety check, replay or queue.
-    pub fn follower_apply(&self, ctx: ApplyCtx<'_>) -> Applied {
-        let Some(entry) = self.decode(&ctx) else {
-            return Applied::normal(0);
-        };
-        self.observe_own(&entry);
-        let me = self.shard_id as usize;
-        match &entry {
-            Entry::NoOp { epoch } => {
-                // The epoch boundary: new pieces after it belong to the next epoch.
-                if self.shard.epoch() <= *epoch {
-                    self.shard.set_epoch(epoch + 1);
-                }
-                return Applied {
-                    status: ApplyStatus::NoOps,
-                    ts: self.w(),
-                };
-            }
-            Entry::Ending { .. } => {
-                return Applied {
-                    status: ApplyStatus::Ending,
-                    ts: self.w(),
-                };
-            }
-            Entry::Advancer | Entry::Heartbeat { .. } => {
-                let drained = self.drain(ctx.queue);
-                return Applied {
-                    status: if drained {
-                        ApplyStatus::ReplayDone
-                    } else {
-                        ApplyStatus::Normal
-                    },
-                    ts: self.w(),
-                };
-            }
-            Entry::Batch(_) => {}
-        }
-        let drained = self.drain(ctx.queue);
-        if !ctx.queue.is_empty() || !self.safe(&entry) {
-            // Keep log order: nothing overtakes an older queued entry. A re-offered
-            // entry (retry_pending) is already counted.
-            if let std::collections::hash_map::Entry::Vacant(v) =
-                self.first_seen.lock().entry(ctx.index)
-            {
-                v.insert(Instant::now());
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-            }
-            return Applied {
-                status: ApplyStatus::SafetyFail,
-                ts: self.w(),
-            };
-        }
-        let ts = self.replay(&entry, me);
-        self.dequeued(ctx.index);
-        Applied {
-            status: if drained {
-                ApplyStatus::ReplayDone
-            } else {
-                ApplyStatus::Normal
-            },
-            ts,
-        }
-    }
-
-    fn safe(&self, entry: &Entry) -> bool {
-        match entry {
-            Entry::Batch(b) => b.pieces.iter().all(|p| covers(&p.vt, &self.vw.load())),
-            _ => true,
-        }
-    }
-
-    fn replay(&self, entry: &Entry, me: usize) -> u64 {
-        let Entry::Batch(b) = entry else { return 0 };
-        match mako_txn::replay(b, &self.store, me) {
-            Ok(stats) => {
-                self.shard.observe(stats.max_ts);
-                self.stats.replayed.fetch_add(1, Ordering::Relaxed);
-                stats.max_ts
-            }
-            Err(e) => {
-                tracing::error!(shard = self.shard_id, "replay failed: {e}");
-                0
-            }
-        }
-    }
-
-    /// Books the replay of entry `index` if it had been queued: queue depth and replay lag.
-    fn dequeued(&self, index: u64) {
-        let first = self.first_seen.lock().remove(&index);
-        if let Some(t) = first {
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            self.lag.lock().push(t.elapsed().as_micros() as u64);
-        }
-    }
-
-    /// Replays queued entries, oldest first, while they are safe; returns whether any was replayed.
-    fn drain(&self, queue: &mut mako_replication::PendingQueue) -> bool {
-        let mut any = false;
-        while let Some(front) = queue.front() {
-            let Ok(entry) = Entry::decode(&front.entry) else {
-                queue.pop_front();
-                continue;
-            };
-            if !self.safe(&entry) {
-                break;
-            }
-            let QueuedEntry { index, .. } = queue.pop_front().unwrap_or(QueuedEntry {
-                index: 0,
-                entry: Bytes::new(),
-            });
-            self.replay(&entry, self.shard_id as usize);
-            self.dequeued(index);
-            any = true;
-        }
-        any
-    }
-
     /// One ticker step (run every `tick` by the site's thread): on a leader, flush lingering
     /// batches, heartbeat idle streams, and send `W_s` to every other site.
     pub fn on_tick(&self) {
-        self.resend_decisions(Instant::now());
+        let now = Instant::now();
+        self.resend_decisions(now);
+        self.broadcast_history(now);
+        let version = self.epochs.with(|h| h.version());
+        if self.seen_version.swap(version, Ordering::AcqRel) != version {
+            // New epochs or final watermarks: queued pieces may be decided now, and
+            // versions this site installed as leader may have been discarded.
+            self.group.retry_pending();
+            if !self.is_leader() {
+                self.purge(&self.epochs.history());
+            }
+        }
+        self.drive_lead(now);
         if !self.is_leader() {
             return;
         }
-        self.log.tick(Instant::now(), self.shard.clock());
+        self.report_components(now);
+        self.log.tick(now, self.shard.clock());
+        let (epoch, w) = {
+            let wm = self.wm.lock();
+            (wm.epoch(), wm.value())
+        };
         let msg = Msg::Watermark {
             shard: self.shard_id,
-            w: self.vw.get(self.shard_id as usize),
+            epoch,
+            w,
         }
         .encode();
         let envs = self
@@ -594,21 +516,24 @@ impl Site {
         });
     }
 
-    /// Learns another shard's watermark; wakes the follower queue if `VW` moved.
-    pub fn learn(&self, shard: u32, w: u64) {
-        if shard != self.shard_id && self.vw.advance(shard as usize, w) && !self.is_leader() {
+    /// Learns another shard's watermark of `epoch`; re-offers the pending queue if `VW` moved.
+    pub fn learn(&self, shard: u32, epoch: Epoch, w: u64) {
+        if shard != self.shard_id && self.epochs.learn_w(epoch, shard, w) && self.queued() > 0 {
             self.group.retry_pending();
         }
     }
 
     fn control_loop(&self, control: Receiver<Envelope>, stop: Receiver<()>) {
         let mut parts = Participants::new(self);
-        let check = crossbeam_channel::tick((self.cfg.timeout / 4).max(Duration::from_millis(1)));
+        let check = crossbeam_channel::tick(
+            (self.cfg.timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(5)),
+        );
         loop {
             let env = crossbeam_channel::select! {
                 recv(control) -> e => match e { Ok(e) => e, Err(_) => break },
                 recv(check) -> _ => {
                     let now = Instant::now();
+                    parts.end_epochs(self.open_epoch());
                     parts.expire(now, self.cfg.read_phase_timeout);
                     for txn in parts.overdue(now, self.cfg.timeout) {
                         self.send(txn.0, &Msg::Inquire { txn });
@@ -629,18 +554,25 @@ impl Site {
                 }
             };
             match msg {
-                Msg::Watermark { shard, w } => {
+                Msg::Watermark { shard, epoch, w } => {
                     // Only a replica that believes it leads sends watermarks.
                     self.learn_leader(shard, env.from);
-                    self.learn(shard, w);
+                    self.learn(shard, epoch, w);
+                }
+                Msg::Meta { cmd } => self.submit_meta(&cmd),
+                Msg::Epochs { history } => {
+                    if let Err(e) = self.epochs.merge(history) {
+                        self.malformed(env.from, &PeerError::Epochs(e));
+                    }
                 }
                 Msg::Reply {
                     req,
                     reply,
                     shard,
+                    epoch,
                     w,
                 } => {
-                    self.learn(shard, w);
+                    self.learn(shard, epoch, w);
                     if let Reply::Refused(Refusal::NotLeader(Some(hint))) = reply {
                         self.learn_leader(shard, hint);
                     }
@@ -655,16 +587,20 @@ impl Site {
                     stream,
                     op,
                 } => {
+                    parts.end_epochs(self.open_epoch());
                     let reply = parts.request(epoch, txn, stream, op);
+                    let (epoch, w) = self.own_w();
                     let msg = Msg::Reply {
                         req,
                         reply,
                         shard: self.shard_id,
-                        w: self.vw.get(self.shard_id as usize),
+                        epoch,
+                        w,
                     };
                     self.send(env.from, &msg);
                 }
                 Msg::Decision { txn, epoch, commit } => {
+                    parts.end_epochs(self.open_epoch());
                     let refused = match parts.decide(epoch, txn, commit) {
                         Ok(r) => r,
                         Err(e) => {
@@ -672,11 +608,13 @@ impl Site {
                             continue;
                         }
                     };
+                    let (epoch, w) = self.own_w();
                     let msg = Msg::Ack {
                         txn,
                         refused,
                         shard: self.shard_id,
-                        w: self.vw.get(self.shard_id as usize),
+                        epoch,
+                        w,
                     };
                     self.send(env.from, &msg);
                 }
@@ -684,9 +622,10 @@ impl Site {
                     txn,
                     refused,
                     shard,
+                    epoch,
                     w,
                 } => {
-                    self.learn(shard, w);
+                    self.learn(shard, epoch, w);
                     if let Some(Refusal::NotLeader(Some(hint))) = refused {
                         self.learn_leader(shard, hint);
                     }
@@ -698,6 +637,12 @@ impl Site {
                 .pieces
                 .store(parts.len() as u64, Ordering::Relaxed);
         }
+    }
+
+    /// This shard's `W_s` and the epoch it counts (for piggybacking).
+    fn own_w(&self) -> (Epoch, u64) {
+        let wm = self.wm.lock();
+        (wm.epoch(), wm.value())
     }
 
     /// The shard whose replica `node` is, if it is a member.
@@ -745,6 +690,20 @@ impl Site {
         };
         match &msg {
             Msg::Watermark { shard, .. } => own_shard(*shard)?,
+            Msg::Meta { cmd } => match *cmd {
+                MetaCommand::NewEpoch { shard, leader, .. } => {
+                    own_shard(shard)?;
+                    if leader != from {
+                        return Err(PeerError::ForeignLeader { from, leader });
+                    }
+                }
+                MetaCommand::Component { shard, .. } => own_shard(shard)?,
+            },
+            Msg::Epochs { .. } => {
+                if !self.meta_members.contains(&from) {
+                    return Err(PeerError::NotMeta(from));
+                }
+            }
             Msg::Reply { shard, reply, .. } => {
                 own_shard(*shard)?;
                 if let Reply::Refused(r) = reply {

@@ -15,15 +15,22 @@
 //! whoever holds the stream's pump (never under the stream's state lock). A
 //! submission the group answers `Busy` stays at the head of the outbox and is
 //! retried on the next tick; nothing is ever dropped and later entries never
-//! overtake it. A submission refused for good (`NotLeader`, `Stopped`,
-//! `Failed`, `TooLarge`), and an accepted entry the group later reports
-//! unapplied ([`StreamLog::unapplied`]), **freezes** the stream: it submits
-//! nothing more (no piece, no heartbeat), the leader callback ignores its
-//! entries, and so `W_s` stays below its first unlogged piece. The
-//! transactions with lost pieces are never released: their outcome stays
-//! pending (`Unknown` to a waiting client) until the leader-change work
-//! (issue 10) decides them by epochs; until then the frozen stream refuses
-//! new pieces ([`StreamLog::check`], [`StreamLog::reserve`]).
+//! overtake it. Every entry of a stream carries the next sequence number of the
+//! epoch, so a lost entry is a visible gap in the log, which stops the stream's
+//! part of `W_s` on every replica (`mako_watermark::ShardWatermark`). A
+//! submission refused for good (`NotLeader`, `Stopped`, `Failed`, `TooLarge`),
+//! and an accepted entry the group later reports unapplied
+//! ([`StreamLog::unapplied`]), **freezes** the stream: it submits nothing more and
+//! takes no new piece; the site then asks for a new epoch, whose
+//! [`StreamLog::open`] starts every stream afresh. The transactions with lost
+//! pieces are decided by the discard rule (never released).
+//!
+//! The log serves one epoch at a time: [`StreamLog::open`] starts it (fresh
+//! streams, no reservation, batch or sequence number survives), [`StreamLog::seal`]
+//! ends it on a leader that stays leader (what was batched is still submitted, no
+//! piece or heartbeat is added), [`StreamLog::close`] ends it when leadership is
+//! lost (nothing more is submitted). Reservations, pieces and appends name their
+//! epoch; one of another epoch than the open one is refused or not logged.
 //!
 //! No entry exceeds the log's entry limit ([`StreamLog::with_max_entry_bytes`]):
 //! a batch closes before a piece would take it past the limit, and a single
@@ -31,7 +38,7 @@
 //! ([`StreamLog::check`], `AbortReason::TooLarge`).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -40,7 +47,7 @@ use mako_commitlog::{BatchBuilder, BatchConfig, Entry, HEADER_LEN, WriteRef};
 use mako_replication::{Replicator, SubmitError, Unapplied};
 use mako_storage::Vt;
 use mako_txn::{AbortReason, CommitSink, PieceWrites};
-use mako_watermark::StreamId;
+use mako_watermark::{Epoch, StreamId};
 use parking_lot::{Condvar, Mutex};
 
 /// Entries submitted by this log and not yet committed beyond which submitting waits.
@@ -137,6 +144,11 @@ pub struct StreamStats {
 pub struct StreamLog {
     shard: usize,
     streams: Vec<Stream>,
+    batch: BatchConfig,
+    /// The epoch the streams serve.
+    epoch: AtomicU32,
+    /// Whether the epoch takes new pieces (opened and neither sealed nor closed).
+    accepting: AtomicBool,
     group: OnceLock<Arc<dyn Replicator>>,
     stats: Mutex<StreamStats>,
     submitted: AtomicU64,
@@ -159,26 +171,36 @@ impl std::fmt::Debug for StreamLog {
     }
 }
 
+impl StreamState {
+    fn fresh(cfg: &BatchConfig, epoch: Epoch, stream: StreamId) -> Self {
+        StreamState {
+            builder: BatchBuilder::new(cfg.clone(), epoch, stream),
+            outstanding: BTreeSet::new(),
+            held: BTreeMap::new(),
+            last: 0,
+            outbox: VecDeque::new(),
+        }
+    }
+}
+
 impl StreamLog {
-    /// A log over the configured streams (entries up to [`DEFAULT_MAX_ENTRY_BYTES`]).
-    pub fn new(shard: usize, streams: &[StreamId], cfg: &BatchConfig, epoch: u32) -> Self {
+    /// A log over the configured streams (entries up to [`DEFAULT_MAX_ENTRY_BYTES`]), not
+    /// accepting anything until [`StreamLog::open`].
+    pub fn new(shard: usize, streams: &[StreamId], cfg: &BatchConfig) -> Self {
         StreamLog {
             shard,
             streams: streams
                 .iter()
                 .map(|&s| Stream {
                     id: s,
-                    state: Mutex::new(StreamState {
-                        builder: BatchBuilder::new(cfg.clone(), epoch, s),
-                        outstanding: BTreeSet::new(),
-                        held: BTreeMap::new(),
-                        last: 0,
-                        outbox: VecDeque::new(),
-                    }),
+                    state: Mutex::new(StreamState::fresh(cfg, 0, s)),
                     pump: Mutex::new(()),
-                    frozen: AtomicBool::new(false),
+                    frozen: AtomicBool::new(true),
                 })
                 .collect(),
+            batch: cfg.clone(),
+            epoch: AtomicU32::new(0),
+            accepting: AtomicBool::new(false),
             group: OnceLock::new(),
             stats: Mutex::new(StreamStats::default()),
             submitted: AtomicU64::new(0),
@@ -212,10 +234,61 @@ impl StreamLog {
         self.streams.iter().find(|s| s.id == stream)
     }
 
-    /// Whether `stream` is configured and not frozen.
+    /// Starts epoch `epoch`: every stream afresh (nothing of the previous epoch survives).
+    pub fn open(&self, epoch: Epoch) {
+        for s in &self.streams {
+            let _pump = s.pump.lock();
+            let mut st = s.state.lock();
+            *st = StreamState::fresh(&self.batch, epoch, s.id);
+            s.frozen.store(false, Ordering::Release);
+        }
+        self.epoch.store(epoch, Ordering::Release);
+        self.accepting.store(true, Ordering::Release);
+    }
+
+    /// Ends the epoch on a leader that stays leader: open batches are submitted, nothing is
+    /// added (no piece, no heartbeat) until the next [`StreamLog::open`].
+    pub fn seal(&self) {
+        self.accepting.store(false, Ordering::Release);
+        self.flush();
+    }
+
+    /// Ends the epoch when leadership is lost: nothing more is submitted.
+    pub fn close(&self) {
+        self.accepting.store(false, Ordering::Release);
+        for s in &self.streams {
+            s.frozen.store(true, Ordering::Release);
+            let mut st = s.state.lock();
+            st.outbox.clear();
+            st.held.clear();
+        }
+    }
+
+    /// The epoch the streams serve (or last served).
+    pub fn epoch(&self) -> Epoch {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether the log takes pieces of `epoch` now.
+    pub fn accepts(&self, epoch: Epoch) -> bool {
+        self.accepting.load(Ordering::Acquire) && self.epoch() == epoch
+    }
+
+    /// Whether some stream froze after a lost entry while the epoch is open.
+    pub fn any_frozen(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+            && self
+                .streams
+                .iter()
+                .any(|s| s.frozen.load(Ordering::Acquire))
+    }
+
+    /// Whether `stream` is configured, the epoch open and the stream not frozen.
     pub fn is_open(&self, stream: StreamId) -> bool {
-        self.stream(stream)
-            .is_some_and(|s| !s.frozen.load(Ordering::Acquire))
+        self.accepting.load(Ordering::Acquire)
+            && self
+                .stream(stream)
+                .is_some_and(|s| !s.frozen.load(Ordering::Acquire))
     }
 
     /// Whether `stream` froze after a lost entry (unconfigured streams count as frozen).
@@ -239,15 +312,6 @@ impl StreamLog {
         Ok(())
     }
 
-    /// Whether entries of `entry`'s stream still count for `W_s` here (false once the stream froze).
-    pub fn counts(&self, entry: &Entry) -> bool {
-        match entry {
-            Entry::Batch(b) => self.is_open(b.stream),
-            Entry::Heartbeat { stream, .. } => self.is_open(*stream),
-            _ => true,
-        }
-    }
-
     fn freeze(&self, s: &Stream, why: &str) {
         if !s.frozen.swap(true, Ordering::AcqRel) {
             self.stats.lock().frozen += 1;
@@ -259,20 +323,22 @@ impl StreamLog {
         }
     }
 
-    /// A submitted entry the group will not apply here: freezes its stream (a lost batch
-    /// must never be covered by `W_s`). Register with `Replicator::on_unapplied`.
+    /// A submitted entry the group will not apply here: freezes its stream (its later entries
+    /// would follow a gap). Called by the site's unapplied callback.
     pub fn unapplied(&self, u: &Unapplied) {
         self.resolved(u.entry.len());
         self.stats.lock().unapplied += 1;
         let why = format!("an accepted entry ended unapplied ({:?})", u.resolution);
-        match Entry::decode(&u.entry) {
-            Ok(Entry::Batch(b)) => match self.stream(b.stream) {
-                Some(s) => self.freeze(s, &why),
-                None => self.freeze_all(&why),
-            },
-            // Heartbeats and markers carry no data; losing one loses nothing.
-            Ok(_) => {}
-            Err(_) => self.freeze_all(&why),
+        let stream = match Entry::decode(&u.entry) {
+            Ok(Entry::Batch(b)) => Some(b.stream),
+            Ok(Entry::Heartbeat { stream, .. }) => Some(stream),
+            // Markers are the site's own entries, not a stream's.
+            Ok(_) => return,
+            Err(_) => None,
+        };
+        match stream.and_then(|id| self.stream(id)) {
+            Some(s) => self.freeze(s, &why),
+            None => self.freeze_all(&why),
         }
     }
 
@@ -426,12 +492,18 @@ impl StreamLog {
         Ok(())
     }
 
-    /// Allocates a timestamp on `stream` with `alloc`; it stays outstanding until `fulfil` or
-    /// `cancel`. `None` if the stream is unconfigured or frozen.
-    pub fn reserve(&self, stream: StreamId, alloc: impl FnOnce() -> u64) -> Option<u64> {
+    /// Allocates a timestamp on `stream` for a piece of `epoch` with `alloc`; it stays
+    /// outstanding until `fulfil` or `cancel`. `None` if the stream is unconfigured or frozen,
+    /// or `epoch` is not the open epoch.
+    pub fn reserve(
+        &self,
+        stream: StreamId,
+        epoch: Epoch,
+        alloc: impl FnOnce() -> u64,
+    ) -> Option<u64> {
         let s = self.stream(stream)?;
         let mut st = s.state.lock();
-        if s.frozen.load(Ordering::Acquire) {
+        if s.frozen.load(Ordering::Acquire) || !self.accepts(epoch) {
             return None;
         }
         let ts = alloc();
@@ -439,32 +511,47 @@ impl StreamLog {
         Some(ts)
     }
 
-    /// Appends the piece reserved on `stream` with its final `vt` (its timestamp is `vt[shard]`);
-    /// it reaches the log once no older reservation of the stream is outstanding.
+    /// Appends the piece reserved on `stream` in `epoch` with its final `vt` (its timestamp is
+    /// `vt[shard]`); it reaches the log once no older reservation of the stream is outstanding.
+    /// Returns whether it will be logged (false once the epoch ended or the stream froze: the
+    /// piece is lost, and the discard rule decides its transaction).
     pub fn fulfil<'a>(
         &self,
         stream: StreamId,
+        epoch: Epoch,
         vt: &[u64],
         writes: impl IntoIterator<Item = WriteRef<'a>>,
-    ) {
-        let Some(s) = self.stream(stream) else { return };
+    ) -> bool {
+        let Some(s) = self.stream(stream) else {
+            return false;
+        };
         let ts = vt.get(self.shard).copied().unwrap_or(0);
         {
             let mut st = s.state.lock();
+            if !self.accepts(epoch) || s.frozen.load(Ordering::Acquire) {
+                return false;
+            }
             st.outstanding.remove(&ts);
             self.push_or_hold(&mut st, ts, vt, writes.into_iter().collect());
             self.drain_held(&mut st);
         }
         self.pump(s);
+        true
     }
 
-    /// Gives up the reservation `ts` of `stream` (its transaction aborted); other reservations stay.
-    pub fn cancel(&self, stream: StreamId, ts: u64) {
+    /// Gives up the reservation `ts` of `stream` made in `epoch` (its transaction aborted);
+    /// other reservations stay.
+    pub fn cancel(&self, stream: StreamId, epoch: Epoch, ts: u64) {
         if let Some(s) = self.stream(stream) {
             {
                 let mut st = s.state.lock();
+                if self.epoch() != epoch {
+                    return;
+                }
                 st.outstanding.remove(&ts);
-                self.drain_held(&mut st);
+                if self.accepts(epoch) {
+                    self.drain_held(&mut st);
+                }
             }
             self.pump(s);
         }
@@ -539,7 +626,7 @@ impl StreamLog {
             if s.frozen.load(Ordering::Acquire) {
                 continue;
             }
-            {
+            if self.accepting.load(Ordering::Acquire) {
                 let mut st = s.state.lock();
                 if let Some(b) = st.builder.poll(now) {
                     st.outbox.push_back((b, false));
@@ -547,7 +634,7 @@ impl StreamLog {
                 let w = st.heartbeat_cap(clock);
                 if st.builder.is_empty() && st.outbox.is_empty() && w > st.last {
                     st.last = w;
-                    let hb = Entry::Heartbeat { stream: s.id, w }.encode();
+                    let hb = st.builder.heartbeat(w);
                     st.outbox.push_back((hb, true));
                 }
             }
@@ -588,7 +675,7 @@ impl CommitSink for StreamLog {
     fn append(
         &self,
         stream: u32,
-        _epoch: u32,
+        epoch: u32,
         stamp: &mut dyn FnMut() -> Vt,
         writes: &PieceWrites<'_>,
     ) -> Vt {
@@ -602,8 +689,8 @@ impl CommitSink for StreamLog {
             let mut st = s.state.lock();
             let vt = stamp();
             let ts = vt.get(self.shard).copied().unwrap_or(0);
-            if s.frozen.load(Ordering::Acquire) {
-                // Lost with its stream: pending, never released.
+            if s.frozen.load(Ordering::Acquire) || !self.accepts(epoch) {
+                // Lost (frozen stream, or its epoch ended): the discard rule decides it.
                 tracing::warn!(
                     shard = self.shard,
                     stream,

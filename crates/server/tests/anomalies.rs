@@ -138,11 +138,13 @@ fn a_commit_refused_by_a_participant_is_never_reported_released() {
             txn,
             refused: None,
             shard,
+            epoch,
             w,
         } => Fate::Replace(Msg::Ack {
             txn: *txn,
             refused: Some(Refusal::NotLeader(None)),
             shard: *shard,
+            epoch: *epoch,
             w: *w,
         }),
         _ => Fate::Deliver,
@@ -218,7 +220,7 @@ fn a_waiting_participant_asks_and_a_coordinator_without_record_aborts() {
     let txn = (n0, 1 << 40);
     let lock = Msg::Request {
         req: REQ,
-        epoch: 0,
+        epoch: c.leader(1).open_epoch().expect("shard 1 serves an epoch"),
         txn,
         stream: mako_watermark::stream_id(0, 0),
         op: Op::Lock {

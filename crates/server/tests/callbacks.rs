@@ -1,6 +1,8 @@
 //! The seed's callback tests: leader callback advances W_s, follower callback checks safety,
 //! queues, replays when VW advances, recognises NO-OPS and Ending.
 
+mod common;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -94,10 +96,11 @@ fn site_and_group(role: Role) -> (Arc<Site>, Arc<FakeGroup>) {
     (site, group)
 }
 
-fn batch(stream: u32, vt: [u64; 2], key: &str, value: &str) -> Bytes {
+fn batch(stream: u32, seq: u64, vt: [u64; 2], key: &str, value: &str) -> Bytes {
     Entry::Batch(Batch {
         epoch: 0,
         stream,
+        seq,
         pieces: vec![Piece {
             vt: vt.to_vec(),
             writes: vec![Write::put(
@@ -118,7 +121,7 @@ fn apply(site: &Site, role: Role, entry: &Bytes, index: u64, q: &mut PendingQueu
         queue: q,
     };
     let applied = match role {
-        Role::Leader => site.leader_apply(&ctx),
+        Role::Leader => site.leader_apply(ctx),
         Role::Follower => site.follower_apply(ctx),
     };
     if applied.status == ApplyStatus::SafetyFail {
@@ -136,23 +139,51 @@ fn b_stream() -> u32 {
     stream_id(1, 0)
 }
 
+/// A heartbeat of epoch 0, entry `seq` of `stream`.
+fn hb(stream: u32, seq: u64, w: u64) -> Bytes {
+    Entry::Heartbeat {
+        epoch: 0,
+        stream,
+        seq,
+        w,
+    }
+    .encode()
+}
+
 #[test]
 fn leader_callback_updates_the_watermark() {
-    let s = site(Role::Leader);
+    let (s, group) = site_and_group(Role::Leader);
+    common::establish_by_hand(&s, &|| group.submitted.lock().clone());
     let mut q = PendingQueue::default();
+    // The leader's own batch of its open epoch 1: already installed, it only moves W_0.
+    let own = Entry::Batch(Batch {
+        epoch: 1,
+        stream: A,
+        seq: 0,
+        pieces: vec![Piece {
+            vt: vec![5, 0],
+            writes: vec![],
+        }],
+    })
+    .encode();
     assert_eq!(
-        apply(&s, Role::Leader, &batch(A, [5, 0], "k", "v"), 1, &mut q),
+        apply(&s, Role::Leader, &own, 2, &mut q),
         ApplyStatus::Normal
     );
     assert_eq!(s.w(), 0, "stream (1,0) has not committed anything yet");
     let hb = Entry::Heartbeat {
+        epoch: 1,
         stream: b_stream(),
+        seq: 0,
         w: 9,
     }
     .encode();
-    apply(&s, Role::Leader, &hb, 2, &mut q);
+    apply(&s, Role::Leader, &hb, 3, &mut q);
     assert_eq!(s.w(), 5);
-    assert_eq!(s.vw().get(0), 5);
+    assert_eq!(s.epochs().vw(1).map(|v| v.get(0)), Some(5));
+    // Entries of another epoch count for nothing in epoch 1.
+    apply(&s, Role::Leader, &batch(A, 1, [50, 0], "k", "v"), 4, &mut q);
+    assert_eq!(s.w(), 5);
 }
 
 #[test]
@@ -160,19 +191,9 @@ fn follower_callback_checks_safety_queues_and_replays_when_vw_advances() {
     let s = site(Role::Follower);
     let mut q = PendingQueue::default();
     // Own shard's streams are moved by the log itself.
-    apply(
-        &s,
-        Role::Follower,
-        &Entry::Heartbeat {
-            stream: b_stream(),
-            w: 100,
-        }
-        .encode(),
-        1,
-        &mut q,
-    );
+    apply(&s, Role::Follower, &hb(b_stream(), 0, 100), 1, &mut q);
     // A piece that depends on shard 1 at 7: VW[1] is 0, so it must wait.
-    let e = batch(A, [3, 7], "k", "v1");
+    let e = batch(A, 0, [3, 7], "k", "v1");
     assert_eq!(
         apply(&s, Role::Follower, &e, 2, &mut q),
         ApplyStatus::SafetyFail
@@ -183,17 +204,16 @@ fn follower_callback_checks_safety_queues_and_replays_when_vw_advances() {
         "unsafe piece replayed"
     );
     // A later safe entry does not overtake the queued one.
-    let e2 = batch(A, [4, 0], "k2", "v2");
+    let e2 = batch(A, 1, [4, 0], "k2", "v2");
     assert_eq!(
         apply(&s, Role::Follower, &e2, 3, &mut q),
         ApplyStatus::SafetyFail
     );
     assert_eq!(q.len(), 2);
     // VW[1] advances: the next entry finds the queue drainable and replays it in order.
-    s.learn(1, 7);
-    let hb = Entry::Heartbeat { stream: A, w: 4 }.encode();
+    s.learn(1, 0, 7);
     assert_eq!(
-        apply(&s, Role::Follower, &hb, 4, &mut q),
+        apply(&s, Role::Follower, &hb(A, 2, 4), 4, &mut q),
         ApplyStatus::ReplayDone
     );
     assert!(q.is_empty());
@@ -205,21 +225,31 @@ fn follower_callback_checks_safety_queues_and_replays_when_vw_advances() {
 }
 
 #[test]
-fn no_ops_are_recognised_and_synchronise_the_epoch() {
+fn no_ops_are_recognised_and_close_the_epoch_in_the_log() {
     let s = site(Role::Follower);
     let mut q = PendingQueue::default();
-    assert_eq!(s.shard().epoch(), 0);
+    apply(
+        &s,
+        Role::Follower,
+        &batch(A, 0, [4, 0], "k", "v"),
+        1,
+        &mut q,
+    );
+    assert_eq!(s.log_epoch(), 0);
     assert_eq!(
         apply(
             &s,
             Role::Follower,
             &Entry::NoOp { epoch: 0 }.encode(),
-            1,
+            2,
             &mut q
         ),
         ApplyStatus::NoOps
     );
-    assert_eq!(s.shard().epoch(), 1);
+    assert_eq!(s.log_epoch(), 1);
+    // Epoch 0's own component is fixed at the NoOp: W over epoch-0 entries before it
+    // (stream (1,0) never moved, so 0).
+    assert_eq!(s.epochs().vw(0).map(|v| v.get(0)), Some(0));
     let l = site(Role::Leader);
     assert_eq!(
         apply(
@@ -237,7 +267,7 @@ fn no_ops_are_recognised_and_synchronise_the_epoch() {
 fn ending_releases_the_minimum() {
     let s = site(Role::Leader);
     let mut q = PendingQueue::default();
-    apply(&s, Role::Leader, &batch(A, [6, 0], "k", "v"), 1, &mut q);
+    apply(&s, Role::Leader, &batch(A, 0, [6, 0], "k", "v"), 1, &mut q);
     assert_eq!(s.w(), 0, "the idle stream holds W_s at 0");
     let st = apply(
         &s,
@@ -257,6 +287,8 @@ fn ending_releases_the_minimum() {
 #[test]
 fn a_leader_logs_each_worker_stream_and_heartbeats_idle_ones() {
     let (s, group) = site_and_group(Role::Leader);
+    common::establish_by_hand(&s, &|| group.submitted.lock().clone());
+    group.submitted.lock().clear();
     let t = s.store().table("t").expect("table");
     let mut tx = s.begin_local(0).expect("configured worker");
     tx.put(t.as_ref(), b"k", Bytes::from_static(b"v"));
@@ -271,10 +303,14 @@ fn a_leader_logs_each_worker_stream_and_heartbeats_idle_ones() {
         .iter()
         .map(|b| Entry::decode(b).expect("valid entry"))
         .collect();
-    assert!(matches!(&entries[0], Entry::Batch(b) if b.stream == A && b.pieces[0].vt == [1, 0]));
+    assert!(
+        matches!(&entries[0], Entry::Batch(b) if b.stream == A && b.epoch == 1 && b.seq == 0 && b.pieces[0].vt == [1, 0])
+    );
     assert!(
         entries.contains(&Entry::Heartbeat {
+            epoch: 1,
             stream: b_stream(),
+            seq: 0,
             w: 1
         }),
         "the idle stream (1,0) is heartbeated at the clock: {entries:?}"
@@ -296,8 +332,9 @@ fn one_stream_log() -> (mako_server::streams::StreamLog, Arc<FakeGroup>) {
         submitted: Mutex::new(Vec::new()),
     });
     let log =
-        mako_server::streams::StreamLog::new(0, &[A], &mako_commitlog::BatchConfig::default(), 0);
+        mako_server::streams::StreamLog::new(0, &[A], &mako_commitlog::BatchConfig::default());
     log.set_group(group.clone());
+    log.open(0);
     (log, group)
 }
 
@@ -305,9 +342,9 @@ fn one_stream_log() -> (mako_server::streams::StreamLog, Arc<FakeGroup>) {
 fn a_later_piece_on_a_stream_waits_for_an_earlier_reservation() {
     let (log, group) = one_stream_log();
     // Two transactions on the same stream: the first reserves 1, the second 2 and logs first.
-    assert_eq!(log.reserve(A, || 1), Some(1));
-    assert_eq!(log.reserve(A, || 2), Some(2));
-    log.fulfil(A, &[2, 0], std::iter::empty());
+    assert_eq!(log.reserve(A, 0, || 1), Some(1));
+    assert_eq!(log.reserve(A, 0, || 2), Some(2));
+    log.fulfil(A, 0, &[2, 0], std::iter::empty());
     log.flush();
     log.tick(std::time::Instant::now(), 2);
     assert!(
@@ -315,7 +352,7 @@ fn a_later_piece_on_a_stream_waits_for_an_earlier_reservation() {
         "W_0 = {} passed the unlogged reservation 1",
         w_of(&group)
     );
-    log.fulfil(A, &[1, 0], std::iter::empty());
+    log.fulfil(A, 0, &[1, 0], std::iter::empty());
     log.flush();
     assert_eq!(w_of(&group), 2, "both pieces logged, in timestamp order");
 }
@@ -323,9 +360,9 @@ fn a_later_piece_on_a_stream_waits_for_an_earlier_reservation() {
 #[test]
 fn a_cancel_ends_only_its_own_reservation_and_heartbeats_stay_below_the_rest() {
     let (log, group) = one_stream_log();
-    assert_eq!(log.reserve(A, || 1), Some(1));
-    assert_eq!(log.reserve(A, || 2), Some(2));
-    log.cancel(A, 1);
+    assert_eq!(log.reserve(A, 0, || 1), Some(1));
+    assert_eq!(log.reserve(A, 0, || 2), Some(2));
+    log.cancel(A, 0, 1);
     log.tick(std::time::Instant::now(), 5);
     assert!(
         w_of(&group) < 2,
@@ -333,7 +370,7 @@ fn a_cancel_ends_only_its_own_reservation_and_heartbeats_stay_below_the_rest() {
         w_of(&group)
     );
     assert_eq!(w_of(&group), 1, "the heartbeat went as far as it may");
-    log.fulfil(A, &[2, 0], std::iter::empty());
+    log.fulfil(A, 0, &[2, 0], std::iter::empty());
     log.flush();
     assert_eq!(w_of(&group), 2);
 }

@@ -15,7 +15,7 @@ use mako_replication::{
 use mako_server::msg::{Msg, Op, Refusal, Reply};
 use mako_server::streams::StreamLog;
 use mako_server::{
-    BeginError, Cluster, ClusterConfig, CommitError, Fate, Pending, Site, SiteConfig,
+    BeginError, Cluster, ClusterConfig, CommitError, Fate, Pending, ReleaseError, Site, SiteConfig,
 };
 use mako_transport::sim::{SimConfig, SimNetwork};
 use mako_txn::AbortReason;
@@ -152,8 +152,9 @@ fn scripted_log(
     batch: BatchConfig,
 ) -> (StreamLog, Arc<Scripted>) {
     let group = Scripted::new(script);
-    let log = StreamLog::new(0, &[A], &batch, 0);
+    let log = StreamLog::new(0, &[A], &batch);
     log.set_group(group.clone());
+    log.open(0);
     (log, group)
 }
 
@@ -174,7 +175,7 @@ fn a_busy_group_delays_a_batch_in_order_and_never_loses_it() {
         [SubmitError::Busy, SubmitError::Busy],
         BatchConfig::default(),
     );
-    log.fulfil(A, &[1, 0], [write(b"k", b"v")]);
+    log.fulfil(A, 0, &[1, 0], [write(b"k", b"v")]);
     log.flush();
     assert!(group.entries().is_empty(), "Busy: not submitted yet");
     let now = Instant::now();
@@ -190,7 +191,15 @@ fn a_busy_group_delays_a_batch_in_order_and_never_loses_it() {
         matches!(&entries[0], Entry::Batch(b) if b.pieces[0].vt == [1, 0]),
         "the batch was retried and went first: {entries:?}"
     );
-    assert_eq!(entries[1..], [Entry::Heartbeat { stream: A, w: 5 }]);
+    assert_eq!(
+        entries[1..],
+        [Entry::Heartbeat {
+            epoch: 0,
+            stream: A,
+            seq: 1,
+            w: 5
+        }]
+    );
     assert_eq!(log.stats().busy, 2);
     assert!(!log.is_frozen(A));
 }
@@ -203,11 +212,11 @@ fn a_refused_submission_freezes_its_stream_below_the_lost_piece() {
         SubmitError::Failed,
     ] {
         let (log, group) = scripted_log([refusal], BatchConfig::default());
-        log.fulfil(A, &[2, 0], [write(b"k", b"v")]);
+        log.fulfil(A, 0, &[2, 0], [write(b"k", b"v")]);
         log.flush();
         // The batch holding ts 2 was refused: nothing may take W_0 to 2 or beyond.
         log.tick(Instant::now(), 9);
-        log.fulfil(A, &[10, 0], [write(b"k", b"w")]);
+        log.fulfil(A, 0, &[10, 0], [write(b"k", b"w")]);
         log.flush();
         log.tick(Instant::now(), 20);
         assert_eq!(group.w(&[A]), 0, "{refusal:?}: {:?}", group.entries());
@@ -218,7 +227,7 @@ fn a_refused_submission_freezes_its_stream_below_the_lost_piece() {
         assert!(log.is_frozen(A));
         assert_eq!(log.check(A, 2, []), Err(AbortReason::LogUnavailable));
         assert_eq!(
-            log.reserve(A, || 30),
+            log.reserve(A, 0, || 30),
             None,
             "a frozen stream takes no reservation"
         );
@@ -238,7 +247,7 @@ fn batches_close_before_the_entry_limit() {
     let value = vec![7u8; 20 << 10];
     for ts in 1..=10u64 {
         assert_eq!(log.check(A, 2, [write(b"k", &value)]), Ok(()));
-        log.fulfil(A, &[ts, 0], [write(b"k", &value)]);
+        log.fulfil(A, 0, &[ts, 0], [write(b"k", &value)]);
     }
     log.flush();
     let sizes: Vec<usize> = group.submitted.lock().iter().map(Bytes::len).collect();
@@ -273,6 +282,7 @@ fn piece_len_is_the_encoded_size_of_a_piece() {
         Entry::Batch(Batch {
             epoch: 3,
             stream: A,
+            seq: 0,
             pieces,
         })
         .encode()
@@ -322,7 +332,7 @@ fn scripted_site() -> (Arc<Site>, Arc<Scripted>) {
 
 fn leader_apply(site: &Site, entry: &Bytes, index: u64) {
     let mut q = PendingQueue::default();
-    site.leader_apply(&ApplyCtx {
+    site.leader_apply(ApplyCtx {
         entry,
         index,
         shard: 0,
@@ -333,6 +343,8 @@ fn leader_apply(site: &Site, entry: &Bytes, index: u64) {
 #[test]
 fn an_accepted_batch_the_group_drops_freezes_its_stream() {
     let (site, group) = scripted_site();
+    common::establish_by_hand(&site, &|| group.submitted.lock().clone());
+    group.submitted.lock().clear();
     let t = site.store().table("t").expect("table");
     let mut tx = site.begin_local(0).expect("worker 0");
     tx.put(t.as_ref(), b"k", Bytes::from_static(b"v"));
@@ -346,15 +358,24 @@ fn an_accepted_batch_the_group_drops_freezes_its_stream() {
         entry: batch,
         resolution: Resolution::Dropped(DropReason::Refused),
     });
-    // Later entries of that stream (submitted before the drop was known) commit anyway.
-    let hb_a = Entry::Heartbeat { stream: A, w: 5 }.encode();
-    let hb_b = Entry::Heartbeat {
-        stream: stream_id(1, 0),
+    // Later entries of that stream (submitted before the drop was known) commit anyway: the
+    // gap in the stream's numbering holds W_0 below the dropped piece on every replica.
+    let hb_a = Entry::Heartbeat {
+        epoch: 1,
+        stream: A,
+        seq: 1,
         w: 5,
     }
     .encode();
-    leader_apply(&site, &hb_b, 1);
-    leader_apply(&site, &hb_a, 2);
+    let hb_b = Entry::Heartbeat {
+        epoch: 1,
+        stream: stream_id(1, 0),
+        seq: 0,
+        w: 5,
+    }
+    .encode();
+    leader_apply(&site, &hb_b, 2);
+    leader_apply(&site, &hb_a, 3);
     assert_eq!(site.w(), 0, "W_0 passed the dropped piece");
     let before = group.submitted.lock().len();
     site.shard().observe(10);
@@ -376,6 +397,12 @@ fn an_accepted_batch_the_group_drops_freezes_its_stream() {
     let err = tx.commit().expect_err("a frozen stream takes no piece");
     assert_eq!(err.reason, AbortReason::LogUnavailable);
     assert_eq!(site.stream_stats().frozen, 1);
+    // The leader needs a new epoch of its own (its streams start afresh there).
+    assert_eq!(
+        site.open_epoch(),
+        None,
+        "establishing again after a lost entry"
+    );
 }
 
 #[test]
@@ -687,11 +714,13 @@ fn refused_decision_records_are_bounded() {
                 txn,
                 refused: None,
                 shard,
+                epoch,
                 w,
             } => Fate::Replace(Msg::Ack {
                 txn: *txn,
                 refused: Some(Refusal::NotLeader(None)),
                 shard: *shard,
+                epoch: *epoch,
                 w: *w,
             }),
             _ => Fate::Deliver,
@@ -747,6 +776,7 @@ fn a_prepared_reply_with_a_short_dependency_vector_aborts() {
                 req,
                 reply: Reply::Prepared { ts, .. },
                 shard,
+                epoch,
                 w,
             } => Fate::Replace(Msg::Reply {
                 req: *req,
@@ -755,6 +785,7 @@ fn a_prepared_reply_with_a_short_dependency_vector_aborts() {
                     ts: *ts,
                 },
                 shard: *shard,
+                epoch: *epoch,
                 w: *w,
             }),
             _ => Fate::Deliver,
@@ -788,6 +819,7 @@ fn a_participant_timestamp_not_above_its_dependency_aborts_cleanly() {
                 req,
                 reply: Reply::Prepared { ts: Some(_), .. },
                 shard,
+                epoch,
                 w,
             } if a.swap(false, Ordering::SeqCst) => Fate::Replace(Msg::Reply {
                 req: *req,
@@ -796,6 +828,7 @@ fn a_participant_timestamp_not_above_its_dependency_aborts_cleanly() {
                     ts: Some(5),
                 },
                 shard: *shard,
+                epoch: *epoch,
                 w: *w,
             }),
             _ => Fate::Deliver,
@@ -885,7 +918,7 @@ fn a_silent_participant_is_resent_a_bounded_number_of_times_and_stays_pending() 
     assert!(!spec.is_released());
     assert_eq!(
         spec.wait_release(Duration::from_millis(10)),
-        Err(Pending::Unacknowledged)
+        Err(ReleaseError::Pending(Pending::Unacknowledged))
     );
 }
 
@@ -907,11 +940,13 @@ fn an_acknowledgement_after_a_refusal_completes_the_transaction() {
                 txn,
                 refused: None,
                 shard,
+                epoch,
                 w,
             } if to == n0 && !r.swap(true, Ordering::SeqCst) => Fate::Replace(Msg::Ack {
                 txn: *txn,
                 refused: Some(Refusal::NotLeader(None)),
                 shard: *shard,
+                epoch: *epoch,
                 w: *w,
             }),
             _ => Fate::Deliver,

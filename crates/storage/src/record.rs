@@ -163,6 +163,25 @@ impl Record {
         true
     }
 
+    /// Removes every version whose stamp `discard` selects; returns how many went.
+    ///
+    /// For versions that must never have existed (a failover's discarded transactions):
+    /// the version word then names the newest remaining version.
+    pub fn remove_versions(&self, discard: &mut dyn FnMut(&Stamp) -> bool) -> usize {
+        let held = self.lock_wait();
+        let mut chain = self.chain.lock();
+        let before = chain.len();
+        chain.retain(|v| !discard(&v.stamp));
+        let removed = before - chain.len();
+        let newest = if removed == 0 {
+            held
+        } else {
+            chain.last().map_or(0, |v| v.stamp.ts)
+        };
+        self.word.store(newest & !LOCK_BIT, Ordering::Release);
+        removed
+    }
+
     /// Number of versions currently kept.
     pub fn chain_len(&self) -> usize {
         self.chain.lock().len()
@@ -213,6 +232,20 @@ mod tests {
         // 6 (newest at or below the bound) and 7..=10.
         assert_eq!(r.chain_len(), 5);
         assert_eq!(r.versions().last().map(|v| v.stamp.ts), Some(6));
+    }
+
+    #[test]
+    fn removed_versions_leave_the_newest_remaining_one_visible() {
+        let r = Record::absent();
+        r.apply(Stamp::single(0, 3), Some(Bytes::from_static(b"a")), 0);
+        r.apply(Stamp::single(0, 9), Some(Bytes::from_static(b"b")), 0);
+        assert_eq!(r.remove_versions(&mut |s| s.ts == 9), 1);
+        assert_eq!(r.word(), 3);
+        assert_eq!(r.read().value().map(|b| &b[..]), Some(&b"a"[..]));
+        assert_eq!(r.remove_versions(&mut |_| true), 1);
+        assert_eq!((r.word(), r.read().version), (0, None));
+        // Unlocked afterwards.
+        assert_eq!(r.try_lock(), Some(0));
     }
 
     #[test]

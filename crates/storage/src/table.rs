@@ -141,6 +141,16 @@ impl Table {
         rec.apply(stamp, value, self.reclaim_bound())
     }
 
+    /// Removes every version whose stamp `discard` selects, in every record; returns how many.
+    pub fn remove_versions(&self, mut discard: impl FnMut(&Stamp) -> bool) -> usize {
+        let mut removed = 0;
+        self.visit(Bound::Unbounded, Bound::Unbounded, false, |_, rec| {
+            removed += rec.remove_versions(&mut discard);
+            true
+        });
+        removed
+    }
+
     fn write(&self, key: &[u8], value: Option<Bytes>, stamp: Stamp) {
         let (rec, _) = self.record_or_insert(key);
         rec.lock_wait();

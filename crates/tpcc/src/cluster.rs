@@ -370,7 +370,8 @@ impl LoadSink for TxnSink<'_> {
         let deadline = Instant::now() + SETTLE;
         for (s, info) in self.last.iter().enumerate() {
             if let Some(info) = info
-                && !self.leaders[s].vw().wait_covers(&info.vt, deadline)
+                && self.leaders[s].wait_verdict(info.epoch, &info.vt, deadline)
+                    != mako_server::Verdict::Release
             {
                 return Err(ClusterTpccError::LoadNotReleased(s).into());
             }

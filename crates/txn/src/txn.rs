@@ -134,11 +134,7 @@ impl<'s> Transaction<'s> {
 
     fn track_read(&mut self, record: &Arc<Record>) -> Option<Bytes> {
         let view = record.read();
-        if let Some(v) = &view.version {
-            merge(&mut self.deps, &v.stamp.vt);
-        }
-        let me = self.shard.id();
-        self.deps[me] = self.deps[me].max(view.ts);
+        add_dependency(&mut self.deps, &view, self.shard.epoch(), self.shard.id());
         self.reads.push(ReadEntry {
             record: Arc::clone(record),
             ts: view.ts,
@@ -244,6 +240,7 @@ impl<'s> Transaction<'s> {
         let mut stopped_at: Option<Key> = None;
         let mut deps = std::mem::take(&mut self.deps);
         let me = self.shard.id();
+        let epoch = self.shard.epoch();
         let reads = &mut self.reads;
         table.visit(lo, hi, reverse, |k, rec| {
             while let Some((ok, ov)) = own.get(next_own) {
@@ -260,10 +257,7 @@ impl<'s> Transaction<'s> {
                 }
             }
             let view = rec.read();
-            if let Some(v) = &view.version {
-                merge(&mut deps, &v.stamp.vt);
-            }
-            deps[me] = deps[me].max(view.ts);
+            add_dependency(&mut deps, &view, epoch, me);
             reads.push(ReadEntry {
                 record: Arc::clone(rec),
                 ts: view.ts,
@@ -630,6 +624,22 @@ impl Drop for Prepared<'_> {
         if !self.done {
             self.tx.unlock_writes();
         }
+    }
+}
+
+/// Adds the dependency of a read version to `deps`, for a transaction of `epoch` on shard `me`.
+///
+/// Only versions of the transaction's own epoch (or a newer one) carry a dependency: a
+/// version of a closed epoch is final (a leader opens an epoch only once every earlier one
+/// has its final watermark and its discarded versions are gone), so waiting for it is moot.
+fn add_dependency(deps: &mut Vt, view: &mako_storage::ReadView, epoch: u32, me: usize) {
+    match &view.version {
+        Some(v) if v.stamp.epoch < epoch => {}
+        Some(v) => {
+            merge(deps, &v.stamp.vt);
+            deps[me] = deps[me].max(view.ts);
+        }
+        None => deps[me] = deps[me].max(view.ts),
     }
 }
 

@@ -95,6 +95,7 @@ fn arb_batches() -> impl Strategy<Value = Vec<Batch>> {
             .map(|(epoch, pieces)| Batch {
                 epoch,
                 stream: 0,
+                seq: 0,
                 pieces: pieces
                     .into_iter()
                     .map(|writes| {
@@ -140,6 +141,7 @@ fn replay_counts_duplicates_and_rejects_bad_batches_without_applying() {
     let batch = Batch {
         epoch: 0,
         stream: 0,
+        seq: 0,
         pieces: vec![Piece {
             vt: vec![3],
             writes: vec![Write::put(a, &b"k"[..], &b"v"[..])],

@@ -7,8 +7,13 @@
 //!   shard), each stream's pieces arrive in increasing `VT[s]`, and
 //!   `W_s = min over live streams of the stream's largest committed VT[s]`.
 //!   `Heartbeat { stream, w }` moves an idle stream, `Ending { stream }` retires
-//!   one. Any replica, and a new leader, feeding the same committed entries in
-//!   log order computes the same `W_s`.
+//!   one. A stream's entries are numbered; a gap (a lost entry) stops the stream
+//!   for the rest of the epoch. Any replica, and a new leader, feeding the same
+//!   committed entries in log order computes the same `W_s`.
+//! * **Epochs** ([`epoch`]): `W_s` is counted per epoch ([`LogWatermark`]); the
+//!   `meta` group's [`EpochHistory`] fixes each closed epoch's final watermark
+//!   `FVW(e)`, and the discard rule ([`Fate`]) keeps exactly the epoch-`e`
+//!   transactions with `VT <= FVW(e)`.
 //! * **`VW`** ([`WatermarkVector`]): the vector `[W_0 .. W_{S-1}]` known at a
 //!   replica. Each component only grows (`advance` is a per-component max); a max
 //!   is never taken across different shards.
@@ -16,13 +21,14 @@
 //!   may replay its piece, once `VT <= VW` component-wise.
 //!
 //! ```
+//! use mako_commitlog::Entry;
 //! use mako_watermark::{ShardWatermark, WatermarkVector, covers, stream_id};
 //!
 //! let (a, b) = (stream_id(0, 0), stream_id(1, 0));
 //! let mut w = ShardWatermark::new([a, b]);
-//! w.observe_piece(a, 5);
+//! w.observe(0, &Entry::Heartbeat { epoch: 0, stream: a, seq: 0, w: 5 });
 //! assert_eq!(w.value(), 0);          // stream b has committed nothing yet
-//! w.observe_heartbeat(b, 7);
+//! w.observe(0, &Entry::Heartbeat { epoch: 0, stream: b, seq: 0, w: 7 });
 //! assert_eq!(w.value(), 5);
 //! let vw = WatermarkVector::new(2);
 //! vw.advance(0, w.value());
@@ -36,6 +42,11 @@ use std::time::Instant;
 
 use mako_commitlog::Entry;
 use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+
+pub mod epoch;
+
+pub use epoch::{Epoch, EpochError, EpochHistory, Fate, LogWatermark, MetaCommand};
 
 /// Identifier of a commit-log stream: the coordinating shard and its worker.
 pub type StreamId = u32;
@@ -57,11 +68,26 @@ pub fn covers(vt: &[u64], vw: &[u64]) -> bool {
         .all(|(i, t)| *t == 0 || vw.get(i).is_some_and(|w| t <= w))
 }
 
-/// `W_s` of one shard, computed from its committed log entries in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One stream's standing in `W_s`: its largest committed timestamp and the next entry expected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct StreamMark {
+    /// Largest `VT[s]` (or heartbeat `w`) committed contiguously on the stream.
+    w: u64,
+    /// `seq` of the next entry of the stream.
+    next: u64,
+    /// An entry of the stream is missing from the log: it no longer moves.
+    broken: bool,
+}
+
+/// `W_s` of one shard within one epoch, computed from its committed log entries in order.
+///
+/// A stream's entries carry consecutive sequence numbers from 0 within the epoch.
+/// An entry whose number skips one (a lost submission) **breaks** the stream: it
+/// stays at the timestamp it had reached for the rest of the epoch, so `W_s` never
+/// passes a piece that is missing from the log. A repeated number is ignored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardWatermark {
-    /// Largest committed `VT[s]` per live stream.
-    streams: BTreeMap<StreamId, u64>,
+    streams: BTreeMap<StreamId, StreamMark>,
     ended: Vec<StreamId>,
 }
 
@@ -69,26 +95,44 @@ impl ShardWatermark {
     /// A watermark over the given (fixed, configured) set of streams, all at 0.
     pub fn new(streams: impl IntoIterator<Item = StreamId>) -> Self {
         ShardWatermark {
-            streams: streams.into_iter().map(|s| (s, 0)).collect(),
+            streams: streams
+                .into_iter()
+                .map(|s| {
+                    (
+                        s,
+                        StreamMark {
+                            w: 0,
+                            next: 0,
+                            broken: false,
+                        },
+                    )
+                })
+                .collect(),
             ended: Vec::new(),
         }
     }
 
     /// The current `W_s`: the minimum over live streams (`u64::MAX` once all ended).
     pub fn value(&self) -> u64 {
-        self.streams.values().copied().min().unwrap_or(u64::MAX)
+        self.streams.values().map(|m| m.w).min().unwrap_or(u64::MAX)
     }
 
-    /// A committed piece of `stream` with this shard's timestamp `ts`.
-    pub fn observe_piece(&mut self, stream: StreamId, ts: u64) {
-        if let Some(w) = self.streams.get_mut(&stream) {
-            *w = (*w).max(ts);
+    /// Entry number `seq` of `stream`, committing timestamps up to `ts` (`None`: no timestamp).
+    fn observe_seq(&mut self, stream: StreamId, seq: u64, ts: Option<u64>) {
+        let Some(m) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if m.broken || seq < m.next {
+            return;
         }
-    }
-
-    /// A committed heartbeat: `stream` will log nothing at or below `w`.
-    pub fn observe_heartbeat(&mut self, stream: StreamId, w: u64) {
-        self.observe_piece(stream, w);
+        if seq > m.next {
+            m.broken = true;
+            return;
+        }
+        m.next = seq + 1;
+        if let Some(ts) = ts {
+            m.w = m.w.max(ts);
+        }
     }
 
     /// A committed `Ending`: `stream` no longer holds the minimum back.
@@ -98,15 +142,16 @@ impl ShardWatermark {
         }
     }
 
-    /// Feeds one committed entry of shard `shard`'s log; returns the new `W_s`.
+    /// Feeds one committed entry of shard `shard`'s log (of this watermark's epoch); returns `W_s`.
+    ///
+    /// Epochs are not checked here: [`LogWatermark`] routes entries by epoch.
     pub fn observe(&mut self, shard: usize, entry: &Entry) -> u64 {
         match entry {
             Entry::Batch(b) => {
-                if let Some(ts) = b.pieces.iter().filter_map(|p| p.vt.get(shard)).max() {
-                    self.observe_piece(b.stream, *ts);
-                }
+                let ts = b.pieces.iter().filter_map(|p| p.vt.get(shard)).max();
+                self.observe_seq(b.stream, b.seq, ts.copied());
             }
-            Entry::Heartbeat { stream, w } => self.observe_heartbeat(*stream, *w),
+            Entry::Heartbeat { stream, seq, w, .. } => self.observe_seq(*stream, *seq, Some(*w)),
             Entry::Ending { stream } => self.observe_ending(*stream),
             Entry::NoOp { .. } | Entry::Advancer => {}
         }
@@ -115,7 +160,15 @@ impl ShardWatermark {
 
     /// The live streams and their largest committed timestamps.
     pub fn streams(&self) -> impl Iterator<Item = (StreamId, u64)> + '_ {
-        self.streams.iter().map(|(s, w)| (*s, *w))
+        self.streams.iter().map(|(s, m)| (*s, m.w))
+    }
+
+    /// Streams broken by a missing entry.
+    pub fn broken(&self) -> impl Iterator<Item = StreamId> + '_ {
+        self.streams
+            .iter()
+            .filter(|(_, m)| m.broken)
+            .map(|(s, _)| *s)
     }
 }
 
@@ -191,6 +244,26 @@ impl WatermarkVector {
             .all(|(i, t)| *t == 0 || *t <= self.get(i))
     }
 
+    /// Wakes every waiter without moving the vector (something else they wait on changed).
+    pub fn notify(&self) {
+        *self.changed.lock() += 1;
+        self.cond.notify_all();
+    }
+
+    /// Waits until `done()` holds, re-checking whenever the vector moves or [`Self::notify`]
+    /// is called, or until `deadline`; returns the last answer of `done`.
+    pub fn wait_until(&self, deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+        let mut g = self.changed.lock();
+        loop {
+            if done() {
+                return true;
+            }
+            if self.cond.wait_until(&mut g, deadline).timed_out() {
+                return done();
+            }
+        }
+    }
+
     /// Waits until `vt <= VW` or `deadline` passes; returns whether it is covered.
     pub fn wait_covers(&self, vt: &[u64], deadline: Instant) -> bool {
         let mut g = self.changed.lock();
@@ -214,10 +287,14 @@ mod tests {
     fn w_s_is_the_minimum_over_live_streams_and_ending_releases_it() {
         let (a, b) = (stream_id(0, 0), stream_id(0, 1));
         let mut w = ShardWatermark::new([a, b]);
-        let batch = |stream, ts: &[u64]| {
+        let mut seqs = std::collections::HashMap::new();
+        let mut batch = |stream, ts: &[u64]| {
+            let seq = seqs.entry(stream).or_insert(0u64);
+            *seq += 1;
             Entry::Batch(Batch {
                 epoch: 0,
                 stream,
+                seq: *seq - 1,
                 pieces: ts
                     .iter()
                     .map(|t| Piece {
@@ -229,7 +306,13 @@ mod tests {
         };
         assert_eq!(w.observe(0, &batch(a, &[3, 9])), 0);
         assert_eq!(w.observe(0, &batch(b, &[4])), 4);
-        assert_eq!(w.observe(0, &Entry::Heartbeat { stream: b, w: 20 }), 9);
+        let hb = Entry::Heartbeat {
+            epoch: 0,
+            stream: b,
+            seq: 1,
+            w: 20,
+        };
+        assert_eq!(w.observe(0, &hb), 9);
         assert_eq!(w.observe(0, &Entry::Ending { stream: a }), 20);
         assert_eq!(w.observe(0, &Entry::Ending { stream: b }), u64::MAX);
         // Unknown streams and markers change nothing.

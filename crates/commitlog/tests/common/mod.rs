@@ -35,11 +35,13 @@ pub fn arb_batch(
     (
         any::<u32>(),
         any::<u32>(),
+        any::<u64>(),
         prop::collection::vec(arb_piece(max_writes, max_bytes), 0..=max_pieces),
     )
-        .prop_map(|(epoch, stream, pieces)| Batch {
+        .prop_map(|(epoch, stream, seq, pieces)| Batch {
             epoch,
             stream,
+            seq,
             pieces,
         })
 }
@@ -55,6 +57,13 @@ pub fn arb_entry(
         any::<u32>().prop_map(|epoch| Entry::NoOp { epoch }),
         Just(Entry::Advancer),
         any::<u32>().prop_map(|stream| Entry::Ending { stream }),
-        (any::<u32>(), any::<u64>()).prop_map(|(stream, w)| Entry::Heartbeat { stream, w }),
+        (any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(
+            |(epoch, stream, seq, w)| Entry::Heartbeat {
+                epoch,
+                stream,
+                seq,
+                w
+            }
+        ),
     ]
 }

@@ -11,6 +11,58 @@ use mako_server::msg::Msg;
 use mako_server::{ClusterConfig, ControlFaults, Fate, SiteConfig};
 use parking_lot::Mutex;
 
+/// Drives a leader `site` whose group is a test double (no Raft, no `meta` group) through
+/// establishing epoch 1 by hand: `meta` starts the epoch, the site submits `NoOp { 0 }`
+/// (seen in `submitted()`), its commit is applied, every shard reports its epoch-0 component.
+pub fn establish_by_hand(site: &mako_server::Site, submitted: &dyn Fn() -> Vec<bytes::Bytes>) {
+    use mako_commitlog::Entry;
+    use mako_watermark::MetaCommand;
+    let shards = site.epochs().with(|h| h.shards());
+    site.epochs()
+        .apply(&MetaCommand::NewEpoch {
+            shard: site.shard_id(),
+            leader: site.node(),
+            term: site.group().term(),
+            reset: 0,
+        })
+        .expect("new epoch");
+    site.on_tick();
+    let noop = Entry::NoOp { epoch: 0 }.encode();
+    assert!(
+        submitted().contains(&noop),
+        "the new leader closes epoch 0 in its log"
+    );
+    assert_eq!(
+        site.open_epoch(),
+        None,
+        "not serving before its NoOp commits"
+    );
+    let mut q = mako_replication::PendingQueue::default();
+    site.leader_apply(mako_replication::ApplyCtx {
+        entry: &noop,
+        index: 1,
+        shard: site.shard_id(),
+        queue: &mut q,
+    });
+    site.on_tick();
+    assert_eq!(
+        site.open_epoch(),
+        None,
+        "not serving before FVW(0) is final"
+    );
+    for shard in 0..shards {
+        site.epochs()
+            .apply(&MetaCommand::Component {
+                epoch: 0,
+                shard,
+                w: 0,
+            })
+            .expect("component");
+    }
+    site.on_tick();
+    assert_eq!(site.open_epoch(), Some(1), "epoch 1 open");
+}
+
 /// Messages to inject and the traffic watched, for a cluster built with [`hook`]'s faults.
 pub struct Hook {
     /// `(from, to, msg)`: sent by `from` to `to` in place of its next Watermark to `to`.

@@ -1,0 +1,158 @@
+//! What a site knows of epochs: the `meta` group's history and each open epoch's `VW`.
+//!
+//! A transaction of epoch `e` is released, and its piece replayed, when
+//! [`EpochView::judge`] says so: at once if `FVW(e)` is final and covers its `VT`
+//! (kept), never if `FVW(e)` is final and does not (discarded), and otherwise once
+//! the epoch's own `VW_e` covers it. `VW_e` is safe to use before `FVW(e)` is known
+//! because every component of it is `W_s` of a committed log prefix up to the `NoOp`
+//! closing `e`, which is at most `FVW(e)[s]`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mako_watermark::{Epoch, EpochError, EpochHistory, Fate, MetaCommand, WatermarkVector};
+use parking_lot::Mutex;
+
+/// How far beyond the newest known epoch a watermark may name an epoch and still be kept.
+const EPOCHS_AHEAD: Epoch = 8;
+
+/// The verdict on an epoch-`e` transaction (or piece) with a given `VT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Durable and kept: release it, replay it.
+    Release,
+    /// Discarded by its epoch's final watermark: never release, never replay.
+    Discard,
+    /// Not decided yet.
+    Wait,
+}
+
+/// A site's knowledge of epochs.
+#[derive(Debug)]
+pub struct EpochView {
+    shards: u32,
+    history: Mutex<EpochHistory>,
+    /// `VW_e` for every epoch whose `FVW` is not final yet (and the newest).
+    vws: Mutex<BTreeMap<Epoch, Arc<WatermarkVector>>>,
+}
+
+impl EpochView {
+    /// The view of a fresh deployment: epoch 0.
+    pub fn new(shards: u32) -> Self {
+        EpochView {
+            shards,
+            history: Mutex::new(EpochHistory::new(shards)),
+            vws: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A copy of the history.
+    pub fn history(&self) -> EpochHistory {
+        self.history.lock().clone()
+    }
+
+    /// Runs `f` on the history (do not block inside).
+    pub fn with<R>(&self, f: impl FnOnce(&EpochHistory) -> R) -> R {
+        f(&self.history.lock())
+    }
+
+    /// The newest epoch known.
+    pub fn current(&self) -> Epoch {
+        self.history.lock().current()
+    }
+
+    /// `VW_e`; `None` once `FVW(e)` is final (it decides instead) or if `e` is too far ahead.
+    pub fn vw(&self, e: Epoch) -> Option<Arc<WatermarkVector>> {
+        let (current, decided) = self.with(|h| (h.current(), h.is_final(e)));
+        if decided || e > current.saturating_add(EPOCHS_AHEAD) {
+            return None;
+        }
+        let mut vws = self.vws.lock();
+        Some(Arc::clone(vws.entry(e).or_insert_with(|| {
+            Arc::new(WatermarkVector::new(self.shards as usize))
+        })))
+    }
+
+    /// Learns `W_s` of epoch `e`; returns whether `VW_e` moved.
+    pub fn learn_w(&self, e: Epoch, shard: u32, w: u64) -> bool {
+        self.vw(e).is_some_and(|v| v.advance(shard as usize, w))
+    }
+
+    /// Applies a committed `meta` command (on a member of the group); returns whether it changed.
+    pub fn apply(&self, cmd: &MetaCommand) -> Result<bool, EpochError> {
+        let changed = self.history.lock().apply(cmd)?;
+        if changed {
+            self.changed();
+        }
+        Ok(changed)
+    }
+
+    /// Takes a history received from the `meta` group if it is newer; returns whether it did.
+    pub fn merge(&self, h: EpochHistory) -> Result<bool, EpochError> {
+        let changed = self.history.lock().merge(h)?;
+        if changed {
+            self.changed();
+        }
+        Ok(changed)
+    }
+
+    /// Wakes every waiter (the history changed) and drops `VW`s of decided epochs.
+    ///
+    /// Waiters evaluate their condition holding their vector's wait lock and take the
+    /// history and map locks inside it, so no vector is notified while those are held.
+    fn changed(&self) {
+        let h = self.history.lock().clone();
+        let all: Vec<Arc<WatermarkVector>> = {
+            let mut vws = self.vws.lock();
+            let all = vws.values().cloned().collect();
+            vws.retain(|e, _| !h.is_final(*e));
+            all
+        };
+        for vw in all {
+            vw.notify();
+        }
+    }
+
+    /// The verdict on an epoch-`e` transaction stamped `vt`, as known now.
+    pub fn judge(&self, e: Epoch, vt: &[u64]) -> Verdict {
+        match self.history.lock().fate(e, vt) {
+            Fate::Kept => return Verdict::Release,
+            Fate::Discarded => return Verdict::Discard,
+            Fate::Current | Fate::Closing | Fate::Unknown => {}
+        }
+        match self.vw(e) {
+            Some(vw) if vw.covers(vt) => Verdict::Release,
+            _ => Verdict::Wait,
+        }
+    }
+
+    /// Waits until `FVW(e)` decides an epoch-`e` transaction stamped `vt` (kept or discarded)
+    /// or `deadline` passes; returns its fate then.
+    pub fn wait_final(&self, e: Epoch, vt: &[u64], deadline: Instant) -> Fate {
+        let fate = || self.history.lock().fate(e, vt);
+        let decided = |f: Fate| matches!(f, Fate::Kept | Fate::Discarded);
+        let Some(vw) = self.vw(e) else {
+            return fate();
+        };
+        let mut last = Fate::Unknown;
+        vw.wait_until(deadline, || {
+            last = fate();
+            decided(last)
+        });
+        last
+    }
+
+    /// Waits until the verdict on (`e`, `vt`) is decided or `deadline` passes.
+    pub fn wait(&self, e: Epoch, vt: &[u64], deadline: Instant) -> Verdict {
+        let Some(vw) = self.vw(e) else {
+            return self.judge(e, vt);
+        };
+        let mut verdict = Verdict::Wait;
+        vw.wait_until(deadline, || {
+            verdict = self.judge(e, vt);
+            verdict != Verdict::Wait
+        });
+        verdict
+    }
+}

@@ -1,0 +1,268 @@
+//! Leadership of a shard across epochs: a new leader establishes its epoch before it serves.
+//!
+//! DESIGN.md section 7. On becoming leader (term `t`) a site serves nothing until:
+//! 1. the `meta` group has started an epoch for its incarnation (`NewEpoch`);
+//! 2. its log closes every earlier epoch: it appends `NoOp { current - 1 }` and waits
+//!    for it to commit (which also commits everything its predecessor left);
+//! 3. every earlier epoch has its final watermark `FVW` (each shard leader reports its
+//!    component once its own `NoOp` committed);
+//! 4. its pending queue is empty (queued pieces are replayed or discarded by the rule);
+//! 5. the versions of discarded transactions are gone from its store.
+//!
+//! It then opens the newest epoch: fresh streams, the clock above everything logged,
+//! transactions stamped with that epoch. A leader whose epoch is overtaken (another
+//! shard changed leader) or whose stream lost an entry seals its log and establishes
+//! again, with the same incarnation or a reset one. Losing leadership closes the log.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use mako_commitlog::Entry;
+use mako_replication::{Role, RoleChange};
+use mako_watermark::{Epoch, EpochHistory, Fate, MetaCommand};
+
+use crate::site::Site;
+
+pub use mako_watermark::epoch::Incarnation;
+
+/// How often an unanswered request to `meta` (or an uncommitted `NoOp`) is repeated.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// Where a site stands as leader of its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lead {
+    /// Not the leader.
+    Follower,
+    /// Leader, establishing an epoch: serves nothing yet.
+    Establishing {
+        /// This leadership.
+        inc: Incarnation,
+        /// The last `NoOp` submitted and when.
+        noop: Option<(Epoch, Instant)>,
+        /// When `meta` was last asked for the incarnation's epoch.
+        asked: Option<Instant>,
+    },
+    /// Leader serving transactions of `epoch`.
+    Open {
+        /// This leadership.
+        inc: Incarnation,
+        /// The epoch its transactions carry.
+        epoch: Epoch,
+    },
+}
+
+impl Site {
+    /// The epoch this site serves transactions in, if it leads and its epoch is open.
+    pub fn open_epoch(&self) -> Option<Epoch> {
+        match *self.lead.lock() {
+            Lead::Open { epoch, .. } => Some(epoch),
+            _ => None,
+        }
+    }
+
+    /// Role-change listener: a new leader starts establishing; a deposed one closes its log.
+    pub(crate) fn on_role(&self, rc: RoleChange) {
+        let mut lead = self.lead.lock();
+        match rc.role {
+            Role::Leader => {
+                self.log.close();
+                *lead = Lead::Establishing {
+                    inc: Incarnation {
+                        shard: self.shard_id,
+                        leader: self.node,
+                        term: rc.term,
+                        reset: 0,
+                    },
+                    noop: None,
+                    asked: None,
+                };
+            }
+            Role::Follower => {
+                self.log.close();
+                *lead = Lead::Follower;
+            }
+        }
+    }
+
+    /// One step of the leadership state machine (run by the ticker).
+    ///
+    /// The work (asking `meta`, submitting the `NoOp`, replaying the queue, purging) runs
+    /// without the leadership lock, which apply callbacks take; the epoch is opened under
+    /// it, and only if no role change came in between.
+    pub(crate) fn drive_lead(&self, now: Instant) {
+        let h = self.epochs.history();
+        let seen = {
+            let mut lead = self.lead.lock();
+            if let Lead::Open { inc, epoch } = *lead {
+                let overtaken = h.current() > epoch;
+                if !overtaken && !self.log.any_frozen() {
+                    return;
+                }
+                // Another shard started an epoch, or a stream lost an entry (then this
+                // leader needs an epoch of its own again).
+                self.log.seal();
+                let reset = if overtaken { inc.reset } else { inc.reset + 1 };
+                tracing::info!(
+                    shard = self.shard_id,
+                    node = self.node,
+                    epoch,
+                    current = h.current(),
+                    "epoch {epoch} ends here; establishing again"
+                );
+                *lead = Lead::Establishing {
+                    inc: Incarnation { reset, ..inc },
+                    noop: None,
+                    asked: None,
+                };
+            }
+            *lead
+        };
+        let Lead::Establishing {
+            inc,
+            mut noop,
+            mut asked,
+        } = seen
+        else {
+            return;
+        };
+        let ready = self.establish(&h, inc, &mut noop, &mut asked, now);
+        let mut lead = self.lead.lock();
+        if *lead != seen {
+            // A role change came in meanwhile: it decides.
+            return;
+        }
+        *lead = match ready {
+            Some(epoch) => {
+                self.led.lock().push(epoch);
+                self.log.open(epoch);
+                self.shard.set_epoch(epoch);
+                tracing::info!(shard = self.shard_id, node = self.node, epoch, "epoch open");
+                Lead::Open { inc, epoch }
+            }
+            None => Lead::Establishing { inc, noop, asked },
+        };
+    }
+
+    /// Steps 1–5 of establishing; returns the epoch once it may open.
+    fn establish(
+        &self,
+        h: &EpochHistory,
+        inc: Incarnation,
+        noop: &mut Option<(Epoch, Instant)>,
+        asked: &mut Option<Instant>,
+        now: Instant,
+    ) -> Option<Epoch> {
+        let due = |t: Option<Instant>| t.is_none_or(|t| now.duration_since(t) >= RETRY);
+        // 1. An epoch of this incarnation.
+        if h.epoch_of(&inc).is_none() {
+            if due(*asked) {
+                *asked = Some(now);
+                self.propose_meta(MetaCommand::NewEpoch {
+                    shard: inc.shard,
+                    leader: inc.leader,
+                    term: inc.term,
+                    reset: inc.reset,
+                });
+            }
+            return None;
+        }
+        // 2. The log closes every earlier epoch.
+        let target = h.current();
+        let log_epoch = self.wm.lock().epoch();
+        if log_epoch < target {
+            let stale = noop.is_none_or(|(e, t)| e + 1 != target || due(Some(t)));
+            if stale {
+                *noop = Some((target - 1, now));
+                let entry = Entry::NoOp { epoch: target - 1 }.encode();
+                if let Err(e) = self.group.submit(entry) {
+                    tracing::debug!(shard = self.shard_id, "NoOp not submitted: {e}");
+                }
+            }
+            return None;
+        }
+        if log_epoch > target {
+            // A predecessor closed an epoch this site has not heard of yet.
+            return None;
+        }
+        // 3. Every earlier epoch final.
+        if !h.final_below(target) {
+            return None;
+        }
+        // 4. The pending queue decided.
+        self.group.retry_pending();
+        if self.queued() > 0 {
+            return None;
+        }
+        // 5. No discarded version left here.
+        self.purge(h);
+        Some(target)
+    }
+
+    /// Removes, from every table, the versions of closed epochs that the discard rule drops.
+    ///
+    /// Only a site that led an epoch can hold such versions (its own speculative commits);
+    /// followers replay kept pieces only.
+    pub(crate) fn purge(&self, h: &EpochHistory) {
+        let upto = (0..h.current()).take_while(|e| h.is_final(*e)).last();
+        let Some(upto) = upto else { return };
+        let from = self.purged.load(Ordering::Acquire);
+        if from > u64::from(upto) {
+            return;
+        }
+        let led = self
+            .led
+            .lock()
+            .iter()
+            .any(|e| (from..=u64::from(upto)).contains(&u64::from(*e)));
+        if !led {
+            self.purged.store(u64::from(upto) + 1, Ordering::Release);
+            return;
+        }
+        let mut removed = 0;
+        for t in self.store.tables() {
+            removed += t.remove_versions(|s| {
+                s.epoch <= upto && matches!(h.fate(s.epoch, &s.vt), Fate::Discarded)
+            });
+        }
+        self.purged.store(u64::from(upto) + 1, Ordering::Release);
+        if removed > 0 {
+            self.stats
+                .purged
+                .fetch_add(removed as u64, Ordering::Relaxed);
+            tracing::info!(
+                shard = self.shard_id,
+                node = self.node,
+                removed,
+                "removed versions of discarded transactions"
+            );
+        }
+    }
+
+    /// On a leader: reports the `FVW` components its log fixed that `meta` lacks.
+    pub(crate) fn report_components(&self, now: Instant) {
+        if !self.is_leader() {
+            return;
+        }
+        let missing = self.epochs.with(|h| h.missing(self.shard_id));
+        if missing.is_empty() {
+            return;
+        }
+        {
+            let mut last = self.component_sent.lock();
+            if last.is_some_and(|t| now.duration_since(t) < RETRY / 4) {
+                return;
+            }
+            *last = Some(now);
+        }
+        let wm = self.wm.lock().clone();
+        for e in missing {
+            if let Some(w) = wm.component(e) {
+                self.propose_meta(MetaCommand::Component {
+                    epoch: e,
+                    shard: self.shard_id,
+                    w,
+                });
+            }
+        }
+    }
+}
