@@ -631,10 +631,30 @@ struct Transfer {
 /// replica; every aborted one is on none; money is conserved on every remaining replica (sum of
 /// the newest balances read from the stores, all accounts starting at 0); transfers are
 /// released again after the crash; and the history checker finds no anomaly.
+///
+/// The crash is timed mid-2PC, so that it always catches a transfer in flight: once armed, the
+/// first commit decision shard 0's leader sends to shard 1 is lost (and every later one: the
+/// leader is about to die), and the leader crashes as soon as that happened. That transfer is
+/// decided commit on the crashed coordinator but its shard-1 piece was never logged.
 #[test]
 fn leader_crash_under_cross_shard_bank_load() {
     within(LIMIT, || {
-        let c = Cluster::start(config(2, 3, Duration::from_secs(2), true)).expect("setup: cluster");
+        let leader0 = Cluster::node_id(3, 0, 0);
+        let armed = Arc::new(AtomicBool::new(false));
+        let caught = Arc::new(AtomicBool::new(false));
+        let mut cfg = config(2, 3, Duration::from_secs(2), true);
+        let (a, h) = (Arc::clone(&armed), Arc::clone(&caught));
+        cfg.control_faults = Some(ControlFaults(Arc::new(move |from, _, m| match m {
+            Msg::Decision {
+                commit: Some(_), ..
+            } if from == leader0 && a.load(Ordering::SeqCst) => {
+                h.store(true, Ordering::SeqCst);
+                Fate::Drop
+            }
+            Msg::Decision { .. } if from == leader0 && h.load(Ordering::SeqCst) => Fate::Drop,
+            _ => Fate::Deliver,
+        })));
+        let c = Cluster::start(cfg).expect("setup: cluster");
         let mut v = Verdict::default();
         let recorder = Recorder::new();
         let stop = AtomicBool::new(false);
@@ -705,6 +725,11 @@ fn leader_crash_under_cross_shard_bank_load() {
                 })
                 .collect();
             std::thread::sleep(Duration::from_millis(1500));
+            armed.store(true, Ordering::SeqCst);
+            assert!(
+                eventually(Duration::from_secs(5), || caught.load(Ordering::SeqCst)),
+                "setup: shard 0's leader sent no commit decision to shard 1 within 5 s"
+            );
             crashed.store(true, Ordering::SeqCst);
             // The crash on the history's logical clock (for reading the checker's report).
             let at = recorder.client(usize::MAX).invoke();
@@ -750,7 +775,7 @@ fn leader_crash_under_cross_shard_bank_load() {
             )
         });
 
-        if let Err(d) = c.compare_replicas(Duration::from_secs(20)) {
+        if let Err(d) = c.compare_replicas(Duration::from_secs(10)) {
             v.fail(format!("replicas differ after the run: {d}"));
         }
         let running: Vec<(u32, &Arc<Site>)> = (0..2u32)
