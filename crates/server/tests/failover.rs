@@ -223,6 +223,13 @@ fn bounce_without_crash_never_releases_an_unreplicated_piece() {
                 "T2 (a normal write on replica 0, leader again) was not released: {e}"
             )),
         }
+        eprintln!(
+            "after T2: replica 0 W_0 {}, VW {:?}, clock {}, stream stats {:?}",
+            old.w(),
+            old.vw().load(),
+            old.shard().clock(),
+            old.stream_stats()
+        );
         check(&mut v, "after T2");
         v.check(t1.wait_release(Duration::from_millis(500)).is_err(), || {
             "waiting on T1 ended in a release".into()
