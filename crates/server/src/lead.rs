@@ -133,7 +133,14 @@ impl Site {
         }
         *lead = match ready {
             Some(epoch) => {
-                self.led.lock().push(epoch);
+                match self.epochs.vw(epoch) {
+                    Some(vw) => self.finality.opened(epoch, vw),
+                    None => {
+                        // Unreachable: the newest epoch is never final. Open nothing.
+                        tracing::error!(epoch, "no watermark vector for the epoch to open");
+                        return;
+                    }
+                }
                 self.log.open(epoch);
                 self.shard.set_epoch(epoch);
                 tracing::info!(shard = self.shard_id, node = self.node, epoch, "epoch open");
@@ -205,26 +212,19 @@ impl Site {
     pub(crate) fn purge(&self, h: &EpochHistory) {
         let upto = (0..h.current()).take_while(|e| h.is_final(*e)).last();
         let Some(upto) = upto else { return };
-        let from = self.purged.load(Ordering::Acquire);
-        if from > u64::from(upto) {
-            return;
-        }
-        let led = self
-            .led
-            .lock()
-            .iter()
-            .any(|e| (from..=u64::from(upto)).contains(&u64::from(*e)));
-        if !led {
-            self.purged.store(u64::from(upto) + 1, Ordering::Release);
+        let from = self.finality.purged_below();
+        if from > upto {
             return;
         }
         let mut removed = 0;
-        for t in self.store.tables() {
-            removed += t.remove_versions(|s| {
-                s.epoch <= upto && matches!(h.fate(s.epoch, &s.vt), Fate::Discarded)
-            });
+        if self.finality.led_within(from, upto) {
+            for t in self.store.tables() {
+                removed += t.remove_versions(|s| {
+                    s.epoch <= upto && matches!(h.fate(s.epoch, &s.vt), Fate::Discarded)
+                });
+            }
         }
-        self.purged.store(u64::from(upto) + 1, Ordering::Release);
+        self.finality.purged(upto + 1);
         if removed > 0 {
             self.stats
                 .purged

@@ -20,6 +20,7 @@ mod apply;
 pub mod cluster;
 pub mod coord;
 pub mod epochs;
+mod finality;
 mod lead;
 pub mod meta;
 pub mod msg;

@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 
 use crate::coord::Decisions;
 use crate::epochs::{EpochView, Verdict};
+use crate::finality::VersionFinality;
 use crate::lead::Lead;
 use crate::msg::{CONTROL_GROUP, Msg, PeerError, Refusal, Reply, TxnId};
 use crate::participant::Participants;
@@ -128,10 +129,8 @@ pub struct Site {
     pub(crate) epochs: Arc<EpochView>,
     /// Where this site stands as leader.
     pub(crate) lead: Mutex<Lead>,
-    /// Epochs this site opened as leader (their discarded versions may be in its store).
-    pub(crate) led: Mutex<Vec<Epoch>>,
-    /// Epochs below this have had their discarded versions removed here.
-    pub(crate) purged: AtomicU64,
+    /// Which versions of the store a failover may still discard.
+    pub(crate) finality: Arc<VersionFinality>,
     /// The `meta` replica this site hosts, if it is a member.
     pub(crate) meta: OnceLock<Arc<dyn Replicator>>,
     /// The members of `meta`.
@@ -203,6 +202,8 @@ impl Site {
         transport: Arc<dyn Transport>,
     ) -> Result<Arc<Site>, SiteError> {
         let store = Arc::new(Store::new());
+        let finality = Arc::new(VersionFinality::default());
+        store.set_finality(Arc::clone(&finality) as Arc<dyn mako_storage::Finality>);
         let tables = cfg
             .tables
             .iter()
@@ -240,8 +241,7 @@ impl Site {
             wm: Mutex::new(LogWatermark::new(&streams)),
             epochs: Arc::new(EpochView::new(cfg.shards)),
             lead: Mutex::new(Lead::Follower),
-            led: Mutex::new(Vec::new()),
-            purged: AtomicU64::new(0),
+            finality,
             meta: OnceLock::new(),
             meta_members,
             history_sent: Mutex::new(None),

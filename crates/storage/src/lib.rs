@@ -33,11 +33,13 @@
 
 mod error;
 mod index;
+mod reclaim;
 mod record;
 mod store;
 mod table;
 
 pub use error::StorageError;
+pub use reclaim::{Finality, Reclaim};
 pub use record::{LOCK_BIT, ReadView, Record, Stamp, Version, Vt};
 pub use store::{Store, TableId, table_id_for};
 pub use table::{Key, Table};

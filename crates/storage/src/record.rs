@@ -6,6 +6,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use smallvec::{SmallVec, smallvec};
 
+use crate::reclaim::Reclaim;
+
 /// Bit of the version word that marks a record locked by a committing writer.
 pub const LOCK_BIT: u64 = 1 << 63;
 
@@ -133,12 +135,13 @@ impl Record {
 
     /// Installs `value` as the newest version and releases the lock the caller holds.
     ///
-    /// Versions at or below `reclaim_bound` other than the newest such one are trimmed.
-    pub fn install(&self, stamp: Stamp, value: Option<Bytes>, reclaim_bound: u64) {
+    /// Of the versions at or below the reclaim bound, those older than the newest final one
+    /// are trimmed.
+    pub fn install(&self, stamp: Stamp, value: Option<Bytes>, reclaim: &Reclaim) {
         let mut chain = self.chain.lock();
         let ts = stamp.ts;
         chain.push(Version { stamp, value });
-        trim(&mut chain, reclaim_bound);
+        trim(&mut chain, reclaim);
         self.word.store(ts & !LOCK_BIT, Ordering::Release);
     }
 
@@ -146,7 +149,7 @@ impl Record {
     ///
     /// Idempotent and order-insensitive: applying the same set of versions in any
     /// order, any number of times, leaves the same newest version.
-    pub fn apply(&self, stamp: Stamp, value: Option<Bytes>, reclaim_bound: u64) -> bool {
+    pub fn apply(&self, stamp: Stamp, value: Option<Bytes>, reclaim: &Reclaim) -> bool {
         let held = self.lock_wait();
         let mut chain = self.chain.lock();
         let key = stamp.order();
@@ -157,7 +160,7 @@ impl Record {
             return false;
         }
         chain.insert(pos, Version { stamp, value });
-        trim(&mut chain, reclaim_bound);
+        trim(&mut chain, reclaim);
         let newest = chain.last().map_or(held, |v| v.stamp.ts);
         self.word.store(newest & !LOCK_BIT, Ordering::Release);
         true
@@ -193,17 +196,30 @@ impl Record {
     }
 }
 
-/// Drops every version older than the newest one at or below `bound`.
-fn trim(chain: &mut Vec<Version>, bound: u64) {
-    let at_or_below = chain.partition_point(|v| v.stamp.ts <= bound);
-    if at_or_below > 1 {
-        chain.drain(..at_or_below - 1);
+/// Drops every version older than the newest final one at or below the reclaim bound.
+fn trim(chain: &mut Vec<Version>, reclaim: &Reclaim) {
+    let at_or_below = chain.partition_point(|v| v.stamp.ts <= reclaim.bound());
+    if at_or_below <= 1 {
+        return;
+    }
+    if let Some(keep) = (0..at_or_below)
+        .rev()
+        .find(|&i| reclaim.is_final(&chain[i].stamp))
+    {
+        chain.drain(..keep);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A policy that trims nothing (bound 0).
+    fn keep_all() -> Reclaim {
+        let r = Reclaim::new();
+        r.set_bound(0);
+        r
+    }
 
     #[test]
     fn lock_is_exclusive_and_install_unlocks() {
@@ -213,7 +229,7 @@ mod tests {
         r.install(
             Stamp::single(0, 5),
             Some(Bytes::from_static(b"v")),
-            u64::MAX,
+            &Reclaim::new(),
         );
         assert_eq!(r.word(), 5);
         let view = r.read();
@@ -225,9 +241,11 @@ mod tests {
     #[test]
     fn trim_keeps_versions_above_bound() {
         let r = Record::absent();
+        let reclaim = Reclaim::new();
+        reclaim.set_bound(6);
         for ts in 1..=10 {
             r.lock_wait();
-            r.install(Stamp::single(0, ts), None, 6);
+            r.install(Stamp::single(0, ts), None, &reclaim);
         }
         // 6 (newest at or below the bound) and 7..=10.
         assert_eq!(r.chain_len(), 5);
@@ -236,9 +254,27 @@ mod tests {
 
     #[test]
     fn removed_versions_leave_the_newest_remaining_one_visible() {
+        // Version 9 is not final: version 3 stays behind it.
+        struct UpTo(u64);
+        impl crate::reclaim::Finality for UpTo {
+            fn is_final(&self, s: &Stamp) -> bool {
+                s.ts <= self.0
+            }
+        }
+        let reclaim = Reclaim::new();
+        reclaim.set_finality(std::sync::Arc::new(UpTo(5)));
         let r = Record::absent();
-        r.apply(Stamp::single(0, 3), Some(Bytes::from_static(b"a")), 0);
-        r.apply(Stamp::single(0, 9), Some(Bytes::from_static(b"b")), 0);
+        r.apply(
+            Stamp::single(0, 3),
+            Some(Bytes::from_static(b"a")),
+            &reclaim,
+        );
+        r.apply(
+            Stamp::single(0, 9),
+            Some(Bytes::from_static(b"b")),
+            &reclaim,
+        );
+        assert_eq!(r.chain_len(), 2);
         assert_eq!(r.remove_versions(&mut |s| s.ts == 9), 1);
         assert_eq!(r.word(), 3);
         assert_eq!(r.read().value().map(|b| &b[..]), Some(&b"a"[..]));
@@ -257,14 +293,14 @@ mod tests {
             a.apply(
                 Stamp::single(e, ts),
                 Some(Bytes::from(format!("{e}.{ts}"))),
-                0,
+                &keep_all(),
             );
         }
         for &(e, ts) in versions.iter().rev().chain(versions.iter()) {
             b.apply(
                 Stamp::single(e, ts),
                 Some(Bytes::from(format!("{e}.{ts}"))),
-                0,
+                &keep_all(),
             );
         }
         assert_eq!(a.read(), b.read());

@@ -2,11 +2,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLock;
 
 use crate::error::StorageError;
+use crate::reclaim::{Finality, Reclaim};
 use crate::table::Table;
 
 /// Numeric id of a table, identical on every replica (see [`table_id_for`]).
@@ -22,7 +22,7 @@ pub fn table_id_for(name: &str) -> TableId {
 /// All tables of one shard replica.
 pub struct Store {
     tables: RwLock<HashMap<TableId, Arc<Table>>>,
-    reclaim_bound: Arc<AtomicU64>,
+    reclaim: Arc<Reclaim>,
 }
 
 impl Default for Store {
@@ -45,7 +45,7 @@ impl Store {
     pub fn new() -> Self {
         Store {
             tables: RwLock::new(HashMap::new()),
-            reclaim_bound: Arc::new(AtomicU64::new(u64::MAX)),
+            reclaim: Arc::new(Reclaim::new()),
         }
     }
 
@@ -63,11 +63,7 @@ impl Store {
                 id,
             });
         }
-        let t = Arc::new(Table::new(
-            id,
-            name.to_owned(),
-            Arc::clone(&self.reclaim_bound),
-        ));
+        let t = Arc::new(Table::new(id, name.to_owned(), Arc::clone(&self.reclaim)));
         tables.insert(id, Arc::clone(&t));
         Ok(t)
     }
@@ -92,12 +88,20 @@ impl Store {
 
     /// Versions at or below this timestamp are final; older ones are trimmed on install.
     pub fn reclaim_bound(&self) -> u64 {
-        self.reclaim_bound.load(Ordering::Relaxed)
+        self.reclaim.bound()
+    }
+
+    /// Installs the test of which versions are final (once; `false` if one was set already).
+    ///
+    /// Without one every version is final and chains keep only their newest version at or
+    /// below the reclaim bound.
+    pub fn set_finality(&self, f: Arc<dyn Finality>) -> bool {
+        self.reclaim.set_finality(f)
     }
 
     /// Sets the reclaim bound (the oldest timestamp any reader or failover may still need).
     pub fn set_reclaim_bound(&self, ts: u64) {
-        self.reclaim_bound.store(ts, Ordering::Relaxed);
+        self.reclaim.set_bound(ts);
     }
 }
 

@@ -2,13 +2,13 @@
 
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::error::StorageError;
 use crate::index::Index;
+use crate::reclaim::Reclaim;
 use crate::record::{Record, Stamp, Version};
 use crate::store::TableId;
 
@@ -20,7 +20,7 @@ pub struct Table {
     id: TableId,
     name: String,
     index: Index,
-    reclaim_bound: Arc<AtomicU64>,
+    reclaim: Arc<Reclaim>,
 }
 
 impl std::fmt::Debug for Table {
@@ -42,12 +42,12 @@ pub(crate) fn bounds<'k>(range: &impl RangeBounds<&'k [u8]>) -> (Bound<&'k [u8]>
 }
 
 impl Table {
-    pub(crate) fn new(id: TableId, name: String, reclaim_bound: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(id: TableId, name: String, reclaim: Arc<Reclaim>) -> Self {
         Table {
             id,
             name,
             index: Index::default(),
-            reclaim_bound,
+            reclaim,
         }
     }
 
@@ -73,7 +73,12 @@ impl Table {
 
     /// Versions at or below this timestamp are final; only the newest of them is kept.
     pub fn reclaim_bound(&self) -> u64 {
-        self.reclaim_bound.load(Ordering::Relaxed)
+        self.reclaim.bound()
+    }
+
+    /// The reclaim policy installs trim by.
+    pub fn reclaim(&self) -> &Reclaim {
+        &self.reclaim
     }
 
     /// The record under `key`, if the key is indexed.
@@ -120,7 +125,7 @@ impl Table {
             rec.unlock();
             return Err(StorageError::KeyExists);
         }
-        rec.install(stamp, Some(value), self.reclaim_bound());
+        rec.install(stamp, Some(value), &self.reclaim);
         Ok(())
     }
 
@@ -131,14 +136,14 @@ impl Table {
         };
         rec.lock_wait();
         let existed = rec.read().value().is_some();
-        rec.install(stamp, None, self.reclaim_bound());
+        rec.install(stamp, None, &self.reclaim);
         existed
     }
 
     /// Applies a replicated write last-writer-wins by `(epoch, ts)`; returns whether it was new.
     pub fn apply(&self, key: &[u8], stamp: Stamp, value: Option<Bytes>) -> bool {
         let (rec, _) = self.record_or_insert(key);
-        rec.apply(stamp, value, self.reclaim_bound())
+        rec.apply(stamp, value, &self.reclaim)
     }
 
     /// Removes every version whose stamp `discard` selects, in every record; returns how many.
@@ -154,7 +159,7 @@ impl Table {
     fn write(&self, key: &[u8], value: Option<Bytes>, stamp: Stamp) {
         let (rec, _) = self.record_or_insert(key);
         rec.lock_wait();
-        rec.install(stamp, value, self.reclaim_bound());
+        rec.install(stamp, value, &self.reclaim);
     }
 
     /// Up to `limit` visible `(key, value)` pairs in `range`, ascending.

@@ -592,7 +592,7 @@ impl<'s> Prepared<'s> {
         };
         for w in &mut self.tx.writes {
             if let Some((rec, _)) = w.record.take() {
-                rec.install(stamp.clone(), w.value.clone(), w.table.reclaim_bound());
+                rec.install(stamp.clone(), w.value.clone(), w.table.reclaim());
             }
         }
         CommitInfo {
