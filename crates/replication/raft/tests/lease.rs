@@ -44,9 +44,7 @@ fn leader_with_lease(g: &HostGroup) -> usize {
     assert!(
         wait(|| {
             assert_only_leaders_hold_leases(g);
-            found = g
-                .leader()
-                .filter(|&l| g.groups[l].lease_until().is_some());
+            found = g.leader().filter(|&l| g.groups[l].lease_until().is_some());
             found.is_some()
         }),
         "no leader with a lease"
@@ -62,7 +60,10 @@ fn a_healthy_leader_keeps_renewing_its_lease() {
     let mut cfg = RaftConfig::new(1, vec![1], 0);
     timing(&mut cfg);
     let len = cfg.lease_duration();
-    assert!(first - Instant::now() <= len, "a lease never exceeds its duration");
+    assert!(
+        first - Instant::now() <= len,
+        "a lease never exceeds its duration"
+    );
     // Renewed past the first lease's end by more than one lease length: several renewals.
     let mut term = g.groups[l].term();
     assert!(
@@ -70,9 +71,7 @@ fn a_healthy_leader_keeps_renewing_its_lease() {
             assert_only_leaders_hold_leases(&g);
             assert_eq!(g.leader(), Some(l), "leadership moved in a healthy group");
             term = g.groups[l].term();
-            g.groups[l]
-                .lease_until()
-                .is_some_and(|t| t > first + len)
+            g.groups[l].lease_until().is_some_and(|t| t > first + len)
         }),
         "the lease was not renewed"
     );
@@ -120,7 +119,11 @@ fn a_partitioned_leaders_lease_ends_before_any_new_leader_is_elected() {
     let mut new_leader = None;
     assert!(
         wait(|| {
-            assert_eq!(g.groups[l].lease_until(), None, "the cut-off leader renewed");
+            assert_eq!(
+                g.groups[l].lease_until(),
+                None,
+                "the cut-off leader renewed"
+            );
             assert_only_leaders_hold_leases(&g);
             new_leader = followers
                 .iter()
@@ -175,15 +178,48 @@ fn transfer_leader_drops_the_lease_at_once_and_the_target_leads() {
     let l = leader_with_lease(&g);
     let old_term = g.groups[l].term();
     let target = (l + 1) % 3;
+    // First a transfer that cannot finish: the target is cut off, so its MsgTimeoutNow is
+    // lost (or, on a real network, could arrive much later) and the transfer aborts.
+    g.net.disconnect(target as u64 + 1);
     g.groups[l]
         .transfer_leader(target as u64 + 1)
         .expect("transfer accepted");
-    assert_eq!(g.groups[l].lease_until(), None, "lease kept after transfer_leader");
-    // No lease for the rest of the old term, whether or not the transfer succeeds.
+    assert_eq!(
+        g.groups[l].lease_until(),
+        None,
+        "lease kept after transfer_leader"
+    );
+    // No lease for the rest of the old term, though the old leader keeps leading it.
+    let until = Instant::now() + Duration::from_millis(1800);
+    while Instant::now() < until {
+        assert_eq!(g.groups[l].term(), old_term);
+        assert_eq!(
+            g.groups[l].lease_until(),
+            None,
+            "lease renewed in the old term"
+        );
+        assert_only_leaders_hold_leases(&g);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(g.leader(), Some(l), "the old leader kept leading");
+    // Then one that can: the target takes over and may lead with a lease of its own.
+    g.net.connect(target as u64 + 1);
+    // (The target accepts MsgTimeoutNow only from the leader it knows.)
+    assert!(wait(|| g.groups[target].leader() == Some(l as u64 + 1)
+        && g.groups[target].applied_index()
+            >= g.groups[l].commit_index()));
+    g.groups[l]
+        .transfer_leader(target as u64 + 1)
+        .expect("transfer accepted");
+    assert_eq!(g.groups[l].lease_until(), None);
     assert!(
         wait(|| {
             if g.groups[l].term() == old_term {
-                assert_eq!(g.groups[l].lease_until(), None, "lease renewed in the old term");
+                assert_eq!(
+                    g.groups[l].lease_until(),
+                    None,
+                    "lease renewed in the old term"
+                );
             }
             assert_only_leaders_hold_leases(&g);
             g.groups[target].role() == Role::Leader
@@ -191,7 +227,6 @@ fn transfer_leader_drops_the_lease_at_once_and_the_target_leads() {
         "the target did not take over"
     );
     assert!(g.groups[target].term() > old_term);
-    // The target may then lead with a lease of its own.
     assert_eq!(leader_with_lease(&g), target);
 }
 

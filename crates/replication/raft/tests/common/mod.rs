@@ -136,6 +136,9 @@ pub struct Cluster {
     pub leases: bool,
     /// Lease rounds a quorum acknowledged, over every incarnation (so a lease test is not vacuous).
     pub lease_acks: u64,
+    /// Per replica: the end (virtual ms) and term of the last lease it held, kept after a
+    /// step-down or crash (the promise outlives the holder's knowledge of it).
+    pub lease_ends: Vec<Option<(u64, u64)>>,
 }
 
 pub fn ids(n: usize) -> Vec<NodeId> {
@@ -171,6 +174,7 @@ impl Cluster {
             max_persist_delay_ms: 8,
             leases: false,
             lease_acks: 0,
+            lease_ends: vec![None; n],
         };
         for i in 0..n {
             c.start(i);
@@ -403,41 +407,54 @@ impl Cluster {
         assert!(v.is_empty(), "safety violations: {v:?}");
     }
 
-    /// The lease claim on the one virtual clock: while a replica's lease runs, no replica
-    /// leads a later term (and only leaders hold leases).
+    /// The lease claim on the one virtual clock: until a lease's end no replica leads a
+    /// later term, even if the holder stepped down or crashed meanwhile; only a transfer
+    /// (the holder, still leading, drops its lease) voids it. Only leaders hold leases.
     fn check_leases(&mut self) {
         let dur = self.cfg_template.lease_duration().as_millis() as u64;
         let now = self.now.as_millis() as u64;
+        let mut violations = Vec::new();
         for i in 0..self.n {
-            let Some(holder) = self.node(i) else { continue };
-            let Some(basis) = holder.lease_basis() else {
-                continue;
-            };
-            if !holder.is_leader() {
-                let v = format!("node {} holds a lease but does not lead", i + 1);
-                self.checker.lock().violations.push(v);
+            let Some(node) = self.node(i) else { continue };
+            match node.lease_basis() {
+                Some(_) if !node.is_leader() => {
+                    violations.push(format!("node {} holds a lease but does not lead", i + 1));
+                }
+                Some(b) => {
+                    let end = self.lease_ends[i]
+                        .filter(|&(_, t)| t == node.term())
+                        .map_or(b + dur, |(e, _)| e.max(b + dur));
+                    self.lease_ends[i] = Some((end, node.term()));
+                }
+                // Dropped while still leading the lease's term: a transfer started.
+                None if node.is_leader()
+                    && self.lease_ends[i].is_some_and(|(_, t)| t == node.term()) =>
+                {
+                    self.lease_ends[i] = None;
+                }
+                None => {}
             }
-            if basis + dur <= now {
+        }
+        for (i, rec) in self.lease_ends.iter().enumerate() {
+            let Some((end, term)) = *rec else { continue };
+            if end <= now {
                 continue;
             }
             for j in (0..self.n).filter(|&j| j != i) {
-                // A deposed leader of an older term may not know yet; a newer one must not exist.
                 if let Some(other) = self.node(j)
                     && other.is_leader()
-                    && other.term() > holder.term()
+                    && other.term() > term
                 {
-                    let v = format!(
-                        "at {now} ms node {} leads term {} while node {} (term {}) holds a lease until {} ms",
+                    violations.push(format!(
+                        "at {now} ms node {} leads term {} while node {}'s lease of term {term} runs until {end} ms",
                         j + 1,
                         other.term(),
                         i + 1,
-                        holder.term(),
-                        basis + dur
-                    );
-                    self.checker.lock().violations.push(v);
+                    ));
                 }
             }
         }
+        self.checker.lock().violations.extend(violations);
     }
 
     /// Lease rounds acknowledged so far, live replicas included.
