@@ -318,3 +318,93 @@ fn lab_no_replica_leads_while_another_holds_a_lease() {
     assert!(acks > 100, "only {acks} lease rounds acknowledged");
     assert!(terms > 24, "only {terms} terms in all runs");
 }
+
+/// Runs the lab until replica `i` holds a lease from a round acknowledged in the last
+/// tick or so; returns the lease's end (virtual ms).
+fn fresh_lease(c: &mut Cluster, i: usize) -> u64 {
+    let dur = c.cfg_template.lease_duration().as_millis() as u64;
+    let hb = c.cfg_template.heartbeat_interval_ms;
+    assert!(
+        c.run_until(5000, |c| {
+            let now = c.now.as_millis() as u64;
+            c.node(i)
+                .and_then(|n| n.lease_basis())
+                .is_some_and(|b| b + 2 * hb >= now)
+        }),
+        "no fresh lease"
+    );
+    c.node(i).and_then(|n| n.lease_basis()).expect("lease") + dur
+}
+
+#[test]
+fn lab_a_restarted_replica_withholds_its_vote_while_a_lease_it_acknowledged_may_run() {
+    for seed in 0..8 {
+        let mut c = Cluster::new(3, seed);
+        c.leases = true;
+        let a = c.check_one_leader();
+        let (b, x) = ((a + 1) % 3, (a + 2) % 3);
+        // `x` is cut off: `a`'s lease rests on `b` alone.
+        c.disconnect(x);
+        c.run_ms(300);
+        let end = fresh_lease(&mut c, a);
+        // `a` vanishes; `b` restarts at once, forgetting whom it heard from; `x` is back
+        // and campaigns (it acknowledged nothing, so it may).
+        c.disconnect(a);
+        c.crash(b);
+        c.start(b);
+        c.connect(x);
+        c.node_mut(x).expect("x").campaign().expect("campaign");
+        // The lab fails the run if `x` (or `b`) leads before `end`; they do lead after it.
+        let others = [b, x];
+        assert!(
+            c.run_until(5000, |c| others
+                .iter()
+                .any(|&i| c.node(i).is_some_and(|n| n.is_leader()))),
+            "no new leader"
+        );
+        assert!(c.now.as_millis() as u64 > end);
+        assert!(
+            c.node(b).expect("b").stats().votes_withheld > 0,
+            "seed {seed}: vacuous"
+        );
+    }
+}
+
+#[test]
+fn lab_a_deposed_leader_withholds_its_vote_while_its_lease_may_run() {
+    use raft::eraftpb::{Message, MessageType};
+    for seed in 0..8 {
+        let mut c = Cluster::new(3, seed);
+        c.leases = true;
+        let a = c.check_one_leader();
+        let x = (a + 2) % 3;
+        c.disconnect(x);
+        c.run_ms(300);
+        let end = fresh_lease(&mut c, a);
+        // A replica stuck in a failed campaign of a later term answers `a` with that term
+        // (raft-rs then steps `a` down, forgetting its own lease)...
+        let term = c.node(a).expect("a").term();
+        let m = Message {
+            msg_type: MessageType::MsgAppendResponse,
+            from: x as u64 + 1,
+            to: a as u64 + 1,
+            term: term + 1,
+            ..Default::default()
+        };
+        c.node_mut(a).expect("a").step_message(m).expect("step");
+        assert!(!c.node(a).expect("a").is_leader());
+        // ...and `x`, back, campaigns: `a` must not help it before the lease's end.
+        c.connect(x);
+        c.node_mut(x).expect("x").campaign().expect("campaign");
+        assert!(
+            c.run_until(5000, |c| (0..3)
+                .any(|i| c.node(i).is_some_and(|n| n.is_leader()))),
+            "no new leader"
+        );
+        assert!(c.now.as_millis() as u64 > end);
+        assert!(
+            c.node(a).expect("a").stats().votes_withheld > 0,
+            "seed {seed}: vacuous"
+        );
+    }
+}
