@@ -167,3 +167,29 @@ pub struct ConfigError {
     /// What is wrong with it.
     pub reason: &'static str,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_drift_leaves_a_lease_shorter_than_the_election_timeout() {
+        let mut c = RaftConfig::new(1, vec![1], 0);
+        // 80 ticks of 5 ms: (80 - 1) * 5 - 40.
+        assert_eq!(c.lease_duration().as_millis(), 355);
+        c.heartbeat_interval_ms = 10;
+        c.election_timeout_min_ms = 20;
+        c.election_timeout_max_ms = 30;
+        assert!(c.validate().is_ok());
+        assert_eq!(c.lease_duration().as_millis(), 8);
+    }
+
+    #[test]
+    fn a_drift_that_eats_the_lease_is_refused() {
+        let mut c = RaftConfig::new(1, vec![1], 0);
+        c.lease_drift_ms = Some(395);
+        assert_eq!(c.validate().map_err(|e| e.key), Err("lease_drift_ms"));
+        c.lease_drift_ms = Some(394);
+        assert!(c.validate().is_ok());
+    }
+}

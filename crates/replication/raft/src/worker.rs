@@ -604,6 +604,8 @@ impl Driver {
                 self.persist(job)?;
             }
         }
+        // The lease first: a reader that sees the new role also sees a dropped lease.
+        self.publish_lease();
         let s = &self.status;
         s.role
             .store(u8::from(self.node.is_leader()), Ordering::Release);
@@ -615,7 +617,6 @@ impl Driver {
             .store(self.node.applied_index(), Ordering::Release);
         s.resolved
             .store(self.node.stats().resolved, Ordering::Release);
-        self.publish_lease();
         Ok(())
     }
 
