@@ -277,4 +277,23 @@ pub trait Replicator: Send + Sync {
     fn retry_pending(&self);
     /// Drains in-flight work, syncs storage and joins every thread; idempotent.
     fn shutdown(&self);
+    /// The leader lease: `Some(t)` only on the leader, while it holds a lease, with `t` in
+    /// the future.
+    ///
+    /// Guarantee: no other replica of the group becomes leader (hence commits anything)
+    /// before `t`, unless this replica itself hands leadership over, and it then stops
+    /// answering `Some` before that hand-over can take effect. So a read released by this
+    /// replica at an instant `now < t`, checked by calling this method at release time
+    /// (after the read's data was taken), is not stale: everything committed before `now`
+    /// was committed by this leader. `None` when not leader, while a leadership transfer is
+    /// pending, after a step-down, shutdown or failure, or when no lease is held; the caller
+    /// then waits, confirms leadership otherwise, or answers `NotLeader`. The lease is only
+    /// as good as the clock-drift margin the protocol was configured with. Call it again for
+    /// every release (it is cheap); never cache `t` across a role change or a transfer.
+    ///
+    /// The default answers `None` (never stale, never a lease): the safe answer for a
+    /// protocol that keeps no lease.
+    fn lease_until(&self) -> Option<std::time::Instant> {
+        None
+    }
 }

@@ -33,6 +33,9 @@ pub struct RaftConfig {
     pub max_unresolved_entries: u64,
     /// Committed entries the pending queue may hold; beyond it applying pauses (the log keeps them).
     pub max_pending_queue: usize,
+    /// Clock-drift margin taken off the leader lease (`None`: a tenth of
+    /// `election_timeout_min_ms`, at least 1 ms); see [`RaftConfig::lease_duration`].
+    pub lease_drift_ms: Option<u64>,
 }
 
 impl RaftConfig {
@@ -53,6 +56,7 @@ impl RaftConfig {
             max_entry_bytes: 16 << 20,
             max_unresolved_entries: 8192,
             max_pending_queue: 65_536,
+            lease_drift_ms: None,
         }
     }
 
@@ -112,7 +116,37 @@ impl RaftConfig {
         if self.max_pending_queue == 0 {
             return bad("max_pending_queue", "must be positive");
         }
+        if self.lease_duration().is_zero() {
+            return bad(
+                "lease_drift_ms",
+                "must be less than election_timeout_min_ms less one heartbeat_interval_ms \
+                 (the lease would be empty)",
+            );
+        }
         Ok(())
+    }
+
+    /// The clock-drift margin in milliseconds (`lease_drift_ms`, or its default).
+    pub fn lease_drift(&self) -> u64 {
+        self.lease_drift_ms
+            .unwrap_or((self.election_timeout_min_ms / 10).max(1))
+    }
+
+    /// How long a leader lease lasts from the instant its quorum round was started:
+    /// `(E - 1) * heartbeat_interval_ms - drift`, with `E` the minimum election timeout in
+    /// ticks. A follower refuses votes for `E` of its ticks after hearing from the leader;
+    /// ticks are at least a heartbeat interval apart but the first may come at once, hence
+    /// `E - 1`. Zero when the drift margin eats it all (the config is then invalid).
+    pub fn lease_duration(&self) -> std::time::Duration {
+        if self.heartbeat_interval_ms == 0 {
+            return std::time::Duration::ZERO;
+        }
+        let (min, _) = self.election_ticks();
+        let ms = (min as u64)
+            .saturating_sub(1)
+            .saturating_mul(self.heartbeat_interval_ms)
+            .saturating_sub(self.lease_drift());
+        std::time::Duration::from_millis(ms)
     }
 
     /// Election timeout bounds in ticks (`[min, max)`).
@@ -132,4 +166,30 @@ pub struct ConfigError {
     pub key: &'static str,
     /// What is wrong with it.
     pub reason: &'static str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_drift_leaves_a_lease_shorter_than_the_election_timeout() {
+        let mut c = RaftConfig::new(1, vec![1], 0);
+        // 80 ticks of 5 ms: (80 - 1) * 5 - 40.
+        assert_eq!(c.lease_duration().as_millis(), 355);
+        c.heartbeat_interval_ms = 10;
+        c.election_timeout_min_ms = 20;
+        c.election_timeout_max_ms = 30;
+        assert!(c.validate().is_ok());
+        assert_eq!(c.lease_duration().as_millis(), 8);
+    }
+
+    #[test]
+    fn a_drift_that_eats_the_lease_is_refused() {
+        let mut c = RaftConfig::new(1, vec![1], 0);
+        c.lease_drift_ms = Some(395);
+        assert_eq!(c.validate().map_err(|e| e.key), Err("lease_drift_ms"));
+        c.lease_drift_ms = Some(394);
+        assert!(c.validate().is_ok());
+    }
 }

@@ -39,6 +39,7 @@
 
 mod config;
 pub mod durable;
+pub mod lease;
 mod node;
 mod storage;
 pub mod validate;

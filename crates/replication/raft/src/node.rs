@@ -19,6 +19,7 @@ use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType
 use raft::{GetEntriesContext, RawNode, StateRole, Storage};
 
 use crate::config::{ConfigError, RaftConfig};
+use crate::lease::LeaseState;
 use crate::storage::GroupStorage;
 use crate::wire::{self, Reassembler, WireError};
 
@@ -150,6 +151,12 @@ pub struct NodeStats {
     pub resolved: u64,
     /// Times applying paused because the pending queue was full.
     pub apply_pauses: u64,
+    /// Leader lease rounds started.
+    pub lease_rounds: u64,
+    /// Leader lease rounds a quorum acknowledged.
+    pub lease_acks: u64,
+    /// (Pre-)vote requests ignored after a restart or a step-down (see [`crate::lease`]).
+    pub votes_withheld: u64,
 }
 
 /// A persist job handed to the driver and not yet reported durable.
@@ -187,6 +194,11 @@ pub struct RaftNode {
     commit_target: u64,
     /// Snapshots sent and not yet answered: peer → tick sent.
     snapshots_sent: BTreeMap<NodeId, u64>,
+    /// The leader lease's rounds and basis.
+    lease: LeaseState,
+    /// Until this tick, (pre-)vote requests are ignored: the replica restarted or stepped
+    /// down and may have forgotten a leader whose lease still runs.
+    votes_barred_until: u64,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -221,6 +233,8 @@ impl RaftNode {
         if let (Some(s), Some(h)) = (&init.snapshot, snapshots.as_mut()) {
             h.restore(&s.data, snap_index);
         }
+        // A replica restarted from a term may have acknowledged a lease it no longer knows of.
+        let restarted = init.hard_state.term > 0;
         let storage = GroupStorage::new(&cfg.peers, init.hard_state, init.snapshot, &init.entries)?;
         let (min, max) = cfg.election_ticks();
         let rc = raft::Config {
@@ -231,8 +245,10 @@ impl RaftNode {
             max_election_tick: max,
             max_inflight_msgs: cfg.max_inflight,
             max_size_per_msg: cfg.max_append_bytes,
+            // The leader lease relies on both (see `crate::lease`).
             check_quorum: true,
             pre_vote: true,
+            read_only_option: raft::ReadOnlyOption::Safe,
             skip_bcast_commit: true,
             batch_append: true,
             applied: snap_index,
@@ -255,6 +271,8 @@ impl RaftNode {
             proposals: BTreeMap::new(),
             commit_target: snap_index,
             snapshots_sent: BTreeMap::new(),
+            lease: LeaseState::default(),
+            votes_barred_until: if restarted { min as u64 } else { 0 },
         })
     }
 
@@ -278,15 +296,84 @@ impl RaftNode {
 
     /// Advances logical time by one heartbeat interval.
     pub fn tick(&mut self) {
+        let was_leader = self.is_leader();
         if !self.installing_snapshot() || self.is_leader() {
             self.raw.tick();
         }
         self.reassembler.tick();
         self.ticks += 1;
+        self.after_input(was_leader);
         // Every tick: a periodic check can alias with check-quorum's reset of `recent_active`.
         self.maybe_hand_to_preferred();
         self.expire_snapshots();
         self.catch_up();
+    }
+
+    /// Minimum election timeout in ticks.
+    fn election_ticks(&self) -> u64 {
+        self.cfg.election_ticks().0 as u64
+    }
+
+    /// After an input that may have changed the role: a leader that stepped down drops its
+    /// lease and withholds votes for one election timeout (see [`crate::lease`]).
+    fn after_input(&mut self, was_leader: bool) {
+        if was_leader && !self.is_leader() {
+            self.lease.drop_lease();
+            self.votes_barred_until = self.ticks + self.election_ticks();
+        }
+    }
+
+    /// Whether a lease may be held or renewed now: leading, no transfer pending, and no
+    /// `MsgTimeoutNow` sent in this term.
+    fn lease_allowed(&self) -> bool {
+        let r = &self.raw.raft;
+        r.state == StateRole::Leader
+            && r.lead_transferee.is_none()
+            && self.lease.timeout_now_term != r.term
+    }
+
+    /// Starts a leader-lease round stamped `now` if one is due (every eighth of the minimum
+    /// election timeout while leading, with an entry of this term committed).
+    ///
+    /// `now` is the driver's monotonic clock, in any unit, read before the output of this
+    /// call is sent; a lease from a round lasts [`RaftConfig::lease_duration`] from its
+    /// stamp. The argument is in [`crate::lease`].
+    pub fn renew_lease(&mut self, now: u64) {
+        self.lease.enter_term(self.raw.raft.term);
+        if !self.lease_allowed() {
+            self.lease.drop_lease();
+            return;
+        }
+        // raft-rs ignores read-index requests until then.
+        if !self.raw.raft.commit_to_current_term()
+            || !self.lease.due(self.ticks, self.election_ticks())
+        {
+            return;
+        }
+        let ctx = self.lease.start_round(now, self.ticks);
+        self.raw.read_index(ctx);
+        self.stats.lease_rounds += 1;
+    }
+
+    /// The stamp (as passed to [`RaftNode::renew_lease`]) of the newest lease round a quorum
+    /// acknowledged, while this replica may hold a lease; `None` otherwise.
+    pub fn lease_basis(&self) -> Option<u64> {
+        if !self.lease_allowed() || self.lease.term() != self.raw.raft.term {
+            return None;
+        }
+        self.lease.basis()
+    }
+
+    /// Whether a (pre-)vote request must be ignored: the replica restarted or stepped down
+    /// less than an election timeout ago. Transfer campaigns pass (the old leader dropped
+    /// its lease when it started the transfer).
+    fn vote_withheld(&self, msg: &Message) -> bool {
+        matches!(
+            msg.get_msg_type(),
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+        ) && self.ticks < self.votes_barred_until
+            && msg.term >= self.raw.raft.term
+            && msg.get_context() != raft::CAMPAIGN_TRANSFER
     }
 
     /// A snapshot whose answer never came (lost on the way) is reported failed after two
@@ -356,7 +443,14 @@ impl RaftNode {
             );
             return Ok(());
         }
-        match self.raw.step(msg) {
+        if self.vote_withheld(&msg) {
+            self.stats.votes_withheld += 1;
+            return Ok(());
+        }
+        let was_leader = self.is_leader();
+        let stepped = self.raw.step(msg);
+        self.after_input(was_leader);
+        match stepped {
             // Stale or foreign messages are routine in Raft; they are not errors of the node.
             Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
             Err(e) => Err(e.into()),
@@ -434,6 +528,8 @@ impl RaftNode {
             });
         }
         if to != self.cfg.id {
+            // The target will campaign at once, past every follower's lease.
+            self.lease.drop_lease();
             self.raw.transfer_leader(to);
         }
         Ok(())
@@ -460,6 +556,7 @@ impl RaftNode {
             .get(p)
             .is_some_and(|pr| pr.recent_active && pr.matched == last);
         if caught_up && self.raw.raft.lead_transferee.is_none() {
+            self.lease.drop_lease();
             self.raw.transfer_leader(p);
         }
     }
@@ -467,6 +564,11 @@ impl RaftNode {
     fn encode(&mut self, msgs: Vec<Message>, out: &mut Vec<OutMsg>) {
         for m in msgs {
             let to = m.to;
+            if m.get_msg_type() == MessageType::MsgTimeoutNow {
+                // It may be delivered at any later time: no lease for the rest of the term.
+                self.lease.timeout_now_term = m.term;
+                self.lease.drop_lease();
+            }
             // Only snapshots are chunked; appends are bounded by `max_append_bytes` (plus
             // at most one oversized entry) and travel whole, with no reassembly copy.
             let chunk = if m.get_msg_type() == MessageType::MsgSnapshot {
@@ -496,8 +598,19 @@ impl RaftNode {
                 Role::Follower
             };
             let leader = (ss.leader_id != 0).then_some(ss.leader_id);
+            if role != Role::Leader {
+                self.lease.drop_lease();
+            }
             self.role = role;
             self.dispatcher.set_role(role, self.raw.raft.term, leader);
+        }
+        for rs in rd.take_read_states() {
+            if self.lease_allowed()
+                && self.lease.term() == self.raw.raft.term
+                && self.lease.acked(&rs.request_ctx)
+            {
+                self.stats.lease_acks += 1;
+            }
         }
         let now = rd.take_messages();
         self.encode(now, &mut out.messages);

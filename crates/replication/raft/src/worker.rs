@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError, select};
@@ -86,6 +86,13 @@ struct Published {
     resolved: AtomicU64,
     /// Inbound messages dropped because the group's inbox was full.
     inbox_drops: AtomicU64,
+    /// End of the leader lease in nanoseconds after the worker's clock origin; 0: none.
+    /// Published before any message leaves the worker, so it never shows a lease the
+    /// node's state no longer holds once a message could have acted on that state.
+    lease: AtomicU64,
+    /// `transfer_leader` calls whose command the worker has not yet handled: no lease
+    /// is reported while there are any.
+    transfers_pending: AtomicU64,
     /// Held for reading by `submit` across its check and send, so that a stopping group
     /// (which takes it for writing) finds every accepted submission in its queue.
     health: parking_lot::RwLock<GroupHealth>,
@@ -101,6 +108,8 @@ impl Published {
             applied: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
             inbox_drops: AtomicU64::new(0),
+            lease: AtomicU64::new(0),
+            transfers_pending: AtomicU64::new(0),
             health: parking_lot::RwLock::new(GroupHealth::Running),
         }
     }
@@ -119,6 +128,8 @@ pub struct RaftWorker {
     max_entry_bytes: usize,
     stopped: AtomicBool,
     thread: Mutex<Option<JoinHandle<()>>>,
+    /// Origin of the published lease instant.
+    origin: Instant,
 }
 
 impl std::fmt::Debug for RaftWorker {
@@ -269,7 +280,10 @@ impl RaftHost {
         // Completions are bounded by the persist jobs in flight, which the log store bounds.
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let status = Arc::new(Published::new());
+        let origin = Instant::now();
         let mut driver = Driver {
+            origin,
+            lease_nanos: u64::try_from(cfg.lease_duration().as_nanos()).unwrap_or(u64::MAX),
             node,
             shard,
             id: cfg.id,
@@ -302,6 +316,7 @@ impl RaftHost {
             max_entry_bytes: cfg.max_entry_bytes,
             stopped: AtomicBool::new(false),
             thread: Mutex::new(Some(thread)),
+            origin,
         });
         self.workers.lock().push(Arc::clone(&w));
         Ok(w)
@@ -363,6 +378,10 @@ struct Driver {
     done_tx: Sender<Done>,
     status: Arc<Published>,
     snapshots: Arc<dyn SnapshotStore>,
+    /// Origin of the lease clock (shared with the `RaftWorker`).
+    origin: Instant,
+    /// The lease duration in nanoseconds.
+    lease_nanos: u64,
 }
 
 /// Whether the loop goes on.
@@ -461,6 +480,7 @@ impl Driver {
     /// Stops the group: steps down as far as callers can see, reports every unresolved
     /// submission, publishes why.
     fn stop(&mut self, cmds: &Receiver<Cmd>, health: GroupHealth) {
+        self.status.lease.store(0, Ordering::SeqCst);
         *self.status.health.write() = health;
         self.status.role.store(0, Ordering::Release);
         self.node
@@ -483,8 +503,25 @@ impl Driver {
             .store(self.node.stats().resolved + abandoned, Ordering::Release);
     }
 
+    /// The lease clock: nanoseconds since the worker's origin.
+    fn now(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Publishes the node's lease (or its absence) for `lease_until`.
+    fn publish_lease(&self) {
+        let until = self
+            .node
+            .lease_basis()
+            .map_or(0, |b| b.saturating_add(self.lease_nanos).max(1));
+        self.status.lease.store(until, Ordering::SeqCst);
+    }
+
     fn tick(&mut self) {
         self.node.tick();
+        // Stamped before the round's heartbeats leave (they go at the end of this turn).
+        let now = self.now();
+        self.node.renew_lease(now);
         // Queued entries are re-offered now and then even if a `retry_pending` was dropped
         // on a full command queue; the callback decides whether replay is safe. Only on a
         // follower: what a promoted leader does with its queue is the application's call
@@ -506,6 +543,9 @@ impl Driver {
             Cmd::Propose(entry) => self.node.propose_submitted(entry),
             Cmd::Transfer(to) => {
                 let _ = self.node.transfer_leader(to);
+                // The node dropped its lease; publish that before the caller's hold is lifted.
+                self.publish_lease();
+                self.status.transfers_pending.fetch_sub(1, Ordering::SeqCst);
             }
             Cmd::RetryPending => {
                 self.node.dispatcher().retry_pending();
@@ -538,6 +578,8 @@ impl Driver {
         if msgs.is_empty() {
             return;
         }
+        // A step-down or a transfer's `MsgTimeoutNow` must not leave while the old lease shows.
+        self.publish_lease();
         let envs = msgs
             .into_iter()
             .map(|m| Envelope {
@@ -562,6 +604,8 @@ impl Driver {
                 self.persist(job)?;
             }
         }
+        // The lease first: a reader that sees the new role also sees a dropped lease.
+        self.publish_lease();
         let s = &self.status;
         s.role
             .store(u8::from(self.node.is_leader()), Ordering::Release);
@@ -757,10 +801,32 @@ impl Replicator for RaftWorker {
                 hint: self.leader(),
             });
         }
-        self.tx.try_send(Cmd::Transfer(to)).map_err(|e| match e {
-            TrySendError::Full(_) => SubmitError::Busy,
-            TrySendError::Disconnected(_) => SubmitError::Stopped,
+        // No lease from here until the worker has handled the command (and dropped the
+        // node's lease): `lease_until` reads this counter first.
+        self.status.transfers_pending.fetch_add(1, Ordering::SeqCst);
+        self.tx.try_send(Cmd::Transfer(to)).map_err(|e| {
+            self.status.transfers_pending.fetch_sub(1, Ordering::SeqCst);
+            match e {
+                TrySendError::Full(_) => SubmitError::Busy,
+                TrySendError::Disconnected(_) => SubmitError::Stopped,
+            }
         })
+    }
+
+    /// The leader lease (see [`Replicator::lease_until`]); the argument for the Raft
+    /// lease is in [`crate::lease`]. Lock-free: two atomic loads and a clock read.
+    fn lease_until(&self) -> Option<Instant> {
+        // The pending-transfer count first: once it reads zero after a transfer command
+        // was handled, the worker's dropping of the lease is visible below.
+        if self.status.transfers_pending.load(Ordering::SeqCst) != 0 {
+            return None;
+        }
+        let until = self.status.lease.load(Ordering::SeqCst);
+        if until == 0 {
+            return None;
+        }
+        let t = self.origin + Duration::from_nanos(until);
+        (Instant::now() < t).then_some(t)
     }
 
     fn set_snapshot_handler(&self, handler: Box<dyn SnapshotHandler>) {

@@ -131,6 +131,14 @@ pub struct Cluster {
     pub lose_disk_on_crash: bool,
     /// Longest time a persist job takes to complete (0: at once).
     pub max_persist_delay_ms: u64,
+    /// Whether replicas run leader-lease rounds (stamped with the virtual clock in ms) and
+    /// every step checks that no replica leads while another's lease runs.
+    pub leases: bool,
+    /// Lease rounds a quorum acknowledged, over every incarnation (so a lease test is not vacuous).
+    pub lease_acks: u64,
+    /// Per replica: the end (virtual ms) and term of the last lease it held, kept after a
+    /// step-down or crash (the promise outlives the holder's knowledge of it).
+    pub lease_ends: Vec<Option<(u64, u64)>>,
 }
 
 pub fn ids(n: usize) -> Vec<NodeId> {
@@ -164,6 +172,9 @@ impl Cluster {
             max_term: vec![0; n],
             lose_disk_on_crash: false,
             max_persist_delay_ms: 8,
+            leases: false,
+            lease_acks: 0,
+            lease_ends: vec![None; n],
         };
         for i in 0..n {
             c.start(i);
@@ -240,7 +251,9 @@ impl Cluster {
     /// Crashes replica `i`: it stops; its disk stays (or is wiped in `memory` durability).
     pub fn crash(&mut self, i: usize) {
         // Jobs still at the disk are lost with the process.
-        self.nodes[i] = None;
+        if let Some(ln) = self.nodes[i].take() {
+            self.lease_acks += ln.node.stats().lease_acks;
+        }
         self.net.crash(i as NodeId + 1);
         // Only a durable term must never go back: one still at the disk was never acted on.
         self.max_term[i] = self.disks[i].log.group(0).map_or(0, |g| g.hard_state.term);
@@ -379,13 +392,78 @@ impl Cluster {
             }
             while self.now >= ln.next_tick {
                 ln.node.tick();
+                if self.leases {
+                    ln.node.renew_lease(self.now.as_millis() as u64);
+                }
                 ln.next_tick += ln.period;
             }
             self.drive(i);
             self.complete_due(i);
         }
+        if self.leases {
+            self.check_leases();
+        }
         let v = &self.checker.lock().violations;
         assert!(v.is_empty(), "safety violations: {v:?}");
+    }
+
+    /// The lease claim on the one virtual clock: until a lease's end no replica leads a
+    /// later term, even if the holder stepped down or crashed meanwhile; only a transfer
+    /// (the holder, still leading, drops its lease) voids it. Only leaders hold leases.
+    fn check_leases(&mut self) {
+        let dur = self.cfg_template.lease_duration().as_millis() as u64;
+        let now = self.now.as_millis() as u64;
+        let mut violations = Vec::new();
+        for i in 0..self.n {
+            let Some(node) = self.node(i) else { continue };
+            match node.lease_basis() {
+                Some(_) if !node.is_leader() => {
+                    violations.push(format!("node {} holds a lease but does not lead", i + 1));
+                }
+                Some(b) => {
+                    let end = self.lease_ends[i]
+                        .filter(|&(_, t)| t == node.term())
+                        .map_or(b + dur, |(e, _)| e.max(b + dur));
+                    self.lease_ends[i] = Some((end, node.term()));
+                }
+                // Dropped while still leading the lease's term: a transfer started.
+                None if node.is_leader()
+                    && self.lease_ends[i].is_some_and(|(_, t)| t == node.term()) =>
+                {
+                    self.lease_ends[i] = None;
+                }
+                None => {}
+            }
+        }
+        for (i, rec) in self.lease_ends.iter().enumerate() {
+            let Some((end, term)) = *rec else { continue };
+            if end <= now {
+                continue;
+            }
+            for j in (0..self.n).filter(|&j| j != i) {
+                if let Some(other) = self.node(j)
+                    && other.is_leader()
+                    && other.term() > term
+                {
+                    violations.push(format!(
+                        "at {now} ms node {} leads term {} while node {}'s lease of term {term} runs until {end} ms",
+                        j + 1,
+                        other.term(),
+                        i + 1,
+                    ));
+                }
+            }
+        }
+        self.checker.lock().violations.extend(violations);
+    }
+
+    /// Lease rounds acknowledged so far, live replicas included.
+    pub fn lease_acks_total(&self) -> u64 {
+        self.lease_acks
+            + (0..self.n)
+                .filter_map(|i| self.node(i))
+                .map(|n| n.stats().lease_acks)
+                .sum::<u64>()
     }
 
     pub fn run_for(&mut self, d: Duration) {
@@ -658,4 +736,119 @@ pub fn wait(mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(2));
     }
     true
+}
+
+/// A vote message some replica sent, as a [`Recording`] transport saw it leave.
+#[derive(Debug, Clone)]
+pub struct VoteMsg {
+    /// Taken just before the message was handed to the network.
+    pub at: std::time::Instant,
+    pub from: NodeId,
+    pub to: NodeId,
+    pub kind: MessageType,
+    pub term: u64,
+    pub reject: bool,
+}
+
+/// Vote traffic of a whole group, in send order.
+pub type VoteLog = Arc<Mutex<Vec<VoteMsg>>>;
+
+/// A transport that records the (pre-)vote requests and answers it sends.
+pub struct Recording<T> {
+    pub inner: T,
+    pub log: VoteLog,
+}
+
+impl<T: Transport> Transport for Recording<T> {
+    fn local_id(&self) -> NodeId {
+        self.inner.local_id()
+    }
+
+    fn send(&self, msg: Envelope) -> Result<(), mako_transport::SendError> {
+        let at = std::time::Instant::now();
+        if let Ok(Some(m)) = wire::Reassembler::default().push(msg.from, &msg.payload)
+            && matches!(
+                m.get_msg_type(),
+                MessageType::MsgRequestVote
+                    | MessageType::MsgRequestVoteResponse
+                    | MessageType::MsgRequestPreVote
+                    | MessageType::MsgRequestPreVoteResponse
+            )
+        {
+            self.log.lock().push(VoteMsg {
+                at,
+                from: msg.from,
+                to: msg.to,
+                kind: m.get_msg_type(),
+                term: m.term,
+                reject: m.reject,
+            });
+        }
+        self.inner.send(msg)
+    }
+}
+
+/// `n` real `RaftHost`s (ids 1..=n) over one in-memory network, memory logs, one group
+/// each; their vote traffic is recorded.
+pub struct HostGroup {
+    pub net: mako_transport::mem::MemNetwork,
+    pub hosts: Vec<mako_raft::RaftHost>,
+    pub groups: Vec<Arc<mako_raft::RaftWorker>>,
+    pub votes: VoteLog,
+}
+
+impl HostGroup {
+    /// Starts the group with `tweak` applied to every replica's config.
+    pub fn start(n: u64, tweak: impl Fn(&mut RaftConfig)) -> Self {
+        let net = mako_transport::mem::MemNetwork::new();
+        let votes = VoteLog::default();
+        let mut hosts = Vec::new();
+        let mut groups = Vec::new();
+        for id in 1..=n {
+            let (t, inbox) = net.endpoint(id);
+            let transport = Arc::new(Recording {
+                inner: t,
+                log: votes.clone(),
+            });
+            let (log, rec) = mako_logstore::LogStore::open(mako_logstore::LogStoreConfig {
+                durability: mako_logstore::Durability::Memory,
+                ..mako_logstore::LogStoreConfig::new(std::env::temp_dir().join("unused"))
+            })
+            .expect("memory log opens");
+            let host = mako_raft::RaftHost::new(
+                transport,
+                inbox,
+                Arc::new(log),
+                rec,
+                mako_raft::HostConfig { snapshot_dir: None },
+            );
+            let mut cfg = RaftConfig::new(id, (1..=n).collect(), 0);
+            tweak(&mut cfg);
+            groups.push(host.start_group(cfg).expect("group starts"));
+            hosts.push(host);
+        }
+        HostGroup {
+            net,
+            hosts,
+            groups,
+            votes,
+        }
+    }
+
+    /// The index of the one replica that reports itself leader, if exactly one does.
+    pub fn leader(&self) -> Option<usize> {
+        use mako_replication::Replicator;
+        let ls: Vec<usize> = (0..self.groups.len())
+            .filter(|&i| self.groups[i].role() == Role::Leader)
+            .collect();
+        (ls.len() == 1).then(|| ls[0])
+    }
+}
+
+impl Drop for HostGroup {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            h.shutdown();
+        }
+    }
 }
