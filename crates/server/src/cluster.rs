@@ -184,6 +184,8 @@ pub struct Cluster {
     replicas: u32,
     /// Replicas stopped by [`Cluster::stop_replica`], as `(shard, replica)`.
     stopped: parking_lot::Mutex<std::collections::HashSet<(u32, u32)>>,
+    /// Replicas frozen by [`Cluster::pause`], with their Raft workers' hold.
+    paused: parking_lot::Mutex<HashMap<(u32, u32), mako_raft::Paused>>,
     _dir: tempfile::TempDir,
 }
 
@@ -310,6 +312,7 @@ impl Cluster {
             net,
             replicas,
             stopped: parking_lot::Mutex::new(std::collections::HashSet::new()),
+            paused: parking_lot::Mutex::new(HashMap::new()),
             _dir: dir,
         };
         // Leadership: campaign isn't exposed, so wait for the preferred replica to win or be
@@ -452,6 +455,29 @@ impl Cluster {
         })
     }
 
+    /// Freezes replica `r` of shard `s` as a stopped process (`SIGSTOP`): its Raft workers, its
+    /// site's threads and its network (cut off the in-memory network) stop until
+    /// [`Cluster::resume`]. Clients calling into it are not stopped.
+    pub fn pause(&self, s: u32, r: u32) -> Result<(), ControlError> {
+        let site = self.replica(s, r)?;
+        self.isolate(s, r)?;
+        site.pause();
+        let host = (s * self.replicas + r) as usize;
+        if let Some(h) = self.hosts.get(host) {
+            self.paused.lock().insert((s, r), h.pause());
+        }
+        Ok(())
+    }
+
+    /// Lets replica `r` of shard `s` run again after [`Cluster::pause`]; its network stays cut
+    /// off until [`Cluster::reconnect`], so it may go on believing it leads for a while.
+    pub fn resume(&self, s: u32, r: u32) -> Result<(), ControlError> {
+        let site = self.replica(s, r)?;
+        drop(self.paused.lock().remove(&(s, r)));
+        site.resume();
+        Ok(())
+    }
+
     /// Crashes replica `r` of shard `s`: stops its site and Raft host and cuts it off the
     /// in-memory network; it stays down (no restart) and replica comparison skips it.
     pub fn stop_replica(&self, s: u32, r: u32) -> Result<(), ControlError> {
@@ -462,6 +488,7 @@ impl Cluster {
         if let Some(n) = &self.net {
             n.disconnect(site.node());
         }
+        drop(self.paused.lock().remove(&(s, r)));
         site.stop();
         let host = (s * self.replicas + r) as usize;
         if let Some(h) = self.hosts.get(host) {
@@ -519,6 +546,7 @@ impl Cluster {
 
     /// Stops every site, Raft group, log store and transport.
     pub fn shutdown(&self) {
+        self.paused.lock().clear();
         for s in self.sites.iter().flatten() {
             s.stop();
         }

@@ -603,6 +603,8 @@ impl<'a> DistTxn<'a> {
         }
         let epoch = self.epoch();
         if self.remotes.is_empty() {
+            // What it read was current: no other leader can have committed since.
+            site.confirm_lease()?;
             // One shard: the local commit logs its piece on this worker's stream.
             let info = match self.local.take() {
                 Some(tx) => tx.commit()?,
@@ -731,6 +733,8 @@ impl<'a> DistTxn<'a> {
         };
         let shards: Vec<(u32, NodeId)> = parts.iter().map(|p| (p.0, p.1.node)).collect();
         // 2. The local reads, once every write set is locked.
+        // What it read here was current: no other leader can have committed since.
+        site.confirm_lease()?;
         let local: Option<Prepared<'a>> = local.map(Locked::validate).transpose()?;
         let mut deps = local
             .as_ref()

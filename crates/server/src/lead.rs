@@ -25,6 +25,9 @@ use crate::site::Site;
 
 pub use mako_watermark::epoch::Incarnation;
 
+/// How long a leader without a lease waits for one before refusing a read.
+const LEASE_WAIT: Duration = Duration::from_millis(200);
+
 /// How often an unanswered request to `meta` (or an uncommitted `NoOp`) is repeated.
 const RETRY: Duration = Duration::from_millis(100);
 
@@ -57,6 +60,26 @@ impl Site {
         match *self.lead.lock() {
             Lead::Open { epoch, .. } => Some(epoch),
             _ => None,
+        }
+    }
+
+    /// Confirms that this site still leads with a lease: until the lease ends no other replica
+    /// can have been elected and have committed anything, so what this site read is current.
+    ///
+    /// A leader without a lease yet (just elected) waits for one, up to [`LEASE_WAIT`].
+    pub(crate) fn confirm_lease(&self) -> Result<(), mako_txn::Abort> {
+        let deadline = Instant::now() + LEASE_WAIT;
+        loop {
+            let now = Instant::now();
+            if self.group.lease_until().is_some_and(|t| t > now) {
+                return Ok(());
+            }
+            if now >= deadline || !self.is_leader() {
+                self.stats.no_lease.fetch_add(1, Ordering::Relaxed);
+                return Err(mako_txn::Abort::new(mako_txn::AbortReason::NotLeader));
+            }
+            // Cold path (a new leader's first lease round): short waits, bounded.
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 

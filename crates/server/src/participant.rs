@@ -328,6 +328,12 @@ impl<'a> Participants<'a> {
                 return reply;
             }
         };
+        if self.site.confirm_lease().is_err() {
+            // Its reads may be stale: another leader may have committed since.
+            locked.abort();
+            self.finish(txn, Finished::Aborted);
+            return Reply::Refused(Refusal::NotLeader(None));
+        }
         let p = match locked.validate() {
             Ok(p) => p,
             Err(_) => {

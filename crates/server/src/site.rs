@@ -107,6 +107,8 @@ pub struct SiteStats {
     pub purged: AtomicU64,
     /// Epoch histories sent as `meta` leader.
     pub broadcasts: AtomicU64,
+    /// Transactions refused because this leader held no lease (its reads could be stale).
+    pub no_lease: AtomicU64,
 }
 
 /// One replica of one shard.
@@ -156,6 +158,9 @@ pub struct Site {
     stop_tx: Mutex<Option<Sender<()>>>,
     /// When a malformed control message was last logged.
     malformed_logged: Mutex<Option<Instant>>,
+    /// Test hook: the site's threads are frozen while set.
+    paused: Mutex<bool>,
+    unpaused: parking_lot::Condvar,
 }
 
 impl std::fmt::Debug for Site {
@@ -259,6 +264,8 @@ impl Site {
             threads: Mutex::new(Vec::new()),
             stop_tx: Mutex::new(None),
             malformed_logged: Mutex::new(None),
+            paused: Mutex::new(false),
+            unpaused: parking_lot::Condvar::new(),
             cfg,
         });
         let s = Arc::clone(&site);
@@ -294,7 +301,10 @@ impl Site {
                 let tick = crossbeam_channel::tick(s.cfg.tick);
                 loop {
                     crossbeam_channel::select! {
-                        recv(tick) -> _ => s.on_tick(),
+                        recv(tick) -> _ => {
+                            s.wait_while_paused();
+                            s.on_tick();
+                        }
                         recv(stop_rx) -> _ => break,
                     }
                 }
@@ -304,8 +314,27 @@ impl Site {
         threads.extend(ticker.ok());
     }
 
+    /// Test hook: freezes the site's threads (ticker and control) until [`Site::resume`].
+    pub fn pause(&self) {
+        *self.paused.lock() = true;
+    }
+
+    /// Test hook: lets the site's threads run again after [`Site::pause`].
+    pub fn resume(&self) {
+        *self.paused.lock() = false;
+        self.unpaused.notify_all();
+    }
+
+    fn wait_while_paused(&self) {
+        let mut p = self.paused.lock();
+        while *p && !self.stop.load(Ordering::Acquire) {
+            self.unpaused.wait(&mut p);
+        }
+    }
+
     /// Stops the site's threads (the replication group is stopped by its host).
     pub fn stop(&self) {
+        self.resume();
         if self.stop.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -543,6 +572,7 @@ impl Site {
                 }
                 recv(stop) -> _ => break,
             };
+            self.wait_while_paused();
             let msg = match Msg::decode(&env.payload)
                 .map_err(PeerError::Decode)
                 .and_then(|m| self.check_peer(env.from, m))
@@ -792,7 +822,9 @@ impl Site {
         Ok(crate::coord::DistTxn::new(self, worker))
     }
 
-    /// Starts a plain one-shard transaction on this site by `worker` (below `workers`).
+    /// Starts a plain one-shard transaction on this site by `worker` (below `workers`), for
+    /// loading: its writes are logged in the open epoch (refused otherwise), but its reads are
+    /// not confirmed by the leader lease; clients use [`Site::begin`].
     pub fn begin_local(&self, worker: u32) -> Result<Transaction<'_>, BeginError> {
         self.check_worker(worker)?;
         Ok(self.shard.begin_on(stream_id(self.shard_id, worker)))

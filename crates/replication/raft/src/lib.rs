@@ -51,4 +51,4 @@ pub use node::{
     InitialState, NodeError, NodeStats, OutMsg, Output, PersistJob, ProposeError, RaftNode,
 };
 pub use storage::GroupStorage;
-pub use worker::{HostConfig, RaftHost, RaftWorker, StartError};
+pub use worker::{HostConfig, Paused, RaftHost, RaftWorker, StartError};

@@ -63,6 +63,8 @@ enum Cmd {
     Transfer(NodeId),
     RetryPending,
     SnapshotHandler(Box<dyn SnapshotHandler>),
+    /// Test hook: stop working until the sender sends or is dropped.
+    Pause(Receiver<()>),
     Shutdown,
 }
 
@@ -151,6 +153,10 @@ pub struct HostConfig {
     /// in memory, which only a `memory` log may do).
     pub snapshot_dir: Option<PathBuf>,
 }
+
+/// Holds a host's workers frozen ([`RaftHost::pause`]); dropping it resumes them.
+#[derive(Debug)]
+pub struct Paused(#[allow(dead_code)] Vec<Sender<()>>);
 
 /// Messages a group's inbox holds before the router drops further ones (Raft retransmits).
 const GROUP_INBOX: usize = 4096;
@@ -340,6 +346,20 @@ impl RaftHost {
     /// Every group started on this host.
     pub fn groups(&self) -> Vec<Arc<RaftWorker>> {
         self.workers.lock().clone()
+    }
+
+    /// Test hook: freezes every group's worker (no tick, no message, no write) until the
+    /// returned handle is dropped, as if the process were stopped (e.g. `SIGSTOP`).
+    ///
+    /// Drop the handle before [`RaftHost::shutdown`], which waits for the workers.
+    pub fn pause(&self) -> Paused {
+        Paused(
+            self.workers
+                .lock()
+                .iter()
+                .filter_map(|w| w.pause())
+                .collect(),
+        )
     }
 
     /// Stops every group, the router, and syncs the log store; idempotent.
@@ -553,6 +573,10 @@ impl Driver {
                 self.node.tick_apply();
             }
             Cmd::SnapshotHandler(h) => self.node.set_snapshot_handler(h),
+            Cmd::Pause(until) => {
+                // Frozen as a stopped process would be: no tick, no message, no write.
+                let _ = until.recv();
+            }
             Cmd::Shutdown => {}
         }
     }
@@ -849,6 +873,13 @@ impl Replicator for RaftWorker {
 }
 
 impl RaftWorker {
+    /// Test hook: freezes the worker until the returned sender is dropped (`None` if the
+    /// worker stopped or its command queue is full).
+    pub fn pause(&self) -> Option<Sender<()>> {
+        let (tx, rx) = crossbeam_channel::bounded(0);
+        self.tx.try_send(Cmd::Pause(rx)).ok().map(|()| tx)
+    }
+
     /// Inbound messages dropped because this group's inbox was full.
     pub fn inbox_drops(&self) -> u64 {
         self.status.inbox_drops.load(Ordering::Relaxed)
