@@ -455,6 +455,33 @@ impl Cluster {
         })
     }
 
+    /// The running site whose `meta` replica leads the `meta` group, if any.
+    pub fn meta_leader(&self) -> Option<&Arc<Site>> {
+        let stopped = self.stopped.lock();
+        self.sites.iter().enumerate().find_map(|(s, v)| {
+            v.iter().enumerate().find_map(|(r, site)| {
+                let leads = site
+                    .meta_group()
+                    .is_some_and(|m| m.role() == mako_replication::Role::Leader);
+                (leads && !stopped.contains(&(s as u32, r as u32))).then_some(site)
+            })
+        })
+    }
+
+    /// Asks the `meta` leader to hand leadership of `meta` to the member on replica `r` of
+    /// shard `s` (returns once asked).
+    pub fn transfer_meta_leader(&self, s: u32, r: u32) -> Result<(), ControlError> {
+        let to = self.replica(s, r)?.node();
+        let leader = self
+            .meta_leader()
+            .ok_or(ControlError::NoLeader(META_GROUP))?;
+        let group = leader
+            .meta_group()
+            .ok_or(ControlError::NoLeader(META_GROUP))?;
+        group.transfer_leader(to)?;
+        Ok(())
+    }
+
     /// Freezes replica `r` of shard `s` as a stopped process (`SIGSTOP`): its Raft workers, its
     /// site's threads and its network (cut off the in-memory network) stop until
     /// [`Cluster::resume`]. Clients calling into it are not stopped.

@@ -645,22 +645,75 @@ struct Transfer {
 /// decided commit on the crashed coordinator but its shard-1 piece was never logged.
 #[test]
 fn leader_crash_under_cross_shard_bank_load() {
-    within(LIMIT, || {
-        let leader0 = Cluster::node_id(3, 0, 0);
-        let armed = Arc::new(AtomicBool::new(false));
-        let caught = Arc::new(AtomicBool::new(false));
+    let leader0 = Cluster::node_id(3, 0, 0);
+    let armed = Arc::new(AtomicBool::new(false));
+    let caught = Arc::new(AtomicBool::new(false));
+    let (a, h) = (Arc::clone(&armed), Arc::clone(&caught));
+    let faults = ControlFaults(Arc::new(move |from, _, m| match m {
+        Msg::Decision {
+            commit: Some(_), ..
+        } if from == leader0 && a.load(Ordering::SeqCst) => {
+            h.store(true, Ordering::SeqCst);
+            Fate::Drop
+        }
+        Msg::Decision { .. } if from == leader0 && h.load(Ordering::SeqCst) => Fate::Drop,
+        _ => Fate::Deliver,
+    }));
+    bank_under_failures(Some(faults), &[(0, 0)], move |c| {
+        armed.store(true, Ordering::SeqCst);
+        assert!(
+            eventually(Duration::from_secs(5), || caught.load(Ordering::SeqCst)),
+            "setup: shard 0's leader sent no commit decision to shard 1 within 5 s"
+        );
+        c.stop_replica(0, 0).expect("setup: crash shard 0's leader");
+    });
+}
+
+/// Both shards' leaders crash at the same moment under the bank load: one or two epoch
+/// changes (never two epochs with one number), and the same guarantees as for one crash.
+#[test]
+fn both_shard_leaders_crash_at_once_under_cross_shard_bank_load() {
+    bank_under_failures(None, &[(0, 0), (1, 0)], |c| {
+        c.stop_replica(0, 0).expect("setup: crash shard 0's leader");
+        c.stop_replica(1, 0).expect("setup: crash shard 1's leader");
+    });
+}
+
+/// Shard 1's leader crashes and, while the epoch change is under way, so does the `meta`
+/// group's leader (moved beforehand to replica 1 of shard 0, so that every group keeps a
+/// majority): the epoch change completes under the new `meta` leader.
+#[test]
+fn meta_leader_crash_during_an_epoch_change() {
+    bank_under_failures(None, &[(1, 0), (0, 1)], |c| {
+        let meta = Cluster::node_id(3, 0, 1);
+        c.transfer_meta_leader(0, 1).ok();
+        assert!(
+            eventually(LEADER_WAIT, || c.meta_leader().map(|s| s.node())
+                == Some(meta)),
+            "setup: meta leadership never moved to replica 1 of shard 0"
+        );
+        let before = c.sites[0][0].epochs().current();
+        c.stop_replica(1, 0).expect("setup: crash shard 1's leader");
+        assert!(
+            eventually(LEADER_WAIT, || c.sites[0][0].epochs().current() > before),
+            "setup: no epoch change started"
+        );
+        c.stop_replica(0, 1).expect("setup: crash the meta leader");
+    });
+}
+
+/// Runs the bank load (see [`leader_crash_under_cross_shard_bank_load`]) on 2 shards x 3
+/// replicas built with `faults`; 1.5 s in, `crash` crashes the replicas `down` (which stay
+/// down); then checks every guarantee on the replicas still running.
+fn bank_under_failures(
+    faults: Option<ControlFaults>,
+    down: &[(u32, u32)],
+    crash: impl FnOnce(&Cluster) + Send + 'static,
+) {
+    let down = down.to_vec();
+    within(LIMIT, move || {
         let mut cfg = config(2, 3, Duration::from_secs(2), true);
-        let (a, h) = (Arc::clone(&armed), Arc::clone(&caught));
-        cfg.control_faults = Some(ControlFaults(Arc::new(move |from, _, m| match m {
-            Msg::Decision {
-                commit: Some(_), ..
-            } if from == leader0 && a.load(Ordering::SeqCst) => {
-                h.store(true, Ordering::SeqCst);
-                Fate::Drop
-            }
-            Msg::Decision { .. } if from == leader0 && h.load(Ordering::SeqCst) => Fate::Drop,
-            _ => Fate::Deliver,
-        })));
+        cfg.control_faults = faults;
         let c = Cluster::start(cfg).expect("setup: cluster");
         let mut v = Verdict::default();
         let recorder = Recorder::new();
@@ -732,16 +785,11 @@ fn leader_crash_under_cross_shard_bank_load() {
                 })
                 .collect();
             std::thread::sleep(Duration::from_millis(1500));
-            armed.store(true, Ordering::SeqCst);
-            assert!(
-                eventually(Duration::from_secs(5), || caught.load(Ordering::SeqCst)),
-                "setup: shard 0's leader sent no commit decision to shard 1 within 5 s"
-            );
-            crashed.store(true, Ordering::SeqCst);
             // The crash on the history's logical clock (for reading the checker's report).
             let at = recorder.client(usize::MAX).invoke();
-            c.stop_replica(0, 0).expect("setup: crash shard 0's leader");
-            eprintln!("shard 0's leader crashed at logical time {at:?}");
+            crashed.store(true, Ordering::SeqCst);
+            crash(&c);
+            eprintln!("replicas {down:?} crashed at logical time {at:?}");
             std::thread::sleep(Duration::from_secs(4));
             stop.store(true, Ordering::Relaxed);
             clients
@@ -785,12 +833,13 @@ fn leader_crash_under_cross_shard_bank_load() {
         if let Err(d) = c.compare_replicas(Duration::from_secs(10)) {
             v.fail(format!("replicas differ after the run: {d}"));
         }
+        let down = &down;
         let running: Vec<(u32, &Arc<Site>)> = (0..2u32)
             .flat_map(|s| {
                 c.sites[s as usize]
                     .iter()
                     .enumerate()
-                    .filter(move |(r, _)| (s, *r) != (0, 0))
+                    .filter(move |(r, _)| !down.contains(&(s, *r as u32)))
                     .map(move |(_, site)| (s, site))
             })
             .collect();
