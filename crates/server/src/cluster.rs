@@ -172,6 +172,20 @@ pub enum ControlError {
     /// The leader refused the transfer.
     #[error("transfer refused: {0}")]
     Transfer(#[from] mako_replication::SubmitError),
+    /// The replica is running (restart needs a stopped one).
+    #[error("replica {replica} of shard {shard} is running")]
+    Running {
+        /// The shard.
+        shard: u32,
+        /// The replica.
+        replica: u32,
+    },
+    /// A replica with a `memory` log has nothing to restart from.
+    #[error("the cluster's logs are not durable (durability: memory)")]
+    NotDurable,
+    /// The restarted replica would not start.
+    #[error("restart failed: {0}")]
+    Restart(String),
 }
 
 /// `S` × `R` sites in one process.
@@ -182,6 +196,12 @@ pub struct Cluster {
     tcp: Vec<Arc<TcpTransport>>,
     net: Option<MemNetwork>,
     replicas: u32,
+    /// How the cluster was started (for restarts).
+    cfg: ClusterConfig,
+    /// Node ids by `[shard][replica]`.
+    nodes: Vec<Vec<NodeId>>,
+    /// The `meta` group's members.
+    members: Vec<NodeId>,
     /// Replicas stopped by [`Cluster::stop_replica`], as `(shard, replica)`.
     stopped: parking_lot::Mutex<std::collections::HashSet<(u32, u32)>>,
     /// Replicas frozen by [`Cluster::pause`], with their Raft workers' hold.
@@ -250,59 +270,10 @@ impl Cluster {
         let mut hosts = Vec::new();
         let mut sites: Vec<Vec<Arc<Site>>> = (0..shards).map(|_| Vec::new()).collect();
         for ((transport, inbox), &id) in transports.into_iter().zip(&all) {
-            let s = ((id - 1) / u64::from(replicas)) as u32;
-            let mut lc = LogStoreConfig::new(dir.path().join(format!("log-{id}")));
-            lc.durability = cfg.durability;
-            lc.segment_bytes = 16 << 20;
-            let (log, rec) = LogStore::open(lc)?;
-            let host = RaftHost::new(
-                Arc::clone(&transport),
-                inbox,
-                Arc::new(log),
-                rec,
-                HostConfig {
-                    snapshot_dir: Some(dir.path().join(format!("snap-{id}"))),
-                },
-            );
-            let raft = |peers: Vec<NodeId>, group: u32| {
-                let mut rc = RaftConfig::new(id, peers, group);
-                rc.heartbeat_interval_ms = cfg.heartbeat_ms;
-                rc.election_timeout_min_ms = cfg.election_ms.0;
-                rc.election_timeout_max_ms = cfg.election_ms.1;
-                rc
-            };
-            let mut rc = raft(nodes[s as usize].clone(), s);
-            rc.preferred = cfg.preferred_leader.then_some(nodes[s as usize][0]);
-            let group = host.start_group(rc)?;
-            let meta = if members.contains(&id) {
-                Some(host.start_group(raft(members.clone(), META_GROUP))?)
-            } else {
-                None
-            };
-            let transport = match &cfg.control_faults {
-                Some(f) => Arc::new(Faulty {
-                    inner: transport,
-                    faults: f.clone(),
-                }) as Arc<dyn Transport>,
-                None => transport,
-            };
-            let site = Site::new(
-                cfg.site.clone(),
-                s,
-                id,
-                nodes.clone(),
-                group as Arc<dyn Replicator>,
-                transport,
-            )?;
-            if let Some(m) = meta {
-                site.host_meta(m as Arc<dyn Replicator>);
-            }
-            // Bounded: a flood from a peer is dropped at the router (2PC requests time out
-            // and abort, decisions are resent, watermarks are periodic), never buffered.
-            let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(CONTROL_INBOX);
-            host.add_route(CONTROL_GROUP, ctl_tx);
-            site.start(ctl_rx);
-            sites[s as usize].push(site);
+            let s = ((id - 1) / u64::from(replicas)) as usize;
+            let (site, host) =
+                start_node(&cfg, dir.path(), &nodes, &members, id, transport, inbox)?;
+            sites[s].push(site);
             hosts.push(host);
         }
         let cluster = Cluster {
@@ -311,6 +282,9 @@ impl Cluster {
             tcp,
             net,
             replicas,
+            cfg,
+            nodes,
+            members,
             stopped: parking_lot::Mutex::new(std::collections::HashSet::new()),
             paused: parking_lot::Mutex::new(HashMap::new()),
             _dir: dir,
@@ -325,7 +299,7 @@ impl Cluster {
                     cluster.shutdown();
                     return Err(ClusterError::NoLeader(s));
                 }
-                if !cfg.preferred_leader
+                if !cluster.cfg.preferred_leader
                     && let Some(l) = cluster.current_leader(s)
                 {
                     let _ = l.group().transfer_leader(Self::node_id(replicas, s, 0));
@@ -524,6 +498,42 @@ impl Cluster {
         Ok(())
     }
 
+    /// Restarts replica `r` of shard `s` after [`Cluster::stop_replica`], from its data
+    /// directory: its log store recovers what was durable, its Raft groups resume, and its
+    /// site rebuilds its store from the log (and learns epochs from `meta`). Needs a durable
+    /// log (`fsync` or `buffered`) and the in-memory network. `sites[s][r]` then holds the
+    /// new site.
+    pub fn restart_replica(&mut self, s: u32, r: u32) -> Result<Arc<Site>, ControlError> {
+        let id = self.replica(s, r)?.node();
+        if !self.stopped.lock().contains(&(s, r)) {
+            return Err(ControlError::Running {
+                shard: s,
+                replica: r,
+            });
+        }
+        if self.cfg.durability == Durability::Memory {
+            return Err(ControlError::NotDurable);
+        }
+        let net = self.net.as_ref().ok_or(ControlError::NotMemNetwork)?;
+        let (ep, inbox) = net.endpoint(id);
+        let (site, host) = start_node(
+            &self.cfg,
+            self._dir.path(),
+            &self.nodes,
+            &self.members,
+            id,
+            Arc::new(ep),
+            inbox,
+        )
+        .map_err(|e| ControlError::Restart(e.to_string()))?;
+        net.connect(id);
+        let i = (s * self.replicas + r) as usize;
+        self.hosts[i] = host;
+        self.sites[s as usize][r as usize] = Arc::clone(&site);
+        self.stopped.lock().remove(&(s, r));
+        Ok(site)
+    }
+
     /// The in-memory network, for partitions in tests.
     pub fn net(&self) -> Option<&MemNetwork> {
         self.net.as_ref()
@@ -584,6 +594,72 @@ impl Cluster {
             t.shutdown();
         }
     }
+}
+
+/// Starts one replica: its log store (recovering what the directory holds), Raft host and
+/// groups (its shard's, and `meta`'s if it is a member), and its site.
+fn start_node(
+    cfg: &ClusterConfig,
+    dir: &std::path::Path,
+    nodes: &[Vec<NodeId>],
+    members: &[NodeId],
+    id: NodeId,
+    transport: Arc<dyn Transport>,
+    inbox: crossbeam_channel::Receiver<Envelope>,
+) -> Result<(Arc<Site>, RaftHost), ClusterError> {
+    let s = ((id - 1) / u64::from(cfg.replicas)) as u32;
+    let mut lc = LogStoreConfig::new(dir.join(format!("log-{id}")));
+    lc.durability = cfg.durability;
+    lc.segment_bytes = 16 << 20;
+    let (log, rec) = LogStore::open(lc)?;
+    let host = RaftHost::new(
+        Arc::clone(&transport),
+        inbox,
+        Arc::new(log),
+        rec,
+        HostConfig {
+            snapshot_dir: Some(dir.join(format!("snap-{id}"))),
+        },
+    );
+    let raft = |peers: Vec<NodeId>, group: u32| {
+        let mut rc = RaftConfig::new(id, peers, group);
+        rc.heartbeat_interval_ms = cfg.heartbeat_ms;
+        rc.election_timeout_min_ms = cfg.election_ms.0;
+        rc.election_timeout_max_ms = cfg.election_ms.1;
+        rc
+    };
+    let mut rc = raft(nodes[s as usize].clone(), s);
+    rc.preferred = cfg.preferred_leader.then_some(nodes[s as usize][0]);
+    let group = host.start_group(rc)?;
+    let meta = if members.contains(&id) {
+        Some(host.start_group(raft(members.to_vec(), META_GROUP))?)
+    } else {
+        None
+    };
+    let transport = match &cfg.control_faults {
+        Some(f) => Arc::new(Faulty {
+            inner: transport,
+            faults: f.clone(),
+        }) as Arc<dyn Transport>,
+        None => transport,
+    };
+    let site = Site::new(
+        cfg.site.clone(),
+        s,
+        id,
+        nodes.to_vec(),
+        group as Arc<dyn Replicator>,
+        transport,
+    )?;
+    if let Some(m) = meta {
+        site.host_meta(m as Arc<dyn Replicator>);
+    }
+    // Bounded: a flood from a peer is dropped at the router (2PC requests time out and abort,
+    // decisions are resent, watermarks are periodic), never buffered.
+    let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(CONTROL_INBOX);
+    host.add_route(CONTROL_GROUP, ctl_tx);
+    site.start(ctl_rx);
+    Ok((site, host))
 }
 
 impl Drop for Cluster {

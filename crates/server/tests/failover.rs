@@ -1117,3 +1117,75 @@ fn a_resumed_paused_leader_never_releases_a_stale_read() {
         v.finish();
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. Restart from the data directory.
+
+/// Shard 0's leader crashes under cross-shard writes, the cluster goes on in a new epoch, and
+/// the crashed replica restarts from its data directory (its durable log): it rebuilds its
+/// store from the log, learns the epochs from `meta`, catches up with what was committed while
+/// it was down, agrees with every other replica, and can lead again and serve what it replayed.
+#[test]
+fn a_crashed_leader_restarts_from_its_data_directory() {
+    within(LIMIT, || {
+        let mut cfg = config(2, 3, Duration::from_secs(2), false);
+        cfg.durability = mako_logstore::Durability::Buffered;
+        let mut c = Cluster::start(cfg).expect("setup: cluster");
+        let mut v = Verdict::default();
+        let cross = |c: &Cluster, k: u64| -> Result<(), String> {
+            let site = c.current_leader(0).cloned().ok_or("no leader of shard 0")?;
+            let mut tx = site.begin(0).map_err(|e| e.to_string())?;
+            let key = k.to_be_bytes();
+            tx.put(0, 0, &key, val(k)).map_err(|e| e.to_string())?;
+            tx.put(1, 0, &key, val(k)).map_err(|e| e.to_string())?;
+            tx.commit().map(|_| ()).map_err(|e| e.to_string())
+        };
+        for k in 0..50 {
+            cross(&c, k).expect("setup: released before the crash");
+        }
+        c.stop_replica(0, 0).expect("setup: crash shard 0's leader");
+        let mut written = Vec::new();
+        let deadline = Instant::now() + LEADER_WAIT;
+        for k in 50..150 {
+            while let Err(e) = cross(&c, k) {
+                assert!(
+                    Instant::now() < deadline,
+                    "setup: no release after the crash: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            written.push(k);
+        }
+        let site = c
+            .restart_replica(0, 0)
+            .expect("restart from the data directory");
+        let caught_up = eventually(Duration::from_secs(10), || {
+            (0..150u64).all(|k| stored(&site, &k.to_be_bytes()) == Some(val(k)))
+        });
+        v.check(caught_up, || {
+            let missing = (0..150u64)
+                .filter(|k| stored(&site, &k.to_be_bytes()) != Some(val(*k)))
+                .count();
+            format!("the restarted replica misses {missing} of 150 released keys")
+        });
+        if let Err(d) = c.compare_replicas(Duration::from_secs(10)) {
+            v.fail(format!("replicas differ after the restart: {d}"));
+        }
+        c.transfer_leader(0, 0)
+            .expect("transfer to the restarted replica");
+        v.check(c.wait_leader(0, 0, LEADER_WAIT), || {
+            "the restarted replica never led and served again".into()
+        });
+        let leader = Arc::clone(&c.sites[0][0]);
+        let served = eventually(LEADER_WAIT, || {
+            read_on(&leader, &7u64.to_be_bytes()) == ReadOutcome::Released(Some(val(7)))
+        });
+        v.check(served, || {
+            "the restarted leader does not serve what it replayed".into()
+        });
+        v.check(cross(&c, 500).is_ok(), || {
+            "no cross-shard write through the restarted leader".into()
+        });
+        v.finish();
+    });
+}
