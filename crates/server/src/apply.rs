@@ -93,6 +93,9 @@ impl Site {
             Entry::NoOp { .. } => ApplyStatus::NoOps,
             Entry::Ending { .. } => ApplyStatus::Ending,
             Entry::Advancer | Entry::Heartbeat { .. } => {
+                if matches!(entry, Entry::Advancer) {
+                    self.stats.loaded.store(true, Ordering::Release);
+                }
                 if self.drain(ctx.queue) {
                     ApplyStatus::ReplayDone
                 } else {

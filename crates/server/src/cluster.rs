@@ -328,16 +328,18 @@ impl Cluster {
             .unwrap_or_else(|| &self.sites[s as usize][0])
     }
 
-    /// The running site of shard `s` that reports leadership now, if any.
+    /// The running site of shard `s` that reports leadership in the newest term, if any.
     pub fn current_leader(&self, s: u32) -> Option<&Arc<Site>> {
         let stopped = self.stopped.lock();
+        // A deposed leader that has not heard of its successor still reports leadership:
+        // the newest term wins.
         self.sites
             .get(s as usize)?
             .iter()
             .enumerate()
-            .find_map(|(r, site)| {
-                (!stopped.contains(&(s, r as u32)) && site.is_leader()).then_some(site)
-            })
+            .filter(|(r, site)| !stopped.contains(&(s, *r as u32)) && site.is_leader())
+            .max_by_key(|(_, site)| site.group().term())
+            .map(|(_, site)| site)
     }
 
     /// Replica `r` of shard `s`.
@@ -388,7 +390,8 @@ impl Cluster {
         };
         let deadline = Instant::now() + timeout;
         loop {
-            if site.is_leader() && self.serving() {
+            let current = self.current_leader(s).is_some_and(|l| Arc::ptr_eq(l, site));
+            if current && self.serving() {
                 return true;
             }
             if Instant::now() > deadline {

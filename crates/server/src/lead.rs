@@ -31,6 +31,17 @@ const LEASE_WAIT: Duration = Duration::from_millis(200);
 /// How often an unanswered request to `meta` (or an uncommitted `NoOp`) is repeated.
 const RETRY: Duration = Duration::from_millis(100);
 
+/// Why a request only a serving leader may handle was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ServeError {
+    /// This site does not serve an epoch (it does not lead, or is establishing one).
+    #[error("this site does not serve an epoch (not the leader, or establishing one)")]
+    NotServing,
+    /// No such configured stream.
+    #[error("stream {0:#x} is not configured")]
+    NoSuchStream(u32),
+}
+
 /// Where a site stands as leader of its shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Lead {
@@ -81,6 +92,31 @@ impl Site {
             // Cold path (a new leader's first lease round): short waits, bounded.
             std::thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    /// Retires `stream` in this shard's log (`Ending`): from then on it neither holds `W_s`
+    /// back nor takes pieces, in this and every later epoch (e.g. a worker that stopped).
+    pub fn retire_stream(&self, stream: mako_watermark::StreamId) -> Result<(), ServeError> {
+        let lead = self.lead.lock();
+        if !matches!(*lead, Lead::Open { .. }) {
+            return Err(ServeError::NotServing);
+        }
+        if self.log.end(stream) {
+            Ok(())
+        } else {
+            Err(ServeError::NoSuchStream(stream))
+        }
+    }
+
+    /// Appends `Advancer` to this shard's log: the end of loading, seen by every replica in log
+    /// order ([`Site::loaded`]).
+    pub fn mark_loaded(&self) -> Result<(), ServeError> {
+        if self.open_epoch().is_none() {
+            return Err(ServeError::NotServing);
+        }
+        self.group
+            .submit(Entry::Advancer.encode())
+            .map_err(|_| ServeError::NotServing)
     }
 
     /// Role-change listener: a new leader starts establishing; a deposed one closes its log.
@@ -164,7 +200,8 @@ impl Site {
                         return;
                     }
                 }
-                self.log.open(epoch);
+                let ended = self.wm.lock().ended().to_vec();
+                self.log.open(epoch, &ended);
                 self.shard.set_epoch(epoch);
                 tracing::info!(shard = self.shard_id, node = self.node, epoch, "epoch open");
                 Lead::Open { inc, epoch }

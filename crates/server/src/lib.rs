@@ -31,5 +31,6 @@ pub mod streams;
 pub use cluster::{Cluster, ClusterConfig, ControlError, ControlFaults, Fate, NetKind};
 pub use coord::{CommitError, DistTxn, Pending, ReleaseError, Speculative};
 pub use epochs::{EpochView, Verdict};
+pub use lead::ServeError;
 pub use meta::{META_GROUP, meta_members};
 pub use site::{BeginError, Site, SiteConfig, SiteError};

@@ -109,6 +109,8 @@ pub struct SiteStats {
     pub broadcasts: AtomicU64,
     /// Transactions refused because this leader held no lease (its reads could be stale).
     pub no_lease: AtomicU64,
+    /// An `Advancer` (end of loading) was applied here.
+    pub loaded: AtomicBool,
 }
 
 /// One replica of one shard.
@@ -433,6 +435,11 @@ impl Site {
         self.wm.lock().epoch()
     }
 
+    /// Whether this replica applied an `Advancer`: loading ended ([`Site::mark_loaded`]).
+    pub fn loaded(&self) -> bool {
+        self.stats.loaded.load(Ordering::Acquire)
+    }
+
     /// Pieces the discard rule dropped at replay here.
     pub fn discarded(&self) -> u64 {
         self.stats.discarded.load(Ordering::Relaxed)
@@ -498,6 +505,17 @@ impl Site {
         self.broadcast_history(now);
         let version = self.epochs.with(|h| h.version());
         if self.seen_version.swap(version, Ordering::AcqRel) != version {
+            // `meta` publishes every shard's leader with each epoch.
+            let leaders: Vec<(u32, NodeId)> = self.epochs.with(|h| {
+                (0..h.shards())
+                    .filter_map(|s| h.leader(s).map(|l| (s, l)))
+                    .collect()
+            });
+            for (s, l) in leaders {
+                if s != self.shard_id {
+                    self.learn_leader(s, l);
+                }
+            }
             // New epochs or final watermarks: queued pieces may be decided now, and
             // versions this site installed as leader may have been discarded.
             self.group.retry_pending();

@@ -119,6 +119,8 @@ struct Stream {
     pump: Mutex<()>,
     /// Set once an entry of the stream was lost; the stream then submits nothing more.
     frozen: AtomicBool,
+    /// Retired by `Ending`: takes nothing, heartbeats nothing, in every epoch.
+    ended: AtomicBool,
 }
 
 /// Counters of what the log sink did.
@@ -196,6 +198,7 @@ impl StreamLog {
                     state: Mutex::new(StreamState::fresh(cfg, 0, s)),
                     pump: Mutex::new(()),
                     frozen: AtomicBool::new(true),
+                    ended: AtomicBool::new(false),
                 })
                 .collect(),
             batch: cfg.clone(),
@@ -234,12 +237,14 @@ impl StreamLog {
         self.streams.iter().find(|s| s.id == stream)
     }
 
-    /// Starts epoch `epoch`: every stream afresh (nothing of the previous epoch survives).
-    pub fn open(&self, epoch: Epoch) {
+    /// Starts epoch `epoch`: every stream afresh (nothing of the previous epoch survives),
+    /// except the streams `ended` (retired in the log), which stay retired.
+    pub fn open(&self, epoch: Epoch, ended: &[StreamId]) {
         for s in &self.streams {
             let _pump = s.pump.lock();
             let mut st = s.state.lock();
             *st = StreamState::fresh(&self.batch, epoch, s.id);
+            s.ended.store(ended.contains(&s.id), Ordering::Release);
             s.frozen.store(false, Ordering::Release);
         }
         self.epoch.store(epoch, Ordering::Release);
@@ -283,12 +288,33 @@ impl StreamLog {
                 .any(|s| s.frozen.load(Ordering::Acquire))
     }
 
-    /// Whether `stream` is configured, the epoch open and the stream not frozen.
+    /// Whether `stream` is configured, the epoch open and the stream neither frozen nor retired.
     pub fn is_open(&self, stream: StreamId) -> bool {
         self.accepting.load(Ordering::Acquire)
-            && self
-                .stream(stream)
-                .is_some_and(|s| !s.frozen.load(Ordering::Acquire))
+            && self.stream(stream).is_some_and(|s| {
+                !s.frozen.load(Ordering::Acquire) && !s.ended.load(Ordering::Acquire)
+            })
+    }
+
+    /// Retires `stream`: what it batched is submitted, then `Ending`, and it takes nothing more
+    /// in this or any later epoch; returns whether the stream is configured.
+    pub fn end(&self, stream: StreamId) -> bool {
+        let Some(s) = self.stream(stream) else {
+            return false;
+        };
+        {
+            let mut st = s.state.lock();
+            if s.ended.swap(true, Ordering::AcqRel) {
+                return true;
+            }
+            if let Some(b) = st.builder.flush() {
+                st.outbox.push_back((b, false));
+            }
+            st.outbox
+                .push_back((Entry::Ending { stream }.encode(), true));
+        }
+        self.pump(s);
+        true
     }
 
     /// Whether `stream` froze after a lost entry (unconfigured streams count as frozen).
@@ -503,7 +529,10 @@ impl StreamLog {
     ) -> Option<u64> {
         let s = self.stream(stream)?;
         let mut st = s.state.lock();
-        if s.frozen.load(Ordering::Acquire) || !self.accepts(epoch) {
+        if s.frozen.load(Ordering::Acquire)
+            || s.ended.load(Ordering::Acquire)
+            || !self.accepts(epoch)
+        {
             return None;
         }
         let ts = alloc();
@@ -528,7 +557,10 @@ impl StreamLog {
         let ts = vt.get(self.shard).copied().unwrap_or(0);
         {
             let mut st = s.state.lock();
-            if !self.accepts(epoch) || s.frozen.load(Ordering::Acquire) {
+            if !self.accepts(epoch)
+                || s.frozen.load(Ordering::Acquire)
+                || s.ended.load(Ordering::Acquire)
+            {
                 return false;
             }
             st.outstanding.remove(&ts);
@@ -626,7 +658,7 @@ impl StreamLog {
             if s.frozen.load(Ordering::Acquire) {
                 continue;
             }
-            if self.accepting.load(Ordering::Acquire) {
+            if self.accepting.load(Ordering::Acquire) && !s.ended.load(Ordering::Acquire) {
                 let mut st = s.state.lock();
                 if let Some(b) = st.builder.poll(now) {
                     st.outbox.push_back((b, false));
@@ -689,7 +721,10 @@ impl CommitSink for StreamLog {
             let mut st = s.state.lock();
             let vt = stamp();
             let ts = vt.get(self.shard).copied().unwrap_or(0);
-            if s.frozen.load(Ordering::Acquire) || !self.accepts(epoch) {
+            if s.frozen.load(Ordering::Acquire)
+                || s.ended.load(Ordering::Acquire)
+                || !self.accepts(epoch)
+            {
                 // Lost (frozen stream, or its epoch ended): the discard rule decides it.
                 tracing::warn!(
                     shard = self.shard,

@@ -334,7 +334,7 @@ fn one_stream_log() -> (mako_server::streams::StreamLog, Arc<FakeGroup>) {
     let log =
         mako_server::streams::StreamLog::new(0, &[A], &mako_commitlog::BatchConfig::default());
     log.set_group(group.clone());
-    log.open(0);
+    log.open(0, &[]);
     (log, group)
 }
 

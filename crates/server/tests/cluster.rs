@@ -1,11 +1,12 @@
 //! End-to-end: speculative execution, replication, watermarks and release on in-process clusters.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use mako_server::{
-    Cluster, ClusterConfig, CommitError, Pending, ReleaseError, SiteConfig, Verdict,
+    Cluster, ClusterConfig, CommitError, Pending, ReleaseError, Site, SiteConfig, Verdict,
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
@@ -302,4 +303,54 @@ fn a_cluster_on_fsync_logs_starts_and_releases() {
     tx.put(0, 0, b"durable", val(7)).expect("put");
     tx.commit().expect("released");
     assert_replicas_consistent(&c);
+}
+
+/// `Ending` retires a stream for good: after a leader change (a new epoch, fresh streams) the
+/// retired stream still holds nothing back (it is never heartbeated again, so if it came back
+/// into `W_s` nothing would be released) and takes no piece; `Advancer` reaches every replica.
+#[test]
+fn a_retired_stream_stays_retired_across_a_leader_change() {
+    let mut cfg = config(1, 3);
+    cfg.preferred_leader = false;
+    let c = Cluster::start(cfg).expect("cluster");
+    let leader = Arc::clone(c.leader(0));
+    leader
+        .retire_stream(mako_watermark::stream_id(0, 1))
+        .expect("retired");
+    leader.mark_loaded().expect("advancer");
+    let commit = |site: &Site, worker: u32, k: i64| {
+        let mut tx = site.begin(worker).expect("configured worker");
+        tx.put(0, 0, &k.to_be_bytes(), val(k)).expect("put");
+        tx.commit()
+    };
+    commit(&leader, 0, 1).expect("released with the stream retired");
+    assert!(
+        matches!(
+            commit(&leader, 1, 2),
+            Err(CommitError::Aborted(mako_txn::AbortReason::LogUnavailable))
+        ),
+        "a retired stream takes no piece"
+    );
+    c.transfer_leader(0, 1).expect("transfer");
+    assert!(
+        c.wait_leader(0, 1, Duration::from_secs(10)),
+        "new leader serves"
+    );
+    let new = Arc::clone(&c.sites[0][1]);
+    commit(&new, 0, 3).expect("released in the new epoch: the retired stream holds nothing");
+    assert!(
+        matches!(
+            commit(&new, 1, 4),
+            Err(CommitError::Aborted(mako_txn::AbortReason::LogUnavailable))
+        ),
+        "still retired under the new leader"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !c.sites[0].iter().all(|s| s.loaded()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "Advancer not applied everywhere"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }

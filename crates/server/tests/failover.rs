@@ -220,7 +220,12 @@ fn bounce_without_crash_never_releases_an_unreplicated_piece() {
                 });
             }
             Err(e) => v.fail(format!(
-                "T2 (a normal write on replica 0, leader again) was not released: {e}"
+                "T2 (a normal write on replica 0, leader again) was not released: {e} \
+                 (replica 0 serves {:?}, leads {}, lease {:?}, newest epoch {})",
+                old.open_epoch(),
+                old.is_leader(),
+                old.group().lease_until(),
+                old.epochs().current()
             )),
         }
         eprintln!(

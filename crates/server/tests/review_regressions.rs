@@ -154,7 +154,7 @@ fn scripted_log(
     let group = Scripted::new(script);
     let log = StreamLog::new(0, &[A], &batch);
     log.set_group(group.clone());
-    log.open(0);
+    log.open(0, &[]);
     (log, group)
 }
 

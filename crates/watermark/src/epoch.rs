@@ -329,7 +329,8 @@ impl EpochHistory {
 /// The log's epoch starts at 0 and moves to `e + 1` at the first `NoOp { e }` with `e`
 /// at or above it; that `NoOp` fixes the shard's `FVW` component of every epoch it
 /// closes (`W_s` so far for the log's epoch, 0 for epochs with no entry here). Batches
-/// and heartbeats of any other epoch than the log's count for nothing.
+/// and heartbeats of any other epoch than the log's count for nothing. A stream retired by
+/// `Ending` stays retired in later epochs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogWatermark {
     streams: Vec<StreamId>,
@@ -360,7 +361,12 @@ impl LogWatermark {
                     self.closed.insert(e, if e == self.epoch { w } else { 0 });
                 }
                 self.epoch = epoch.saturating_add(1);
-                self.current = ShardWatermark::new(self.streams.iter().copied());
+                let ended = self.current.ended().to_vec();
+                let mut next = ShardWatermark::new(self.streams.iter().copied());
+                for s in ended {
+                    next.observe_ending(s);
+                }
+                self.current = next;
             }
             e => {
                 self.current.observe(shard, e);
@@ -391,6 +397,11 @@ impl LogWatermark {
             std::cmp::Ordering::Less => self.component(e).unwrap_or(0),
             std::cmp::Ordering::Greater => 0,
         }
+    }
+
+    /// Streams retired in this log (by `Ending`), in every epoch from then on.
+    pub fn ended(&self) -> &[StreamId] {
+        self.current.ended()
     }
 
     /// The running watermark of the log's epoch.
@@ -463,6 +474,18 @@ mod tests {
         assert_eq!(w.observe(0, &batch(3, a, 0, 20)), 20);
         assert_eq!(w.w_of(3), 20);
         assert_eq!(w.w_of(4), 0);
+    }
+
+    #[test]
+    fn a_retired_stream_stays_retired_in_later_epochs() {
+        let (a, b) = (stream_id(0, 0), stream_id(0, 1));
+        let mut w = LogWatermark::new(&[a, b]);
+        w.observe(0, &batch(0, a, 0, 7));
+        assert_eq!(w.value(), 0, "b holds W back");
+        assert_eq!(w.observe(0, &Entry::Ending { stream: b }), 7);
+        w.observe(0, &Entry::NoOp { epoch: 0 });
+        assert_eq!(w.ended(), &[b]);
+        assert_eq!(w.observe(0, &batch(1, a, 0, 9)), 9, "b does not come back");
     }
 
     #[test]

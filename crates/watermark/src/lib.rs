@@ -163,6 +163,11 @@ impl ShardWatermark {
         self.streams.iter().map(|(s, m)| (*s, m.w))
     }
 
+    /// Streams retired by a committed `Ending`.
+    pub fn ended(&self) -> &[StreamId] {
+        &self.ended
+    }
+
     /// Streams broken by a missing entry.
     pub fn broken(&self) -> impl Iterator<Item = StreamId> + '_ {
         self.streams
