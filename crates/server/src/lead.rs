@@ -149,6 +149,16 @@ impl Site {
     /// without the leadership lock, which apply callbacks take; the epoch is opened under
     /// it, and only if no role change came in between.
     pub(crate) fn drive_lead(&self, now: Instant) {
+        // Cheap checks first: this runs every tick on every site.
+        match *self.lead.lock() {
+            Lead::Follower => return,
+            Lead::Open { epoch, .. }
+                if self.epochs.current() <= epoch && !self.log.any_frozen() =>
+            {
+                return;
+            }
+            _ => {}
+        }
         let h = self.epochs.history();
         let seen = {
             let mut lead = self.lead.lock();
@@ -303,7 +313,8 @@ impl Site {
         if !self.is_leader() {
             return;
         }
-        let missing = self.epochs.with(|h| h.missing(self.shard_id));
+        let from = self.finality.purged_below();
+        let missing = self.epochs.with(|h| h.missing(self.shard_id, from));
         if missing.is_empty() {
             return;
         }

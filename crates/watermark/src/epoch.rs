@@ -249,10 +249,10 @@ impl EpochHistory {
         self.closed.get(&e)?.get(shard as usize).copied().flatten()
     }
 
-    /// Closed epochs whose `FVW` still lacks `shard`'s component.
-    pub fn missing(&self, shard: u32) -> Vec<Epoch> {
+    /// Closed epochs from `from` on whose `FVW` still lacks `shard`'s component.
+    pub fn missing(&self, shard: u32, from: Epoch) -> Vec<Epoch> {
         self.closed
-            .iter()
+            .range(from..)
             .filter(|(_, c)| c.get(shard as usize).is_some_and(Option::is_none))
             .map(|(e, _)| *e)
             .collect()
@@ -515,7 +515,8 @@ mod tests {
         // A reset within the same term starts another epoch.
         assert_eq!(h.apply(&req(0, 1, 5, 1)), Ok(true));
         assert_eq!(h.current(), 3);
-        assert_eq!(h.missing(0), vec![0, 1, 2]);
+        assert_eq!(h.missing(0, 0), vec![0, 1, 2]);
+        assert_eq!(h.missing(0, 1), vec![1, 2]);
         let comp = |epoch, shard, w| MetaCommand::Component { epoch, shard, w };
         assert_eq!(h.apply(&comp(0, 0, 4)), Ok(true));
         assert_eq!(h.apply(&comp(0, 0, 9)), Ok(false));
