@@ -121,6 +121,9 @@ pub struct Speculative {
 /// How long a wait for acknowledgements runs before the epoch's verdict is looked at again.
 const ACK_SLICE: Duration = Duration::from_millis(20);
 
+/// How long a wait for a participant's reply runs before the epoch is looked at again.
+const EPOCH_CHECK: Duration = Duration::from_millis(10);
+
 impl Speculative {
     /// The final watermark's verdict, once its epoch has one.
     fn fate(&self) -> Fate {
@@ -602,12 +605,13 @@ impl<'a> DistTxn<'a> {
             _ => return Err(Abort::new(AbortReason::NotLeader)),
         }
         let epoch = self.epoch();
+        // A leader just elected waits for its first lease before taking any lock.
+        site.await_lease()?;
         if self.remotes.is_empty() {
-            // What it read was current: no other leader can have committed since.
-            site.confirm_lease()?;
-            // One shard: the local commit logs its piece on this worker's stream.
+            // One shard: the local commit logs its piece on this worker's stream; what it read
+            // was current at validation (the lease held then).
             let info = match self.local.take() {
-                Some(tx) => tx.commit()?,
+                Some(tx) => tx.commit_confirmed(|| site.holds_lease())?,
                 None => CommitInfo {
                     epoch,
                     vt: smallvec::smallvec![0; shards_n],
@@ -733,9 +737,9 @@ impl<'a> DistTxn<'a> {
         };
         let shards: Vec<(u32, NodeId)> = parts.iter().map(|p| (p.0, p.1.node)).collect();
         // 2. The local reads, once every write set is locked.
-        // What it read here was current: no other leader can have committed since.
-        site.confirm_lease()?;
         let local: Option<Prepared<'a>> = local.map(Locked::validate).transpose()?;
+        // What it read here was current at validation: no other leader had committed then.
+        site.holds_lease().map_err(Abort::new)?;
         let mut deps = local
             .as_ref()
             .map(|p| p.deps())
@@ -1209,13 +1213,36 @@ impl Site {
             .collect();
         waits
             .into_iter()
-            .map(|(req, rx)| match rx.recv_deadline(deadline) {
-                Ok(r) => Ok(r),
-                Err(_) => {
+            .map(|(req, rx)| {
+                let r = self.await_reply(&rx, epoch, deadline);
+                if r.is_err() {
                     self.pending.lock().remove(&req);
-                    Err(Abort::new(AbortReason::Timeout))
                 }
+                r
             })
             .collect()
+    }
+
+    /// Waits for one reply until `deadline`, or until the transaction's epoch ends here (its
+    /// locks must not outlive the epoch: a new leader's purge and replay would wait on them).
+    fn await_reply(
+        &self,
+        rx: &crossbeam_channel::Receiver<Reply>,
+        epoch: Epoch,
+        deadline: Instant,
+    ) -> Result<Reply, Abort> {
+        loop {
+            let slice = deadline.min(Instant::now() + EPOCH_CHECK);
+            match rx.recv_deadline(slice) {
+                Ok(r) => return Ok(r),
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(Abort::new(AbortReason::Timeout));
+                }
+                Err(_) if self.open_epoch() != Some(epoch) => {
+                    return Err(Abort::new(AbortReason::Failover));
+                }
+                Err(_) => {}
+            }
+        }
     }
 }

@@ -74,23 +74,32 @@ impl Site {
         }
     }
 
-    /// Confirms that this site still leads with a lease: until the lease ends no other replica
-    /// can have been elected and have committed anything, so what this site read is current.
-    ///
-    /// A leader without a lease yet (just elected) waits for one, up to [`LEASE_WAIT`].
-    pub(crate) fn confirm_lease(&self) -> Result<(), mako_txn::Abort> {
+    /// Waits (bounded by [`LEASE_WAIT`]) until this leader holds a lease: a leader just
+    /// elected gets its first one after a quorum round. Call before taking locks.
+    pub(crate) fn await_lease(&self) -> Result<(), mako_txn::Abort> {
         let deadline = Instant::now() + LEASE_WAIT;
         loop {
-            let now = Instant::now();
-            if self.group.lease_until().is_some_and(|t| t > now) {
+            if self.holds_lease().is_ok() {
                 return Ok(());
             }
-            if now >= deadline || !self.is_leader() {
+            if Instant::now() >= deadline || !self.is_leader() {
                 self.stats.no_lease.fetch_add(1, Ordering::Relaxed);
                 return Err(mako_txn::Abort::new(mako_txn::AbortReason::NotLeader));
             }
             // Cold path (a new leader's first lease round): short waits, bounded.
             std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Whether this site leads under a lease now: until it ends no other replica can have
+    /// been elected and have committed anything. Checked *after* a transaction's reads are
+    /// validated, so that what it read was current then.
+    pub(crate) fn holds_lease(&self) -> Result<(), mako_txn::AbortReason> {
+        let now = Instant::now();
+        if self.group.lease_until().is_some_and(|t| t > now) {
+            Ok(())
+        } else {
+            Err(mako_txn::AbortReason::NotLeader)
         }
     }
 

@@ -22,7 +22,7 @@ use crate::site::Site;
 pub const META_GROUP: u32 = u32::MAX - 1;
 
 /// How often the `meta` leader repeats an unchanged history to every site.
-const BROADCAST_EVERY: Duration = Duration::from_millis(50);
+const BROADCAST_EVERY: Duration = Duration::from_millis(200);
 
 /// The members of `meta` for a deployment (`nodes[shard][replica]`, replica 0 the preferred
 /// leader): `size` of them (default 1 for one site, 5 from 9 sites, else 3), spread across

@@ -328,12 +328,6 @@ impl<'a> Participants<'a> {
                 return reply;
             }
         };
-        if self.site.confirm_lease().is_err() {
-            // Its reads may be stale: another leader may have committed since.
-            locked.abort();
-            self.finish(txn, Finished::Aborted);
-            return Reply::Refused(Refusal::NotLeader(None));
-        }
         let p = match locked.validate() {
             Ok(p) => p,
             Err(_) => {
@@ -341,6 +335,13 @@ impl<'a> Participants<'a> {
                 return Reply::Refused(Refusal::Conflict);
             }
         };
+        if self.site.holds_lease().is_err() {
+            // What it read may be stale: another leader may have committed before validation.
+            // (Checked without waiting: this thread serves every participant request.)
+            p.abort();
+            self.finish(txn, Finished::Aborted);
+            return Reply::Refused(Refusal::NotLeader(None));
+        }
         let deps = p.deps().to_vec();
         if !p.wrote() {
             p.read_only();

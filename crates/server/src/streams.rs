@@ -710,34 +710,23 @@ impl CommitSink for StreamLog {
         epoch: u32,
         stamp: &mut dyn FnMut() -> Vt,
         writes: &PieceWrites<'_>,
-    ) -> Vt {
-        let Some(s) = self.stream(stream) else {
-            // `admit` refuses unconfigured streams; if a piece gets here anyway it must never be
-            // covered by `W_s`: stop the whole log.
-            self.freeze_all("a piece was committed on an unconfigured stream");
-            return stamp();
-        };
+    ) -> Result<Vt, AbortReason> {
+        let s = self.stream(stream).ok_or(AbortReason::LogUnavailable)?;
         let vt = {
             let mut st = s.state.lock();
+            if s.frozen.load(Ordering::Acquire) || s.ended.load(Ordering::Acquire) {
+                return Err(AbortReason::LogUnavailable);
+            }
+            if !self.accepts(epoch) {
+                // Its epoch ended between validation and here: not logged, not stamped.
+                return Err(AbortReason::Failover);
+            }
             let vt = stamp();
             let ts = vt.get(self.shard).copied().unwrap_or(0);
-            if s.frozen.load(Ordering::Acquire)
-                || s.ended.load(Ordering::Acquire)
-                || !self.accepts(epoch)
-            {
-                // Lost (frozen stream, or its epoch ended): the discard rule decides it.
-                tracing::warn!(
-                    shard = self.shard,
-                    stream,
-                    ts,
-                    "piece on a frozen stream not logged"
-                );
-            } else {
-                self.push_or_hold(&mut st, ts, &vt, writes.iter().collect());
-            }
+            self.push_or_hold(&mut st, ts, &vt, writes.iter().collect());
             vt
         };
         self.pump(s);
-        vt
+        Ok(vt)
     }
 }

@@ -150,9 +150,13 @@ impl Record {
     /// Idempotent and order-insensitive: applying the same set of versions in any
     /// order, any number of times, leaves the same newest version.
     pub fn apply(&self, stamp: Stamp, value: Option<Bytes>, reclaim: &Reclaim) -> bool {
+        let key = stamp.order();
+        // A duplicate is answered without waiting for a writer that holds the record.
+        if self.chain.lock().iter().any(|v| v.stamp.order() == key) {
+            return false;
+        }
         let held = self.lock_wait();
         let mut chain = self.chain.lock();
-        let key = stamp.order();
         let pos = chain.partition_point(|v| v.stamp.order() < key);
         if chain.get(pos).is_some_and(|v| v.stamp.order() == key) {
             drop(chain);
@@ -169,19 +173,26 @@ impl Record {
     /// Removes every version whose stamp `discard` selects; returns how many went.
     ///
     /// For versions that must never have existed (a failover's discarded transactions):
-    /// the version word then names the newest remaining version.
+    /// the version word then names the newest remaining version. Never waits for a writer
+    /// holding the record (its lock bit is kept; its own version is not installed yet).
     pub fn remove_versions(&self, discard: &mut dyn FnMut(&Stamp) -> bool) -> usize {
-        let held = self.lock_wait();
         let mut chain = self.chain.lock();
         let before = chain.len();
         chain.retain(|v| !discard(&v.stamp));
         let removed = before - chain.len();
-        let newest = if removed == 0 {
-            held
-        } else {
-            chain.last().map_or(0, |v| v.stamp.ts)
-        };
-        self.word.store(newest & !LOCK_BIT, Ordering::Release);
+        if removed > 0 {
+            let newest = chain.last().map_or(0, |v| v.stamp.ts) & !LOCK_BIT;
+            // Installs store the word under the chain lock too, so only the lock bit moves.
+            let mut w = self.word.load(Ordering::Acquire);
+            while let Err(seen) = self.word.compare_exchange_weak(
+                w,
+                (w & LOCK_BIT) | newest,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                w = seen;
+            }
+        }
         removed
     }
 
@@ -280,8 +291,23 @@ mod tests {
         assert_eq!(r.read().value().map(|b| &b[..]), Some(&b"a"[..]));
         assert_eq!(r.remove_versions(&mut |_| true), 1);
         assert_eq!((r.word(), r.read().version), (0, None));
-        // Unlocked afterwards.
+        // A writer holding the record keeps its lock; removal does not wait for it.
+        r.apply(
+            Stamp::single(0, 4),
+            Some(Bytes::from_static(b"c")),
+            &Reclaim::new(),
+        );
+        r.apply(
+            Stamp::single(0, 6),
+            Some(Bytes::from_static(b"d")),
+            &Reclaim::new(),
+        );
+        assert_eq!(r.try_lock(), Some(6));
+        assert_eq!(r.remove_versions(&mut |s| s.ts == 6), 1);
+        assert_eq!(r.word(), LOCK_BIT, "the holder's lock bit stays");
+        r.unlock();
         assert_eq!(r.try_lock(), Some(0));
+        r.unlock();
     }
 
     #[test]

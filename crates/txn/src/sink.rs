@@ -44,7 +44,8 @@ impl PieceWrites<'_> {
 /// `append` is called after validation and before the versions are installed.
 /// It must call `stamp` exactly once to allocate the piece's vector timestamp,
 /// and log the piece in the same step, so that within one `stream` pieces
-/// reach the log in timestamp order (DESIGN.md section 4, realization (b)).
+/// reach the log in timestamp order (DESIGN.md section 4, realization (b)); or
+/// refuse without calling `stamp`, and the transaction aborts with nothing visible.
 pub trait CommitSink: Send + Sync {
     /// Checks, before the piece is stamped, that `stream` can log it (`vt_len` components);
     /// an `Err` aborts the transaction with nothing visible. The default admits everything.
@@ -57,14 +58,15 @@ pub trait CommitSink: Send + Sync {
         Ok(())
     }
 
-    /// Allocates the piece's timestamp through `stamp`, logs the piece on `stream`, returns the timestamp.
+    /// Allocates the piece's timestamp through `stamp`, logs the piece on `stream`, returns the
+    /// timestamp; or refuses (without calling `stamp`) if the piece cannot be logged in `epoch`.
     fn append(
         &self,
         stream: u32,
         epoch: u32,
         stamp: &mut dyn FnMut() -> Vt,
         writes: &PieceWrites<'_>,
-    ) -> Vt;
+    ) -> Result<Vt, AbortReason>;
 }
 
 /// A sink that drops everything (no replication).
@@ -78,7 +80,7 @@ impl CommitSink for NoopSink {
         _epoch: u32,
         stamp: &mut dyn FnMut() -> Vt,
         _writes: &PieceWrites<'_>,
-    ) -> Vt {
-        stamp()
+    ) -> Result<Vt, AbortReason> {
+        Ok(stamp())
     }
 }

@@ -322,8 +322,22 @@ impl<'s> Transaction<'s> {
     /// On success every write is visible to later transactions and has been handed
     /// to the shard's commit-log sink. On failure nothing is visible.
     pub fn commit(self) -> Result<CommitInfo, Abort> {
+        self.commit_confirmed(|| Ok(()))
+    }
+
+    /// [`Transaction::commit`], asking `confirm` once the reads are validated (and the write
+    /// set locked) whether to go on: an `Err` aborts with nothing visible. A shard leader
+    /// confirms its leadership lease there, so that what it read was current.
+    pub fn commit_confirmed(
+        self,
+        confirm: impl FnOnce() -> Result<(), AbortReason>,
+    ) -> Result<CommitInfo, Abort> {
         let shard = self.shard;
         let prepared = self.prepare()?;
+        if let Err(reason) = confirm() {
+            prepared.abort();
+            return Err(Abort::new(reason));
+        }
         if !prepared.wrote() {
             return Ok(prepared.read_only());
         }
@@ -340,7 +354,7 @@ impl<'s> Transaction<'s> {
             return Err(Abort::new(reason));
         }
         let (deps, dep) = (&prepared.tx.deps, prepared.dep);
-        let vt = shard.sink().append(
+        let appended = shard.sink().append(
             stream,
             epoch,
             &mut || {
@@ -351,7 +365,13 @@ impl<'s> Transaction<'s> {
             &PieceWrites { writes: &logged },
         );
         drop(logged);
-        Ok(prepared.install(vt))
+        match appended {
+            Ok(vt) => Ok(prepared.install(vt)),
+            Err(reason) => {
+                prepared.abort();
+                Err(Abort::new(reason))
+            }
+        }
     }
 
     /// First half of commit: lock the write set in key order (no-wait) and validate.

@@ -30,9 +30,9 @@ impl CommitSink for Picky {
         _epoch: u32,
         stamp: &mut dyn FnMut() -> Vt,
         _writes: &PieceWrites<'_>,
-    ) -> Vt {
+    ) -> Result<Vt, AbortReason> {
         self.appended.fetch_add(1, Ordering::Relaxed);
-        stamp()
+        Ok(stamp())
     }
 }
 

@@ -43,13 +43,13 @@ mod capture {
             _epoch: u32,
             stamp: &mut dyn FnMut() -> mako_storage::Vt,
             writes: &PieceWrites<'_>,
-        ) -> mako_storage::Vt {
+        ) -> Result<mako_storage::Vt, mako_txn::AbortReason> {
             let mut builder = self.0.lock().expect("builder lock");
             let vt = stamp();
             if let Some(b) = builder.push(&vt, writes.iter(), Instant::now()) {
                 self.1.lock().expect("sink lock").push(b);
             }
-            vt
+            Ok(vt)
         }
     }
 }

@@ -282,12 +282,12 @@ impl EpochHistory {
         if self.closed.values().any(|c| c.len() != n) {
             return Err(EpochError::Inconsistent("component count"));
         }
-        let closed: Vec<Epoch> = self.closed.keys().copied().collect();
-        if closed != (0..self.current).collect::<Vec<_>>() {
+        // Sizes first: nothing is allocated from a number the sender chose.
+        let n_epochs = self.current as usize;
+        if self.closed.len() != n_epochs || !self.closed.keys().copied().eq(0..self.current) {
             return Err(EpochError::Inconsistent("closed epochs"));
         }
-        let started: Vec<Epoch> = self.started.keys().copied().collect();
-        if started != (1..=self.current).collect::<Vec<_>>() {
+        if self.started.len() != n_epochs || !self.started.keys().copied().eq(1..=self.current) {
             return Err(EpochError::Inconsistent("started epochs"));
         }
         if self.started.values().any(|i| i.shard >= self.shards) {
@@ -573,6 +573,11 @@ mod tests {
         })
         .unwrap();
         assert!(a.merge(c).is_err());
+        // A history claiming a huge epoch count with nothing behind it is refused (cheaply).
+        let mut huge = b.clone();
+        huge.current = u32::MAX;
+        huge.version = 100;
+        assert!(a.merge(huge).is_err());
         // Malformed histories are refused.
         let mut bad = b.clone();
         bad.leaders.pop();
