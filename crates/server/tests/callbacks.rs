@@ -374,3 +374,30 @@ fn a_cancel_ends_only_its_own_reservation_and_heartbeats_stay_below_the_rest() {
     log.flush();
     assert_eq!(w_of(&group), 2);
 }
+
+/// A piece whose epoch ended between its validation and its append is refused by the log
+/// before it is stamped: the transaction aborts with nothing installed (before, the log
+/// dropped it silently and the commit installed a version no replica would ever have).
+#[test]
+fn a_piece_of_an_ended_epoch_is_refused_and_nothing_is_installed() {
+    let (log, group) = one_stream_log();
+    log.seal();
+    log.open(1, &[]);
+    let store = Arc::new(mako_storage::Store::new());
+    let t = store.create_table("t").expect("table");
+    // The shard still stamps epoch 0: its epoch moved on under the commit.
+    let shard = mako_txn::Shard::new(0, 1, Arc::clone(&store), Arc::new(log));
+    let mut tx = shard.begin_on(A);
+    tx.put(t.as_ref(), b"k", Bytes::from_static(b"v"));
+    let err = tx.commit().expect_err("a piece of an ended epoch");
+    assert_eq!(err.reason, mako_txn::AbortReason::Failover);
+    assert_eq!(t.get(b"k"), None, "nothing installed");
+    assert_eq!(shard.clock(), 0, "nothing stamped");
+    assert!(group.submitted.lock().is_empty(), "nothing logged");
+    // In its own epoch the same commit goes through.
+    shard.set_epoch(1);
+    let mut tx = shard.begin_on(A);
+    tx.put(t.as_ref(), b"k", Bytes::from_static(b"v"));
+    tx.commit().expect("committed in the open epoch");
+    assert!(t.get(b"k").is_some());
+}
