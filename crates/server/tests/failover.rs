@@ -1243,3 +1243,76 @@ fn an_overtaken_leader_reopens_without_waiting_for_locks_of_its_ended_epoch() {
         v.finish();
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. Proposals dropped during a leadership transfer that does not happen.
+
+/// The leader is asked to hand leadership to a replica that is cut off: Raft drops proposals
+/// while the transfer is pending, and the transfer then gives up, leaving the same leader in
+/// the same term. Commits running all along: none of those whose pieces were dropped is ever
+/// released or visible; once the transfer gave up, commits are released again (the leader's
+/// streams lost entries, so it took a new epoch of its own); every replica agrees.
+#[test]
+fn proposals_dropped_by_an_abandoned_transfer_are_never_released() {
+    within(LIMIT, || {
+        let mut cfg = config(1, 3, Duration::from_secs(2), false);
+        cfg.election_ms = (200, 300);
+        let c = Cluster::start(cfg).expect("setup: cluster");
+        let mut v = Verdict::default();
+        let leader = Arc::clone(&c.sites[0][0]);
+        c.isolate(0, 2).expect("setup: cut off replica 2");
+        let stop = AtomicBool::new(false);
+        let results: Vec<(u64, Result<(), String>)> = std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                let mut out = Vec::new();
+                let mut k = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    k += 1;
+                    out.push((k, write(&leader, 0, 0, &k.to_be_bytes(), val(k))));
+                }
+                out
+            });
+            std::thread::sleep(Duration::from_millis(200));
+            let _ = c.transfer_leader(0, 2);
+            std::thread::sleep(Duration::from_millis(1500));
+            stop.store(true, Ordering::Relaxed);
+            writer.join().expect("writer")
+        });
+        let released: Vec<u64> = results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(k, _)| *k)
+            .collect();
+        let last = results.len() as u64;
+        eprintln!(
+            "{} commits, {} released; leader epoch {:?}",
+            results.len(),
+            released.len(),
+            leader.open_epoch()
+        );
+        v.check(released.iter().any(|k| *k > last * 3 / 4), || {
+            "no commit released in the last quarter of the run (after the transfer gave up)".into()
+        });
+        c.reconnect(0, 2).expect("setup: reconnect");
+        if let Err(d) = c.compare_replicas(Duration::from_secs(10)) {
+            v.fail(format!("replicas differ: {d}"));
+        }
+        for site in &c.sites[0] {
+            for k in &released {
+                v.check(stored(site, &k.to_be_bytes()) == Some(val(*k)), || {
+                    format!("released write {k} missing on node {}", site.node())
+                });
+            }
+            for (k, r) in &results {
+                if let Err(e) = r
+                    && e.contains("aborted")
+                {
+                    v.check(stored(site, &k.to_be_bytes()).is_none(), || {
+                        format!("aborted write {k} ({e}) visible on node {}", site.node())
+                    });
+                }
+            }
+        }
+        v.finish();
+    });
+}
