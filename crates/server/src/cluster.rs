@@ -107,6 +107,9 @@ pub struct ClusterConfig {
     /// Whether Raft hands leadership back to replica 0 whenever it is caught up; `false`
     /// makes [`Cluster::transfer_leader`] moves stick (replica 0 still leads at start).
     pub preferred_leader: bool,
+    /// Raft `compact_after_entries` of the shard groups (`None`: Raft's default); tests set
+    /// it low to force compaction and catch-up by snapshot.
+    pub compact_after_entries: Option<u64>,
 }
 
 impl Default for ClusterConfig {
@@ -120,6 +123,7 @@ impl Default for ClusterConfig {
             election_ms: (400, 700),
             control_faults: None,
             preferred_leader: true,
+            compact_after_entries: None,
         }
     }
 }
@@ -273,6 +277,9 @@ impl Cluster {
             };
             let mut rc = raft(nodes[s as usize].clone(), s);
             rc.preferred = cfg.preferred_leader.then_some(nodes[s as usize][0]);
+            if let Some(n) = cfg.compact_after_entries {
+                rc.compact_after_entries = n;
+            }
             let group = host.start_group(rc)?;
             let meta = if members.contains(&id) {
                 Some(host.start_group(raft(members.clone(), META_GROUP))?)

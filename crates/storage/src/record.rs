@@ -185,6 +185,17 @@ impl Record {
         removed
     }
 
+    /// Replaces the whole chain with `versions` (oldest first, ascending by `(epoch, ts)`;
+    /// empty leaves the record absent), in one step under the chain lock: a reader sees the
+    /// old chain or the new one. For installing a snapshot; trims nothing.
+    pub fn replace_versions(&self, versions: Vec<Version>) {
+        let _held = self.lock_wait();
+        let mut chain = self.chain.lock();
+        *chain = versions;
+        let newest = chain.last().map_or(0, |v| v.stamp.ts);
+        self.word.store(newest & !LOCK_BIT, Ordering::Release);
+    }
+
     /// Number of versions currently kept.
     pub fn chain_len(&self) -> usize {
         self.chain.lock().len()

@@ -85,7 +85,7 @@ struct History {
 }
 
 impl SnapshotHandler for History {
-    fn snapshot(&mut self) -> Bytes {
+    fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> Bytes {
         let a = self.applied.lock();
         let mut out = Vec::with_capacity(a.len() * 16);
         for (i, n) in a.iter() {
@@ -95,7 +95,11 @@ impl SnapshotHandler for History {
         out.into()
     }
 
-    fn restore(&mut self, data: &Bytes, index: u64) {
+    fn restore(
+        &mut self,
+        data: &Bytes,
+        index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
         self.oracle.restores.fetch_add(1, Ordering::Relaxed);
         let mut h = Vec::with_capacity(data.len() / 16);
         for c in data.chunks(16) {
@@ -109,7 +113,7 @@ impl SnapshotHandler for History {
             ) else {
                 self.oracle
                     .violate(format!("node {}: malformed snapshot", self.node));
-                return;
+                return Ok(Vec::new());
             };
             if i > index {
                 self.oracle.violate(format!(
@@ -121,6 +125,7 @@ impl SnapshotHandler for History {
             h.push((i, n));
         }
         *self.applied.lock() = h;
+        Ok(Vec::new())
     }
 }
 
@@ -791,11 +796,17 @@ struct Bare {
 struct Fixed;
 
 impl SnapshotHandler for Fixed {
-    fn snapshot(&mut self) -> Bytes {
+    fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> Bytes {
         Bytes::from_static(b"state")
     }
 
-    fn restore(&mut self, _data: &Bytes, _index: u64) {}
+    fn restore(
+        &mut self,
+        _data: &Bytes,
+        _index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
+        Ok(Vec::new())
+    }
 }
 
 impl Bare {
