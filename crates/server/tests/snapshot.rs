@@ -50,7 +50,9 @@ fn load(site: &Site, shard: u32, other: Option<u32>, keys: std::ops::Range<u64>,
     let mut i = keys.start;
     while i < keys.end {
         let end = (i + per_txn).min(keys.end);
-        // Puts of fixed values: retrying one that timed out (or aborted) is harmless.
+        // Puts of fixed values: retrying one that timed out (or aborted) is harmless. A leader
+        // may briefly refuse (no lease yet, an epoch being re-established) on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(30);
         let mut attempt = 0;
         loop {
             let mut tx = site.begin(0).expect("worker 0");
@@ -68,15 +70,27 @@ fn load(site: &Site, shard: u32, other: Option<u32>, keys: std::ops::Range<u64>,
             let done = put().and_then(|()| tx.commit().map(|_| ()).map_err(|e| e.to_string()));
             match done {
                 Ok(()) => break,
-                Err(e) if attempt < 5 => {
+                Err(e) if Instant::now() < deadline => {
                     eprintln!("load transaction at key {i} failed ({e}); retrying");
                     attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => panic!("load transaction at key {i} failed {attempt} times: {e}"),
             }
         }
         i = end;
     }
+}
+
+/// Raft compacts a log holding this many applied entries.
+const COMPACT: u64 = 50;
+
+/// Waits until `leader`'s log is far enough ahead of isolated `lagging`'s that it was
+/// compacted past it (several compaction periods); whether it got there.
+fn lagging_behind_compaction(leader: &Site, lagging: &Site) -> bool {
+    eventually(Duration::from_secs(30), || {
+        leader.group().applied_index() > lagging.group().applied_index() + 3 * COMPACT
+    })
 }
 
 fn config(shards: u32, compact: u64) -> ClusterConfig {
@@ -103,7 +117,7 @@ fn missing(site: &Site, leader: &Site, keys: std::ops::Range<u64>) -> usize {
 #[test]
 fn lagging_replica_caught_up_by_snapshot_has_every_key_and_can_lead() {
     const KEYS: u64 = 12_000;
-    let c = Cluster::start(config(1, 50)).expect("cluster");
+    let c = Cluster::start(config(1, COMPACT)).expect("cluster");
     let leader = Arc::clone(&c.sites[0][0]);
     let lagging = Arc::clone(&c.sites[0][2]);
     load(&leader, 0, None, 0..100, 0);
@@ -114,6 +128,12 @@ fn lagging_replica_caught_up_by_snapshot_has_every_key_and_can_lead() {
     ) == 0));
     c.isolate(0, 2).expect("isolate");
     load(&leader, 0, None, 0..KEYS, 1);
+    assert!(
+        lagging_behind_compaction(&leader, &lagging),
+        "setup: the leader's log never got past the isolated replica by compaction periods: {} vs {}",
+        leader.group().applied_index(),
+        lagging.group().applied_index()
+    );
     c.reconnect(0, 2).expect("reconnect");
     let caught_up = eventually(Duration::from_secs(30), || {
         lagging.snapshots().0 >= 1 && missing(&lagging, &leader, 0..KEYS) == 0
@@ -159,7 +179,7 @@ fn lagging_replica_caught_up_by_snapshot_has_every_key_and_can_lead() {
 fn follower_with_queued_pieces_caught_up_by_snapshot_ends_equal_to_its_leader() {
     let follower = Cluster::node_id(3, 0, 2);
     let hold = Arc::new(AtomicBool::new(true));
-    let mut cfg = config(2, 50);
+    let mut cfg = config(2, COMPACT);
     let h = Arc::clone(&hold);
     cfg.control_faults = Some(ControlFaults(Arc::new(move |_, dest, m| match m {
         Msg::Watermark { shard: 1, .. } if dest == follower && h.load(Ordering::Relaxed) => {
@@ -177,6 +197,10 @@ fn follower_with_queued_pieces_caught_up_by_snapshot_ends_equal_to_its_leader() 
     );
     c.isolate(0, 2).expect("isolate");
     load(&leader, 0, Some(1), 1_000..6_000, 1);
+    assert!(
+        lagging_behind_compaction(&leader, &f),
+        "setup: the leader's log never got past the isolated follower by compaction periods"
+    );
     c.reconnect(0, 2).expect("reconnect");
     assert!(
         eventually(Duration::from_secs(30), || f.snapshots().0 >= 1),
