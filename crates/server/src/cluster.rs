@@ -512,6 +512,9 @@ impl Cluster {
     /// Waits until every running follower's tables equal its current leader's (newest version
     /// of every key); on `timeout` returns the first difference found. Call once the workload
     /// has stopped.
+    ///
+    /// Passes on equal contents only: a follower's `W_s` reaching the leader's just says when
+    /// comparing is worth it (a replica can have the leader's `W_s` and lack data).
     pub fn compare_replicas(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         for (s, sites) in self.sites.iter().enumerate() {
