@@ -296,6 +296,32 @@ mod tests {
     }
 
     #[test]
+    fn replace_versions_swaps_the_whole_chain_and_unlocks() {
+        let r = Record::absent();
+        r.apply(
+            Stamp::single(0, 3),
+            Some(Bytes::from_static(b"a")),
+            &keep_all(),
+        );
+        let chain = vec![
+            Version {
+                stamp: Stamp::single(0, 5),
+                value: Some(Bytes::from_static(b"b")),
+            },
+            Version {
+                stamp: Stamp::single(1, 2),
+                value: None,
+            },
+        ];
+        r.replace_versions(chain.clone());
+        assert_eq!(r.word(), 2);
+        assert_eq!(r.versions(), chain.into_iter().rev().collect::<Vec<_>>());
+        r.replace_versions(Vec::new());
+        assert_eq!((r.word(), r.read().version), (0, None));
+        assert_eq!(r.try_lock(), Some(0), "unlocked afterwards");
+    }
+
+    #[test]
     fn apply_is_last_writer_wins_and_idempotent() {
         let a = Record::absent();
         let b = Record::absent();
