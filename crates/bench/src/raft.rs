@@ -423,7 +423,7 @@ struct SeqSnapshot {
 }
 
 impl mako_replication::SnapshotHandler for SeqSnapshot {
-    fn snapshot(&mut self) -> bytes::Bytes {
+    fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> bytes::Bytes {
         let next = self
             .integrity
             .next
@@ -434,12 +434,17 @@ impl mako_replication::SnapshotHandler for SeqSnapshot {
         bytes::Bytes::copy_from_slice(&next.to_le_bytes())
     }
 
-    fn restore(&mut self, data: &bytes::Bytes, _index: u64) {
+    fn restore(
+        &mut self,
+        data: &bytes::Bytes,
+        _index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
         if let Ok(b) = <[u8; 8]>::try_from(&data[..]) {
             self.integrity
                 .next
                 .lock()
                 .insert((self.node, self.group), u64::from_le_bytes(b));
         }
+        Ok(Vec::new())
     }
 }

@@ -107,6 +107,9 @@ pub struct ClusterConfig {
     /// Whether Raft hands leadership back to replica 0 whenever it is caught up; `false`
     /// makes [`Cluster::transfer_leader`] moves stick (replica 0 still leads at start).
     pub preferred_leader: bool,
+    /// Raft `compact_after_entries` of the shard groups (`None`: Raft's default); tests set
+    /// it low to force compaction and catch-up by snapshot.
+    pub compact_after_entries: Option<u64>,
 }
 
 impl Default for ClusterConfig {
@@ -120,6 +123,7 @@ impl Default for ClusterConfig {
             election_ms: (400, 700),
             control_faults: None,
             preferred_leader: true,
+            compact_after_entries: None,
         }
     }
 }
@@ -545,6 +549,9 @@ impl Cluster {
     /// Waits until every running follower's tables equal its current leader's (newest version
     /// of every key); on `timeout` returns the first difference found. Call once the workload
     /// has stopped.
+    ///
+    /// Passes on equal contents only: a follower's `W_s` reaching the leader's just says when
+    /// comparing is worth it (a replica can have the leader's `W_s` and lack data).
     pub fn compare_replicas(&self, timeout: Duration) -> Result<(), String> {
         let deadline = Instant::now() + timeout;
         for (s, sites) in self.sites.iter().enumerate() {
@@ -633,6 +640,9 @@ fn start_node(
     };
     let mut rc = raft(nodes[s as usize].clone(), s);
     rc.preferred = cfg.preferred_leader.then_some(nodes[s as usize][0]);
+    if let Some(n) = cfg.compact_after_entries {
+        rc.compact_after_entries = n;
+    }
     let group = host.start_group(rc)?;
     let meta = if members.contains(&id) {
         Some(host.start_group(raft(members.to_vec(), META_GROUP))?)

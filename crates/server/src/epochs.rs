@@ -74,6 +74,15 @@ impl EpochView {
         })))
     }
 
+    /// Every epoch's `VW_e` known here (epochs not final yet), as values.
+    pub(crate) fn vw_values(&self) -> Vec<(Epoch, Vec<u64>)> {
+        self.vws
+            .lock()
+            .iter()
+            .map(|(e, v)| (*e, v.load()))
+            .collect()
+    }
+
     /// Learns `W_s` of epoch `e`; returns whether `VW_e` moved.
     pub fn learn_w(&self, e: Epoch, shard: u32, w: u64) -> bool {
         self.vw(e).is_some_and(|v| v.advance(shard as usize, w))

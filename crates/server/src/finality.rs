@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use mako_storage::{Finality, Stamp};
 use mako_watermark::{Epoch, WatermarkVector, covers};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 /// The epochs a site led that are not purged yet.
 #[derive(Debug)]
@@ -31,12 +31,66 @@ pub(crate) struct VersionFinality {
     /// Epochs below this are final here and their discarded versions removed.
     purged_below: AtomicU32,
     led: RwLock<Option<Led>>,
+    /// Held across a purge and across a snapshot restore, so that a purge that began before
+    /// a restore never marks the restored versions purged.
+    exclusive: Mutex<()>,
+}
+
+/// What a snapshot carries of a site's finality: which epochs' versions may still be discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FinalityState {
+    /// Epochs below this are final and purged.
+    pub(crate) purged_below: Epoch,
+    /// The epochs led and not purged yet (lowest, newest), if any.
+    pub(crate) led: Option<(Epoch, Epoch)>,
 }
 
 impl VersionFinality {
     /// Epochs below this have final watermarks and no discarded version left here.
     pub(crate) fn purged_below(&self) -> Epoch {
         self.purged_below.load(Ordering::Acquire)
+    }
+
+    /// Serialises purges and snapshot restores (see the field).
+    pub(crate) fn exclusive(&self) -> MutexGuard<'_, ()> {
+        self.exclusive.lock()
+    }
+
+    /// The state a snapshot carries.
+    pub(crate) fn state(&self) -> FinalityState {
+        // `led` first: a purge finishing in between only raises `purged_below`, and a state
+        // that names an epoch as led but not purged is the conservative one.
+        let led = self.led.read().as_ref().map(|l| (l.lowest, l.newest));
+        FinalityState {
+            purged_below: self.purged_below(),
+            led,
+        }
+    }
+
+    /// Takes a restored snapshot's state, merged with this site's own (the union of the led
+    /// epochs, the lower purge point): every version either may hold is judged as carefully
+    /// as it was. `vw(e)` is this site's `VW_e`; an epoch without one (already final) gets an
+    /// empty vector, so its versions stay non-final until a purge decides them. Call holding
+    /// [`VersionFinality::exclusive`].
+    pub(crate) fn restore(
+        &self,
+        from: FinalityState,
+        shards: usize,
+        vw: impl FnOnce(Epoch) -> Option<Arc<WatermarkVector>>,
+    ) {
+        let mut led = self.led.write();
+        let mine = led.as_ref().map(|l| (l.lowest, l.newest));
+        let merged = match (mine, from.led) {
+            (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+            (a, b) => a.or(b),
+        };
+        *led = merged.map(|(lowest, newest)| Led {
+            lowest,
+            newest,
+            vw: vw(newest).unwrap_or_else(|| Arc::new(WatermarkVector::new(shards))),
+        });
+        let below = self.purged_below().min(from.purged_below);
+        self.purged_below.store(below, Ordering::Release);
     }
 
     /// Whether this site led an epoch in `from..=upto`.

@@ -289,6 +289,7 @@ impl Site {
     /// Only a site that led an epoch can hold such versions (its own speculative commits);
     /// followers replay kept pieces only.
     pub(crate) fn purge(&self, h: &EpochHistory) {
+        let _exclusive = self.finality.exclusive();
         let upto = (0..h.current()).take_while(|e| h.is_final(*e)).last();
         let Some(upto) = upto else { return };
         let from = self.finality.purged_below();

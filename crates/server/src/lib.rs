@@ -26,6 +26,7 @@ pub mod meta;
 pub mod msg;
 mod participant;
 pub mod site;
+pub mod snapshot;
 pub mod streams;
 
 pub use cluster::{Cluster, ClusterConfig, ControlError, ControlFaults, Fate, NetKind};

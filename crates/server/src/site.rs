@@ -111,6 +111,10 @@ pub struct SiteStats {
     pub no_lease: AtomicU64,
     /// An `Advancer` (end of loading) was applied here.
     pub loaded: AtomicBool,
+    /// Snapshots restored into this site (catch-up from its leader).
+    pub restored: AtomicU64,
+    /// Snapshots refused as malformed (the state was left as it was).
+    pub refused: AtomicU64,
 }
 
 /// One replica of one shard.
@@ -284,6 +288,7 @@ impl Site {
         group.on_apply(Role::Leader, Box::new(move |ctx| s.leader_apply(ctx)));
         let s = Arc::clone(&site);
         group.on_apply(Role::Follower, Box::new(move |ctx| s.follower_apply(ctx)));
+        group.set_snapshot_handler(Box::new(crate::snapshot::SiteSnapshots::new(&site)));
         Ok(site)
     }
 
@@ -475,6 +480,14 @@ impl Site {
             }
         }
         None
+    }
+
+    /// Snapshots restored into this site and refused as malformed, so far.
+    pub fn snapshots(&self) -> (u64, u64) {
+        (
+            self.stats.restored.load(Ordering::Relaxed),
+            self.stats.refused.load(Ordering::Relaxed),
+        )
     }
 
     /// Entries waiting in the follower queue.

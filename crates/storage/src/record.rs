@@ -196,6 +196,17 @@ impl Record {
         removed
     }
 
+    /// Replaces the whole chain with `versions` (oldest first, ascending by `(epoch, ts)`;
+    /// empty leaves the record absent), in one step under the chain lock: a reader sees the
+    /// old chain or the new one. For installing a snapshot; trims nothing.
+    pub fn replace_versions(&self, versions: Vec<Version>) {
+        let _held = self.lock_wait();
+        let mut chain = self.chain.lock();
+        *chain = versions;
+        let newest = chain.last().map_or(0, |v| v.stamp.ts);
+        self.word.store(newest & !LOCK_BIT, Ordering::Release);
+    }
+
     /// Number of versions currently kept.
     pub fn chain_len(&self) -> usize {
         self.chain.lock().len()
@@ -308,6 +319,32 @@ mod tests {
         r.unlock();
         assert_eq!(r.try_lock(), Some(0));
         r.unlock();
+    }
+
+    #[test]
+    fn replace_versions_swaps_the_whole_chain_and_unlocks() {
+        let r = Record::absent();
+        r.apply(
+            Stamp::single(0, 3),
+            Some(Bytes::from_static(b"a")),
+            &keep_all(),
+        );
+        let chain = vec![
+            Version {
+                stamp: Stamp::single(0, 5),
+                value: Some(Bytes::from_static(b"b")),
+            },
+            Version {
+                stamp: Stamp::single(1, 2),
+                value: None,
+            },
+        ];
+        r.replace_versions(chain.clone());
+        assert_eq!(r.word(), 2);
+        assert_eq!(r.versions(), chain.into_iter().rev().collect::<Vec<_>>());
+        r.replace_versions(Vec::new());
+        assert_eq!((r.word(), r.read().version), (0, None));
+        assert_eq!(r.try_lock(), Some(0), "unlocked afterwards");
     }
 
     #[test]

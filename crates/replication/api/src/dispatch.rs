@@ -204,6 +204,16 @@ impl ApplyDispatcher {
         self.inner.lock().queue = PendingQueue::default();
     }
 
+    /// Replaces the pending queue with `entries` (oldest first): the queue a restored
+    /// snapshot carried, which goes ahead of every entry applied after it.
+    pub fn restore_pending(&self, entries: Vec<QueuedEntry>) {
+        let mut queue = PendingQueue::default();
+        for e in entries {
+            queue.push_back(e);
+        }
+        self.inner.lock().queue = queue;
+    }
+
     /// Number of queued entries.
     pub fn queued(&self) -> usize {
         self.inner.lock().queue.len()

@@ -204,12 +204,38 @@ pub enum GroupHealth {
     Failed(String),
 }
 
+/// Why an application snapshot was refused; the application state is left as it was.
+#[derive(Debug, thiserror::Error)]
+#[error("snapshot refused: {0}")]
+pub struct SnapshotRefused(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
 /// Produces and installs application snapshots for log compaction and catch-up.
+///
+/// The group's pending queue (entries handed to a callback that answered
+/// [`ApplyStatus::SafetyFail`] and are not replayed yet) is part of the application's
+/// replay state at the snapshot's index: an entry queued there is covered by the snapshot's
+/// index, so the log after the snapshot no longer holds it, yet it is not in the
+/// application's state either. So `snapshot` is handed the queue to store with the state,
+/// and `restore` hands back the queue to resume with; the protocol puts it in place of its
+/// own queue (in order, ahead of every later entry) before it applies anything after the
+/// snapshot. Every protocol implementation calls them this way.
 pub trait SnapshotHandler: Send {
-    /// The application state as of the last entry handed to an apply callback.
-    fn snapshot(&mut self) -> Bytes;
-    /// Replaces the application state with `data`, taken at log index `index`.
-    fn restore(&mut self, data: &Bytes, index: u64);
+    /// The application state as of the last entry handed to an apply callback, together
+    /// with `pending`, the group's queue at that point (oldest first).
+    fn snapshot(&mut self, pending: &[QueuedEntry]) -> Bytes;
+    /// A cheap integrity check of received snapshot data (framing, version, checksum),
+    /// run before the protocol accepts the snapshot: refused data is dropped like a lost
+    /// message and the state is untouched. The default accepts everything.
+    fn check(&self, data: &[u8]) -> Result<(), SnapshotRefused> {
+        let _ = data;
+        Ok(())
+    }
+    /// Replaces the application state with `data`, taken at log index `index`, and returns
+    /// the pending queue to resume with.
+    ///
+    /// Atomic: on `Err` the state is unchanged. The protocol then applies nothing after the
+    /// snapshot (the group stops with a failure rather than build on a state it lacks).
+    fn restore(&mut self, data: &Bytes, index: u64) -> Result<Vec<QueuedEntry>, SnapshotRefused>;
 }
 
 /// Why a submission (or a leadership request) was refused.

@@ -130,6 +130,14 @@ pub enum NodeError {
     /// A snapshot from the leader is still being made durable; no campaign until it is.
     #[error("a snapshot install is still being persisted")]
     SnapshotPending,
+    /// The application refused the recovered snapshot.
+    #[error("the application refused recovered snapshot {index}: {reason}")]
+    SnapshotRefused {
+        /// The snapshot's index.
+        index: u64,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Counters a node keeps.
@@ -157,6 +165,8 @@ pub struct NodeStats {
     pub lease_acks: u64,
     /// (Pre-)vote requests ignored after a restart or a step-down (see [`crate::lease`]).
     pub votes_withheld: u64,
+    /// Snapshots from a leader refused by the application's integrity check.
+    pub snapshots_refused: u64,
 }
 
 /// A persist job handed to the driver and not yet reported durable.
@@ -199,6 +209,9 @@ pub struct RaftNode {
     /// Until this tick, (pre-)vote requests are ignored: the replica restarted or stepped
     /// down and may have forgotten a leader whose lease still runs.
     votes_barred_until: u64,
+    /// Set when the application refused a snapshot raft-rs had already accepted: nothing is
+    /// applied any more (the entries after it would build on a state this replica lacks).
+    failure: Option<String>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -231,7 +244,13 @@ impl RaftNode {
             return Err(NodeError::NoSnapshotHandler(snap_index));
         }
         if let (Some(s), Some(h)) = (&init.snapshot, snapshots.as_mut()) {
-            h.restore(&s.data, snap_index);
+            let pending =
+                h.restore(&s.data, snap_index)
+                    .map_err(|e| NodeError::SnapshotRefused {
+                        index: snap_index,
+                        reason: e.to_string(),
+                    })?;
+            dispatcher.restore_pending(pending);
         }
         // A replica restarted from a term may have acknowledged a lease it no longer knows of.
         let restarted = init.hard_state.term > 0;
@@ -273,6 +292,7 @@ impl RaftNode {
             snapshots_sent: BTreeMap::new(),
             lease: LeaseState::default(),
             votes_barred_until: if restarted { min as u64 } else { 0 },
+            failure: None,
         })
     }
 
@@ -426,6 +446,21 @@ impl RaftNode {
             // A leader's view of our log can be stale (we lost our disk in `memory`
             // durability); raft-rs would abort on a commit index past our last entry.
             msg.commit = msg.commit.min(self.raw.raft.raft_log.last_index());
+        }
+        if msg.get_msg_type() == MessageType::MsgSnapshot
+            && let Some(h) = self.snapshots.as_ref()
+            && let Err(e) = h.check(msg.get_snapshot().get_data())
+        {
+            // Dropped like a lost message: the leader resends after its snapshot timeout.
+            self.stats.rejected_messages += 1;
+            self.stats.snapshots_refused += 1;
+            tracing::warn!(
+                shard = self.cfg.shard,
+                from = msg.from,
+                refused = self.stats.snapshots_refused,
+                "snapshot from the leader refused: {e}"
+            );
+            return Ok(());
         }
         if msg.get_msg_type() == MessageType::MsgTimeoutNow && self.installing_snapshot() {
             // A transfer would make us campaign before the snapshot is durable.
@@ -681,10 +716,21 @@ impl RaftNode {
             tracing::error!(shard = self.cfg.shard, "installing snapshot: {e}");
             return;
         }
-        // Queued entries are at or below the snapshot: its state replaces them.
+        // Queued entries are at or below the snapshot: its state (and the queue it carries)
+        // replaces them.
         self.dispatcher.clear_pending();
         match self.snapshots.as_mut() {
-            Some(h) => h.restore(&snap.data, index),
+            Some(h) => match h.restore(&snap.data, index) {
+                Ok(pending) => self.dispatcher.restore_pending(pending),
+                Err(e) => {
+                    // raft-rs holds the snapshot already; applying the entries after it on
+                    // top of the old state would be wrong: stop applying, report failure.
+                    let reason = format!("snapshot {index} could not be restored: {e}");
+                    tracing::error!(shard = self.cfg.shard, "{reason}");
+                    self.failure = Some(reason);
+                    return;
+                }
+            },
             None => tracing::error!(
                 shard = self.cfg.shard,
                 index,
@@ -709,8 +755,17 @@ impl RaftNode {
         self.dispatcher.queued() >= self.cfg.max_pending_queue
     }
 
+    /// Why this node stopped applying (the application refused an installed snapshot); the
+    /// driver stops the group when it is set.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
     /// Applies committed entries handed over by raft-rs, then catches up from storage.
     fn apply(&mut self, committed: Vec<Entry>) {
+        if self.failure.is_some() {
+            return;
+        }
         for e in committed {
             if e.index <= self.applied {
                 continue;
@@ -725,7 +780,7 @@ impl RaftNode {
 
     /// Applies committed entries from the in-memory log up to `commit_target` while not paused.
     fn catch_up(&mut self) {
-        while self.applied < self.commit_target {
+        while self.failure.is_none() && self.applied < self.commit_target {
             if self.paused() {
                 self.stats.apply_pauses += 1;
                 return;
@@ -787,7 +842,7 @@ impl RaftNode {
 
     fn maybe_compact(&mut self, job: &mut PersistJob) {
         // No compaction without a snapshot source: the prefix would be gone for good.
-        if self.snapshots.is_none() {
+        if self.snapshots.is_none() || self.failure.is_some() {
             return;
         }
         let Ok(first) = self.raw.store().first_index() else {
@@ -814,8 +869,10 @@ impl RaftNode {
         let Some(h) = self.snapshots.as_mut() else {
             return;
         };
+        // The queue as of `applied`: entries queued at or below the snapshot's index.
+        let pending = self.dispatcher.queue_snapshot();
         let mut snap = Snapshot {
-            data: h.snapshot().to_vec().into(),
+            data: h.snapshot(&pending).to_vec().into(),
             ..Default::default()
         };
         let meta = snap.mut_metadata();

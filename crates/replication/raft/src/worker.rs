@@ -620,6 +620,10 @@ impl Driver {
     fn flush(&mut self) -> Result<(), String> {
         loop {
             let out = self.node.poll();
+            if let Some(reason) = self.node.failure() {
+                // Nothing of this Ready is sent or persisted: the group stops as it was.
+                return Err(reason.to_string());
+            }
             if out.is_empty() {
                 break;
             }

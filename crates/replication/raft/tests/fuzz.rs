@@ -65,10 +65,17 @@ impl Peer {
         // A snapshot source (empty state) so that compaction can happen at all.
         struct Empty;
         impl mako_replication::SnapshotHandler for Empty {
-            fn snapshot(&mut self) -> bytes::Bytes {
+            fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> bytes::Bytes {
                 bytes::Bytes::new()
             }
-            fn restore(&mut self, _data: &bytes::Bytes, _index: u64) {}
+            fn restore(
+                &mut self,
+                _data: &bytes::Bytes,
+                _index: u64,
+            ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused>
+            {
+                Ok(Vec::new())
+            }
         }
         let handler: Box<dyn mako_replication::SnapshotHandler> = Box::new(Empty);
         let node = match RaftNode::new(

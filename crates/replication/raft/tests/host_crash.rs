@@ -85,7 +85,7 @@ struct History {
 }
 
 impl SnapshotHandler for History {
-    fn snapshot(&mut self) -> Bytes {
+    fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> Bytes {
         let a = self.applied.lock();
         let mut out = Vec::with_capacity(a.len() * 16);
         for (i, n) in a.iter() {
@@ -95,7 +95,11 @@ impl SnapshotHandler for History {
         out.into()
     }
 
-    fn restore(&mut self, data: &Bytes, index: u64) {
+    fn restore(
+        &mut self,
+        data: &Bytes,
+        index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
         self.oracle.restores.fetch_add(1, Ordering::Relaxed);
         let mut h = Vec::with_capacity(data.len() / 16);
         for c in data.chunks(16) {
@@ -109,7 +113,7 @@ impl SnapshotHandler for History {
             ) else {
                 self.oracle
                     .violate(format!("node {}: malformed snapshot", self.node));
-                return;
+                return Ok(Vec::new());
             };
             if i > index {
                 self.oracle.violate(format!(
@@ -121,6 +125,7 @@ impl SnapshotHandler for History {
             h.push((i, n));
         }
         *self.applied.lock() = h;
+        Ok(Vec::new())
     }
 }
 
@@ -791,11 +796,17 @@ struct Bare {
 struct Fixed;
 
 impl SnapshotHandler for Fixed {
-    fn snapshot(&mut self) -> Bytes {
+    fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> Bytes {
         Bytes::from_static(b"state")
     }
 
-    fn restore(&mut self, _data: &Bytes, _index: u64) {}
+    fn restore(
+        &mut self,
+        _data: &Bytes,
+        _index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
+        Ok(Vec::new())
+    }
 }
 
 impl Bare {
@@ -930,4 +941,95 @@ fn a_follower_does_not_campaign_while_its_installed_snapshot_is_not_durable() {
         b.nodes[2].is_leader() || b.nodes[1].is_leader(),
         "nodes 2 and 3 elect a leader"
     );
+}
+
+/// A snapshot handler that refuses: at the integrity check (`check_fails`), or only when
+/// restoring.
+struct Refusing {
+    check_fails: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("refused by the test")]
+struct TestRefusal;
+
+impl SnapshotHandler for Refusing {
+    fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> Bytes {
+        Bytes::from_static(b"state")
+    }
+
+    fn check(&self, _data: &[u8]) -> Result<(), mako_replication::SnapshotRefused> {
+        if self.check_fails {
+            Err(mako_replication::SnapshotRefused(Box::new(TestRefusal)))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn restore(
+        &mut self,
+        _data: &Bytes,
+        _index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
+        Err(mako_replication::SnapshotRefused(Box::new(TestRefusal)))
+    }
+}
+
+/// Node 3 is cut off while the leader commits and compacts past it, then comes back.
+fn lagging_node_3(b: &mut Bare) {
+    b.nodes[0].campaign().expect("campaign");
+    b.pump();
+    assert!(b.nodes[0].is_leader());
+    b.cut = Some(3);
+    for k in 0..40u8 {
+        b.nodes[0].propose(Bytes::from(vec![k])).expect("propose");
+        b.pump();
+        b.tick(0, 1);
+    }
+    assert!(
+        b.nodes[0].first_index() > b.nodes[2].last_index() + 1,
+        "setup: the leader compacted past node 3"
+    );
+    b.cut = None;
+}
+
+/// A snapshot whose data the application's check refuses is dropped like a lost message:
+/// never installed, nothing applied, the node keeps running (and keeps asking).
+#[test]
+fn a_snapshot_refused_by_the_check_is_never_installed() {
+    let mut b = Bare::new(5);
+    b.nodes[2].set_snapshot_handler(Box::new(Refusing { check_fails: true }));
+    lagging_node_3(&mut b);
+    let applied = b.nodes[2].applied_index();
+    b.tick(0, 20);
+    let n = &b.nodes[2];
+    assert!(n.stats().snapshots_refused >= 1, "the snapshot was offered");
+    assert_eq!(n.stats().snapshots_installed, 0);
+    assert_eq!(n.applied_index(), applied, "nothing applied past the gap");
+    assert!(n.failure().is_none());
+}
+
+/// A snapshot the application fails to restore after raft-rs accepted it: the node applies
+/// nothing after it (the entries would build on a state it lacks) and reports a failure, which
+/// the worker turns into a stopped group.
+#[test]
+fn a_snapshot_that_fails_to_restore_stops_applying() {
+    let mut b = Bare::new(5);
+    b.nodes[2].set_snapshot_handler(Box::new(Refusing { check_fails: false }));
+    lagging_node_3(&mut b);
+    let dispatched = b.nodes[2].dispatcher().stats().applied;
+    b.tick(0, 5);
+    for k in 0..10u8 {
+        b.nodes[0]
+            .propose(Bytes::from(vec![100 + k]))
+            .expect("propose");
+        b.pump();
+    }
+    let n = &b.nodes[2];
+    assert_eq!(
+        n.dispatcher().stats().applied,
+        dispatched,
+        "no entry applied on top of the unrestored state"
+    );
+    assert!(n.failure().is_some(), "the refusal is reported");
 }

@@ -76,7 +76,7 @@ struct Rec {
     restores: Arc<Mutex<Vec<u64>>>,
 }
 impl mako_replication::SnapshotHandler for Rec {
-    fn snapshot(&mut self) -> Bytes {
+    fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> Bytes {
         let mut out = Vec::new();
         for b in self.state.lock().iter() {
             out.push(b.len() as u8);
@@ -84,7 +84,11 @@ impl mako_replication::SnapshotHandler for Rec {
         }
         out.into()
     }
-    fn restore(&mut self, data: &Bytes, index: u64) {
+    fn restore(
+        &mut self,
+        data: &Bytes,
+        index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
         self.restores.lock().push(index);
         let mut v = Vec::new();
         let mut d = &data[..];
@@ -94,6 +98,7 @@ impl mako_replication::SnapshotHandler for Rec {
             d = &d[1 + n..];
         }
         *self.state.lock() = v;
+        Ok(Vec::new())
     }
 }
 

@@ -39,7 +39,7 @@ fn start_replica(id: NodeId, n: u64, dir: &Path, durability: Durability) -> Repl
 struct History(Arc<Mutex<Vec<(u64, Bytes, Role)>>>);
 
 impl mako_replication::SnapshotHandler for History {
-    fn snapshot(&mut self) -> Bytes {
+    fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> Bytes {
         let mut out = Vec::new();
         for (i, b, _) in self.0.lock().iter() {
             out.extend_from_slice(&i.to_le_bytes());
@@ -49,7 +49,11 @@ impl mako_replication::SnapshotHandler for History {
         out.into()
     }
 
-    fn restore(&mut self, data: &Bytes, _index: u64) {
+    fn restore(
+        &mut self,
+        data: &Bytes,
+        _index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
         let mut h = Vec::new();
         let mut d = &data[..];
         while d.len() >= 12 {
@@ -62,6 +66,7 @@ impl mako_replication::SnapshotHandler for History {
             d = &d[12 + n..];
         }
         *self.0.lock() = h;
+        Ok(Vec::new())
     }
 }
 

@@ -66,7 +66,7 @@ pub type History = Arc<Mutex<Vec<(u64, Bytes)>>>;
 struct HistorySnapshots(History);
 
 impl SnapshotHandler for HistorySnapshots {
-    fn snapshot(&mut self) -> Bytes {
+    fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> Bytes {
         let h = self.0.lock();
         let mut b = BytesMut::new();
         for (i, e) in h.iter() {
@@ -77,7 +77,11 @@ impl SnapshotHandler for HistorySnapshots {
         b.freeze()
     }
 
-    fn restore(&mut self, data: &Bytes, _index: u64) {
+    fn restore(
+        &mut self,
+        data: &Bytes,
+        _index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
         let mut d = data.clone();
         let mut h = Vec::new();
         while d.remaining() >= 12 {
@@ -89,6 +93,7 @@ impl SnapshotHandler for HistorySnapshots {
             h.push((i, d.split_to(n)));
         }
         *self.0.lock() = h;
+        Ok(Vec::new())
     }
 }
 

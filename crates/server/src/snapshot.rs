@@ -1,0 +1,677 @@
+//! Site snapshots: what a replica's snapshot holds, its encoding, capture and restore.
+//!
+//! Raft compacts a shard's log once a [`mako_replication::SnapshotHandler`] is installed,
+//! and catches a lagging replica up by sending it the leader's last snapshot in chunks.
+//! A site's snapshot at log index `I` holds everything replay built from the log up to `I`:
+//!
+//! - every table's records with **every kept version** (stamp and value or tombstone);
+//! - the shard's per-epoch log watermark ([`LogWatermark`]: `W_s`, stream marks, the `FVW`
+//!   components its `NoOp`s fixed) and the shard clock;
+//! - the epoch history ([`EpochHistory`]) and each open epoch's `VW`;
+//! - the group's pending queue at `I` (entries applied but queued, in log order);
+//! - the site's finality state ([`FinalityState`]): which epochs' versions a failover may
+//!   still discard (epochs the source led and has not purged) and its purge point.
+//!
+//! # Why a leader's store may be copied as it is
+//!
+//! A leader's store holds its own speculative versions: installed before their piece is
+//! appended, so at capture some belong to entries after `I`, some to no entry yet, and some
+//! will never commit (the leader is deposed or a stream loses an entry) and will be dropped
+//! by the discard rule. The snapshot carries them all, and the restoring replica treats them
+//! exactly as the source would:
+//!
+//! 1. *Nothing committed at or below `I` is missing.* A version is installed before its
+//!    piece is submitted, so a piece committed at or below `I` was installed before the
+//!    callback for `I` ran, hence before capture began (capture runs on the Raft worker after
+//!    applying `I`). Pieces a follower source queued instead of replaying are in the queue,
+//!    which the snapshot carries and the restoring replica re-queues ahead of everything
+//!    after `I`, so log order is kept.
+//! 2. *Pieces committed after `I` are replayed on top.* The restoring replica is a follower:
+//!    it replays every later batch (none is its own), and replay is idempotent and
+//!    last-writer-wins by `(epoch, VT[s])`, so a version the snapshot already held is not
+//!    installed twice and an older one never hides a newer one.
+//! 3. *Versions that will be discarded are not final here either.* The snapshot names the
+//!    epochs the source led and has not purged; the restoring site merges them into its
+//!    [`crate::finality::VersionFinality`] (the union with its own, the lower purge point).
+//!    Their versions therefore keep their predecessors (chains are only trimmed behind a
+//!    final version) until `FVW(e)` is final, and the site's purge then removes those with
+//!    `VT > FVW(e)`, uncovering what they overwrote: the same rule that hides a deposed
+//!    leader's versions. A version covered by `VW_e` is durable in every shard it touched,
+//!    hence kept, so treating it as final is sound on any replica.
+//! 4. *Nobody reads them meanwhile.* A follower serves no transaction (participants refuse
+//!    with `NotLeader`), and to lead it must establish a new epoch, which waits until every
+//!    earlier epoch's `FVW` is final and purges first (see [`crate::lead`]).
+//!
+//! Capture is fuzzy on a leader (coordinators keep installing while tables are walked):
+//! a version installed during the walk may be missing, but by (1) its piece commits after
+//! `I` and (2) replays it. The finality state is read before the tables, so a purge that
+//! completes during capture can only make the snapshot more careful than needed.
+//!
+//! # Restore is all-or-nothing
+//!
+//! The snapshot is decoded and checked completely (framing, checksum, shard, vector
+//! lengths, key and version order, tables, the history merge) before anything changes; a
+//! malformed snapshot is a typed [`SnapshotError`] and leaves the site as it was. The new
+//! contents are then installed record by record, each chain replaced in one step under its
+//! lock (records the snapshot lacks become absent), while holding the finality lock that
+//! purges take. The replica is a follower that serves no read, and its role cannot change
+//! during the install (role changes are handled on the same Raft worker thread), so no
+//! transaction observes the store half-restored. (A store-wide pointer swap would need the
+//! tables' indexes behind an indirection on every read of the hot path; a per-record swap
+//! under those guarantees gives the same result without it.)
+//!
+//! # Encoding and cost
+//!
+//! `[magic "MKSS"][version u16][reserved u16][body length u64][crc32c u32][body]`, all
+//! little-endian; the body is `postcard`. Decoding trusts no length: the header's body
+//! length must equal what arrived, the checksum must match, and `postcard` never allocates
+//! a byte string longer than the input left (sequence pre-allocation is capped by serde), so
+//! memory stays proportional to the snapshot's size. Capture walks the store table by table
+//! into one buffer: values are shared (`Bytes`) while the body is built, then copied once
+//! into the encoding, so a capture costs about one copy of the store's values plus its keys
+//! and stamps, on the Raft worker (which does nothing else meanwhile). Restore holds the
+//! encoding and the decoded contents at once (about twice the store's size) until installed.
+
+use std::collections::HashSet;
+use std::ops::Bound;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+use bytes::Bytes;
+use mako_replication::{QueuedEntry, SnapshotHandler, SnapshotRefused};
+use mako_storage::{Stamp, Table, Version};
+use mako_watermark::{Epoch, EpochError, EpochHistory, LogWatermark};
+use serde::{Deserialize, Serialize};
+
+use crate::finality::FinalityState;
+use crate::site::Site;
+
+/// Opens every site snapshot.
+const MAGIC: [u8; 4] = *b"MKSS";
+/// The format written; decoding refuses any other.
+const VERSION: u16 = 1;
+/// Magic, version, reserved, body length, checksum.
+const HEADER: usize = 4 + 2 + 2 + 8 + 4;
+
+/// Why a site snapshot was refused (the site's state is unchanged).
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Fewer bytes than the header.
+    #[error("snapshot of {0} bytes is shorter than its header")]
+    Short(usize),
+    /// The data does not start with the site snapshot magic.
+    #[error("not a site snapshot (bad magic)")]
+    Magic,
+    /// A format version this build does not read.
+    #[error("unknown site snapshot format version {0}")]
+    Version(u16),
+    /// The body is not as long as the header says.
+    #[error("header says {header} body bytes, {actual} arrived")]
+    Length {
+        /// Length in the header.
+        header: u64,
+        /// Bytes present.
+        actual: usize,
+    },
+    /// The body's checksum does not match.
+    #[error("checksum mismatch: header {expected:#010x}, body {actual:#010x}")]
+    Crc {
+        /// Checksum in the header.
+        expected: u32,
+        /// Checksum of the body.
+        actual: u32,
+    },
+    /// The body does not decode.
+    #[error("undecodable body: {0}")]
+    Decode(#[from] postcard::Error),
+    /// The snapshot is of another shard or deployment.
+    #[error("snapshot of shard {found} of {found_shards}; this site is shard {shard} of {shards}")]
+    Shard {
+        /// The snapshot's shard.
+        found: u32,
+        /// The snapshot's shard count.
+        found_shards: u32,
+        /// This site's shard.
+        shard: u32,
+        /// This deployment's shard count.
+        shards: u32,
+    },
+    /// A table this site does not have, or a table twice.
+    #[error("table {0} unknown here or repeated")]
+    Table(String),
+    /// Keys not in strictly ascending order.
+    #[error("table {0}: keys out of order or repeated")]
+    KeyOrder(String),
+    /// A version whose stamp is inconsistent (VT length, `ts != VT[s]`) or out of order.
+    #[error("table {table}: bad version chain ({why})")]
+    Chain {
+        /// The table.
+        table: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A queued entry past the snapshot's index or out of order.
+    #[error("queued entry {entry} out of order or past the snapshot's index {index}")]
+    Pending {
+        /// The entry's index.
+        entry: u64,
+        /// The snapshot's index.
+        index: u64,
+    },
+    /// A `VW` of the wrong length.
+    #[error("VW of epoch {0} has the wrong length")]
+    Vw(Epoch),
+    /// Led epochs out of order.
+    #[error("led epochs {0}..={1} out of order")]
+    Led(Epoch, Epoch),
+    /// The epoch history contradicts this site's or is invalid.
+    #[error("epoch history: {0}")]
+    History(#[from] EpochError),
+    /// The site is gone (shutting down).
+    #[error("the site was dropped")]
+    Gone,
+}
+
+/// A byte string, encoded as one length-prefixed run (not byte by byte).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Blob(Bytes);
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a byte string")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                Ok(Blob(Bytes::copy_from_slice(v)))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Blob, E> {
+                Ok(Blob(Bytes::from(v)))
+            }
+        }
+        d.deserialize_byte_buf(V)
+    }
+}
+
+/// One version of a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct VersionBody {
+    epoch: Epoch,
+    ts: u64,
+    vt: Vec<u64>,
+    value: Option<Blob>,
+}
+
+/// One table: its records in key order, each chain oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct TableBody {
+    name: String,
+    records: Vec<(Blob, Vec<VersionBody>)>,
+}
+
+/// The body of a site snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Body {
+    shard: u32,
+    shards: u32,
+    clock: u64,
+    wm: LogWatermark,
+    history: EpochHistory,
+    vws: Vec<(Epoch, Vec<u64>)>,
+    finality: FinalityState,
+    pending: Vec<(u64, Blob)>,
+    tables: Vec<TableBody>,
+}
+
+/// Frames an encoded body: header, then the body.
+fn frame(body: &Body) -> Result<Bytes, postcard::Error> {
+    let mut out = vec![0u8; HEADER];
+    let mut out = postcard::to_extend(body, std::mem::take(&mut out))?;
+    let len = (out.len() - HEADER) as u64;
+    let crc = crc32c::crc32c(&out[HEADER..]);
+    out[0..4].copy_from_slice(&MAGIC);
+    out[4..6].copy_from_slice(&VERSION.to_le_bytes());
+    out[6..8].copy_from_slice(&0u16.to_le_bytes());
+    out[8..16].copy_from_slice(&len.to_le_bytes());
+    out[16..20].copy_from_slice(&crc.to_le_bytes());
+    Ok(Bytes::from(out))
+}
+
+/// Checks the framing (magic, version, length, checksum); returns the body's bytes.
+fn unframe(data: &[u8]) -> Result<&[u8], SnapshotError> {
+    if data.len() < HEADER {
+        return Err(SnapshotError::Short(data.len()));
+    }
+    let (head, body) = data.split_at(HEADER);
+    if head[0..4] != MAGIC {
+        return Err(SnapshotError::Magic);
+    }
+    let version = u16::from_le_bytes([head[4], head[5]]);
+    if version != VERSION {
+        return Err(SnapshotError::Version(version));
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&head[8..16]);
+    let len = u64::from_le_bytes(len);
+    if len != body.len() as u64 {
+        return Err(SnapshotError::Length {
+            header: len,
+            actual: body.len(),
+        });
+    }
+    let expected = u32::from_le_bytes([head[16], head[17], head[18], head[19]]);
+    let actual = crc32c::crc32c(body);
+    if expected != actual {
+        return Err(SnapshotError::Crc { expected, actual });
+    }
+    Ok(body)
+}
+
+/// Decodes a framed snapshot.
+fn decode(data: &[u8]) -> Result<Body, SnapshotError> {
+    Ok(postcard::from_bytes(unframe(data)?)?)
+}
+
+/// Captures `site`'s state as of the last entry applied, with the group's queue `pending`.
+fn capture(site: &Site, pending: &[QueuedEntry]) -> Result<Bytes, postcard::Error> {
+    // Finality before the tables (see the module doc), then what the log built.
+    let finality = site.finality.state();
+    let history = site.epochs.history();
+    let vws = site.epochs.vw_values();
+    let wm = site.wm.lock().clone();
+    let mut tables = Vec::new();
+    for t in site.store.tables() {
+        let mut records = Vec::with_capacity(t.len());
+        t.visit(Bound::Unbounded, Bound::Unbounded, false, |k, rec| {
+            let mut chain = rec.versions();
+            if chain.is_empty() {
+                return true;
+            }
+            chain.reverse();
+            let chain = chain
+                .into_iter()
+                .map(|v| VersionBody {
+                    epoch: v.stamp.epoch,
+                    ts: v.stamp.ts,
+                    vt: v.stamp.vt.to_vec(),
+                    value: v.value.map(Blob),
+                })
+                .collect();
+            records.push((Blob(Bytes::copy_from_slice(k)), chain));
+            true
+        });
+        tables.push(TableBody {
+            name: t.name().to_owned(),
+            records,
+        });
+    }
+    let body = Body {
+        shard: site.shard_id,
+        shards: site.cfg.shards,
+        clock: site.shard.clock(),
+        wm,
+        history,
+        vws,
+        finality,
+        pending: pending
+            .iter()
+            .map(|e| (e.index, Blob(e.entry.clone())))
+            .collect(),
+        tables,
+    };
+    frame(&body)
+}
+
+/// A table's new records: ascending keys, each with its chain oldest first.
+type Records = Vec<(Bytes, Vec<Version>)>;
+
+/// A decoded, checked snapshot, ready to install.
+struct Staged {
+    tables: Vec<(Arc<Table>, Records)>,
+    /// Largest timestamp in the store or the source's clock.
+    clock: u64,
+    body: Body,
+}
+
+/// Checks everything in `body` against `site` and builds the new contents.
+fn stage(site: &Site, mut body: Body, index: u64) -> Result<Staged, SnapshotError> {
+    let (me, shards) = (site.shard_id, site.cfg.shards);
+    if body.shard != me || body.shards != shards {
+        return Err(SnapshotError::Shard {
+            found: body.shard,
+            found_shards: body.shards,
+            shard: me,
+            shards,
+        });
+    }
+    // The history must merge into this site's (a dry run: nothing changes yet).
+    site.epochs.history().merge(body.history.clone())?;
+    if let Some((e, _)) = body.vws.iter().find(|(_, v)| v.len() != shards as usize) {
+        return Err(SnapshotError::Vw(*e));
+    }
+    if let Some((lo, hi)) = body.finality.led
+        && lo > hi
+    {
+        return Err(SnapshotError::Led(lo, hi));
+    }
+    let mut last = None;
+    for (i, _) in &body.pending {
+        if *i > index || last.is_some_and(|l| l >= *i) {
+            return Err(SnapshotError::Pending { entry: *i, index });
+        }
+        last = Some(*i);
+    }
+    let mut clock = body.clock;
+    let mut seen = HashSet::new();
+    let mut tables = Vec::with_capacity(body.tables.len());
+    for t in std::mem::take(&mut body.tables) {
+        let table = site
+            .store
+            .table(&t.name)
+            .filter(|_| seen.insert(t.name.clone()))
+            .ok_or_else(|| SnapshotError::Table(t.name.clone()))?;
+        let bad = |why| SnapshotError::Chain {
+            table: t.name.clone(),
+            why,
+        };
+        let mut records = Vec::with_capacity(t.records.len());
+        let mut prev: Option<Bytes> = None;
+        for (Blob(key), chain) in t.records {
+            if prev.as_ref().is_some_and(|p| *p >= key) {
+                return Err(SnapshotError::KeyOrder(t.name.clone()));
+            }
+            let mut versions: Vec<Version> = Vec::with_capacity(chain.len());
+            for v in chain {
+                if v.vt.len() != shards as usize {
+                    return Err(bad("VT length"));
+                }
+                if v.vt.get(me as usize) != Some(&v.ts) {
+                    return Err(bad("ts is not VT[s]"));
+                }
+                if versions
+                    .last()
+                    .is_some_and(|p| p.stamp.order() >= (v.epoch, v.ts))
+                {
+                    return Err(bad("versions out of order"));
+                }
+                clock = clock.max(v.ts);
+                versions.push(Version {
+                    stamp: Stamp {
+                        epoch: v.epoch,
+                        ts: v.ts,
+                        vt: v.vt.into_iter().collect(),
+                    },
+                    value: v.value.map(|b| b.0),
+                });
+            }
+            prev = Some(key.clone());
+            records.push((key, versions));
+        }
+        tables.push((table, records));
+    }
+    Ok(Staged {
+        tables,
+        clock,
+        body,
+    })
+}
+
+/// Installs staged contents (see the module doc); returns the queue to resume with.
+fn install(site: &Site, staged: Staged) -> Vec<QueuedEntry> {
+    let Staged {
+        tables,
+        clock,
+        body,
+    } = staged;
+    let me = site.shard_id;
+    {
+        let _exclusive = site.finality.exclusive();
+        // Checked by `stage`; a history that is not newer is simply not taken.
+        if let Err(e) = site.epochs.merge(body.history) {
+            tracing::error!(shard = me, "snapshot history refused after its check: {e}");
+        }
+        for (e, vw) in &body.vws {
+            for (s, w) in vw.iter().enumerate() {
+                site.epochs.learn_w(*e, s as u32, *w);
+            }
+        }
+        site.finality
+            .restore(body.finality, site.cfg.shards as usize, |e| {
+                site.epochs.vw(e)
+            });
+        let mut restored: HashSet<Arc<str>> = HashSet::new();
+        for (table, records) in tables {
+            restored.insert(Arc::from(table.name()));
+            replace_table(&table, records);
+        }
+        // A table the source did not have holds nothing there.
+        for t in site.store.tables() {
+            if !restored.contains(t.name()) {
+                replace_table(&t, Vec::new());
+            }
+        }
+        let wm = body.wm;
+        for e in 0..wm.epoch() {
+            if let Some(c) = wm.component(e) {
+                site.epochs.learn_w(e, me, c);
+            }
+        }
+        if wm.value() != u64::MAX {
+            site.epochs.learn_w(wm.epoch(), me, wm.value());
+        }
+        *site.wm.lock() = wm;
+        site.shard.observe(clock);
+    }
+    // Queue bookkeeping: the carried entries are the site's queue now.
+    let now = Instant::now();
+    {
+        let mut first = site.first_seen.lock();
+        first.clear();
+        first.extend(body.pending.iter().map(|(i, _)| (*i, now)));
+    }
+    site.stats
+        .queued
+        .store(body.pending.len() as u64, Ordering::Relaxed);
+    site.stats.restored.fetch_add(1, Ordering::Relaxed);
+    // Versions of closed epochs the restored store holds may be decided already.
+    site.purge(&site.epochs.history());
+    body.pending
+        .into_iter()
+        .map(|(index, Blob(entry))| QueuedEntry { index, entry })
+        .collect()
+}
+
+/// Makes `table` hold exactly `records` (ascending keys, chains oldest first).
+fn replace_table(table: &Table, records: Records) {
+    // Records the snapshot lacks become absent (an index never drops a record).
+    let mut old = Vec::new();
+    table.visit(Bound::Unbounded, Bound::Unbounded, false, |k, rec| {
+        old.push((Bytes::copy_from_slice(k), Arc::clone(rec)));
+        true
+    });
+    let mut next = records.iter().map(|(k, _)| k).peekable();
+    for (k, rec) in old {
+        while next.peek().is_some_and(|n| **n < k) {
+            next.next();
+        }
+        if next.peek().is_none_or(|n| **n != k) && rec.chain_len() > 0 {
+            rec.replace_versions(Vec::new());
+        }
+    }
+    for (k, versions) in records {
+        table.record_or_insert(&k).0.replace_versions(versions);
+    }
+}
+
+/// Restores `site` from `data` taken at `index`; returns the queue to resume with.
+fn restore(site: &Site, data: &[u8], index: u64) -> Result<Vec<QueuedEntry>, SnapshotError> {
+    let body = decode(data)?;
+    let staged = stage(site, body, index)?;
+    Ok(install(site, staged))
+}
+
+/// The site's [`SnapshotHandler`], installed on its shard's group by [`Site::new`].
+pub(crate) struct SiteSnapshots {
+    site: Weak<Site>,
+}
+
+impl SiteSnapshots {
+    /// The handler of `site`.
+    pub(crate) fn new(site: &Arc<Site>) -> Self {
+        SiteSnapshots {
+            site: Arc::downgrade(site),
+        }
+    }
+
+    fn refused(&self, e: SnapshotError) -> SnapshotRefused {
+        if let Some(site) = self.site.upgrade() {
+            site.stats.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        SnapshotRefused(Box::new(e))
+    }
+}
+
+impl SnapshotHandler for SiteSnapshots {
+    fn snapshot(&mut self, pending: &[QueuedEntry]) -> Bytes {
+        let Some(site) = self.site.upgrade() else {
+            return Bytes::new();
+        };
+        match capture(&site, pending) {
+            Ok(b) => b,
+            Err(e) => {
+                // Unreachable for these types; an empty snapshot is refused by any replica.
+                tracing::error!(shard = site.shard_id, "encoding the site snapshot: {e}");
+                Bytes::new()
+            }
+        }
+    }
+
+    fn check(&self, data: &[u8]) -> Result<(), SnapshotRefused> {
+        unframe(data).map(|_| ()).map_err(|e| self.refused(e))
+    }
+
+    fn restore(&mut self, data: &Bytes, index: u64) -> Result<Vec<QueuedEntry>, SnapshotRefused> {
+        let site = self.site.upgrade().ok_or(SnapshotError::Gone);
+        site.and_then(|s| restore(&s, data, index))
+            .map_err(|e| self.refused(e))
+    }
+}
+
+/// Test access to the codec and to a site's handler (unit and integration tests).
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// Captures `site` with `pending` as its queue.
+    pub fn capture(site: &Site, pending: &[QueuedEntry]) -> Bytes {
+        super::capture(site, pending).unwrap_or_default()
+    }
+
+    /// Restores `site` from `data` taken at `index`.
+    pub fn restore(
+        site: &Site,
+        data: &[u8],
+        index: u64,
+    ) -> Result<Vec<QueuedEntry>, SnapshotError> {
+        super::restore(site, data, index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body() -> Body {
+        let streams = [0u32, 1];
+        Body {
+            shard: 0,
+            shards: 2,
+            clock: 9,
+            wm: LogWatermark::new(&streams),
+            history: EpochHistory::new(2),
+            vws: vec![(0, vec![3, 4])],
+            finality: FinalityState {
+                purged_below: 0,
+                led: Some((0, 1)),
+            },
+            pending: vec![(7, Blob(Bytes::from_static(b"entry")))],
+            tables: vec![TableBody {
+                name: "t".into(),
+                records: vec![(
+                    Blob(Bytes::from_static(b"k")),
+                    vec![
+                        VersionBody {
+                            epoch: 0,
+                            ts: 1,
+                            vt: vec![1, 0],
+                            value: Some(Blob(Bytes::from_static(b"v"))),
+                        },
+                        VersionBody {
+                            epoch: 0,
+                            ts: 2,
+                            vt: vec![2, 5],
+                            value: None,
+                        },
+                    ],
+                )],
+            }],
+        }
+    }
+
+    #[test]
+    fn encode_decode_round_trip() {
+        let b = body();
+        let data = frame(&b).expect("encode");
+        assert_eq!(decode(&data).expect("decode"), b);
+    }
+
+    #[test]
+    fn malformed_framing_is_a_typed_error() {
+        let data = frame(&body()).expect("encode").to_vec();
+        assert!(matches!(decode(&data[..10]), Err(SnapshotError::Short(10))));
+        assert!(matches!(
+            decode(&data[..data.len() - 1]),
+            Err(SnapshotError::Length { .. })
+        ));
+        let mut bad = data.clone();
+        bad[0] = b'X';
+        assert!(matches!(decode(&bad), Err(SnapshotError::Magic)));
+        let mut bad = data.clone();
+        bad[4] = 2;
+        assert!(matches!(decode(&bad), Err(SnapshotError::Version(2))));
+        let mut bad = data.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        assert!(matches!(decode(&bad), Err(SnapshotError::Crc { .. })));
+        // A body that passes the checksum but does not decode (its own CRC recomputed).
+        let mut bad = data[..HEADER].to_vec();
+        bad.extend_from_slice(&[0xff; 3]);
+        bad[8..16].copy_from_slice(&3u64.to_le_bytes());
+        let crc = crc32c::crc32c(&bad[HEADER..]);
+        bad[16..20].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&bad), Err(SnapshotError::Decode(_))));
+    }
+
+    #[test]
+    fn a_huge_length_inside_the_body_allocates_nothing() {
+        // A record count of u64::MAX-ish in a small body: refused, not allocated.
+        let mut body = postcard::to_allocvec(&(0u32, 2u32, 9u64)).expect("prefix");
+        body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        let mut data = vec![0u8; HEADER];
+        data.extend_from_slice(&body);
+        data[0..4].copy_from_slice(&MAGIC);
+        data[4..6].copy_from_slice(&VERSION.to_le_bytes());
+        data[8..16].copy_from_slice(&(body.len() as u64).to_le_bytes());
+        data[16..20].copy_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        assert!(matches!(decode(&data), Err(SnapshotError::Decode(_))));
+    }
+}

@@ -1,0 +1,436 @@
+//! Site snapshots (issue 10, item 5): a lagging replica is caught up by snapshot with the
+//! data, can lead and serve it; queued pieces survive a snapshot; malformed snapshots are
+//! refused without changing anything.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mako_commitlog::{Batch, Entry, Piece, Write};
+use mako_replication::{
+    ApplyCtx, ApplyFn, ApplyStatus, NodeId, PendingQueue, QueuedEntry, Replicator, Role,
+    RoleChangeFn, SnapshotHandler, SubmitError,
+};
+use mako_server::msg::Msg;
+use mako_server::snapshot::{SnapshotError, testing};
+use mako_server::{Cluster, ClusterConfig, ControlFaults, Fate, Site, SiteConfig};
+use mako_storage::table_id_for;
+use mako_transport::sim::{SimConfig, SimNetwork};
+use mako_watermark::stream_id;
+
+/// Polls `f` every 10 ms until it holds or `limit` passes; whether it held.
+fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("key{i:08}").into_bytes()
+}
+
+fn value(i: u64, round: u64) -> Bytes {
+    Bytes::from(format!("value-{round}-{i:08}-{}", "x".repeat(64)))
+}
+
+/// Writes `keys` keys of shard `shard` (and, if `other` is set, one key of that shard in each
+/// transaction too) through `site`, `per_txn` keys a transaction.
+fn load(site: &Site, shard: u32, other: Option<u32>, keys: std::ops::Range<u64>, round: u64) {
+    let per_txn = 100;
+    let mut i = keys.start;
+    while i < keys.end {
+        let end = (i + per_txn).min(keys.end);
+        // Puts of fixed values: retrying one that timed out (or aborted) is harmless. A leader
+        // may briefly refuse (no lease yet, an epoch being re-established) on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut attempt = 0;
+        loop {
+            let mut tx = site.begin(0).expect("worker 0");
+            let mut put = || -> Result<(), String> {
+                for k in i..end {
+                    tx.put(shard, 0, &key(k), value(k, round))
+                        .map_err(|e| format!("{e:?}"))?;
+                }
+                if let Some(o) = other {
+                    tx.put(o, 0, format!("other{i}").as_bytes(), value(i, round))
+                        .map_err(|e| format!("{e:?}"))?;
+                }
+                Ok(())
+            };
+            let done = put().and_then(|()| tx.commit().map(|_| ()).map_err(|e| e.to_string()));
+            match done {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("load transaction at key {i} failed ({e}); retrying");
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("load transaction at key {i} failed {attempt} times: {e}"),
+            }
+        }
+        i = end;
+    }
+}
+
+/// Raft compacts a log holding this many applied entries.
+const COMPACT: u64 = 50;
+
+/// Waits until `leader`'s log is far enough ahead of isolated `lagging`'s that it was
+/// compacted past it (several compaction periods); whether it got there.
+fn lagging_behind_compaction(leader: &Site, lagging: &Site) -> bool {
+    eventually(Duration::from_secs(30), || {
+        leader.group().applied_index() > lagging.group().applied_index() + 3 * COMPACT
+    })
+}
+
+fn config(shards: u32, compact: u64) -> ClusterConfig {
+    ClusterConfig {
+        preferred_leader: false,
+        compact_after_entries: Some(compact),
+        ..common::config(shards, 3, Duration::from_secs(5))
+    }
+}
+
+/// Every key of `keys` holds the leader's value on `site` (read from its store).
+fn missing(site: &Site, leader: &Site, keys: std::ops::Range<u64>) -> usize {
+    let (t, l) = (
+        site.table(0).expect("table"),
+        leader.table(0).expect("table"),
+    );
+    keys.filter(|k| t.get(&key(*k)) != l.get(&key(*k)) || t.get(&key(*k)).is_none())
+        .count()
+}
+
+/// (a) A replica isolated while its leader writes 12,000 keys (the log compacted behind it)
+/// is caught up by snapshot: it has every key with the leader's value, agrees with its
+/// leader, is then made leader and serves those keys and new writes.
+#[test]
+fn lagging_replica_caught_up_by_snapshot_has_every_key_and_can_lead() {
+    const KEYS: u64 = 12_000;
+    let c = Cluster::start(config(1, COMPACT)).expect("cluster");
+    let leader = Arc::clone(&c.sites[0][0]);
+    let lagging = Arc::clone(&c.sites[0][2]);
+    load(&leader, 0, None, 0..100, 0);
+    assert!(eventually(Duration::from_secs(10), || missing(
+        &lagging,
+        &leader,
+        0..100
+    ) == 0));
+    c.isolate(0, 2).expect("isolate");
+    load(&leader, 0, None, 0..KEYS, 1);
+    assert!(
+        lagging_behind_compaction(&leader, &lagging),
+        "setup: the leader's log never got past the isolated replica by compaction periods: {} vs {}",
+        leader.group().applied_index(),
+        lagging.group().applied_index()
+    );
+    c.reconnect(0, 2).expect("reconnect");
+    let caught_up = eventually(Duration::from_secs(30), || {
+        lagging.snapshots().0 >= 1 && missing(&lagging, &leader, 0..KEYS) == 0
+    });
+    assert!(
+        caught_up,
+        "not caught up by snapshot: {} snapshots restored, {} of {KEYS} keys missing or stale",
+        lagging.snapshots().0,
+        missing(&lagging, &leader, 0..KEYS)
+    );
+    assert_eq!(lagging.snapshots().1, 0, "no snapshot refused");
+    c.compare_replicas(Duration::from_secs(10))
+        .expect("replicas agree after the catch-up");
+
+    c.transfer_leader(0, 2).expect("transfer asked");
+    assert!(
+        c.wait_leader(0, 2, Duration::from_secs(15)),
+        "the restored replica never led and served"
+    );
+    // It serves reads of the keys it got by snapshot.
+    for chunk in (0..KEYS).step_by(500) {
+        let mut tx = lagging.begin(0).expect("worker 0");
+        for k in chunk..(chunk + 500).min(KEYS) {
+            let got = tx.get(0, 0, &key(k)).expect("read");
+            assert_eq!(got, Some(value(k, 1)), "key {k} on the new leader");
+        }
+        tx.commit().expect("read-only transaction released");
+    }
+    // And new writes.
+    load(&lagging, 0, None, 0..200, 2);
+    let mut tx = lagging.begin(1).expect("worker 1");
+    assert_eq!(tx.get(0, 0, &key(7)).expect("read"), Some(value(7, 2)));
+    tx.commit().expect("released");
+    c.compare_replicas(Duration::from_secs(10))
+        .expect("replicas agree under the new leader");
+    c.shutdown();
+}
+
+/// (b) 2 shards × 3: a follower of shard 0 that does not hear shard 1's watermarks queues
+/// cross-shard pieces; isolated while its leader writes on, it is caught up by snapshot; once
+/// the watermarks flow again its store equals its leader's (nothing queued was lost).
+#[test]
+fn follower_with_queued_pieces_caught_up_by_snapshot_ends_equal_to_its_leader() {
+    let follower = Cluster::node_id(3, 0, 2);
+    let hold = Arc::new(AtomicBool::new(true));
+    let mut cfg = config(2, COMPACT);
+    let h = Arc::clone(&hold);
+    cfg.control_faults = Some(ControlFaults(Arc::new(move |_, dest, m| match m {
+        Msg::Watermark { shard: 1, .. } if dest == follower && h.load(Ordering::Relaxed) => {
+            Fate::Drop
+        }
+        _ => Fate::Deliver,
+    })));
+    let c = Cluster::start(cfg).expect("cluster");
+    let leader = Arc::clone(&c.sites[0][0]);
+    let f = Arc::clone(&c.sites[0][2]);
+    load(&leader, 0, Some(1), 0..1_000, 0);
+    assert!(
+        eventually(Duration::from_secs(10), || f.queued() >= 1),
+        "setup: no cross-shard piece queued on the follower"
+    );
+    c.isolate(0, 2).expect("isolate");
+    load(&leader, 0, Some(1), 1_000..6_000, 1);
+    assert!(
+        lagging_behind_compaction(&leader, &f),
+        "setup: the leader's log never got past the isolated follower by compaction periods"
+    );
+    c.reconnect(0, 2).expect("reconnect");
+    assert!(
+        eventually(Duration::from_secs(30), || f.snapshots().0 >= 1),
+        "the follower was not caught up by snapshot"
+    );
+    hold.store(false, Ordering::Relaxed);
+    c.compare_replicas(Duration::from_secs(15))
+        .expect("the follower's store equals its leader's");
+    assert_eq!(missing(&f, &leader, 0..6_000), 0);
+    assert_eq!(f.queued(), 0, "nothing left queued");
+    c.shutdown();
+}
+
+// ---------------------------------------------------------------------------------------------
+// (c) The site's handler without Raft: queue carry-over and malformed snapshots.
+
+/// A replication group stand-in: a follower; nothing else.
+struct FakeGroup;
+
+impl Replicator for FakeGroup {
+    fn shard(&self) -> u32 {
+        0
+    }
+    fn id(&self) -> NodeId {
+        1
+    }
+    fn submit(&self, _entry: Bytes) -> Result<(), SubmitError> {
+        Ok(())
+    }
+    fn on_apply(&self, _role: Role, _cb: ApplyFn) {}
+    fn on_role_change(&self, _cb: RoleChangeFn) {}
+    fn on_unapplied(&self, _cb: mako_replication::UnappliedFn) {}
+    fn health(&self) -> mako_replication::GroupHealth {
+        mako_replication::GroupHealth::Running
+    }
+    fn outstanding(&self) -> u64 {
+        0
+    }
+    fn role(&self) -> Role {
+        Role::Follower
+    }
+    fn leader(&self) -> Option<NodeId> {
+        None
+    }
+    fn term(&self) -> u64 {
+        1
+    }
+    fn commit_index(&self) -> u64 {
+        0
+    }
+    fn applied_index(&self) -> u64 {
+        0
+    }
+    fn transfer_leader(&self, _to: NodeId) -> Result<(), SubmitError> {
+        Ok(())
+    }
+    fn set_snapshot_handler(&self, _h: Box<dyn SnapshotHandler>) {}
+    fn retry_pending(&self) {}
+    fn shutdown(&self) {}
+}
+
+/// A follower site of shard 0 of 2, one worker per shard.
+fn follower_site() -> Arc<Site> {
+    let net = SimNetwork::new(1, SimConfig::default());
+    let (ep, _rx) = net.endpoint(1);
+    let cfg = SiteConfig {
+        shards: 2,
+        workers: 1,
+        tables: vec!["t".into()],
+        ..SiteConfig::default()
+    };
+    Site::new(
+        cfg,
+        0,
+        1,
+        vec![vec![1], vec![2]],
+        Arc::new(FakeGroup),
+        Arc::new(ep),
+    )
+    .expect("site")
+}
+
+fn batch(seq: u64, vt: [u64; 2], k: &str, v: &str) -> Bytes {
+    Entry::Batch(Batch {
+        epoch: 0,
+        stream: stream_id(0, 0),
+        seq,
+        pieces: vec![Piece {
+            vt: vt.to_vec(),
+            writes: vec![Write::put(
+                table_id_for("t"),
+                k.as_bytes().to_vec(),
+                v.as_bytes().to_vec(),
+            )],
+        }],
+    })
+    .encode()
+}
+
+fn hb(stream: u32, seq: u64, w: u64) -> Bytes {
+    Entry::Heartbeat {
+        epoch: 0,
+        stream,
+        seq,
+        w,
+    }
+    .encode()
+}
+
+/// Applies `entry` at `index` as a follower; a `SafetyFail` entry is queued (as the dispatcher does).
+fn apply(site: &Site, entry: &Bytes, index: u64, q: &mut PendingQueue) -> ApplyStatus {
+    let status = site
+        .follower_apply(ApplyCtx {
+            entry,
+            index,
+            shard: 0,
+            queue: q,
+        })
+        .status;
+    if status == ApplyStatus::SafetyFail {
+        q.push_back(QueuedEntry {
+            index,
+            entry: entry.clone(),
+        });
+    }
+    status
+}
+
+fn get(site: &Site, k: &str) -> Option<Bytes> {
+    site.table(0).and_then(|t| t.get(k.as_bytes()))
+}
+
+/// A follower with a queued piece is snapshotted; the restored site gets its data, its `W_s`
+/// and the queue, and replays the queued piece once `VW` covers it.
+#[test]
+fn the_pending_queue_is_carried_over_and_replayed_after_restore() {
+    let a = follower_site();
+    let mut q = PendingQueue::default();
+    apply(&a, &hb(stream_id(1, 0), 0, 100), 1, &mut q);
+    assert_eq!(
+        apply(&a, &batch(0, [3, 0], "k1", "v1"), 2, &mut q),
+        ApplyStatus::Normal
+    );
+    assert_eq!(
+        apply(&a, &batch(1, [4, 7], "k2", "v2"), 3, &mut q),
+        ApplyStatus::SafetyFail,
+        "setup: VW[1] does not cover 7"
+    );
+    let pending: Vec<QueuedEntry> = q.iter().cloned().collect();
+    let data = testing::capture(&a, &pending);
+
+    let b = follower_site();
+    let carried = testing::restore(&b, &data, 3).expect("restored");
+    assert_eq!(carried, pending, "the queue comes back, in order");
+    assert_eq!(get(&b, "k1").as_deref(), Some(&b"v1"[..]));
+    assert_eq!(get(&b, "k2"), None, "a queued piece is not replayed early");
+    assert_eq!((b.w(), b.queued()), (a.w(), 1));
+    assert!(b.first_difference(&a).is_none());
+    assert_eq!(b.snapshots(), (1, 0));
+
+    // The queue resumes ahead of later entries: once VW[1] covers 7, the next entry drains it.
+    let mut q = PendingQueue::default();
+    for e in carried {
+        q.push_back(e);
+    }
+    b.learn(1, 0, 7);
+    assert_eq!(
+        apply(&b, &hb(stream_id(0, 0), 2, 5), 4, &mut q),
+        ApplyStatus::ReplayDone
+    );
+    assert_eq!(get(&b, "k2").as_deref(), Some(&b"v2"[..]));
+    assert_eq!(b.queued(), 0);
+}
+
+/// Truncated, corrupted and foreign snapshots are refused with a typed error; the site keeps
+/// its data and watermark.
+#[test]
+fn malformed_snapshots_are_refused_without_changing_state() {
+    let a = follower_site();
+    let mut q = PendingQueue::default();
+    apply(&a, &hb(stream_id(1, 0), 0, 100), 1, &mut q);
+    apply(&a, &batch(0, [3, 0], "k1", "new"), 2, &mut q);
+    let good = testing::capture(&a, &[]);
+
+    let b = follower_site();
+    let mut q = PendingQueue::default();
+    apply(&b, &hb(stream_id(1, 0), 0, 100), 1, &mut q);
+    apply(&b, &batch(0, [1, 0], "k0", "old"), 2, &mut q);
+    let before = (get(&b, "k0"), get(&b, "k1"), b.w());
+
+    let truncated = &good[..good.len() / 2];
+    assert!(matches!(
+        testing::restore(&b, truncated, 2),
+        Err(SnapshotError::Length { .. })
+    ));
+    let mut bad_crc = good.to_vec();
+    let last = bad_crc.len() - 1;
+    bad_crc[last] ^= 1;
+    assert!(matches!(
+        testing::restore(&b, &bad_crc, 2),
+        Err(SnapshotError::Crc { .. })
+    ));
+    let mut bad_version = good.to_vec();
+    bad_version[4] = 99;
+    assert!(matches!(
+        testing::restore(&b, &bad_version, 2),
+        Err(SnapshotError::Version(99))
+    ));
+    // A queue entry past the snapshot's index.
+    let queued = testing::capture(
+        &a,
+        &[QueuedEntry {
+            index: 9,
+            entry: Bytes::from_static(b"x"),
+        }],
+    );
+    assert!(matches!(
+        testing::restore(&b, &queued, 2),
+        Err(SnapshotError::Pending { .. })
+    ));
+    assert_eq!(
+        (get(&b, "k0"), get(&b, "k1"), b.w()),
+        before,
+        "state unchanged"
+    );
+    assert_eq!(b.snapshots().0, 0);
+
+    // The good one is taken, and replaces the store (k0 was not in it).
+    testing::restore(&b, &good, 2).expect("restored");
+    assert_eq!(get(&b, "k0"), None);
+    assert_eq!(get(&b, "k1").as_deref(), Some(&b"new"[..]));
+    assert!(b.first_difference(&a).is_none());
+}
