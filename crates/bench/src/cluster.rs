@@ -7,8 +7,10 @@
 //! all four back. Commits are speculative; each worker keeps its unreleased commits in order
 //! and records release latency as `VW` covers them, so execution never waits for replication.
 //! Aborts, and speculative commits the failover discards, are retried as new transactions on
-//! the same keys; a commit neither released nor discarded within `unknown_after` counts as
-//! `Unknown`. Every event also lands in a per-100 ms [`Bucket`] series.
+//! the same keys (after a 1 ms back-off when the abort was `Failover` or `NotLeader`, or when
+//! the home shard has no serving leader); a commit neither released nor discarded within
+//! `unknown_after` counts as `Unknown`. Every event also lands in a per-100 ms [`Bucket`]
+//! series.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -629,8 +631,11 @@ struct Flight<'a> {
     c: &'a Counters,
     unknown_after: Duration,
     pending: VecDeque<Inflight>,
-    /// Stragglers set aside from `pending` (commits behind them were released).
+    /// Stragglers set aside from `pending` (commits behind them were released, or the worker
+    /// moved to another coordinator).
     slow: Vec<Inflight>,
+    /// The replica the worker coordinates on now.
+    node: u64,
     scanned: Instant,
     retry: VecDeque<Shape>,
     limbo: Vec<Inflight>,
@@ -798,6 +803,7 @@ fn worker(
         unknown_after: cfg.unknown_after,
         pending: VecDeque::new(),
         slow: Vec::new(),
+        node: 0,
         scanned: Instant::now(),
         retry: VecDeque::new(),
         limbo: Vec::new(),
@@ -834,6 +840,13 @@ fn worker(
                 continue;
             }
         };
+        if site.node() != fl.node {
+            // Moved to another replica (the old one crashed or lost leadership): what is
+            // pending at the old one must not hold up releases here.
+            fl.node = site.node();
+            let moved = std::mem::take(&mut fl.pending);
+            fl.slow.extend(moved);
+        }
         let t0 = Instant::now();
         let Ok(mut tx) = site.begin(stream) else {
             tracing::warn!("worker {stream} is not configured");
@@ -886,7 +899,16 @@ fn worker(
                     fl.pending.push_back(f);
                 }
             }
-            Err(a) => fl.aborted(a.reason, shape, now),
+            Err(a) => {
+                fl.aborted(a.reason, shape, now);
+                if matches!(a.reason, AbortReason::Failover | AbortReason::NotLeader) {
+                    // The shard's leader or epoch is changing: back off 1 ms before the retry
+                    // rather than spin on refusals.
+                    fl.out.series.backoff(now);
+                    fl.settle();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
         }
         fl.settle();
     }
