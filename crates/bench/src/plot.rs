@@ -123,9 +123,20 @@ fn frame(out: &mut String, p: &Panel, title: &str, xticks: f64) {
         t += xticks;
     }
     if p.log {
-        let mut v = 10f64.powf(p.ymin.log10().ceil());
+        // 1, 2, 5 per decade when the axis spans few decades, else decades only.
+        let few = p.ymax / p.ymin <= 1000.0;
+        let mut v = 10f64.powf(p.ymin.log10().floor());
         while v <= p.ymax * 1.0001 {
-            tick_y(out, p, v);
+            for m in if few {
+                &[1.0, 2.0, 5.0][..]
+            } else {
+                &[1.0][..]
+            } {
+                let t = v * m;
+                if t >= p.ymin * 0.9999 && t <= p.ymax * 1.0001 {
+                    tick_y(out, p, t);
+                }
+            }
             v *= 10.0;
         }
     } else {

@@ -212,6 +212,15 @@ struct BenchArgs {
 }
 
 impl BenchArgs {
+    /// Refuses the flags only the micro workload's cluster run honours.
+    fn micro_cluster_only(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.kill_leader_at.is_none() && self.plot.is_none() && !self.series,
+            "--kill-leader-at, --series and --plot need a cluster run of the micro workload (--shards > 1 or --replicas)"
+        );
+        Ok(())
+    }
+
     fn config(&self) -> anyhow::Result<BenchConfig> {
         let duration = duration_arg(self.duration)?;
         Ok(BenchConfig {
@@ -254,6 +263,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    args.micro_cluster_only()?;
     let cfg = args.config()?;
     cfg.validate()?;
     let live = std::io::stdout().is_terminal() && !args.json;
@@ -744,6 +754,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
 }
 
 fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
+    args.micro_cluster_only()?;
     anyhow::ensure!(
         (1..=1000).contains(&args.warehouses),
         "--warehouses must be between 1 and 1000"

@@ -85,3 +85,20 @@ fn kill_leader_bench_json_report() {
     // Only the crash run: no 1-replica comparison line.
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
 }
+
+#[test]
+fn kill_leader_needs_a_cluster_run() {
+    let out = Command::new(env!("CARGO_BIN_EXE_mako"))
+        .args(["bench", "--kill-leader-at", "1", "--duration", "2"])
+        .output()
+        .expect("mako runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need a cluster run"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mako"))
+        .args(["bench", "--shards", "2", "--replicas", "1"])
+        .args(["--kill-leader-at", "1", "--duration", "2"])
+        .output()
+        .expect("mako runs");
+    assert!(!out.status.success(), "a 1-replica shard cannot fail over");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--replicas 3 or 5"));
+}
