@@ -21,19 +21,28 @@
 //! assert!(report.committed > 0);
 //! ```
 //!
+//! [`run_cluster`] runs the micro workload on an in-process cluster and can crash a shard
+//! leader mid-run, recording a per-100 ms [`Bucket`] series ([`plot::svg`] draws it).
+//!
 //! [`check`] runs the history checker's workloads on an in-process cluster (`mako check`).
 
 pub mod check;
 mod cluster;
 mod driver;
+pub mod plot;
 mod raft;
+mod series;
 mod workload;
 mod zipf;
 
-pub use cluster::{ClusterBenchConfig, ClusterProgress, ClusterReport, run_cluster};
+pub use cluster::{
+    ClusterBenchConfig, ClusterProgress, ClusterReport, FailoverReport, run_cluster,
+};
 pub use driver::{
     BenchConfig, BenchError, BenchReport, Dist, Progress, TABLE, ZIPF_THETA, load, run,
 };
+pub use mako_txn::AbortReason;
 pub use raft::{NetKind, RaftBenchConfig, RaftBenchError, RaftBenchReport, run_raft};
+pub use series::{BUCKET, Bucket, Dip};
 pub use workload::{MICRO_KEYS, Workload, key_bytes, run_one};
 pub use zipf::{KeyDist, Zipf};

@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod check;
 mod log;
 use mako_bench::{
-    BenchConfig, BenchReport, ClusterBenchConfig, ClusterReport, Dist, NetKind, Progress,
-    RaftBenchConfig, RaftBenchReport, Workload,
+    AbortReason, BenchConfig, BenchReport, ClusterBenchConfig, ClusterReport, Dist, FailoverReport,
+    NetKind, Progress, RaftBenchConfig, RaftBenchReport, Workload,
 };
 use mako_logstore::Durability;
 
@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a workload in-process and print throughput, aborts and latency.
-    Bench(BenchCmd),
+    Bench(Box<BenchCmd>),
     /// The embedded demo: 2 shards x 3 Raft replicas in one process, 10 s of the micro workload.
     Demo(DemoArgs),
     /// Run a history-checker workload on an in-process cluster and report anomalies (exit 1 on any).
@@ -181,9 +181,46 @@ struct BenchArgs {
     /// Print the report as one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Cluster runs: crash shard 0's leader this many seconds into the measured phase
+    /// (needs 3 or 5 replicas; skips the 1-replica comparison run) and print the failover.
+    #[arg(long, value_name = "SECS")]
+    kill_leader_at: Option<f64>,
+    /// Cluster runs: Raft election timeout bounds in ms, `MIN,MAX`.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "400,700",
+        value_name = "MIN,MAX"
+    )]
+    election_ms: Vec<u64>,
+    /// Cluster runs: how long a coordinator waits for a participant's reply, ms.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    request_timeout_ms: u64,
+    /// Cluster runs: a commit neither released nor discarded this long counts as unknown, ms.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    unknown_after_ms: u64,
+    /// Cluster runs: Raft log durability.
+    #[arg(long, value_enum, default_value = "memory")]
+    durability: DurabilityArg,
+    /// Cluster runs: print the whole per-100 ms time series (with --kill-leader-at it is
+    /// printed from 1 s before the crash to 3 s after by default).
+    #[arg(long)]
+    series: bool,
+    /// Cluster runs: draw the per-100 ms throughput and latency series as an SVG file.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "mako-bench-series.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 impl BenchArgs {
+    /// Refuses the flags only the micro workload's cluster run honours.
+    fn micro_cluster_only(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.kill_leader_at.is_none() && self.plot.is_none() && !self.series,
+            "--kill-leader-at, --series and --plot need a cluster run of the micro workload (--shards > 1 or --replicas)"
+        );
+        Ok(())
+    }
+
     fn config(&self) -> anyhow::Result<BenchConfig> {
         let duration = duration_arg(self.duration)?;
         Ok(BenchConfig {
@@ -210,17 +247,15 @@ impl BenchArgs {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Bench(BenchCmd {
-            target: Some(BenchTarget::Raft(args)),
-            ..
-        }) => bench_raft(&args),
-        Command::Bench(BenchCmd { kv, .. }) if matches!(kv.workload, WorkloadArg::Tpcc) => {
-            bench_tpcc(&kv)
-        }
-        Command::Bench(BenchCmd { kv, .. }) if kv.shards > 1 || kv.replicas.is_some() => {
-            bench_cluster(&kv)
-        }
-        Command::Bench(BenchCmd { kv, .. }) => bench(&kv),
+        Command::Bench(cmd) => match *cmd {
+            BenchCmd {
+                target: Some(BenchTarget::Raft(args)),
+                ..
+            } => bench_raft(&args),
+            BenchCmd { kv, .. } if matches!(kv.workload, WorkloadArg::Tpcc) => bench_tpcc(&kv),
+            BenchCmd { kv, .. } if kv.shards > 1 || kv.replicas.is_some() => bench_cluster(&kv),
+            BenchCmd { kv, .. } => bench(&kv),
+        },
         Command::Demo(args) => demo(&args),
         Command::Check(args) => check::run(&args),
         Command::Log(cmd) => log::run(&cmd),
@@ -228,6 +263,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    args.micro_cluster_only()?;
     let cfg = args.config()?;
     cfg.validate()?;
     let live = std::io::stdout().is_terminal() && !args.json;
@@ -282,6 +318,30 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         base.workload == Workload::Micro,
         "cluster runs use the micro workload with --read-pct"
     );
+    let election_ms = match args.election_ms[..] {
+        [lo, hi] if lo > 0 && lo < hi => (lo, hi),
+        _ => anyhow::bail!("--election-ms takes MIN,MAX with 0 < MIN < MAX"),
+    };
+    anyhow::ensure!(
+        args.request_timeout_ms > 0,
+        "--request-timeout-ms must be positive"
+    );
+    anyhow::ensure!(
+        args.unknown_after_ms > 0,
+        "--unknown-after-ms must be positive"
+    );
+    let kill_leader_at = match args.kill_leader_at {
+        None => None,
+        Some(k) => {
+            let k = Duration::try_from_secs_f64(k)
+                .ok()
+                .filter(|k| *k < base.duration)
+                .with_context(|| {
+                    format!("--kill-leader-at must be between 0 and --duration seconds, got {k}")
+                })?;
+            Some(k)
+        }
+    };
     let mut cfg = ClusterBenchConfig {
         shards: args.shards,
         replicas: args.replicas.unwrap_or(3),
@@ -291,35 +351,310 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         read_pct: args.read_pct,
         dist: base.dist,
         value_size: base.value_size,
-        durability: Durability::Memory,
+        durability: durability(args.durability),
         seed: base.seed,
+        kill_leader_at,
+        election_ms,
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        unknown_after: Duration::from_millis(args.unknown_after_ms),
     };
     check_cluster(&cfg)?;
-    let on = mako_bench::run_cluster(&cfg, |_| {})?;
-    cfg.replicas = 1;
-    let off = mako_bench::run_cluster(&cfg, |_| {})?;
+    anyhow::ensure!(
+        kill_leader_at.is_none() || cfg.replicas >= 3,
+        "--kill-leader-at needs --replicas 3 or 5 (a shard of one replica cannot fail over)"
+    );
+    // Progress goes to stdout in text mode, to stderr with --json.
+    let json = args.json;
+    let say = move |line: &str| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    say(&conditions(&cfg));
+    let on = run_cluster_logged(&cfg, &say)?;
+    // A crash run is about the failover: no 1-replica comparison.
+    let off = if kill_leader_at.is_none() {
+        cfg.replicas = 1;
+        Some(run_cluster_logged(&cfg, &say)?)
+    } else {
+        None
+    };
+    if let Some(path) = &args.plot {
+        std::fs::write(path, mako_bench::plot::svg(&on))
+            .with_context(|| format!("writing the plot to {}", path.display()))?;
+        say(&format!(
+            "plot (throughput and release latency per {} ms): {}",
+            on.bucket_ms,
+            path.display()
+        ));
+    }
     if args.json {
         println!("{}", serde_json::to_string(&on)?);
-        println!("{}", serde_json::to_string(&off)?);
-        return Ok(());
+        if let Some(off) = &off {
+            println!("{}", serde_json::to_string(off)?);
+        }
+    } else {
+        if kill_leader_at.is_some() || args.series {
+            print_series(&on, args.series);
+        }
+        print_cluster(&on);
+        if let Some(off) = &off {
+            print_cluster(off);
+            println!(
+                "released/s with {} replicas = {:.1}% of the 1-replica run",
+                on.replicas,
+                100.0 * on.released_per_sec / off.released_per_sec.max(1e-9)
+            );
+        }
+        if let Some(f) = &on.failover {
+            print_failover(&on, f);
+        }
     }
-    println!(
-        "cluster bench: shards={} threads/shard={} keys={} read-only={}% dist={}",
-        cfg.shards,
-        cfg.threads,
-        cfg.keys,
-        cfg.read_pct,
-        cfg.dist.name()
-    );
-    for r in [&on, &off] {
-        print_cluster(r);
+    if let Some(e) = &on.kill_error {
+        anyhow::bail!("the leader crash did not happen: {e}");
     }
-    println!(
-        "released/s with {} replicas = {:.1}% of the 1-replica run",
-        on.replicas,
-        100.0 * on.released_per_sec / off.released_per_sec.max(1e-9)
-    );
     Ok(())
+}
+
+/// The run conditions, one line.
+fn conditions(cfg: &ClusterBenchConfig) -> String {
+    format!(
+        "cluster bench: shards={} replicas={} workers/shard={} keys={} read-only={}% cross-shard ~{:.1}% (4 uniform keys over {} shards; measured below) dist={} durability={:?} election timeout {}-{} ms request timeout {} ms unknown after {} ms duration {:.1} s{}",
+        cfg.shards,
+        cfg.replicas,
+        cfg.threads,
+        group(cfg.keys),
+        cfg.read_pct,
+        100.0 * (1.0 - (1.0 / f64::from(cfg.shards)).powi(3)),
+        cfg.shards,
+        cfg.dist.name(),
+        cfg.durability,
+        cfg.election_ms.0,
+        cfg.election_ms.1,
+        cfg.request_timeout.as_millis(),
+        cfg.unknown_after.as_millis(),
+        cfg.duration.as_secs_f64(),
+        match cfg.kill_leader_at {
+            Some(k) => format!(", crash of shard 0's leader at {:.2} s", k.as_secs_f64()),
+            None => String::new(),
+        }
+    )
+}
+
+/// Runs a cluster bench printing a progress line a second.
+fn run_cluster_logged(
+    cfg: &ClusterBenchConfig,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<ClusterReport> {
+    say(&format!(
+        "loading {} keys on {} shard(s) x {} replica(s)...",
+        group(cfg.keys),
+        cfg.shards,
+        cfg.replicas
+    ));
+    let mut last = (Duration::ZERO, 0u64, 0u64);
+    let mut told = false;
+    let r = mako_bench::run_cluster(cfg, |p| {
+        if let (Some(at), false) = (p.crashed_at, told) {
+            told = true;
+            say(&format!(
+                "  crashed shard 0's leader at {:.3} s",
+                at.as_secs_f64()
+            ));
+        }
+        let dt = (p.elapsed - last.0).as_secs_f64().max(1e-9);
+        say(&format!(
+            "[{:>5.1}s/{:.1}s] released {:>9}/s  speculative {:>9}/s  aborts {} unknown {}",
+            p.elapsed.as_secs_f64(),
+            p.total.as_secs_f64(),
+            group(((p.released - last.1) as f64 / dt) as u64),
+            group(((p.spec - last.2) as f64 / dt) as u64),
+            group(p.aborted),
+            group(p.unknown)
+        ));
+        last = (p.elapsed, p.released, p.spec);
+    })?;
+    Ok(r)
+}
+
+/// The per-bucket series: the whole run, or from 1 s before the crash to 3 s after.
+fn print_series(r: &ClusterReport, all: bool) {
+    let crash = r.failover.as_ref().map(|f| f.at_ms);
+    let span = r.series.len() as f64 * r.bucket_ms as f64;
+    let (from, to) = match crash {
+        Some(at) if !all && span > 4000.0 => (at - 1000.0, at + 3000.0),
+        _ => (f64::MIN, f64::MAX),
+    };
+    let w = r.bucket_ms as f64;
+    let mark = |ms: Option<f64>| crash.zip(ms).map(|(a, m)| a + m);
+    let f = r.failover.as_ref();
+    let marks = [
+        (crash, "crash of shard 0's leader"),
+        (
+            mark(f.and_then(|f| f.serving_after_ms)),
+            "all shards serving the new epoch",
+        ),
+        (
+            mark(f.and_then(|f| f.first_release_ms)),
+            "first release of a txn begun after the crash",
+        ),
+        (
+            mark(f.and_then(|f| f.first_cross_release_ms)),
+            "first release of a cross-shard txn begun after the crash",
+        ),
+    ];
+    println!(
+        "time series ({} ms buckets; latency = begin to observed release; aborts include speculative commits the failover discarded):",
+        r.bucket_ms
+    );
+    println!(
+        "{:>7} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>7} {:>9} {:>9}  events",
+        "t s",
+        "spec",
+        "released",
+        "released/s",
+        "conflict",
+        "failover",
+        "notleadr",
+        "timeout",
+        "other",
+        "unknown",
+        "backoff",
+        "p50 ms",
+        "p99 ms"
+    );
+    for b in &r.series {
+        let t = b.start_ms as f64;
+        if t + w <= from || t >= to {
+            continue;
+        }
+        use AbortReason::{Conflict, Failover, NotLeader, Timeout};
+        let other = b.aborted()
+            - b.aborts_of(Conflict)
+            - b.aborts_of(Failover)
+            - b.aborts_of(NotLeader)
+            - b.aborts_of(Timeout);
+        let events: Vec<String> = marks
+            .iter()
+            .filter_map(|(m, what)| {
+                m.filter(|m| *m >= t && *m < t + w)
+                    .map(|m| format!("{what} ({:.3} s)", m / 1e3))
+            })
+            .collect();
+        let ms = |v: Option<f64>| v.map_or("-".to_owned(), |us| format!("{:.2}", us / 1e3));
+        println!(
+            "{:>7.1} {:>8} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>7} {:>9} {:>9}  {}",
+            t / 1e3,
+            b.spec,
+            b.released,
+            group(b.released_per_sec() as u64),
+            b.aborts_of(Conflict),
+            b.aborts_of(Failover),
+            b.aborts_of(NotLeader),
+            b.aborts_of(Timeout),
+            other,
+            b.unknown,
+            b.backoffs,
+            ms(b.p50_us),
+            ms(b.p99_us),
+            events.join("; ")
+        );
+    }
+}
+
+/// The failover figures.
+fn print_failover(r: &ClusterReport, f: &FailoverReport) {
+    let opt = |v: Option<f64>| {
+        v.map_or("never (within the run)".to_owned(), |v| {
+            format!("{v:.1} ms")
+        })
+    };
+    println!(
+        "failover: replica {} of shard {} (its leader) crashed at {:.3} s into the measured phase (stop took {:.1} ms); new leader: {}",
+        f.replica,
+        f.shard,
+        f.at_ms / 1e3,
+        f.stop_ms,
+        f.new_leader
+            .map_or("none seen".to_owned(), |r| format!("replica {r}"))
+    );
+    println!(
+        "  election timeout {}-{} ms (target for the first release: max + 50 ms = {} ms); request timeout {} ms",
+        r.election_ms.0,
+        r.election_ms.1,
+        r.election_ms.1 + 50,
+        r.request_timeout_ms
+    );
+    println!(
+        "  crash -> every shard serving the new epoch:                {}",
+        opt(f.serving_after_ms)
+    );
+    println!(
+        "  crash -> first release of a txn begun after the crash:     {}",
+        opt(f.first_release_ms)
+    );
+    println!(
+        "  crash -> first release of a cross-shard txn begun after:   {}",
+        opt(f.first_cross_release_ms)
+    );
+    println!(
+        "  crash -> first release observed (any txn):                 {}",
+        opt(f.first_any_release_ms)
+    );
+    let rate = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{}/s", group(v as u64)));
+    let d = &f.dip;
+    println!(
+        "  released/s, median of {} ms buckets: before the crash {}, crash to end {}, from 1 s after the first release {}",
+        r.bucket_ms,
+        rate(d.before_median_per_sec),
+        rate(d.after_median_per_sec),
+        rate(d.recovered_median_per_sec)
+    );
+    println!(
+        "  dip: {} bucket(s) after the crash with no release ({} ms); lowest bucket {}/s; released in the first second after the crash {} ({})",
+        d.zero_buckets_after,
+        d.zero_buckets_after * r.bucket_ms,
+        group(d.min_after_per_sec as u64),
+        group(d.released_first_sec_after),
+        d.before_median_per_sec.map_or("-".to_owned(), |b| format!(
+            "{:.0}% of a median second before",
+            100.0 * d.released_first_sec_after as f64 / b.max(1e-9)
+        ))
+    );
+    println!(
+        "  released transactions begun after the crash, by the client's home shard: {}",
+        f.released_after_by_home
+            .iter()
+            .enumerate()
+            .map(|(s, n)| format!("shard {s}: {}", group(*n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  aborts by reason: {}; unknown {} (later released {}, discarded {})",
+        r.aborts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k} {}", group(*n)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.unknown,
+        r.unknown_later_released,
+        r.unknown_later_discarded
+    );
+    for u in &r.unknown_samples {
+        println!("    unknown: {u}");
+    }
+}
+
+fn durability(d: DurabilityArg) -> Durability {
+    match d {
+        DurabilityArg::Fsync => Durability::Fsync,
+        DurabilityArg::Buffered => Durability::Buffered,
+        DurabilityArg::Memory => Durability::Memory,
+    }
 }
 
 fn print_cluster(r: &ClusterReport) {
@@ -356,6 +691,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         value_size: 64,
         durability: Durability::Memory,
         seed: 42,
+        ..ClusterBenchConfig::default()
     };
     check_cluster(&cfg)?;
     let live = std::io::stdout().is_terminal();
@@ -418,6 +754,7 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
 }
 
 fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
+    args.micro_cluster_only()?;
     anyhow::ensure!(
         (1..=1000).contains(&args.warehouses),
         "--warehouses must be between 1 and 1000"
