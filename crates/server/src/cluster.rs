@@ -643,7 +643,10 @@ fn start_node(
     if let Some(n) = cfg.compact_after_entries {
         rc.compact_after_entries = n;
     }
-    let group = host.start_group(rc)?;
+    // The handler is there from the start: a restarted replica's group may start from a
+    // snapshot in its log, which the site installs as it attaches.
+    let (handler, slot) = crate::snapshot::detached();
+    let group = host.start_group_with(rc, Some(handler))?;
     let meta = if members.contains(&id) {
         Some(host.start_group(raft(members.to_vec(), META_GROUP))?)
     } else {
@@ -656,13 +659,14 @@ fn start_node(
         }) as Arc<dyn Transport>,
         None => transport,
     };
-    let site = Site::new(
+    let site = Site::with_snapshots(
         cfg.site.clone(),
         s,
         id,
         nodes.to_vec(),
         group as Arc<dyn Replicator>,
         transport,
+        slot,
     )?;
     if let Some(m) = meta {
         site.host_meta(m as Arc<dyn Replicator>);

@@ -199,11 +199,14 @@ pub enum SiteError {
     /// A table could not be created.
     #[error("creating tables: {0}")]
     Storage(#[from] mako_storage::StorageError),
+    /// The snapshot the group started from could not be installed.
+    #[error("installing the snapshot the group started from: {0}")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
 }
 
 impl Site {
-    /// Builds a site and wires its callbacks into `group`; call [`Site::start`] to run its threads.
-    #[allow(clippy::too_many_arguments)]
+    /// Builds a site and wires its callbacks and snapshot handler into `group`; call
+    /// [`Site::start`] to run its threads.
     pub fn new(
         cfg: SiteConfig,
         shard_id: u32,
@@ -211,6 +214,33 @@ impl Site {
         nodes: Vec<Vec<NodeId>>,
         group: Arc<dyn Replicator>,
         transport: Arc<dyn Transport>,
+    ) -> Result<Arc<Site>, SiteError> {
+        Site::build(cfg, shard_id, node, nodes, group, transport, None)
+    }
+
+    /// [`Site::new`] for a group started with the handler of [`crate::snapshot::detached`]
+    /// (a replica restarting from a compacted log): `slot` installs what the group restored.
+    pub fn with_snapshots(
+        cfg: SiteConfig,
+        shard_id: u32,
+        node: NodeId,
+        nodes: Vec<Vec<NodeId>>,
+        group: Arc<dyn Replicator>,
+        transport: Arc<dyn Transport>,
+        slot: crate::snapshot::SnapshotSlot,
+    ) -> Result<Arc<Site>, SiteError> {
+        Site::build(cfg, shard_id, node, nodes, group, transport, Some(slot))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        cfg: SiteConfig,
+        shard_id: u32,
+        node: NodeId,
+        nodes: Vec<Vec<NodeId>>,
+        group: Arc<dyn Replicator>,
+        transport: Arc<dyn Transport>,
+        slot: Option<crate::snapshot::SnapshotSlot>,
     ) -> Result<Arc<Site>, SiteError> {
         let store = Arc::new(Store::new());
         let finality = Arc::new(VersionFinality::default());
@@ -274,6 +304,11 @@ impl Site {
             unpaused: parking_lot::Condvar::new(),
             cfg,
         });
+        // A snapshot the group restored before this site existed goes in before any entry.
+        let attached = slot.is_some();
+        if let Some(slot) = slot {
+            slot.attach(&site)?;
+        }
         let s = Arc::clone(&site);
         group.on_role_change(Box::new(move |rc| s.on_role(rc)));
         if group.role() == Role::Leader {
@@ -288,7 +323,9 @@ impl Site {
         group.on_apply(Role::Leader, Box::new(move |ctx| s.leader_apply(ctx)));
         let s = Arc::clone(&site);
         group.on_apply(Role::Follower, Box::new(move |ctx| s.follower_apply(ctx)));
-        group.set_snapshot_handler(Box::new(crate::snapshot::SiteSnapshots::new(&site)));
+        if !attached {
+            group.set_snapshot_handler(Box::new(crate::snapshot::SiteSnapshots::new(&site)));
+        }
         Ok(site)
     }
 

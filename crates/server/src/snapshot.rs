@@ -75,13 +75,14 @@
 use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
 use mako_replication::{QueuedEntry, SnapshotHandler, SnapshotRefused};
 use mako_storage::{Stamp, Table, Version};
 use mako_watermark::{Epoch, EpochError, EpochHistory, LogWatermark};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::finality::FinalityState;
@@ -519,30 +520,83 @@ fn restore(site: &Site, data: &[u8], index: u64) -> Result<Vec<QueuedEntry>, Sna
     Ok(install(site, staged))
 }
 
-/// The site's [`SnapshotHandler`], installed on its shard's group by [`Site::new`].
+/// A snapshot restored before its site existed: checked, its queue handed to the group.
+type Parked = Arc<Mutex<Option<(Bytes, u64)>>>;
+
+/// The site's [`SnapshotHandler`], installed on its shard's group by [`Site::new`], or
+/// created before the site ([`detached`]) for a group that may start from a snapshot.
 pub(crate) struct SiteSnapshots {
-    site: Weak<Site>,
+    site: Arc<OnceLock<Weak<Site>>>,
+    parked: Parked,
 }
 
 impl SiteSnapshots {
     /// The handler of `site`.
     pub(crate) fn new(site: &Arc<Site>) -> Self {
+        let slot = OnceLock::new();
+        let _ = slot.set(Arc::downgrade(site));
         SiteSnapshots {
-            site: Arc::downgrade(site),
+            site: Arc::new(slot),
+            parked: Arc::default(),
         }
     }
 
+    fn site(&self) -> Option<Arc<Site>> {
+        self.site.get().and_then(Weak::upgrade)
+    }
+
     fn refused(&self, e: SnapshotError) -> SnapshotRefused {
-        if let Some(site) = self.site.upgrade() {
+        if let Some(site) = self.site() {
             site.stats.refused.fetch_add(1, Ordering::Relaxed);
         }
         SnapshotRefused(Box::new(e))
     }
 }
 
+/// The site's half of a handler made by [`detached`]: [`SnapshotSlot::attach`] installs a
+/// snapshot the group restored before the site existed, then serves the site.
+pub struct SnapshotSlot {
+    site: Arc<OnceLock<Weak<Site>>>,
+    parked: Parked,
+}
+
+impl std::fmt::Debug for SnapshotSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotSlot")
+            .field("parked", &self.parked.lock().as_ref().map(|(_, i)| *i))
+            .finish()
+    }
+}
+
+/// A site snapshot handler for a group started before its site (a replica restarting from a
+/// compacted log): a snapshot the group restores at start is checked and parked, its pending
+/// queue goes to the group at once, and its state is installed when the site attaches (before
+/// the site takes any entry).
+pub fn detached() -> (Box<dyn SnapshotHandler>, SnapshotSlot) {
+    let site = Arc::new(OnceLock::new());
+    let parked: Parked = Arc::default();
+    let handler = SiteSnapshots {
+        site: Arc::clone(&site),
+        parked: Arc::clone(&parked),
+    };
+    (Box::new(handler), SnapshotSlot { site, parked })
+}
+
+impl SnapshotSlot {
+    /// Serves `site` from now on, first installing a parked snapshot into it.
+    pub(crate) fn attach(self, site: &Arc<Site>) -> Result<(), SnapshotError> {
+        let _ = self.site.set(Arc::downgrade(site));
+        if let Some((data, index)) = self.parked.lock().take() {
+            // Its queue is in the group already, in front of every later entry.
+            restore(site, &data, index)?;
+        }
+        Ok(())
+    }
+}
+
 impl SnapshotHandler for SiteSnapshots {
     fn snapshot(&mut self, pending: &[QueuedEntry]) -> Bytes {
-        let Some(site) = self.site.upgrade() else {
+        let Some(site) = self.site() else {
             return Bytes::new();
         };
         match capture(&site, pending) {
@@ -560,7 +614,17 @@ impl SnapshotHandler for SiteSnapshots {
     }
 
     fn restore(&mut self, data: &Bytes, index: u64) -> Result<Vec<QueuedEntry>, SnapshotRefused> {
-        let site = self.site.upgrade().ok_or(SnapshotError::Gone);
+        if self.site.get().is_none() {
+            // No site yet (a group starting from its log): park it for the site to come.
+            let body = decode(data).map_err(|e| self.refused(e))?;
+            *self.parked.lock() = Some((data.clone(), index));
+            return Ok(body
+                .pending
+                .into_iter()
+                .map(|(index, Blob(entry))| QueuedEntry { index, entry })
+                .collect());
+        }
+        let site = self.site().ok_or(SnapshotError::Gone);
         site.and_then(|s| restore(&s, data, index))
             .map_err(|e| self.refused(e))
     }
