@@ -50,7 +50,10 @@
 //!   `CAMPAIGN_TRANSFER`, which voters grant regardless of their lease. The lease is dropped
 //!   when a transfer starts (explicit, or the preferred-leader hand-off), none is granted
 //!   while one is pending, and once a `MsgTimeoutNow` was sent none for the rest of the
-//!   term (a delayed `MsgTimeoutNow` can arrive at any later time).
+//!   term (a delayed `MsgTimeoutNow` can arrive at any later time). A leader left in that
+//!   term after the transfer gave up steps down once an election timeout passed, so that a
+//!   new term (and a new lease) comes: without it the shard would serve no read until the
+//!   next election, however long.
 //! * **Restart**: a restarted replica forgets `leader_id`, so raft-rs would vote at once.
 //!   [`crate::RaftNode`] ignores (pre-)vote requests for `E` ticks after starting from a
 //!   recovered term.
@@ -86,6 +89,8 @@ pub(crate) struct LeaseState {
     last_round_tick: Option<u64>,
     /// A term in which this replica sent `MsgTimeoutNow` (0: none): no lease in it.
     pub(crate) timeout_now_term: u64,
+    /// Tick at which that `MsgTimeoutNow` was sent.
+    pub(crate) timeout_now_tick: u64,
 }
 
 impl LeaseState {

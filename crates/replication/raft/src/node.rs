@@ -165,6 +165,8 @@ pub struct NodeStats {
     pub lease_acks: u64,
     /// (Pre-)vote requests ignored after a restart or a step-down (see [`crate::lease`]).
     pub votes_withheld: u64,
+    /// Times this leader stepped down after a transfer gave up (no lease possible in its term).
+    pub lease_step_downs: u64,
     /// Snapshots from a leader refused by the application's integrity check.
     pub snapshots_refused: u64,
 }
@@ -322,11 +324,28 @@ impl RaftNode {
         }
         self.reassembler.tick();
         self.ticks += 1;
+        self.step_down_without_lease();
         self.after_input(was_leader);
         // Every tick: a periodic check can alias with check-quorum's reset of `recent_active`.
         self.maybe_hand_to_preferred();
         self.expire_snapshots();
         self.catch_up();
+    }
+
+    /// A leader that sent `MsgTimeoutNow` in its term can hold no lease for the rest of it
+    /// ([`crate::lease`]); if the transfer gave up and it still leads an election timeout
+    /// later, it steps down so that a new term, with a lease, comes.
+    fn step_down_without_lease(&mut self) {
+        let r = &self.raw.raft;
+        let stuck = r.state == StateRole::Leader
+            && r.lead_transferee.is_none()
+            && self.lease.timeout_now_term == r.term
+            && self.ticks >= self.lease.timeout_now_tick + self.election_ticks();
+        if stuck {
+            let term = r.term;
+            self.raw.raft.become_follower(term, raft::INVALID_ID);
+            self.stats.lease_step_downs += 1;
+        }
     }
 
     /// Minimum election timeout in ticks.
@@ -602,6 +621,7 @@ impl RaftNode {
             if m.get_msg_type() == MessageType::MsgTimeoutNow {
                 // It may be delivered at any later time: no lease for the rest of the term.
                 self.lease.timeout_now_term = m.term;
+                self.lease.timeout_now_tick = self.ticks;
                 self.lease.drop_lease();
             }
             // Only snapshots are chunked; appends are bounded by `max_append_bytes` (plus

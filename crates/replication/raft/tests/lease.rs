@@ -189,29 +189,10 @@ fn transfer_leader_drops_the_lease_at_once_and_the_target_leads() {
         None,
         "lease kept after transfer_leader"
     );
-    // No lease for the rest of the old term, though the old leader keeps leading it.
-    let until = Instant::now() + Duration::from_millis(1800);
-    while Instant::now() < until {
-        assert_eq!(g.groups[l].term(), old_term);
-        assert_eq!(
-            g.groups[l].lease_until(),
-            None,
-            "lease renewed in the old term"
-        );
-        assert_only_leaders_hold_leases(&g);
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    assert_eq!(g.leader(), Some(l), "the old leader kept leading");
-    // Then one that can: the target takes over and may lead with a lease of its own.
-    g.net.connect(target as u64 + 1);
-    // (The target accepts MsgTimeoutNow only from the leader it knows.)
-    assert!(wait(|| g.groups[target].leader() == Some(l as u64 + 1)
-        && g.groups[target].applied_index()
-            >= g.groups[l].commit_index()));
-    g.groups[l]
-        .transfer_leader(target as u64 + 1)
-        .expect("transfer accepted");
-    assert_eq!(g.groups[l].lease_until(), None);
+    // No lease for the rest of the old term. The old leader keeps leading it for an
+    // election timeout, then steps down: a new term, with a lease, comes (without the
+    // target, the other two replicas elect).
+    let mut stepped_down = false;
     assert!(
         wait(|| {
             if g.groups[l].term() == old_term {
@@ -222,11 +203,45 @@ fn transfer_leader_drops_the_lease_at_once_and_the_target_leads() {
                 );
             }
             assert_only_leaders_hold_leases(&g);
+            stepped_down |= g.groups[l].role() != Role::Leader;
+            g.leader().is_some_and(|n| {
+                g.groups[n].term() > old_term && g.groups[n].lease_until().is_some()
+            })
+        }),
+        "no leader with a lease in a newer term after the transfer gave up"
+    );
+    assert!(
+        stepped_down || g.leader() != Some(l),
+        "the old leader never stepped down"
+    );
+    let cur = leader_with_lease(&g);
+    let cur_term = g.groups[cur].term();
+    // Then a transfer that can finish: the target takes over and may lead with a lease.
+    g.net.connect(target as u64 + 1);
+    let target = if cur == target { (cur + 1) % 3 } else { target };
+    // (The target accepts MsgTimeoutNow only from the leader it knows.)
+    assert!(wait(|| g.groups[target].leader() == Some(cur as u64 + 1)
+        && g.groups[target].applied_index()
+            >= g.groups[cur].commit_index()));
+    g.groups[cur]
+        .transfer_leader(target as u64 + 1)
+        .expect("transfer accepted");
+    assert_eq!(g.groups[cur].lease_until(), None);
+    assert!(
+        wait(|| {
+            if g.groups[cur].term() == cur_term {
+                assert_eq!(
+                    g.groups[cur].lease_until(),
+                    None,
+                    "lease renewed in the transferring term"
+                );
+            }
+            assert_only_leaders_hold_leases(&g);
             g.groups[target].role() == Role::Leader
         }),
         "the target did not take over"
     );
-    assert!(g.groups[target].term() > old_term);
+    assert!(g.groups[target].term() > cur_term);
     assert_eq!(leader_with_lease(&g), target);
 }
 
