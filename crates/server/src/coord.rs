@@ -838,8 +838,11 @@ impl<'a> DistTxn<'a> {
         if let Some(p) = ready.local {
             if !p.wrote() {
                 p.read_only();
-            } else if p.with_writes(|w| site.log.fulfil(stream, epoch, &vt, w.iter())) {
-                p.install(vt.clone());
+            } else if p.with_writes(|w| {
+                site.log
+                    .fulfil(stream, epoch, &vt, w.iter(), || p.install_in_place(&vt))
+            }) {
+                // Installed as it was handed to the log.
             } else {
                 // The epoch ended under the commit: the piece is not logged, so it is not
                 // installed either; the discard rule drops the transaction.

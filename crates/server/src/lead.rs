@@ -40,6 +40,9 @@ pub enum ServeError {
     /// No such configured stream.
     #[error("stream {0:#x} is not configured")]
     NoSuchStream(u32),
+    /// The stream has a piece reserved or waiting (a transaction in commit): retry later.
+    #[error("stream {0:#x} has a transaction in commit")]
+    InUse(u32),
 }
 
 /// Where a site stands as leader of its shard.
@@ -110,11 +113,7 @@ impl Site {
         if !matches!(*lead, Lead::Open { .. }) {
             return Err(ServeError::NotServing);
         }
-        if self.log.end(stream) {
-            Ok(())
-        } else {
-            Err(ServeError::NoSuchStream(stream))
-        }
+        self.log.end(stream)
     }
 
     /// Appends `Advancer` to this shard's log: the end of loading, seen by every replica in log

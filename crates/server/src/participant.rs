@@ -433,9 +433,12 @@ impl<'a> Participants<'a> {
         let decided = commit.get(me).copied().unwrap_or(0);
         match piece.state {
             State::Prepared { p, ts, .. } if decided == ts => {
+                let vt: mako_storage::Vt = commit.iter().copied().collect();
                 let logged = p.with_writes(|w| {
                     site.log
-                        .fulfil(piece.stream, piece.epoch, &commit, w.iter())
+                        .fulfil(piece.stream, piece.epoch, &commit, w.iter(), || {
+                            p.install_in_place(&vt)
+                        })
                 });
                 if !logged {
                     // The epoch ended under it: not logged, so never visible either.
@@ -444,7 +447,6 @@ impl<'a> Participants<'a> {
                     let current = site.epochs.current();
                     return Ok(Some(Refusal::StaleEpoch(current)));
                 }
-                p.install(commit.into_iter().collect());
                 self.finish(txn, Finished::Committed);
                 Ok(None)
             }

@@ -113,6 +113,8 @@ pub struct SiteStats {
     pub loaded: AtomicBool,
     /// Snapshots restored into this site (catch-up from its leader).
     pub restored: AtomicU64,
+    /// Log index of the newest snapshot restored here (an older one is refused).
+    pub restored_index: AtomicU64,
     /// Snapshots refused as malformed (the state was left as it was).
     pub refused: AtomicU64,
 }

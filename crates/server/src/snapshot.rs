@@ -141,6 +141,17 @@ pub enum SnapshotError {
     /// A table this site does not have, or a table twice.
     #[error("table {0} unknown here or repeated")]
     Table(String),
+    /// Older than a snapshot this site already installed.
+    #[error("snapshot at index {index} is older than the one installed here at {installed}")]
+    Stale {
+        /// The snapshot's index.
+        index: u64,
+        /// The index of the installed one.
+        installed: u64,
+    },
+    /// Its log watermark is over other streams than this deployment's.
+    #[error("the snapshot's log watermark is over other streams than the configured ones")]
+    Streams,
     /// Keys not in strictly ascending order.
     #[error("table {0}: keys out of order or repeated")]
     KeyOrder(String),
@@ -341,10 +352,19 @@ struct Staged {
     /// Largest timestamp in the store or the source's clock.
     clock: u64,
     body: Body,
+    /// The snapshot's log index.
+    index: u64,
 }
 
 /// Checks everything in `body` against `site` and builds the new contents.
 fn stage(site: &Site, mut body: Body, index: u64) -> Result<Staged, SnapshotError> {
+    let installed = site.stats.restored_index.load(Ordering::Acquire);
+    if index < installed {
+        return Err(SnapshotError::Stale { index, installed });
+    }
+    if body.wm.configured() != site.cfg.streams().as_slice() {
+        return Err(SnapshotError::Streams);
+    }
     let (me, shards) = (site.shard_id, site.cfg.shards);
     if body.shard != me || body.shards != shards {
         return Err(SnapshotError::Shard {
@@ -423,6 +443,7 @@ fn stage(site: &Site, mut body: Body, index: u64) -> Result<Staged, SnapshotErro
         tables,
         clock,
         body,
+        index,
     })
 }
 
@@ -432,6 +453,7 @@ fn install(site: &Site, staged: Staged) -> Vec<QueuedEntry> {
         tables,
         clock,
         body,
+        index,
     } = staged;
     let me = site.shard_id;
     {
@@ -483,6 +505,7 @@ fn install(site: &Site, staged: Staged) -> Vec<QueuedEntry> {
         .queued
         .store(body.pending.len() as u64, Ordering::Relaxed);
     site.stats.restored.fetch_add(1, Ordering::Relaxed);
+    site.stats.restored_index.fetch_max(index, Ordering::AcqRel);
     // Versions of closed epochs the restored store holds may be decided already.
     site.purge(&site.epochs.history());
     body.pending
@@ -584,9 +607,13 @@ pub fn detached() -> (Box<dyn SnapshotHandler>, SnapshotSlot) {
 
 impl SnapshotSlot {
     /// Serves `site` from now on, first installing a parked snapshot into it.
+    ///
+    /// Holds the handler's lock throughout, so that a newer snapshot the group restores
+    /// meanwhile goes in after the parked one, never under it.
     pub(crate) fn attach(self, site: &Arc<Site>) -> Result<(), SnapshotError> {
+        let mut parked = self.parked.lock();
         let _ = self.site.set(Arc::downgrade(site));
-        if let Some((data, index)) = self.parked.lock().take() {
+        if let Some((data, index)) = parked.take() {
             // Its queue is in the group already, in front of every later entry.
             restore(site, &data, index)?;
         }
@@ -613,20 +640,27 @@ impl SnapshotHandler for SiteSnapshots {
         unframe(data).map(|_| ()).map_err(|e| self.refused(e))
     }
 
+    fn can_snapshot(&self) -> bool {
+        self.site().is_some()
+    }
+
     fn restore(&mut self, data: &Bytes, index: u64) -> Result<Vec<QueuedEntry>, SnapshotRefused> {
+        let mut parked = self.parked.lock();
         if self.site.get().is_none() {
             // No site yet (a group starting from its log): park it for the site to come.
             let body = decode(data).map_err(|e| self.refused(e))?;
-            *self.parked.lock() = Some((data.clone(), index));
+            *parked = Some((data.clone(), index));
             return Ok(body
                 .pending
                 .into_iter()
                 .map(|(index, Blob(entry))| QueuedEntry { index, entry })
                 .collect());
         }
+        drop(parked.take());
         let site = self.site().ok_or(SnapshotError::Gone);
-        site.and_then(|s| restore(&s, data, index))
-            .map_err(|e| self.refused(e))
+        let restored = site.and_then(|s| restore(&s, data, index));
+        drop(parked);
+        restored.map_err(|e| self.refused(e))
     }
 }
 

@@ -297,16 +297,22 @@ impl StreamLog {
     }
 
     /// Retires `stream`: what it batched is submitted, then `Ending`, and it takes nothing more
-    /// in this or any later epoch; returns whether the stream is configured.
-    pub fn end(&self, stream: StreamId) -> bool {
-        let Some(s) = self.stream(stream) else {
-            return false;
-        };
+    /// in this or any later epoch. Refused while a piece of it is reserved or held (its
+    /// transaction could then be released without it).
+    pub fn end(&self, stream: StreamId) -> Result<(), crate::lead::ServeError> {
+        use crate::lead::ServeError;
+        let s = self
+            .stream(stream)
+            .ok_or(ServeError::NoSuchStream(stream))?;
         {
             let mut st = s.state.lock();
-            if s.ended.swap(true, Ordering::AcqRel) {
-                return true;
+            if s.ended.load(Ordering::Acquire) {
+                return Ok(());
             }
+            if !st.outstanding.is_empty() || !st.held.is_empty() {
+                return Err(ServeError::InUse(stream));
+            }
+            s.ended.store(true, Ordering::Release);
             if let Some(b) = st.builder.flush() {
                 st.outbox.push_back((b, false));
             }
@@ -314,7 +320,7 @@ impl StreamLog {
                 .push_back((Entry::Ending { stream }.encode(), true));
         }
         self.pump(s);
-        true
+        Ok(())
     }
 
     /// Whether `stream` froze after a lost entry (unconfigured streams count as frozen).
@@ -542,14 +548,16 @@ impl StreamLog {
 
     /// Appends the piece reserved on `stream` in `epoch` with its final `vt` (its timestamp is
     /// `vt[shard]`); it reaches the log once no older reservation of the stream is outstanding.
-    /// Returns whether it will be logged (false once the epoch ended or the stream froze: the
-    /// piece is lost, and the discard rule decides its transaction).
+    /// `install` puts its versions in the store first, under the stream's lock, so that no
+    /// piece reaches the log before its versions. Returns whether it will be logged (false
+    /// once the epoch ended or the stream froze: then `install` was not called).
     pub fn fulfil<'a>(
         &self,
         stream: StreamId,
         epoch: Epoch,
         vt: &[u64],
         writes: impl IntoIterator<Item = WriteRef<'a>>,
+        install: impl FnOnce(),
     ) -> bool {
         let Some(s) = self.stream(stream) else {
             return false;
@@ -563,6 +571,7 @@ impl StreamLog {
             {
                 return false;
             }
+            install();
             st.outstanding.remove(&ts);
             self.push_or_hold(&mut st, ts, vt, writes.into_iter().collect());
             self.drain_held(&mut st);

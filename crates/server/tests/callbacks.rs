@@ -344,7 +344,7 @@ fn a_later_piece_on_a_stream_waits_for_an_earlier_reservation() {
     // Two transactions on the same stream: the first reserves 1, the second 2 and logs first.
     assert_eq!(log.reserve(A, 0, || 1), Some(1));
     assert_eq!(log.reserve(A, 0, || 2), Some(2));
-    log.fulfil(A, 0, &[2, 0], std::iter::empty());
+    log.fulfil(A, 0, &[2, 0], std::iter::empty(), || ());
     log.flush();
     log.tick(std::time::Instant::now(), 2);
     assert!(
@@ -352,7 +352,7 @@ fn a_later_piece_on_a_stream_waits_for_an_earlier_reservation() {
         "W_0 = {} passed the unlogged reservation 1",
         w_of(&group)
     );
-    log.fulfil(A, 0, &[1, 0], std::iter::empty());
+    log.fulfil(A, 0, &[1, 0], std::iter::empty(), || ());
     log.flush();
     assert_eq!(w_of(&group), 2, "both pieces logged, in timestamp order");
 }
@@ -370,7 +370,7 @@ fn a_cancel_ends_only_its_own_reservation_and_heartbeats_stay_below_the_rest() {
         w_of(&group)
     );
     assert_eq!(w_of(&group), 1, "the heartbeat went as far as it may");
-    log.fulfil(A, 0, &[2, 0], std::iter::empty());
+    log.fulfil(A, 0, &[2, 0], std::iter::empty(), || ());
     log.flush();
     assert_eq!(w_of(&group), 2);
 }
@@ -400,4 +400,47 @@ fn a_piece_of_an_ended_epoch_is_refused_and_nothing_is_installed() {
     tx.put(t.as_ref(), b"k", Bytes::from_static(b"v"));
     tx.commit().expect("committed in the open epoch");
     assert!(t.get(b"k").is_some());
+}
+
+/// `fulfil` installs a piece's versions (its `install`) before the piece can reach the log,
+/// and not at all when the piece is refused.
+#[test]
+fn fulfil_installs_before_the_piece_is_logged_and_never_when_refused() {
+    let (log, group) = one_stream_log();
+    assert_eq!(log.reserve(A, 0, || 1), Some(1));
+    let mut submitted_at_install = None;
+    let logged = log.fulfil(A, 0, &[1, 0], std::iter::empty(), || {
+        submitted_at_install = Some(group.submitted.lock().len());
+    });
+    log.flush();
+    assert!(logged);
+    assert_eq!(
+        submitted_at_install,
+        Some(0),
+        "installed before anything was logged"
+    );
+    assert_eq!(group.submitted.lock().len(), 1);
+    log.seal();
+    let mut installed = false;
+    assert!(!log.fulfil(A, 0, &[2, 0], std::iter::empty(), || installed = true));
+    assert!(!installed, "a refused piece is not installed");
+}
+
+/// A stream with a piece reserved is not retired (its transaction could be released without
+/// that piece once `Ending` lifts the stream out of `W_s`); once the piece is gone it is.
+#[test]
+fn a_stream_with_a_reserved_piece_is_not_retired() {
+    let (log, group) = one_stream_log();
+    assert_eq!(log.reserve(A, 0, || 1), Some(1));
+    assert_eq!(log.end(A), Err(mako_server::ServeError::InUse(A)));
+    log.cancel(A, 0, 1);
+    assert_eq!(log.end(A), Ok(()));
+    assert!(
+        group
+            .submitted
+            .lock()
+            .iter()
+            .any(|b| Entry::decode(b) == Ok(Entry::Ending { stream: A }))
+    );
+    assert_eq!(log.reserve(A, 0, || 2), None, "retired: takes nothing");
 }

@@ -175,7 +175,7 @@ fn a_busy_group_delays_a_batch_in_order_and_never_loses_it() {
         [SubmitError::Busy, SubmitError::Busy],
         BatchConfig::default(),
     );
-    log.fulfil(A, 0, &[1, 0], [write(b"k", b"v")]);
+    log.fulfil(A, 0, &[1, 0], [write(b"k", b"v")], || ());
     log.flush();
     assert!(group.entries().is_empty(), "Busy: not submitted yet");
     let now = Instant::now();
@@ -212,11 +212,11 @@ fn a_refused_submission_freezes_its_stream_below_the_lost_piece() {
         SubmitError::Failed,
     ] {
         let (log, group) = scripted_log([refusal], BatchConfig::default());
-        log.fulfil(A, 0, &[2, 0], [write(b"k", b"v")]);
+        log.fulfil(A, 0, &[2, 0], [write(b"k", b"v")], || ());
         log.flush();
         // The batch holding ts 2 was refused: nothing may take W_0 to 2 or beyond.
         log.tick(Instant::now(), 9);
-        log.fulfil(A, 0, &[10, 0], [write(b"k", b"w")]);
+        log.fulfil(A, 0, &[10, 0], [write(b"k", b"w")], || ());
         log.flush();
         log.tick(Instant::now(), 20);
         assert_eq!(group.w(&[A]), 0, "{refusal:?}: {:?}", group.entries());
@@ -247,7 +247,7 @@ fn batches_close_before_the_entry_limit() {
     let value = vec![7u8; 20 << 10];
     for ts in 1..=10u64 {
         assert_eq!(log.check(A, 2, [write(b"k", &value)]), Ok(()));
-        log.fulfil(A, 0, &[ts, 0], [write(b"k", &value)]);
+        log.fulfil(A, 0, &[ts, 0], [write(b"k", &value)], || ());
     }
     log.flush();
     let sizes: Vec<usize> = group.submitted.lock().iter().map(Bytes::len).collect();

@@ -41,11 +41,12 @@ impl PieceWrites<'_> {
 
 /// Receives the write set of every committed writing transaction of a shard.
 ///
-/// `append` is called after validation and before the versions are installed.
-/// It must call `stamp` exactly once to allocate the piece's vector timestamp,
-/// and log the piece in the same step, so that within one `stream` pieces
-/// reach the log in timestamp order (DESIGN.md section 4, realization (b)); or
-/// refuse without calling `stamp`, and the transaction aborts with nothing visible.
+/// `append` is called after validation. It must call `stamp` exactly once, which
+/// allocates the piece's vector timestamp and installs the piece's versions, and
+/// log the piece in the same step, so that within one `stream` pieces reach the
+/// log in timestamp order (DESIGN.md section 4, realization (b)) and no piece
+/// reaches the log before its versions are in the store; or refuse without
+/// calling `stamp`, and the transaction aborts with nothing visible.
 pub trait CommitSink: Send + Sync {
     /// Checks, before the piece is stamped, that `stream` can log it (`vt_len` components);
     /// an `Err` aborts the transaction with nothing visible. The default admits everything.
@@ -58,8 +59,9 @@ pub trait CommitSink: Send + Sync {
         Ok(())
     }
 
-    /// Allocates the piece's timestamp through `stamp`, logs the piece on `stream`, returns the
-    /// timestamp; or refuses (without calling `stamp`) if the piece cannot be logged in `epoch`.
+    /// Allocates the piece's timestamp and installs it through `stamp`, logs the piece on
+    /// `stream`, returns the timestamp; or refuses (without calling `stamp`) if the piece
+    /// cannot be logged in `epoch`.
     fn append(
         &self,
         stream: u32,

@@ -354,20 +354,24 @@ impl<'s> Transaction<'s> {
             return Err(Abort::new(reason));
         }
         let (deps, dep) = (&prepared.tx.deps, prepared.dep);
+        // The versions are installed as the piece is stamped, before it can reach the log:
+        // a replica's snapshot taken once the piece committed must find them in the store.
         let appended = shard.sink().append(
             stream,
             epoch,
             &mut || {
                 let mut vt = deps.clone();
                 vt[me] = shard.next_ts(dep);
+                prepared.install_in_place(&vt);
                 vt
             },
             &PieceWrites { writes: &logged },
         );
         drop(logged);
         match appended {
-            Ok(vt) => Ok(prepared.install(vt)),
+            Ok(vt) => Ok(prepared.info(vt)),
             Err(reason) => {
+                // Refused before stamping: nothing was installed.
                 prepared.abort();
                 Err(Abort::new(reason))
             }
@@ -541,7 +545,7 @@ impl<'s> Locked<'s> {
             tx,
             epoch,
             dep,
-            done: false,
+            done: std::cell::Cell::new(false),
         })
     }
 
@@ -567,7 +571,8 @@ pub struct Prepared<'s> {
     epoch: u32,
     /// This shard's dependency: newest timestamp read or overwritten.
     dep: u64,
-    done: bool,
+    /// Installed, aborted or finished read-only: the locks are no longer this one's to release.
+    done: std::cell::Cell<bool>,
 }
 
 impl<'s> Prepared<'s> {
@@ -602,19 +607,33 @@ impl<'s> Prepared<'s> {
     }
 
     /// Installs the writes stamped `(epoch, vt)` and unlocks them.
-    pub fn install(mut self, vt: Vt) -> CommitInfo {
-        self.done = true;
+    pub fn install(self, vt: Vt) -> CommitInfo {
+        self.install_in_place(&vt);
+        self.info(vt)
+    }
+
+    /// Installs the writes stamped `(epoch, vt)` and unlocks them, through a shared reference
+    /// (so that a commit-log sink can install a piece in the same step that logs it); once
+    /// installed, nothing else of this `Prepared` touches the locks. Installs at most once.
+    pub fn install_in_place(&self, vt: &Vt) {
+        if self.done.replace(true) {
+            return;
+        }
         let me = self.tx.shard.id();
         let stamp = Stamp {
             epoch: self.epoch,
             ts: vt[me],
             vt: vt.clone(),
         };
-        for w in &mut self.tx.writes {
-            if let Some((rec, _)) = w.record.take() {
+        for w in &self.tx.writes {
+            if let Some((rec, _)) = &w.record {
                 rec.install(stamp.clone(), w.value.clone(), w.table.reclaim());
             }
         }
+    }
+
+    /// The commit's outcome once installed with `vt`.
+    pub fn info(&self, vt: Vt) -> CommitInfo {
         CommitInfo {
             epoch: self.epoch,
             vt,
@@ -623,8 +642,8 @@ impl<'s> Prepared<'s> {
     }
 
     /// The outcome of a read-only transaction (nothing to install).
-    pub fn read_only(mut self) -> CommitInfo {
-        self.done = true;
+    pub fn read_only(self) -> CommitInfo {
+        self.done.set(true);
         CommitInfo {
             epoch: self.epoch,
             vt: self.tx.deps.clone(),
@@ -632,16 +651,17 @@ impl<'s> Prepared<'s> {
         }
     }
 
-    /// Releases the locks; nothing becomes visible.
+    /// Releases the locks; nothing becomes visible. (After an install it does nothing.)
     pub fn abort(mut self) {
-        self.done = true;
-        self.tx.unlock_writes();
+        if !self.done.replace(true) {
+            self.tx.unlock_writes();
+        }
     }
 }
 
 impl Drop for Prepared<'_> {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done.get() {
             self.tx.unlock_writes();
         }
     }

@@ -375,6 +375,11 @@ impl LogWatermark {
         self.current.value()
     }
 
+    /// The configured streams this watermark is over.
+    pub fn configured(&self) -> &[StreamId] {
+        &self.streams
+    }
+
     /// The log's epoch: the epoch of entries appended after its last `NoOp`.
     pub fn epoch(&self) -> Epoch {
         self.epoch

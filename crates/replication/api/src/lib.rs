@@ -236,6 +236,12 @@ pub trait SnapshotHandler: Send {
     /// Atomic: on `Err` the state is unchanged. The protocol then applies nothing after the
     /// snapshot (the group stops with a failure rather than build on a state it lacks).
     fn restore(&mut self, data: &Bytes, index: u64) -> Result<Vec<QueuedEntry>, SnapshotRefused>;
+    /// Whether [`SnapshotHandler::snapshot`] can capture the state now; while it cannot (e.g.
+    /// the application is not attached yet), the protocol does not compact its log. The
+    /// default is always.
+    fn can_snapshot(&self) -> bool {
+        true
+    }
 }
 
 /// Why a submission (or a leadership request) was refused.

@@ -862,7 +862,7 @@ impl RaftNode {
 
     fn maybe_compact(&mut self, job: &mut PersistJob) {
         // No compaction without a snapshot source: the prefix would be gone for good.
-        if self.snapshots.is_none() || self.failure.is_some() {
+        if self.failure.is_some() || !self.snapshots.as_ref().is_some_and(|h| h.can_snapshot()) {
             return;
         }
         let Ok(first) = self.raw.store().first_index() else {
