@@ -44,8 +44,8 @@ fn value(i: u64, round: u64) -> Bytes {
 }
 
 /// Writes `keys` keys of shard `shard` (and, if `other` is set, one key of that shard in each
-/// transaction too) through `site`, `per_txn` keys a transaction.
-fn load(site: &Site, shard: u32, other: Option<u32>, keys: std::ops::Range<u64>, round: u64) {
+/// transaction too) through the shard's current leader, `per_txn` keys a transaction.
+fn load(c: &Cluster, shard: u32, other: Option<u32>, keys: std::ops::Range<u64>, round: u64) {
     let per_txn = 100;
     let mut i = keys.start;
     while i < keys.end {
@@ -55,6 +55,8 @@ fn load(site: &Site, shard: u32, other: Option<u32>, keys: std::ops::Range<u64>,
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut attempt = 0;
         loop {
+            // The leader of the moment: on a loaded machine an election may move it.
+            let site = Arc::clone(c.leader(shard));
             let mut tx = site.begin(0).expect("worker 0");
             let mut put = || -> Result<(), String> {
                 for k in i..end {
@@ -120,14 +122,14 @@ fn lagging_replica_caught_up_by_snapshot_has_every_key_and_can_lead() {
     let c = Cluster::start(config(1, COMPACT)).expect("cluster");
     let leader = Arc::clone(&c.sites[0][0]);
     let lagging = Arc::clone(&c.sites[0][2]);
-    load(&leader, 0, None, 0..100, 0);
+    load(&c, 0, None, 0..100, 0);
     assert!(eventually(Duration::from_secs(10), || missing(
         &lagging,
         &leader,
         0..100
     ) == 0));
     c.isolate(0, 2).expect("isolate");
-    load(&leader, 0, None, 0..KEYS, 1);
+    load(&c, 0, None, 0..KEYS, 1);
     assert!(
         lagging_behind_compaction(&leader, &lagging),
         "setup: the leader's log never got past the isolated replica by compaction periods: {} vs {}",
@@ -163,7 +165,7 @@ fn lagging_replica_caught_up_by_snapshot_has_every_key_and_can_lead() {
         tx.commit().expect("read-only transaction released");
     }
     // And new writes.
-    load(&lagging, 0, None, 0..200, 2);
+    load(&c, 0, None, 0..200, 2);
     let mut tx = lagging.begin(1).expect("worker 1");
     assert_eq!(tx.get(0, 0, &key(7)).expect("read"), Some(value(7, 2)));
     tx.commit().expect("released");
@@ -190,13 +192,13 @@ fn follower_with_queued_pieces_caught_up_by_snapshot_ends_equal_to_its_leader() 
     let c = Cluster::start(cfg).expect("cluster");
     let leader = Arc::clone(&c.sites[0][0]);
     let f = Arc::clone(&c.sites[0][2]);
-    load(&leader, 0, Some(1), 0..1_000, 0);
+    load(&c, 0, Some(1), 0..1_000, 0);
     assert!(
         eventually(Duration::from_secs(10), || f.queued() >= 1),
         "setup: no cross-shard piece queued on the follower"
     );
     c.isolate(0, 2).expect("isolate");
-    load(&leader, 0, Some(1), 1_000..6_000, 1);
+    load(&c, 0, Some(1), 1_000..6_000, 1);
     assert!(
         lagging_behind_compaction(&leader, &f),
         "setup: the leader's log never got past the isolated follower by compaction periods"
