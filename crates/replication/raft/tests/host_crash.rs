@@ -179,15 +179,8 @@ impl SnapshotHandler for History {
 }
 
 /// Records one entry handed to replica `id`'s apply callback (in the role `role`).
-fn record(
-    id: NodeId,
-    role: Role,
-    h: &History,
-    alive: &AtomicBool,
-    oracle: &Oracle,
-    index: u64,
-    entry: &[u8],
-) {
+fn record(id: NodeId, role: Role, h: &History, alive: &AtomicBool, index: u64, entry: &[u8]) {
+    let oracle = &h.oracle;
     let Some(num) = entry_number(entry) else {
         oracle.violate(format!("node {id}: entry at index {index} is damaged"));
         return;
@@ -251,7 +244,8 @@ fn start(
 }
 
 /// [`start`], with the apply callbacks registered only if `attach` (otherwise committed
-/// entries wait in the group's pending queue).
+/// entries wait in the group's pending queue until [`attach_callbacks`], as they do while
+/// an application attaches late).
 fn start_with(
     net: &MemNetwork,
     id: NodeId,
@@ -284,24 +278,6 @@ fn start_with(
         .start_group_with(raft_config(id, n, compact), Some(Box::new(history.clone())))
         .map_err(|e| format!("group of node {id} did not start: {e}"))?;
     let alive = Arc::new(AtomicBool::new(true));
-    for role in [Role::Leader, Role::Follower]
-        .into_iter()
-        .filter(|_| attach)
-    {
-        let (h, alive, oracle) = (history.clone(), alive.clone(), oracle.clone());
-        group.on_apply(
-            role,
-            Box::new(move |ctx| {
-                // Entries queued before the callbacks came (or restored with a snapshot)
-                // go first, in log order.
-                while let Some(q) = ctx.queue.pop_front() {
-                    record(id, role, &h, &alive, &oracle, q.index, &q.entry);
-                }
-                record(id, role, &h, &alive, &oracle, ctx.index, ctx.entry);
-                Applied::normal(ctx.index)
-            }),
-        );
-    }
     let unapplied: Arc<Mutex<Vec<(u64, Resolution)>>> = Arc::default();
     let u = unapplied.clone();
     group.on_unapplied(Box::new(move |un| {
@@ -309,14 +285,38 @@ fn start_with(
             u.lock().push((num, un.resolution));
         }
     }));
-    Ok(Incarnation {
+    let inc = Incarnation {
         host,
         log,
         group,
         history,
         alive,
         unapplied,
-    })
+    };
+    if attach {
+        attach_callbacks(&inc);
+    }
+    Ok(inc)
+}
+
+/// Registers a replica's apply callbacks.
+fn attach_callbacks(inc: &Incarnation) {
+    let id = inc.history.node;
+    for role in [Role::Leader, Role::Follower] {
+        let (h, alive) = (inc.history.clone(), inc.alive.clone());
+        inc.group.on_apply(
+            role,
+            Box::new(move |ctx| {
+                // Entries queued before the callbacks came (or restored with a snapshot)
+                // go first, in log order.
+                while let Some(q) = ctx.queue.pop_front() {
+                    record(id, role, &h, &alive, q.index, &q.entry);
+                }
+                record(id, role, &h, &alive, ctx.index, ctx.entry);
+                Applied::normal(ctx.index)
+            }),
+        );
+    }
 }
 
 /// A process-level stop: off the network, unsynced log writes lost, threads stopped.
@@ -573,6 +573,8 @@ struct Cluster {
     /// The client's view of the running groups.
     groups: Arc<Mutex<Vec<Option<Arc<RaftWorker>>>>>,
     crashes: usize,
+    /// Draws the delays before a restarted replica's callbacks are registered.
+    rng: SmallRng,
 }
 
 impl Cluster {
@@ -591,18 +593,29 @@ impl Cluster {
 
     fn restart(&mut self, i: usize) -> Result<(), String> {
         let id = i as NodeId + 1;
-        let inc = start(
+        // Now and then the application attaches late: the entries the restarted replica
+        // replays and catches up on meanwhile wait in the pending queue, and may be in a
+        // snapshot's.
+        let late = self.rng.random_bool(0.25);
+        let inc = start_with(
             &self.net,
             id,
             self.n() as u64,
             &self.dirs[i],
             Self::COMPACT,
             &self.oracle,
+            !late,
         )?;
         self.groups.lock()[i] = Some(inc.group.clone());
         self.nodes[i] = Some(inc);
         self.cut[i] = true;
         self.reconnect(i);
+        if late {
+            std::thread::sleep(Duration::from_millis(self.rng.random_range(1..100)));
+            if let Some(inc) = self.nodes[i].as_ref() {
+                attach_callbacks(inc);
+            }
+        }
         Ok(())
     }
 
@@ -699,6 +712,7 @@ fn kill_restart_run(seed: u64, chaos: Duration) -> Result<Tally, String> {
         cut: vec![false; N as usize],
         groups: Arc::new(Mutex::new(vec![None; N as usize])),
         crashes: 0,
+        rng: SmallRng::seed_from_u64(seed ^ 0xa77ac4),
     };
     for i in 0..N as usize {
         c.restart(i)?;
