@@ -298,7 +298,7 @@ impl Cluster {
         // replica 0 once.
         let deadline = Instant::now() + Duration::from_secs(10);
         for s in 0..shards {
-            while cluster.sites[s as usize][0].open_epoch().is_none() {
+            while !cluster.sites[s as usize][0].serving() {
                 if Instant::now() > deadline {
                     cluster.shutdown();
                     return Err(ClusterError::NoLeader(s));
@@ -432,7 +432,7 @@ impl Cluster {
             .unwrap_or(0);
         (0..self.sites.len() as u32).all(|s| {
             self.current_leader(s)
-                .is_some_and(|l| l.open_epoch() == Some(newest))
+                .is_some_and(|l| l.open_epoch() == Some(newest) && l.serving())
         })
     }
 

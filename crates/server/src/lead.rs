@@ -127,6 +127,12 @@ impl Site {
             .map_err(|_| ServeError::NotServing)
     }
 
+    /// Whether this site serves transactions now: it leads, its epoch is open, and it holds a
+    /// lease (without one it refuses reads; a new leader gets one after a quorum round).
+    pub fn serving(&self) -> bool {
+        self.open_epoch().is_some() && self.holds_lease().is_ok()
+    }
+
     /// Role-change listener: a new leader starts establishing; a deposed one closes its log.
     pub(crate) fn on_role(&self, rc: RoleChange) {
         let mut lead = self.lead.lock();

@@ -113,7 +113,9 @@ fn stale_view(hold: &Arc<AtomicBool>, coordinator: u64, newcomer: u64) -> Contro
 fn hand_shard1_to_replica_1(c: &Cluster) {
     c.transfer_leader(1, 1).expect("transfer asked");
     let deadline = std::time::Instant::now() + LEADER_WAIT;
-    while !c.sites[1][1].is_leader() {
+    // ...and the old leader knows it (so that it hints a request on).
+    let newcomer = c.sites[1][1].node();
+    while !c.sites[1][1].is_leader() || c.sites[1][0].group().leader() != Some(newcomer) {
         assert!(
             std::time::Instant::now() < deadline,
             "replica 1 never led shard 1"
