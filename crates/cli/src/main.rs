@@ -20,6 +20,41 @@ use mako_logstore::Durability;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log filter: a level (`error`, `warn`, `info`, `debug`, `trace`) or a `RUST_LOG`-style
+    /// directive list such as `mako_server=info,warn`; `RUST_LOG`, when set, wins. Logs go to
+    /// stderr. Default: `warn`.
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Write log lines as JSON objects (one per line) instead of text.
+    #[arg(long, global = true)]
+    log_json: bool,
+}
+
+/// Installs the process's log subscriber: every `tracing` event the libraries emit at or above
+/// the filter reaches stderr (without one they are all dropped).
+fn init_logging(level: Option<&str>, json: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => EnvFilter::try_new(&env)
+            .map_err(|e| anyhow::anyhow!("RUST_LOG={env:?} is not a log filter: {e}"))?,
+        _ => {
+            let level = level.unwrap_or("warn");
+            EnvFilter::try_new(level)
+                .map_err(|e| anyhow::anyhow!("--log-level {level:?} is not a log filter: {e}"))?
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let installed = if json {
+        builder.json().try_init()
+    } else {
+        builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init()
+    };
+    installed.map_err(|e| anyhow::anyhow!("installing the log subscriber: {e}"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -246,6 +281,7 @@ impl BenchArgs {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref(), cli.log_json)?;
     match cli.command {
         Command::Bench(cmd) => match *cmd {
             BenchCmd {
