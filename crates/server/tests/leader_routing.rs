@@ -27,12 +27,31 @@ fn val(n: u64) -> Bytes {
 }
 
 /// A cross-shard transaction coordinated on shard 0's leader, writing `k` on both shards.
+///
+/// An abort (never visible) is retried a few times: on a loaded machine a leader may lose its
+/// lease or an election may happen for a moment; a pending outcome is waited on. What the
+/// callers assert is that the transaction is released.
 fn transfer(c: &Cluster, k: u64) -> Result<mako_txn::CommitInfo, CommitError> {
-    let mut tx = c.leader(0).begin(0).expect("configured worker");
-    let key = k.to_be_bytes();
-    tx.put(0, 0, &key, val(k)).expect("put");
-    tx.put(1, 0, &key, val(k)).expect("put");
-    tx.commit()
+    let mut attempts = 0;
+    loop {
+        let mut tx = c.leader(0).begin(0).expect("configured worker");
+        let key = k.to_be_bytes();
+        tx.put(0, 0, &key, val(k)).expect("put");
+        tx.put(1, 0, &key, val(k)).expect("put");
+        match tx.commit() {
+            Err(CommitError::Aborted(_)) if attempts < 5 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(CommitError::Unknown { spec, why }) => {
+                return match spec.wait_release(Duration::from_secs(10)) {
+                    Ok(()) => Ok(spec.info.clone()),
+                    Err(_) => Err(CommitError::Unknown { spec, why }),
+                };
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Moves shard 1's leadership to replica 1 and waits until the cluster serves the new epoch.
