@@ -7,92 +7,21 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use mako_commitlog::{Batch, Entry, Piece, Write};
-use mako_replication::{
-    ApplyCtx, ApplyFn, ApplyStatus, NodeId, PendingQueue, QueuedEntry, Replicator, Role,
-    RoleChangeFn, SnapshotHandler, SubmitError,
-};
-use mako_server::{Site, SiteConfig};
+use mako_replication::{ApplyCtx, ApplyStatus, PendingQueue, QueuedEntry, Role};
+use mako_server::Site;
 use mako_storage::table_id_for;
-use mako_transport::sim::{SimConfig, SimNetwork};
 use mako_watermark::stream_id;
-use parking_lot::Mutex;
 
-/// A replication group stand-in: a fixed role, submissions recorded.
-struct FakeGroup {
-    role: Role,
-    submitted: Mutex<Vec<Bytes>>,
-}
-
-impl Replicator for FakeGroup {
-    fn shard(&self) -> u32 {
-        0
-    }
-    fn id(&self) -> NodeId {
-        1
-    }
-    fn submit(&self, entry: Bytes) -> Result<(), SubmitError> {
-        self.submitted.lock().push(entry);
-        Ok(())
-    }
-    fn on_apply(&self, _role: Role, _cb: ApplyFn) {}
-    fn on_role_change(&self, _cb: RoleChangeFn) {}
-    fn on_unapplied(&self, _cb: mako_replication::UnappliedFn) {}
-    fn health(&self) -> mako_replication::GroupHealth {
-        mako_replication::GroupHealth::Running
-    }
-    fn outstanding(&self) -> u64 {
-        0
-    }
-    fn role(&self) -> Role {
-        self.role
-    }
-    fn leader(&self) -> Option<NodeId> {
-        None
-    }
-    fn term(&self) -> u64 {
-        1
-    }
-    fn commit_index(&self) -> u64 {
-        0
-    }
-    fn applied_index(&self) -> u64 {
-        0
-    }
-    fn transfer_leader(&self, _to: NodeId) -> Result<(), SubmitError> {
-        Ok(())
-    }
-    fn set_snapshot_handler(&self, _h: Box<dyn SnapshotHandler>) {}
-    fn retry_pending(&self) {}
-    fn shutdown(&self) {}
-}
+use common::TestGroup;
 
 /// Shard 0 of 2, one worker per shard: streams (0,0) and (1,0).
 fn site(role: Role) -> Arc<Site> {
     site_and_group(role).0
 }
 
-fn site_and_group(role: Role) -> (Arc<Site>, Arc<FakeGroup>) {
-    let net = SimNetwork::new(1, SimConfig::default());
-    let (ep, _rx) = net.endpoint(1);
-    let cfg = SiteConfig {
-        shards: 2,
-        workers: 1,
-        tables: vec!["t".into()],
-        ..SiteConfig::default()
-    };
-    let group = Arc::new(FakeGroup {
-        role,
-        submitted: Mutex::new(Vec::new()),
-    });
-    let site = Site::new(
-        cfg,
-        0,
-        1,
-        vec![vec![1], vec![2]],
-        group.clone(),
-        Arc::new(ep),
-    )
-    .expect("site");
+fn site_and_group(role: Role) -> (Arc<Site>, Arc<TestGroup>) {
+    let group = TestGroup::new(role);
+    let site = common::test_site(group.clone(), mako_commitlog::BatchConfig::default());
     (site, group)
 }
 
@@ -317,20 +246,8 @@ fn a_leader_logs_each_worker_stream_and_heartbeats_idle_ones() {
     );
 }
 
-/// `W_0` computed from everything `group` was handed, in order.
-fn w_of(group: &FakeGroup) -> u64 {
-    let mut w = mako_watermark::ShardWatermark::new([A]);
-    for b in group.submitted.lock().iter() {
-        w.observe(0, &Entry::decode(b).expect("valid entry"));
-    }
-    w.value()
-}
-
-fn one_stream_log() -> (mako_server::streams::StreamLog, Arc<FakeGroup>) {
-    let group = Arc::new(FakeGroup {
-        role: Role::Leader,
-        submitted: Mutex::new(Vec::new()),
-    });
+fn one_stream_log() -> (mako_server::streams::StreamLog, Arc<TestGroup>) {
+    let group = TestGroup::new(Role::Leader);
     let log =
         mako_server::streams::StreamLog::new(0, &[A], &mako_commitlog::BatchConfig::default());
     log.set_group(group.clone());
@@ -348,13 +265,13 @@ fn a_later_piece_on_a_stream_waits_for_an_earlier_reservation() {
     log.flush();
     log.tick(std::time::Instant::now(), 2);
     assert!(
-        w_of(&group) < 1,
+        group.w(&[A]) < 1,
         "W_0 = {} passed the unlogged reservation 1",
-        w_of(&group)
+        group.w(&[A])
     );
     log.fulfil(A, 0, &[1, 0], std::iter::empty(), || ());
     log.flush();
-    assert_eq!(w_of(&group), 2, "both pieces logged, in timestamp order");
+    assert_eq!(group.w(&[A]), 2, "both pieces logged, in timestamp order");
 }
 
 #[test]
@@ -365,14 +282,14 @@ fn a_cancel_ends_only_its_own_reservation_and_heartbeats_stay_below_the_rest() {
     log.cancel(A, 0, 1);
     log.tick(std::time::Instant::now(), 5);
     assert!(
-        w_of(&group) < 2,
+        group.w(&[A]) < 2,
         "W_0 = {} passed the outstanding reservation 2",
-        w_of(&group)
+        group.w(&[A])
     );
-    assert_eq!(w_of(&group), 1, "the heartbeat went as far as it may");
+    assert_eq!(group.w(&[A]), 1, "the heartbeat went as far as it may");
     log.fulfil(A, 0, &[2, 0], std::iter::empty(), || ());
     log.flush();
-    assert_eq!(w_of(&group), 2);
+    assert_eq!(group.w(&[A]), 2);
 }
 
 /// A piece whose epoch ended between its validation and its append is refused by the log

@@ -1,7 +1,6 @@
 //! Regressions for the review of the issue-9 commit path (lost log submissions, unconfigured
 //! workers, stale duplicates, malformed peer messages, coordinator panics, unbounded state).
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -9,18 +8,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use mako_commitlog::{BatchConfig, Entry, WriteRef};
 use mako_replication::{
-    ApplyCtx, ApplyFn, DropReason, NodeId, PendingQueue, Replicator, Resolution, Role,
-    RoleChangeFn, SnapshotHandler, SubmitError, Unapplied, UnappliedFn,
+    ApplyCtx, DropReason, NodeId, PendingQueue, Resolution, Role, SubmitError, Unapplied,
 };
 use mako_server::msg::{Msg, Op, Refusal, Reply};
 use mako_server::streams::StreamLog;
 use mako_server::{
-    BeginError, Cluster, ClusterConfig, CommitError, Fate, Pending, ReleaseError, Site, SiteConfig,
+    BeginError, Cluster, ClusterConfig, CommitError, Fate, Pending, ReleaseError, Site,
 };
-use mako_transport::sim::{SimConfig, SimNetwork};
 use mako_txn::AbortReason;
 use mako_watermark::stream_id;
-use parking_lot::Mutex;
 
 mod common;
 
@@ -58,92 +54,7 @@ fn released_write(site: &Site, worker: u32, shard: u32, key: &[u8]) -> Result<()
 // ---------------------------------------------------------------------------------------------
 // A replication group stand-in with scripted submission answers.
 
-/// Records submissions; answers from `script` first (then accepts); refuses entries above `limit`.
-struct Scripted {
-    script: Mutex<VecDeque<SubmitError>>,
-    submitted: Mutex<Vec<Bytes>>,
-    unapplied: Mutex<Option<UnappliedFn>>,
-    limit: usize,
-}
-
-impl Scripted {
-    fn new(script: impl IntoIterator<Item = SubmitError>) -> Arc<Self> {
-        Arc::new(Scripted {
-            script: Mutex::new(script.into_iter().collect()),
-            submitted: Mutex::new(Vec::new()),
-            unapplied: Mutex::new(None),
-            limit: 16 << 20,
-        })
-    }
-
-    fn entries(&self) -> Vec<Entry> {
-        self.submitted
-            .lock()
-            .iter()
-            .map(|b| Entry::decode(b).expect("valid entry"))
-            .collect()
-    }
-
-    /// `W_0` over `streams` from everything submitted, in order.
-    fn w(&self, streams: &[u32]) -> u64 {
-        let mut w = mako_watermark::ShardWatermark::new(streams.iter().copied());
-        for e in self.entries() {
-            w.observe(0, &e);
-        }
-        w.value()
-    }
-}
-
-impl Replicator for Scripted {
-    fn shard(&self) -> u32 {
-        0
-    }
-    fn id(&self) -> NodeId {
-        1
-    }
-    fn submit(&self, entry: Bytes) -> Result<(), SubmitError> {
-        if entry.len() > self.limit {
-            return Err(SubmitError::TooLarge(entry.len()));
-        }
-        if let Some(e) = self.script.lock().pop_front() {
-            return Err(e);
-        }
-        self.submitted.lock().push(entry);
-        Ok(())
-    }
-    fn on_apply(&self, _role: Role, _cb: ApplyFn) {}
-    fn on_role_change(&self, _cb: RoleChangeFn) {}
-    fn on_unapplied(&self, cb: UnappliedFn) {
-        *self.unapplied.lock() = Some(cb);
-    }
-    fn health(&self) -> mako_replication::GroupHealth {
-        mako_replication::GroupHealth::Running
-    }
-    fn outstanding(&self) -> u64 {
-        0
-    }
-    fn role(&self) -> Role {
-        Role::Leader
-    }
-    fn leader(&self) -> Option<NodeId> {
-        Some(1)
-    }
-    fn term(&self) -> u64 {
-        1
-    }
-    fn commit_index(&self) -> u64 {
-        0
-    }
-    fn applied_index(&self) -> u64 {
-        0
-    }
-    fn transfer_leader(&self, _to: NodeId) -> Result<(), SubmitError> {
-        Ok(())
-    }
-    fn set_snapshot_handler(&self, _h: Box<dyn SnapshotHandler>) {}
-    fn retry_pending(&self) {}
-    fn shutdown(&self) {}
-}
+use common::TestGroup as Scripted;
 
 const A: u32 = 0; // stream (0,0)
 
@@ -151,7 +62,7 @@ fn scripted_log(
     script: impl IntoIterator<Item = SubmitError>,
     batch: BatchConfig,
 ) -> (StreamLog, Arc<Scripted>) {
-    let group = Scripted::new(script);
+    let group = Scripted::scripted(Role::Leader, script);
     let log = StreamLog::new(0, &[A], &batch);
     log.set_group(group.clone());
     log.open(0, &[]);
@@ -305,29 +216,12 @@ fn piece_len_is_the_encoded_size_of_a_piece() {
 
 /// Shard 0 of 2, one worker each, on a scripted group; linger 0 so a tick submits.
 fn scripted_site() -> (Arc<Site>, Arc<Scripted>) {
-    let net = SimNetwork::new(1, SimConfig::default());
-    let (ep, _rx) = net.endpoint(1);
-    let cfg = SiteConfig {
-        shards: 2,
-        workers: 1,
-        tables: vec!["t".into()],
-        batch: BatchConfig {
-            linger: Duration::ZERO,
-            ..BatchConfig::default()
-        },
-        ..SiteConfig::default()
+    let group = Scripted::new(Role::Leader);
+    let batch = BatchConfig {
+        linger: Duration::ZERO,
+        ..BatchConfig::default()
     };
-    let group = Scripted::new([]);
-    let site = Site::new(
-        cfg,
-        0,
-        1,
-        vec![vec![1], vec![2]],
-        group.clone(),
-        Arc::new(ep),
-    )
-    .expect("site");
-    (site, group)
+    (common::test_site(group.clone(), batch), group)
 }
 
 fn leader_apply(site: &Site, entry: &Bytes, index: u64) {

@@ -10,15 +10,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use mako_commitlog::{Batch, Entry, Piece, Write};
-use mako_replication::{
-    ApplyCtx, ApplyFn, ApplyStatus, NodeId, PendingQueue, QueuedEntry, Replicator, Role,
-    RoleChangeFn, SnapshotHandler, SubmitError,
-};
+use mako_replication::{ApplyCtx, ApplyStatus, PendingQueue, QueuedEntry, Role};
 use mako_server::msg::Msg;
 use mako_server::snapshot::{SnapshotError, testing};
-use mako_server::{Cluster, ClusterConfig, ControlFaults, Fate, Site, SiteConfig};
+use mako_server::{Cluster, ClusterConfig, ControlFaults, Fate, Site};
 use mako_storage::table_id_for;
-use mako_transport::sim::{SimConfig, SimNetwork};
 use mako_watermark::stream_id;
 
 /// Polls `f` every 10 ms until it holds or `limit` passes; whether it held.
@@ -219,70 +215,12 @@ fn follower_with_queued_pieces_caught_up_by_snapshot_ends_equal_to_its_leader() 
 // ---------------------------------------------------------------------------------------------
 // (c) The site's handler without Raft: queue carry-over and malformed snapshots.
 
-/// A replication group stand-in: a follower; nothing else.
-struct FakeGroup;
-
-impl Replicator for FakeGroup {
-    fn shard(&self) -> u32 {
-        0
-    }
-    fn id(&self) -> NodeId {
-        1
-    }
-    fn submit(&self, _entry: Bytes) -> Result<(), SubmitError> {
-        Ok(())
-    }
-    fn on_apply(&self, _role: Role, _cb: ApplyFn) {}
-    fn on_role_change(&self, _cb: RoleChangeFn) {}
-    fn on_unapplied(&self, _cb: mako_replication::UnappliedFn) {}
-    fn health(&self) -> mako_replication::GroupHealth {
-        mako_replication::GroupHealth::Running
-    }
-    fn outstanding(&self) -> u64 {
-        0
-    }
-    fn role(&self) -> Role {
-        Role::Follower
-    }
-    fn leader(&self) -> Option<NodeId> {
-        None
-    }
-    fn term(&self) -> u64 {
-        1
-    }
-    fn commit_index(&self) -> u64 {
-        0
-    }
-    fn applied_index(&self) -> u64 {
-        0
-    }
-    fn transfer_leader(&self, _to: NodeId) -> Result<(), SubmitError> {
-        Ok(())
-    }
-    fn set_snapshot_handler(&self, _h: Box<dyn SnapshotHandler>) {}
-    fn retry_pending(&self) {}
-    fn shutdown(&self) {}
-}
-
 /// A follower site of shard 0 of 2, one worker per shard.
 fn follower_site() -> Arc<Site> {
-    let net = SimNetwork::new(1, SimConfig::default());
-    let (ep, _rx) = net.endpoint(1);
-    let cfg = SiteConfig {
-        shards: 2,
-        workers: 1,
-        tables: vec!["t".into()],
-        ..SiteConfig::default()
-    };
-    Site::new(
-        cfg,
-        0,
-        1,
-        vec![vec![1], vec![2]],
-        Arc::new(FakeGroup),
-        Arc::new(ep),
+    common::test_site(
+        common::TestGroup::new(Role::Follower),
+        mako_commitlog::BatchConfig::default(),
     )
-    .expect("site")
 }
 
 fn batch(seq: u64, vt: [u64; 2], k: &str, v: &str) -> Bytes {

@@ -1,4 +1,4 @@
-//! Test support: a control-channel hook that injects messages as a member node and watches traffic.
+//! Test support: a control-channel hook, a replication group stand-in and a site on it.
 
 #![allow(dead_code)]
 
@@ -10,6 +10,130 @@ use mako_replication::NodeId;
 use mako_server::msg::Msg;
 use mako_server::{ClusterConfig, ControlFaults, Fate, SiteConfig};
 use parking_lot::Mutex;
+
+/// A replication group stand-in for site-level tests: a fixed role; submissions recorded,
+/// answered first from `script` (then accepted), refused above `limit`; the unapplied callback
+/// kept for the test to call.
+pub struct TestGroup {
+    /// The role it reports.
+    pub role: mako_replication::Role,
+    /// Answers given before submissions are accepted.
+    pub script: Mutex<VecDeque<mako_replication::SubmitError>>,
+    /// Accepted submissions, in order.
+    pub submitted: Mutex<Vec<bytes::Bytes>>,
+    /// The site's unapplied callback.
+    pub unapplied: Mutex<Option<mako_replication::UnappliedFn>>,
+    /// Largest entry accepted.
+    pub limit: usize,
+}
+
+impl TestGroup {
+    /// A group in `role` that accepts every submission.
+    pub fn new(role: mako_replication::Role) -> Arc<Self> {
+        TestGroup::scripted(role, [])
+    }
+
+    /// A group in `role` that answers its first submissions from `script`.
+    pub fn scripted(
+        role: mako_replication::Role,
+        script: impl IntoIterator<Item = mako_replication::SubmitError>,
+    ) -> Arc<Self> {
+        Arc::new(TestGroup {
+            role,
+            script: Mutex::new(script.into_iter().collect()),
+            submitted: Mutex::new(Vec::new()),
+            unapplied: Mutex::new(None),
+            limit: 16 << 20,
+        })
+    }
+
+    /// The accepted submissions, decoded.
+    pub fn entries(&self) -> Vec<mako_commitlog::Entry> {
+        self.submitted
+            .lock()
+            .iter()
+            .map(|b| mako_commitlog::Entry::decode(b).expect("valid entry"))
+            .collect()
+    }
+
+    /// `W_0` over `streams` from everything accepted, in order.
+    pub fn w(&self, streams: &[u32]) -> u64 {
+        let mut w = mako_watermark::ShardWatermark::new(streams.iter().copied());
+        for e in self.entries() {
+            w.observe(0, &e);
+        }
+        w.value()
+    }
+}
+
+impl mako_replication::Replicator for TestGroup {
+    fn shard(&self) -> u32 {
+        0
+    }
+    fn id(&self) -> NodeId {
+        1
+    }
+    fn submit(&self, entry: bytes::Bytes) -> Result<(), mako_replication::SubmitError> {
+        if entry.len() > self.limit {
+            return Err(mako_replication::SubmitError::TooLarge(entry.len()));
+        }
+        if let Some(e) = self.script.lock().pop_front() {
+            return Err(e);
+        }
+        self.submitted.lock().push(entry);
+        Ok(())
+    }
+    fn on_apply(&self, _role: mako_replication::Role, _cb: mako_replication::ApplyFn) {}
+    fn on_role_change(&self, _cb: mako_replication::RoleChangeFn) {}
+    fn on_unapplied(&self, cb: mako_replication::UnappliedFn) {
+        *self.unapplied.lock() = Some(cb);
+    }
+    fn health(&self) -> mako_replication::GroupHealth {
+        mako_replication::GroupHealth::Running
+    }
+    fn outstanding(&self) -> u64 {
+        0
+    }
+    fn role(&self) -> mako_replication::Role {
+        self.role
+    }
+    fn leader(&self) -> Option<NodeId> {
+        (self.role == mako_replication::Role::Leader).then_some(1)
+    }
+    fn term(&self) -> u64 {
+        1
+    }
+    fn commit_index(&self) -> u64 {
+        0
+    }
+    fn applied_index(&self) -> u64 {
+        0
+    }
+    fn transfer_leader(&self, _to: NodeId) -> Result<(), mako_replication::SubmitError> {
+        Ok(())
+    }
+    fn set_snapshot_handler(&self, _h: Box<dyn mako_replication::SnapshotHandler>) {}
+    fn retry_pending(&self) {}
+    fn shutdown(&self) {}
+}
+
+/// Shard 0 of 2 (node 1; shard 1 is node 2), one worker per shard, table `t`, batching
+/// `batch`, on `group`, over a simulated network.
+pub fn test_site(
+    group: Arc<TestGroup>,
+    batch: mako_commitlog::BatchConfig,
+) -> Arc<mako_server::Site> {
+    let net = mako_transport::sim::SimNetwork::new(1, mako_transport::sim::SimConfig::default());
+    let (ep, _rx) = net.endpoint(1);
+    let cfg = SiteConfig {
+        shards: 2,
+        workers: 1,
+        tables: vec!["t".into()],
+        batch,
+        ..SiteConfig::default()
+    };
+    mako_server::Site::new(cfg, 0, 1, vec![vec![1], vec![2]], group, Arc::new(ep)).expect("site")
+}
 
 /// Drives a leader `site` whose group is a test double (no Raft, no `meta` group) through
 /// establishing epoch 1 by hand: `meta` starts the epoch, the site submits `NoOp { 0 }`
