@@ -5,15 +5,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mako_logstore::{Durability, LogStore, LogStoreConfig};
-use mako_raft::{HostConfig, RaftConfig, RaftHost};
-use mako_replication::{NodeId, Replicator};
+use mako_logstore::Durability;
+use mako_raft::RaftHost;
+use mako_replication::NodeId;
 use mako_transport::mem::MemNetwork;
 use mako_transport::tcp::{TcpConfig, TcpTransport};
 use mako_transport::{Envelope, SendError, Transport};
 
 use crate::meta::{META_GROUP, meta_members};
 use crate::msg::{CONTROL_GROUP, Msg};
+use crate::node::{NodeSpec, start_node};
 use crate::site::{Site, SiteConfig, SiteError};
 
 /// Which network connects the sites.
@@ -52,9 +53,9 @@ impl std::fmt::Debug for ControlFaults {
 }
 
 /// A transport that applies [`ControlFaults`] to control messages and passes everything else.
-struct Faulty {
-    inner: Arc<dyn Transport>,
-    faults: ControlFaults,
+pub(crate) struct Faulty {
+    pub(crate) inner: Arc<dyn Transport>,
+    pub(crate) faults: ControlFaults,
 }
 
 impl Transport for Faulty {
@@ -83,9 +84,6 @@ impl Transport for Faulty {
         }
     }
 }
-
-/// Control messages a site's inbox holds before the router drops further ones.
-const CONTROL_INBOX: usize = 16_384;
 
 /// Shape and settings of an in-process cluster.
 #[derive(Debug, Clone)]
@@ -275,8 +273,8 @@ impl Cluster {
         let mut sites: Vec<Vec<Arc<Site>>> = (0..shards).map(|_| Vec::new()).collect();
         for ((transport, inbox), &id) in transports.into_iter().zip(&all) {
             let s = ((id - 1) / u64::from(replicas)) as usize;
-            let (site, host) =
-                start_node(&cfg, dir.path(), &nodes, &members, id, transport, inbox)?;
+            let spec = node_spec(&cfg, dir.path(), &nodes, &members, id);
+            let (site, host) = start_node(&spec, transport, inbox)?;
             sites[s].push(site);
             hosts.push(host);
         }
@@ -523,16 +521,9 @@ impl Cluster {
         }
         let net = self.net.as_ref().ok_or(ControlError::NotMemNetwork)?;
         let (ep, inbox) = net.endpoint(id);
-        let (site, host) = start_node(
-            &self.cfg,
-            self._dir.path(),
-            &self.nodes,
-            &self.members,
-            id,
-            Arc::new(ep),
-            inbox,
-        )
-        .map_err(|e| ControlError::Restart(e.to_string()))?;
+        let spec = node_spec(&self.cfg, self._dir.path(), &self.nodes, &self.members, id);
+        let (site, host) = start_node(&spec, Arc::new(ep), inbox)
+            .map_err(|e| ControlError::Restart(e.to_string()))?;
         net.connect(id);
         let i = (s * self.replicas + r) as usize;
         self.hosts[i] = host;
@@ -606,77 +597,29 @@ impl Cluster {
     }
 }
 
-/// Starts one replica: its log store (recovering what the directory holds), Raft host and
-/// groups (its shard's, and `meta`'s if it is a member), and its site.
-fn start_node(
+/// The [`NodeSpec`] of node `id` of an in-process cluster whose data lives under `dir`.
+fn node_spec(
     cfg: &ClusterConfig,
     dir: &std::path::Path,
     nodes: &[Vec<NodeId>],
     members: &[NodeId],
     id: NodeId,
-    transport: Arc<dyn Transport>,
-    inbox: crossbeam_channel::Receiver<Envelope>,
-) -> Result<(Arc<Site>, RaftHost), ClusterError> {
-    let s = ((id - 1) / u64::from(cfg.replicas)) as u32;
-    let mut lc = LogStoreConfig::new(dir.join(format!("log-{id}")));
-    lc.durability = cfg.durability;
-    lc.segment_bytes = 16 << 20;
-    let (log, rec) = LogStore::open(lc)?;
-    let host = RaftHost::new(
-        Arc::clone(&transport),
-        inbox,
-        Arc::new(log),
-        rec,
-        HostConfig {
-            snapshot_dir: Some(dir.join(format!("snap-{id}"))),
-        },
-    );
-    let raft = |peers: Vec<NodeId>, group: u32| {
-        let mut rc = RaftConfig::new(id, peers, group);
-        rc.heartbeat_interval_ms = cfg.heartbeat_ms;
-        rc.election_timeout_min_ms = cfg.election_ms.0;
-        rc.election_timeout_max_ms = cfg.election_ms.1;
-        rc
-    };
-    let mut rc = raft(nodes[s as usize].clone(), s);
-    rc.preferred = cfg.preferred_leader.then_some(nodes[s as usize][0]);
-    if let Some(n) = cfg.compact_after_entries {
-        rc.compact_after_entries = n;
-    }
-    // The handler is there from the start: a restarted replica's group may start from a
-    // snapshot in its log, which the site installs as it attaches.
-    let (handler, slot) = crate::snapshot::detached();
-    let group = host.start_group_with(rc, Some(handler))?;
-    let meta = if members.contains(&id) {
-        Some(host.start_group(raft(members.to_vec(), META_GROUP))?)
-    } else {
-        None
-    };
-    let transport = match &cfg.control_faults {
-        Some(f) => Arc::new(Faulty {
-            inner: transport,
-            faults: f.clone(),
-        }) as Arc<dyn Transport>,
-        None => transport,
-    };
-    let site = Site::with_snapshots(
-        cfg.site.clone(),
-        s,
+) -> NodeSpec {
+    let s = ((id - 1) / u64::from(cfg.replicas)) as usize;
+    NodeSpec {
         id,
-        nodes.to_vec(),
-        group as Arc<dyn Replicator>,
-        transport,
-        slot,
-    )?;
-    if let Some(m) = meta {
-        site.host_meta(m as Arc<dyn Replicator>);
+        nodes: nodes.to_vec(),
+        members: members.to_vec(),
+        site: cfg.site.clone(),
+        log_dir: dir.join(format!("log-{id}")),
+        snapshot_dir: dir.join(format!("snap-{id}")),
+        durability: cfg.durability,
+        heartbeat_ms: cfg.heartbeat_ms,
+        election_ms: cfg.election_ms,
+        preferred: cfg.preferred_leader.then_some(nodes[s][0]),
+        compact_after_entries: cfg.compact_after_entries,
+        control_faults: cfg.control_faults.clone(),
     }
-    // Bounded: a flood from a peer is dropped at the router (2PC requests time out and abort,
-    // decisions are resent, watermarks are periodic), never buffered.
-    let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(CONTROL_INBOX);
-    host.add_route(CONTROL_GROUP, ctl_tx);
-    site.start(ctl_rx);
-    Ok((site, host))
 }
 
 impl Drop for Cluster {

@@ -391,6 +391,11 @@ impl Site {
         }
     }
 
+    /// Node ids of the replicas of `shard` (empty for an unknown shard).
+    pub fn replicas_of(&self, shard: u32) -> Vec<NodeId> {
+        self.nodes.get(shard as usize).cloned().unwrap_or_default()
+    }
+
     /// The shard this site replicates.
     pub fn shard_id(&self) -> u32 {
         self.shard_id

@@ -104,6 +104,7 @@
 
 use bytes::Bytes;
 
+pub mod auth;
 pub mod mem;
 pub mod sim;
 pub mod tcp;

@@ -1,0 +1,215 @@
+//! A mako-rs server process: one site (one replica of one shard) over TCP, serving clients.
+//!
+//! [`Node::start`] opens the replica's log store in its data directory (recovering what an
+//! earlier run left), starts its Raft groups over a [`TcpTransport`] to its peers, builds
+//! its [`Site`], and listens for clients speaking the `mako-proto` protocol. A client
+//! connection is authenticated with the client token when one is configured, then each
+//! request is served on the connection's thread: interactive transactions (begin, operations,
+//! commit) and one-shot ones coordinated here when this site leads its shard, with keys of
+//! any shard routed by the deployment's [`Catalog`]. [`Node::shutdown`] hands leadership to a
+//! caught-up follower (when asked), flushes, and joins every thread.
+//!
+//! ```no_run
+//! # fn spec() -> mako_node::NodeOptions { unimplemented!() }
+//! let node = mako_node::Node::start(spec()).expect("start");
+//! println!("clients connect to {}", node.client_addr());
+//! node.shutdown(true);
+//! ```
+
+mod exec;
+pub mod metrics;
+mod server;
+mod session;
+mod status;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mako_raft::RaftHost;
+use mako_replication::{NodeId, Role};
+use mako_server::cluster::ClusterError;
+use mako_server::{NodeSpec, Site, start_node};
+use mako_transport::Transport;
+use mako_transport::auth::Secret;
+use mako_transport::tcp::{TcpConfig, TcpTransport};
+use parking_lot::Mutex;
+use tracing::info;
+
+pub use exec::{Catalog, parse_int};
+pub use metrics::Counters;
+pub use session::Limits;
+
+/// Everything a server process needs.
+pub struct NodeOptions {
+    /// The site's name (logs, status).
+    pub name: String,
+    /// The replica: ids, directories, Raft settings, site settings.
+    pub spec: NodeSpec,
+    /// Where peers connect.
+    pub peer_listen: SocketAddr,
+    /// Every other replica's peer address (both groups: its shard's and `meta`'s).
+    pub peers: HashMap<NodeId, SocketAddr>,
+    /// Peer transport settings (secret, TLS).
+    pub tcp: TcpConfig,
+    /// Where clients connect.
+    pub client_listen: SocketAddr,
+    /// Bounds on client connections and transactions.
+    pub limits: Limits,
+    /// Tables and partitioning.
+    pub catalog: Arc<dyn Catalog>,
+    /// The client token clients must prove (`None`: no client authentication).
+    pub client_token: Option<Arc<Secret>>,
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        /// Peers or clients.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The replica would not start.
+    #[error(transparent)]
+    Start(#[from] ClusterError),
+    /// Other I/O.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running server process's replica and listeners.
+pub struct Node {
+    site: Arc<Site>,
+    host: Mutex<Option<RaftHost>>,
+    transport: Arc<TcpTransport>,
+    clients: Mutex<server::ClientServer>,
+    counters: Arc<Counters>,
+    client_addr: SocketAddr,
+}
+
+impl Node {
+    /// Starts the replica and its listeners.
+    pub fn start(opts: NodeOptions) -> Result<Node, NodeError> {
+        // Bind the client port first: a port in use fails before anything else starts.
+        let listener = TcpListener::bind(opts.client_listen).map_err(|source| NodeError::Bind {
+            what: "clients",
+            addr: opts.client_listen,
+            source,
+        })?;
+        let (transport, inbox) = TcpTransport::start(
+            opts.spec.id,
+            opts.peer_listen,
+            opts.peers.clone(),
+            opts.tcp.clone(),
+        )
+        .map_err(|source| NodeError::Bind {
+            what: "peers",
+            addr: opts.peer_listen,
+            source,
+        })?;
+        let transport = Arc::new(transport);
+        let (site, host) = start_node(
+            &opts.spec,
+            Arc::clone(&transport) as Arc<dyn Transport>,
+            inbox,
+        )?;
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(session::Shared {
+            site: Arc::clone(&site),
+            catalog: opts.catalog,
+            limits: opts.limits,
+            counters: Arc::clone(&counters),
+            name: opts.name.clone(),
+            started: Instant::now(),
+            workers: opts.spec.site.workers,
+        });
+        let clients = server::ClientServer::start(listener, shared, opts.client_token)?;
+        let client_addr = clients.addr();
+        info!(site = %opts.name, node = opts.spec.id, peers = %transport.local_addr(),
+            clients = %client_addr, "serving");
+        Ok(Node {
+            site,
+            host: Mutex::new(Some(host)),
+            transport,
+            clients: Mutex::new(clients),
+            counters,
+            client_addr,
+        })
+    }
+
+    /// The site.
+    pub fn site(&self) -> &Arc<Site> {
+        &self.site
+    }
+
+    /// The client-visible outcome counters.
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// Where clients connect.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
+    /// Where peers connect.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.transport.local_addr()
+    }
+
+    /// Sets (or changes) the peer address of node `id`.
+    pub fn set_peer_addr(&self, id: NodeId, addr: SocketAddr) {
+        self.transport.set_peer_addr(id, addr);
+    }
+
+    /// Hands this replica's shard leadership to a caught-up follower, waiting up to
+    /// `timeout` for it to take over; `true` if this replica no longer leads.
+    pub fn hand_over(&self, timeout: Duration) -> bool {
+        let g = self.site.group();
+        let deadline = Instant::now() + timeout;
+        let shard = self.site.shard_id();
+        while g.role() == Role::Leader && Instant::now() < deadline {
+            // Any other replica of the shard: Raft refuses a transfer to a lagging one only
+            // by timing it out, so try each in turn.
+            for other in self.site.replicas_of(shard) {
+                if other != self.site.node() && g.transfer_leader(other).is_ok() {
+                    let until = Instant::now() + Duration::from_millis(500);
+                    while g.role() == Role::Leader && Instant::now() < until {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    if g.role() != Role::Leader {
+                        break;
+                    }
+                }
+            }
+        }
+        g.role() != Role::Leader
+    }
+
+    /// Stops serving clients, optionally hands leadership over, flushes the commit log and
+    /// joins every thread.
+    pub fn shutdown(&self, hand_over: bool) {
+        self.clients.lock().stop();
+        if hand_over {
+            self.hand_over(Duration::from_secs(3));
+        }
+        self.site.stop();
+        if let Some(h) = self.host.lock().take() {
+            h.shutdown();
+        }
+        self.transport.shutdown();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.shutdown(false);
+    }
+}

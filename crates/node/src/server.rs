@@ -1,0 +1,226 @@
+//! The client listener: accepts connections (up to a limit), runs the handshake, and gives
+//! each authenticated connection a thread with its [`Session`].
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use mako_proto::{
+    Auth, AuthResult, CLIENT_LABEL, FrameError, FrameReader, Hello, MAGIC, MAX_HELLO, SERVER_LABEL,
+    VERSION, Welcome, decode, write_frame,
+};
+use parking_lot::Mutex;
+use tracing::{info, warn};
+
+use crate::session::{Session, Shared, log_end};
+
+/// How often a connection thread wakes up to expire idle transactions and notice shutdown.
+const WAKE: Duration = Duration::from_millis(200);
+
+/// A running client listener.
+pub(crate) struct ClientServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl ClientServer {
+    /// Listens on `listen` and serves clients of `shared.site`.
+    pub(crate) fn start(
+        listener: TcpListener,
+        shared: Arc<Shared>,
+        token: Option<Arc<mako_transport::auth::Secret>>,
+    ) -> std::io::Result<ClientServer> {
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let (stop2, conns2) = (Arc::clone(&stop), Arc::clone(&conns));
+        let accept = std::thread::Builder::new()
+            .name(format!("client-accept-{}", shared.site.node()))
+            .spawn(move || accept_loop(listener, shared, token, stop2, conns2))?;
+        Ok(ClientServer {
+            addr,
+            stop,
+            accept: Some(accept),
+            conns,
+        })
+    }
+
+    /// The address clients connect to.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, ends every connection (open transactions abort) and joins threads.
+    pub(crate) fn stop(&mut self) {
+        if self.stop.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        // Wake the blocking accept.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(h) = self.accept.take() {
+            let _ = h.join();
+        }
+        for h in std::mem::take(&mut *self.conns.lock()) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for ClientServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    token: Option<Arc<mako_transport::auth::Secret>>,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    let live = Arc::new(AtomicUsize::new(0));
+    let worker = AtomicU32::new(0);
+    let workers = shared.workers.max(1);
+    for stream in listener.incoming() {
+        if stop.load(Ordering::Acquire) {
+            break;
+        }
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(site = %shared.name, error = %e, "accepting a client failed");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let peer = stream
+            .peer_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        if live.load(Ordering::Acquire) >= shared.limits.max_connections {
+            warn!(site = %shared.name, %peer, limit = shared.limits.max_connections,
+                "refusing a client: too many connections");
+            drop(stream);
+            continue;
+        }
+        live.fetch_add(1, Ordering::AcqRel);
+        let w = worker.fetch_add(1, Ordering::Relaxed) % workers;
+        let (shared, token, stop, live) = (
+            Arc::clone(&shared),
+            token.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&live),
+        );
+        let h = std::thread::Builder::new()
+            .name(format!("client-{peer}"))
+            .spawn(move || {
+                serve(stream, peer, &shared, token.as_deref(), w, &stop);
+                live.fetch_sub(1, Ordering::AcqRel);
+            });
+        let mut conns = conns.lock();
+        conns.retain(|h| !h.is_finished());
+        match h {
+            Ok(h) => conns.push(h),
+            Err(e) => warn!(error = %e, "cannot spawn a client thread"),
+        }
+    }
+}
+
+/// One connection from handshake to close.
+fn serve(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    token: Option<&mako_transport::auth::Secret>,
+    worker: u32,
+    stop: &AtomicBool,
+) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(WAKE));
+    let mut reader = FrameReader::new(MAX_HELLO);
+    let stopping = || stop.load(Ordering::Acquire);
+    let r = handshake(&mut stream, &mut reader, shared, token, &stopping).and_then(|ok| {
+        if !ok {
+            return Ok(());
+        }
+        Session::new(shared, worker).run(&mut stream, &mut reader, &stopping)
+    });
+    log_end(&shared.name, peer, &r);
+}
+
+/// Runs the handshake; `Ok(false)` when the client was refused (and told why).
+fn handshake<S: Read + Write>(
+    stream: &mut S,
+    reader: &mut FrameReader,
+    shared: &Shared,
+    token: Option<&mako_transport::auth::Secret>,
+    stopping: &dyn Fn() -> bool,
+) -> Result<bool, FrameError> {
+    use mako_transport::auth;
+    let frame = next_frame(stream, reader, stopping, 25)?;
+    let hello: Hello = decode(&frame)?;
+    let nonce = auth::nonce();
+    let site = &shared.site;
+    let mut welcome = Welcome {
+        version: VERSION,
+        refused: None,
+        site: shared.name.clone(),
+        node: site.node(),
+        shard: site.shard_id(),
+        nonce,
+        auth_required: token.is_some(),
+        proof: token.map(|t| auth::prove(t, SERVER_LABEL, &hello.nonce, &nonce, &[])),
+    };
+    if hello.magic != MAGIC || hello.version != VERSION {
+        let why = format!(
+            "unsupported protocol (magic {:?}, version {}; this server speaks version {VERSION})",
+            hello.magic, hello.version
+        );
+        warn!(site = %shared.name, "refusing a client: {why}");
+        welcome.refused = Some(why);
+        welcome.proof = None;
+        write_frame(stream, &welcome)?;
+        return Ok(false);
+    }
+    write_frame(stream, &welcome)?;
+    let Some(token) = token else {
+        return Ok(true);
+    };
+    let frame = next_frame(stream, reader, stopping, 25)?;
+    let a: Auth = decode(&frame)?;
+    if auth::verify(token, CLIENT_LABEL, &nonce, &hello.nonce, &[], &a.proof) {
+        write_frame(stream, &AuthResult::Ok)?;
+        info!(site = %shared.name, "client authenticated");
+        Ok(true)
+    } else {
+        warn!(site = %shared.name, "closing client connection: authentication failed");
+        write_frame(stream, &AuthResult::Refused("authentication failed".into()))?;
+        Ok(false)
+    }
+}
+
+/// The next frame, waiting at most `wakes` read timeouts (a handshake must not stall).
+fn next_frame<S: Read>(
+    stream: &mut S,
+    reader: &mut FrameReader,
+    stopping: &dyn Fn() -> bool,
+    wakes: u32,
+) -> Result<Vec<u8>, FrameError> {
+    for _ in 0..wakes {
+        if stopping() {
+            break;
+        }
+        if let Some(f) = reader.poll(stream)? {
+            return Ok(f);
+        }
+    }
+    Err(FrameError::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "no handshake in time",
+    )))
+}
