@@ -7,7 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod check;
+mod client;
+mod cluster;
 mod log;
+mod server;
+mod status;
 use mako_bench::{
     AbortReason, BenchConfig, BenchReport, ClusterBenchConfig, ClusterReport, Dist, FailoverReport,
     NetKind, Progress, RaftBenchConfig, RaftBenchReport, Workload,
@@ -68,6 +72,14 @@ enum Command {
     /// Check or repair a node's durable Raft log.
     #[command(subcommand)]
     Log(log::LogCmd),
+    /// Run one site (replica) of a deployment: `mako server -f config/mako_raft.yml -f config/1c1s3r.yml --site s0r0`.
+    Server(server::ServerArgs),
+    /// Run every site of a config as child processes on this machine.
+    Cluster(cluster::ClusterArgs),
+    /// Read and write a running deployment.
+    Client(client::ClientArgs),
+    /// Print every site's status (leader, term, epoch, indexes, watermarks, health).
+    Status(status::StatusArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -295,6 +307,10 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo(&args),
         Command::Check(args) => check::run(&args),
         Command::Log(cmd) => log::run(&cmd),
+        Command::Server(args) => server::run(&args),
+        Command::Cluster(args) => cluster::run(&args, cli.log_level.as_deref()),
+        Command::Client(args) => client::run(&args),
+        Command::Status(args) => status::run(&args),
     }
 }
 

@@ -60,11 +60,19 @@ pub struct SiteAddr {
     pub addr: SocketAddr,
 }
 
+/// Where a key lives: `(table, key) -> shard` (`None`: unknown table).
+pub type Router = Arc<dyn Fn(&str, &[u8]) -> Option<u32> + Send + Sync>;
+
 /// How a client connects and retries.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     /// Every site.
     pub sites: Vec<SiteAddr>,
+    /// The deployment's partitioning, so that a transaction starts on the leader of its first
+    /// key's shard (a one-shard transaction then needs no other shard). `None`: a hash of
+    /// the key picks the coordinator (correct, since coordinators reach every shard, but
+    /// one-shard transactions may pay a round trip).
+    pub router: Option<Router>,
     /// The client token, when the deployment requires one.
     pub token: Option<Arc<Secret>>,
     /// Limit on connecting and the handshake.
@@ -83,12 +91,52 @@ impl ClientConfig {
     pub fn new(sites: Vec<SiteAddr>) -> Self {
         ClientConfig {
             sites,
+            router: None,
             token: None,
             connect_timeout: Duration::from_secs(2),
             reply_timeout: Duration::from_secs(60),
             leader_wait: Duration::from_secs(30),
             attempts: 10,
         }
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("sites", &self.sites)
+            .field("router", &self.router.is_some())
+            .field("token", &self.token.is_some())
+            .field("leader_wait", &self.leader_wait)
+            .field("attempts", &self.attempts)
+            .finish()
+    }
+}
+
+impl ClientConfig {
+    /// Every site of a deployment's config, its partitioning and its client token.
+    pub fn from_config(cfg: &Arc<mako_config::Config>) -> Result<Self, ClientError> {
+        let sites = cfg
+            .sites
+            .iter()
+            .map(|s| SiteAddr {
+                name: s.name.clone(),
+                node: cfg.node_id(s),
+                shard: s.shard,
+                addr: cfg.client_addr(s),
+            })
+            .collect();
+        let mut c = ClientConfig::new(sites);
+        let route = Arc::clone(cfg);
+        c.router = Some(Arc::new(move |t: &str, k: &[u8]| route.shard_of(t, k)));
+        c.reply_timeout = Duration::from_millis(cfg.timeouts.release_ms.saturating_mul(2))
+            .max(Duration::from_secs(10));
+        if let Some(t) = &cfg.security.client_token {
+            let secret = Secret::new(t.expose().to_vec())
+                .map_err(|e| ClientError::Auth(format!("security.client_token: {e}")))?;
+            c.token = Some(Arc::new(secret));
+        }
+        Ok(c)
     }
 }
 
@@ -362,7 +410,13 @@ impl Client {
     fn first_shard(&self, ops: &[Op]) -> u32 {
         let shards = self.leaders.len() as u32;
         ops.iter()
-            .find_map(|o| o.key().map(|k| shard_hint(k, shards)))
+            .find_map(|o| {
+                let k = o.key()?;
+                Some(match &self.cfg.router {
+                    Some(r) => r(o.table(), k).unwrap_or(0),
+                    None => shard_hint(k, shards),
+                })
+            })
             .unwrap_or(0)
     }
 

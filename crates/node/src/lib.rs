@@ -16,6 +16,7 @@
 //! node.shutdown(true);
 //! ```
 
+mod deploy;
 mod exec;
 pub mod metrics;
 mod server;
@@ -37,6 +38,7 @@ use mako_transport::tcp::{TcpConfig, TcpTransport};
 use parking_lot::Mutex;
 use tracing::info;
 
+pub use deploy::{DataDirLock, options};
 pub use exec::{Catalog, parse_int};
 pub use metrics::Counters;
 pub use session::Limits;
@@ -79,6 +81,9 @@ pub enum NodeError {
     /// The replica would not start.
     #[error(transparent)]
     Start(#[from] ClusterError),
+    /// The configuration does not describe a startable site.
+    #[error("{0}")]
+    Config(String),
     /// Other I/O.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),

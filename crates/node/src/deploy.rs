@@ -1,0 +1,183 @@
+//! From a deployment's [`Config`] to one site's [`NodeOptions`], and the config's tables as a
+//! [`Catalog`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::ops::Bound;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mako_config::{Config, Partition, Replication};
+use mako_server::{NodeSpec, SiteConfig, meta_members};
+use mako_transport::auth::Secret;
+use mako_transport::tcp::TcpConfig;
+
+use crate::{Catalog, Limits, NodeError, NodeOptions};
+
+impl Catalog for Config {
+    fn shards(&self) -> u32 {
+        Config::shards(self)
+    }
+
+    fn tables(&self) -> Vec<String> {
+        self.tables.keys().cloned().collect()
+    }
+
+    fn shard_of(&self, table: &str, key: &[u8]) -> Option<u32> {
+        Config::shard_of(self, table, key)
+    }
+
+    fn shards_in(&self, table: &str, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> Option<Vec<u32>> {
+        let t = self.table(table)?;
+        let all = 0..Config::shards(self);
+        Some(match &t.partition {
+            Partition::Hash => all.collect(),
+            Partition::Range { .. } => {
+                // Shards from the one holding `lo` to the one holding `hi`.
+                let first = match lo {
+                    Bound::Included(k) | Bound::Excluded(k) => t.partition.shard_of(k, all.end),
+                    Bound::Unbounded => 0,
+                };
+                let last = match hi {
+                    Bound::Included(k) | Bound::Excluded(k) => t.partition.shard_of(k, all.end),
+                    Bound::Unbounded => all.end.saturating_sub(1),
+                };
+                (first..=last.max(first)).collect()
+            }
+        })
+    }
+}
+
+/// The options of site `name` of `cfg` (directories created, the data directory locked).
+pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLock), NodeError> {
+    if cfg.replication == Replication::Paxos {
+        return Err(NodeError::Config(
+            "replication: paxos is not available yet (Multi-Paxos is not implemented); \
+             use replication: raft"
+                .into(),
+        ));
+    }
+    let site = cfg.site(name).ok_or_else(|| {
+        let names: Vec<&str> = cfg.sites.iter().map(|s| s.name.as_str()).collect();
+        NodeError::Config(format!(
+            "no site {name:?} in the config (sites: {})",
+            names.join(", ")
+        ))
+    })?;
+    let (shards, replicas) = (cfg.shards(), cfg.replicas());
+    let nodes: Vec<Vec<u64>> = (0..shards)
+        .map(|s| {
+            cfg.shard_sites(s)
+                .into_iter()
+                .map(|x| cfg.node_id(x))
+                .collect()
+        })
+        .collect();
+    let mut members = cfg.meta_members();
+    if members.is_empty() {
+        members = meta_members(&nodes, None);
+    }
+    let id = cfg.node_id(site);
+    let dir = cfg.site_data_dir(site);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        NodeError::Config(format!("cannot create data directory {}: {e}", dir.display()))
+    })?;
+    let lock = DataDirLock::take(&dir)?;
+    let site_cfg = SiteConfig {
+        shards,
+        workers: cfg.workers,
+        tables: cfg.tables.keys().cloned().collect(),
+        batch: mako_commitlog::BatchConfig {
+            batch_size: cfg.batch.max_pieces,
+            max_bytes: cfg.batch.max_bytes,
+            linger: Duration::from_micros(cfg.batch.linger_us),
+        },
+        timeout: Duration::from_millis(cfg.timeouts.release_ms),
+        ..SiteConfig::default()
+    };
+    let spec = NodeSpec {
+        id,
+        nodes,
+        members,
+        site: site_cfg,
+        log_dir: dir.join("log"),
+        snapshot_dir: dir.join("snap"),
+        durability: cfg.durability,
+        heartbeat_ms: cfg.raft.heartbeat_ms,
+        election_ms: cfg.raft.election_ms,
+        preferred: cfg.preferred_leader(site.shard).map(|p| cfg.node_id(p)),
+        compact_after_entries: None,
+        control_faults: None,
+    };
+    let peers: HashMap<u64, std::net::SocketAddr> = cfg
+        .sites
+        .iter()
+        .filter(|s| s.name != site.name)
+        .map(|s| (cfg.node_id(s), cfg.peer_addr(s)))
+        .collect();
+    let tcp = TcpConfig::default();
+    if let Some(s) = &cfg.security.cluster_secret {
+        let _peer_secret = Arc::new(secret(s.expose(), "security.cluster_secret")?); // AUTH-MERGE
+    }
+    let client_token = match &cfg.security.client_token {
+        Some(t) => Some(Arc::new(secret(t.expose(), "security.client_token")?)),
+        None => None,
+    };
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(cfg.client.idle_timeout_ms),
+        max_open: cfg.client.max_open_per_connection as usize,
+        max_ops: cfg.client.max_ops_per_txn,
+        max_connections: cfg.client.max_connections as usize,
+    };
+    let _ = replicas;
+    Ok((
+        NodeOptions {
+            name: site.name.clone(),
+            spec,
+            peer_listen: cfg.peer_addr(site),
+            peers,
+            tcp,
+            client_listen: cfg.client_addr(site),
+            limits,
+            catalog: Arc::clone(cfg) as Arc<dyn Catalog>,
+            client_token,
+        },
+        lock,
+    ))
+}
+
+fn secret(bytes: &[u8], key: &str) -> Result<Secret, NodeError> {
+    Secret::new(bytes.to_vec()).map_err(|e| NodeError::Config(format!("{key}: {e}")))
+}
+
+/// An exclusive lock on a site's data directory, held while the process runs (two servers
+/// on one directory would corrupt its log).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: File,
+}
+
+impl DataDirLock {
+    /// Locks `dir` (creating its lock file), or says who holds it.
+    pub fn take(dir: &Path) -> Result<DataDirLock, NodeError> {
+        let path = dir.join("LOCK");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| NodeError::Config(format!("cannot open {}: {e}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::Config(format!(
+                "data directory {} is in use by another server process",
+                dir.display()
+            ))),
+            Err(std::fs::TryLockError::Error(e)) => Err(NodeError::Config(format!(
+                "cannot lock {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
