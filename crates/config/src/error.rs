@@ -67,6 +67,14 @@ pub(crate) fn humanize(msg: &str) -> String {
             format!("unknown key ({expected})")
         };
     }
+    if let Some(rest) = msg.strip_prefix("unknown variant `")
+        && let Some((name, expected)) = rest.split_once("`, ")
+    {
+        return format!("unknown value `{name}` ({})", expected.replace('`', ""));
+    }
+    if msg == "invalid IP address syntax" {
+        return "expected an IP address such as 127.0.0.1 (host names are not resolved)".to_owned();
+    }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let name = rest.trim_end_matches('`');
         return format!("missing required key `{name}`");

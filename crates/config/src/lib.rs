@@ -145,6 +145,7 @@ pub struct RaftSpec {
     /// Leader heartbeat period (ms).
     pub heartbeat_ms: u64,
     /// Randomized election timeout bounds `[min, max]` (ms).
+    #[serde(deserialize_with = "min_max")]
     pub election_ms: (u64, u64),
 }
 
@@ -332,6 +333,17 @@ struct RawConfig {
 fn durability<'de, D: Deserializer<'de>>(d: D) -> Result<Durability, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map_err(serde::de::Error::custom)
+}
+
+/// Parses `[min, max]`: a sequence of exactly two integers.
+fn min_max<'de, D: Deserializer<'de>>(d: D) -> Result<(u64, u64), D::Error> {
+    match Vec::<u64>::deserialize(d)?[..] {
+        [lo, hi] => Ok((lo, hi)),
+        ref v => Err(serde::de::Error::custom(format!(
+            "expected [min, max] (two integers), found {} value(s)",
+            v.len()
+        ))),
+    }
 }
 
 /// The default base data directory.
