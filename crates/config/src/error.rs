@@ -25,6 +25,16 @@ pub enum ConfigError {
         /// What is wrong and where.
         message: String,
     },
+    /// A site name (e.g. `mako server --site NAME`) that the config does not have.
+    #[error("{files}: no site is named {name:?} (sites: {known})")]
+    UnknownSite {
+        /// The name asked for.
+        name: String,
+        /// The config files, joined by ` + `.
+        files: String,
+        /// The names it has, comma-separated.
+        known: String,
+    },
     /// A key has a wrong type or value, is unknown, missing, or breaks a rule.
     #[error("{file}: {key}: {message}")]
     Invalid {

@@ -440,6 +440,21 @@ impl Config {
         self.sites.iter().find(|s| s.name == name)
     }
 
+    /// The site named `name`, or an error naming the files and the sites they define
+    /// (for `--site NAME`).
+    pub fn require_site(&self, name: &str) -> Result<&SiteSpec, ConfigError> {
+        self.site(name).ok_or_else(|| ConfigError::UnknownSite {
+            name: name.to_owned(),
+            files: self.sources.join(" + "),
+            known: self
+                .sites
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
     /// The sites of `shard`, by replica index.
     pub fn shard_sites(&self, shard: u32) -> Vec<&SiteSpec> {
         let mut v: Vec<&SiteSpec> = self.sites.iter().filter(|s| s.shard == shard).collect();
@@ -729,7 +744,7 @@ impl Builder<'_> {
             ));
         }
         // Positive numbers.
-        let positive: [(&str, &str, u64); 10] = [
+        let positive: [(&str, &str, u64); 9] = [
             ("batch", "max_pieces", raw.batch.max_pieces as u64),
             ("batch", "max_bytes", raw.batch.max_bytes as u64),
             ("timeouts", "release_ms", raw.timeouts.release_ms),
@@ -755,7 +770,6 @@ impl Builder<'_> {
                 "",
                 u64::from(raw.workers.unwrap_or(DEFAULT_WORKERS)),
             ),
-            ("raft", "heartbeat_ms", raft.heartbeat_ms),
         ];
         for (section, key, v) in positive {
             if v == 0 {

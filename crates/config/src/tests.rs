@@ -112,6 +112,17 @@ fn addresses_ids_and_directories() {
 }
 
 #[test]
+fn an_unknown_site_name_lists_the_known_ones() {
+    let c = ok(&[("p.yml", "workers: 2"), ("t.yml", TOPO)]);
+    assert_eq!(c.require_site("b").map(|s| s.replica).ok(), Some(1));
+    let e = c.require_site("s9").expect_err("unknown");
+    assert_eq!(
+        e.to_string(),
+        "p.yml + t.yml: no site is named \"s9\" (sites: a, b, c)"
+    );
+}
+
+#[test]
 fn meta_members_are_the_named_sites_node_ids() {
     let c = ok(&[("t.yml", &format!("{TOPO2}\nmeta: {{members: [b, d, a]}}"))]);
     assert_eq!(c.meta_members(), vec![2, 4, 1]);
