@@ -590,7 +590,13 @@ impl Builder<'_> {
             }
         }
         // Shards 0..S, replicas 0..R each, the same R everywhere, one preferred leader at most.
-        let shards = raw.sites.iter().map(|s| s.shard).max().unwrap_or(0) + 1;
+        let shards = raw
+            .sites
+            .iter()
+            .map(|s| s.shard)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1);
         let mut slots: BTreeMap<u32, BTreeMap<u32, usize>> = BTreeMap::new();
         for (i, s) in raw.sites.iter().enumerate() {
             if let Some(j) = slots.entry(s.shard).or_default().insert(s.replica, i) {
@@ -734,7 +740,7 @@ impl Builder<'_> {
         if lo >= hi {
             return Err(self.err(&ek, format!("[min, max] needs min < max, got [{lo}, {hi}]")));
         }
-        if lo < 2 * raft.heartbeat_ms {
+        if lo < raft.heartbeat_ms.saturating_mul(2) {
             return Err(self.err(
                 &ek,
                 format!(

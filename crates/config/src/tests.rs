@@ -462,6 +462,17 @@ fn shards_are_contiguous() {
 }
 
 #[test]
+fn extreme_numbers_are_errors_not_panics() {
+    let s = err(&[("t.yml", &TOPO2.replace("shard: 1", "shard: 4294967295"))]);
+    assert_starts(&s, "t.yml: sites: no site has shard 1");
+    let s = err(&[("t.yml", &with("raft: {heartbeat_ms: 18446744073709551615}"))]);
+    assert_starts(
+        &s,
+        "t.yml: raft.election_ms: min 400 must be at least twice",
+    );
+}
+
+#[test]
 fn replicas_are_contiguous_and_unique() {
     let s = err(&[("t.yml", &TOPO.replace("replica: 2", "replica: 3"))]);
     assert_eq!(
