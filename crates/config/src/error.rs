@@ -25,6 +25,16 @@ pub enum ConfigError {
         /// What is wrong and where.
         message: String,
     },
+    /// A site name (e.g. `mako server --site NAME`) that the config does not have.
+    #[error("{files}: no site is named {name:?} (sites: {known})")]
+    UnknownSite {
+        /// The name asked for.
+        name: String,
+        /// The config files, joined by ` + `.
+        files: String,
+        /// The names it has, comma-separated.
+        known: String,
+    },
     /// A key has a wrong type or value, is unknown, missing, or breaks a rule.
     #[error("{file}: {key}: {message}")]
     Invalid {
@@ -66,6 +76,14 @@ pub(crate) fn humanize(msg: &str) -> String {
         } else {
             format!("unknown key ({expected})")
         };
+    }
+    if let Some(rest) = msg.strip_prefix("unknown variant `")
+        && let Some((name, expected)) = rest.split_once("`, ")
+    {
+        return format!("unknown value `{name}` ({})", expected.replace('`', ""));
+    }
+    if msg == "invalid IP address syntax" {
+        return "expected an IP address such as 127.0.0.1 (host names are not resolved)".to_owned();
     }
     if let Some(rest) = msg.strip_prefix("missing field `") {
         let name = rest.trim_end_matches('`');

@@ -145,6 +145,7 @@ pub struct RaftSpec {
     /// Leader heartbeat period (ms).
     pub heartbeat_ms: u64,
     /// Randomized election timeout bounds `[min, max]` (ms).
+    #[serde(deserialize_with = "min_max")]
     pub election_ms: (u64, u64),
 }
 
@@ -334,6 +335,17 @@ fn durability<'de, D: Deserializer<'de>>(d: D) -> Result<Durability, D::Error> {
     s.parse().map_err(serde::de::Error::custom)
 }
 
+/// Parses `[min, max]`: a sequence of exactly two integers.
+fn min_max<'de, D: Deserializer<'de>>(d: D) -> Result<(u64, u64), D::Error> {
+    match Vec::<u64>::deserialize(d)?[..] {
+        [lo, hi] => Ok((lo, hi)),
+        ref v => Err(serde::de::Error::custom(format!(
+            "expected [min, max] (two integers), found {} value(s)",
+            v.len()
+        ))),
+    }
+}
+
 /// The default base data directory.
 pub const DEFAULT_DATA_DIR: &str = "./data";
 /// The default number of coordinator workers per shard.
@@ -426,6 +438,21 @@ impl Config {
     /// The site named `name`.
     pub fn site(&self, name: &str) -> Option<&SiteSpec> {
         self.sites.iter().find(|s| s.name == name)
+    }
+
+    /// The site named `name`, or an error naming the files and the sites they define
+    /// (for `--site NAME`).
+    pub fn require_site(&self, name: &str) -> Result<&SiteSpec, ConfigError> {
+        self.site(name).ok_or_else(|| ConfigError::UnknownSite {
+            name: name.to_owned(),
+            files: self.sources.join(" + "),
+            known: self
+                .sites
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
     }
 
     /// The sites of `shard`, by replica index.
@@ -563,7 +590,13 @@ impl Builder<'_> {
             }
         }
         // Shards 0..S, replicas 0..R each, the same R everywhere, one preferred leader at most.
-        let shards = raw.sites.iter().map(|s| s.shard).max().unwrap_or(0) + 1;
+        let shards = raw
+            .sites
+            .iter()
+            .map(|s| s.shard)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1);
         let mut slots: BTreeMap<u32, BTreeMap<u32, usize>> = BTreeMap::new();
         for (i, s) in raw.sites.iter().enumerate() {
             if let Some(j) = slots.entry(s.shard).or_default().insert(s.replica, i) {
@@ -707,7 +740,7 @@ impl Builder<'_> {
         if lo >= hi {
             return Err(self.err(&ek, format!("[min, max] needs min < max, got [{lo}, {hi}]")));
         }
-        if lo < 2 * raft.heartbeat_ms {
+        if lo < raft.heartbeat_ms.saturating_mul(2) {
             return Err(self.err(
                 &ek,
                 format!(
@@ -717,7 +750,7 @@ impl Builder<'_> {
             ));
         }
         // Positive numbers.
-        let positive: [(&str, &str, u64); 10] = [
+        let positive: [(&str, &str, u64); 9] = [
             ("batch", "max_pieces", raw.batch.max_pieces as u64),
             ("batch", "max_bytes", raw.batch.max_bytes as u64),
             ("timeouts", "release_ms", raw.timeouts.release_ms),
@@ -743,7 +776,6 @@ impl Builder<'_> {
                 "",
                 u64::from(raw.workers.unwrap_or(DEFAULT_WORKERS)),
             ),
-            ("raft", "heartbeat_ms", raft.heartbeat_ms),
         ];
         for (section, key, v) in positive {
             if v == 0 {

@@ -112,6 +112,17 @@ fn addresses_ids_and_directories() {
 }
 
 #[test]
+fn an_unknown_site_name_lists_the_known_ones() {
+    let c = ok(&[("p.yml", "workers: 2"), ("t.yml", TOPO)]);
+    assert_eq!(c.require_site("b").map(|s| s.replica).ok(), Some(1));
+    let e = c.require_site("s9").expect_err("unknown");
+    assert_eq!(
+        e.to_string(),
+        "p.yml + t.yml: no site is named \"s9\" (sites: a, b, c)"
+    );
+}
+
+#[test]
 fn meta_members_are_the_named_sites_node_ids() {
     let c = ok(&[("t.yml", &format!("{TOPO2}\nmeta: {{members: [b, d, a]}}"))]);
     assert_eq!(c.meta_members(), vec![2, 4, 1]);
@@ -206,6 +217,23 @@ fn null_in_a_later_file_restores_the_default() {
     ]);
     assert_eq!(c.workers, DEFAULT_WORKERS);
     assert!(c.meta.is_none());
+}
+
+#[test]
+fn a_key_reset_to_its_default_is_no_longer_blamed_on_the_file_that_set_it_before() {
+    let s = err(&[
+        (
+            "p.yml",
+            "raft: {heartbeat_ms: 10, election_ms: [900, 1000]}",
+        ),
+        ("t.yml", TOPO),
+        ("r.yml", "raft: ~"),
+        ("o.yml", "raft: {heartbeat_ms: 300}"),
+    ]);
+    assert_eq!(
+        s,
+        "o.yml: raft.election_ms: min 400 must be at least twice raft.heartbeat_ms (300)"
+    );
 }
 
 #[test]
@@ -313,16 +341,32 @@ fn a_wrong_type_is_named() {
     let s = err(&[("t.yml", TOPO), ("o.yml", "durability: disk")]);
     assert_starts(&s, "o.yml: durability: unknown durability \"disk\"");
     let s = err(&[("t.yml", TOPO), ("o.yml", "replication: zab")]);
-    assert_starts(&s, "o.yml: replication: unknown variant `zab`");
+    assert_eq!(
+        s,
+        "o.yml: replication: unknown value `zab` (expected raft or paxos)"
+    );
     let s = err(&[("t.yml", TOPO), ("o.yml", "raft: {election_ms: [1, 2, 3]}")]);
-    assert_starts(&s, "o.yml: raft.election_ms: ");
+    assert_eq!(
+        s,
+        "o.yml: raft.election_ms: expected [min, max] (two integers), found 3 value(s)"
+    );
+    let s = err(&[("t.yml", TOPO), ("o.yml", "raft: {election_ms: [1, x]}")]);
+    assert_starts(
+        &s,
+        "o.yml: raft.election_ms[1]: expected a non-negative integer",
+    );
     let s = err(&[("t.yml", &TOPO.replace("9012", "70000"))]);
     assert_eq!(
         s,
         "t.yml: sites[2].client_port: expected an integer from 0 to 65535, found integer `70000`"
     );
     let s = err(&[("t.yml", &TOPO.replace("127.0.0.1", "localhost"))]);
-    assert_starts(&s, "t.yml: hosts.h1.address: ");
+    assert_eq!(
+        s,
+        "t.yml: hosts.h1.address: expected an IP address such as 127.0.0.1 (host names are not resolved)"
+    );
+    let s = err(&[("t.yml", TOPO), ("o.yml", "sites: 3")]);
+    assert_eq!(s, "o.yml: sites: expected a sequence, found integer `3`");
 }
 
 #[test]
@@ -415,6 +459,17 @@ fn hosts_must_exist() {
 fn shards_are_contiguous() {
     let s = err(&[("t.yml", &TOPO2.replace("shard: 1", "shard: 2"))]);
     assert_starts(&s, "t.yml: sites: no site has shard 1");
+}
+
+#[test]
+fn extreme_numbers_are_errors_not_panics() {
+    let s = err(&[("t.yml", &TOPO2.replace("shard: 1", "shard: 4294967295"))]);
+    assert_starts(&s, "t.yml: sites: no site has shard 1");
+    let s = err(&[("t.yml", &with("raft: {heartbeat_ms: 18446744073709551615}"))]);
+    assert_starts(
+        &s,
+        "t.yml: raft.election_ms: min 400 must be at least twice",
+    );
 }
 
 #[test]
