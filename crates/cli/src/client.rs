@@ -134,22 +134,37 @@ fn parse_line(line: &str) -> anyhow::Result<Option<Operation>> {
     };
     let extra = |n: usize| -> anyhow::Result<()> {
         if words.len() > n {
-            anyhow::bail!("{:?} takes {} argument(s), got {}", words[0], n - 1, words.len() - 1)
+            anyhow::bail!(
+                "{:?} takes {} argument(s), got {}",
+                words[0],
+                n - 1,
+                words.len() - 1
+            )
         }
         Ok(())
     };
     Ok(Some(match words[0].to_ascii_lowercase().as_str() {
         "get" => {
             extra(2)?;
-            Operation::Get { table: t, key: key(1)? }
+            Operation::Get {
+                table: t,
+                key: key(1)?,
+            }
         }
         "put" | "set" => {
             extra(3)?;
-            Operation::Put { table: t, key: key(1)?, value: key(2)? }
+            Operation::Put {
+                table: t,
+                key: key(1)?,
+                value: key(2)?,
+            }
         }
         "del" | "delete" => {
             extra(2)?;
-            Operation::Delete { table: t, key: key(1)? }
+            Operation::Delete {
+                table: t,
+                key: key(1)?,
+            }
         }
         "add" => {
             extra(3)?;
@@ -158,7 +173,11 @@ fn parse_line(line: &str) -> anyhow::Result<Option<Operation>> {
                 .ok_or_else(|| anyhow::anyhow!("add: missing amount"))?
                 .parse()
                 .context("add: the amount is not an integer")?;
-            Operation::Add { table: t, key: key(1)?, delta }
+            Operation::Add {
+                table: t,
+                key: key(1)?,
+                delta,
+            }
         }
         "scan" => {
             extra(4)?;
@@ -181,7 +200,11 @@ fn print_result(op: &Operation, r: &OperationResult) {
     let key = op.key().map(|k| String::from_utf8_lossy(k).into_owned());
     match r {
         OperationResult::Value(Some(v)) => {
-            println!("{} = {}", key.unwrap_or_default(), String::from_utf8_lossy(v))
+            println!(
+                "{} = {}",
+                key.unwrap_or_default(),
+                String::from_utf8_lossy(v)
+            )
         }
         OperationResult::Value(None) => println!("{} = (nil)", key.unwrap_or_default()),
         OperationResult::Done => println!("{} OK", key.unwrap_or_default()),
@@ -192,7 +215,11 @@ fn print_result(op: &Operation, r: &OperationResult) {
 
 fn print_rows(rows: &[(Vec<u8>, Vec<u8>)]) {
     for (k, v) in rows {
-        println!("{}\t{}", String::from_utf8_lossy(k), String::from_utf8_lossy(v));
+        println!(
+            "{}\t{}",
+            String::from_utf8_lossy(k),
+            String::from_utf8_lossy(v)
+        );
     }
     println!("({} rows)", rows.len());
 }
@@ -204,13 +231,24 @@ mod tests {
     #[test]
     fn script_lines_parse_and_bad_ones_are_named() {
         assert!(parse_line("  # comment").unwrap().is_none());
-        assert!(matches!(parse_line("put a 1").unwrap(), Some(Operation::Put { .. })));
-        assert!(matches!(parse_line("ADD a -3").unwrap(), Some(Operation::Add { delta: -3, .. })));
+        assert!(matches!(
+            parse_line("put a 1").unwrap(),
+            Some(Operation::Put { .. })
+        ));
+        assert!(matches!(
+            parse_line("ADD a -3").unwrap(),
+            Some(Operation::Add { delta: -3, .. })
+        ));
         assert!(matches!(
             parse_line("scan a z 5").unwrap(),
             Some(Operation::Scan { limit: 5, .. })
         ));
-        assert!(parse_line("frob a").unwrap_err().to_string().contains("unknown operation"));
+        assert!(
+            parse_line("frob a")
+                .unwrap_err()
+                .to_string()
+                .contains("unknown operation")
+        );
         assert!(parse_line("get").is_err());
         assert!(parse_line("get a b").is_err());
         assert!(parse_line("add a x").is_err());

@@ -21,7 +21,9 @@ pub struct ServerArgs {
 
 /// Loads the config files (one clear error naming the file and key on failure).
 pub fn load(files: &[PathBuf]) -> anyhow::Result<Arc<Config>> {
-    Config::load(files).map(Arc::new).map_err(|e| anyhow::anyhow!("{e}"))
+    Config::load(files)
+        .map(Arc::new)
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Runs the site until SIGTERM/SIGINT, then hands leadership over, flushes and exits.

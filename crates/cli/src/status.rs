@@ -47,17 +47,31 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<()> {
                     "queued": st.queued, "replayed": st.replayed, "leaders": st.leaders,
                     "released": st.released, "aborts": st.aborts, "uptime_s": st.uptime_s,
                 }),
-                Err(e) => serde_json::json!({"site": name, "shard": shard, "up": false, "error": e}),
+                Err(e) => {
+                    serde_json::json!({"site": name, "shard": shard, "up": false, "error": e})
+                }
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-            "durability": cfg.durability.to_string(),
-            "shards": cfg.shards(), "replicas": cfg.replicas(), "sites": v,
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "durability": cfg.durability.to_string(),
+                "shards": cfg.shards(), "replicas": cfg.replicas(), "sites": v,
+            }))?
+        );
     } else {
         println!(
             "{:<10} {:>5} {:<9} {:>7} {:>6} {:>6} {:>9} {:>9} {:>12} {:<27} {:>6}  health",
-            "site", "shard", "role", "serving", "term", "epoch", "commit", "applied", "W_s", "VW",
+            "site",
+            "shard",
+            "role",
+            "serving",
+            "term",
+            "epoch",
+            "commit",
+            "applied",
+            "W_s",
+            "VW",
             "queue"
         );
         for (name, shard, st) in &rows {

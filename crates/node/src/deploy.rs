@@ -81,7 +81,10 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
     let id = cfg.node_id(site);
     let dir = cfg.site_data_dir(site);
     std::fs::create_dir_all(&dir).map_err(|e| {
-        NodeError::Config(format!("cannot create data directory {}: {e}", dir.display()))
+        NodeError::Config(format!(
+            "cannot create data directory {}: {e}",
+            dir.display()
+        ))
     })?;
     let lock = DataDirLock::take(&dir)?;
     let site_cfg = SiteConfig {

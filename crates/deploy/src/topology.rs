@@ -1,0 +1,76 @@
+//! Configs for local test and benchmark deployments, on ports free when they are written.
+
+use std::fmt::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+/// `S` shards × `R` replicas on 127.0.0.1.
+#[derive(Debug, Clone)]
+pub struct LocalTopology {
+    /// Shards.
+    pub shards: u32,
+    /// Replicas per shard.
+    pub replicas: u32,
+    /// `memory`, `buffered` or `fsync`.
+    pub durability: String,
+    /// Raft election timeout bounds (ms).
+    pub election_ms: (u64, u64),
+    /// Raft heartbeat (ms).
+    pub heartbeat_ms: u64,
+    /// Extra YAML appended to the file (e.g. a `security:` block).
+    pub extra: String,
+}
+
+impl LocalTopology {
+    /// `shards` × `replicas`, fsync, election 300–500 ms, heartbeat 50 ms.
+    pub fn new(shards: u32, replicas: u32) -> Self {
+        LocalTopology {
+            shards,
+            replicas,
+            durability: "fsync".into(),
+            election_ms: (300, 500),
+            heartbeat_ms: 50,
+            extra: String::new(),
+        }
+    }
+
+    /// Writes `dir/deploy.yml` (data under `dir/data`) and returns its path. Ports are
+    /// chosen free now; another process could take one before the sites bind it.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        let mut ports = Vec::new();
+        let mut holders = Vec::new();
+        for _ in 0..self.shards * self.replicas * 3 {
+            let l = TcpListener::bind("127.0.0.1:0")?;
+            ports.push(l.local_addr()?.port());
+            holders.push(l);
+        }
+        drop(holders);
+        let mut y = String::new();
+        let _ = writeln!(y, "durability: {}", self.durability);
+        let _ = writeln!(y, "data_dir: {}", dir.join("data").display());
+        let _ = writeln!(
+            y,
+            "raft:\n  heartbeat_ms: {}\n  election_ms: [{}, {}]",
+            self.heartbeat_ms, self.election_ms.0, self.election_ms.1
+        );
+        let _ = writeln!(y, "hosts:\n  local: {{address: 127.0.0.1}}\nsites:");
+        let mut i = 0;
+        for s in 0..self.shards {
+            for r in 0..self.replicas {
+                let _ = writeln!(
+                    y,
+                    "  - {{name: s{s}r{r}, host: local, shard: {s}, replica: {r}, preferred_leader: {}, peer_port: {}, client_port: {}, metrics_port: {}}}",
+                    r == 0,
+                    ports[i],
+                    ports[i + 1],
+                    ports[i + 2]
+                );
+                i += 3;
+            }
+        }
+        y.push_str(&self.extra);
+        let path = dir.join("deploy.yml");
+        std::fs::write(&path, y)?;
+        Ok(path)
+    }
+}
