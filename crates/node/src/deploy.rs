@@ -171,16 +171,23 @@ impl DataDirLock {
             .write(true)
             .open(&path)
             .map_err(|e| NodeError::Config(format!("cannot open {}: {e}", path.display())))?;
-        match file.try_lock() {
-            Ok(()) => Ok(DataDirLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(NodeError::Config(format!(
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock(2) on a descriptor this function owns; the lock lives as long as it.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r == 0 {
+            return Ok(DataDirLock { _file: file });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            Err(NodeError::Config(format!(
                 "data directory {} is in use by another server process",
                 dir.display()
-            ))),
-            Err(std::fs::TryLockError::Error(e)) => Err(NodeError::Config(format!(
+            )))
+        } else {
+            Err(NodeError::Config(format!(
                 "cannot lock {}: {e}",
                 path.display()
-            ))),
+            )))
         }
     }
 }
