@@ -104,9 +104,12 @@
 
 use bytes::Bytes;
 
+pub mod auth;
 pub mod mem;
 pub mod sim;
+mod stream;
 pub mod tcp;
+pub mod tls;
 mod wire;
 
 /// Default number of envelopes an inbox holds (see each transport for what happens when it is full).
