@@ -37,7 +37,8 @@
 //! 3. the dialer verifies it, then sends a proof frame with
 //!    `prove(secret, "mako/peer/dialer", n_A, n_D, T)`, which the acceptor verifies;
 //!
-//! where the transcript `T` names the hello version and both node ids. Each side proves
+//! where the transcript `T` is `b"mako peer hello v2"`, the dialer's id and the
+//! acceptor's id (u64 LE each): it names the hello version and both nodes. Each side proves
 //! over the other's fresh nonce, so a recorded hello and proof replayed on a new
 //! connection fail; the role labels differ, so a proof cannot be reflected. Only after
 //! both checks does a connection accept frames longer than a hello. A check that fails,
