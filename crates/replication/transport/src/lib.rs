@@ -99,6 +99,14 @@
 //! it came on (with one `tracing` warning) and the link is re-established with
 //! exponential backoff. [`tcp::TcpTransport::shutdown`] (also run on drop) stops the
 //! transport's own tokio runtime and joins all of its tasks and threads.
+//!
+//! # Authentication and TLS
+//!
+//! [`tcp::TcpConfig::secret`] makes every peer prove knowledge of a cluster secret in
+//! the hello, by the challenge-response of [`auth`] (the secret never goes on the wire);
+//! [`tcp::TcpConfig::tls`] wraps every connection in mutual TLS ([`tls`], rustls with
+//! the ring provider). Both default to off. The [`auth`] and [`tls`] modules are meant
+//! for the client protocol too.
 
 #![warn(missing_docs)]
 
@@ -107,7 +115,9 @@ use bytes::Bytes;
 pub mod auth;
 pub mod mem;
 pub mod sim;
+mod stream;
 pub mod tcp;
+pub mod tls;
 mod wire;
 
 /// Default number of envelopes an inbox holds (see each transport for what happens when it is full).

@@ -21,6 +21,34 @@
 //! decoder never reserves the length a prefix claims (see the private `wire` module).
 //! A malformed frame closes its connection with one `tracing` warning; the dialer then
 //! reconnects with exponential backoff. No lock is ever held across an `.await`.
+//!
+//! # Authentication and TLS
+//!
+//! With [`TcpConfig::tls`] set, every connection is wrapped in mutual TLS (see
+//! [`crate::tls`]) before the hello; a failed TLS handshake closes it with one warning
+//! and counts in [`TcpStats::tls_failures`].
+//!
+//! With [`TcpConfig::secret`] set, the hello is a challenge-response (the protocol of
+//! [`crate::auth`]); the secret never goes on the wire:
+//!
+//! 1. dialer → acceptor: hello(dialer id, acceptor id, mode 1, nonce `n_D`);
+//! 2. acceptor → dialer: hello(acceptor id, dialer id, mode 1, nonce `n_A`,
+//!    proof `prove(secret, "mako/peer/acceptor", n_D, n_A, T)`);
+//! 3. the dialer verifies it, then sends a proof frame with
+//!    `prove(secret, "mako/peer/dialer", n_A, n_D, T)`, which the acceptor verifies;
+//!
+//! where the transcript `T` is `b"mako peer hello v2"`, the dialer's id and the
+//! acceptor's id (u64 LE each): it names the hello version and both nodes. Each side proves
+//! over the other's fresh nonce, so a recorded hello and proof replayed on a new
+//! connection fail; the role labels differ, so a proof cannot be reflected. Only after
+//! both checks does a connection accept frames longer than a hello. A check that fails,
+//! a peer that closes instead of proving, or a mode mismatch (one side has a secret, the
+//! other has none) closes the connection with one warning "authentication failed"
+//! naming the address, counted in [`TcpStats::auth_failures`]. The acceptor answers a
+//! mismatched hello with its own (without a proof) before closing, so both ends can
+//! tell. Without a secret (tests, in-process clusters) both sides send mode 0 and no
+//! proofs. A hello of another protocol version is refused with a warning naming both
+//! versions.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -33,7 +61,6 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures::{SinkExt, StreamExt};
 use parking_lot::{Mutex, RwLock};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{Notify, mpsc, watch};
@@ -43,7 +70,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use crate::wire::{self, EnvelopeEncoder, FrameDecoder};
+use crate::auth::{self, Secret};
+use crate::stream::{self, ReadSide, WriteSide};
+use crate::tls::TlsSettings;
+use crate::wire::{self, EnvelopeEncoder, FrameDecoder, Hello};
 use crate::{Envelope, NodeId, SendError, Transport};
 
 /// Bytes buffered by a connection's writer before it writes them out mid-batch.
@@ -51,8 +81,22 @@ const WRITE_BUFFER: usize = 512 * 1024;
 /// How long [`TcpTransport::shutdown`] waits for tasks to finish.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(5);
 
-/// Tuning of a [`TcpTransport`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Role label of the acceptor's proof.
+const LABEL_ACCEPTOR: &[u8] = b"mako/peer/acceptor";
+/// Role label of the dialer's proof.
+const LABEL_DIALER: &[u8] = b"mako/peer/dialer";
+
+/// The authentication transcript of a link: hello version and both node ids.
+fn transcript(dialer: NodeId, acceptor: NodeId) -> Vec<u8> {
+    let mut t = b"mako peer hello v".to_vec();
+    t.push(wire::HELLO_VERSION);
+    t.extend_from_slice(&dialer.to_le_bytes());
+    t.extend_from_slice(&acceptor.to_le_bytes());
+    t
+}
+
+/// Tuning and security of a [`TcpTransport`].
+#[derive(Clone, Debug)]
 pub struct TcpConfig {
     /// Envelopes queued per peer before `send` returns [`SendError::Full`].
     pub queue_capacity: usize,
@@ -68,6 +112,11 @@ pub struct TcpConfig {
     pub connect_timeout: Duration,
     /// Worker threads of the transport's own tokio runtime.
     pub worker_threads: usize,
+    /// Cluster secret every peer must prove knowledge of in the hello; `None` (the
+    /// default): no authentication, for tests and in-process clusters.
+    pub secret: Option<Arc<Secret>>,
+    /// Mutual TLS around every peer connection; `None` (the default): plain TCP.
+    pub tls: Option<TlsSettings>,
 }
 
 impl Default for TcpConfig {
@@ -80,6 +129,8 @@ impl Default for TcpConfig {
             max_frame_bytes: 64 << 20,
             connect_timeout: Duration::from_secs(2),
             worker_threads: 1,
+            secret: None,
+            tls: None,
         }
     }
 }
@@ -93,6 +144,10 @@ pub struct TcpStats {
     pub inbound_dropped: u64,
     /// Queued envelopes dropped because they exceed `max_frame_bytes`.
     pub oversized_dropped: u64,
+    /// Connections closed because the peer failed authentication (wrong or missing secret).
+    pub auth_failures: u64,
+    /// Connections closed because the TLS handshake failed (e.g. a certificate from another CA).
+    pub tls_failures: u64,
 }
 
 /// Bounded FIFO of envelopes waiting for a peer's writer.
@@ -147,8 +202,44 @@ impl PeerQueue {
 
 /// An established, hello-checked connection to one peer.
 struct Link {
-    reader: FramedRead<OwnedReadHalf, FrameDecoder>,
-    writer: FramedWrite<OwnedWriteHalf, EnvelopeEncoder>,
+    reader: FramedRead<ReadSide, FrameDecoder>,
+    writer: FramedWrite<WriteSide, EnvelopeEncoder>,
+    addr: SocketAddr,
+}
+
+/// Why a connection was closed during its handshake.
+#[derive(Debug)]
+enum HandshakeError {
+    /// The socket failed or closed (debug log only).
+    Io(io::Error),
+    /// A frame did not follow the protocol (one warning).
+    Malformed(String),
+    /// The hello named other nodes than expected (one warning).
+    Unexpected(String),
+    /// The hello came from a node that is not a peer (debug log only).
+    NotPeer(NodeId),
+    /// The TLS handshake failed (one warning, counted).
+    Tls(io::Error),
+    /// The peer failed authentication (one warning, counted).
+    Auth(&'static str),
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        if stream::is_tls_error(&e) {
+            HandshakeError::Tls(e)
+        } else if e.kind() == io::ErrorKind::InvalidData {
+            HandshakeError::Malformed(e.to_string())
+        } else {
+            HandshakeError::Io(e)
+        }
+    }
+}
+
+impl From<wire::WireError> for HandshakeError {
+    fn from(e: wire::WireError) -> Self {
+        HandshakeError::Malformed(e.to_string())
+    }
 }
 
 struct Peer {
@@ -166,6 +257,8 @@ struct Counters {
     inbox_full_waits: AtomicU64,
     inbound_dropped: AtomicU64,
     oversized_dropped: AtomicU64,
+    auth_failures: AtomicU64,
+    tls_failures: AtomicU64,
 }
 
 impl Counters {
@@ -312,6 +405,8 @@ impl TcpTransport {
             inbox_full_waits: c.inbox_full_waits.load(Ordering::Relaxed),
             inbound_dropped: c.inbound_dropped.load(Ordering::Relaxed),
             oversized_dropped: c.oversized_dropped.load(Ordering::Relaxed),
+            auth_failures: c.auth_failures.load(Ordering::Relaxed),
+            tls_failures: c.tls_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -445,43 +540,81 @@ async fn accept_loop(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
     }
 }
 
-/// Checks an inbound connection's hello, answers it, and passes the link to the peer's task.
+/// Checks an inbound connection's TLS and hello, answers it, and passes the link to the peer's task.
 async fn accept_one(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
-    let local = shared.local;
-    let cfg = &shared.cfg;
+    let (local, cfg) = (shared.local, &shared.cfg);
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
-    let mut reader = FramedRead::new(read, FrameDecoder::before_hello());
-    let first = tokio::select! {
+    let deadline = tokio::time::Instant::now() + cfg.connect_timeout;
+    let late = || debug!(local, %addr, "no hello in time; closing connection");
+    let opened = async {
+        match &cfg.tls {
+            Some(tls) => stream::tls_accept(tls, stream).await.map_err(tls_error),
+            None => Ok(stream::plain(stream)),
+        }
+    };
+    let res = tokio::select! {
         _ = shared.cancel.cancelled() => return,
-        r = tokio::time::timeout(cfg.connect_timeout, reader.next()) => r,
+        r = tokio::time::timeout_at(deadline, opened) => r,
     };
-    let frame = match first {
-        Ok(Some(Ok(frame))) => frame,
-        Ok(Some(Err(e))) => return report_read_error(local, None, addr, &e),
-        Ok(None) => return debug!(local, %addr, "connection closed before hello"),
-        Err(_) => return debug!(local, %addr, "no hello in time; closing connection"),
+    let (read, mut write) = match res {
+        Ok(Ok(halves)) => halves,
+        Ok(Err(e)) => return report_handshake(&shared, None, addr, e),
+        Err(_) => return late(),
     };
-    let (from, to) = match wire::parse_hello(&frame) {
-        Ok(ids) => ids,
-        Err(e) => return warn!(local, %addr, error = %e, "closing connection: malformed frame"),
+    let mut reader = FramedRead::new(read, FrameDecoder::before_hello());
+    let res = tokio::select! {
+        _ = shared.cancel.cancelled() => return,
+        r = tokio::time::timeout_at(deadline, accept_hello(&shared, &mut reader, &mut write)) => r,
     };
-    if to != local || from >= local {
-        return warn!(local, %addr, from, to, "closing connection: unexpected hello");
+    // Reported while the connection is still open: it closes after the log line.
+    let peer = match res {
+        Ok(Ok(peer)) => peer,
+        Ok(Err(e)) => return report_handshake(&shared, None, addr, e),
+        Err(_) => return late(),
+    };
+    let link = into_link(cfg, reader, write, addr);
+    tokio::select! {
+        _ = shared.cancel.cancelled() => {}
+        _ = peer.accepted.send(link) => {}
     }
-    let Some(peer) = shared.peers.read().get(&from).cloned() else {
-        return debug!(local, %addr, from, "closing connection from a node that is not a peer");
-    };
+}
+
+/// Classifies a failed TLS handshake: a connection closed early is not a TLS failure.
+fn tls_error(e: io::Error) -> HandshakeError {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset => HandshakeError::Io(e),
+        _ => HandshakeError::Tls(e),
+    }
+}
+
+/// Reads the next handshake frame; the end of the stream is an I/O error.
+async fn next_frame(
+    reader: &mut FramedRead<ReadSide, FrameDecoder>,
+) -> Result<bytes::BytesMut, HandshakeError> {
+    match reader.next().await {
+        Some(Ok(frame)) => Ok(frame),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(HandshakeError::Io(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "closed during hello",
+        ))),
+    }
+}
+
+/// Writes one handshake frame.
+async fn write_frame(write: &mut WriteSide, frame: &[u8]) -> io::Result<()> {
+    write.write_all(frame).await?;
+    write.flush().await
+}
+
+/// Makes a verified connection into a link that accepts full-size frames.
+fn into_link(
+    cfg: &TcpConfig,
+    mut reader: FramedRead<ReadSide, FrameDecoder>,
+    write: WriteSide,
+    addr: SocketAddr,
+) -> Link {
     reader.decoder_mut().set_max(cfg.max_frame_bytes);
-    let reply = async {
-        write.write_all(&wire::hello_frame(local, from)).await?;
-        write.flush().await
-    };
-    match tokio::time::timeout(cfg.connect_timeout, reply).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return debug!(local, peer = from, error = %e, "hello reply failed"),
-        Err(_) => return debug!(local, peer = from, "hello reply timed out"),
-    }
     let mut writer = FramedWrite::new(
         write,
         EnvelopeEncoder {
@@ -489,48 +622,176 @@ async fn accept_one(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         },
     );
     writer.set_backpressure_boundary(WRITE_BUFFER);
-    let link = Link { reader, writer };
-    tokio::select! {
-        _ = shared.cancel.cancelled() => {}
-        _ = peer.accepted.send(link) => {}
+    Link {
+        reader,
+        writer,
+        addr,
     }
 }
 
-/// Connects to `peer` at `addr` and exchanges hellos.
-async fn dial(shared: &Shared, peer: NodeId, addr: SocketAddr) -> io::Result<Link> {
-    let cfg = &shared.cfg;
-    let local = shared.local;
-    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
-    let handshake = async {
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(true)?;
-        let (read, mut write) = stream.into_split();
-        write.write_all(&wire::hello_frame(local, peer)).await?;
-        write.flush().await?;
-        let mut reader = FramedRead::new(read, FrameDecoder::before_hello());
-        let frame = reader
-            .next()
-            .await
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "closed during hello"))??;
-        let ids = wire::parse_hello(&frame)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-        if ids != (peer, local) {
-            let msg = format!("expected node {peer} at {addr}, got hello {ids:?}");
-            return Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+/// The acceptor's side of the handshake (see the module docs).
+async fn accept_hello(
+    shared: &Shared,
+    reader: &mut FramedRead<ReadSide, FrameDecoder>,
+    write: &mut WriteSide,
+) -> Result<Arc<Peer>, HandshakeError> {
+    let (local, cfg) = (shared.local, &shared.cfg);
+    let hello = wire::parse_hello(&next_frame(reader).await?)?;
+    if hello.to != local || hello.from >= local {
+        return Err(HandshakeError::Unexpected(format!(
+            "hello from {} to {}",
+            hello.from, hello.to
+        )));
+    }
+    let from = hello.from;
+    let Some(peer) = shared.peers.read().get(&from).cloned() else {
+        return Err(HandshakeError::NotPeer(from));
+    };
+    let secret = cfg.secret.as_deref();
+    let mut reply = Hello {
+        from: local,
+        to: from,
+        auth: secret.is_some(),
+        nonce: [0; 32],
+        proof: [0; 32],
+    };
+    match (secret, hello.auth) {
+        (None, false) => write_frame(write, &wire::hello_frame(&reply)).await?,
+        (Some(secret), true) => {
+            reply.nonce = auth::nonce();
+            let t = transcript(from, local);
+            reply.proof = auth::prove(secret, LABEL_ACCEPTOR, &hello.nonce, &reply.nonce, &t);
+            write_frame(write, &wire::hello_frame(&reply)).await?;
+            let proof = match next_frame(reader).await {
+                Ok(frame) => wire::parse_proof(&frame)
+                    .ok_or(HandshakeError::Auth("the peer sent no proof frame"))?,
+                Err(HandshakeError::Io(_)) => {
+                    return Err(HandshakeError::Auth(
+                        "the peer closed the connection instead of proving",
+                    ));
+                }
+                Err(e) => return Err(e),
+            };
+            if !auth::verify(secret, LABEL_DIALER, &reply.nonce, &hello.nonce, &t, &proof) {
+                return Err(HandshakeError::Auth(
+                    "the peer's proof does not verify (wrong secret?)",
+                ));
+            }
         }
-        reader.decoder_mut().set_max(cfg.max_frame_bytes);
-        let mut writer = FramedWrite::new(
-            write,
-            EnvelopeEncoder {
-                max_frame: cfg.max_frame_bytes,
+        (Some(_), false) => {
+            // Tell the peer why (our hello carries no proof), then close.
+            let _ = write_frame(write, &wire::hello_frame(&reply)).await;
+            return Err(HandshakeError::Auth(
+                "the peer does not authenticate but this node requires the cluster secret",
+            ));
+        }
+        (None, true) => {
+            let _ = write_frame(write, &wire::hello_frame(&reply)).await;
+            return Err(HandshakeError::Auth(
+                "the peer authenticates but this node has no cluster secret",
+            ));
+        }
+    }
+    Ok(peer)
+}
+
+/// Connects to `peer` at `addr`, wraps the connection in TLS if configured and runs the
+/// dialer's side of the handshake (see the module docs).
+async fn dial(shared: &Shared, peer: NodeId, addr: SocketAddr) -> Result<Link, HandshakeError> {
+    let (local, cfg) = (shared.local, &shared.cfg);
+    let handshake = async {
+        let stream = TcpStream::connect(addr).await.map_err(HandshakeError::Io)?;
+        stream.set_nodelay(true).map_err(HandshakeError::Io)?;
+        let (read, mut write) = match &cfg.tls {
+            Some(tls) => stream::tls_connect(tls, stream).await.map_err(tls_error)?,
+            None => stream::plain(stream),
+        };
+        let secret = cfg.secret.as_deref();
+        let hello = Hello {
+            from: local,
+            to: peer,
+            auth: secret.is_some(),
+            nonce: if secret.is_some() {
+                auth::nonce()
+            } else {
+                [0; 32]
             },
-        );
-        writer.set_backpressure_boundary(WRITE_BUFFER);
-        Ok(Link { reader, writer })
+            proof: [0; 32],
+        };
+        write_frame(&mut write, &wire::hello_frame(&hello)).await?;
+        let mut reader = FramedRead::new(read, FrameDecoder::before_hello());
+        let reply = wire::parse_hello(&next_frame(&mut reader).await?)?;
+        if (reply.from, reply.to) != (peer, local) {
+            return Err(HandshakeError::Unexpected(format!(
+                "expected node {peer}, got hello from {} to {}",
+                reply.from, reply.to
+            )));
+        }
+        match (secret, reply.auth) {
+            (None, false) => {}
+            (Some(secret), true) => {
+                let t = transcript(local, peer);
+                if !auth::verify(
+                    secret,
+                    LABEL_ACCEPTOR,
+                    &hello.nonce,
+                    &reply.nonce,
+                    &t,
+                    &reply.proof,
+                ) {
+                    return Err(HandshakeError::Auth(
+                        "the peer's proof does not verify (wrong secret?)",
+                    ));
+                }
+                let proof = auth::prove(secret, LABEL_DIALER, &reply.nonce, &hello.nonce, &t);
+                write_frame(&mut write, &wire::proof_frame(&proof)).await?;
+            }
+            (Some(_), false) => {
+                return Err(HandshakeError::Auth(
+                    "the peer does not authenticate but this node requires the cluster secret",
+                ));
+            }
+            (None, true) => {
+                return Err(HandshakeError::Auth(
+                    "the peer requires a cluster secret but this node has none",
+                ));
+            }
+        }
+        Ok(into_link(cfg, reader, write, addr))
     };
     tokio::time::timeout(cfg.connect_timeout, handshake)
         .await
-        .map_err(|_| timed_out())?
+        .map_err(|_| {
+            HandshakeError::Io(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
+        })?
+}
+
+/// Logs (once) and counts why a handshake closed its connection.
+fn report_handshake(shared: &Shared, peer: Option<NodeId>, addr: SocketAddr, e: HandshakeError) {
+    let local = shared.local;
+    match e {
+        HandshakeError::Io(e) => match peer {
+            Some(peer) => debug!(local, peer, %addr, error = %e, "connect failed"),
+            None => debug!(local, %addr, error = %e, "connection closed during hello"),
+        },
+        HandshakeError::NotPeer(from) => {
+            debug!(local, %addr, from, "closing connection from a node that is not a peer")
+        }
+        HandshakeError::Malformed(e) => {
+            warn!(local, ?peer, %addr, error = %e, "closing connection: malformed frame")
+        }
+        HandshakeError::Unexpected(e) => {
+            warn!(local, ?peer, %addr, error = %e, "closing connection: unexpected hello")
+        }
+        HandshakeError::Tls(e) => {
+            Counters::bump(&shared.counters.tls_failures);
+            warn!(local, ?peer, %addr, error = %e, "closing connection: TLS handshake failed")
+        }
+        HandshakeError::Auth(reason) => {
+            Counters::bump(&shared.counters.auth_failures);
+            warn!(local, ?peer, %addr, reason, "closing connection: authentication failed")
+        }
+    }
 }
 
 /// Logs a failed read: one warning for a malformed (e.g. oversized) frame, else a debug line.
@@ -590,11 +851,7 @@ async fn peer_task(
                         link
                     }
                     Err(e) => {
-                        if e.kind() == io::ErrorKind::InvalidData {
-                            warn!(local = shared.local, peer = peer.id, %addr, error = %e, "closing connection: malformed frame");
-                        } else {
-                            debug!(local = shared.local, peer = peer.id, %addr, error = %e, "connect failed");
-                        }
+                        report_handshake(&shared, Some(peer.id), addr, e);
                         tokio::select! {
                             _ = shared.cancel.cancelled() => return,
                             _ = tokio::time::sleep(backoff) => {}
@@ -676,12 +933,9 @@ async fn run_link(
     let Link {
         mut reader,
         mut writer,
+        addr,
     } = link;
     let (local, peer_id, max_frame) = (shared.local, peer.id, shared.cfg.max_frame_bytes);
-    let addr = reader
-        .get_ref()
-        .peer_addr()
-        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
 
     let read = async {
         // An envelope from an earlier link still waiting for room goes first.

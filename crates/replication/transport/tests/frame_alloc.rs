@@ -87,11 +87,17 @@ fn wait_closed(s: &mut TcpStream) {
     }
 }
 
+/// Bytes of a hello frame's body (version 2: magic, version, ids, mode, nonce, proof).
+const HELLO_LEN: usize = 4 + 8 + 8 + 1 + 32 + 32;
+
+/// An unauthenticated version-2 hello frame, length prefix included.
 fn hello(from: u64, to: u64) -> Vec<u8> {
-    let mut v = 20u32.to_be_bytes().to_vec();
-    v.extend_from_slice(b"MKT1");
+    let mut v = (HELLO_LEN as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(b"MKT2");
     v.extend_from_slice(&from.to_le_bytes());
     v.extend_from_slice(&to.to_le_bytes());
+    v.push(0);
+    v.extend_from_slice(&[0u8; 64]);
     v
 }
 
@@ -126,9 +132,9 @@ fn claimed_frame_lengths_are_not_allocated() {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&hello(10, 90)).unwrap();
-    let mut reply = [0u8; 24];
+    let mut reply = [0u8; 4 + HELLO_LEN];
     s.read_exact(&mut reply).unwrap();
-    assert_eq!(&reply[4..8], b"MKT1");
+    assert_eq!(&reply[4..8], b"MKT2");
     let base = reset_peak();
     s.write_all(&claim).unwrap();
     s.write_all(&body).unwrap();

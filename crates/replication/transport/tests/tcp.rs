@@ -291,9 +291,9 @@ fn assert_closed_after(addr: SocketAddr, prefix: &[u8], bytes: &[u8]) {
     s.set_read_timeout(Some(WAIT)).unwrap();
     if !prefix.is_empty() {
         s.write_all(prefix).unwrap();
-        let mut reply = [0u8; 24];
+        let mut reply = [0u8; 4 + HELLO_LEN];
         s.read_exact(&mut reply).expect("hello reply");
-        assert_eq!(&reply[4..8], b"MKT1");
+        assert_eq!(&reply[4..8], b"MKT2");
     }
     let _ = s.write_all(bytes);
     let start = Instant::now();
@@ -317,11 +317,17 @@ fn assert_closed_after(addr: SocketAddr, prefix: &[u8], bytes: &[u8]) {
     assert!(start.elapsed() < WAIT);
 }
 
+/// Bytes of a hello frame's body (version 2: magic, version, ids, mode, nonce, proof).
+const HELLO_LEN: usize = 4 + 8 + 8 + 1 + 32 + 32;
+
+/// An unauthenticated version-2 hello frame, length prefix included.
 fn hello(from: u64, to: u64) -> Vec<u8> {
-    let mut v = 20u32.to_be_bytes().to_vec();
-    v.extend_from_slice(b"MKT1");
+    let mut v = (HELLO_LEN as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(b"MKT2");
     v.extend_from_slice(&from.to_le_bytes());
     v.extend_from_slice(&to.to_le_bytes());
+    v.push(0);
+    v.extend_from_slice(&[0u8; 64]);
     v
 }
 
@@ -372,7 +378,7 @@ fn a_frame_longer_than_a_hello_before_the_hello_closes_the_connection() {
     log::install();
     let (t, _rx) = TcpTransport::start(95, any(), HashMap::new(), cfg).unwrap();
     let addr = t.local_addr();
-    assert_closed_after(addr, &[], &21u32.to_be_bytes()); // one byte longer than a hello
+    assert_closed_after(addr, &[], &(HELLO_LEN as u32 + 1).to_be_bytes()); // one byte longer than a hello
     assert_closed_after(addr, &[], &(1u32 << 20).to_be_bytes());
     assert_eq!(log::warns(95), 2, "one warning per bad connection");
 }
