@@ -17,6 +17,10 @@ pub struct ServerArgs {
     /// The site (replica) this process runs, by name.
     #[arg(long)]
     pub site: String,
+    /// Listen for peers here instead of the config's address (which peers keep dialing:
+    /// for a proxy or NAT in between).
+    #[arg(long, value_name = "ADDR")]
+    pub peer_listen: Option<std::net::SocketAddr>,
 }
 
 /// Loads the config files (one clear error naming the file and key on failure).
@@ -29,7 +33,10 @@ pub fn load(files: &[PathBuf]) -> anyhow::Result<Arc<Config>> {
 /// Runs the site until SIGTERM/SIGINT, then hands leadership over, flushes and exits.
 pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     let cfg = load(&args.files)?;
-    let (opts, _lock) = mako_node::options(&cfg, &args.site)?;
+    let (mut opts, _lock) = mako_node::options(&cfg, &args.site)?;
+    if let Some(a) = args.peer_listen {
+        opts.peer_listen = a;
+    }
     let (name, id, shard) = (opts.name.clone(), opts.spec.id, opts.spec.shard());
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .context("installing signal handlers")?;

@@ -9,6 +9,8 @@ use mako_proto::{
     Request, Response, SERVER_LABEL, VERSION, Welcome, decode, read_frame, write_frame,
 };
 use mako_transport::auth::{self, Secret};
+use mako_transport::tls::TlsSettings;
+use std::sync::Arc;
 
 use crate::ClientError;
 
@@ -28,6 +30,7 @@ impl Conn {
     /// Connects to `addr` and runs the handshake.
     pub(crate) fn open(
         addr: SocketAddr,
+        tls: Option<&TlsSettings>,
         token: Option<&Secret>,
         connect_timeout: Duration,
         reply_timeout: Duration,
@@ -37,10 +40,18 @@ impl Conn {
         let _ = tcp.set_nodelay(true);
         tcp.set_read_timeout(Some(connect_timeout))
             .map_err(|e| ClientError::Connect { addr, source: e })?;
-        let mut stream: Box<dyn Stream> = Box::new(
-            tcp.try_clone()
-                .map_err(|e| ClientError::Connect { addr, source: e })?,
-        );
+        let plain = tcp
+            .try_clone()
+            .map_err(|e| ClientError::Connect { addr, source: e })?;
+        let mut stream: Box<dyn Stream> = match tls {
+            None => Box::new(plain),
+            Some(t) => {
+                let conn =
+                    rustls::ClientConnection::new(Arc::clone(&t.client), t.server_name.clone())
+                        .map_err(|e| ClientError::Auth(format!("TLS: {e}")))?;
+                Box::new(rustls::StreamOwned::new(conn, plain))
+            }
+        };
         let nonce = auth::nonce();
         write_frame(
             &mut stream,

@@ -40,6 +40,7 @@ pub use mako_proto::Rows;
 use mako_proto::{Body, ErrorCode, Op, OpResult, Reply, SiteStatus};
 pub use mako_proto::{Op as Operation, OpResult as OperationResult};
 use mako_transport::auth::Secret;
+use mako_transport::tls::TlsSettings;
 use tracing::debug;
 
 use conn::Conn;
@@ -75,6 +76,8 @@ pub struct ClientConfig {
     pub router: Option<Router>,
     /// The client token, when the deployment requires one.
     pub token: Option<Arc<Secret>>,
+    /// TLS towards the sites (`None`: plain TCP).
+    pub tls: Option<TlsSettings>,
     /// Limit on connecting and the handshake.
     pub connect_timeout: Duration,
     /// Limit on waiting for one reply (longer than the servers' release timeout).
@@ -93,6 +96,7 @@ impl ClientConfig {
             sites,
             router: None,
             token: None,
+            tls: None,
             connect_timeout: Duration::from_secs(2),
             reply_timeout: Duration::from_secs(60),
             leader_wait: Duration::from_secs(30),
@@ -135,6 +139,12 @@ impl ClientConfig {
             let secret = Secret::new(t.expose().to_vec())
                 .map_err(|e| ClientError::Auth(format!("security.client_token: {e}")))?;
             c.token = Some(Arc::new(secret));
+        }
+        if let Some(t) = &cfg.security.tls {
+            c.tls = Some(
+                mako_transport::tls::load(&t.cert, &t.key, &t.ca, &t.server_name)
+                    .map_err(|e| ClientError::Auth(format!("security.tls: {e}")))?,
+            );
         }
         Ok(c)
     }
@@ -395,6 +405,7 @@ impl Client {
                 .ok_or_else(|| ClientError::NoSuchSite(format!("node {node}")))?;
             let c = Conn::open(
                 site.addr,
+                self.cfg.tls.as_ref(),
                 self.cfg.token.as_deref(),
                 self.cfg.connect_timeout,
                 self.cfg.reply_timeout,

@@ -49,7 +49,8 @@
 //!   - `cluster_secret` (inline string) or `cluster_secret_file` (path) — not both; authenticates
 //!     peers (challenge-response, never sent),
 //!   - `client_token` or `client_token_file` — not both; authenticates clients,
-//!   - `tls: {cert, key, ca}` — PEM files that must exist; enables TLS for peers and clients.
+//!   - `tls: {cert, key, ca, server_name}` — PEM files that must exist; enables TLS for peers
+//!     and clients; every site's certificate names `server_name` \[`mako`\].
 //!
 //!   Secret files are read at load; trailing line breaks and spaces are dropped; an empty secret
 //!   is an error.
@@ -256,6 +257,14 @@ pub struct TlsSpec {
     pub key: PathBuf,
     /// The CA that signs every site's (and, if used, client's) certificate.
     pub ca: PathBuf,
+    /// The name every site's certificate carries (as a subject alternative name), checked
+    /// by whoever connects \[`mako`\].
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+}
+
+fn default_server_name() -> String {
+    "mako".into()
 }
 
 /// Authentication and encryption settings, secrets already read.

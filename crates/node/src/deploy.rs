@@ -119,9 +119,17 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
         .filter(|s| s.name != site.name)
         .map(|s| (cfg.node_id(s), cfg.peer_addr(s)))
         .collect();
-    let tcp = TcpConfig::default();
+    let mut tcp = TcpConfig::default();
+    let tls = match &cfg.security.tls {
+        Some(t) => Some(
+            mako_transport::tls::load(&t.cert, &t.key, &t.ca, &t.server_name)
+                .map_err(|e| NodeError::Config(format!("security.tls: {e}")))?,
+        ),
+        None => None,
+    };
+    tcp.tls = tls.clone();
     if let Some(s) = &cfg.security.cluster_secret {
-        let _peer_secret = Arc::new(secret(s.expose(), "security.cluster_secret")?); // AUTH-MERGE
+        tcp.secret = Some(Arc::new(secret(s.expose(), "security.cluster_secret")?));
     }
     let client_token = match &cfg.security.client_token {
         Some(t) => Some(Arc::new(secret(t.expose(), "security.client_token")?)),
@@ -145,6 +153,7 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
             limits,
             catalog: Arc::clone(cfg) as Arc<dyn Catalog>,
             client_token,
+            tls,
         },
         lock,
     ))

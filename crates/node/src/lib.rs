@@ -35,6 +35,7 @@ use mako_server::{NodeSpec, Site, start_node};
 use mako_transport::Transport;
 use mako_transport::auth::Secret;
 use mako_transport::tcp::{TcpConfig, TcpTransport};
+use mako_transport::tls::TlsSettings;
 use parking_lot::Mutex;
 use tracing::info;
 
@@ -63,6 +64,8 @@ pub struct NodeOptions {
     pub catalog: Arc<dyn Catalog>,
     /// The client token clients must prove (`None`: no client authentication).
     pub client_token: Option<Arc<Secret>>,
+    /// TLS for client connections (`None`: plain TCP).
+    pub tls: Option<TlsSettings>,
 }
 
 /// Why a server could not start.
@@ -135,7 +138,7 @@ impl Node {
             started: Instant::now(),
             workers: opts.spec.site.workers,
         });
-        let clients = server::ClientServer::start(listener, shared, opts.client_token)?;
+        let clients = server::ClientServer::start(listener, shared, opts.client_token, opts.tls)?;
         let client_addr = clients.addr();
         info!(site = %opts.name, node = opts.spec.id, peers = %transport.local_addr(),
             clients = %client_addr, "serving");

@@ -12,6 +12,7 @@ use mako_proto::{
     Auth, AuthResult, CLIENT_LABEL, FrameError, FrameReader, Hello, MAGIC, MAX_HELLO, SERVER_LABEL,
     VERSION, Welcome, decode, write_frame,
 };
+use mako_transport::tls::TlsSettings;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
@@ -34,6 +35,7 @@ impl ClientServer {
         listener: TcpListener,
         shared: Arc<Shared>,
         token: Option<Arc<mako_transport::auth::Secret>>,
+        tls: Option<TlsSettings>,
     ) -> std::io::Result<ClientServer> {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -41,7 +43,7 @@ impl ClientServer {
         let (stop2, conns2) = (Arc::clone(&stop), Arc::clone(&conns));
         let accept = std::thread::Builder::new()
             .name(format!("client-accept-{}", shared.site.node()))
-            .spawn(move || accept_loop(listener, shared, token, stop2, conns2))?;
+            .spawn(move || accept_loop(listener, shared, token, tls, stop2, conns2))?;
         Ok(ClientServer {
             addr,
             stop,
@@ -81,6 +83,7 @@ fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     token: Option<Arc<mako_transport::auth::Secret>>,
+    tls: Option<TlsSettings>,
     stop: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
@@ -110,6 +113,7 @@ fn accept_loop(
         }
         live.fetch_add(1, Ordering::AcqRel);
         let w = worker.fetch_add(1, Ordering::Relaxed) % workers;
+        let tls = tls.as_ref().map(|t| Arc::clone(&t.server));
         let (shared, token, stop, live) = (
             Arc::clone(&shared),
             token.clone(),
@@ -119,7 +123,7 @@ fn accept_loop(
         let h = std::thread::Builder::new()
             .name(format!("client-{peer}"))
             .spawn(move || {
-                serve(stream, peer, &shared, token.as_deref(), w, &stop);
+                serve(stream, peer, &shared, token.as_deref(), tls, w, &stop);
                 live.fetch_sub(1, Ordering::AcqRel);
             });
         let mut conns = conns.lock();
@@ -133,24 +137,50 @@ fn accept_loop(
 
 /// One connection from handshake to close.
 fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     shared: &Shared,
     token: Option<&mako_transport::auth::Secret>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     worker: u32,
     stop: &AtomicBool,
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(WAKE));
+    let r = match tls {
+        None => converse(stream, shared, token, worker, stop),
+        Some(cfg) => match rustls::ServerConnection::new(cfg) {
+            Ok(conn) => converse(
+                rustls::StreamOwned::new(conn, stream),
+                shared,
+                token,
+                worker,
+                stop,
+            ),
+            Err(e) => {
+                warn!(site = %shared.name, %peer, error = %e, "cannot start TLS");
+                return;
+            }
+        },
+    };
+    log_end(&shared.name, peer, &r);
+}
+
+/// The handshake, then the session, over a plain or TLS stream.
+fn converse<S: Read + Write>(
+    mut stream: S,
+    shared: &Shared,
+    token: Option<&mako_transport::auth::Secret>,
+    worker: u32,
+    stop: &AtomicBool,
+) -> Result<(), FrameError> {
     let mut reader = FrameReader::new(MAX_HELLO);
     let stopping = || stop.load(Ordering::Acquire);
-    let r = handshake(&mut stream, &mut reader, shared, token, &stopping).and_then(|ok| {
-        if !ok {
-            return Ok(());
-        }
-        Session::new(shared, worker).run(&mut stream, &mut reader, &stopping)
-    });
-    log_end(&shared.name, peer, &r);
+    let ok = handshake(&mut stream, &mut reader, shared, token, &stopping)?;
+    if !ok {
+        return Ok(());
+    }
+    Session::new(shared, worker).run(&mut stream, &mut reader, &stopping)
 }
 
 /// Runs the handshake; `Ok(false)` when the client was refused (and told why).

@@ -84,6 +84,7 @@ fn start(shards: u32, replicas: u32, limits: Limits) -> TestCluster {
                 limits,
                 catalog: Arc::clone(&catalog),
                 client_token: None,
+                tls: None,
             })
             .unwrap();
             sites.push(SiteAddr {
