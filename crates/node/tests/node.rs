@@ -1,6 +1,7 @@
 //! Server nodes over loopback TCP driven through the client library.
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -9,8 +10,14 @@ use std::time::{Duration, Instant};
 use mako_client::{Client, ClientConfig, ClientError, SiteAddr};
 use mako_logstore::Durability;
 use mako_node::{Catalog, Limits, Node, NodeOptions};
+use mako_proto::{
+    Auth, AuthResult, Body, ErrorCode, Hello, MAGIC, MAX_FRAME, MAX_HELLO, Reply, Request,
+    Response, VERSION, Welcome, decode, read_frame, write_frame,
+};
 use mako_server::{NodeSpec, SiteConfig, meta_members};
+use mako_transport::auth::Secret;
 use mako_transport::tcp::TcpConfig;
+use mako_transport::tls::{self, TlsSettings};
 
 /// Every table hash-partitioned by the first byte of the key (simple and predictable).
 struct ByteCatalog {
@@ -39,6 +46,16 @@ struct TestCluster {
 }
 
 fn start(shards: u32, replicas: u32, limits: Limits) -> TestCluster {
+    start_with(shards, replicas, limits, None, None)
+}
+
+fn start_with(
+    shards: u32,
+    replicas: u32,
+    limits: Limits,
+    token: Option<Arc<Secret>>,
+    tls: Option<TlsSettings>,
+) -> TestCluster {
     let dir = tempfile::tempdir().unwrap();
     let nodes: Vec<Vec<u64>> = (0..shards)
         .map(|s| {
@@ -83,8 +100,8 @@ fn start(shards: u32, replicas: u32, limits: Limits) -> TestCluster {
                 client_listen: any,
                 limits,
                 catalog: Arc::clone(&catalog),
-                client_token: None,
-                tls: None,
+                client_token: token.clone(),
+                tls: tls.clone(),
             })
             .unwrap();
             sites.push(SiteAddr {
@@ -207,4 +224,199 @@ fn interactive_transactions_are_bounded() {
     for n in &c.nodes {
         n.shutdown(false);
     }
+}
+
+fn token(b: u8) -> Arc<Secret> {
+    Arc::new(Secret::new(vec![b; 24]).unwrap())
+}
+
+#[test]
+fn clients_prove_the_token_and_the_server_proves_it_back() {
+    let c = start_with(1, 1, Limits::default(), Some(token(7)), None);
+    let with = |t: Option<Arc<Secret>>| {
+        let mut cfg = ClientConfig::new(c.sites.clone());
+        cfg.token = t;
+        cfg.leader_wait = Duration::from_secs(2);
+        Client::new(cfg)
+    };
+    with(Some(token(7))).put(b"a", b"1").unwrap();
+    assert_eq!(with(Some(token(7))).get(b"a").unwrap(), Some(b"1".to_vec()));
+    // A wrong token: the server's proof does not verify for the client (and vice versa).
+    match with(Some(token(8))).status("s0r0") {
+        Err(ClientError::Auth(why)) => assert!(why.contains("could not prove"), "{why}"),
+        other => panic!("expected an authentication failure, got {other:?}"),
+    }
+    // No token at all.
+    match with(None).status("s0r0") {
+        Err(ClientError::Auth(why)) => assert!(why.contains("requires a client token"), "{why}"),
+        other => panic!("expected an authentication failure, got {other:?}"),
+    }
+    // A raw client sending a forged proof is refused and disconnected.
+    let mut s = std::net::TcpStream::connect(c.sites[0].addr).unwrap();
+    let nonce = [1u8; 32];
+    write_frame(
+        &mut s,
+        &Hello {
+            magic: MAGIC,
+            version: VERSION,
+            nonce,
+        },
+    )
+    .unwrap();
+    let w: Welcome = decode(&read_frame(&mut s, MAX_HELLO).unwrap()).unwrap();
+    assert!(w.auth_required);
+    write_frame(&mut s, &Auth { proof: [0u8; 32] }).unwrap();
+    let r: AuthResult = decode(&read_frame(&mut s, MAX_HELLO).unwrap()).unwrap();
+    assert!(matches!(r, AuthResult::Refused(_)));
+    write_frame(
+        &mut s,
+        &Request {
+            id: 1,
+            body: Body::Topology,
+        },
+    )
+    .ok();
+    assert!(
+        read_frame(&mut s, MAX_FRAME).is_err(),
+        "a refused connection is closed"
+    );
+    // The right token still works afterwards.
+    assert_eq!(with(Some(token(7))).get(b"a").unwrap(), Some(b"1".to_vec()));
+}
+
+/// A CA and a certificate naming `mako`, as PEM.
+fn tls_pair() -> (TlsSettings, TlsSettings) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issue = || {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut p = rcgen::CertificateParams::new(vec!["mako".to_string()]).unwrap();
+        p.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
+        tls::from_pem(
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+            ca_cert.pem().as_bytes(),
+            "mako",
+        )
+        .unwrap()
+    };
+    (issue(), issue())
+}
+
+#[test]
+fn client_connections_run_over_tls_and_plain_clients_are_refused() {
+    let (server, client) = tls_pair();
+    let c = start_with(1, 1, Limits::default(), Some(token(3)), Some(server));
+    let mut cfg = ClientConfig::new(c.sites.clone());
+    cfg.token = Some(token(3));
+    cfg.tls = Some(client);
+    let mut cl = Client::new(cfg);
+    cl.put(b"t", b"ls").unwrap();
+    assert_eq!(cl.get(b"t").unwrap(), Some(b"ls".to_vec()));
+    // A client without TLS cannot talk to it.
+    let mut plain = ClientConfig::new(c.sites.clone());
+    plain.token = Some(token(3));
+    plain.connect_timeout = Duration::from_secs(1);
+    assert!(Client::new(plain).status("s0r0").is_err());
+    // A client with a certificate from another CA is refused too.
+    let (_, stranger) = tls_pair();
+    let mut other = ClientConfig::new(c.sites.clone());
+    other.token = Some(token(3));
+    other.tls = Some(stranger);
+    assert!(Client::new(other).status("s0r0").is_err());
+    assert_eq!(cl.get(b"t").unwrap(), Some(b"ls".to_vec()));
+}
+
+#[test]
+fn malformed_requests_get_an_error_and_malformed_frames_close_only_their_connection() {
+    let c = start(1, 1, Limits::default());
+    let addr = c.sites[0].addr;
+    let hello = |s: &mut std::net::TcpStream| {
+        write_frame(
+            s,
+            &Hello {
+                magic: MAGIC,
+                version: VERSION,
+                nonce: [0; 32],
+            },
+        )
+        .unwrap();
+        let w: Welcome = decode(&read_frame(s, MAX_HELLO).unwrap()).unwrap();
+        assert!(w.refused.is_none());
+    };
+    // An undecodable request in a good frame: an error reply, and the connection stays.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    hello(&mut s);
+    s.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).unwrap();
+    let r: Response = decode(&read_frame(&mut s, MAX_FRAME).unwrap()).unwrap();
+    assert!(
+        matches!(
+            r.reply,
+            Reply::Error {
+                code: ErrorCode::Malformed,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    write_frame(
+        &mut s,
+        &Request {
+            id: 9,
+            body: Body::Topology,
+        },
+    )
+    .unwrap();
+    let r: Response = decode(&read_frame(&mut s, MAX_FRAME).unwrap()).unwrap();
+    assert_eq!(r.id, 9);
+    assert!(matches!(r.reply, Reply::Topology(_)));
+    // An oversized length prefix: that connection closes.
+    let mut bad = std::net::TcpStream::connect(addr).unwrap();
+    hello(&mut bad);
+    bad.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).unwrap();
+    assert!(read_frame(&mut bad, MAX_FRAME).is_err());
+    // Garbage instead of a hello, and a truncated hello: closed.
+    let mut g = std::net::TcpStream::connect(addr).unwrap();
+    g.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_frame(&mut g, MAX_FRAME).is_err());
+    let mut t = std::net::TcpStream::connect(addr).unwrap();
+    t.write_all(&[0, 0, 0, 40, b'M']).unwrap();
+    drop(t);
+    // A client speaking another version is told so.
+    let mut v = std::net::TcpStream::connect(addr).unwrap();
+    write_frame(
+        &mut v,
+        &Hello {
+            magic: MAGIC,
+            version: VERSION + 1,
+            nonce: [0; 32],
+        },
+    )
+    .unwrap();
+    let w: Welcome = decode(&read_frame(&mut v, MAX_HELLO).unwrap()).unwrap();
+    assert!(w.refused.unwrap().contains("version"));
+    // The first connection and new clients keep working.
+    write_frame(
+        &mut s,
+        &Request {
+            id: 10,
+            body: Body::Topology,
+        },
+    )
+    .unwrap();
+    let r: Response = decode(&read_frame(&mut s, MAX_FRAME).unwrap()).unwrap();
+    assert_eq!(r.id, 10);
+    let mut cl = c.client();
+    cl.put(b"still", b"ok").unwrap();
+    assert_eq!(cl.get(b"still").unwrap(), Some(b"ok".to_vec()));
 }
