@@ -154,6 +154,7 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
             catalog: Arc::clone(cfg) as Arc<dyn Catalog>,
             client_token,
             tls,
+            metrics_listen: cfg.metrics_addr(site),
         },
         lock,
     ))

@@ -17,8 +17,9 @@
 //! ```
 
 mod deploy;
+mod endpoint;
 mod exec;
-pub mod metrics;
+pub mod figures;
 mod server;
 mod session;
 mod status;
@@ -41,7 +42,7 @@ use tracing::info;
 
 pub use deploy::{DataDirLock, options};
 pub use exec::{Catalog, parse_int};
-pub use metrics::Counters;
+pub use figures::Counters;
 pub use session::Limits;
 
 /// Everything a server process needs.
@@ -66,6 +67,8 @@ pub struct NodeOptions {
     pub client_token: Option<Arc<Secret>>,
     /// TLS for client connections (`None`: plain TCP).
     pub tls: Option<TlsSettings>,
+    /// Where the Prometheus metrics endpoint listens (`None`: no endpoint).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Why a server could not start.
@@ -100,17 +103,27 @@ pub struct Node {
     clients: Mutex<server::ClientServer>,
     counters: Arc<Counters>,
     client_addr: SocketAddr,
+    metrics: Mutex<Option<endpoint::Endpoint>>,
 }
 
 impl Node {
     /// Starts the replica and its listeners.
     pub fn start(opts: NodeOptions) -> Result<Node, NodeError> {
-        // Bind the client port first: a port in use fails before anything else starts.
+        // Bind the client and metrics ports first: a port in use fails before anything
+        // else starts.
         let listener = TcpListener::bind(opts.client_listen).map_err(|source| NodeError::Bind {
             what: "clients",
             addr: opts.client_listen,
             source,
         })?;
+        let metrics_listener = match opts.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).map_err(|source| NodeError::Bind {
+                what: "metrics",
+                addr,
+                source,
+            })?),
+            None => None,
+        };
         let (transport, inbox) = TcpTransport::start(
             opts.spec.id,
             opts.peer_listen,
@@ -128,7 +141,7 @@ impl Node {
             Arc::clone(&transport) as Arc<dyn Transport>,
             inbox,
         )?;
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters::new(&opts.name));
         let shared = Arc::new(session::Shared {
             site: Arc::clone(&site),
             catalog: opts.catalog,
@@ -140,6 +153,14 @@ impl Node {
         });
         let clients = server::ClientServer::start(listener, shared, opts.client_token, opts.tls)?;
         let client_addr = clients.addr();
+        let metrics = match metrics_listener {
+            Some(l) => Some(endpoint::Endpoint::start(
+                l,
+                Arc::clone(&site),
+                Arc::clone(&counters),
+            )?),
+            None => None,
+        };
         info!(site = %opts.name, node = opts.spec.id, peers = %transport.local_addr(),
             clients = %client_addr, "serving");
         Ok(Node {
@@ -149,6 +170,7 @@ impl Node {
             clients: Mutex::new(clients),
             counters,
             client_addr,
+            metrics: Mutex::new(metrics),
         })
     }
 
@@ -165,6 +187,11 @@ impl Node {
     /// Where clients connect.
     pub fn client_addr(&self) -> SocketAddr {
         self.client_addr
+    }
+
+    /// Where the metrics endpoint listens, if it does.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.lock().as_ref().map(endpoint::Endpoint::addr)
     }
 
     /// Where peers connect.
@@ -205,6 +232,9 @@ impl Node {
     /// joins every thread.
     pub fn shutdown(&self, hand_over: bool) {
         self.clients.lock().stop();
+        if let Some(mut m) = self.metrics.lock().take() {
+            m.stop();
+        }
         if hand_over {
             self.hand_over(Duration::from_secs(3));
         }

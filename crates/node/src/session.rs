@@ -15,7 +15,7 @@ use mako_txn::AbortReason;
 use tracing::{debug, warn};
 
 use crate::exec::{Catalog, OpError, apply};
-use crate::metrics::Counters;
+use crate::figures::Counters;
 
 /// Bounds on a connection's interactive transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

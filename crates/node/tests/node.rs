@@ -102,6 +102,7 @@ fn start_with(
                 catalog: Arc::clone(&catalog),
                 client_token: token.clone(),
                 tls: tls.clone(),
+                metrics_listen: Some(any),
             })
             .unwrap();
             sites.push(SiteAddr {
@@ -419,4 +420,69 @@ fn malformed_requests_get_an_error_and_malformed_frames_close_only_their_connect
     let mut cl = c.client();
     cl.put(b"still", b"ok").unwrap();
     assert_eq!(cl.get(b"still").unwrap(), Some(b"ok".to_vec()));
+}
+
+/// `GET path` on `addr`; the whole response.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the first sample line of `metric` whose labels contain `labels`.
+fn sample(text: &str, metric: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(labels))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn every_server_serves_prometheus_metrics() {
+    let c = start(2, 3, Limits::default());
+    let mut cl = c.client();
+    for i in 0u8..10 {
+        cl.put(&[i], b"v").unwrap();
+    }
+    // A transaction aborted by the client is counted by reason.
+    let mut t = cl.begin();
+    t.put(&[0], b"w").unwrap();
+    t.abort().unwrap();
+    let mut released = 0.0;
+    for n in &c.nodes {
+        let text = http_get(n.metrics_addr().unwrap(), "/metrics");
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let site = format!(
+            "site=\"{}\"",
+            c.sites
+                .iter()
+                .find(|s| s.node == n.site().node())
+                .unwrap()
+                .name
+        );
+        let term = sample(&text, "mako_term", &site).expect("mako_term");
+        assert!(term >= 1.0, "{text}");
+        assert!(sample(&text, "mako_applied_index", &site).unwrap() >= 1.0);
+        assert!(sample(&text, "mako_epoch", &site).unwrap() >= 1.0);
+        let leader = sample(&text, "mako_leader", &site).unwrap();
+        assert_eq!(leader == 1.0, n.site().is_leader());
+        if let Some(r) = sample(&text, "mako_released_total", &site) {
+            released += r;
+        }
+        if n.site().is_leader() && sample(&text, "mako_aborts_total", "reason=\"client\"").is_some()
+        {
+            assert!(
+                text.contains("mako_release_latency_seconds_bucket"),
+                "{text}"
+            );
+        }
+    }
+    assert_eq!(
+        released, 10.0,
+        "every released put is counted once, on its coordinator"
+    );
+    let nf = http_get(c.nodes[0].metrics_addr().unwrap(), "/nope");
+    assert!(nf.starts_with("HTTP/1.1 404"), "{nf}");
 }
