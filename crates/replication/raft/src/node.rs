@@ -268,7 +268,8 @@ pub struct RaftNode {
     votes_barred_until: u64,
     /// Set when the application refused a snapshot raft-rs had already accepted: nothing is
     /// applied any more (the entries after it would build on a state this replica lacks).
-    failure: Option<String>,    /// Rejoining after a loss of the Raft state, or an ordinary voter.
+    failure: Option<String>,
+    /// Rejoining after a loss of the Raft state, or an ordinary voter.
     rejoin: Rejoin,
     /// (Pre-)votes are granted only for terms above this one (the term rejoining finished in).
     vote_floor: u64,
