@@ -305,10 +305,12 @@ fn vote_answers(ms: &[Message]) -> Vec<(MessageType, u64, bool)> {
 /// An append from leader 1 in `term` carrying entry 1 (of `term`) and commit 1.
 fn first_append(to: NodeId, term: u64) -> Message {
     let mut m = msg(MessageType::MsgAppend, 1, to, term);
-    let mut e = Entry::default();
-    e.term = term;
-    e.index = 1;
-    e.data = b"x".to_vec().into();
+    let e = Entry {
+        term,
+        index: 1,
+        data: b"x".to_vec().into(),
+        ..Default::default()
+    };
     m.set_entries(vec![e].into());
     m.commit = 1;
     m
