@@ -25,8 +25,10 @@
 //!   answers them with a rejection itself (`votes_refused`).
 //! * It catches up like any lagging follower (appends, or the leader's snapshot through
 //!   the [`SnapshotHandler`]), and acknowledges what it really stores. Its append
-//!   acknowledgements carry [`REJOIN_CONTEXT`], so a leader knows it is rejoining: the
-//!   preferred-leader hand-over skips it and [`RaftNode::transfer_leader`] to it is refused.
+//!   acknowledgements and its heartbeat answers (those not echoing a read index) carry
+//!   [`REJOIN_CONTEXT`], so a leader knows it is rejoining even while its progress of the
+//!   replica is still the stale one from before the loss: the preferred-leader hand-over
+//!   skips it and [`RaftNode::transfer_leader`] to it is refused.
 //! * The target is the commit index the leader reported in the first append of the
 //!   newest term received after the restart (a snapshot carries no commit index, so the
 //!   append that follows it decides). Once the local log holds the target durably and
@@ -587,7 +589,7 @@ impl RaftNode {
             );
             return Ok(());
         }
-        if !self.rejoin_filter(&msg) {
+        if !self.rejoin_filter(&mut msg) {
             return Ok(());
         }
         if self.vote_withheld(&msg) {
@@ -606,7 +608,7 @@ impl RaftNode {
 
     /// The rejoin rules for a validated message (see the module docs); false: it must not
     /// reach raft-rs.
-    fn rejoin_filter(&mut self, msg: &Message) -> bool {
+    fn rejoin_filter(&mut self, msg: &mut Message) -> bool {
         let term = self.raw.raft.term;
         match msg.get_msg_type() {
             MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
@@ -638,12 +640,18 @@ impl RaftNode {
                 }
                 true
             }
-            MessageType::MsgAppendResponse
-                if self.is_leader() && msg.term == term && msg.from != self.cfg.id =>
+            MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+                if self.is_leader() && msg.term == term =>
             {
+                let heartbeat = msg.get_msg_type() == MessageType::MsgHeartbeatResponse;
                 if msg.get_context() == REJOIN_CONTEXT {
                     self.rejoining_peers.insert(msg.from);
-                } else {
+                    if heartbeat {
+                        // The mark replaced an empty context; raft-rs reads it as a read-index ack.
+                        msg.clear_context();
+                    }
+                } else if !heartbeat || msg.get_context().is_empty() {
+                    // A heartbeat answer with a context echoes a read index: it says nothing.
                     self.rejoining_peers.remove(&msg.from);
                 }
                 true
@@ -856,7 +864,15 @@ impl RaftNode {
         for m in msgs {
             let to = m.to;
             let mut m = m;
-            if self.rejoining() && m.get_msg_type() == MessageType::MsgAppendResponse {
+            // A leader may still count us as caught up from before the loss (its progress of
+            // us is stale): our first answer, usually to a heartbeat, already says "rejoining".
+            // A heartbeat answer echoing a read index keeps it (the leader needs it).
+            let mark = match m.get_msg_type() {
+                MessageType::MsgAppendResponse => true,
+                MessageType::MsgHeartbeatResponse => m.get_context().is_empty(),
+                _ => false,
+            };
+            if mark && self.rejoining() {
                 m.set_context(REJOIN_CONTEXT.to_vec().into());
             }
             if m.get_msg_type() == MessageType::MsgTimeoutNow {

@@ -395,6 +395,18 @@ fn a_rejoined_replica_votes_only_in_terms_after_the_one_it_finished_in() {
         [true],
         "no leader known: no final acknowledgement"
     );
+    // A rejoining replica's heartbeat answers are marked too, unless they echo a read index.
+    let mut r = node(2, true, None);
+    let mut hb = msg(MsgHeartbeat, 1, 2, 3);
+    r.step_message(hb.clone()).expect("steps");
+    hb.set_context(b"read".to_vec().into());
+    r.step_message(hb).expect("steps");
+    let ctx: Vec<Vec<u8>> = drain(&mut r)
+        .iter()
+        .filter(|m| m.get_msg_type() == MsgHeartbeatResponse)
+        .map(|m| m.get_context().to_vec())
+        .collect();
+    assert_eq!(ctx, [mako_raft::REJOIN_CONTEXT.to_vec(), b"read".to_vec()]);
 
     // It may have voted in term 6 before it lost its state: no vote or pre-vote in term 6.
     n.step_message(vote_request(false, 3, 2, 6, 1, 5))
@@ -475,6 +487,19 @@ fn leadership_never_moves_to_a_rejoining_replica() {
         timeout_now_sent(&out),
         "preferred replica 3 gets leadership"
     );
+
+    // A leader may count a restarted replica as caught up from before its loss: its first
+    // heartbeat answer already says it is rejoining.
+    let mut hb = msg(MessageType::MsgHeartbeatResponse, 3, 1, 1);
+    hb.set_context(mako_raft::REJOIN_CONTEXT.to_vec().into());
+    n.step_message(hb).expect("steps");
+    drain(&mut n);
+    assert_eq!(n.rejoining_peers(), [3]);
+    assert_eq!(n.transfer_leader(3), Err(SubmitError::Busy));
+    n.step_message(msg(MessageType::MsgHeartbeatResponse, 3, 1, 1))
+        .expect("steps");
+    drain(&mut n);
+    assert!(n.rejoining_peers().is_empty());
 
     // An explicit transfer too.
     let mut n = leader(None);
