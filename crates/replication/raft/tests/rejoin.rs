@@ -512,3 +512,30 @@ fn leadership_never_moves_to_a_rejoining_replica() {
     assert_eq!(n.transfer_leader(3), Ok(()));
     assert!(timeout_now_sent(&drain(&mut n)));
 }
+
+/// In the seeded lab: a replica that lost its disk rejoins, catches up entry by entry, and
+/// the cluster goes on (its history matches everyone's, and it can lead afterwards).
+#[test]
+fn lab_a_replica_that_lost_its_disk_rejoins_and_can_lead_again() {
+    let mut c = common::Cluster::new(3, 23);
+    c.lose_disk_on_crash = true;
+    c.one(b"r0", 3, true);
+    let l = c.check_one_leader();
+    let f = (l + 1) % 3;
+    c.crash(f);
+    for k in 0..10u8 {
+        c.one(&[b'r', k], 2, true);
+    }
+    c.cfg_template.rejoin = true;
+    c.start(f);
+    c.cfg_template.rejoin = false;
+    assert!(c.node(f).is_some_and(RaftNode::rejoining));
+    assert!(c.run_until(5000, |c| c.node(f).is_some_and(|n| !n.rejoining())));
+    assert_eq!(c.applied_len(f), c.applied_len(l));
+    // The old leader goes: the rejoined replica and the third elect a leader with everything.
+    c.crash(l);
+    let n = c.check_one_leader();
+    assert_ne!(n, l);
+    c.one(b"after", 2, true);
+    assert!(c.histories_agree());
+}
