@@ -328,4 +328,10 @@ pub trait Replicator: Send + Sync {
     fn lease_until(&self) -> Option<std::time::Instant> {
         None
     }
+    /// Whether this replica is rejoining after losing its protocol state (a `memory` log
+    /// restarted): it follows and catches up but neither campaigns nor votes yet. The
+    /// default answers `false` (a protocol without rejoining).
+    fn rejoining(&self) -> bool {
+        false
+    }
 }

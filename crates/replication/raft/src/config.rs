@@ -36,6 +36,11 @@ pub struct RaftConfig {
     /// Clock-drift margin taken off the leader lease (`None`: a tenth of
     /// `election_timeout_min_ms`, at least 1 ms); see [`RaftConfig::lease_duration`].
     pub lease_drift_ms: Option<u64>,
+    /// Start as a rejoining replica: one that lost its Raft state (a `memory` log store
+    /// restarted) and must neither campaign nor vote until it holds everything committed
+    /// before it came back (see the `node` module's "Rejoining" section). Ignored in a
+    /// one-replica group, which has no one to catch up from.
+    pub rejoin: bool,
 }
 
 impl RaftConfig {
@@ -57,6 +62,7 @@ impl RaftConfig {
             max_unresolved_entries: 8192,
             max_pending_queue: 65_536,
             lease_drift_ms: None,
+            rejoin: false,
         }
     }
 

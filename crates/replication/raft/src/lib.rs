@@ -48,7 +48,8 @@ mod worker;
 
 pub use config::{ConfigError, RaftConfig};
 pub use node::{
-    InitialState, NodeError, NodeStats, OutMsg, Output, PersistJob, ProposeError, RaftNode,
+    InitialState, NodeError, NodeStats, OutMsg, Output, PersistJob, ProposeError, REJOIN_CONTEXT,
+    RaftNode,
 };
 pub use storage::GroupStorage;
 pub use worker::{HostConfig, Paused, RaftHost, RaftWorker, StartError};

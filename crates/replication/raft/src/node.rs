@@ -7,6 +7,41 @@
 //! durable; once a [`PersistJob`] is durable the driver sends its `after`
 //! messages and calls [`RaftNode::on_persisted`]. Committed entries are handed
 //! to the group's [`ApplyDispatcher`] inside `poll`.
+//!
+//! # Rejoining after losing the Raft state
+//!
+//! A replica whose log store runs in `memory` durability loses its term, vote and log
+//! when its process dies. Restarted as an ordinary voter it could (a) vote for a
+//! candidate lacking entries the old majority committed with its help (it no longer has
+//! them, so it cannot refuse), and (b) vote twice in one term (its vote is forgotten).
+//! Started with [`RaftConfig::rejoin`], the replica instead *rejoins*:
+//!
+//! * It never campaigns: [`RaftNode::tick`] does not tick raft-rs while rejoining (for a
+//!   follower a raft-rs tick only advances the election clock and campaigns when it runs
+//!   out; the leader-side work of a tick does not apply to a replica that cannot lead),
+//!   `MsgTimeoutNow` is dropped (a leadership transfer to it goes nowhere) and
+//!   [`RaftNode::campaign`] fails with [`NodeError::Rejoining`].
+//! * It grants no vote and no pre-vote: such requests never reach raft-rs; the node
+//!   answers them with a rejection itself (`votes_refused`).
+//! * It catches up like any lagging follower (appends, or the leader's snapshot through
+//!   the [`SnapshotHandler`]), and acknowledges what it really stores. Its append
+//!   acknowledgements and its heartbeat answers (those not echoing a read index) carry
+//!   [`REJOIN_CONTEXT`], so a leader knows it is rejoining even while its progress of the
+//!   replica is still the stale one from before the loss: the preferred-leader hand-over
+//!   skips it and [`RaftNode::transfer_leader`] to it is refused.
+//! * The target is the commit index the leader reported in the first append of the
+//!   newest term received after the restart (a snapshot carries no commit index, so the
+//!   append that follows it decides). Once the local log holds the target durably and
+//!   knows it committed, the replica holds everything committed before it came back; it
+//!   turns into an ordinary voter and tells its leader with one more (plain) append
+//!   acknowledgement.
+//! * From then on it grants votes and pre-votes only for terms strictly above the term in
+//!   which it finished (it may have voted in earlier terms before it lost its state).
+//!
+//! Limits (inherent to losing state): if a deposed leader of an old term reaches the
+//! rejoining replica before the current leader, its commit index is the target; and a
+//! vote cast before the loss in a term above the finishing term is not remembered. Memory
+//! durability survives the loss of a minority only.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -130,6 +165,9 @@ pub enum NodeError {
     /// A snapshot from the leader is still being made durable; no campaign until it is.
     #[error("a snapshot install is still being persisted")]
     SnapshotPending,
+    /// The replica is rejoining (see the module docs): it does not campaign until it has caught up.
+    #[error("the replica is rejoining and does not campaign until it has caught up")]
+    Rejoining,
     /// The application refused the recovered snapshot.
     #[error("the application refused recovered snapshot {index}: {reason}")]
     SnapshotRefused {
@@ -169,6 +207,25 @@ pub struct NodeStats {
     pub lease_step_downs: u64,
     /// Snapshots from a leader refused by the application's integrity check.
     pub snapshots_refused: u64,
+    /// (Pre-)vote requests answered with a rejection because this replica is rejoining or
+    /// the request's term is not above the term in which it finished rejoining.
+    pub votes_refused: u64,
+}
+
+/// The `context` a rejoining replica puts on its append acknowledgements.
+pub const REJOIN_CONTEXT: &[u8] = b"mako-rejoining";
+
+/// Where a replica is in rejoining after losing its Raft state (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rejoin {
+    /// An ordinary voter.
+    Voter,
+    /// Catching up; `target` is the leader's commit index from the first append of term
+    /// `target_term` (the newest term heard from a leader since the restart).
+    CatchingUp {
+        target: Option<u64>,
+        target_term: u64,
+    },
 }
 
 /// A persist job handed to the driver and not yet reported durable.
@@ -214,6 +271,16 @@ pub struct RaftNode {
     /// Set when the application refused a snapshot raft-rs had already accepted: nothing is
     /// applied any more (the entries after it would build on a state this replica lacks).
     failure: Option<String>,
+    /// Rejoining after a loss of the Raft state, or an ordinary voter.
+    rejoin: Rejoin,
+    /// (Pre-)votes are granted only for terms above this one (the term rejoining finished in).
+    vote_floor: u64,
+    /// Messages the node made itself (vote refusals, the end-of-rejoin acknowledgement),
+    /// sent with the next `poll`.
+    own_msgs: Vec<Message>,
+    /// Peers whose latest append acknowledgement (of this node's leadership) said they
+    /// are rejoining.
+    rejoining_peers: std::collections::BTreeSet<NodeId>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -256,6 +323,25 @@ impl RaftNode {
         }
         // A replica restarted from a term may have acknowledged a lease it no longer knows of.
         let restarted = init.hard_state.term > 0;
+        let rejoin = if cfg.rejoin && cfg.peers.len() > 1 {
+            tracing::info!(
+                shard = cfg.shard,
+                id = cfg.id,
+                "rejoining: no campaign and no vote until caught up with the leader"
+            );
+            Rejoin::CatchingUp {
+                target: None,
+                target_term: 0,
+            }
+        } else {
+            if cfg.rejoin {
+                tracing::warn!(
+                    shard = cfg.shard,
+                    "rejoin asked for a one-replica group: nothing to catch up from; starting as voter"
+                );
+            }
+            Rejoin::Voter
+        };
         let storage = GroupStorage::new(&cfg.peers, init.hard_state, init.snapshot, &init.entries)?;
         let (min, max) = cfg.election_ticks();
         let rc = raft::Config {
@@ -295,6 +381,10 @@ impl RaftNode {
             lease: LeaseState::default(),
             votes_barred_until: if restarted { min as u64 } else { 0 },
             failure: None,
+            rejoin,
+            vote_floor: 0,
+            own_msgs: Vec::new(),
+            rejoining_peers: std::collections::BTreeSet::new(),
         })
     }
 
@@ -319,7 +409,9 @@ impl RaftNode {
     /// Advances logical time by one heartbeat interval.
     pub fn tick(&mut self) {
         let was_leader = self.is_leader();
-        if !self.installing_snapshot() || self.is_leader() {
+        // A follower's tick only runs its election clock: none while a snapshot is being
+        // made durable or while rejoining (see the module docs).
+        if self.is_leader() || !(self.installing_snapshot() || self.rejoining()) {
             self.raw.tick();
         }
         self.reassembler.tick();
@@ -497,6 +589,9 @@ impl RaftNode {
             );
             return Ok(());
         }
+        if !self.rejoin_filter(&mut msg) {
+            return Ok(());
+        }
         if self.vote_withheld(&msg) {
             self.stats.votes_withheld += 1;
             return Ok(());
@@ -509,6 +604,142 @@ impl RaftNode {
             Ok(()) | Err(raft::Error::StepPeerNotFound) | Err(raft::Error::StepLocalMsg) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The rejoin rules for a validated message (see the module docs); false: it must not
+    /// reach raft-rs.
+    fn rejoin_filter(&mut self, msg: &mut Message) -> bool {
+        let term = self.raw.raft.term;
+        match msg.get_msg_type() {
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                if self.rejoining() || msg.term <= self.vote_floor =>
+            {
+                self.refuse_vote(msg);
+                false
+            }
+            MessageType::MsgTimeoutNow if self.rejoining() => {
+                self.stats.rejected_messages += 1;
+                tracing::info!(
+                    shard = self.cfg.shard,
+                    from = msg.from,
+                    "leadership transfer to a rejoining replica ignored"
+                );
+                false
+            }
+            MessageType::MsgAppend if msg.term >= term => {
+                if let Rejoin::CatchingUp {
+                    target,
+                    target_term,
+                } = &mut self.rejoin
+                    && msg.term > *target_term
+                {
+                    // The first append of a newer leader: everything committed before the
+                    // restart is at or below the commit index it reports.
+                    *target = Some(target.unwrap_or(0).max(msg.commit));
+                    *target_term = msg.term;
+                }
+                true
+            }
+            MessageType::MsgAppendResponse | MessageType::MsgHeartbeatResponse
+                if self.is_leader() && msg.term == term =>
+            {
+                let heartbeat = msg.get_msg_type() == MessageType::MsgHeartbeatResponse;
+                if msg.get_context() == REJOIN_CONTEXT {
+                    self.rejoining_peers.insert(msg.from);
+                    if heartbeat {
+                        // The mark replaced an empty context; raft-rs reads it as a read-index ack.
+                        msg.clear_context();
+                    }
+                } else if !heartbeat || msg.get_context().is_empty() {
+                    // A heartbeat answer with a context echoes a read index: it says nothing.
+                    self.rejoining_peers.remove(&msg.from);
+                }
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// Answers a (pre-)vote request with a rejection, without raft-rs seeing it.
+    fn refuse_vote(&mut self, msg: &Message) {
+        self.stats.votes_refused += 1;
+        let vote = msg.get_msg_type() == MessageType::MsgRequestVote;
+        // As raft-rs does: a refused pre-vote carries our term (a higher one would push the
+        // pre-candidate's term up for nothing); a refused vote carries the candidate's term
+        // (so it is counted) or ours if higher.
+        let term = if vote {
+            self.raw.raft.term.max(msg.term)
+        } else {
+            self.raw.raft.term
+        };
+        if term == 0 {
+            // Term 0 marks local messages: nothing to say the pre-candidate would count.
+            return;
+        }
+        let mut r = Message::default();
+        r.set_msg_type(if vote {
+            MessageType::MsgRequestVoteResponse
+        } else {
+            MessageType::MsgRequestPreVoteResponse
+        });
+        r.to = msg.from;
+        r.from = self.cfg.id;
+        r.term = term;
+        r.reject = true;
+        self.own_msgs.push(r);
+    }
+
+    /// Ends rejoining once the log durably holds the target and knows it committed.
+    fn maybe_finish_rejoin(&mut self) {
+        let Rejoin::CatchingUp {
+            target: Some(target),
+            ..
+        } = self.rejoin
+        else {
+            return;
+        };
+        let log = &self.raw.raft.raft_log;
+        let held = log.committed.min(log.persisted);
+        if held < target || self.failure.is_some() || self.installing_snapshot() {
+            return;
+        }
+        let term = self.raw.raft.term;
+        self.rejoin = Rejoin::Voter;
+        self.vote_floor = term;
+        tracing::info!(
+            shard = self.cfg.shard,
+            id = self.cfg.id,
+            target,
+            term,
+            "rejoined: caught up; votes again for terms above {term}"
+        );
+        if let Some(leader) = self.leader() {
+            // A plain acknowledgement of committed (hence matching) entries: the leader
+            // learns that this replica is no longer rejoining.
+            let mut ack = Message::default();
+            ack.set_msg_type(MessageType::MsgAppendResponse);
+            ack.to = leader;
+            ack.from = self.cfg.id;
+            ack.term = term;
+            ack.index = held;
+            ack.commit = log.committed;
+            self.own_msgs.push(ack);
+        }
+    }
+
+    /// Whether this replica is still rejoining (no campaign, no vote; see the module docs).
+    pub fn rejoining(&self) -> bool {
+        matches!(self.rejoin, Rejoin::CatchingUp { .. })
+    }
+
+    /// The term rejoining finished in: votes are granted only for later terms (0: any).
+    pub fn vote_floor(&self) -> u64 {
+        self.vote_floor
+    }
+
+    /// Peers this leader knows to be rejoining (from their latest append acknowledgement).
+    pub fn rejoining_peers(&self) -> Vec<NodeId> {
+        self.rejoining_peers.iter().copied().collect()
     }
 
     /// Proposes an entry; fails fast with `NotLeader` on a follower, `TooLarge` past
@@ -574,12 +805,20 @@ impl RaftNode {
         self.proposals.values().map(Vec::len).sum()
     }
 
-    /// Asks leadership to move to `to`.
+    /// Asks leadership to move to `to`; refused with `Busy` while `to` is rejoining.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), SubmitError> {
         if self.raw.raft.state != StateRole::Leader {
             return Err(SubmitError::NotLeader {
                 hint: self.leader(),
             });
+        }
+        if self.rejoining_peers.contains(&to) {
+            tracing::info!(
+                shard = self.cfg.shard,
+                to,
+                "leadership transfer refused: the target is rejoining"
+            );
+            return Err(SubmitError::Busy);
         }
         if to != self.cfg.id {
             // The target will campaign at once, past every follower's lease.
@@ -594,12 +833,18 @@ impl RaftNode {
         if self.installing_snapshot() {
             return Err(NodeError::SnapshotPending);
         }
+        if self.rejoining() {
+            return Err(NodeError::Rejoining);
+        }
         Ok(self.raw.campaign()?)
     }
 
     fn maybe_hand_to_preferred(&mut self) {
         let Some(p) = self.cfg.preferred else { return };
-        if p == self.cfg.id || self.raw.raft.state != StateRole::Leader {
+        if p == self.cfg.id
+            || self.raw.raft.state != StateRole::Leader
+            || self.rejoining_peers.contains(&p)
+        {
             return;
         }
         let last = self.raw.raft.raft_log.last_index();
@@ -618,6 +863,18 @@ impl RaftNode {
     fn encode(&mut self, msgs: Vec<Message>, out: &mut Vec<OutMsg>) {
         for m in msgs {
             let to = m.to;
+            let mut m = m;
+            // A leader may still count us as caught up from before the loss (its progress of
+            // us is stale): our first answer, usually to a heartbeat, already says "rejoining".
+            // A heartbeat answer echoing a read index keeps it (the leader needs it).
+            let mark = match m.get_msg_type() {
+                MessageType::MsgAppendResponse => true,
+                MessageType::MsgHeartbeatResponse => m.get_context().is_empty(),
+                _ => false,
+            };
+            if mark && self.rejoining() {
+                m.set_context(REJOIN_CONTEXT.to_vec().into());
+            }
             if m.get_msg_type() == MessageType::MsgTimeoutNow {
                 // It may be delivered at any later time: no lease for the rest of the term.
                 self.lease.timeout_now_term = m.term;
@@ -642,6 +899,8 @@ impl RaftNode {
     /// Collects what the last inputs produced: messages, state to persist, applied entries.
     pub fn poll(&mut self) -> Output {
         let mut out = Output::default();
+        let own = std::mem::take(&mut self.own_msgs);
+        self.encode(own, &mut out.messages);
         if !self.raw.has_ready() {
             return out;
         }
@@ -726,6 +985,9 @@ impl RaftNode {
             out.persist = Some(job);
         }
         self.sync_applied();
+        self.maybe_finish_rejoin();
+        let own = std::mem::take(&mut self.own_msgs);
+        self.encode(own, &mut out.messages);
         out
     }
 
@@ -939,6 +1201,7 @@ impl RaftNode {
             self.raw.advance_apply_to(index);
         }
         self.sync_applied();
+        self.maybe_finish_rejoin();
         u.after
     }
 

@@ -95,6 +95,10 @@ struct Published {
     /// `transfer_leader` calls whose command the worker has not yet handled: no lease
     /// is reported while there are any.
     transfers_pending: AtomicU64,
+    /// Whether the replica is still rejoining (see [`RaftConfig::rejoin`]).
+    rejoining: AtomicBool,
+    /// Peers the replica, as leader, knows to be rejoining.
+    rejoining_peers: Mutex<Vec<NodeId>>,
     /// Held for reading by `submit` across its check and send, so that a stopping group
     /// (which takes it for writing) finds every accepted submission in its queue.
     health: parking_lot::RwLock<GroupHealth>,
@@ -112,6 +116,8 @@ impl Published {
             inbox_drops: AtomicU64::new(0),
             lease: AtomicU64::new(0),
             transfers_pending: AtomicU64::new(0),
+            rejoining: AtomicBool::new(false),
+            rejoining_peers: Mutex::new(Vec::new()),
             health: parking_lot::RwLock::new(GroupHealth::Running),
         }
     }
@@ -286,6 +292,7 @@ impl RaftHost {
         // Completions are bounded by the persist jobs in flight, which the log store bounds.
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let status = Arc::new(Published::new());
+        status.rejoining.store(node.rejoining(), Ordering::Release);
         let origin = Instant::now();
         let mut driver = Driver {
             origin,
@@ -645,6 +652,21 @@ impl Driver {
             .store(self.node.applied_index(), Ordering::Release);
         s.resolved
             .store(self.node.stats().resolved, Ordering::Release);
+        let rejoining = self.node.rejoining();
+        if s.rejoining.swap(rejoining, Ordering::AcqRel) != rejoining {
+            tracing::debug!(shard = self.shard, rejoining, "rejoin state published");
+        }
+        if self.node.is_leader() || !s.rejoining_peers.lock().is_empty() {
+            let peers = if self.node.is_leader() {
+                self.node.rejoining_peers()
+            } else {
+                Vec::new()
+            };
+            let mut published = s.rejoining_peers.lock();
+            if *published != peers {
+                *published = peers;
+            }
+        }
         Ok(())
     }
 
@@ -829,6 +851,10 @@ impl Replicator for RaftWorker {
                 hint: self.leader(),
             });
         }
+        if self.status.rejoining_peers.lock().contains(&to) {
+            // A rejoining replica neither campaigns nor takes over (see `RaftConfig::rejoin`).
+            return Err(SubmitError::Busy);
+        }
         // No lease from here until the worker has handled the command (and dropped the
         // node's lease): `lease_until` reads this counter first.
         self.status.transfers_pending.fetch_add(1, Ordering::SeqCst);
@@ -861,6 +887,10 @@ impl Replicator for RaftWorker {
         let _ = self.tx.send(Cmd::SnapshotHandler(handler));
     }
 
+    fn rejoining(&self) -> bool {
+        self.status.rejoining.load(Ordering::Acquire)
+    }
+
     fn retry_pending(&self) {
         let _ = self.tx.try_send(Cmd::RetryPending);
     }
@@ -882,6 +912,11 @@ impl RaftWorker {
     pub fn pause(&self) -> Option<Sender<()>> {
         let (tx, rx) = crossbeam_channel::bounded(0);
         self.tx.try_send(Cmd::Pause(rx)).ok().map(|()| tx)
+    }
+
+    /// Peers this replica, as leader, knows to be rejoining (never picked for a transfer).
+    pub fn rejoining_peers(&self) -> Vec<NodeId> {
+        self.status.rejoining_peers.lock().clone()
     }
 
     /// Inbound messages dropped because this group's inbox was full.

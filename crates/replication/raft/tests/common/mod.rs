@@ -794,50 +794,129 @@ impl<T: Transport> Transport for Recording<T> {
 }
 
 /// `n` real `RaftHost`s (ids 1..=n) over one in-memory network, memory logs, one group
-/// each; their vote traffic is recorded.
+/// each; their vote traffic is recorded. Every replica records what it applies in its
+/// `histories` entry, which is also its snapshot (so leaders compact their logs).
 pub struct HostGroup {
     pub net: mako_transport::mem::MemNetwork,
     pub hosts: Vec<mako_raft::RaftHost>,
     pub groups: Vec<Arc<mako_raft::RaftWorker>>,
     pub votes: VoteLog,
+    /// Per replica, the current incarnation's applied history.
+    pub histories: Vec<History>,
+    /// Per replica, snapshots the current incarnation restored (installed from a leader).
+    pub restores: Vec<Arc<std::sync::atomic::AtomicU64>>,
 }
+
+/// [`HistorySnapshots`] that counts its restores.
+struct CountingSnapshots(HistorySnapshots, Arc<std::sync::atomic::AtomicU64>);
+
+impl SnapshotHandler for CountingSnapshots {
+    fn snapshot(&mut self, pending: &[mako_replication::QueuedEntry]) -> Bytes {
+        self.0.snapshot(pending)
+    }
+
+    fn restore(
+        &mut self,
+        data: &Bytes,
+        index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.restore(data, index)
+    }
+}
+
+/// One replica incarnation of a [`HostGroup`].
+type Replica = (
+    mako_raft::RaftHost,
+    Arc<mako_raft::RaftWorker>,
+    History,
+    Arc<std::sync::atomic::AtomicU64>,
+);
 
 impl HostGroup {
     /// Starts the group with `tweak` applied to every replica's config.
     pub fn start(n: u64, tweak: impl Fn(&mut RaftConfig)) -> Self {
         let net = mako_transport::mem::MemNetwork::new();
         let votes = VoteLog::default();
-        let mut hosts = Vec::new();
-        let mut groups = Vec::new();
+        let mut g = HostGroup {
+            net,
+            hosts: Vec::new(),
+            groups: Vec::new(),
+            votes,
+            histories: Vec::new(),
+            restores: Vec::new(),
+        };
         for id in 1..=n {
-            let (t, inbox) = net.endpoint(id);
-            let transport = Arc::new(Recording {
-                inner: t,
-                log: votes.clone(),
-            });
-            let (log, rec) = mako_logstore::LogStore::open(mako_logstore::LogStoreConfig {
-                durability: mako_logstore::Durability::Memory,
-                ..mako_logstore::LogStoreConfig::new(std::env::temp_dir().join("unused"))
-            })
-            .expect("memory log opens");
-            let host = mako_raft::RaftHost::new(
-                transport,
-                inbox,
-                Arc::new(log),
-                rec,
-                mako_raft::HostConfig { snapshot_dir: None },
-            );
             let mut cfg = RaftConfig::new(id, (1..=n).collect(), 0);
             tweak(&mut cfg);
-            groups.push(host.start_group(cfg).expect("group starts"));
-            hosts.push(host);
+            let (host, group, history, restores) = g.spawn(cfg);
+            g.hosts.push(host);
+            g.groups.push(group);
+            g.histories.push(history);
+            g.restores.push(restores);
         }
-        HostGroup {
-            net,
-            hosts,
-            groups,
-            votes,
+        g
+    }
+
+    /// A fresh incarnation (empty memory log) of replica `cfg.id`.
+    fn spawn(&self, cfg: RaftConfig) -> Replica {
+        let id = cfg.id;
+        let (t, inbox) = self.net.endpoint(id);
+        let transport = Arc::new(Recording {
+            inner: t,
+            log: self.votes.clone(),
+        });
+        let (log, rec) = mako_logstore::LogStore::open(mako_logstore::LogStoreConfig {
+            durability: mako_logstore::Durability::Memory,
+            ..mako_logstore::LogStoreConfig::new(std::env::temp_dir().join("unused"))
+        })
+        .expect("memory log opens");
+        let host = mako_raft::RaftHost::new(
+            transport,
+            inbox,
+            Arc::new(log),
+            rec,
+            mako_raft::HostConfig { snapshot_dir: None },
+        );
+        let history = History::default();
+        let restores = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let snaps = CountingSnapshots(HistorySnapshots(history.clone()), restores.clone());
+        let group = host
+            .start_group_with(cfg, Some(Box::new(snaps)))
+            .expect("group starts");
+        use mako_replication::Replicator;
+        for role in [Role::Leader, Role::Follower] {
+            let h = history.clone();
+            group.on_apply(
+                role,
+                Box::new(move |ctx| {
+                    let mut h = h.lock();
+                    while let Some(q) = ctx.queue.pop_front() {
+                        h.push((q.index, q.entry));
+                    }
+                    h.push((ctx.index, ctx.entry.clone()));
+                    Applied::normal(ctx.index)
+                }),
+            );
         }
+        (host, group, history, restores)
+    }
+
+    /// Kills replica `i`: off the network, threads stopped; its memory log is gone.
+    pub fn crash(&mut self, i: usize) {
+        self.net.disconnect(i as NodeId + 1);
+        self.hosts[i].shutdown();
+    }
+
+    /// Starts a new incarnation of replica `i` (empty log) with `cfg`, connected.
+    pub fn restart(&mut self, i: usize, cfg: RaftConfig) {
+        assert_eq!(cfg.id, i as NodeId + 1, "restart keeps the replica's id");
+        let (host, group, history, restores) = self.spawn(cfg);
+        self.hosts[i] = host;
+        self.groups[i] = group;
+        self.histories[i] = history;
+        self.restores[i] = restores;
+        self.net.connect(i as NodeId + 1);
     }
 
     /// The index of the one replica that reports itself leader, if exactly one does.
