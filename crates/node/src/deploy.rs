@@ -87,6 +87,15 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
         ))
     })?;
     let lock = DataDirLock::take(&dir)?;
+    // A `memory` replica that ran here before lost its vote and log: it rejoins as a
+    // non-voter until caught up. The marker records that an incarnation ran.
+    let marker = dir.join("INCARNATION");
+    let rejoin = cfg.durability == mako_config::Durability::Memory && marker.exists();
+    std::fs::write(&marker, format!("{}\n", cfg.durability))
+        .map_err(|e| NodeError::Config(format!("cannot write {}: {e}", marker.display())))?;
+    if rejoin {
+        tracing::info!(site = %site.name, "memory durability and an earlier incarnation: rejoining without a vote until caught up");
+    }
     let site_cfg = SiteConfig {
         shards,
         workers: cfg.workers,
@@ -112,6 +121,7 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
         preferred: cfg.preferred_leader(site.shard).map(|p| cfg.node_id(p)),
         compact_after_entries: None,
         control_faults: None,
+        rejoin,
     };
     let peers: HashMap<u64, std::net::SocketAddr> = cfg
         .sites

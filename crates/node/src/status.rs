@@ -25,6 +25,7 @@ pub(crate) fn of(shared: &Shared) -> SiteStatus {
         shard: site.shard_id(),
         role: match g.role() {
             Role::Leader => "leader",
+            Role::Follower if g.rejoining() => "rejoining",
             Role::Follower => "follower",
         }
         .to_string(),

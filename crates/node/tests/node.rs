@@ -90,6 +90,7 @@ fn start_with(
                 preferred: Some(ids[0]),
                 compact_after_entries: None,
                 control_faults: None,
+                rejoin: false,
             };
             let node = Node::start(NodeOptions {
                 name: format!("s{s}r{}", id - ids[0]),

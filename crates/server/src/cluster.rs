@@ -619,6 +619,7 @@ fn node_spec(
         preferred: cfg.preferred_leader.then_some(nodes[s][0]),
         compact_after_entries: cfg.compact_after_entries,
         control_faults: cfg.control_faults.clone(),
+        rejoin: false,
     }
 }
 

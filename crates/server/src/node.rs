@@ -44,6 +44,9 @@ pub struct NodeSpec {
     pub compact_after_entries: Option<u64>,
     /// Fault injection on the control channel (tests).
     pub control_faults: Option<ControlFaults>,
+    /// The replica lost its Raft state (an earlier incarnation ran with a `memory` log): its
+    /// groups rejoin without voting or campaigning until they have caught up.
+    pub rejoin: bool,
 }
 
 impl NodeSpec {
@@ -82,6 +85,7 @@ pub fn start_node(
         rc.heartbeat_interval_ms = spec.heartbeat_ms;
         rc.election_timeout_min_ms = spec.election_ms.0;
         rc.election_timeout_max_ms = spec.election_ms.1;
+        rc.rejoin = spec.rejoin;
         rc
     };
     let mut rc = raft(spec.nodes[s as usize].clone(), s);
