@@ -211,3 +211,57 @@ impl DataDirLock {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOPO: &str = "
+hosts: {h: {address: 127.0.0.1}}
+sites:
+  - {name: a, host: h, shard: 0, replica: 0, peer_port: 9001, client_port: 9002}
+  - {name: b, host: h, shard: 1, replica: 0, peer_port: 9003, client_port: 9004}
+  - {name: c, host: h, shard: 2, replica: 0, peer_port: 9005, client_port: 9006}
+tables:
+  events: {partition: range, splits: [g, p]}
+";
+
+    #[test]
+    fn the_config_routes_keys_and_scans_by_each_tables_partitioning() {
+        let cfg = Config::from_yaml_strs(&[("t.yml", TOPO)]).unwrap();
+        let c: &dyn Catalog = &cfg;
+        assert_eq!(c.tables(), vec!["events".to_string(), "kv".to_string()]);
+        assert_eq!(c.shard_of("events", b"apple"), Some(0));
+        assert_eq!(c.shard_of("events", b"g"), Some(1));
+        assert_eq!(c.shard_of("events", b"zebra"), Some(2));
+        assert_eq!(c.shard_of("nope", b"x"), None);
+        let r = |lo: &[u8], hi: &[u8]| {
+            c.shards_in("events", Bound::Included(lo), Bound::Excluded(hi))
+                .unwrap()
+        };
+        assert_eq!(r(b"a", b"b"), vec![0]);
+        assert_eq!(r(b"h", b"q"), vec![1, 2]);
+        assert_eq!(r(b"a", b"z"), vec![0, 1, 2]);
+        assert_eq!(
+            c.shards_in("events", Bound::Unbounded, Bound::Unbounded),
+            Some(vec![0, 1, 2])
+        );
+        // A hash table's scan reaches every shard.
+        assert_eq!(
+            c.shards_in("kv", Bound::Included(b"a"), Bound::Excluded(b"b")),
+            Some(vec![0, 1, 2])
+        );
+    }
+
+    #[test]
+    fn paxos_and_unknown_sites_are_clear_errors() {
+        let cfg = Arc::new(
+            Config::from_yaml_strs(&[("t.yml", TOPO), ("p.yml", "replication: paxos")]).unwrap(),
+        );
+        let e = options(&cfg, "a").err().unwrap().to_string();
+        assert!(e.contains("paxos is not available"), "{e}");
+        let cfg = Arc::new(Config::from_yaml_strs(&[("t.yml", TOPO)]).unwrap());
+        let e = options(&cfg, "zz").err().unwrap().to_string();
+        assert!(e.contains("no site \"zz\"") && e.contains("a, b, c"), "{e}");
+    }
+}
