@@ -318,6 +318,31 @@ impl Client {
         }
     }
 
+    /// Calls server-side procedure `name` on the leader of `shard` (one request, one
+    /// transaction; retryable aborts retried up to [`ClientConfig::attempts`] times).
+    pub fn call(&mut self, shard: u32, name: &str, args: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let mut attempt = 1;
+        loop {
+            let body = Body::Call {
+                name: name.into(),
+                args: args.to_vec(),
+            };
+            let e = match self.on_leader(shard, |c| c.call(body.clone())) {
+                Ok(Reply::Returned(v)) => return Ok(v),
+                Ok(other) => outcome_err(other),
+                Err(ClientError::Io(e)) => {
+                    ClientError::Unknown(format!("connection lost while committing: {e}"))
+                }
+                Err(e) => e,
+            };
+            if !(e.is_retryable() && attempt < self.cfg.attempts) {
+                return Err(e);
+            }
+            attempt += 1;
+            backoff(attempt);
+        }
+    }
+
     /// Runs `f` as one interactive transaction and commits it, retrying retryable aborts up
     /// to [`ClientConfig::attempts`] times (so `f` must be safe to run again).
     pub fn transaction<T>(

@@ -165,6 +165,7 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
             client_token,
             tls,
             metrics_listen: cfg.metrics_addr(site),
+            procedures: HashMap::new(),
         },
         lock,
     ))

@@ -20,6 +20,7 @@ mod deploy;
 mod endpoint;
 mod exec;
 pub mod figures;
+pub mod procedure;
 mod server;
 mod session;
 mod status;
@@ -43,6 +44,7 @@ use tracing::info;
 pub use deploy::{DataDirLock, options};
 pub use exec::{Catalog, parse_int};
 pub use figures::Counters;
+pub use procedure::{ProcError, Procedure, in_txn};
 pub use session::Limits;
 
 /// Everything a server process needs.
@@ -69,6 +71,8 @@ pub struct NodeOptions {
     pub tls: Option<TlsSettings>,
     /// Where the Prometheus metrics endpoint listens (`None`: no endpoint).
     pub metrics_listen: Option<SocketAddr>,
+    /// Server-side procedures clients may call, by name.
+    pub procedures: HashMap<String, Arc<dyn Procedure>>,
 }
 
 /// Why a server could not start.
@@ -150,6 +154,7 @@ impl Node {
             name: opts.name.clone(),
             started: Instant::now(),
             workers: opts.spec.site.workers,
+            procedures: opts.procedures,
         });
         let clients = server::ClientServer::start(listener, shared, opts.client_token, opts.tls)?;
         let client_addr = clients.addr();

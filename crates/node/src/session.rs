@@ -50,6 +50,7 @@ pub(crate) struct Shared {
     pub name: String,
     pub started: Instant,
     pub workers: u32,
+    pub procedures: HashMap<String, Arc<dyn crate::Procedure>>,
 }
 
 /// An open interactive transaction.
@@ -199,6 +200,7 @@ impl<'s> Session<'s> {
                 }
                 None => self.missing(txn),
             },
+            Body::Call { name, args } => self.call(&name, &args),
             Body::Run { ops } => {
                 if ops.len() > self.shared.limits.max_ops as usize {
                     self.shared.counters.aborted("too_many_ops");
@@ -220,6 +222,40 @@ impl<'s> Session<'s> {
                 }
                 self.commit(tx, Some(results))
             }
+        }
+    }
+
+    /// Runs procedure `name` if this site serves its shard.
+    fn call(&self, name: &str, args: &[u8]) -> Reply {
+        let Some(p) = self.shared.procedures.get(name) else {
+            return Reply::Error {
+                code: ErrorCode::UnknownProcedure,
+                message: format!("no procedure {name:?}"),
+            };
+        };
+        let site = &*self.shared.site;
+        if !site.serving() {
+            let shard = site.shard_id();
+            return Reply::NotLeader {
+                shard,
+                leader: site.leader_of(shard),
+            };
+        }
+        let started = Instant::now();
+        match p.call(site, self.worker, args) {
+            Ok(r) => {
+                self.shared.counters.released(started.elapsed());
+                Reply::Returned(r)
+            }
+            Err(crate::ProcError::Aborted(reason)) => self.aborted(reason),
+            Err(crate::ProcError::Unknown(why)) => {
+                self.shared.counters.unknown();
+                Reply::Unknown { why }
+            }
+            Err(crate::ProcError::Invalid(message)) => Reply::Error {
+                code: ErrorCode::InvalidValue,
+                message,
+            },
         }
     }
 

@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 
 use mako_client::{Client, ClientConfig, ClientError, SiteAddr};
 use mako_logstore::Durability;
-use mako_node::{Catalog, Limits, Node, NodeOptions};
+use mako_node::{Catalog, Limits, Node, NodeOptions, ProcError, Procedure, in_txn};
 use mako_proto::{
     Auth, AuthResult, Body, ErrorCode, Hello, MAGIC, MAX_FRAME, MAX_HELLO, Reply, Request,
     Response, VERSION, Welcome, decode, read_frame, write_frame,
 };
-use mako_server::{NodeSpec, SiteConfig, meta_members};
+use mako_server::{NodeSpec, Site, SiteConfig, meta_members};
 use mako_transport::auth::Secret;
 use mako_transport::tcp::TcpConfig;
 use mako_transport::tls::{self, TlsSettings};
@@ -37,6 +37,39 @@ impl Catalog for ByteCatalog {
     fn shards_in(&self, table: &str, _: Bound<&[u8]>, _: Bound<&[u8]>) -> Option<Vec<u32>> {
         (table == "kv").then(|| (0..self.shards).collect())
     }
+}
+
+/// `transfer`: args `from\0to\0amount`, moves `amount` between two decimal counters of `kv`.
+struct Transfer(Arc<dyn Catalog>);
+
+impl Procedure for Transfer {
+    fn call(&self, site: &Site, worker: u32, args: &[u8]) -> Result<Vec<u8>, ProcError> {
+        let parts: Vec<&[u8]> = args.split(|&b| b == 0).collect();
+        let [from, to, amount] = parts[..] else {
+            return Err(ProcError::Invalid("expected from, to, amount".into()));
+        };
+        let amount: i64 = std::str::from_utf8(amount)
+            .ok()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| ProcError::Invalid("amount".into()))?;
+        in_txn(site, worker, |tx| {
+            for (key, delta) in [(from, -amount), (to, amount)] {
+                let s = self.0.shard_of("kv", key).unwrap();
+                let old = tx
+                    .get(s, 0, key)?
+                    .and_then(|v| mako_node::parse_int(&v))
+                    .unwrap_or(0);
+                tx.put(s, 0, key, bytes::Bytes::from((old + delta).to_string()))?;
+            }
+            Ok(b"done".to_vec())
+        })
+    }
+}
+
+fn procedures(catalog: &Arc<dyn Catalog>) -> HashMap<String, Arc<dyn Procedure>> {
+    let mut m: HashMap<String, Arc<dyn Procedure>> = HashMap::new();
+    m.insert("transfer".into(), Arc::new(Transfer(Arc::clone(catalog))));
+    m
 }
 
 struct TestCluster {
@@ -104,6 +137,7 @@ fn start_with(
                 client_token: token.clone(),
                 tls: tls.clone(),
                 metrics_listen: Some(any),
+                procedures: procedures(&catalog),
             })
             .unwrap();
             sites.push(SiteAddr {
@@ -486,4 +520,30 @@ fn every_server_serves_prometheus_metrics() {
     );
     let nf = http_get(c.nodes[0].metrics_addr().unwrap(), "/nope");
     assert!(nf.starts_with("HTTP/1.1 404"), "{nf}");
+}
+
+#[test]
+fn server_side_procedures_run_as_one_transaction_per_request() {
+    let c = start(2, 3, Limits::default());
+    let mut cl = c.client();
+    cl.put(&[2, b'a'], b"100").unwrap();
+    cl.put(&[1, b'b'], b"0").unwrap();
+    let args = [&[2, b'a'][..], &[0], &[1, b'b'], &[0], b"30"].concat();
+    assert_eq!(cl.call(0, "transfer", &args).unwrap(), b"done".to_vec());
+    assert_eq!(cl.get(&[2, b'a']).unwrap(), Some(b"70".to_vec()));
+    assert_eq!(cl.get(&[1, b'b']).unwrap(), Some(b"30".to_vec()));
+    match cl.call(1, "nope", b"") {
+        Err(ClientError::Request {
+            code: ErrorCode::UnknownProcedure,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    match cl.call(0, "transfer", b"garbage") {
+        Err(ClientError::Request {
+            code: ErrorCode::InvalidValue,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
 }

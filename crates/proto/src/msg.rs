@@ -98,6 +98,14 @@ pub enum Body {
         /// The operations.
         ops: Vec<Op>,
     },
+    /// Runs a server-side procedure registered under `name` as one transaction coordinated
+    /// here (a shard leader); `args` and the result are the procedure's own encoding.
+    Call {
+        /// The procedure.
+        name: String,
+        /// Its arguments.
+        args: Vec<u8>,
+    },
     /// A digest of this replica's rows of a table (newest versions), to compare replicas.
     Digest {
         /// The table.
@@ -233,6 +241,8 @@ pub enum Reply {
     Committed,
     /// Answer to [`Body::Run`]: released, with each operation's result.
     Ran(Vec<OpResult>),
+    /// Answer to [`Body::Call`]: released (or read-only), with the procedure's result.
+    Returned(Vec<u8>),
     /// Aborted: never visible. The transaction (if interactive) is closed.
     Aborted {
         /// Why (`conflict`, `failover`, `not_leader`, `timeout`, `too_large`,
@@ -287,6 +297,8 @@ pub enum ErrorCode {
     InvalidValue,
     /// The server is shutting down.
     ShuttingDown,
+    /// No procedure of that name.
+    UnknownProcedure,
 }
 
 /// The shard map as one site knows it.
