@@ -47,10 +47,63 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
         node.client_addr(),
         cfg.durability
     );
+    let stop_progress = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let catch_up = show_catch_up(&node, std::sync::Arc::clone(&stop_progress));
     if let Some(sig) = signals.forever().next() {
         tracing::info!(site = %name, signal = sig, "stopping: handing leadership over and flushing");
         node.shutdown(true);
         println!("mako server: site {name} stopped");
     }
+    stop_progress.store(true, std::sync::atomic::Ordering::Release);
+    if let Some(h) = catch_up {
+        let _ = h.join();
+    }
     Ok(())
+}
+
+/// On a terminal, a progress bar of the replica catching up with its group's commit index
+/// (recovery from its log, or replication from the leader); nothing when stderr is piped.
+fn show_catch_up(
+    node: &Node,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let site = std::sync::Arc::clone(node.site());
+    std::thread::Builder::new()
+        .name("catch-up-progress".into())
+        .spawn(move || {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "catching up {bar:30} {pos}/{len} log entries ({per_sec}, eta {eta})",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let started = std::time::Instant::now();
+            loop {
+                let g = site.group();
+                let (applied, commit) = (g.applied_index(), g.commit_index());
+                bar.set_length(commit.max(applied));
+                bar.set_position(applied);
+                // Caught up once the group knows its commit index (a leader is known) and
+                // has applied it; give up drawing after a minute without a leader.
+                let leader_known = g.leader().is_some();
+                if leader_known && applied >= commit {
+                    bar.finish_and_clear();
+                    break;
+                }
+                let stopping = stop.load(std::sync::atomic::Ordering::Acquire);
+                if stopping
+                    || (!leader_known && started.elapsed() > std::time::Duration::from_secs(60))
+                {
+                    bar.abandon();
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        })
+        .ok()
 }
