@@ -355,7 +355,7 @@ fn run_remote(args: &CheckArgs, log_level: Option<&str>) -> anyhow::Result<()> {
     }
     print_summary(&run.run);
     if !run.kills.is_empty() {
-        print_kills(&run.kills);
+        print_kills(&run.kills, cfg.durability.as_str());
     }
     if run.is_valid() {
         Ok(())
@@ -365,7 +365,7 @@ fn run_remote(args: &CheckArgs, log_level: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// Per kill, the time to the first release after it, and their median and maximum.
-fn print_kills(kills: &[mako_bench::remote::KillRecord]) {
+fn print_kills(kills: &[mako_bench::remote::KillRecord], durability: &str) {
     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
     let show = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.0} ms"));
     println!(
@@ -389,7 +389,7 @@ fn print_kills(kills: &[mako_bench::remote::KillRecord]) {
     resumed.sort_by(f64::total_cmp);
     if let (Some(max), false) = (resumed.last(), resumed.is_empty()) {
         println!(
-            "resume after a kill (to the first release): median {:.0} ms, max {:.0} ms over {} kill(s){}",
+            "resume after a kill (to the first release, {durability} durability): median {:.0} ms, max {:.0} ms over {} kill(s){}",
             resumed[resumed.len() / 2],
             max,
             resumed.len(),
