@@ -349,6 +349,12 @@ pub struct CheckStats {
 
 impl CheckStats {
     fn of(history: &History, shards: u32) -> Self {
+        Self::of_with(history, |key| shard_of(key, shards))
+    }
+
+    /// Counts a history's outcomes; `shard` says which shard holds a checker key (for the
+    /// cross-shard count).
+    pub fn of_with(history: &History, shard: impl Fn(Key) -> u32) -> Self {
         let mut s = CheckStats {
             txns: history.len(),
             ..CheckStats::default()
@@ -357,8 +363,7 @@ impl CheckStats {
             match &t.outcome {
                 Outcome::Released => {
                     s.released += 1;
-                    let touched: BTreeSet<u32> =
-                        t.ops.iter().map(|r| shard_of(r.op.key(), shards)).collect();
+                    let touched: BTreeSet<u32> = t.ops.iter().map(|r| shard(r.op.key())).collect();
                     if touched.len() > 1 {
                         s.cross_shard_released += 1;
                     }

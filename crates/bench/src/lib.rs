@@ -25,12 +25,16 @@
 //! leader mid-run, recording a per-100 ms [`Bucket`] series ([`plot::svg`] draws it).
 //!
 //! [`check`] runs the history checker's workloads on an in-process cluster (`mako check`).
+//!
+//! [`remote`] runs the benches and checks against a running deployment over the client
+//! protocol (`mako bench -f`, `mako check -f`).
 
 pub mod check;
 mod cluster;
 mod driver;
 pub mod plot;
 mod raft;
+pub mod remote;
 mod series;
 mod workload;
 mod zipf;

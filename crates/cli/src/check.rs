@@ -1,7 +1,12 @@
-//! `mako check`: runs a history-checker workload on an in-process cluster, checks the
-//! recorded history for anomalies, and exits non-zero on any.
+//! `mako check`: runs a history-checker workload on an in-process cluster, or with `-f` on a
+//! deployment (running, or started here when leaders are to be killed), checks the recorded
+//! history for anomalies, and exits non-zero on any.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
 
 use clap::ValueEnum;
 use mako_bench::check::{CheckConfig, CheckProgress, CheckRun, Fault, HOT_KEYS, run_check};
@@ -52,17 +57,40 @@ pub enum FaultArg {
 /// Arguments of `mako check`.
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
+    /// Config files of a deployment, merged in order: run the workload against it over the
+    /// network (interactive client transactions on the default table `kv`) instead of an
+    /// in-process cluster. Without --kill-leaders the deployment must be running.
+    #[arg(short = 'f', long = "file", value_name = "CONFIG")]
+    files: Vec<PathBuf>,
+    /// With -f: start the deployment's sites here as child processes and SIGKILL the serving
+    /// leader of a random shard this many times (each time awaiting a new leader and
+    /// restarting the killed site from its data directory); the run lasts at least
+    /// (N + 1) × --kill-every.
+    #[arg(long, value_name = "N", requires = "files")]
+    kill_leaders: Option<u32>,
+    /// Seconds between leader kills.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 4.0,
+        requires = "kill_leaders"
+    )]
+    kill_every: f64,
+    /// With -f: added to every checker key (default: derived from the clock, so that runs on
+    /// one deployment do not share keys).
+    #[arg(long, hide = true, requires = "files")]
+    key_offset: Option<u64>,
     /// The workload.
     #[arg(long, value_enum, default_value = "list-append")]
     workload: WorkloadArg,
-    /// Shards.
-    #[arg(long, default_value_t = 2)]
+    /// Shards (in-process runs).
+    #[arg(long, default_value_t = 2, conflicts_with = "files")]
     shards: u32,
-    /// Raft replicas per shard (1, 3 or 5).
-    #[arg(long, default_value_t = 3)]
+    /// Raft replicas per shard (1, 3 or 5; in-process runs).
+    #[arg(long, default_value_t = 3, conflicts_with = "files")]
     replicas: u32,
-    /// Coordinator workers per shard.
-    #[arg(long, default_value_t = 2)]
+    /// Coordinator workers per shard (in-process runs).
+    #[arg(long, default_value_t = 2, conflicts_with = "files")]
     threads: u32,
     /// Client threads.
     #[arg(long, default_value_t = 8)]
@@ -126,7 +154,10 @@ impl CheckArgs {
 
 /// Runs `mako check`; exits with status 1 if the checker found an anomaly or a follower
 /// differs from its leader.
-pub fn run(args: &CheckArgs) -> anyhow::Result<()> {
+pub fn run(args: &CheckArgs, log_level: Option<&str>) -> anyhow::Result<()> {
+    if !args.files.is_empty() {
+        return run_remote(args, log_level);
+    }
     let cfg = args.config()?;
     println!(
         "mako check: workload={} shards={} replicas={} workers/shard={} clients={} dist={} duration={:.1}s seed={}{}",
@@ -177,6 +208,197 @@ fn show_progress(p: &CheckProgress) {
         crate::group(p.unknown)
     );
     let _ = std::io::stdout().flush();
+}
+
+/// `mako check -f`: the workload against a deployment, with leader kills if asked.
+fn run_remote(args: &CheckArgs, log_level: Option<&str>) -> anyhow::Result<()> {
+    use mako_bench::remote::{Event, KillPlan, RemoteCheckConfig};
+    // The in-process checks validate the shared flags.
+    let base = args.config()?;
+    let cfg = crate::server::load(&args.files)?;
+    let kills = match args.kill_leaders {
+        None => None,
+        Some(n) => {
+            anyhow::ensure!(n >= 1, "--kill-leaders must be at least 1");
+            anyhow::ensure!(
+                cfg.replicas() >= 3,
+                "--kill-leaders needs 3 or more replicas per shard (the config has {})",
+                cfg.replicas()
+            );
+            let every = Duration::try_from_secs_f64(args.kill_every)
+                .ok()
+                .filter(|d| *d >= Duration::from_millis(100))
+                .with_context(|| {
+                    format!(
+                        "--kill-every must be at least 0.1 seconds, got {}",
+                        args.kill_every
+                    )
+                })?;
+            Some(KillPlan {
+                count: n,
+                every,
+                leader_wait: Duration::from_secs(30),
+            })
+        }
+    };
+    let key_offset = args.key_offset.unwrap_or_else(|| {
+        // Fresh keys per run: the clock's microseconds, shifted above any run's keys.
+        let us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        (us & 0xff_ffff_ffff) << 24
+    });
+    let rc = RemoteCheckConfig {
+        workload: base.workload,
+        clients: base.clients,
+        dist: base.dist,
+        keys: base.keys,
+        duration: base.duration,
+        seed: base.seed,
+        key_offset,
+        fault: base.fault,
+        kills,
+        converge_timeout: Duration::from_secs(60),
+    };
+    println!(
+        "mako check -f {}: workload={} durability={} shards={} replicas={} clients={} dist={} duration={:.1}s seed={} key-offset={}{}{}",
+        cfg.sources.join(" -f "),
+        rc.workload,
+        cfg.durability.as_str(),
+        cfg.shards(),
+        cfg.replicas(),
+        rc.clients,
+        match args.dist {
+            CheckDist::Uniform => "uniform",
+            CheckDist::Hot => "hot",
+        },
+        rc.effective_duration().as_secs_f64(),
+        rc.seed,
+        rc.key_offset,
+        match kills {
+            Some(k) => format!(
+                " kill-leaders={} every {:.1}s",
+                k.count,
+                k.every.as_secs_f64()
+            ),
+            None => String::new(),
+        },
+        match rc.fault {
+            Some(f) => format!(" (deliberately broken executor: {f:?})"),
+            None => String::new(),
+        }
+    );
+    let mut deployment = match kills {
+        None => None,
+        Some(_) => {
+            let exe = std::env::current_exe().context("locating the mako binary")?;
+            let logs = cfg.data_dir.join("logs");
+            let mut d = mako_deploy::Deployment::start(
+                &exe,
+                &args.files,
+                &[],
+                mako_deploy::Output::Files(logs.clone()),
+                log_level,
+            )?;
+            d.wait_ready(Duration::from_secs(60))?;
+            println!(
+                "started {} sites (logs in {}); every shard has a serving leader",
+                d.running().len(),
+                logs.display()
+            );
+            Some(d)
+        }
+    };
+    let live = std::io::stdout().is_terminal();
+    let run = mako_bench::remote::run_check(&cfg, deployment.as_mut(), &rc, |e| match e {
+        Event::Progress(p) => {
+            if live {
+                show_progress(&p);
+            }
+        }
+        Event::Killed(k) => {
+            if live {
+                print!("\r\x1b[2K");
+            }
+            println!(
+                "kill at {:.1} s: shard {} leader {} SIGKILLed; new leader {} after {}; {}{}",
+                k.at.as_secs_f64(),
+                k.shard,
+                k.site,
+                k.new_leader.as_deref().unwrap_or("none"),
+                k.new_leader_after
+                    .map_or("-".into(), |d| format!("{:.0} ms", d.as_secs_f64() * 1e3)),
+                match &k.restart_error {
+                    None => format!("{} restarted", k.site),
+                    Some(e) => format!("{} NOT restarted: {e}", k.site),
+                },
+                if k.after_clients {
+                    " (after the clients stopped)"
+                } else {
+                    ""
+                }
+            );
+        }
+        Event::KillFailed(f) => {
+            if live {
+                print!("\r\x1b[2K");
+            }
+            println!("kill FAILED: {f}");
+        }
+    })?;
+    if live {
+        print!("\r\x1b[2K");
+    }
+    if let Some(d) = deployment.as_mut() {
+        d.shutdown(Duration::from_secs(10));
+    }
+    print_summary(&run.run);
+    if !run.kills.is_empty() {
+        print_kills(&run.kills, cfg.durability.as_str());
+    }
+    if run.is_valid() {
+        Ok(())
+    } else {
+        std::process::exit(1);
+    }
+}
+
+/// Per kill, the time to the first release after it, and their median and maximum.
+fn print_kills(kills: &[mako_bench::remote::KillRecord], durability: &str) {
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    let show = |v: Option<f64>| v.map_or("none".to_string(), |v| format!("{v:.0} ms"));
+    println!(
+        "kills: {} (new leader after: {}); first release of a txn on the shard invoked after the kill: {}",
+        kills.len(),
+        kills
+            .iter()
+            .map(|k| show(ms(k.new_leader_after)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        kills
+            .iter()
+            .map(|k| show(ms(k.first_release_after)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut resumed: Vec<f64> = kills
+        .iter()
+        .filter_map(|k| ms(k.first_release_after))
+        .collect();
+    resumed.sort_by(f64::total_cmp);
+    if let (Some(max), false) = (resumed.last(), resumed.is_empty()) {
+        println!(
+            "resume after a kill (to the first release, {durability} durability): median {:.0} ms, max {:.0} ms over {} kill(s){}",
+            resumed[resumed.len() / 2],
+            max,
+            resumed.len(),
+            match kills.len() - resumed.len() {
+                0 => String::new(),
+                n => format!("; {n} kill(s) with no such release in the run"),
+            }
+        );
+    }
 }
 
 fn print_summary(run: &CheckRun) {

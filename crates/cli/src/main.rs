@@ -63,11 +63,12 @@ fn init_logging(level: Option<&str>, json: bool) -> anyhow::Result<()> {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run a workload in-process and print throughput, aborts and latency.
+    /// Run a workload in-process, or with -f against a running deployment, and print
+    /// throughput, aborts and latency.
     Bench(Box<BenchCmd>),
     /// The embedded demo: 2 shards x 3 Raft replicas in one process, 10 s of the micro workload.
     Demo(DemoArgs),
-    /// Run a history-checker workload on an in-process cluster and report anomalies (exit 1 on any).
+    /// Run a history-checker workload on an in-process cluster, or with -f on a deployment, and report anomalies (exit 1 on any).
     Check(check::CheckArgs),
     /// Check or repair a node's durable Raft log.
     #[command(subcommand)]
@@ -189,6 +190,14 @@ enum DistArg {
 
 #[derive(clap::Args, Debug)]
 struct BenchArgs {
+    /// Config files of a running deployment, merged in order: drive it over the network from
+    /// client threads (workloads micro and ycsb-a; each transaction one request run as a
+    /// server-side procedure). TPC-C over the network is not supported.
+    #[arg(short = 'f', long = "file", value_name = "CONFIG")]
+    files: Vec<std::path::PathBuf>,
+    /// With -f: client threads, each with its own connections (default 8).
+    #[arg(long)]
+    clients: Option<usize>,
     /// Transaction mix.
     #[arg(long, value_enum, default_value = "micro")]
     workload: WorkloadArg,
@@ -198,9 +207,9 @@ struct BenchArgs {
     /// Measured phase in seconds (fractions allowed).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
-    /// Keys loaded before the measured phase.
-    #[arg(long, default_value_t = 1_000_000)]
-    keys: u64,
+    /// Keys loaded before the measured phase (default 1,000,000; 100,000 with -f).
+    #[arg(long)]
+    keys: Option<u64>,
     /// Key distribution.
     #[arg(long, value_enum, default_value = "uniform")]
     dist: DistArg,
@@ -280,7 +289,7 @@ impl BenchArgs {
             },
             threads: self.threads,
             duration,
-            keys: self.keys,
+            keys: self.keys.unwrap_or(1_000_000),
             dist: match self.dist {
                 DistArg::Uniform => Dist::Uniform,
                 DistArg::Zipf => Dist::Zipf,
@@ -300,18 +309,168 @@ fn main() -> anyhow::Result<()> {
                 target: Some(BenchTarget::Raft(args)),
                 ..
             } => bench_raft(&args),
+            BenchCmd { kv, .. } if !kv.files.is_empty() => bench_remote(&kv),
+            BenchCmd { kv, .. } if kv.clients.is_some() => {
+                anyhow::bail!("--clients applies to -f runs; in-process runs take --threads")
+            }
             BenchCmd { kv, .. } if matches!(kv.workload, WorkloadArg::Tpcc) => bench_tpcc(&kv),
             BenchCmd { kv, .. } if kv.shards > 1 || kv.replicas.is_some() => bench_cluster(&kv),
             BenchCmd { kv, .. } => bench(&kv),
         },
         Command::Demo(args) => demo(&args),
-        Command::Check(args) => check::run(&args),
+        Command::Check(args) => check::run(&args, cli.log_level.as_deref()),
         Command::Log(cmd) => log::run(&cmd),
         Command::Server(args) => server::run(&args),
         Command::Cluster(args) => cluster::run(&args, cli.log_level.as_deref()),
         Command::Client(args) => client::run(&args),
         Command::Status(args) => status::run(&args),
     }
+}
+
+/// `mako bench -f CONFIG`: the workload against a running deployment, from client threads.
+fn bench_remote(args: &BenchArgs) -> anyhow::Result<()> {
+    use mako_bench::remote::{BenchProgress, RemoteBenchConfig, RemoteWorkload};
+    let workload = match args.workload {
+        WorkloadArg::Micro => RemoteWorkload::Micro,
+        WorkloadArg::YcsbA => RemoteWorkload::YcsbA,
+        WorkloadArg::Tpcc => anyhow::bail!(
+            "TPC-C over the network is not supported: -f runs take --workload micro or ycsb-a \
+             (run TPC-C in-process with `mako bench --workload tpcc`)"
+        ),
+        WorkloadArg::YcsbB | WorkloadArg::YcsbC => {
+            anyhow::bail!("-f runs take --workload micro or ycsb-a")
+        }
+    };
+    anyhow::ensure!(
+        args.kill_leader_at.is_none()
+            && !args.series
+            && args.replicas.is_none()
+            && args.shards == 1,
+        "--kill-leader-at, --series, --shards and --replicas are for in-process runs; with -f the config gives the deployment (use `mako check -f ... --kill-leaders N` for leader kills)"
+    );
+    let cfg = crate::server::load(&args.files)?;
+    let bc = RemoteBenchConfig {
+        workload,
+        clients: args.clients.unwrap_or(8),
+        duration: duration_arg(args.duration)?,
+        keys: args.keys.unwrap_or(100_000),
+        read_pct: args.read_pct,
+        dist: match args.dist {
+            DistArg::Uniform => Dist::Uniform,
+            DistArg::Zipf => Dist::Zipf,
+        },
+        value_size: args.value_size,
+        seed: args.seed,
+    };
+    let conditions = format!(
+        "mako bench -f {}: durability={} shards={} replicas={} workload={} read-only={}% clients={} keys={} dist={} duration={:.1}s",
+        cfg.sources.join(" -f "),
+        cfg.durability.as_str(),
+        cfg.shards(),
+        cfg.replicas(),
+        workload.name(),
+        bc.read_pct(),
+        bc.clients,
+        group(bc.keys),
+        bc.dist.name(),
+        bc.duration.as_secs_f64()
+    );
+    if args.json {
+        eprintln!("{conditions}");
+    } else {
+        println!("{conditions}");
+    }
+    // Progress bars on a terminal (stderr); nothing when it is not one.
+    let hidden = !std::io::stderr().is_terminal();
+    let bar = |len: u64, template: &str| {
+        let b = if hidden {
+            indicatif::ProgressBar::hidden()
+        } else {
+            indicatif::ProgressBar::new(len)
+        };
+        if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+            b.set_style(style);
+        }
+        b
+    };
+    let loading = bar(bc.keys, "loading {bar:30} {pos}/{len} keys ({elapsed})");
+    let running = bar(bc.duration.as_millis() as u64, "running {bar:30} {msg}");
+    let report = mako_bench::remote::run_bench(&cfg, &bc, |p| match p {
+        BenchProgress::Loading { done, .. } => loading.set_position(done),
+        BenchProgress::Running {
+            elapsed,
+            released,
+            aborted,
+            unknown,
+            ..
+        } => {
+            loading.finish_and_clear();
+            running.set_position(elapsed.as_millis() as u64);
+            running.set_message(format!(
+                "{:.1}s released {} aborted {} unknown {}",
+                elapsed.as_secs_f64(),
+                group(released),
+                group(aborted),
+                group(unknown)
+            ));
+        }
+    })?;
+    loading.finish_and_clear();
+    running.finish_and_clear();
+    if let Some(path) = &args.plot {
+        std::fs::write(path, mako_bench::remote::plot_svg(&report))
+            .with_context(|| format!("writing the plot to {}", path.display()))?;
+        let line = format!(
+            "plot (released/s and release latency per {} ms): {}",
+            report.bucket_ms,
+            path.display()
+        );
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    let r = &report;
+    let counts = |m: &std::collections::BTreeMap<String, u64>| {
+        m.iter()
+            .map(|(k, n)| format!("{k} {}", group(*n)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("load:      {} keys in {:.2} s", group(r.keys), r.load_secs);
+    println!(
+        "released:  {} txn in {:.2} s = {} txn/s ({} durability); cross-shard {:.1}% of released",
+        group(r.released),
+        r.secs,
+        group(r.released_per_sec as u64),
+        r.durability,
+        r.cross_shard_pct
+    );
+    println!(
+        "aborts:    {}{}; unknown {}{}",
+        group(r.aborted),
+        if r.aborts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", counts(&r.aborts))
+        },
+        group(r.unknown),
+        if r.errors.is_empty() {
+            String::new()
+        } else {
+            format!("; failed requests: {}", counts(&r.errors))
+        }
+    );
+    println!(
+        "release latency (client-observed, {} durability): p50 {:.0} us  p90 {:.0} us  p99 {:.0} us  p99.9 {:.0} us",
+        r.durability, r.release_p50_us, r.release_p90_us, r.release_p99_us, r.release_p999_us
+    );
+    Ok(())
 }
 
 fn bench(args: &BenchArgs) -> anyhow::Result<()> {
