@@ -215,19 +215,32 @@ impl Node {
         let g = self.site.group();
         let deadline = Instant::now() + timeout;
         let shard = self.site.shard_id();
+        let others: Vec<NodeId> = self
+            .site
+            .replicas_of(shard)
+            .into_iter()
+            .filter(|&n| n != self.site.node())
+            .collect();
+        if others.is_empty() {
+            return g.role() != Role::Leader;
+        }
         while g.role() == Role::Leader && Instant::now() < deadline {
-            // Any other replica of the shard: Raft refuses a transfer to a lagging one only
-            // by timing it out, so try each in turn.
-            for other in self.site.replicas_of(shard) {
-                if other != self.site.node() && g.transfer_leader(other).is_ok() {
-                    let until = Instant::now() + Duration::from_millis(500);
-                    while g.role() == Role::Leader && Instant::now() < until {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    if g.role() != Role::Leader {
-                        break;
-                    }
+            // Any other replica of the shard: Raft refuses a transfer to a lagging or
+            // rejoining one, so try each in turn.
+            for &other in &others {
+                if g.transfer_leader(other).is_err() {
+                    continue;
                 }
+                let until = (Instant::now() + Duration::from_millis(500)).min(deadline);
+                while g.role() == Role::Leader && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                if g.role() != Role::Leader {
+                    break;
+                }
+            }
+            if g.role() == Role::Leader {
+                std::thread::sleep(Duration::from_millis(50));
             }
         }
         g.role() != Role::Leader
