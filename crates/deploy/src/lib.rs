@@ -11,6 +11,7 @@
 //! [`LocalTopology`] writes a config for `S` shards × `R` replicas on 127.0.0.1 with ports
 //! that are free when it runs, for tests and benchmarks.
 
+pub mod proxy;
 mod topology;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 use mako_client::{Client, ClientConfig};
 use mako_config::Config;
 
+pub use proxy::PeerProxy;
 pub use topology::LocalTopology;
 
 /// Where child output goes.
@@ -79,6 +81,8 @@ pub struct Deployment {
     output: Output,
     log_level: Option<String>,
     procs: BTreeMap<String, Proc>,
+    /// Extra arguments per site, appended to its `mako server` command line.
+    site_args: BTreeMap<String, Vec<String>>,
 }
 
 impl Deployment {
@@ -90,15 +94,7 @@ impl Deployment {
         output: Output,
         log_level: Option<&str>,
     ) -> Result<Deployment, DeployError> {
-        let cfg = Arc::new(Config::load(files)?);
-        let mut d = Deployment {
-            exe: exe.to_path_buf(),
-            files: files.to_vec(),
-            cfg,
-            output,
-            log_level: log_level.map(str::to_string),
-            procs: BTreeMap::new(),
-        };
+        let mut d = Deployment::prepare(exe, files, output, log_level)?;
         let names: Vec<String> = if sites.is_empty() {
             d.cfg.sites.iter().map(|s| s.name.clone()).collect()
         } else {
@@ -111,6 +107,45 @@ impl Deployment {
             }
         }
         Ok(d)
+    }
+
+    /// Loads `files` and starts no site yet: set per-site arguments with
+    /// [`Deployment::set_site_args`], then start sites with [`Deployment::restart`].
+    pub fn prepare(
+        exe: &Path,
+        files: &[PathBuf],
+        output: Output,
+        log_level: Option<&str>,
+    ) -> Result<Deployment, DeployError> {
+        let cfg = Arc::new(Config::load(files)?);
+        Ok(Deployment {
+            exe: exe.to_path_buf(),
+            files: files.to_vec(),
+            cfg,
+            output,
+            log_level: log_level.map(str::to_string),
+            procs: BTreeMap::new(),
+            site_args: BTreeMap::new(),
+        })
+    }
+
+    /// Extra arguments for site `name`'s `mako server` (e.g. `--peer-listen ADDR`, or
+    /// `-f FILE` to override the config for that site only), used from its next start.
+    pub fn set_site_args(&mut self, name: &str, args: Vec<String>) {
+        self.site_args.insert(name.to_string(), args);
+    }
+
+    /// The file site `name`'s output goes to (with [`Output::Files`]).
+    pub fn log_file(&self, name: &str) -> Option<PathBuf> {
+        match &self.output {
+            Output::Files(dir) => Some(dir.join(format!("{name}.log"))),
+            _ => None,
+        }
+    }
+
+    /// The process id of site `name`, while it runs.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.procs.get(name).map(|p| p.child.id())
     }
 
     /// The loaded config.
@@ -147,6 +182,9 @@ impl Deployment {
             cmd.arg("-f").arg(f);
         }
         cmd.args(["--site", name]).stdin(Stdio::null());
+        if let Some(extra) = self.site_args.get(name) {
+            cmd.args(extra);
+        }
         let (out, err) = match &self.output {
             Output::Null => (Stdio::null(), Stdio::null()),
             _ => (Stdio::piped(), Stdio::piped()),
