@@ -1,9 +1,7 @@
 //! The client token: a deployment with `security.client_token` serves a client with the
 //! right token and refuses one with a wrong token or none, with a clear error.
-//!
-//! FAILS (client bug, reported to the lead): with a wrong token or none the client
-//! returns `NoLeader` after `leader_wait` instead of the authentication error, because
-//! `Client::refresh` discards every error of its `Topology` calls.
+//! (Before the fix, a wrong token or none surfaced as `NoLeader` after `leader_wait`:
+//! `Client::refresh` discarded every error of its `Topology` calls.)
 
 mod common;
 

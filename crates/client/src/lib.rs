@@ -206,6 +206,17 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether no retry can help: authentication, TLS or protocol refusals.
+    pub fn is_fatal(&self) -> bool {
+        match self {
+            ClientError::Auth(_) | ClientError::Refused(_) => true,
+            ClientError::Io(e) | ClientError::Connect { source: e, .. } => {
+                e.kind() == std::io::ErrorKind::InvalidData
+            }
+            _ => false,
+        }
+    }
+
     /// Whether running the transaction again may succeed (retryable aborts).
     pub fn is_retryable(&self) -> bool {
         matches!(
@@ -477,7 +488,7 @@ impl Client {
             let node = match self.leaders.get(shard as usize).copied().flatten() {
                 Some(n) => n,
                 None => {
-                    self.refresh(tries);
+                    self.refresh(tries)?;
                     match self.leaders.get(shard as usize).copied().flatten() {
                         Some(n) => n,
                         None => {
@@ -489,6 +500,7 @@ impl Client {
             };
             let conn = match self.conn(node) {
                 Ok(c) => c,
+                Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
                     debug!(node, error = %e, "leader unreachable");
                     self.forget(shard, node);
@@ -527,7 +539,7 @@ impl Client {
     }
 
     /// Asks sites (starting at a different one each try) which sites lead.
-    fn refresh(&mut self, tries: u32) {
+    fn refresh(&mut self, tries: u32) -> Result<(), ClientError> {
         let nodes: Vec<u64> = self.cfg.sites.iter().map(|s| s.node).collect();
         for i in 0..nodes.len() {
             let node = nodes[(i + tries as usize) % nodes.len()];
@@ -541,11 +553,14 @@ impl Client {
                             self.leaders[s] = Some(l);
                         }
                     }
-                    return;
+                    return Ok(());
                 }
+                // A refusal no retry can heal (wrong token, TLS trust, protocol version).
+                Err(e) if e.is_fatal() => return Err(e),
                 Ok(_) | Err(_) => continue,
             }
         }
+        Ok(())
     }
 }
 
