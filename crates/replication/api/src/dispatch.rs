@@ -4,8 +4,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::{
-    ApplyCtx, ApplyFn, ApplyStatus, PendingQueue, QueuedEntry, Role, RoleChange, RoleChangeFn,
-    Unapplied, UnappliedFn,
+    Applied, ApplyCtx, ApplyFn, ApplyStatus, PendingQueue, QueuedEntry, Role, RoleChange,
+    RoleChangeFn, Unapplied, UnappliedFn,
 };
 
 /// Counters of what the dispatcher did.
@@ -132,6 +132,22 @@ impl ApplyDispatcher {
         for cb in self.role_cbs.lock().iter_mut() {
             cb(change);
         }
+    }
+
+    /// A dispatcher whose callbacks accept every entry and keep nothing (for a group whose
+    /// entries nobody consumes, e.g. a protocol test that only looks at its log).
+    pub fn discarding(shard: u32) -> Self {
+        let d = ApplyDispatcher::new(shard);
+        for role in [Role::Leader, Role::Follower] {
+            d.set_callback(role, Box::new(|ctx| Applied::normal(ctx.index)));
+        }
+        d
+    }
+
+    /// Whether a callback for the current role is registered (a protocol applies nothing
+    /// until one is: an entry applied to nobody would reach the application out of turn).
+    pub fn has_callback(&self) -> bool {
+        self.inner.lock().cb().0.is_some()
     }
 
     /// Hands one committed entry to the current role's callback.

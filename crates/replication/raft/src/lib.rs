@@ -22,7 +22,8 @@
 //!
 //! // A one-replica group elects itself and commits on its own.
 //! let cfg = RaftConfig::new(1, vec![1], 0);
-//! let d = Arc::new(ApplyDispatcher::new(0));
+//! // Entries go to the application's apply callbacks; this one keeps none.
+//! let d = Arc::new(ApplyDispatcher::discarding(0));
 //! let mut node = RaftNode::new(cfg, InitialState::default(), d.clone(), None).unwrap();
 //! node.campaign().unwrap();
 //! let mut drive = |node: &mut RaftNode| loop {

@@ -1032,9 +1032,11 @@ impl RaftNode {
         }
     }
 
-    /// Whether applying must wait for the pending queue to drain.
+    /// Whether applying must wait: for the pending queue to drain, or for the application
+    /// to register its apply callback (a group starts before its owner can; an entry applied
+    /// to nobody would be queued without the application seeing it in log order).
     fn paused(&self) -> bool {
-        self.dispatcher.queued() >= self.cfg.max_pending_queue
+        !self.dispatcher.has_callback() || self.dispatcher.queued() >= self.cfg.max_pending_queue
     }
 
     /// Why this node stopped applying (the application refused an installed snapshot); the

@@ -50,7 +50,7 @@ fn config(id: NodeId, compact_after: u64) -> RaftConfig {
 
 impl Peer {
     fn new(id: NodeId, compact_after: u64) -> Self {
-        let d = Arc::new(ApplyDispatcher::new(0));
+        let d = Arc::new(ApplyDispatcher::discarding(0));
         let applies = Applies::default();
         for role in [Role::Leader, Role::Follower] {
             let a = applies.clone();

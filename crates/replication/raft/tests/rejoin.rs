@@ -231,7 +231,7 @@ fn node(id: NodeId, rejoin: bool, preferred: Option<NodeId>) -> RaftNode {
     RaftNode::new(
         cfg,
         InitialState::default(),
-        Arc::new(ApplyDispatcher::new(0)),
+        Arc::new(ApplyDispatcher::discarding(0)),
         None,
     )
     .expect("node starts")

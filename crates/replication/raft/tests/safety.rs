@@ -31,7 +31,7 @@ impl Manual {
                 RaftNode::new(
                     cfg,
                     InitialState::default(),
-                    Arc::new(ApplyDispatcher::new(0)),
+                    Arc::new(ApplyDispatcher::discarding(0)),
                     None,
                 )
                 .unwrap()
@@ -152,7 +152,7 @@ fn oversized_entries_are_refused_at_propose() {
     let mut n = RaftNode::new(
         cfg,
         InitialState::default(),
-        Arc::new(ApplyDispatcher::new(0)),
+        Arc::new(ApplyDispatcher::discarding(0)),
         None,
     )
     .unwrap();
@@ -259,7 +259,7 @@ fn a_node_without_a_snapshot_handler_never_compacts() {
     let mut n = RaftNode::new(
         cfg,
         InitialState::default(),
-        Arc::new(ApplyDispatcher::new(0)),
+        Arc::new(ApplyDispatcher::discarding(0)),
         None,
     )
     .unwrap();
@@ -474,7 +474,7 @@ fn a_deposed_leaders_uncommitted_entry_is_reported_overwritten() {
 fn a_full_pending_queue_pauses_apply_without_dropping_entries() {
     let mut cfg = RaftConfig::new(1, vec![1], 0);
     cfg.max_pending_queue = 4;
-    let d = Arc::new(ApplyDispatcher::new(0));
+    let d = Arc::new(ApplyDispatcher::discarding(0));
     let safe = Arc::new(Mutex::new(false));
     let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
     let (s2, seen2) = (Arc::clone(&safe), Arc::clone(&seen));

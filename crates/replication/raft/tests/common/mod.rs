@@ -192,7 +192,7 @@ impl Cluster {
         let id = i as NodeId + 1;
         let mut cfg = self.cfg_template.clone();
         cfg.id = id;
-        let d = Arc::new(ApplyDispatcher::new(0));
+        let d = Arc::new(ApplyDispatcher::discarding(0));
         let history = History::default();
         self.histories[i] = history.clone();
         let leader_applies = Arc::new(Mutex::new(0));
