@@ -59,7 +59,9 @@ mod consistency;
 mod db;
 mod driver;
 mod loader;
+pub mod procedures;
 pub mod random;
+mod remote;
 pub mod schema;
 mod terminal;
 mod txn;
@@ -71,6 +73,11 @@ pub use consistency::{ConsistencyReport, Violation, check_consistency};
 pub use db::Db;
 pub use driver::{TpccProgress, TpccReport, TxnStats, run, run_on};
 pub use loader::{INITIAL_D_YTD, INITIAL_W_YTD, LoadProgress};
+pub use procedures::procedures;
+pub use remote::{
+    LOAD_BATCH, LOAD_BATCH_BYTES, RemoteCheck, RemoteOptions, RemoteTpccError, RemoteTpccReport,
+    RemoteTxnStats, run_remote,
+};
 pub use terminal::Terminal;
 pub use txn::{
     CustomerSel, DataError, DeliveryInput, DeliveryOutput, LastOrder, NewOrderInput,
