@@ -33,6 +33,13 @@
 //! transaction touching a remote shard's warehouse is a speculative 2PC
 //! transaction, and then checks every replica.
 //!
+//! **Against a deployment.** [`procedures`] are the server-side procedures a `mako server`
+//! registers (`tpcc.load`, `tpcc.txn`, `tpcc.check`; the config needs the tables of
+//! `config/tpcc.yml`), and [`run_remote`] drives a running deployment from this process over
+//! TCP: it loads through `tpcc.load` in batches, runs one client per terminal with one
+//! `tpcc.txn` call per transaction (to the home warehouse's shard leader), and reports
+//! released throughput and client-observed release latency ([`RemoteTpccReport`]).
+//!
 //! ```
 //! use std::time::Duration;
 //! use mako_tpcc::{Db, Scale, TpccConfig, check_consistency, run_on};
