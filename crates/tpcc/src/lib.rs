@@ -33,8 +33,8 @@
 //! transaction touching a remote shard's warehouse is a speculative 2PC
 //! transaction, and then checks every replica.
 //!
-//! **Against a deployment.** [`procedures`] are the server-side procedures a `mako server`
-//! registers (`tpcc.load`, `tpcc.txn`, `tpcc.check`; the config needs the tables of
+//! **Against a deployment.** The [`procedures`](mod@procedures) are what a `mako server`
+//! registers ([`procedures()`], `tpcc.load`, `tpcc.txn`, `tpcc.check`; the config needs the tables of
 //! `config/tpcc.yml`), and [`run_remote`] drives a running deployment from this process over
 //! TCP: it loads through `tpcc.load` in batches, runs one client per terminal with one
 //! `tpcc.txn` call per transaction (to the home warehouse's shard leader), and reports
