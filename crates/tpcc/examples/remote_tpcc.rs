@@ -24,6 +24,7 @@ fn main() {
         ..RemoteOptions::default()
     };
     let mut json = false;
+    let mut log_level = "warn".to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().expect("a value after the flag");
@@ -42,12 +43,19 @@ fn main() {
                 }
             }
             "--json" => json = true,
+            "--log-level" => log_level = val(),
             other => panic!("unknown argument {other}"),
         }
     }
     let logs = std::env::temp_dir().join(format!("remote_tpcc_logs_{}", std::process::id()));
-    let mut d = Deployment::start(&exe, &files, &[], Output::Files(logs.clone()), Some("warn"))
-        .expect("starting the deployment");
+    let mut d = Deployment::start(
+        &exe,
+        &files,
+        &[],
+        Output::Files(logs.clone()),
+        Some(&log_level),
+    )
+    .expect("starting the deployment");
     d.wait_ready(Duration::from_secs(60)).expect("ready");
     let cfg = Arc::clone(d.config());
     let mut last = 0.0;
