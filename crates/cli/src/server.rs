@@ -37,6 +37,8 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     if let Some(a) = args.peer_listen {
         opts.peer_listen = a;
     }
+    // TPC-C as server-side procedures (`mako bench --workload tpcc`).
+    opts.procedures.extend(mako_tpcc::procedures());
     let (name, id, shard) = (opts.name.clone(), opts.spec.id, opts.spec.shard());
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .context("installing signal handlers")?;

@@ -12,7 +12,7 @@ use crate::schema::{
 };
 
 /// What the checks covered, when every condition holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConsistencyReport {
     /// Warehouses checked.
     pub warehouses: u32,

@@ -33,6 +33,13 @@
 //! transaction touching a remote shard's warehouse is a speculative 2PC
 //! transaction, and then checks every replica.
 //!
+//! **Against a deployment.** The [`procedures`](mod@procedures) are what a `mako server`
+//! registers ([`procedures()`], `tpcc.load`, `tpcc.txn`, `tpcc.check`; the config needs the tables of
+//! `config/tpcc.yml`), and [`run_remote`] drives a running deployment from this process over
+//! TCP: it loads through `tpcc.load` in batches, runs one client per terminal with one
+//! `tpcc.txn` call per transaction (to the home warehouse's shard leader), and reports
+//! released throughput and client-observed release latency ([`RemoteTpccReport`]).
+//!
 //! ```
 //! use std::time::Duration;
 //! use mako_tpcc::{Db, Scale, TpccConfig, check_consistency, run_on};
@@ -59,7 +66,9 @@ mod consistency;
 mod db;
 mod driver;
 mod loader;
+pub mod procedures;
 pub mod random;
+mod remote;
 pub mod schema;
 mod terminal;
 mod txn;
@@ -71,6 +80,11 @@ pub use consistency::{ConsistencyReport, Violation, check_consistency};
 pub use db::Db;
 pub use driver::{TpccProgress, TpccReport, TxnStats, run, run_on};
 pub use loader::{INITIAL_D_YTD, INITIAL_W_YTD, LoadProgress};
+pub use procedures::procedures;
+pub use remote::{
+    LOAD_BATCH, LOAD_BATCH_BYTES, RemoteCheck, RemoteOptions, RemoteTpccError, RemoteTpccReport,
+    RemoteTxnStats, run_remote,
+};
 pub use terminal::Terminal;
 pub use txn::{
     CustomerSel, DataError, DeliveryInput, DeliveryOutput, LastOrder, NewOrderInput,

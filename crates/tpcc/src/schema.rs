@@ -156,6 +156,26 @@ impl<const N: usize> Text<N> {
     }
 }
 
+impl<const N: usize> serde::Serialize for Text<N> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.as_bytes())
+    }
+}
+
+impl<'de, const N: usize> serde::Deserialize<'de> for Text<N> {
+    /// Bytes longer than `N` are an error (not cut), so a decoded text re-encodes the same.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v: Vec<u8> = serde::Deserialize::deserialize(d)?;
+        if v.len() > N {
+            return Err(serde::de::Error::invalid_length(
+                v.len(),
+                &"at most N bytes",
+            ));
+        }
+        Ok(Text::new(&v))
+    }
+}
+
 impl<const N: usize> std::fmt::Debug for Text<N> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", self.to_string_lossy())

@@ -25,7 +25,7 @@ use crate::schema::{
 };
 
 /// The five transaction types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TxnKind {
     /// NewOrder (clause 2.4).
@@ -125,7 +125,7 @@ impl From<DecodeError> for TxnError {
 }
 
 /// How a Payment or OrderStatus selects its customer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CustomerSel {
     /// By customer id.
     Id(u32),
@@ -134,7 +134,7 @@ pub enum CustomerSel {
 }
 
 /// One order line of a NewOrder input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderLineInput {
     /// OL_I_ID (an unused id triggers the rollback).
     pub i_id: u32,
@@ -145,7 +145,7 @@ pub struct OrderLineInput {
 }
 
 /// Inputs of a NewOrder (clause 2.4.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewOrderInput {
     /// Home warehouse W_ID.
     pub w: u32,
@@ -173,7 +173,7 @@ pub struct NewOrderOutput {
 }
 
 /// Inputs of a Payment (clause 2.5.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PaymentInput {
     /// Home warehouse W_ID.
     pub w: u32,
@@ -205,7 +205,7 @@ pub struct PaymentOutput {
 }
 
 /// Inputs of an OrderStatus (clause 2.6.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderStatusInput {
     /// Home warehouse W_ID.
     pub w: u32,
@@ -259,7 +259,7 @@ pub struct OrderStatusOutput {
 }
 
 /// Inputs of a Delivery (clause 2.7.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeliveryInput {
     /// Warehouse W_ID.
     pub w: u32,
@@ -277,7 +277,7 @@ pub struct DeliveryOutput {
 }
 
 /// Inputs of a StockLevel (clause 2.8.1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StockLevelInput {
     /// Warehouse W_ID.
     pub w: u32,
@@ -295,7 +295,7 @@ pub struct StockLevelOutput {
 }
 
 /// Inputs of any transaction type.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TxnInput {
     /// A NewOrder.
     NewOrder(NewOrderInput),
