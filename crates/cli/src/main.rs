@@ -191,8 +191,9 @@ enum DistArg {
 #[derive(clap::Args, Debug)]
 struct BenchArgs {
     /// Config files of a running deployment, merged in order: drive it over the network from
-    /// client threads (workloads micro and ycsb-a; each transaction one request run as a
-    /// server-side procedure). TPC-C over the network is not supported.
+    /// client threads (workloads micro, ycsb-a and tpcc; each transaction one request run as
+    /// a server-side procedure; tpcc needs the TPC-C tables: add `-f config/tpcc.yml` to the
+    /// servers' and the bench's files).
     #[arg(short = 'f', long = "file", value_name = "CONFIG")]
     files: Vec<std::path::PathBuf>,
     /// With -f: client threads, each with its own connections (default 8).
@@ -231,6 +232,10 @@ struct BenchArgs {
     /// TPC-C: check consistency conditions 1-4 after the run; a violation exits non-zero.
     #[arg(long)]
     check: bool,
+    /// TPC-C with -f: a reduced population (10,000 items, 300 customers and orders per
+    /// district) that loads quickly; the default is the spec's.
+    #[arg(long)]
+    small: bool,
     /// Percentage of read-only transactions in cluster runs (50, 80, 95, ...).
     #[arg(long, default_value_t = 50)]
     read_pct: u32,
@@ -327,16 +332,82 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// `mako bench -f CONFIG --workload tpcc`: TPC-C against a running deployment whose config
+/// includes the TPC-C tables (`-f config/tpcc.yml`), each transaction one server-side
+/// procedure call.
+fn bench_remote_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
+    let cfg = crate::server::load(&args.files)?;
+    let opts = mako_tpcc::RemoteOptions {
+        warehouses: args.warehouses,
+        clients: args.clients.unwrap_or(args.warehouses as usize),
+        duration: duration_arg(args.duration)?,
+        scale: if args.small {
+            mako_tpcc::Scale {
+                items: 10_000,
+                customers_per_district: 300,
+                orders_per_district: 300,
+            }
+        } else {
+            mako_tpcc::Scale::SPEC
+        },
+        load: true,
+        load_threads: 4,
+        seed: args.seed,
+        check: args.check,
+    };
+    let conditions = format!(
+        "mako bench -f {}: workload=tpcc durability={} shards={} replicas={} warehouses={} clients={} scale={} duration={:.1}s",
+        cfg.sources.join(" -f "),
+        cfg.durability.as_str(),
+        cfg.shards(),
+        cfg.replicas(),
+        opts.warehouses,
+        opts.clients,
+        if args.small { "small" } else { "spec" },
+        opts.duration.as_secs_f64()
+    );
+    if args.json {
+        eprintln!("{conditions}");
+    } else {
+        println!("{conditions}");
+    }
+    let hidden = !std::io::stderr().is_terminal();
+    let loading = if hidden {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(0)
+    };
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("loading {bar:30} {pos}/{len} rows ({elapsed})")
+    {
+        loading.set_style(style);
+    }
+    let report = mako_tpcc::run_remote(&cfg, &opts, |p| match p {
+        mako_tpcc::TpccProgress::Loading(l) => {
+            loading.set_length(l.expected_rows);
+            loading.set_position(l.rows);
+        }
+        mako_tpcc::TpccProgress::Running { .. } => loading.finish_and_clear(),
+    })?;
+    loading.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{report}");
+    }
+    if args.check && !report.consistent() {
+        anyhow::bail!("TPC-C consistency conditions violated");
+    }
+    Ok(())
+}
+
 /// `mako bench -f CONFIG`: the workload against a running deployment, from client threads.
 fn bench_remote(args: &BenchArgs) -> anyhow::Result<()> {
     use mako_bench::remote::{BenchProgress, RemoteBenchConfig, RemoteWorkload};
     let workload = match args.workload {
         WorkloadArg::Micro => RemoteWorkload::Micro,
         WorkloadArg::YcsbA => RemoteWorkload::YcsbA,
-        WorkloadArg::Tpcc => anyhow::bail!(
-            "TPC-C over the network is not supported: -f runs take --workload micro or ycsb-a \
-             (run TPC-C in-process with `mako bench --workload tpcc`)"
-        ),
+        WorkloadArg::Tpcc => return bench_remote_tpcc(args),
         WorkloadArg::YcsbB | WorkloadArg::YcsbC => {
             anyhow::bail!("-f runs take --workload micro or ycsb-a")
         }

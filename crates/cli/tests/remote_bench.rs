@@ -58,15 +58,48 @@ fn micro_on_1c1s3r_reports_released_and_conditions_as_json() {
 }
 
 #[test]
-fn tpcc_over_the_network_is_refused() {
+fn tpcc_runs_against_a_deployment_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut topo = mako_deploy::LocalTopology::new(1, 3);
+    topo.durability = "memory".into();
+    topo.extra = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/tpcc.yml"),
+    )
+    .expect("config/tpcc.yml");
+    let file = topo.write(dir.path()).unwrap();
+    let mut d = mako_deploy::Deployment::start(
+        std::path::Path::new(env!("CARGO_BIN_EXE_mako")),
+        std::slice::from_ref(&file),
+        &[],
+        mako_deploy::Output::Null,
+        None,
+    )
+    .unwrap();
+    d.wait_ready(Duration::from_secs(30)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mako"))
-        .args(["bench", "-f", "nonexistent.yml", "--workload", "tpcc"])
+        .arg("bench")
+        .arg("-f")
+        .arg(&file)
+        .args([
+            "--workload",
+            "tpcc",
+            "--small",
+            "--warehouses",
+            "1",
+            "--clients",
+            "2",
+        ])
+        .args(["--duration", "2", "--check", "--json"])
         .output()
         .expect("mako runs");
-    assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("TPC-C over the network is not supported"),
+        stderr.contains("workload=tpcc durability=memory"),
         "{stderr}"
     );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert_eq!(v["durability"], "memory");
+    assert!(v["released"].as_u64().unwrap_or(0) > 0, "{v}");
+    d.shutdown(Duration::from_secs(10));
 }
