@@ -1155,10 +1155,23 @@ impl RaftNode {
         };
         // The queue as of `applied`: entries queued at or below the snapshot's index.
         let pending = self.dispatcher.queue_snapshot();
+        let started = std::time::Instant::now();
         let mut snap = Snapshot {
             data: h.snapshot(&pending).to_vec().into(),
             ..Default::default()
         };
+        let took = started.elapsed();
+        // The group's thread does nothing else meanwhile (no heartbeat): say so when a
+        // capture eats a noticeable part of the election timeout.
+        if took.as_millis() as u64 * 4 >= self.cfg.election_timeout_min_ms {
+            tracing::warn!(
+                shard = self.cfg.shard,
+                index = self.applied,
+                bytes = snap.data.len(),
+                ms = took.as_millis() as u64,
+                "snapshot capture blocked the group's thread"
+            );
+        }
         let meta = snap.mut_metadata();
         meta.index = self.applied;
         meta.term = term;
