@@ -284,23 +284,32 @@ impl ClusterExecutor {
     }
 }
 
+/// Runs `ops` with `run` as one transaction, or, when `split` (the `SplitTxns` fault, broken
+/// on purpose), as one transaction per operation, released only if all were.
+pub(crate) fn execute_maybe_split(
+    ops: &[Op],
+    split: bool,
+    mut run: impl FnMut(&[Op]) -> ExecResult,
+) -> ExecResult {
+    if !split {
+        return run(ops);
+    }
+    let mut observed = Vec::with_capacity(ops.len());
+    let mut outcome = Outcome::Released;
+    for op in ops {
+        let r = run(std::slice::from_ref(op));
+        observed.push(r.observed.into_iter().next().flatten());
+        if outcome.is_released() {
+            outcome = r.outcome;
+        }
+    }
+    ExecResult { outcome, observed }
+}
+
 impl TxnExecutor for ClusterExecutor {
     fn execute(&mut self, ops: &[Op]) -> ExecResult {
-        let result = if self.fault == Some(Fault::SplitTxns) {
-            // Broken on purpose: one transaction per operation, released only if all were.
-            let mut observed = Vec::with_capacity(ops.len());
-            let mut outcome = Outcome::Released;
-            for op in ops {
-                let r = self.run_txn(std::slice::from_ref(op));
-                observed.push(r.observed.into_iter().next().flatten());
-                if outcome.is_released() {
-                    outcome = r.outcome;
-                }
-            }
-            ExecResult { outcome, observed }
-        } else {
-            self.run_txn(ops)
-        };
+        let split = self.fault == Some(Fault::SplitTxns);
+        let result = execute_maybe_split(ops, split, |ops| self.run_txn(ops));
         self.counters.count(&result.outcome);
         result
     }

@@ -300,21 +300,8 @@ fn before_commit(e: &ClientError) -> Failed {
 
 impl TxnExecutor for RemoteExecutor {
     fn execute(&mut self, ops: &[Op]) -> ExecResult {
-        let result = if self.fault == Some(Fault::SplitTxns) {
-            // Broken on purpose: one transaction per operation, released only if all were.
-            let mut observed = Vec::with_capacity(ops.len());
-            let mut outcome = Outcome::Released;
-            for op in ops {
-                let r = self.run_txn(std::slice::from_ref(op));
-                observed.push(r.observed.into_iter().next().flatten());
-                if outcome.is_released() {
-                    outcome = r.outcome;
-                }
-            }
-            ExecResult { outcome, observed }
-        } else {
-            self.run_txn(ops)
-        };
+        let split = self.fault == Some(Fault::SplitTxns);
+        let result = crate::check::execute_maybe_split(ops, split, |ops| self.run_txn(ops));
         let c = match &result.outcome {
             Outcome::Released => &self.counters.released,
             Outcome::Aborted(_) => &self.counters.aborted,

@@ -10,78 +10,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use mako_transport::tcp::{TcpConfig, TcpTransport};
 use mako_transport::{Envelope, SendError, Transport};
 
-/// A global `tracing` subscriber that prints warnings and counts them per local node id.
-/// Every test uses its own node ids, so counts do not mix across parallel tests.
-mod log {
-    use std::collections::HashMap;
-    use std::sync::{Mutex, Once};
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Level, Metadata, Subscriber};
-
-    static WARNS: Mutex<Option<HashMap<u64, usize>>> = Mutex::new(None);
-
-    struct Counter;
-
-    #[derive(Default)]
-    struct Fields {
-        local: Option<u64>,
-        text: String,
-    }
-
-    impl Visit for Fields {
-        fn record_u64(&mut self, field: &Field, value: u64) {
-            if field.name() == "local" {
-                self.local = Some(value);
-            }
-            self.record_debug(field, &value);
-        }
-
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.text += &format!(" {}={:?}", field.name(), value);
-        }
-    }
-
-    impl Subscriber for Counter {
-        fn enabled(&self, meta: &Metadata<'_>) -> bool {
-            *meta.level() <= Level::WARN
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            let mut f = Fields::default();
-            event.record(&mut f);
-            eprintln!("{}{}", event.metadata().level(), f.text);
-            if let Some(local) = f.local {
-                let mut w = WARNS.lock().unwrap();
-                *w.get_or_insert_with(HashMap::new).entry(local).or_default() += 1;
-            }
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
-
-    /// Installs the counting subscriber (once per test binary).
-    pub fn install() {
-        static ONCE: Once = Once::new();
-        ONCE.call_once(|| {
-            let _ = tracing::subscriber::set_global_default(Counter);
-        });
-    }
-
-    /// Warnings (and errors) logged so far by node `local`.
-    pub fn warns(local: u64) -> usize {
-        WARNS
-            .lock()
-            .unwrap()
-            .as_ref()
-            .and_then(|w| w.get(&local).copied())
-            .unwrap_or(0)
-    }
-}
+#[path = "common/log.rs"]
+#[allow(dead_code)]
+mod log;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -181,7 +112,7 @@ fn three_nodes_exchange_groups_both_ways() {
     for (t, _) in &nodes {
         t.shutdown();
     }
-    assert_eq!(log::warns(1) + log::warns(2) + log::warns(3), 0);
+    assert_eq!(log::warn_count(1) + log::warn_count(2) + log::warn_count(3), 0);
 }
 
 #[test]
@@ -230,8 +161,8 @@ fn oversized_send_is_dropped_not_fatal() {
     .unwrap();
     a.send(env(21, 22, 0, 5)).unwrap();
     assert_eq!(num(&recv_data(b_rx)), 5);
-    assert_eq!(log::warns(21), 1, "one warning for the dropped envelope");
-    assert_eq!(log::warns(22), 0);
+    assert_eq!(log::warn_count(21), 1, "one warning for the dropped envelope");
+    assert_eq!(log::warn_count(22), 0);
 }
 
 #[test]
@@ -259,7 +190,7 @@ fn reconnects_after_drop_connections() {
         assert_eq!(got, (0..50).collect::<Vec<_>>());
     }
     assert_eq!(
-        log::warns(31) + log::warns(32),
+        log::warn_count(31) + log::warn_count(32),
         0,
         "a dropped link is not a warning"
     );
@@ -282,7 +213,7 @@ fn restarted_peer_is_reached_again() {
     b.set_peer_addr(41, a.local_addr());
     wait_link(&a, &b_rx, 42);
     wait_link(&b, &a_rx, 41);
-    assert_eq!(log::warns(41) + log::warns(42), 0);
+    assert_eq!(log::warn_count(41) + log::warn_count(42), 0);
 }
 
 /// Sends `bytes` on a raw connection and checks the transport closes it.
@@ -363,8 +294,8 @@ fn garbage_closes_only_that_connection() {
         let got: Vec<u64> = (0..10).map(|_| num(&recv_data(rx))).collect();
         assert_eq!(got, (0..10).collect::<Vec<_>>());
     }
-    assert_eq!(log::warns(90), 6, "exactly one warning per bad connection");
-    assert_eq!(log::warns(50), 0);
+    assert_eq!(log::warn_count(90), 6, "exactly one warning per bad connection");
+    assert_eq!(log::warn_count(50), 0);
 }
 
 #[test]
@@ -380,7 +311,7 @@ fn a_frame_longer_than_a_hello_before_the_hello_closes_the_connection() {
     let addr = t.local_addr();
     assert_closed_after(addr, &[], &(HELLO_LEN as u32 + 1).to_be_bytes()); // one byte longer than a hello
     assert_closed_after(addr, &[], &(1u32 << 20).to_be_bytes());
-    assert_eq!(log::warns(95), 2, "one warning per bad connection");
+    assert_eq!(log::warn_count(95), 2, "one warning per bad connection");
 }
 
 #[test]
@@ -509,7 +440,7 @@ fn slow_consumer_backpressures_the_sender_and_loses_nothing() {
     a.send(env(81, 82, 0, 7)).unwrap();
     assert_eq!(num(&recv_data(b_rx)), 7);
     assert_eq!(b.stats().inbound_dropped, 0);
-    assert_eq!(log::warns(81) + log::warns(82), 0);
+    assert_eq!(log::warn_count(81) + log::warn_count(82), 0);
 }
 
 #[test]
