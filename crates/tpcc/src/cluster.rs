@@ -134,33 +134,59 @@ struct ClusterBackend<'c> {
     last: Cell<Option<(Speculative, bool)>>,
 }
 
-/// A distributed transaction addressed by warehouse.
-struct ClusterTxn<'c> {
-    tx: DistTxn<'c>,
-    map: &'c ShardMap,
-    last: &'c Cell<Option<(Speculative, bool)>>,
+/// How a [`DistOps`] transaction ends.
+pub(crate) trait Finish {
+    /// Commits `tx`.
+    fn finish(self, tx: DistTxn<'_>) -> Result<(), TxnError>;
 }
 
-impl ClusterTxn<'_> {
-    fn shard(&self, w: u32) -> u32 {
-        self.map.shard_of(w) as u32
+/// A distributed transaction addressed by warehouse: each operation goes to the shard of its
+/// warehouse (the [`ShardMap`]) and to the site's index of its table (`idx`).
+pub(crate) struct DistOps<'a, F> {
+    /// `None` if the transaction could not begin (then every operation fails).
+    pub(crate) tx: Option<DistTxn<'a>>,
+    pub(crate) map: &'a ShardMap,
+    pub(crate) idx: &'a [usize; TABLE_NAMES.len()],
+    pub(crate) finish: F,
+}
+
+/// The error of an operation on a transaction that could not begin.
+pub(crate) const NO_WORKER: TxnError = TxnError::InvalidInput("coordinator worker out of range");
+
+/// Table indexes of a site whose tables are TPC-C's, in TPC-C's order.
+pub(crate) const OWN_ORDER: [usize; TABLE_NAMES.len()] = {
+    let mut idx = [0; TABLE_NAMES.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        idx[i] = i;
+        i += 1;
+    }
+    idx
+};
+
+impl<'a, F> DistOps<'a, F> {
+    /// The transaction, the shard of warehouse `w` and the site's index of table `t`.
+    fn at(&mut self, w: u32, t: Tbl) -> Result<(&mut DistTxn<'a>, u32, usize), TxnError> {
+        let s = self.map.shard_of(w) as u32;
+        let i = self.idx[t.index()];
+        Ok((self.tx.as_mut().ok_or(NO_WORKER)?, s, i))
     }
 }
 
-impl TxnOps for ClusterTxn<'_> {
+impl<F: Finish> TxnOps for DistOps<'_, F> {
     fn get(&mut self, w: u32, t: Tbl, key: &[u8]) -> Result<Option<Bytes>, TxnError> {
-        let s = self.shard(w);
-        Ok(self.tx.get(s, t.index(), key)?)
+        let (tx, s, i) = self.at(w, t)?;
+        Ok(tx.get(s, i, key)?)
     }
 
     fn put(&mut self, w: u32, t: Tbl, key: &[u8], value: Bytes) -> Result<(), TxnError> {
-        let s = self.shard(w);
-        Ok(self.tx.put(s, t.index(), key, value)?)
+        let (tx, s, i) = self.at(w, t)?;
+        Ok(tx.put(s, i, key, value)?)
     }
 
     fn delete(&mut self, w: u32, t: Tbl, key: &[u8]) -> Result<(), TxnError> {
-        let s = self.shard(w);
-        Ok(self.tx.write(s, t.index(), key, None)?)
+        let (tx, s, i) = self.at(w, t)?;
+        Ok(tx.write(s, i, key, None)?)
     }
 
     fn scan(
@@ -170,8 +196,8 @@ impl TxnOps for ClusterTxn<'_> {
         range: KeyRange<'_>,
         limit: usize,
     ) -> Result<Vec<(Key, Bytes)>, TxnError> {
-        let s = self.shard(w);
-        Ok(self.tx.scan(s, t.index(), range, limit)?)
+        let (tx, s, i) = self.at(w, t)?;
+        Ok(tx.scan(s, i, range, limit)?)
     }
 
     fn rscan(
@@ -181,17 +207,30 @@ impl TxnOps for ClusterTxn<'_> {
         range: KeyRange<'_>,
         limit: usize,
     ) -> Result<Vec<(Key, Bytes)>, TxnError> {
-        let s = self.shard(w);
-        Ok(self.tx.rscan(s, t.index(), range, limit)?)
+        let (tx, s, i) = self.at(w, t)?;
+        Ok(tx.rscan(s, i, range, limit)?)
     }
 
     fn commit(self) -> Result<(), TxnError> {
-        let distributed = self.tx.is_distributed();
-        let spec = self.tx.commit_speculative()?;
-        self.last.set(Some((spec, distributed)));
+        let tx = self.tx.ok_or(NO_WORKER)?;
+        self.finish.finish(tx)
+    }
+}
+
+/// The in-process driver's commit: speculative; the terminal tracks release.
+struct Speculate<'c>(&'c Cell<Option<(Speculative, bool)>>);
+
+impl Finish for Speculate<'_> {
+    fn finish(self, tx: DistTxn<'_>) -> Result<(), TxnError> {
+        let distributed = tx.is_distributed();
+        let spec = tx.commit_speculative()?;
+        self.0.set(Some((spec, distributed)));
         Ok(())
     }
 }
+
+/// A distributed transaction of the in-process driver.
+type ClusterTxn<'c> = DistOps<'c, Speculate<'c>>;
 
 impl Backend for ClusterBackend<'_> {
     type Txn<'a>
@@ -214,13 +253,11 @@ impl Backend for ClusterBackend<'_> {
     }
 
     fn begin(&self, _home: u32) -> ClusterTxn<'_> {
-        ClusterTxn {
-            tx: self
-                .site
-                .begin(self.worker)
-                .expect("placement assigns workers below the configured count"),
+        DistOps {
+            tx: self.site.begin(self.worker).ok(),
             map: &self.db.map,
-            last: &self.last,
+            idx: &OWN_ORDER,
+            finish: Speculate(&self.last),
         }
     }
 }

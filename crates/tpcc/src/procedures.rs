@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use mako_node::{ProcError, Procedure, in_txn};
 use mako_server::{CommitError, DistTxn, Site};
-use mako_storage::Key;
 use mako_txn::{Abort, AbortReason};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, KeyRange, Tbl, TxnOps};
+use crate::backend::Backend;
+use crate::cluster::{DistOps, Finish};
 use crate::config::{DISTRICTS, ShardMap};
 use crate::consistency::{ConsistencyReport, check_consistency};
 use crate::schema::TABLE_NAMES;
@@ -275,83 +275,31 @@ struct ProcBackend<'s> {
     outcome: Cell<Option<Result<bool, ProcError>>>,
 }
 
-/// One attempt on a [`ProcBackend`].
-struct ProcTxn<'a> {
-    /// `None` if the worker is out of range (then every operation fails).
-    tx: Option<DistTxn<'a>>,
-    map: &'a ShardMap,
-    idx: &'a [usize; TABLE_NAMES.len()],
-    outcome: &'a Cell<Option<Result<bool, ProcError>>>,
-}
+/// A procedure's commit: waits for release, so a Delivery advances its hints only once
+/// durable; what a [`TxnError`] cannot say (distributed, or an unknown outcome) goes to
+/// the backend's `outcome`.
+struct Release<'a>(&'a Cell<Option<Result<bool, ProcError>>>);
 
-/// The error of an operation on a transaction that could not begin.
-const NO_WORKER: TxnError = TxnError::InvalidInput("coordinator worker out of range");
-
-impl<'a> ProcTxn<'a> {
-    /// The transaction, the shard of warehouse `w` and the site's index of table `t`.
-    fn at(&mut self, w: u32, t: Tbl) -> Result<(&mut DistTxn<'a>, u32, usize), TxnError> {
-        let s = self.map.shard_of(w) as u32;
-        let i = self.idx[t.index()];
-        Ok((self.tx.as_mut().ok_or(NO_WORKER)?, s, i))
-    }
-}
-
-impl TxnOps for ProcTxn<'_> {
-    fn get(&mut self, w: u32, t: Tbl, key: &[u8]) -> Result<Option<Bytes>, TxnError> {
-        let (tx, s, i) = self.at(w, t)?;
-        Ok(tx.get(s, i, key)?)
-    }
-
-    fn put(&mut self, w: u32, t: Tbl, key: &[u8], value: Bytes) -> Result<(), TxnError> {
-        let (tx, s, i) = self.at(w, t)?;
-        Ok(tx.put(s, i, key, value)?)
-    }
-
-    fn delete(&mut self, w: u32, t: Tbl, key: &[u8]) -> Result<(), TxnError> {
-        let (tx, s, i) = self.at(w, t)?;
-        Ok(tx.write(s, i, key, None)?)
-    }
-
-    fn scan(
-        &mut self,
-        w: u32,
-        t: Tbl,
-        range: KeyRange<'_>,
-        limit: usize,
-    ) -> Result<Vec<(Key, Bytes)>, TxnError> {
-        let (tx, s, i) = self.at(w, t)?;
-        Ok(tx.scan(s, i, range, limit)?)
-    }
-
-    fn rscan(
-        &mut self,
-        w: u32,
-        t: Tbl,
-        range: KeyRange<'_>,
-        limit: usize,
-    ) -> Result<Vec<(Key, Bytes)>, TxnError> {
-        let (tx, s, i) = self.at(w, t)?;
-        Ok(tx.rscan(s, i, range, limit)?)
-    }
-
-    /// Commits and waits for release, so a Delivery advances its hints only once durable.
-    fn commit(self) -> Result<(), TxnError> {
-        let tx = self.tx.ok_or(NO_WORKER)?;
+impl Finish for Release<'_> {
+    fn finish(self, tx: DistTxn<'_>) -> Result<(), TxnError> {
         let distributed = tx.is_distributed();
         match tx.commit() {
             Ok(_) => {
-                self.outcome.set(Some(Ok(distributed)));
+                self.0.set(Some(Ok(distributed)));
                 Ok(())
             }
             Err(CommitError::Aborted(r)) => Err(TxnError::Abort(Abort::new(r))),
             Err(e @ CommitError::Unknown { .. }) => {
-                self.outcome.set(Some(Err(ProcError::from(e))));
+                self.0.set(Some(Err(ProcError::from(e))));
                 // Stops the transaction function; the call answers from `outcome`.
                 Err(TxnError::Abort(Abort::new(AbortReason::Timeout)))
             }
         }
     }
 }
+
+/// One attempt on a [`ProcBackend`].
+type ProcTxn<'a> = DistOps<'a, Release<'a>>;
 
 impl Backend for ProcBackend<'_> {
     type Txn<'a>
@@ -375,11 +323,11 @@ impl Backend for ProcBackend<'_> {
     }
 
     fn begin(&self, _home: u32) -> ProcTxn<'_> {
-        ProcTxn {
+        DistOps {
             tx: self.site.begin(self.worker).ok(),
             map: &self.map,
             idx: &self.idx,
-            outcome: &self.outcome,
+            finish: Release(&self.outcome),
         }
     }
 }
@@ -391,6 +339,7 @@ mod tests {
     use mako_server::{Cluster, ClusterConfig, SiteConfig};
 
     use super::*;
+    use crate::backend::Tbl;
     use crate::config::{Scale, TpccConfig, TpccError};
     use crate::loader::{LoadSink, populate};
     use crate::terminal::Terminal;

@@ -112,7 +112,10 @@ fn three_nodes_exchange_groups_both_ways() {
     for (t, _) in &nodes {
         t.shutdown();
     }
-    assert_eq!(log::warn_count(1) + log::warn_count(2) + log::warn_count(3), 0);
+    assert_eq!(
+        log::warn_count(1) + log::warn_count(2) + log::warn_count(3),
+        0
+    );
 }
 
 #[test]
@@ -161,7 +164,11 @@ fn oversized_send_is_dropped_not_fatal() {
     .unwrap();
     a.send(env(21, 22, 0, 5)).unwrap();
     assert_eq!(num(&recv_data(b_rx)), 5);
-    assert_eq!(log::warn_count(21), 1, "one warning for the dropped envelope");
+    assert_eq!(
+        log::warn_count(21),
+        1,
+        "one warning for the dropped envelope"
+    );
     assert_eq!(log::warn_count(22), 0);
 }
 
@@ -294,7 +301,11 @@ fn garbage_closes_only_that_connection() {
         let got: Vec<u64> = (0..10).map(|_| num(&recv_data(rx))).collect();
         assert_eq!(got, (0..10).collect::<Vec<_>>());
     }
-    assert_eq!(log::warn_count(90), 6, "exactly one warning per bad connection");
+    assert_eq!(
+        log::warn_count(90),
+        6,
+        "exactly one warning per bad connection"
+    );
     assert_eq!(log::warn_count(50), 0);
 }
 
