@@ -232,6 +232,10 @@ struct BenchArgs {
     /// TPC-C: check consistency conditions 1-4 after the run; a violation exits non-zero.
     #[arg(long)]
     check: bool,
+    /// With -f (micro, ycsb-a): run each transaction interactively (begin, one request per
+    /// operation, commit) instead of as one request, to measure interactive transactions.
+    #[arg(long)]
+    interactive: bool,
     /// TPC-C with -f: a reduced population (10,000 items, 300 customers and orders per
     /// district) that loads quickly; the default is the spec's.
     #[arg(long)]
@@ -432,14 +436,20 @@ fn bench_remote(args: &BenchArgs) -> anyhow::Result<()> {
         },
         value_size: args.value_size,
         seed: args.seed,
+        interactive: args.interactive,
     };
     let conditions = format!(
-        "mako bench -f {}: durability={} shards={} replicas={} workload={} read-only={}% clients={} keys={} dist={} duration={:.1}s",
+        "mako bench -f {}: durability={} shards={} replicas={} workload={} transactions={} read-only={}% clients={} keys={} dist={} duration={:.1}s",
         cfg.sources.join(" -f "),
         cfg.durability.as_str(),
         cfg.shards(),
         cfg.replicas(),
         workload.name(),
+        if bc.interactive {
+            "interactive"
+        } else {
+            "one-request"
+        },
         bc.read_pct(),
         bc.clients,
         group(bc.keys),

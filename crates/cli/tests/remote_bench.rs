@@ -1,6 +1,6 @@
 //! `mako bench -f` against real `mako server` processes: a micro run on 1 shard × 3 replicas
-//! reports released transactions and the conditions it ran under; TPC-C over the network is
-//! refused clearly.
+//! (one request per transaction, then interactive) reports released transactions and the
+//! conditions it ran under; TPC-C runs through the server-side procedures.
 
 use std::path::Path;
 use std::process::Command;
@@ -54,6 +54,20 @@ fn micro_on_1c1s3r_reports_released_and_conditions_as_json() {
         stderr.contains("durability=fsync shards=1 replicas=3"),
         "{stderr}"
     );
+    assert_eq!(r["interactive"], false, "{r}");
+    // The same workload as interactive transactions (a request per operation).
+    let out = Command::new(env!("CARGO_BIN_EXE_mako"))
+        .args(["bench", "-f", &cfg.display().to_string()])
+        .args(["--workload", "micro", "--duration", "1", "--clients", "2"])
+        .args(["--keys", "1000", "--json", "--interactive"])
+        .output()
+        .expect("mako runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("transactions=interactive"), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(r["interactive"], true, "{r}");
+    assert!(r["released"].as_u64().unwrap_or(0) > 0, "{r}");
     d.shutdown(Duration::from_secs(10));
 }
 

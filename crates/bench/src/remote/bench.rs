@@ -65,6 +65,9 @@ pub struct RemoteBenchConfig {
     pub value_size: usize,
     /// Seed of the clients' generators.
     pub seed: u64,
+    /// Run each transaction interactively (begin, one request per operation, commit)
+    /// instead of as one request.
+    pub interactive: bool,
 }
 
 impl RemoteBenchConfig {
@@ -140,6 +143,9 @@ pub struct RemoteBenchReport {
     pub dist: Dist,
     /// Read-only transactions, percent of the mix.
     pub read_pct: u32,
+    /// Whether transactions ran interactively (one request per operation plus the commit)
+    /// rather than as one request each.
+    pub interactive: bool,
     /// Load time, seconds.
     pub load_secs: f64,
     /// Measured phase, seconds (until the last client's last reply).
@@ -290,6 +296,7 @@ pub fn run_bench(
         }
     };
     Ok(RemoteBenchReport {
+        interactive: bc.interactive,
         workload: bc.workload,
         config: cfg.sources.clone(),
         durability: cfg.durability.as_str().to_string(),
@@ -465,7 +472,11 @@ fn worker(
             .map(|&k| shard_of(cfg, DEFAULT_TABLE, &bench_key(k)))
             .collect();
         let t0 = Instant::now();
-        let r = client.run(ops);
+        let r = if bc.interactive {
+            interactive(&mut client, ops)
+        } else {
+            client.run(ops).map(drop)
+        };
         let now = Instant::now();
         match r {
             Ok(_) => {
@@ -500,6 +511,15 @@ fn worker(
         w.ended = now;
     }
     Ok(w)
+}
+
+/// Runs `ops` as one interactive transaction: a request per operation, then the commit.
+fn interactive(client: &mut Client, ops: Vec<Operation>) -> Result<(), ClientError> {
+    let mut t = client.begin();
+    for op in ops {
+        t.op(op)?;
+    }
+    t.commit()
 }
 
 /// The run's series as an SVG (the in-process bench's plot: released/s and aborts per 100 ms,
