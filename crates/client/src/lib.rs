@@ -308,14 +308,13 @@ impl Client {
         let shard = self.first_shard(&ops);
         let mut attempt = 1;
         loop {
-            let r = self.on_leader(shard, |c| c.call(Body::Run { ops: ops.clone() }));
+            // The request carries the commit: once sent, a failure leaves it unknown.
+            let r = self.on_leader(shard, |c| {
+                c.call(Body::Run { ops: ops.clone() }).map_err(unknown)
+            });
             let r = match r {
                 Ok(Reply::Ran(results)) => return Ok(results),
                 Ok(other) => outcome(other),
-                // The request carried the commit: a broken connection leaves it unknown.
-                Err(ClientError::Io(e)) => Err(ClientError::Unknown(format!(
-                    "connection lost while committing: {e}"
-                ))),
                 Err(e) => Err(e),
             };
             match r {
@@ -338,12 +337,9 @@ impl Client {
                 name: name.into(),
                 args: args.to_vec(),
             };
-            let e = match self.on_leader(shard, |c| c.call(body.clone())) {
+            let e = match self.on_leader(shard, |c| c.call(body.clone()).map_err(unknown)) {
                 Ok(Reply::Returned(v)) => return Ok(v),
                 Ok(other) => outcome_err(other),
-                Err(ClientError::Io(e)) => {
-                    ClientError::Unknown(format!("connection lost while committing: {e}"))
-                }
                 Err(e) => e,
             };
             if !(e.is_retryable() && attempt < self.cfg.attempts) {
@@ -673,8 +669,9 @@ impl Txn<'_> {
                 // Refused operations leave the transaction as it was.
                 Err(ClientError::Request { code, message })
             }
-            Err(ClientError::Io(e)) => {
-                // Nothing was committed: the server drops an open transaction with its connection.
+            Err(e @ (ClientError::Io(_) | ClientError::Protocol(_))) => {
+                // Nothing was committed: the connection is dropped, and the server drops an
+                // open transaction with its connection.
                 self.open = None;
                 Err(self.fail(ClientError::Aborted {
                     reason: format!("connection lost: {e}"),
@@ -704,13 +701,21 @@ impl Txn<'_> {
         let Some((node, txn)) = self.open.take() else {
             return Ok(()); // nothing read or written
         };
-        match self.client.call_node(node, Body::Commit { txn }) {
-            Ok(Reply::Committed) => Ok(()),
-            Ok(other) => outcome(other),
-            Err(ClientError::Io(e)) => Err(ClientError::Unknown(format!(
-                "connection lost while committing: {e}"
-            ))),
+        // Once the commit is sent, a failure to read its verdict leaves it unknown.
+        let sent = self
+            .client
+            .conn(node)
+            .map(|c| c.call(Body::Commit { txn }).map_err(unknown));
+        let r = match sent {
+            Ok(r) => r,
             Err(e) => Err(e),
+        };
+        if r.is_err() {
+            self.client.conns.remove(&node);
+        }
+        match r? {
+            Reply::Committed => Ok(()),
+            other => outcome(other),
         }
     }
 
@@ -745,6 +750,16 @@ fn outcome_err(reply: Reply) -> ClientError {
         Reply::Unknown { why } => ClientError::Unknown(why),
         Reply::Error { code, message } => ClientError::Request { code, message },
         other => unexpected_reply(&other),
+    }
+}
+
+/// A failure after a commit-carrying request was sent: its outcome is unknown.
+fn unknown(e: ClientError) -> ClientError {
+    match e {
+        e @ (ClientError::Io(_) | ClientError::Protocol(_)) => {
+            ClientError::Unknown(format!("no verdict after the commit was sent: {e}"))
+        }
+        other => other,
     }
 }
 

@@ -123,3 +123,72 @@ fn a_commit_whose_reply_never_comes_is_unknown_not_a_hang() {
     let r = bounded(move || Client::new(config(addr)).put(b"k", b"v"));
     assert!(matches!(r, Err(ClientError::Unknown(_))), "{r:?}");
 }
+
+#[test]
+fn a_client_with_a_token_refuses_a_server_that_asks_for_none() {
+    // An impostor that does not know the token cannot prove it, so it claims none is
+    // needed: the client must not send it a single request.
+    let (seen_tx, seen_rx) = mpsc::channel::<Body>();
+    let (addr, _h) = fake_server(move |_, mut s| {
+        let seen = seen_tx.clone();
+        std::thread::spawn(move || {
+            welcome(&mut s);
+            while let Ok(f) = read_frame(&mut s, MAX_FRAME) {
+                if let Ok(req) = decode::<Request>(&f) {
+                    let _ = seen.send(req.body);
+                }
+            }
+        });
+    });
+    let mut cfg = config(addr);
+    cfg.token = Some(Arc::new(Secret::new(vec![7u8; 32]).unwrap()));
+    let r = bounded(move || Client::new(cfg).put(b"secret-key", b"secret-value"));
+    assert!(matches!(r, Err(ClientError::Auth(_))), "{r:?}");
+    assert!(
+        seen_rx.try_recv().is_err(),
+        "the client sent a request to a server that never proved the token"
+    );
+}
+
+#[test]
+fn a_garbled_reply_to_a_commit_is_unknown() {
+    // The reply to the commit-carrying request does not belong to it: whether the
+    // transaction committed is unknown, and the client must say so.
+    let (addr, _h) = fake_server(|_, s| {
+        std::thread::spawn(move || {
+            serve_requests(s, |req| {
+                Some(Response {
+                    id: req.id + 100,
+                    reply: Reply::Ran(vec![]),
+                })
+            })
+        });
+    });
+    let r = bounded(move || Client::new(config(addr)).put(b"k", b"v"));
+    assert!(matches!(r, Err(ClientError::Unknown(_))), "{r:?}");
+    let (addr, _h) = fake_server(|_, s| {
+        std::thread::spawn(move || {
+            serve_requests(s, |req| match req.body {
+                Body::Begin => Some(Response {
+                    id: req.id,
+                    reply: Reply::Began { txn: 1 },
+                }),
+                Body::Op { .. } => Some(Response {
+                    id: req.id,
+                    reply: Reply::Result(mako_proto::OpResult::Done),
+                }),
+                _ => Some(Response {
+                    id: req.id + 100,
+                    reply: Reply::Committed,
+                }),
+            })
+        });
+    });
+    let r = bounded(move || {
+        let mut c = Client::new(config(addr));
+        let mut t = c.begin();
+        t.put(b"k", b"v").unwrap();
+        t.commit()
+    });
+    assert!(matches!(r, Err(ClientError::Unknown(_))), "{r:?}");
+}
