@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use mako_client::{Client, ClientConfig, SiteAddr};
+use mako_client::{Client, ClientConfig, ClientError, SiteAddr};
 use mako_logstore::Durability;
 use mako_node::{Catalog, Limits, Node, NodeOptions};
 use mako_proto::{
-    Body, Hello, MAGIC, MAX_HELLO, Op, Request, VERSION, Welcome, decode, encode, read_frame,
-    write_frame,
+    Body, ErrorCode, Hello, MAGIC, MAX_HELLO, Op, Request, VERSION, Welcome, decode, encode,
+    read_frame, write_frame,
 };
 use mako_server::{NodeSpec, SiteConfig, meta_members};
 use mako_transport::tcp::TcpConfig;
@@ -270,4 +270,67 @@ fn a_slow_metrics_client_blocks_neither_other_scrapes_nor_shutdown() {
     shutdown_bounded(node);
     stop.store(true, Ordering::Release);
     slow.join().unwrap();
+}
+
+#[test]
+fn a_scan_too_large_for_a_reply_is_refused_and_a_run_carrying_it_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node(dir.path());
+    let mut c = client(&node);
+    let value = vec![b'v'; 512 * 1024];
+    for i in 0..40u32 {
+        c.put(&i.to_be_bytes(), &value).unwrap();
+    }
+    // 20 MiB of rows do not fit in one reply: a clear refusal, not a broken connection
+    // (which the client must report as an unknown outcome).
+    match c.scan(Bound::Unbounded, Bound::Unbounded, u32::MAX) {
+        Err(ClientError::Request { code, .. }) => assert_eq!(code, ErrorCode::TooLarge),
+        other => panic!(
+            "expected a too-large refusal, got {:?}",
+            other.map(|r| r.len())
+        ),
+    }
+    // A one-shot transaction writing and scanning too much is refused before its commit.
+    let r = c.run(vec![
+        Op::Put {
+            table: "kv".into(),
+            key: b"written".to_vec(),
+            value: b"1".to_vec(),
+        },
+        Op::Scan {
+            table: "kv".into(),
+            lo: Bound::Unbounded,
+            hi: Bound::Unbounded,
+            limit: u32::MAX,
+        },
+    ]);
+    assert!(
+        matches!(
+            &r,
+            Err(ClientError::Request {
+                code: ErrorCode::TooLarge,
+                ..
+            })
+        ),
+        "{:?}",
+        r.map(|v| v.len())
+    );
+    assert_eq!(c.get(b"written").unwrap(), None, "a refused Run committed");
+    // Inside an interactive transaction the refusal leaves the transaction usable.
+    let mut t = c.begin();
+    t.put(b"inside", b"1").unwrap();
+    assert!(matches!(
+        t.scan(Bound::Unbounded, Bound::Unbounded, u32::MAX),
+        Err(ClientError::Request {
+            code: ErrorCode::TooLarge,
+            ..
+        })
+    ));
+    assert_eq!(
+        t.scan(Bound::Unbounded, Bound::Unbounded, 3).unwrap().len(),
+        3
+    );
+    t.commit().unwrap();
+    assert_eq!(c.get(b"inside").unwrap(), Some(b"1".to_vec()));
+    shutdown_bounded(node);
 }
