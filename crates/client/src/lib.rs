@@ -375,7 +375,7 @@ impl Client {
         Txn {
             client: self,
             open: None,
-            failed: false,
+            failed: None,
         }
     }
 
@@ -565,7 +565,8 @@ pub struct Txn<'c> {
     client: &'c mut Client,
     /// `(coordinator node, transaction number)` once begun.
     open: Option<(u64, u32)>,
-    failed: bool,
+    /// The abort that ended it (reason, retryable), once one did.
+    failed: Option<(String, bool)>,
 }
 
 impl Txn<'_> {
@@ -636,11 +637,8 @@ impl Txn<'_> {
 
     /// Runs one operation.
     pub fn op(&mut self, op: Op) -> Result<OpResult, ClientError> {
-        if self.failed {
-            return Err(ClientError::Aborted {
-                reason: "an earlier operation aborted the transaction".into(),
-                retryable: true,
-            });
+        if let Some(e) = self.earlier_abort() {
+            return Err(e);
         }
         let (node, txn) = match self.open {
             Some(o) => o,
@@ -683,20 +681,27 @@ impl Txn<'_> {
     }
 
     fn fail(&mut self, e: ClientError) -> ClientError {
-        if matches!(e, ClientError::Aborted { .. }) {
-            self.failed = true;
+        if let ClientError::Aborted { reason, retryable } = &e {
+            self.failed = Some((reason.clone(), *retryable));
             self.open = None;
         }
         e
     }
 
+    /// The abort that already ended this transaction, as the error of a later call (as
+    /// retryable as the abort itself).
+    fn earlier_abort(&self) -> Option<ClientError> {
+        let (reason, retryable) = self.failed.as_ref()?;
+        Some(ClientError::Aborted {
+            reason: format!("an earlier operation aborted the transaction ({reason})"),
+            retryable: *retryable,
+        })
+    }
+
     /// Commits: `Ok` once released.
     pub fn commit(mut self) -> Result<(), ClientError> {
-        if self.failed {
-            return Err(ClientError::Aborted {
-                reason: "an earlier operation aborted the transaction".into(),
-                retryable: true,
-            });
+        if let Some(e) = self.earlier_abort() {
+            return Err(e);
         }
         let Some((node, txn)) = self.open.take() else {
             return Ok(()); // nothing read or written

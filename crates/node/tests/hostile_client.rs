@@ -334,3 +334,34 @@ fn a_scan_too_large_for_a_reply_is_refused_and_a_run_carrying_it_not_committed()
     assert_eq!(c.get(b"inside").unwrap(), Some(b"1".to_vec()));
     shutdown_bounded(node);
 }
+
+#[test]
+fn a_transaction_aborted_for_good_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = one_node_with(
+        dir.path(),
+        Limits {
+            max_ops: 1,
+            ..Limits::default()
+        },
+    );
+    let mut c = client(&node);
+    // The closure ignores the second operation's failure; the abort (too many operations)
+    // is final, so the commit must say so and `transaction` must not run it again.
+    let mut runs = 0;
+    let r = c.transaction(|t| {
+        runs += 1;
+        t.put(b"a", b"1")?;
+        let _ = t.put(b"b", b"2");
+        Ok(())
+    });
+    match r {
+        Err(ClientError::Aborted {
+            retryable: false, ..
+        }) => {}
+        other => panic!("expected a final abort, got {other:?}"),
+    }
+    assert_eq!(runs, 1, "a non-retryable abort was retried");
+    assert_eq!(c.get(b"a").unwrap(), None);
+    shutdown_bounded(node);
+}
