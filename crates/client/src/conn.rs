@@ -71,7 +71,7 @@ impl Conn {
                     "the server requires a client token and none is configured".into(),
                 ));
             }
-            (Some(t), _) if welcome.auth_required => {
+            (Some(t), true) => {
                 // The server proves the token first, so a client never talks to an impostor.
                 let ok = welcome.proof.is_some_and(|p| {
                     auth::verify(t, SERVER_LABEL, &nonce, &welcome.nonce, &[], &p)
@@ -88,7 +88,16 @@ impl Conn {
                     AuthResult::Refused(why) => return Err(ClientError::Auth(why)),
                 }
             }
-            _ => {}
+            (Some(_), false) => {
+                // A server of this deployment requires the token; one that does not ask for it
+                // cannot prove it knows it (an impostor, or a misconfigured site).
+                return Err(ClientError::Auth(
+                    "the server does not ask for the client token, so it cannot prove it; \
+                     refusing to talk to it"
+                        .into(),
+                ));
+            }
+            (None, false) => {}
         }
         tcp.set_read_timeout(Some(reply_timeout))
             .map_err(|e| ClientError::Connect { addr, source: e })?;

@@ -308,14 +308,13 @@ impl Client {
         let shard = self.first_shard(&ops);
         let mut attempt = 1;
         loop {
-            let r = self.on_leader(shard, |c| c.call(Body::Run { ops: ops.clone() }));
+            // The request carries the commit: once sent, a failure leaves it unknown.
+            let r = self.on_leader(shard, |c| {
+                c.call(Body::Run { ops: ops.clone() }).map_err(unknown)
+            });
             let r = match r {
                 Ok(Reply::Ran(results)) => return Ok(results),
                 Ok(other) => outcome(other),
-                // The request carried the commit: a broken connection leaves it unknown.
-                Err(ClientError::Io(e)) => Err(ClientError::Unknown(format!(
-                    "connection lost while committing: {e}"
-                ))),
                 Err(e) => Err(e),
             };
             match r {
@@ -338,12 +337,9 @@ impl Client {
                 name: name.into(),
                 args: args.to_vec(),
             };
-            let e = match self.on_leader(shard, |c| c.call(body.clone())) {
+            let e = match self.on_leader(shard, |c| c.call(body.clone()).map_err(unknown)) {
                 Ok(Reply::Returned(v)) => return Ok(v),
                 Ok(other) => outcome_err(other),
-                Err(ClientError::Io(e)) => {
-                    ClientError::Unknown(format!("connection lost while committing: {e}"))
-                }
                 Err(e) => e,
             };
             if !(e.is_retryable() && attempt < self.cfg.attempts) {
@@ -379,7 +375,7 @@ impl Client {
         Txn {
             client: self,
             open: None,
-            failed: false,
+            failed: None,
         }
     }
 
@@ -569,7 +565,8 @@ pub struct Txn<'c> {
     client: &'c mut Client,
     /// `(coordinator node, transaction number)` once begun.
     open: Option<(u64, u32)>,
-    failed: bool,
+    /// The abort that ended it (reason, retryable), once one did.
+    failed: Option<(String, bool)>,
 }
 
 impl Txn<'_> {
@@ -640,11 +637,8 @@ impl Txn<'_> {
 
     /// Runs one operation.
     pub fn op(&mut self, op: Op) -> Result<OpResult, ClientError> {
-        if self.failed {
-            return Err(ClientError::Aborted {
-                reason: "an earlier operation aborted the transaction".into(),
-                retryable: true,
-            });
+        if let Some(e) = self.earlier_abort() {
+            return Err(e);
         }
         let (node, txn) = match self.open {
             Some(o) => o,
@@ -673,8 +667,9 @@ impl Txn<'_> {
                 // Refused operations leave the transaction as it was.
                 Err(ClientError::Request { code, message })
             }
-            Err(ClientError::Io(e)) => {
-                // Nothing was committed: the server drops an open transaction with its connection.
+            Err(e @ (ClientError::Io(_) | ClientError::Protocol(_))) => {
+                // Nothing was committed: the connection is dropped, and the server drops an
+                // open transaction with its connection.
                 self.open = None;
                 Err(self.fail(ClientError::Aborted {
                     reason: format!("connection lost: {e}"),
@@ -686,31 +681,46 @@ impl Txn<'_> {
     }
 
     fn fail(&mut self, e: ClientError) -> ClientError {
-        if matches!(e, ClientError::Aborted { .. }) {
-            self.failed = true;
+        if let ClientError::Aborted { reason, retryable } = &e {
+            self.failed = Some((reason.clone(), *retryable));
             self.open = None;
         }
         e
     }
 
+    /// The abort that already ended this transaction, as the error of a later call (as
+    /// retryable as the abort itself).
+    fn earlier_abort(&self) -> Option<ClientError> {
+        let (reason, retryable) = self.failed.as_ref()?;
+        Some(ClientError::Aborted {
+            reason: format!("an earlier operation aborted the transaction ({reason})"),
+            retryable: *retryable,
+        })
+    }
+
     /// Commits: `Ok` once released.
     pub fn commit(mut self) -> Result<(), ClientError> {
-        if self.failed {
-            return Err(ClientError::Aborted {
-                reason: "an earlier operation aborted the transaction".into(),
-                retryable: true,
-            });
+        if let Some(e) = self.earlier_abort() {
+            return Err(e);
         }
         let Some((node, txn)) = self.open.take() else {
             return Ok(()); // nothing read or written
         };
-        match self.client.call_node(node, Body::Commit { txn }) {
-            Ok(Reply::Committed) => Ok(()),
-            Ok(other) => outcome(other),
-            Err(ClientError::Io(e)) => Err(ClientError::Unknown(format!(
-                "connection lost while committing: {e}"
-            ))),
+        // Once the commit is sent, a failure to read its verdict leaves it unknown.
+        let sent = self
+            .client
+            .conn(node)
+            .map(|c| c.call(Body::Commit { txn }).map_err(unknown));
+        let r = match sent {
+            Ok(r) => r,
             Err(e) => Err(e),
+        };
+        if r.is_err() {
+            self.client.conns.remove(&node);
+        }
+        match r? {
+            Reply::Committed => Ok(()),
+            other => outcome(other),
         }
     }
 
@@ -745,6 +755,16 @@ fn outcome_err(reply: Reply) -> ClientError {
         Reply::Unknown { why } => ClientError::Unknown(why),
         Reply::Error { code, message } => ClientError::Request { code, message },
         other => unexpected_reply(&other),
+    }
+}
+
+/// A failure after a commit-carrying request was sent: its outcome is unknown.
+fn unknown(e: ClientError) -> ClientError {
+    match e {
+        e @ (ClientError::Io(_) | ClientError::Protocol(_)) => {
+            ClientError::Unknown(format!("no verdict after the commit was sent: {e}"))
+        }
+        other => other,
     }
 }
 

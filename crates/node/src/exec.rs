@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use bytes::Bytes;
-use mako_proto::{ErrorCode, Op, OpResult, Rows};
+use mako_proto::{ErrorCode, MAX_RESULTS, Op, OpResult};
 use mako_server::DistTxn;
 use mako_txn::Abort;
 
@@ -48,14 +48,7 @@ pub fn apply(tx: &mut DistTxn<'_>, catalog: &dyn Catalog, op: &Op) -> Result<OpR
         let shards = catalog
             .shards_in(table, lo, hi)
             .ok_or_else(|| unknown_table(table))?;
-        return Ok(OpResult::Rows(scan(
-            tx,
-            index,
-            &shards,
-            lo,
-            hi,
-            *limit as usize,
-        )?));
+        return scan(tx, index, &shards, lo, hi, *limit as usize);
     }
     let key = op.key().unwrap_or_default();
     let shard = catalog
@@ -130,12 +123,32 @@ fn scan(
     lo: Bound<&[u8]>,
     hi: Bound<&[u8]>,
     limit: usize,
-) -> Result<Rows, Abort> {
+) -> Result<OpResult, OpError> {
     let mut merged = BTreeMap::new();
     for &s in shards {
         for (k, v) in tx.scan(s, table, (lo, hi), limit)? {
             merged.insert(k.to_vec(), v.to_vec());
         }
+        // Keep only the first `limit` rows so far: the merge holds at most `limit` rows
+        // more than the result, whatever the number of shards.
+        while merged.len() > limit {
+            merged.pop_last();
+        }
     }
-    Ok(merged.into_iter().take(limit).collect())
+    let rows = OpResult::Rows(merged.into_iter().collect());
+    if rows.wire_size() > MAX_RESULTS {
+        return Err(too_large(rows.wire_size()));
+    }
+    Ok(rows)
+}
+
+/// The refusal of a result that would not fit in a reply.
+pub(crate) fn too_large(bytes: usize) -> OpError {
+    OpError::Refused(
+        ErrorCode::TooLarge,
+        format!(
+            "the result takes about {bytes} bytes, more than a reply carries ({MAX_RESULTS}); \
+             ask for fewer rows"
+        ),
+    )
 }

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mako_proto::{
     Auth, AuthResult, CLIENT_LABEL, FrameError, FrameReader, Hello, MAGIC, MAX_HELLO, SERVER_LABEL,
@@ -20,6 +20,13 @@ use crate::session::{Session, Shared, log_end};
 
 /// How often a connection thread wakes up to expire idle transactions and notice shutdown.
 const WAKE: Duration = Duration::from_millis(200);
+
+/// How long a client may take to complete the handshake.
+const HANDSHAKE: Duration = Duration::from_secs(5);
+
+/// How long one write to a client may block (a client that stops reading is dropped, so
+/// its thread ends and shutdown can join it).
+const WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A running client listener.
 pub(crate) struct ClientServer {
@@ -147,6 +154,7 @@ fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(WAKE));
+    let _ = stream.set_write_timeout(Some(WRITE_LIMIT));
     let r = match tls {
         None => converse(stream, shared, token, worker, stop),
         Some(cfg) => match rustls::ServerConnection::new(cfg) {
@@ -192,7 +200,8 @@ fn handshake<S: Read + Write>(
     stopping: &dyn Fn() -> bool,
 ) -> Result<bool, FrameError> {
     use mako_transport::auth;
-    let frame = next_frame(stream, reader, stopping, 25)?;
+    let deadline = Instant::now() + HANDSHAKE;
+    let frame = next_frame(stream, reader, stopping, deadline)?;
     let hello: Hello = decode(&frame)?;
     let nonce = auth::nonce();
     let site = &shared.site;
@@ -221,7 +230,7 @@ fn handshake<S: Read + Write>(
     let Some(token) = token else {
         return Ok(true);
     };
-    let frame = next_frame(stream, reader, stopping, 25)?;
+    let frame = next_frame(stream, reader, stopping, deadline)?;
     let a: Auth = decode(&frame)?;
     if auth::verify(token, CLIENT_LABEL, &nonce, &hello.nonce, &[], &a.proof) {
         write_frame(stream, &AuthResult::Ok)?;
@@ -234,17 +243,14 @@ fn handshake<S: Read + Write>(
     }
 }
 
-/// The next frame, waiting at most `wakes` read timeouts (a handshake must not stall).
+/// The next frame, before `deadline` (a handshake must not stall, however the bytes come).
 fn next_frame<S: Read>(
     stream: &mut S,
     reader: &mut FrameReader,
     stopping: &dyn Fn() -> bool,
-    wakes: u32,
+    deadline: Instant,
 ) -> Result<Vec<u8>, FrameError> {
-    for _ in 0..wakes {
-        if stopping() {
-            break;
-        }
+    while !stopping() && Instant::now() < deadline {
         if let Some(f) = reader.poll(stream)? {
             return Ok(f);
         }

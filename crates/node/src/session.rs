@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mako_proto::{
-    Body, ErrorCode, FrameError, FrameReader, MAX_FRAME, Op, OpResult, Reply, Request, Response,
-    Topology, decode, write_frame,
+    Body, ErrorCode, FrameError, FrameReader, MAX_FRAME, MAX_RESULTS, Op, OpResult, Reply, Request,
+    Response, Topology, decode, write_frame,
 };
 use mako_server::{CommitError, DistTxn, Site};
 use mako_txn::AbortReason;
@@ -214,10 +214,18 @@ impl<'s> Session<'s> {
                     Err(r) => return r,
                 };
                 let mut results = Vec::with_capacity(ops.len());
+                let mut bytes = 0usize;
                 for op in &ops {
                     match apply(&mut tx, &*self.shared.catalog, op) {
-                        Ok(r) => results.push(r),
+                        Ok(r) => {
+                            bytes = bytes.saturating_add(r.wire_size());
+                            results.push(r);
+                        }
                         Err(e) => return self.failed(e),
+                    }
+                    // Results that cannot be sent back: refused before the commit.
+                    if bytes > MAX_RESULTS {
+                        return self.failed(crate::exec::too_large(bytes));
                     }
                 }
                 self.commit(tx, Some(results))

@@ -50,15 +50,32 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), Fram
     Ok(())
 }
 
-/// Reads one frame's payload (blocking), refusing a length above `max`.
+/// Reads one frame's payload (blocking), refusing a length above `max`. A read that times
+/// out (the stream's read timeout) is an error of kind [`io::ErrorKind::TimedOut`].
 pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Vec<u8>, FrameError> {
     let mut reader = FrameReader::new(max);
     loop {
-        match reader.poll(r)? {
-            Some(frame) => return Ok(frame),
-            None => continue,
+        match reader.step(r)? {
+            Step::Frame(frame) => return Ok(frame),
+            Step::Partial => continue,
+            Step::TimedOut => {
+                return Err(FrameError::Io(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "timed out waiting for a frame",
+                )));
+            }
         }
     }
+}
+
+/// What one read brought.
+enum Step {
+    /// A complete frame's payload.
+    Frame(Vec<u8>),
+    /// Bytes (or an interruption), but no complete frame yet.
+    Partial,
+    /// The read timed out.
+    TimedOut,
 }
 
 /// Reads frames from a stream with a read timeout, keeping a partly received frame across
@@ -94,50 +111,69 @@ impl FrameReader {
         Some(u32::from_be_bytes(p) as usize)
     }
 
-    /// Reads what is available; returns a complete frame's payload, or `None` when the read
-    /// timed out (or was interrupted) first. Never allocates more than the bytes received
-    /// plus one read buffer, whatever the prefix claims.
-    pub fn poll(&mut self, r: &mut impl Read) -> Result<Option<Vec<u8>>, FrameError> {
-        let mut chunk = [0u8; 16 * 1024];
-        loop {
-            if let Some(len) = self.claimed() {
-                if len > self.max {
-                    return Err(FrameError::TooLarge { len, max: self.max });
-                }
-                if self.buf.len() >= 4 + len {
-                    let rest = self.buf.split_off(4 + len);
-                    let frame = std::mem::replace(&mut self.buf, rest).split_off(4);
-                    return Ok(Some(frame));
-                }
-            }
-            // Read no further than the current frame, so no byte of the next one is consumed
-            // into a buffer a caller might drop.
-            let want = match self.claimed() {
-                Some(len) => (4 + len - self.buf.len()).min(chunk.len()),
-                None => 4 - self.buf.len(),
-            };
-            match r.read(&mut chunk[..want]) {
-                Ok(0) if self.buf.is_empty() => return Err(FrameError::Closed),
-                Ok(0) => {
-                    return Err(FrameError::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "connection closed inside a frame",
-                    )));
-                }
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    return Ok(None);
-                }
-                Err(e) => return Err(e.into()),
-            }
+    /// The buffered frame if it is complete (an error if its prefix is above the cap).
+    fn complete(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        let Some(len) = self.claimed() else {
+            return Ok(None);
+        };
+        if len > self.max {
+            return Err(FrameError::TooLarge { len, max: self.max });
         }
+        if self.buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let rest = self.buf.split_off(4 + len);
+        Ok(Some(std::mem::replace(&mut self.buf, rest).split_off(4)))
+    }
+
+    /// At most one read.
+    fn step(&mut self, r: &mut impl Read) -> Result<Step, FrameError> {
+        if let Some(frame) = self.complete()? {
+            return Ok(Step::Frame(frame));
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        // Read no further than the current frame, so no byte of the next one is consumed
+        // into a buffer a caller might drop.
+        let want = match self.claimed() {
+            Some(len) => (4 + len - self.buf.len()).min(chunk.len()),
+            None => 4 - self.buf.len(),
+        };
+        match r.read(&mut chunk[..want]) {
+            Ok(0) if self.buf.is_empty() => Err(FrameError::Closed),
+            Ok(0) => Err(FrameError::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a frame",
+            ))),
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(match self.complete()? {
+                    Some(frame) => Step::Frame(frame),
+                    None => Step::Partial,
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(Step::Partial),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Ok(Step::TimedOut)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Reads once (at most one read call, so a peer trickling bytes cannot keep the caller
+    /// from its deadlines); returns a complete frame's payload, or `None` when no frame is
+    /// complete yet (the read timed out, was interrupted, or brought part of one). Never
+    /// allocates more than the bytes received plus one read buffer, whatever the prefix
+    /// claims.
+    pub fn poll(&mut self, r: &mut impl Read) -> Result<Option<Vec<u8>>, FrameError> {
+        Ok(match self.step(r)? {
+            Step::Frame(frame) => Some(frame),
+            Step::Partial | Step::TimedOut => None,
+        })
     }
 }
 
@@ -198,6 +234,87 @@ mod tests {
             read_frame(&mut &bytes[..], 1024),
             Err(FrameError::Io(_))
         ));
+    }
+
+    /// Yields its bytes one per read, then reports a read timeout forever.
+    struct ThenTimeout<'a> {
+        bytes: &'a [u8],
+        reads: usize,
+    }
+    impl Read for ThenTimeout<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.reads += 1;
+            assert!(self.reads < 1000, "read_frame kept reading past a timeout");
+            let Some((&b, rest)) = self.bytes.split_first() else {
+                return Err(io::Error::new(io::ErrorKind::WouldBlock, "timed out"));
+            };
+            buf[0] = b;
+            self.bytes = rest;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn a_blocking_read_that_times_out_is_an_error_not_a_wait() {
+        // Nothing arrives: the socket's read timeout must surface.
+        let mut r = ThenTimeout {
+            bytes: &[],
+            reads: 0,
+        };
+        let e = read_frame(&mut r, 1024).unwrap_err();
+        assert!(
+            matches!(&e, FrameError::Io(e) if e.kind() == io::ErrorKind::TimedOut),
+            "{e}"
+        );
+        // Part of a frame, then silence.
+        let bytes = encode(&Request {
+            id: 1,
+            body: Body::Begin,
+        })
+        .unwrap();
+        let mut r = ThenTimeout {
+            bytes: &bytes[..bytes.len() - 1],
+            reads: 0,
+        };
+        assert!(matches!(read_frame(&mut r, 1024), Err(FrameError::Io(_))));
+    }
+
+    #[test]
+    fn poll_returns_after_one_read_so_a_trickle_cannot_hold_it() {
+        // A peer sending one byte just inside every read timeout: each poll must come back
+        // (so the caller can check its deadline and shutdown) instead of reading on.
+        let bytes = encode(&Request {
+            id: 3,
+            body: Body::Topology,
+        })
+        .unwrap();
+        let mut r = ThenTimeout {
+            bytes: &bytes,
+            reads: 0,
+        };
+        let mut reader = FrameReader::new(1024);
+        let mut polls = 0;
+        let frame = loop {
+            polls += 1;
+            if let Some(f) = reader.poll(&mut r).unwrap() {
+                break f;
+            }
+            assert!(reader.is_mid_frame() || polls == 1);
+        };
+        assert_eq!(r.reads, polls, "one read per poll");
+        assert_eq!(polls, bytes.len());
+        assert_eq!(decode::<Request>(&frame).unwrap().id, 3);
+        // A frame of zero bytes is complete once its prefix is in.
+        let mut empty = &[0u8, 0, 0, 0][..];
+        let mut reader = FrameReader::new(1024);
+        let mut got = None;
+        for _ in 0..4 {
+            if let Some(f) = reader.poll(&mut empty).unwrap() {
+                got = Some(f);
+                break;
+            }
+        }
+        assert_eq!(got, Some(Vec::new()));
     }
 
     #[test]

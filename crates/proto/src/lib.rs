@@ -47,6 +47,10 @@ pub const MAGIC: [u8; 4] = *b"MAKO";
 /// Largest frame after the handshake (16 MiB).
 pub const MAX_FRAME: usize = 16 << 20;
 
+/// Most bytes of operation results one reply carries (the rest of [`MAX_FRAME`] is left
+/// for the reply's envelope); a larger result is refused with [`ErrorCode::TooLarge`].
+pub const MAX_RESULTS: usize = MAX_FRAME - (64 << 10);
+
 /// Largest frame before the handshake ends.
 pub const MAX_HELLO: usize = 1024;
 

@@ -198,6 +198,21 @@ impl Op {
     }
 }
 
+impl OpResult {
+    /// An upper bound on the bytes this result takes in a reply frame.
+    pub fn wire_size(&self) -> usize {
+        // A postcard length prefix takes at most 10 bytes.
+        match self {
+            OpResult::Value(v) => 11 + v.as_ref().map_or(0, Vec::len),
+            OpResult::Done => 1,
+            OpResult::Rows(rows) => rows
+                .iter()
+                .fold(11, |n, (k, v)| n.saturating_add(20 + k.len() + v.len())),
+            OpResult::Int(_) => 11,
+        }
+    }
+}
+
 /// Rows of a scan: `(key, value)` in key order.
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
@@ -299,6 +314,9 @@ pub enum ErrorCode {
     ShuttingDown,
     /// No procedure of that name.
     UnknownProcedure,
+    /// The reply would exceed the frame limit ([`crate::MAX_FRAME`]); e.g. a scan of too
+    /// many rows (ask for fewer).
+    TooLarge,
 }
 
 /// The shard map as one site knows it.
