@@ -51,9 +51,19 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     );
     let stop_progress = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let catch_up = show_catch_up(&node, std::sync::Arc::clone(&stop_progress));
+    let handle = signals.handle();
     if let Some(sig) = signals.forever().next() {
         tracing::info!(site = %name, signal = sig, "stopping: handing leadership over and flushing");
+        // A second signal during the graceful stop exits at once.
+        let impatient = std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                eprintln!("mako server: second signal: exiting without finishing the stop");
+                std::process::exit(1);
+            }
+        });
         node.shutdown(true);
+        handle.close();
+        let _ = impatient.join();
         println!("mako server: site {name} stopped");
     }
     stop_progress.store(true, std::sync::atomic::Ordering::Release);

@@ -115,13 +115,13 @@ fn accept_loop(
         if live.load(Ordering::Acquire) >= shared.limits.max_connections {
             warn!(site = %shared.name, %peer, limit = shared.limits.max_connections,
                 "refusing a client: too many connections");
-            drop(stream);
+            refuse(stream, shared.limits.max_connections);
             continue;
         }
         live.fetch_add(1, Ordering::AcqRel);
         let w = worker.fetch_add(1, Ordering::Relaxed) % workers;
         let tls = tls.as_ref().map(|t| Arc::clone(&t.server));
-        let (shared, token, stop, live) = (
+        let (shared2, token2, stop2, live2) = (
             Arc::clone(&shared),
             token.clone(),
             Arc::clone(&stop),
@@ -130,16 +130,45 @@ fn accept_loop(
         let h = std::thread::Builder::new()
             .name(format!("client-{peer}"))
             .spawn(move || {
-                serve(stream, peer, &shared, token.as_deref(), tls, w, &stop);
-                live.fetch_sub(1, Ordering::AcqRel);
+                serve(stream, peer, &shared2, token2.as_deref(), tls, w, &stop2);
+                live2.fetch_sub(1, Ordering::AcqRel);
             });
         let mut conns = conns.lock();
         conns.retain(|h| !h.is_finished());
         match h {
             Ok(h) => conns.push(h),
-            Err(e) => warn!(error = %e, "cannot spawn a client thread"),
+            Err(e) => {
+                // The connection went with the closure; it no longer counts.
+                live.fetch_sub(1, Ordering::AcqRel);
+                warn!(error = %e, "cannot spawn a client thread");
+            }
         }
     }
+}
+
+/// Tells a client over the connection limit why it is refused (a `Welcome` it reads after its
+/// hello), then closes.
+fn refuse(mut stream: TcpStream, limit: usize) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+    // Read the hello first: closing with it unread would reset the connection and lose the
+    // answer.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut hello = [0u8; MAX_HELLO];
+    let _ = std::io::Read::read(&mut stream, &mut hello);
+    let welcome = Welcome {
+        version: VERSION,
+        refused: Some(format!(
+            "too many client connections (the server's limit is {limit})"
+        )),
+        site: String::new(),
+        node: 0,
+        shard: 0,
+        nonce: [0; 32],
+        auth_required: false,
+        proof: None,
+    };
+    let _ = write_frame(&mut stream, &welcome);
+    let _ = stream.shutdown(std::net::Shutdown::Write);
 }
 
 /// One connection from handshake to close.

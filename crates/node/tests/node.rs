@@ -547,3 +547,33 @@ fn server_side_procedures_run_as_one_transaction_per_request() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_client_over_the_connection_limit_is_told_why() {
+    let limits = Limits {
+        max_connections: 1,
+        ..Limits::default()
+    };
+    let c = start(1, 1, limits);
+    let mut first = c.client();
+    first
+        .status("s0r0")
+        .expect("the first connection is served");
+    let mut second = c.client();
+    match second.status("s0r0") {
+        Err(ClientError::Refused(why)) => {
+            assert!(why.contains("too many client connections"), "{why}")
+        }
+        other => panic!("expected a refusal naming the limit, got {other:?}"),
+    }
+    drop(first);
+    // Once the first connection is gone, a new client is served.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if c.client().status("s0r0").is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the freed slot was never reused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
