@@ -56,7 +56,7 @@
 //!   is an error.
 //! - `client`: limits of interactive client transactions and connections: `idle_timeout_ms`
 //!   \[30000\], `max_open_per_connection` \[16\], `max_ops_per_txn` \[10000\], `max_connections`
-//!   \[1024\]; all positive.
+//!   \[1024\], `max_scan_rows` \[100000\]; all positive.
 //! - `tables`: mapping of table name to `{partition: hash}` (the default) or
 //!   `{partition: range, splits: ["g", "p"]}` — `S - 1` strictly ascending split points given as
 //!   strings (their UTF-8 bytes; shard `i` holds keys in `[splits[i-1], splits[i])`). The table
@@ -212,6 +212,8 @@ pub struct ClientLimits {
     pub max_ops_per_txn: u32,
     /// Most client connections a site accepts at once.
     pub max_connections: u32,
+    /// Most rows one scan may return (a larger one is refused; page instead).
+    pub max_scan_rows: u32,
 }
 
 impl Default for ClientLimits {
@@ -221,6 +223,7 @@ impl Default for ClientLimits {
             max_open_per_connection: 16,
             max_ops_per_txn: 10_000,
             max_connections: 1024,
+            max_scan_rows: 100_000,
         }
     }
 }
@@ -759,7 +762,7 @@ impl Builder<'_> {
             ));
         }
         // Positive numbers.
-        let positive: [(&str, &str, u64); 9] = [
+        let positive: [(&str, &str, u64); 10] = [
             ("batch", "max_pieces", raw.batch.max_pieces as u64),
             ("batch", "max_bytes", raw.batch.max_bytes as u64),
             ("timeouts", "release_ms", raw.timeouts.release_ms),
@@ -779,6 +782,11 @@ impl Builder<'_> {
                 "client",
                 "max_connections",
                 u64::from(raw.client.max_connections),
+            ),
+            (
+                "client",
+                "max_scan_rows",
+                u64::from(raw.client.max_scan_rows),
             ),
             (
                 "workers",

@@ -150,6 +150,7 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
         max_open: cfg.client.max_open_per_connection as usize,
         max_ops: cfg.client.max_ops_per_txn,
         max_connections: cfg.client.max_connections as usize,
+        max_scan_rows: cfg.client.max_scan_rows,
     };
     let _ = replicas;
     Ok((

@@ -36,7 +36,12 @@ impl From<Abort> for OpError {
 }
 
 /// Executes one operation of `tx`.
-pub fn apply(tx: &mut DistTxn<'_>, catalog: &dyn Catalog, op: &Op) -> Result<OpResult, OpError> {
+pub fn apply(
+    tx: &mut DistTxn<'_>,
+    catalog: &dyn Catalog,
+    op: &Op,
+    max_scan_rows: u32,
+) -> Result<OpResult, OpError> {
     let table = op.table();
     let index = catalog
         .tables()
@@ -44,11 +49,25 @@ pub fn apply(tx: &mut DistTxn<'_>, catalog: &dyn Catalog, op: &Op) -> Result<OpR
         .position(|t| t == table)
         .ok_or_else(|| unknown_table(table))?;
     if let Op::Scan { lo, hi, limit, .. } = op {
+        // Each shard materialises up to `limit` rows before anything is sent: ask for one
+        // more than a scan may return, and refuse if there is more.
+        let asked = (*limit).min(max_scan_rows.saturating_add(1));
         let (lo, hi) = (as_ref(lo), as_ref(hi));
         let shards = catalog
             .shards_in(table, lo, hi)
             .ok_or_else(|| unknown_table(table))?;
-        return scan(tx, index, &shards, lo, hi, *limit as usize);
+        let r = scan(tx, index, &shards, lo, hi, asked as usize)?;
+        if let OpResult::Rows(rows) = &r
+            && rows.len() > max_scan_rows as usize
+        {
+            return Err(OpError::Refused(
+                ErrorCode::TooLarge,
+                format!(
+                    "a scan returns at most {max_scan_rows} rows; page with a later lower bound"
+                ),
+            ));
+        }
+        return Ok(r);
     }
     let key = op.key().unwrap_or_default();
     let shard = catalog

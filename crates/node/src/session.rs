@@ -28,6 +28,9 @@ pub struct Limits {
     pub max_ops: u32,
     /// Client connections served at once; more are refused.
     pub max_connections: usize,
+    /// Rows one scan may return (each shard builds up to this many before replying); a
+    /// scan that would return more is refused (`TooLarge`): page with a later lower bound.
+    pub max_scan_rows: u32,
 }
 
 impl Default for Limits {
@@ -37,6 +40,7 @@ impl Default for Limits {
             max_open: 16,
             max_ops: 10_000,
             max_connections: 1024,
+            max_scan_rows: 100_000,
         }
     }
 }
@@ -216,7 +220,12 @@ impl<'s> Session<'s> {
                 let mut results = Vec::with_capacity(ops.len());
                 let mut bytes = 0usize;
                 for op in &ops {
-                    match apply(&mut tx, &*self.shared.catalog, op) {
+                    match apply(
+                        &mut tx,
+                        &*self.shared.catalog,
+                        op,
+                        self.shared.limits.max_scan_rows,
+                    ) {
                         Ok(r) => {
                             bytes = bytes.saturating_add(r.wire_size());
                             results.push(r);
@@ -299,7 +308,8 @@ impl<'s> Session<'s> {
                 retryable: false,
             };
         }
-        match apply(&mut open.tx, &*catalog, op) {
+        let max_scan_rows = self.shared.limits.max_scan_rows;
+        match apply(&mut open.tx, &*catalog, op, max_scan_rows) {
             Ok(r) => Reply::Result(r),
             Err(OpError::Refused(code, message)) => Reply::Error { code, message },
             Err(OpError::Abort(a)) => {

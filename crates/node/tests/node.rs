@@ -227,6 +227,7 @@ fn interactive_transactions_are_bounded() {
         max_open: 2,
         max_ops: 3,
         max_connections: 64,
+        max_scan_rows: 1_000,
     };
     let c = start(1, 1, limits);
     let mut cl = c.client();
@@ -576,4 +577,52 @@ fn a_client_over_the_connection_limit_is_told_why() {
         assert!(Instant::now() < deadline, "the freed slot was never reused");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn a_scan_returning_more_than_the_row_limit_is_refused_and_the_transaction_stays_usable() {
+    let limits = Limits {
+        max_scan_rows: 5,
+        ..Limits::default()
+    };
+    let c = start(2, 3, limits);
+    let mut cl = c.client();
+    for i in 0u8..8 {
+        cl.put(&[i, b's'], b"v").unwrap();
+    }
+    // At most the limit: fine.
+    assert_eq!(
+        cl.scan(Bound::Unbounded, Bound::Unbounded, 5)
+            .unwrap()
+            .len(),
+        5
+    );
+    // More than the limit would return: refused, not truncated.
+    match cl.scan(Bound::Unbounded, Bound::Unbounded, u32::MAX) {
+        Err(ClientError::Request {
+            code: ErrorCode::TooLarge,
+            message,
+        }) => {
+            assert!(message.contains("at most 5 rows"), "{message}")
+        }
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    // A large limit over a small range is fine.
+    let few = cl
+        .scan(
+            Bound::Included(&[0u8][..]),
+            Bound::Excluded(&[3u8][..]),
+            u32::MAX,
+        )
+        .unwrap();
+    assert_eq!(few.len(), 3);
+    // Inside a transaction the refused scan leaves it usable.
+    let mut t = cl.begin();
+    assert!(
+        t.scan(Bound::Unbounded, Bound::Unbounded, u32::MAX)
+            .is_err()
+    );
+    t.put(b"after", b"1").unwrap();
+    t.commit().unwrap();
+    assert_eq!(cl.get(b"after").unwrap(), Some(b"1".to_vec()));
 }
