@@ -362,7 +362,9 @@ impl<'s> Session<'s> {
         match self.ended.get(&txn) {
             Some(why) => Reply::Aborted {
                 reason: (*why).into(),
-                retryable: true,
+                // Idle transactions may be run again; one that hit the operation bound would
+                // hit it again.
+                retryable: *why != "too_many_ops",
             },
             None => Reply::Error {
                 code: ErrorCode::UnknownTxn,
