@@ -103,7 +103,23 @@ fn a_memory_replica_rejoins_as_a_non_voter_and_nothing_acknowledged_is_lost() {
         if let Some(l) = d.leader(0) {
             break l;
         }
-        assert!(Instant::now() < deadline, "no new leader");
+        if Instant::now() > deadline {
+            let mut c = d.client().unwrap();
+            for s in ["s0r0", "s0r1", "s0r2"] {
+                eprintln!(
+                    "{s}: {:?}",
+                    c.status(s).map(|st| (
+                        st.role,
+                        st.term,
+                        st.serving,
+                        st.commit_index,
+                        st.applied_index
+                    ))
+                );
+            }
+            dump(&logs);
+            panic!("no new leader");
+        }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_ne!(new, leader);

@@ -645,7 +645,17 @@ impl RaftNode {
             {
                 let heartbeat = msg.get_msg_type() == MessageType::MsgHeartbeatResponse;
                 if msg.get_context() == REJOIN_CONTEXT {
-                    self.rejoining_peers.insert(msg.from);
+                    if self.rejoining_peers.insert(msg.from) {
+                        // It lost what it acknowledged before: count nothing of it and send
+                        // it the log from the start (snapshot if compacted). Without this an
+                        // idle log (the `meta` group's) only heartbeats a replica it believes
+                        // caught up, so its rejoin never ends.
+                        if let Some(pr) = self.raw.raft.mut_prs().get_mut(msg.from) {
+                            pr.matched = 0;
+                            pr.become_probe();
+                        }
+                        self.raw.raft.send_append(msg.from);
+                    }
                     if heartbeat {
                         // The mark replaced an empty context; raft-rs reads it as a read-index ack.
                         msg.clear_context();

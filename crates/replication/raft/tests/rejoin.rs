@@ -222,6 +222,41 @@ fn a_rejoined_replica_catches_up_by_snapshot_then_votes_for_a_complete_leader() 
     );
 }
 
+/// A log with nothing new to replicate (the `meta` group between epoch changes): the leader
+/// believes the restarted replica still holds what it acknowledged and only heartbeats it,
+/// so it must learn from the rejoin mark to send the log again, or the replica never
+/// finishes rejoining and a later leader loss leaves no majority that votes (found by the
+/// process test `memory_rejoin`: a restarted `meta` member blocked every new epoch).
+#[test]
+fn a_replica_rejoins_an_idle_group() {
+    let mut g = HostGroup::start(3, timing);
+    assert!(wait(|| g.leader().is_some()));
+    let l = g.leader().expect("leader");
+    let (b, f) = ((l + 1) % 3, (l + 2) % 3);
+    commit(&g, l, 1..=20);
+    assert!(wait(|| applied(&g, b).len() >= 20), "B had everything");
+    g.crash(b);
+    g.restart(b, config(b as NodeId + 1, true, u64::MAX / 2));
+    assert!(g.groups[b].rejoining(), "starts rejoining");
+    // Nothing new is proposed.
+    assert!(
+        wait(|| !g.groups[b].rejoining()),
+        "B finishes rejoining an idle group"
+    );
+    assert!(wait(|| applied(&g, b).len() >= 20));
+    let all: Vec<u64> = (1..=20).collect();
+    assert_eq!(applied(&g, b)[..20], all[..]);
+    // The leader dies: B and F elect one (B's vote is needed) that has every entry.
+    g.crash(l);
+    assert!(
+        wait(|| g.leader().is_some_and(|n| n != l)),
+        "B and F elect a leader"
+    );
+    let n = g.leader().expect("new leader");
+    assert!(n == b || n == f);
+    commit(&g, n, 21..=21);
+}
+
 // ---- node level -------------------------------------------------------------------------
 
 fn node(id: NodeId, rejoin: bool, preferred: Option<NodeId>) -> RaftNode {
