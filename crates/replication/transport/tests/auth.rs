@@ -13,6 +13,8 @@ use mako_transport::tcp::{TcpConfig, TcpStats, TcpTransport};
 use mako_transport::tls::{self, TlsSettings};
 use mako_transport::{Envelope, Transport};
 
+#[path = "common/closed.rs"]
+mod closed;
 #[path = "common/log.rs"]
 #[allow(dead_code)]
 mod log;
@@ -248,23 +250,7 @@ fn envelope_frame(from: u64, to: u64, n: u64) -> Vec<u8> {
 /// Reads until the transport closes the connection.
 fn wait_closed(s: &mut TcpStream) {
     s.set_read_timeout(Some(WAIT)).unwrap();
-    let mut buf = [0u8; 256];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => continue,
-            Err(e) => {
-                assert!(
-                    !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ),
-                    "connection was not closed"
-                );
-                return;
-            }
-        }
-    }
+    closed::wait_closed(s);
 }
 
 /// A raw client that knows the secret completes the handshake as node 150 and sends one

@@ -66,28 +66,11 @@ fn reset_peak() -> usize {
     live
 }
 
-/// Reads until the transport closes the connection.
-fn wait_closed(s: &mut TcpStream) {
-    let mut buf = [0u8; 64];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => continue,
-            Err(e) => {
-                assert!(
-                    !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ),
-                    "connection was not closed"
-                );
-                return;
-            }
-        }
-    }
-}
-
 /// Bytes of a hello frame's body (version 2: magic, version, ids, mode, nonce, proof).
+#[path = "common/closed.rs"]
+mod closed;
+use closed::wait_closed;
+
 const HELLO_LEN: usize = 4 + 8 + 8 + 1 + 32 + 32;
 
 /// An unauthenticated version-2 hello frame, length prefix included.

@@ -10,6 +10,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use mako_transport::tcp::{TcpConfig, TcpTransport};
 use mako_transport::{Envelope, SendError, Transport};
 
+#[path = "common/closed.rs"]
+mod closed;
 #[path = "common/log.rs"]
 #[allow(dead_code)]
 mod log;
@@ -235,23 +237,7 @@ fn assert_closed_after(addr: SocketAddr, prefix: &[u8], bytes: &[u8]) {
     }
     let _ = s.write_all(bytes);
     let start = Instant::now();
-    let mut buf = [0u8; 64];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(_) => continue,
-            Err(e) => {
-                assert!(
-                    !matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ),
-                    "connection was not closed"
-                );
-                break;
-            }
-        }
-    }
+    closed::wait_closed(&mut s);
     assert!(start.elapsed() < WAIT);
 }
 
