@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 use mako_server::Site;
 use tracing::debug;
 
+use crate::acceptor::Acceptor;
 use crate::figures::Counters;
 
 /// A running metrics endpoint.
 pub(crate) struct Endpoint {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    accept: Acceptor,
 }
 
 impl Endpoint {
@@ -26,39 +25,21 @@ impl Endpoint {
         site: Arc<Site>,
         counters: Arc<Counters>,
     ) -> std::io::Result<Endpoint> {
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = Arc::clone(&stop);
-        let thread = std::thread::Builder::new()
-            .name(format!("metrics-{}", site.node()))
-            .spawn(move || serve(listener, &site, &counters, &stop2))?;
-        Ok(Endpoint {
-            addr,
-            stop,
-            thread: Some(thread),
-        })
+        let name = format!("metrics-{}", site.node());
+        let accept = Acceptor::start(listener, name, move |listener, stop| {
+            serve(listener, &site, &counters, &stop)
+        })?;
+        Ok(Endpoint { accept })
     }
 
     /// The address it listens on.
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+        self.accept.addr()
     }
 
     /// Stops and joins it.
     pub(crate) fn stop(&mut self) {
-        if self.stop.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Endpoint {
-    fn drop(&mut self) {
-        self.stop();
+        self.accept.stop();
     }
 }
 

@@ -16,6 +16,7 @@
 //! node.shutdown(true);
 //! ```
 
+mod acceptor;
 mod deploy;
 mod endpoint;
 mod exec;

@@ -16,6 +16,7 @@ use mako_transport::tls::TlsSettings;
 use parking_lot::Mutex;
 use tracing::{info, warn};
 
+use crate::acceptor::Acceptor;
 use crate::session::{Session, Shared, log_end};
 
 /// How often a connection thread wakes up to expire idle transactions and notice shutdown.
@@ -30,9 +31,7 @@ const WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A running client listener.
 pub(crate) struct ClientServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
+    accept: Acceptor,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
@@ -44,35 +43,25 @@ impl ClientServer {
         token: Option<Arc<mako_transport::auth::Secret>>,
         tls: Option<TlsSettings>,
     ) -> std::io::Result<ClientServer> {
-        let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (stop2, conns2) = (Arc::clone(&stop), Arc::clone(&conns));
-        let accept = std::thread::Builder::new()
-            .name(format!("client-accept-{}", shared.site.node()))
-            .spawn(move || accept_loop(listener, shared, token, tls, stop2, conns2))?;
-        Ok(ClientServer {
-            addr,
-            stop,
-            accept: Some(accept),
-            conns,
-        })
+        let conns2 = Arc::clone(&conns);
+        let accept = Acceptor::start(
+            listener,
+            format!("client-accept-{}", shared.site.node()),
+            move |listener, stop| accept_loop(listener, shared, token, tls, stop, conns2),
+        )?;
+        Ok(ClientServer { accept, conns })
     }
 
     /// The address clients connect to.
     pub(crate) fn addr(&self) -> SocketAddr {
-        self.addr
+        self.accept.addr()
     }
 
     /// Stops accepting, ends every connection (open transactions abort) and joins threads.
     pub(crate) fn stop(&mut self) {
-        if self.stop.swap(true, Ordering::AcqRel) {
+        if !self.accept.stop() {
             return;
-        }
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(h) = self.accept.take() {
-            let _ = h.join();
         }
         for h in std::mem::take(&mut *self.conns.lock()) {
             let _ = h.join();
