@@ -1,10 +1,10 @@
-//! Raft group configuration: who is in the group, timing in milliseconds, batching limits.
+//! Replication group configuration (Raft or Multi-Paxos): who is in the group, timing in milliseconds, batching limits.
 
 use mako_replication::NodeId;
 
-/// Configuration of one replica of one Raft group.
+/// Configuration of one replica of one replication group (either protocol).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RaftConfig {
+pub struct GroupConfig {
     /// This replica's id (non-zero).
     pub id: NodeId,
     /// Every replica of the group, this one included.
@@ -34,19 +34,19 @@ pub struct RaftConfig {
     /// Committed entries the pending queue may hold; beyond it applying pauses (the log keeps them).
     pub max_pending_queue: usize,
     /// Clock-drift margin taken off the leader lease (`None`: a tenth of
-    /// `election_timeout_min_ms`, at least 1 ms); see [`RaftConfig::lease_duration`].
+    /// `election_timeout_min_ms`, at least 1 ms); see [`GroupConfig::lease_duration`].
     pub lease_drift_ms: Option<u64>,
-    /// Start as a rejoining replica: one that lost its Raft state (a `memory` log store
+    /// Start as a rejoining replica: one that lost its protocol state (a `memory` log store
     /// restarted) and must neither campaign nor vote until it holds everything committed
     /// before it came back (see the `node` module's "Rejoining" section). Ignored in a
     /// one-replica group, which has no one to catch up from.
     pub rejoin: bool,
 }
 
-impl RaftConfig {
+impl GroupConfig {
     /// A configuration with the seed's defaults (5 / 400 / 700 ms, 16 appends in flight).
     pub fn new(id: NodeId, peers: Vec<NodeId>, shard: u32) -> Self {
-        RaftConfig {
+        GroupConfig {
             id,
             peers,
             shard,
@@ -166,7 +166,7 @@ impl RaftConfig {
 
 /// A configuration value that cannot work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid raft config `{key}`: {reason}")]
+#[error("invalid replication group config `{key}`: {reason}")]
 pub struct ConfigError {
     /// The offending key.
     pub key: &'static str,
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn the_default_drift_leaves_a_lease_shorter_than_the_election_timeout() {
-        let mut c = RaftConfig::new(1, vec![1], 0);
+        let mut c = GroupConfig::new(1, vec![1], 0);
         // 80 ticks of 5 ms: (80 - 1) * 5 - 40.
         assert_eq!(c.lease_duration().as_millis(), 355);
         c.heartbeat_interval_ms = 10;
@@ -192,7 +192,7 @@ mod tests {
 
     #[test]
     fn a_drift_that_eats_the_lease_is_refused() {
-        let mut c = RaftConfig::new(1, vec![1], 0);
+        let mut c = GroupConfig::new(1, vec![1], 0);
         c.lease_drift_ms = Some(395);
         assert_eq!(c.validate().map_err(|e| e.key), Err("lease_drift_ms"));
         c.lease_drift_ms = Some(394);

@@ -14,48 +14,24 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use mako_logstore::{GroupState, GroupWrite, HardState as LogHardState, LogEntry, SnapshotMeta};
-use protobuf::Message as _;
-use raft::eraftpb::{Entry, HardState, Snapshot};
+use mako_logstore::{GroupState, GroupWrite, SnapshotMeta};
 
-use crate::node::{InitialState, PersistJob};
+use crate::core::{InitialState, PersistJob, Snapshot};
 
 /// Converts a persist job into the log-store write that makes it durable.
 ///
-/// A snapshot from the leader replaces the log (`snapshot`); a local one is a
+/// A snapshot from a peer replaces the log (`snapshot`); a local one is a
 /// `snapshot_point` (the entries after it stay). Either way the snapshot's file must be
 /// durable before this write is queued.
 pub fn group_write(shard: u32, job: &PersistJob) -> GroupWrite {
-    group_write_with(shard, job, true)
-}
-
-/// Like [`group_write`]; without `payloads` the entries carry only index and term (a
-/// `memory` log keeps nothing, so encoding them would be wasted work).
-pub fn group_write_with(shard: u32, job: &PersistJob, payloads: bool) -> GroupWrite {
     let meta = job.snapshot.as_ref().map(|s| SnapshotMeta {
-        index: s.get_metadata().index,
-        term: s.get_metadata().term,
+        index: s.index,
+        term: s.term,
     });
     GroupWrite {
         group: shard,
-        entries: job
-            .entries
-            .iter()
-            .map(|e| LogEntry {
-                index: e.index,
-                term: e.term,
-                payload: if payloads {
-                    Bytes::from(e.write_to_bytes().unwrap_or_default())
-                } else {
-                    Bytes::new()
-                },
-            })
-            .collect(),
-        hard_state: job.hard_state.as_ref().map(|h| LogHardState {
-            term: h.term,
-            vote: h.vote,
-            commit: h.commit,
-        }),
+        entries: job.entries.clone(),
+        hard_state: job.hard_state,
         snapshot: meta.filter(|_| job.snapshot_installed),
         snapshot_point: meta.filter(|_| !job.snapshot_installed),
         compact_to: job.compact_to,
@@ -65,16 +41,6 @@ pub fn group_write_with(shard: u32, job: &PersistJob, payloads: bool) -> GroupWr
 /// Why a group's durable state could not be recovered.
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
-    /// A recovered log entry did not decode.
-    #[error("recovered log entry {index} of shard {shard} is corrupt: {reason}")]
-    CorruptEntry {
-        /// The group.
-        shard: u32,
-        /// Its index.
-        index: u64,
-        /// The decoder's complaint.
-        reason: String,
-    },
     /// The log names a snapshot that cannot be read.
     #[error("shard {shard}: the log names snapshot {index} (term {term}), but {reason}")]
     Snapshot {
@@ -121,12 +87,7 @@ pub fn recover_group(
     if let Err(e) = snapshots.remove(shard, &|i| Some(i) != named) {
         tracing::warn!(shard, "removing unreferenced snapshot files: {e}");
     }
-    let mut hs = HardState {
-        term: g.hard_state.term,
-        vote: g.hard_state.vote,
-        commit: g.hard_state.commit,
-        ..Default::default()
-    };
+    let mut hs = g.hard_state;
     let snapshot = match g.snapshot {
         Some(meta) => {
             let bad = |reason: String| RecoverError::Snapshot {
@@ -139,11 +100,10 @@ pub fn recover_group(
                 .load(shard, meta.index)
                 .map_err(|e| bad(e.to_string()))?
                 .ok_or_else(|| bad("its file is missing".into()))?;
-            let m = s.get_metadata();
-            if m.index != meta.index || m.term != meta.term {
+            if s.index != meta.index || s.term != meta.term {
                 return Err(bad(format!(
                     "the file holds index {} term {}",
-                    m.index, m.term
+                    s.index, s.term
                 )));
             }
             // A snapshot holds committed state only.
@@ -158,17 +118,8 @@ pub fn recover_group(
         }
         None => None,
     };
-    let from = snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
-    let mut entries = Vec::with_capacity(g.entries.len());
-    for e in g.entries.iter().filter(|e| e.index > from) {
-        let entry =
-            Entry::parse_from_bytes(&e.payload).map_err(|err| RecoverError::CorruptEntry {
-                shard,
-                index: e.index,
-                reason: err.to_string(),
-            })?;
-        entries.push(entry);
-    }
+    let from = snapshot.as_ref().map_or(0, |s| s.index);
+    let entries: Vec<_> = g.entries.into_iter().filter(|e| e.index > from).collect();
     // The entries continue the snapshot (or start the log) without a gap.
     if let Some(first) = entries.first()
         && first.index != from + 1
@@ -208,9 +159,7 @@ pub struct MemSnapshots {
 
 impl SnapshotStore for MemSnapshots {
     fn save(&self, shard: u32, snap: &Snapshot) -> io::Result<()> {
-        self.snaps
-            .lock()
-            .insert((shard, snap.get_metadata().index), snap.clone());
+        self.snaps.lock().insert((shard, snap.index), snap.clone());
         Ok(())
     }
 
@@ -227,7 +176,7 @@ impl SnapshotStore for MemSnapshots {
 }
 
 /// Magic opening a snapshot file.
-const SNAP_MAGIC: &[u8; 8] = b"MKSNAP01";
+const SNAP_MAGIC: &[u8; 8] = b"MKSNAP02";
 
 /// The steps of writing a snapshot file, for crash-point tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,7 +190,8 @@ pub enum SnapshotStep {
 }
 
 /// Snapshot files in a directory: `snapshot-<shard>-<index>.snap`, each
-/// `[magic 8][len u64][crc32c u32][protobuf Snapshot]`.
+/// `[magic 8][len u64][crc32c u32][index u64][term u64][data]`, the checksum and length
+/// covering everything after the crc.
 pub struct FileSnapshots {
     dir: PathBuf,
     /// Test hook: stop (as a crash would) right after this step.
@@ -312,10 +262,11 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl SnapshotStore for FileSnapshots {
     fn save(&self, shard: u32, snap: &Snapshot) -> io::Result<()> {
-        let index = snap.get_metadata().index;
-        let body = snap
-            .write_to_bytes()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let index = snap.index;
+        let mut body = Vec::with_capacity(16 + snap.data.len());
+        body.extend_from_slice(&snap.index.to_le_bytes());
+        body.extend_from_slice(&snap.term.to_le_bytes());
+        body.extend_from_slice(&snap.data);
         let path = self.path(shard, index);
         let tmp = path.with_extension("tmp");
         {
@@ -363,9 +314,13 @@ impl SnapshotStore for FileSnapshots {
         if crc32c::crc32c(&body) != crc {
             return Err(invalid("checksum mismatch"));
         }
-        Snapshot::parse_from_bytes(&body)
-            .map(Some)
-            .map_err(|e| invalid(&e.to_string()))
+        if body.len() < 16 {
+            return Err(invalid("shorter than its index and term"));
+        }
+        let word = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().unwrap_or_default());
+        let (index, term) = (word(0), word(8));
+        let data = Bytes::from(body).slice(16..);
+        Ok(Some(Snapshot { index, term, data }))
     }
 
     fn remove(&self, shard: u32, drop: &dyn Fn(u64) -> bool) -> io::Result<()> {
@@ -388,13 +343,11 @@ mod tests {
     use super::*;
 
     fn snap(index: u64, term: u64, data: &[u8]) -> Snapshot {
-        let mut s = Snapshot {
-            data: data.to_vec().into(),
-            ..Default::default()
-        };
-        s.mut_metadata().index = index;
-        s.mut_metadata().term = term;
-        s
+        Snapshot {
+            index,
+            term,
+            data: Bytes::copy_from_slice(data),
+        }
     }
 
     #[test]
@@ -419,7 +372,7 @@ mod tests {
     #[test]
     fn recovery_refuses_a_compacted_log_without_its_snapshot() {
         let g = GroupState {
-            hard_state: LogHardState {
+            hard_state: mako_logstore::HardState {
                 term: 2,
                 vote: 1,
                 commit: 30,
