@@ -449,7 +449,7 @@ mod tests {
     #[test]
     fn big_snapshots_round_trip_in_chunks_small_messages_whole() {
         let parts = encode(&snapshot_msg(10_000, 42), 1000);
-        assert!(parts.len() > 10);
+        assert!(parts.len() >= 10);
         let mut r = Reassembler::default();
         let mut out = None;
         for p in parts.iter().rev() {
