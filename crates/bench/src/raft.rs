@@ -232,7 +232,7 @@ impl Cluster {
                     node: id,
                     group: g,
                 };
-                replicas.push(h.start_group_with(rc, Some(Box::new(snap)))?);
+                replicas.push(h.start_group_with::<mako_raft::RaftNode>(rc, Some(Box::new(snap)))?);
             }
             groups.push(replicas);
         }

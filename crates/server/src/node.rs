@@ -96,9 +96,9 @@ pub fn start_node(
     // The handler is there from the start: a restarted replica's group may start from a
     // snapshot in its log, which the site installs as it attaches.
     let (handler, slot) = crate::snapshot::detached();
-    let group = host.start_group_with(rc, Some(handler))?;
+    let group = host.start_group_with::<mako_raft::RaftNode>(rc, Some(handler))?;
     let meta = if spec.members.contains(&id) {
-        Some(host.start_group(raft(spec.members.clone(), META_GROUP))?)
+        Some(host.start_group::<mako_raft::RaftNode>(raft(spec.members.clone(), META_GROUP))?)
     } else {
         None
     };

@@ -91,7 +91,11 @@ pub fn next_stream_id() -> u64 {
 /// Frames a message body of about `size` bytes, which `write` appends to the buffer it is
 /// given: one payload if the body fits `chunk_bytes`, else chunks of at most that size
 /// under a fresh stream id ([`next_stream_id`]).
-pub fn encode_with(size: usize, chunk_bytes: usize, write: impl FnOnce(&mut Vec<u8>)) -> Vec<Bytes> {
+pub fn encode_with(
+    size: usize,
+    chunk_bytes: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Vec<Bytes> {
     // Tag and body in one buffer: no second copy of a body that goes whole.
     let mut v = Vec::with_capacity(size + 1);
     v.push(WHOLE);

@@ -11,6 +11,9 @@
 //! * [`durable`]: persist jobs as log-store writes, snapshot files, and recovery of a
 //!   group's [`InitialState`] from the log store and the snapshot the log names.
 //! * [`chunk`]: framing of large messages (snapshots) in chunks, reassembled within bounds.
+//! * [`host`]: the [`Host`] (one per replica process: transport inbox router, the shared
+//!   log store, snapshot files) and its [`Worker`]s (one thread per group, driving a
+//!   [`Core`] and implementing [`mako_replication::Replicator`]).
 //!
 //! A protocol core is fed ticks, peer payloads and proposals; after each input the driver
 //! calls [`Core::poll`], sends the messages, makes the persist job durable, then sends the
@@ -20,8 +23,10 @@ pub mod chunk;
 pub mod config;
 pub mod core;
 pub mod durable;
+pub mod host;
 
 pub use config::{ConfigError, GroupConfig};
 pub use core::{
     Core, CoreError, HardState, InitialState, LogEntry, OutMsg, Output, PersistJob, Snapshot,
 };
+pub use host::{Host, HostConfig, Paused, StartError, Worker};

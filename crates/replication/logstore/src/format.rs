@@ -14,7 +14,7 @@
 //! | bytes | field |
 //! |---|---|
 //! | 0..8 | magic `MAKOWAL\0` |
-//! | 8..12 | format version (`1`) |
+//! | 8..12 | format version (`2`) |
 //! | 12..16 | reserved, zero |
 //! | 16..24 | sequence number (must equal the file name's) |
 //! | 24..28 | crc32c of bytes 0..24 |
@@ -91,8 +91,10 @@ use crate::types::{GroupWrite, HardState, LogEntry, SnapshotMeta};
 
 /// Magic bytes opening every segment.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"MAKOWAL\0";
-/// The format version written by this code.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version written by this code. `2`: an entry's payload is the replication
+/// protocol's value itself (a Raft entry's data, a Paxos slot's value); `1` held
+/// protobuf-framed Raft entries, and is refused rather than misread.
+pub const FORMAT_VERSION: u32 = 2;
 /// Size of the segment header.
 pub const HEADER_LEN: usize = 32;
 /// Size of `[len][crc]` in front of every record.

@@ -4,7 +4,8 @@
 //! The crate separates the protocol from I/O the way raft-rs's
 //! `RawNode`/`Ready` does:
 //!
-//! * [`RaftNode`] is one replica of one group as a state machine: feed it
+//! * [`RaftNode`] is one replica of one group as a state machine (a
+//!   [`mako_group::Core`], driven by the shared [`mako_group::Host`] threads): feed it
 //!   ticks ([`RaftNode::tick`]), received payloads ([`RaftNode::step`]) and
 //!   proposals ([`RaftNode::propose`]); after each input call
 //!   [`RaftNode::poll`], send [`Output::messages`], make the [`PersistJob`]
@@ -38,19 +39,22 @@
 //! assert_eq!(d.stats().applied, 1);
 //! ```
 
-mod config;
-pub mod durable;
 pub mod lease;
 mod node;
 mod storage;
 pub mod validate;
 pub mod wire;
-mod worker;
 
-pub use config::{ConfigError, RaftConfig};
-pub use node::{
-    InitialState, NodeError, NodeStats, OutMsg, Output, PersistJob, ProposeError, REJOIN_CONTEXT,
-    RaftNode,
+pub use mako_group::durable;
+pub use mako_group::{
+    ConfigError, HostConfig, InitialState, OutMsg, Output, Paused, PersistJob, StartError,
 };
+pub use node::{NodeError, NodeStats, ProposeError, REJOIN_CONTEXT, RaftNode};
 pub use storage::GroupStorage;
-pub use worker::{HostConfig, Paused, RaftHost, RaftWorker, StartError};
+
+/// Raft's name for the group configuration both protocols take.
+pub type RaftConfig = mako_group::GroupConfig;
+/// The host that runs Raft groups (and Paxos groups: it is the shared [`mako_group::Host`]).
+pub type RaftHost = mako_group::Host;
+/// A group's replica driven by its worker thread (the shared [`mako_group::Worker`]).
+pub type RaftWorker = mako_group::Worker;

@@ -1,6 +1,6 @@
 //! `RaftNode`: one replica of one group as an I/O-free state machine fed with messages and ticks.
 //!
-//! The driver (the threaded [`crate::RaftWorker`], or a deterministic simulator)
+//! The driver (the threaded [`mako_group::Worker`], or a deterministic simulator)
 //! calls [`RaftNode::tick`] every `heartbeat_interval_ms`, feeds received
 //! payloads to [`RaftNode::step`], and after every input calls
 //! [`RaftNode::poll`]. The [`Output`] says what to send now and what to make
@@ -53,73 +53,75 @@ use mako_replication::{
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Message, MessageType, Snapshot};
 use raft::{GetEntriesContext, RawNode, StateRole, Storage};
 
-use crate::config::{ConfigError, RaftConfig};
 use crate::lease::LeaseState;
 use crate::storage::GroupStorage;
 use crate::wire::{self, Reassembler, WireError};
+use mako_group::{
+    ConfigError, Core, CoreError, GroupConfig as RaftConfig, InitialState, LogEntry, OutMsg,
+    Output, PersistJob,
+};
 
-/// What a replica recovered from its durable log.
-#[derive(Debug, Clone, Default)]
-pub struct InitialState {
-    /// Term, vote and commit index.
-    pub hard_state: HardState,
-    /// The last snapshot taken or installed, with its data.
-    pub snapshot: Option<Snapshot>,
-    /// Entries after the snapshot, ascending.
-    pub entries: Vec<Entry>,
-}
-
-/// An encoded message for one peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutMsg {
-    /// Destination replica.
-    pub to: NodeId,
-    /// Encoded message (or chunk).
-    pub payload: Bytes,
-}
-
-/// State to make durable before `after` may be sent and `on_persisted(number)` called.
+/// A Ready's durable work in raft-rs's types, converted to a [`PersistJob`] when handed out.
 #[derive(Debug, Default)]
-pub struct PersistJob {
-    /// Ready number to report back through `on_persisted`.
-    pub number: u64,
-    /// New entries; writing index `i` replaces any durable entries from `i` on.
-    pub entries: Vec<Entry>,
-    /// New term / vote / commit.
-    pub hard_state: Option<HardState>,
-    /// A snapshot installed from the leader or taken at compaction (with data).
-    pub snapshot: Option<Snapshot>,
-    /// Whether `snapshot` came from the leader (it replaces the whole log) rather than a local compaction.
-    pub snapshot_installed: bool,
-    /// Entries below this index are no longer needed.
-    pub compact_to: Option<u64>,
-    /// Messages that may only leave once this job is durable (votes, append acks).
-    pub after: Vec<OutMsg>,
+struct ReadyJob {
+    number: u64,
+    entries: Vec<Entry>,
+    hard_state: Option<HardState>,
+    snapshot: Option<Snapshot>,
+    snapshot_installed: bool,
+    compact_to: Option<u64>,
+    after: Vec<OutMsg>,
 }
 
-impl PersistJob {
-    /// Whether there is nothing to write.
-    pub fn is_empty(&self) -> bool {
+impl ReadyJob {
+    fn is_empty(&self) -> bool {
         self.entries.is_empty()
             && self.hard_state.is_none()
             && self.snapshot.is_none()
             && self.compact_to.is_none()
     }
+
+    /// The protocol-neutral job: entries keep their data as the log-store payload (the
+    /// group's entries are all normal entries without context; see [`to_raft_entry`]).
+    fn into_job(self) -> PersistJob {
+        PersistJob {
+            number: self.number,
+            entries: self
+                .entries
+                .into_iter()
+                .map(|e| LogEntry {
+                    index: e.index,
+                    term: e.term,
+                    payload: e.data,
+                })
+                .collect(),
+            hard_state: self.hard_state.map(|h| mako_group::HardState {
+                term: h.term,
+                vote: h.vote,
+                commit: h.commit,
+            }),
+            snapshot: self.snapshot.map(|s| mako_group::Snapshot {
+                index: s.get_metadata().index,
+                term: s.get_metadata().term,
+                data: s.data,
+            }),
+            snapshot_installed: self.snapshot_installed,
+            compact_to: self.compact_to,
+            after: self.after,
+        }
+    }
 }
 
-/// What `poll` produced.
-#[derive(Debug, Default)]
-pub struct Output {
-    /// Messages to send right away.
-    pub messages: Vec<OutMsg>,
-    /// State to persist (then send its `after` messages and call `on_persisted`).
-    pub persist: Option<PersistJob>,
-}
-
-impl Output {
-    /// Whether the output asks for nothing.
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.persist.is_none()
+/// A logged entry as raft-rs sees it. The group proposes only normal entries without
+/// context (no configuration changes: membership is static), so index, term and data are
+/// all of it; an empty one is a leader's no-op.
+fn to_raft_entry(e: LogEntry) -> Entry {
+    Entry {
+        entry_type: EntryType::EntryNormal,
+        index: e.index,
+        term: e.term,
+        data: e.payload,
+        ..Default::default()
     }
 }
 
@@ -308,7 +310,7 @@ impl RaftNode {
         mut snapshots: Option<Box<dyn SnapshotHandler>>,
     ) -> Result<Self, NodeError> {
         cfg.validate()?;
-        let snap_index = init.snapshot.as_ref().map_or(0, |s| s.get_metadata().index);
+        let snap_index = init.snapshot.as_ref().map_or(0, |s| s.index);
         if init.snapshot.is_some() && snapshots.is_none() {
             return Err(NodeError::NoSnapshotHandler(snap_index));
         }
@@ -342,7 +344,23 @@ impl RaftNode {
             }
             Rejoin::Voter
         };
-        let storage = GroupStorage::new(&cfg.peers, init.hard_state, init.snapshot, &init.entries)?;
+        let hard_state = HardState {
+            term: init.hard_state.term,
+            vote: init.hard_state.vote,
+            commit: init.hard_state.commit,
+            ..Default::default()
+        };
+        let snapshot = init.snapshot.map(|s| {
+            let mut snap = Snapshot {
+                data: s.data,
+                ..Default::default()
+            };
+            snap.mut_metadata().index = s.index;
+            snap.mut_metadata().term = s.term;
+            snap
+        });
+        let entries: Vec<Entry> = init.entries.into_iter().map(to_raft_entry).collect();
+        let storage = GroupStorage::new(&cfg.peers, hard_state, snapshot, &entries)?;
         let (min, max) = cfg.election_ticks();
         let rc = raft::Config {
             id: cfg.id,
@@ -938,9 +956,9 @@ impl RaftNode {
         }
         let now = rd.take_messages();
         self.encode(now, &mut out.messages);
-        let mut job = PersistJob {
+        let mut job = ReadyJob {
             number: rd.number(),
-            ..PersistJob::default()
+            ..ReadyJob::default()
         };
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
@@ -992,7 +1010,7 @@ impl RaftNode {
                     .filter(|_| job.snapshot_installed)
                     .map(|s| s.get_metadata().index),
             });
-            out.persist = Some(job);
+            out.persist = Some(job.into_job());
         }
         self.sync_applied();
         self.maybe_finish_rejoin();
@@ -1134,7 +1152,7 @@ impl RaftNode {
         }
     }
 
-    fn maybe_compact(&mut self, job: &mut PersistJob) {
+    fn maybe_compact(&mut self, job: &mut ReadyJob) {
         // No compaction without a snapshot source: the prefix would be gone for good.
         if self.failure.is_some() || !self.snapshots.as_ref().is_some_and(|h| h.can_snapshot()) {
             return;
@@ -1167,7 +1185,7 @@ impl RaftNode {
         let pending = self.dispatcher.queue_snapshot();
         let started = std::time::Instant::now();
         let mut snap = Snapshot {
-            data: h.snapshot(&pending).to_vec().into(),
+            data: h.snapshot(&pending),
             ..Default::default()
         };
         let took = started.elapsed();
@@ -1294,5 +1312,84 @@ impl RaftNode {
     /// The dispatcher committed entries go to.
     pub fn dispatcher(&self) -> &Arc<ApplyDispatcher> {
         &self.dispatcher
+    }
+}
+
+impl Core for RaftNode {
+    const NAME: &'static str = "raft";
+
+    fn new(
+        cfg: RaftConfig,
+        init: InitialState,
+        d: Arc<ApplyDispatcher>,
+        snapshots: Option<Box<dyn SnapshotHandler>>,
+    ) -> Result<Self, CoreError> {
+        RaftNode::new(cfg, init, d, snapshots).map_err(CoreError::from)
+    }
+    fn config(&self) -> &RaftConfig {
+        RaftNode::config(self)
+    }
+    fn set_snapshot_handler(&mut self, h: Box<dyn SnapshotHandler>) {
+        RaftNode::set_snapshot_handler(self, h);
+    }
+    fn tick(&mut self) {
+        RaftNode::tick(self);
+    }
+    fn renew_lease(&mut self, now: u64) {
+        RaftNode::renew_lease(self, now);
+    }
+    fn lease_basis(&self) -> Option<u64> {
+        RaftNode::lease_basis(self)
+    }
+    fn step(&mut self, from: NodeId, payload: &Bytes) -> Result<(), CoreError> {
+        RaftNode::step(self, from, payload).map_err(CoreError::from)
+    }
+    fn propose_submitted(&mut self, entry: Bytes) {
+        RaftNode::propose_submitted(self, entry);
+    }
+    fn abandon_proposals(&mut self) {
+        RaftNode::abandon_proposals(self);
+    }
+    fn tick_apply(&mut self) {
+        RaftNode::tick_apply(self);
+    }
+    fn transfer_leader(&mut self, to: NodeId) -> Result<(), SubmitError> {
+        RaftNode::transfer_leader(self, to)
+    }
+    fn poll(&mut self) -> Output {
+        RaftNode::poll(self)
+    }
+    fn failure(&self) -> Option<&str> {
+        RaftNode::failure(self)
+    }
+    fn on_persisted(&mut self, number: u64) -> Vec<OutMsg> {
+        RaftNode::on_persisted(self, number)
+    }
+    fn is_leader(&self) -> bool {
+        RaftNode::is_leader(self)
+    }
+    fn leader(&self) -> Option<NodeId> {
+        RaftNode::leader(self)
+    }
+    fn term(&self) -> u64 {
+        RaftNode::term(self)
+    }
+    fn commit_index(&self) -> u64 {
+        RaftNode::commit_index(self)
+    }
+    fn applied_index(&self) -> u64 {
+        RaftNode::applied_index(self)
+    }
+    fn resolved(&self) -> u64 {
+        self.stats.resolved
+    }
+    fn rejoining(&self) -> bool {
+        RaftNode::rejoining(self)
+    }
+    fn rejoining_peers(&self) -> Vec<NodeId> {
+        RaftNode::rejoining_peers(self)
+    }
+    fn dispatcher(&self) -> &Arc<ApplyDispatcher> {
+        RaftNode::dispatcher(self)
     }
 }

@@ -99,18 +99,15 @@ impl Peer {
         if job.snapshot_installed
             && let Some(s) = &job.snapshot
         {
-            let idx = s.get_metadata().index;
+            let idx = s.index;
             self.disk.clear();
-            self.disk.insert(
-                idx,
-                (s.get_metadata().term, Bytes::from_static(b"<snapshot>")),
-            );
+            self.disk
+                .insert(idx, (s.term, Bytes::from_static(b"<snapshot>")));
         }
         if let Some(first) = job.entries.first() {
             let _ = self.disk.split_off(&first.index);
             for e in &job.entries {
-                self.disk
-                    .insert(e.index, (e.term, Bytes::from(e.data.to_vec())));
+                self.disk.insert(e.index, (e.term, e.payload.clone()));
             }
         }
     }
@@ -528,7 +525,7 @@ fn run(mut p: Peer, msgs: &[MsgSpec]) -> Result<(), String> {
                 for e in &job.entries {
                     if e.index <= before.commit
                         && let Some((t, b)) = committed.get(&e.index)
-                        && (*t != e.term || b.as_ref() != e.data.as_ref())
+                        && (*t != e.term || b.as_ref() != e.payload.as_ref())
                     {
                         return Err(format!(
                             "{desc}: rewrote committed entry {} (term {t} -> {})",
@@ -538,12 +535,11 @@ fn run(mut p: Peer, msgs: &[MsgSpec]) -> Result<(), String> {
                 }
                 if job.snapshot_installed
                     && let Some(s) = &job.snapshot
-                    && s.get_metadata().index < before.commit
+                    && s.index < before.commit
                 {
                     return Err(format!(
                         "{desc}: installed a snapshot at {} below commit {}",
-                        s.get_metadata().index,
-                        before.commit
+                        s.index, before.commit
                     ));
                 }
                 p.persist(&job);

@@ -278,7 +278,10 @@ fn start_with(
         oracle: oracle.clone(),
     };
     let group = host
-        .start_group_with(raft_config(id, n, compact), Some(Box::new(history.clone())))
+        .start_group_with::<mako_raft::RaftNode>(
+            raft_config(id, n, compact),
+            Some(Box::new(history.clone())),
+        )
         .map_err(|e| format!("group of node {id} did not start: {e}"))?;
     let alive = Arc::new(AtomicBool::new(true));
     let unapplied: Arc<Mutex<Vec<(u64, Resolution)>>> = Arc::default();

@@ -127,9 +127,9 @@ fn solo_durable(
         restores: restores.clone(),
     });
     let g = if handler_at_start {
-        host.start_group_with(cfg, Some(h))?
+        host.start_group_with::<mako_raft::RaftNode>(cfg, Some(h))?
     } else {
-        host.start_group(cfg)?
+        host.start_group::<mako_raft::RaftNode>(cfg)?
     };
     let s = state.clone();
     for role in [Role::Leader, Role::Follower] {
@@ -170,8 +170,11 @@ fn restarting_a_compacted_group_without_a_handler_is_refused() {
     let err = solo_durable(dir.path(), false, Arc::default(), Arc::default()).expect_err("refused");
     assert!(
         matches!(
-            err,
-            mako_raft::StartError::Node(mako_raft::NodeError::NoSnapshotHandler(_))
+            &err,
+            mako_raft::StartError::Core(e) if matches!(
+                e.downcast_ref::<mako_raft::NodeError>(),
+                Some(mako_raft::NodeError::NoSnapshotHandler(_))
+            )
         ),
         "{err}"
     );
@@ -237,7 +240,7 @@ fn a_role_change_listener_may_rewire_apply_callbacks() {
     let mut cfg = mako_raft::RaftConfig::new(1, vec![1], 0);
     cfg.election_timeout_min_ms = 200;
     cfg.election_timeout_max_ms = 300;
-    let g = host.start_group(cfg).unwrap();
+    let g = host.start_group::<mako_raft::RaftNode>(cfg).unwrap();
     let slot: Arc<std::sync::OnceLock<std::sync::Weak<mako_raft::RaftWorker>>> = Arc::default();
     slot.set(Arc::downgrade(&g)).unwrap();
     let s = slot.clone();
@@ -297,20 +300,14 @@ fn no_campaign_while_an_installed_snapshot_is_being_persisted() {
 fn a_gap_after_the_snapshot_is_a_typed_error() {
     use mako_logstore::{GroupState, HardState, LogEntry, SnapshotMeta};
     use mako_raft::durable::{self, MemSnapshots, SnapshotStore};
-    use protobuf::Message as _;
     let store = MemSnapshots::default();
-    let mut s = raft::eraftpb::Snapshot::default();
-    s.mut_metadata().index = 5;
-    s.mut_metadata().term = 1;
-    store.save(0, &s).unwrap();
-    let e = |i: u64| {
-        let en = raft::eraftpb::Entry {
-            index: i,
-            term: 1,
-            ..Default::default()
-        };
-        LogEntry::new(i, 1, en.write_to_bytes().unwrap())
+    let s = mako_group::Snapshot {
+        index: 5,
+        term: 1,
+        data: Bytes::new(),
     };
+    store.save(0, &s).unwrap();
+    let e = |i: u64| LogEntry::new(i, 1, Bytes::new());
     let g = GroupState {
         hard_state: HardState {
             term: 1,

@@ -14,7 +14,6 @@ use mako_replication::{
     Applied, ApplyDispatcher, ApplyStatus, DropReason, NodeId, Resolution, Role, Unapplied,
 };
 use parking_lot::Mutex;
-use raft::eraftpb::Snapshot;
 
 /// Three bare nodes whose messages and persist jobs the test moves by hand.
 struct Manual {
@@ -188,7 +187,7 @@ fn a_host_bounds_entries_by_what_its_log_store_can_hold() {
     cfg.heartbeat_interval_ms = 5;
     cfg.election_timeout_min_ms = 20;
     cfg.election_timeout_max_ms = 40;
-    let g = host.start_group(cfg).unwrap();
+    let g = host.start_group::<mako_raft::RaftNode>(cfg).unwrap();
     use mako_replication::Replicator;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while g.role() != Role::Leader && std::time::Instant::now() < deadline {
@@ -247,7 +246,7 @@ fn a_durable_log_without_a_snapshot_directory_is_refused() {
         None,
     );
     let err = host
-        .start_group(RaftConfig::new(1, vec![1], 0))
+        .start_group::<mako_raft::RaftNode>(RaftConfig::new(1, vec![1], 0))
         .unwrap_err();
     assert!(matches!(err, mako_raft::StartError::NoSnapshotDir), "{err}");
 }
@@ -352,23 +351,14 @@ fn a_replica_caught_up_by_snapshot_can_campaign() {
 /// Each crash point of writing a snapshot recovers the old state or the new one.
 #[test]
 fn snapshot_install_survives_a_crash_at_every_step() {
-    let snap = |index: u64, data: &[u8]| {
-        let mut s = Snapshot {
-            data: data.to_vec().into(),
-            ..Default::default()
-        };
-        s.mut_metadata().index = index;
-        s.mut_metadata().term = 1;
-        s
+    let snap = |index: u64, data: &[u8]| mako_group::Snapshot {
+        index,
+        term: 1,
+        data: Bytes::copy_from_slice(data),
     };
     let entries = |lo: u64, hi: u64| {
         (lo..=hi)
-            .map(|i| raft::eraftpb::Entry {
-                index: i,
-                term: 1,
-                data: vec![i as u8].into(),
-                ..Default::default()
-            })
+            .map(|i| LogEntry::new(i, 1, vec![i as u8]))
             .collect::<Vec<_>>()
     };
     for crash in [
@@ -412,11 +402,11 @@ fn snapshot_install_survives_a_crash_at_every_step() {
                 .unwrap_or_else(|e| panic!("crash {crash:?}/{log_record_durable}: {e}"));
             let s = init.snapshot.expect("a snapshot");
             if saved.is_ok() && log_record_durable {
-                assert_eq!(s.get_metadata().index, 20);
+                assert_eq!(s.index, 20);
                 assert_eq!(&s.data[..], b"new");
                 assert!(init.entries.is_empty());
             } else {
-                assert_eq!(s.get_metadata().index, 10);
+                assert_eq!(s.index, 10);
                 assert_eq!(&s.data[..], b"old");
                 assert_eq!(init.entries.len(), 5);
             }
@@ -564,7 +554,7 @@ fn solo_leader() -> (mako_raft::RaftHost, Arc<mako_raft::RaftWorker>) {
     let mut cfg = RaftConfig::new(1, vec![1], 0);
     cfg.election_timeout_min_ms = 20;
     cfg.election_timeout_max_ms = 40;
-    let g = host.start_group(cfg).unwrap();
+    let g = host.start_group::<mako_raft::RaftNode>(cfg).unwrap();
     use mako_replication::Replicator;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while g.role() != Role::Leader && std::time::Instant::now() < deadline {

@@ -134,7 +134,7 @@ fn start_replica_unwired(
     let mut rc = raft_config(id, n);
     rc.compact_after_entries = compact;
     let group = host
-        .start_group_with(rc, Some(Box::new(History(applied.clone()))))
+        .start_group_with::<mako_raft::RaftNode>(rc, Some(Box::new(History(applied.clone()))))
         .expect("group starts");
     Replica {
         id,

@@ -882,7 +882,7 @@ impl HostGroup {
         let restores = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let snaps = CountingSnapshots(HistorySnapshots(history.clone()), restores.clone());
         let group = host
-            .start_group_with(cfg, Some(Box::new(snaps)))
+            .start_group_with::<mako_raft::RaftNode>(cfg, Some(Box::new(snaps)))
             .expect("group starts");
         use mako_replication::Replicator;
         for role in [Role::Leader, Role::Follower] {

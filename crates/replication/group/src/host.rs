@@ -1,12 +1,14 @@
-//! `RaftHost` and `RaftWorker`: the threads that drive `RaftNode`s with a transport and a durable log.
+//! [`Host`] and [`Worker`]: the threads that drive protocol cores (Raft or Multi-Paxos) with a
+//! transport and a durable log.
 //!
-//! A host is one replica process's Raft side: it owns the transport's inbox
+//! A host is one replica process's replication side: it owns the transport's inbox
 //! (a router thread hands each envelope to its group's worker) and the node's
 //! shared [`LogStore`] (one log stream for every group, so one sync covers
-//! many appends). Each group gets a [`RaftWorker`] thread that waits on its
+//! many appends). Each group gets a [`Worker`] thread that waits on its
 //! channels (commands, inbound messages, the heartbeat ticker, persistence
-//! completions) — no polling — feeds the [`RaftNode`], sends what it produces,
-//! and queues what must be durable.
+//! completions) — no polling — feeds the group's [`Core`], sends what it produces,
+//! and queues what must be durable. Which protocol a group runs is the type parameter of
+//! [`Host::start_group`]; groups of both protocols can share a host.
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -26,16 +28,16 @@ use mako_replication::{
 use mako_transport::{Envelope, Transport};
 use parking_lot::Mutex;
 
-use crate::config::RaftConfig;
+use crate::config::GroupConfig;
+use crate::core::{Core, CoreError, OutMsg, PersistJob};
 use crate::durable::{self, FileSnapshots, MemSnapshots, RecoverError, SnapshotStore};
-use crate::node::{NodeError, OutMsg, PersistJob, RaftNode};
 
 /// Why a host or group could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The node rejected its configuration or recovered state.
-    #[error(transparent)]
-    Node(#[from] NodeError),
+    /// The protocol core rejected its configuration or recovered state.
+    #[error("starting the group's protocol core: {0}")]
+    Core(#[source] CoreError),
     /// The group's durable state could not be recovered.
     #[error(transparent)]
     Recover(#[from] RecoverError),
@@ -95,7 +97,7 @@ struct Published {
     /// `transfer_leader` calls whose command the worker has not yet handled: no lease
     /// is reported while there are any.
     transfers_pending: AtomicU64,
-    /// Whether the replica is still rejoining (see [`RaftConfig::rejoin`]).
+    /// Whether the replica is still rejoining (see [`GroupConfig::rejoin`]).
     rejoining: AtomicBool,
     /// Peers the replica, as leader, knows to be rejoining.
     rejoining_peers: Mutex<Vec<NodeId>>,
@@ -123,8 +125,8 @@ impl Published {
     }
 }
 
-/// One group's Raft replica, driven by its own thread; implements [`Replicator`].
-pub struct RaftWorker {
+/// One group's replica (either protocol), driven by its own thread; implements [`Replicator`].
+pub struct Worker {
     id: NodeId,
     shard: u32,
     tx: Sender<Cmd>,
@@ -140,9 +142,9 @@ pub struct RaftWorker {
     origin: Instant,
 }
 
-impl std::fmt::Debug for RaftWorker {
+impl std::fmt::Debug for Worker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaftWorker")
+        f.debug_struct("Worker")
             .field("id", &self.id)
             .field("shard", &self.shard)
             .field("role", &self.role())
@@ -152,7 +154,7 @@ impl std::fmt::Debug for RaftWorker {
     }
 }
 
-/// Where a host keeps what Raft needs besides the log store.
+/// Where a host keeps what the protocols need besides the log store.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     /// Directory for snapshot files; required with a durable log (`None` keeps snapshots
@@ -160,20 +162,20 @@ pub struct HostConfig {
     pub snapshot_dir: Option<PathBuf>,
 }
 
-/// Holds a host's workers frozen ([`RaftHost::pause`]); dropping it resumes them.
+/// Holds a host's workers frozen ([`Host::pause`]); dropping it resumes them.
 #[derive(Debug)]
 pub struct Paused(#[allow(dead_code)] Vec<Sender<()>>);
 
-/// Messages a group's inbox holds before the router drops further ones (Raft retransmits).
+/// Messages a group's inbox holds before the router drops further ones (the protocols retransmit).
 const GROUP_INBOX: usize = 4096;
 
-/// One replica process's Raft side: transport inbox router, shared log store, group workers.
-pub struct RaftHost {
+/// One replica process's replication side: transport inbox router, shared log store, group workers.
+pub struct Host {
     transport: Arc<dyn Transport>,
     log: Arc<LogStore>,
     recovered: Mutex<HashMap<u32, GroupState>>,
     routes: Arc<Mutex<HashMap<u32, Route>>>,
-    workers: Mutex<Vec<Arc<RaftWorker>>>,
+    workers: Mutex<Vec<Arc<Worker>>>,
     router: Mutex<Option<JoinHandle<()>>>,
     router_stop: Sender<()>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
@@ -187,16 +189,16 @@ struct Route {
     drops: Option<Arc<Published>>,
 }
 
-impl std::fmt::Debug for RaftHost {
+impl std::fmt::Debug for Host {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RaftHost")
+        f.debug_struct("Host")
             .field("node", &self.transport.local_id())
             .field("groups", &self.workers.lock().len())
             .finish()
     }
 }
 
-impl RaftHost {
+impl Host {
     /// A host over `transport` (whose inbox is `inbox`) and a log store opened with its recovered state.
     pub fn new(
         transport: Arc<dyn Transport>,
@@ -222,7 +224,7 @@ impl RaftHost {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
         let r = Arc::clone(&routes);
         let router = std::thread::Builder::new()
-            .name(format!("raft-router-{}", transport.local_id()))
+            .name(format!("repl-router-{}", transport.local_id()))
             .spawn(move || {
                 loop {
                     select! {
@@ -231,7 +233,7 @@ impl RaftHost {
                             let route = r.lock().get(&env.group).cloned();
                             match route {
                                 Some(route) => {
-                                    // A full group inbox drops (Raft retransmits) rather than
+                                    // A full group inbox drops (the protocols retransmit) rather than
                                     // stalling every other group behind one slow worker.
                                     if let Err(TrySendError::Full(_)) = route.tx.try_send(env)
                                         && let Some(p) = &route.drops
@@ -247,7 +249,7 @@ impl RaftHost {
                 }
             })
             .ok();
-        RaftHost {
+        Host {
             transport,
             log,
             recovered: Mutex::new(recovered.groups.into_iter().collect()),
@@ -259,19 +261,20 @@ impl RaftHost {
         }
     }
 
-    /// Starts this host's replica of group `cfg.shard`, recovering it from the log store.
-    pub fn start_group(&self, cfg: RaftConfig) -> Result<Arc<RaftWorker>, StartError> {
-        self.start_group_with(cfg, None)
+    /// Starts this host's replica of group `cfg.shard` running protocol `C`, recovering it
+    /// from the log store.
+    pub fn start_group<C: Core>(&self, cfg: GroupConfig) -> Result<Arc<Worker>, StartError> {
+        self.start_group_with::<C>(cfg, None)
     }
 
-    /// Like [`RaftHost::start_group`], with the application's snapshot handler, which restores
+    /// Like [`Host::start_group`], with the application's snapshot handler, which restores
     /// the recovered snapshot (if any) before the log after it is re-applied. Without a
     /// handler the group never compacts its log.
-    pub fn start_group_with(
+    pub fn start_group_with<C: Core>(
         &self,
-        mut cfg: RaftConfig,
+        mut cfg: GroupConfig,
         snapshots: Option<Box<dyn SnapshotHandler>>,
-    ) -> Result<Arc<RaftWorker>, StartError> {
+    ) -> Result<Arc<Worker>, StartError> {
         let shard = cfg.shard;
         if self.routes.lock().contains_key(&shard) {
             return Err(StartError::Duplicate(shard));
@@ -281,12 +284,13 @@ impl RaftHost {
         };
         let recovered = self.recovered.lock().remove(&shard);
         let init = durable::recover_group(shard, recovered, store.as_ref())?;
-        // An entry must fit one log-store write (protobuf framing included).
+        // An entry must fit one log-store write (with the protocol's framing).
         cfg.max_entry_bytes = cfg
             .max_entry_bytes
             .min((self.log.max_entry_bytes() as usize).saturating_sub(ENTRY_OVERHEAD));
         let dispatcher = Arc::new(ApplyDispatcher::new(shard));
-        let node = RaftNode::new(cfg.clone(), init, Arc::clone(&dispatcher), snapshots)?;
+        let node = C::new(cfg.clone(), init, Arc::clone(&dispatcher), snapshots)
+            .map_err(StartError::Core)?;
         let (tx, cmd_rx) = crossbeam_channel::bounded(cfg.max_unresolved_entries as usize + 1024);
         let (in_tx, in_rx) = crossbeam_channel::bounded(GROUP_INBOX);
         // Completions are bounded by the persist jobs in flight, which the log store bounds.
@@ -294,7 +298,7 @@ impl RaftHost {
         let status = Arc::new(Published::new());
         status.rejoining.store(node.rejoining(), Ordering::Release);
         let origin = Instant::now();
-        let mut driver = Driver {
+        let mut driver = Driver::<C> {
             origin,
             lease_nanos: u64::try_from(cfg.lease_duration().as_nanos()).unwrap_or(u64::MAX),
             node,
@@ -308,7 +312,7 @@ impl RaftHost {
         };
         let tick = Duration::from_millis(cfg.heartbeat_interval_ms);
         let thread = std::thread::Builder::new()
-            .name(format!("raft-{}-{shard}", cfg.id))
+            .name(format!("{}-{}-{shard}", C::NAME, cfg.id))
             .spawn(move || driver.run(cmd_rx, in_rx, done_rx, tick))
             .map_err(|_| StartError::Stopped)?;
         self.routes.lock().insert(
@@ -318,7 +322,7 @@ impl RaftHost {
                 drops: Some(Arc::clone(&status)),
             },
         );
-        let w = Arc::new(RaftWorker {
+        let w = Arc::new(Worker {
             id: cfg.id,
             shard,
             tx,
@@ -335,7 +339,7 @@ impl RaftHost {
         Ok(w)
     }
 
-    /// Routes transport envelopes of `group` (not a Raft group here, e.g. a control channel) to `tx`.
+    /// Routes transport envelopes of `group` (not a replication group here, e.g. a control channel) to `tx`.
     pub fn add_route(&self, group: u32, tx: Sender<Envelope>) {
         self.routes.lock().insert(group, Route { tx, drops: None });
     }
@@ -351,14 +355,14 @@ impl RaftHost {
     }
 
     /// Every group started on this host.
-    pub fn groups(&self) -> Vec<Arc<RaftWorker>> {
+    pub fn groups(&self) -> Vec<Arc<Worker>> {
         self.workers.lock().clone()
     }
 
     /// Test hook: freezes every group's worker (no tick, no message, no write) until the
     /// returned handle is dropped, as if the process were stopped (e.g. `SIGSTOP`).
     ///
-    /// Drop the handle before [`RaftHost::shutdown`], which waits for the workers.
+    /// Drop the handle before [`Host::shutdown`], which waits for the workers.
     pub fn pause(&self) -> Paused {
         Paused(
             self.workers
@@ -383,21 +387,21 @@ impl RaftHost {
     }
 }
 
-impl Drop for RaftHost {
+impl Drop for Host {
     fn drop(&mut self) {
         self.shutdown();
     }
 }
 
-/// Bytes protobuf adds around an entry's data (index, term, type, lengths), with margin.
+/// Bytes a protocol's message framing adds around an entry's data (index, term, lengths), with margin.
 const ENTRY_OVERHEAD: usize = 64;
 
 /// Most commands (or messages) taken in one turn of a worker's loop before it looks at the others.
 const DRAIN_LIMIT: usize = 1024;
 
 /// The worker thread's state.
-struct Driver {
-    node: RaftNode,
+struct Driver<C: Core> {
+    node: C,
     shard: u32,
     id: NodeId,
     transport: Arc<dyn Transport>,
@@ -405,7 +409,7 @@ struct Driver {
     done_tx: Sender<Done>,
     status: Arc<Published>,
     snapshots: Arc<dyn SnapshotStore>,
-    /// Origin of the lease clock (shared with the `RaftWorker`).
+    /// Origin of the lease clock (shared with the `Worker`).
     origin: Instant,
     /// The lease duration in nanoseconds.
     lease_nanos: u64,
@@ -417,7 +421,7 @@ enum Flow {
     Stop,
 }
 
-impl Driver {
+impl<C: Core> Driver<C> {
     fn run(
         &mut self,
         cmds: Receiver<Cmd>,
@@ -438,7 +442,7 @@ impl Driver {
                     return;
                 }
                 Ok(Err(reason)) => {
-                    tracing::error!(shard = self.shard, "raft group stopped: {reason}");
+                    tracing::error!(shard = self.shard, "{} group stopped: {reason}", C::NAME);
                     self.stop(&cmds, GroupHealth::Failed(reason));
                     return;
                 }
@@ -448,8 +452,8 @@ impl Driver {
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
                         .unwrap_or_else(|| "unknown panic".into());
-                    let reason = format!("panic in the raft core: {msg}");
-                    tracing::error!(shard = self.shard, "raft group stopped: {reason}");
+                    let reason = format!("panic in the {} core: {msg}", C::NAME);
+                    tracing::error!(shard = self.shard, "{} group stopped: {reason}", C::NAME);
                     self.stop(&cmds, GroupHealth::Failed(reason));
                     return;
                 }
@@ -527,7 +531,7 @@ impl Driver {
         }
         self.status
             .resolved
-            .store(self.node.stats().resolved + abandoned, Ordering::Release);
+            .store(self.node.resolved() + abandoned, Ordering::Release);
     }
 
     /// The lease clock: nanoseconds since the worker's origin.
@@ -620,7 +624,7 @@ impl Driver {
                 payload: m.payload,
             })
             .collect();
-        // Full queues or dead peers drop messages; Raft retransmits.
+        // Full queues or dead peers drop messages; the protocols retransmit.
         let _ = self.transport.send_batch(envs);
     }
 
@@ -650,8 +654,7 @@ impl Driver {
         s.commit.store(self.node.commit_index(), Ordering::Release);
         s.applied
             .store(self.node.applied_index(), Ordering::Release);
-        s.resolved
-            .store(self.node.stats().resolved, Ordering::Release);
+        s.resolved.store(self.node.resolved(), Ordering::Release);
         let rejoining = self.node.rejoining();
         if s.rejoining.swap(rejoining, Ordering::AcqRel) != rejoining {
             tracing::debug!(shard = self.shard, rejoining, "rejoin state published");
@@ -687,17 +690,19 @@ impl Driver {
             job.snapshot = None;
             job.compact_to = None;
         }
-        let snapshot = job.snapshot.as_ref().map(|s| s.get_metadata().index);
-        let payloads = self.log.durability() != Durability::Memory;
+        let snapshot = job.snapshot.as_ref().map(|s| s.index);
         let number = job.number;
         let after = std::mem::take(&mut job.after);
-        // One log-store write never spans segments: a Ready larger than that goes as several
-        // writes, entries first (a crash keeps a prefix, which Raft tolerates), the rest last.
+        // One log-store write never spans segments: a job larger than that goes as several
+        // writes, entries first, the rest last. A crash between them keeps a prefix of the
+        // job's entries and loses the entries it overwrote from the first part on: Raft
+        // tolerates that (they were never acknowledged as part of this job); a core for which
+        // that is unsafe keeps such jobs small enough for one write.
         let limit = (self.log.max_write_bytes() as usize / 2).max(1);
         let mut parts: Vec<Vec<_>> = Vec::new();
         let mut size = 0usize;
         for e in std::mem::take(&mut job.entries) {
-            let n = e.data.len() + ENTRY_OVERHEAD;
+            let n = e.payload.len() + ENTRY_OVERHEAD;
             if parts.is_empty() || size + n > limit {
                 parts.push(Vec::new());
                 size = 0;
@@ -720,7 +725,7 @@ impl Driver {
             };
             let tx = self.done_tx.clone();
             self.log.write(
-                vec![durable::group_write_with(self.shard, &head, payloads)],
+                vec![durable::group_write(self.shard, &head)],
                 Box::new(move |result| {
                     // Only a failure matters: the job's last write acknowledges it.
                     if result.is_err() {
@@ -738,7 +743,7 @@ impl Driver {
         if job.snapshot.is_none() {
             job.snapshot_installed = false;
         }
-        let write = durable::group_write_with(self.shard, &job, payloads);
+        let write = durable::group_write(self.shard, &job);
         let tx = self.done_tx.clone();
         self.log.write(
             vec![write],
@@ -755,7 +760,7 @@ impl Driver {
     }
 }
 
-impl Replicator for RaftWorker {
+impl Replicator for Worker {
     fn shard(&self) -> u32 {
         self.shard
     }
@@ -852,7 +857,7 @@ impl Replicator for RaftWorker {
             });
         }
         if self.status.rejoining_peers.lock().contains(&to) {
-            // A rejoining replica neither campaigns nor takes over (see `RaftConfig::rejoin`).
+            // A rejoining replica neither campaigns nor takes over (see `GroupConfig::rejoin`).
             return Err(SubmitError::Busy);
         }
         // No lease from here until the worker has handled the command (and dropped the
@@ -867,8 +872,8 @@ impl Replicator for RaftWorker {
         })
     }
 
-    /// The leader lease (see [`Replicator::lease_until`]); the argument for the Raft
-    /// lease is in [`crate::lease`]. Lock-free: two atomic loads and a clock read.
+    /// The leader lease (see [`Replicator::lease_until`]); each protocol argues its lease
+    /// in its own crate. Lock-free: two atomic loads and a clock read.
     fn lease_until(&self) -> Option<Instant> {
         // The pending-transfer count first: once it reads zero after a transfer command
         // was handled, the worker's dropping of the lease is visible below.
@@ -906,7 +911,7 @@ impl Replicator for RaftWorker {
     }
 }
 
-impl RaftWorker {
+impl Worker {
     /// Test hook: freezes the worker until the returned sender is dropped (`None` if the
     /// worker stopped or its command queue is full).
     pub fn pause(&self) -> Option<Sender<()>> {
@@ -925,7 +930,7 @@ impl RaftWorker {
     }
 }
 
-impl Drop for RaftWorker {
+impl Drop for Worker {
     fn drop(&mut self) {
         self.shutdown();
     }
