@@ -1,13 +1,13 @@
-//! The Raft lab suite (MIT 6.824 / Mako's RaftLabTest) on the deterministic simulated network.
+//! The lab scenarios (MIT 6.824 / Mako's RaftLabTest), each generic over the protocol core;
+//! what each checks is in `LAB-TESTS.md`. `tests/lab.rs` runs them for every protocol.
 
-mod common;
-
-use common::{Cluster, ELECTION_MS};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-#[test]
-fn initial_election() {
-    let mut c = Cluster::new(5, 1);
+use crate::{Cluster, ELECTION_MS, LabCore};
+
+/// Lab scenario `initial_election`.
+pub fn initial_election<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 1);
     let leader = c.check_one_leader();
     let term = c.agreed_term().expect("all replicas agree on the term");
     c.run_ms(2 * ELECTION_MS);
@@ -19,9 +19,9 @@ fn initial_election() {
     assert_eq!(c.agreed_term(), Some(term), "term changed with no failures");
 }
 
-#[test]
-fn re_election() {
-    let mut c = Cluster::new(5, 2);
+/// Lab scenario `re_election`.
+pub fn re_election<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 2);
     let l1 = c.check_one_leader();
     c.disconnect(l1);
     let others: Vec<usize> = (0..5).filter(|&i| i != l1).collect();
@@ -56,9 +56,9 @@ fn re_election() {
     c.check_one_leader();
 }
 
-#[test]
-fn basic_agree() {
-    let mut c = Cluster::new(5, 3);
+/// Lab scenario `basic_agree`.
+pub fn basic_agree<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 3);
     c.check_one_leader();
     for (k, cmd) in [b"a", b"b", b"c"].iter().enumerate() {
         let (nd, _) = c.n_committed(k as u64 + 2);
@@ -69,9 +69,9 @@ fn basic_agree() {
     }
 }
 
-#[test]
-fn fail_agree() {
-    let mut c = Cluster::new(5, 4);
+/// Lab scenario `fail_agree`.
+pub fn fail_agree<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 4);
     c.one(b"101", 5, false);
     let l = c.check_one_leader();
     let f1 = (l + 1) % 5;
@@ -90,9 +90,9 @@ fn fail_agree() {
     }));
 }
 
-#[test]
-fn fail_no_agree() {
-    let mut c = Cluster::new(5, 5);
+/// Lab scenario `fail_no_agree`.
+pub fn fail_no_agree<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 5);
     c.one(b"10", 5, false);
     let l = c.check_one_leader();
     for k in 1..=3 {
@@ -111,9 +111,9 @@ fn fail_no_agree() {
     c.one(b"1000", 5, true);
 }
 
-#[test]
-fn rejoin() {
-    let mut c = Cluster::new(5, 6);
+/// Lab scenario `rejoin`.
+pub fn rejoin<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 6);
     c.one(b"101", 5, true);
     let l1 = c.check_one_leader();
     c.disconnect(l1);
@@ -130,9 +130,9 @@ fn rejoin() {
     assert!(c.histories_agree());
 }
 
-#[test]
-fn concurrent_starts() {
-    let mut c = Cluster::new(5, 7);
+/// Lab scenario `concurrent_starts`.
+pub fn concurrent_starts<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 7);
     'attempt: for _ in 0..5 {
         let l = c.check_one_leader();
         let term = c.node(l).expect("leader alive").term();
@@ -162,9 +162,9 @@ fn concurrent_starts() {
     panic!("term changed too often");
 }
 
-#[test]
-fn backup() {
-    let mut c = Cluster::new(5, 8);
+/// Lab scenario `backup`.
+pub fn backup<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 8);
     let mut rng = SmallRng::seed_from_u64(8);
     c.one(&rng.random::<u64>().to_le_bytes(), 5, true);
     // Put the leader and one follower in a partition; they take 50 uncommitted entries.
@@ -210,9 +210,9 @@ fn backup() {
     assert!((0..5).all(|i| c.applied_len(i) == len0), "final logs equal");
 }
 
-#[test]
-fn count() {
-    let mut c = Cluster::new(3, 9);
+/// Lab scenario `count`.
+pub fn count<C: LabCore>() {
+    let mut c = Cluster::<C>::new(3, 9);
     c.check_one_leader();
     let election = c.rpcs;
     assert!(election <= 30, "election used {election} RPCs");
@@ -237,10 +237,10 @@ fn count() {
     assert!(idle <= 3 * 20, "one idle second used {idle} RPCs");
 }
 
-#[test]
-fn unreliable_agree() {
-    let mut c = Cluster::new(5, 10);
-    c.set_net(Cluster::unreliable());
+/// Lab scenario `unreliable_agree`.
+pub fn unreliable_agree<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 10);
+    c.set_net(Cluster::<C>::unreliable());
     let mut rng = SmallRng::seed_from_u64(10);
     let mut pending = Vec::new();
     for round in 0..50u32 {
@@ -263,11 +263,11 @@ fn unreliable_agree() {
     assert!(c.histories_agree());
 }
 
-fn figure8_run(seed: u64, unreliable: bool) {
-    let mut c = Cluster::new(5, seed);
+fn figure8_run<C: LabCore>(seed: u64, unreliable: bool) {
+    let mut c = Cluster::<C>::new(5, seed);
     let mut rng = SmallRng::seed_from_u64(seed);
     if unreliable {
-        c.set_net(Cluster::unreliable());
+        c.set_net(Cluster::<C>::unreliable());
     }
     c.one(b"start", 1, true);
     let mut up = 5;
@@ -312,19 +312,19 @@ fn figure8_run(seed: u64, unreliable: bool) {
     assert!(c.histories_agree());
 }
 
-#[test]
-fn figure8() {
-    figure8_run(11, false);
+/// Lab scenario `figure8`.
+pub fn figure8<C: LabCore>() {
+    figure8_run::<C>(11, false);
 }
 
-#[test]
-fn figure8_unreliable() {
-    figure8_run(12, true);
+/// Lab scenario `figure8_unreliable`.
+pub fn figure8_unreliable<C: LabCore>() {
+    figure8_run::<C>(12, true);
 }
 
-#[test]
-fn persist1() {
-    let mut c = Cluster::new(3, 13);
+/// Lab scenario `persist1`.
+pub fn persist1<C: LabCore>() {
+    let mut c = Cluster::<C>::new(3, 13);
     c.one(b"11", 3, true);
     for i in 0..3 {
         c.crash(i);
@@ -364,9 +364,9 @@ fn persist1() {
     }
 }
 
-#[test]
-fn persist2() {
-    let mut c = Cluster::new(5, 14);
+/// Lab scenario `persist2`.
+pub fn persist2<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 14);
     let mut index = 1u8;
     for _ in 0..5 {
         c.one(&[index], 5, true);
@@ -392,9 +392,9 @@ fn persist2() {
     assert!(c.histories_agree());
 }
 
-#[test]
-fn persist3() {
-    let mut c = Cluster::new(3, 15);
+/// Lab scenario `persist3`.
+pub fn persist3<C: LabCore>() {
+    let mut c = Cluster::<C>::new(3, 15);
     c.one(b"101", 3, true);
     let l = c.check_one_leader();
     c.disconnect((l + 2) % 3);
@@ -416,9 +416,9 @@ fn persist3() {
     assert!(c.histories_agree());
 }
 
-#[test]
-fn snapshot_catch_up() {
-    let mut c = Cluster::with_config(3, 16, |cfg| {
+/// Lab scenario `snapshot_catch_up`.
+pub fn snapshot_catch_up<C: LabCore>() {
+    let mut c = Cluster::<C>::with_config(3, 16, |cfg| {
         cfg.compact_after_entries = 20;
         cfg.snapshot_chunk_bytes = 512;
     });
@@ -443,7 +443,7 @@ fn snapshot_catch_up() {
             .is_some_and(|n| n.applied_index() >= target)),
         "lagging replica did not catch up"
     );
-    let installed = c.node(lagger).expect("alive").stats().snapshots_installed;
+    let installed = c.node(lagger).expect("alive").snapshots_installed();
     assert!(installed >= 1, "catch-up went through a snapshot");
     c.one(b"after", 3, true);
     assert_eq!(
@@ -454,9 +454,9 @@ fn snapshot_catch_up() {
     assert!(c.histories_agree());
 }
 
-#[test]
-fn leader_transfer() {
-    let mut c = Cluster::new(5, 17);
+/// Lab scenario `leader_transfer`.
+pub fn leader_transfer<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 17);
     let l = c.check_one_leader();
     let to = (l + 2) % 5;
     for k in 0..20u8 {
@@ -472,10 +472,10 @@ fn leader_transfer() {
     assert!(c.histories_agree());
 }
 
-#[test]
-fn preferred_leader() {
+/// Lab scenario `preferred_leader`.
+pub fn preferred_leader<C: LabCore>() {
     let preferred = 3; // replica index 2
-    let mut c = Cluster::with_config(5, 18, |cfg| cfg.preferred = Some(preferred));
+    let mut c = Cluster::<C>::with_config(5, 18, |cfg| cfg.preferred = Some(preferred));
     c.crash(2);
     let l = c.check_one_leader();
     assert_ne!(l, 2);
@@ -501,16 +501,16 @@ fn lab_seeds() -> u64 {
         .unwrap_or(50)
 }
 
-#[test]
-fn kill_restart_many_seeds() {
+/// Lab scenario `kill_restart_many_seeds`.
+pub fn kill_restart_many_seeds<C: LabCore>() {
     for seed in 0..lab_seeds() {
-        kill_restart(1000 + seed);
+        kill_restart::<C>(1000 + seed);
     }
 }
 
-fn kill_restart(seed: u64) {
+fn kill_restart<C: LabCore>(seed: u64) {
     // Compaction on: restarts recover from snapshot + log, laggards catch up by snapshot.
-    let mut c = Cluster::with_config(5, seed, |cfg| cfg.compact_after_entries = 16);
+    let mut c = Cluster::<C>::with_config(5, seed, |cfg| cfg.compact_after_entries = 16);
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut acked: Vec<Vec<u8>> = Vec::new();
     let mut proposed: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -544,7 +544,7 @@ fn kill_restart(seed: u64) {
                 c.net.partition(&[&a, &b]);
             }
             5 => c.net.heal(),
-            6 => c.set_net(Cluster::unreliable()),
+            6 => c.set_net(Cluster::<C>::unreliable()),
             7 => c.set_net(Default::default()),
             _ => {}
         }
@@ -609,9 +609,9 @@ fn kill_restart(seed: u64) {
     );
 }
 
-#[test]
-fn memory_durability_crash_loses_the_disk_and_the_replica_catches_up() {
-    let mut c = Cluster::new(5, 19);
+/// Lab scenario `memory_durability_crash_loses_the_disk_and_the_replica_catches_up`.
+pub fn memory_durability_crash_loses_the_disk_and_the_replica_catches_up<C: LabCore>() {
+    let mut c = Cluster::<C>::new(5, 19);
     c.lose_disk_on_crash = true;
     c.one(b"m1", 5, true);
     let l = c.check_one_leader();

@@ -1,0 +1,686 @@
+//! The lab cluster: `n` protocol cores driven on the simulated network's virtual clock.
+//!
+//! Every replica applies committed entries into its own history; every apply is
+//! checked against one global history (same index, same bytes), every leader
+//! is checked to be alone in its term (Raft) or ballot (Paxos), and terms never go
+//! backwards. Persistence is asynchronous: a persist job reaches the replica's [`Disk`]
+//! (the log store's own model, written through the worker's own conversion) only when it
+//! completes, some virtual milliseconds later, and a crash loses what had not.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use crossbeam_channel::Receiver;
+use mako_group::durable::{self, MemSnapshots, SnapshotStore};
+use mako_group::{Core, GroupConfig, InitialState, LogEntry, OutMsg, PersistJob};
+use mako_logstore::LogModel;
+use mako_replication::{Applied, ApplyDispatcher, ApplyStatus, NodeId, Role, SnapshotHandler};
+use mako_transport::sim::{SimConfig, SimEndpoint, SimNetwork};
+use mako_transport::{Envelope, Transport};
+use parking_lot::Mutex;
+use rand::{Rng, SeedableRng, rngs::SmallRng};
+
+use crate::LabCore;
+
+/// The lab's timing: heartbeat 100 ms; election 3 ticks, each node ticking every 100–200 ms.
+pub const HEARTBEAT_MS: u64 = 100;
+/// An election timeout's upper bound, for waits.
+pub const ELECTION_MS: u64 = 600;
+
+/// What survives a crash: the log store's semantics (the same model recovery runs) and the
+/// snapshot files. Writes reach it only when their persist job completes.
+#[derive(Default, Clone)]
+pub struct Disk {
+    pub log: LogModel,
+    pub snapshots: Arc<MemSnapshots>,
+}
+
+impl Disk {
+    /// Makes a completed job durable, exactly as the worker hands it to the log store.
+    pub fn complete(&mut self, job: &PersistJob) {
+        self.log.apply(&[durable::group_write(0, job)]);
+    }
+
+    /// What a restarted replica recovers, through the worker's own recovery path.
+    pub fn initial(&self) -> InitialState {
+        durable::recover_group(0, self.log.group(0), self.snapshots.as_ref())
+            .expect("lab disk recovers")
+    }
+
+    /// The durable commit index.
+    pub fn commit(&self) -> u64 {
+        self.log.group(0).map_or(0, |g| g.hard_state.commit)
+    }
+
+    /// Durable entries (after the snapshot).
+    pub fn entries(&self) -> Vec<mako_logstore::LogEntry> {
+        self.log.group(0).map(|g| g.entries).unwrap_or_default()
+    }
+}
+
+/// One replica's applied history: index → bytes, in apply order.
+pub type History = Arc<Mutex<Vec<(u64, Bytes)>>>;
+
+/// Snapshots of the lab application: its whole history.
+pub struct HistorySnapshots(pub History);
+
+impl SnapshotHandler for HistorySnapshots {
+    fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> Bytes {
+        let h = self.0.lock();
+        let mut b = BytesMut::new();
+        for (i, e) in h.iter() {
+            b.put_u64_le(*i);
+            b.put_u32_le(e.len() as u32);
+            b.put_slice(e);
+        }
+        b.freeze()
+    }
+
+    fn restore(
+        &mut self,
+        data: &Bytes,
+        _index: u64,
+    ) -> Result<Vec<mako_replication::QueuedEntry>, mako_replication::SnapshotRefused> {
+        let mut d = data.clone();
+        let mut h = Vec::new();
+        while d.remaining() >= 12 {
+            let i = d.get_u64_le();
+            let n = d.get_u32_le() as usize;
+            if d.remaining() < n {
+                break;
+            }
+            h.push((i, d.split_to(n)));
+        }
+        *self.0.lock() = h;
+        Ok(Vec::new())
+    }
+}
+
+/// Facts checked across the whole run.
+#[derive(Default)]
+pub struct Checker {
+    /// The one history every replica's applied sequence must be a prefix of.
+    pub committed: BTreeMap<u64, Bytes>,
+    /// Leader seen for each term.
+    pub leaders: BTreeMap<u64, NodeId>,
+    pub violations: Vec<String>,
+}
+
+/// One live replica of the lab cluster.
+pub struct LabNode<C> {
+    /// The protocol core.
+    pub node: C,
+    endpoint: SimEndpoint,
+    inbox: Receiver<Envelope>,
+    period: Duration,
+    next_tick: Duration,
+    pub leader_applies: Arc<Mutex<u64>>,
+    pub follower_applies: Arc<Mutex<u64>>,
+    /// Persist jobs at the disk, in order, with the virtual time each completes.
+    pending: std::collections::VecDeque<(Duration, PersistJob)>,
+}
+
+/// `n` replicas of one group running protocol `C` on the simulated network.
+pub struct Cluster<C: LabCore> {
+    pub net: SimNetwork,
+    pub n: usize,
+    pub nodes: Vec<Option<LabNode<C>>>,
+    pub disks: Vec<Disk>,
+    pub histories: Vec<History>,
+    pub checker: Arc<Mutex<Checker>>,
+    pub rng: SmallRng,
+    pub now: Duration,
+    pub cfg_template: GroupConfig,
+    /// Requests (not responses) sent, by message type name.
+    pub rpcs: u64,
+    max_term: Vec<u64>,
+    /// Whether a crash loses the disk (durability `memory`).
+    pub lose_disk_on_crash: bool,
+    /// Longest time a persist job takes to complete (0: at once).
+    pub max_persist_delay_ms: u64,
+    /// Whether replicas run leader-lease rounds (stamped with the virtual clock in ms) and
+    /// every step checks that no replica leads while another's lease runs.
+    pub leases: bool,
+    /// Lease rounds a quorum acknowledged, over every incarnation (so a lease test is not vacuous).
+    pub lease_acks: u64,
+    /// Per replica: the end (virtual ms) and term of the last lease it held, kept after a
+    /// step-down or crash (the promise outlives the holder's knowledge of it).
+    pub lease_ends: Vec<Option<(u64, u64)>>,
+}
+
+pub fn ids(n: usize) -> Vec<NodeId> {
+    (1..=n as u64).collect()
+}
+
+impl<C: LabCore> Cluster<C> {
+    pub fn new(n: usize, seed: u64) -> Self {
+        Self::with_config(n, seed, |_| {})
+    }
+
+    pub fn with_config(n: usize, seed: u64, tweak: impl FnOnce(&mut GroupConfig)) -> Self {
+        let mut cfg = GroupConfig::new(1, ids(n), 0);
+        cfg.heartbeat_interval_ms = HEARTBEAT_MS;
+        cfg.election_timeout_min_ms = 3 * HEARTBEAT_MS;
+        cfg.election_timeout_max_ms = 4 * HEARTBEAT_MS; // pinned: jitter comes from per-node tick periods
+        cfg.max_inflight = 8;
+        cfg.compact_after_entries = u64::MAX / 2;
+        tweak(&mut cfg);
+        let mut c = Cluster {
+            net: SimNetwork::new(seed, SimConfig::default()),
+            n,
+            nodes: (0..n).map(|_| None).collect(),
+            disks: (0..n).map(|_| Disk::default()).collect(),
+            histories: (0..n).map(|_| History::default()).collect(),
+            checker: Arc::new(Mutex::new(Checker::default())),
+            rng: SmallRng::seed_from_u64(seed ^ 0x5eed),
+            now: Duration::ZERO,
+            cfg_template: cfg,
+            rpcs: 0,
+            max_term: vec![0; n],
+            lose_disk_on_crash: false,
+            max_persist_delay_ms: 8,
+            leases: false,
+            lease_acks: 0,
+            lease_ends: vec![None; n],
+        };
+        for i in 0..n {
+            c.start(i);
+        }
+        c
+    }
+
+    /// Starts (or restarts) replica `i` from its disk.
+    pub fn start(&mut self, i: usize) {
+        let id = i as NodeId + 1;
+        let mut cfg = self.cfg_template.clone();
+        cfg.id = id;
+        let d = Arc::new(ApplyDispatcher::discarding(0));
+        let history = History::default();
+        self.histories[i] = history.clone();
+        let leader_applies = Arc::new(Mutex::new(0));
+        let follower_applies = Arc::new(Mutex::new(0));
+        for (role, counter) in [
+            (Role::Leader, leader_applies.clone()),
+            (Role::Follower, follower_applies.clone()),
+        ] {
+            let h = history.clone();
+            let checker = self.checker.clone();
+            d.set_callback(
+                role,
+                Box::new(move |ctx| {
+                    *counter.lock() += 1;
+                    let mut c = checker.lock();
+                    match c.committed.get(&ctx.index) {
+                        Some(b) if b != ctx.entry => c.violations.push(format!(
+                            "node {id} applied a different entry at index {}",
+                            ctx.index
+                        )),
+                        Some(_) => {}
+                        None => {
+                            c.committed.insert(ctx.index, ctx.entry.clone());
+                        }
+                    }
+                    let mut h = h.lock();
+                    if let Some((last, _)) = h.last()
+                        && ctx.index <= *last
+                    {
+                        c.violations.push(format!(
+                            "node {id} applied index {} after {last}",
+                            ctx.index
+                        ));
+                    }
+                    h.push((ctx.index, ctx.entry.clone()));
+                    Applied {
+                        status: ApplyStatus::Normal,
+                        ts: ctx.index,
+                    }
+                }),
+            );
+        }
+        let snaps = Box::new(HistorySnapshots(history));
+        let node = <C as Core>::new(cfg, self.disks[i].initial(), d, Some(snaps))
+            .expect("lab node starts");
+        let (endpoint, inbox) = self.net.endpoint(id);
+        let period = Duration::from_millis(self.rng.random_range(HEARTBEAT_MS..2 * HEARTBEAT_MS));
+        let next_tick = self.now + period;
+        self.nodes[i] = Some(LabNode {
+            node,
+            endpoint,
+            inbox,
+            period,
+            next_tick,
+            leader_applies,
+            follower_applies,
+            pending: Default::default(),
+        });
+    }
+
+    /// Crashes replica `i`: it stops; its disk stays (or is wiped in `memory` durability).
+    pub fn crash(&mut self, i: usize) {
+        // Jobs still at the disk are lost with the process.
+        if let Some(ln) = self.nodes[i].take() {
+            self.lease_acks += ln.node.lease_acks();
+        }
+        self.net.crash(i as NodeId + 1);
+        // Only a durable term must never go back: one still at the disk was never acted on.
+        self.max_term[i] = self.disks[i].log.group(0).map_or(0, |g| g.hard_state.term);
+        if self.lose_disk_on_crash {
+            // A replica without a disk legitimately restarts from term 0.
+            self.disks[i] = Disk::default();
+            self.max_term[i] = 0;
+        }
+    }
+
+    pub fn disconnect(&mut self, i: usize) {
+        self.net.disconnect(i as NodeId + 1);
+    }
+
+    pub fn connect(&mut self, i: usize) {
+        self.net.connect(i as NodeId + 1);
+    }
+
+    pub fn alive(&self, i: usize) -> bool {
+        self.nodes[i].is_some()
+    }
+
+    fn drive(&mut self, i: usize) {
+        loop {
+            let Some(ln) = self.nodes[i].as_mut() else {
+                return;
+            };
+            let out = ln.node.poll();
+            if out.is_empty() {
+                break;
+            }
+            let mut sent = Vec::new();
+            sent.extend(out.messages);
+            if let Some(job) = out.persist {
+                // The worker saves a snapshot's file before queueing the log write that names it.
+                if let Some(s) = &job.snapshot {
+                    self.disks[i].snapshots.save(0, s).expect("mem snapshot");
+                }
+                // Jobs complete in order, each some time after the previous one.
+                let delay = self.rng.random_range(0..=self.max_persist_delay_ms);
+                let at = ln
+                    .pending
+                    .back()
+                    .map_or(self.now, |(t, _)| *t)
+                    .max(self.now + Duration::from_millis(delay));
+                ln.pending.push_back((at, job));
+            }
+            self.send_all(i, sent);
+        }
+        self.check_node(i);
+    }
+
+    /// Completes the persist jobs of replica `i` that are due.
+    fn complete_due(&mut self, i: usize) {
+        loop {
+            let Some(ln) = self.nodes[i].as_mut() else {
+                return;
+            };
+            if ln.pending.front().is_none_or(|(t, _)| *t > self.now) {
+                return;
+            }
+            let Some((_, mut job)) = ln.pending.pop_front() else {
+                return;
+            };
+            self.disks[i].complete(&job);
+            let mut sent = std::mem::take(&mut job.after);
+            sent.extend(ln.node.on_persisted(job.number));
+            self.send_all(i, sent);
+            self.drive(i);
+        }
+    }
+
+    fn send_all(&mut self, i: usize, sent: Vec<OutMsg>) {
+        let id = i as NodeId + 1;
+        let Some(ln) = self.nodes[i].as_mut() else {
+            return;
+        };
+        {
+            for m in sent {
+                if C::is_request(&m.payload) {
+                    self.rpcs += 1;
+                }
+                let _ = ln.endpoint.send(Envelope {
+                    group: 0,
+                    from: id,
+                    to: m.to,
+                    payload: m.payload,
+                });
+            }
+        }
+    }
+
+    /// Checks replica `i`'s term, leadership and log against what it had before.
+    fn check_node(&mut self, i: usize) {
+        let id = i as NodeId + 1;
+        if let Some(ln) = self.nodes[i].as_ref() {
+            let durable_commit = self.disks[i].commit();
+            if ln.node.last_index() < durable_commit {
+                self.checker.lock().violations.push(format!(
+                    "node {id} last index {} fell below its durable commit {durable_commit}",
+                    ln.node.last_index()
+                ));
+            }
+            let term = ln.node.term();
+            let mut c = self.checker.lock();
+            if term < self.max_term[i] {
+                c.violations.push(format!(
+                    "node {id} term went back {} -> {term}",
+                    self.max_term[i]
+                ));
+            }
+            self.max_term[i] = term;
+            if ln.node.is_leader() {
+                match c.leaders.get(&term) {
+                    Some(&l) if l != id => c
+                        .violations
+                        .push(format!("term {term} has leaders {l} and {id}")),
+                    _ => {
+                        c.leaders.insert(term, id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Advances virtual time by one millisecond.
+    pub fn step(&mut self) {
+        self.now += Duration::from_millis(1);
+        self.net.advance_to(self.now);
+        for i in 0..self.n {
+            let Some(ln) = self.nodes[i].as_mut() else {
+                continue;
+            };
+            while let Ok(env) = ln.inbox.try_recv() {
+                let _ = ln.node.step(env.from, &env.payload);
+            }
+            while self.now >= ln.next_tick {
+                ln.node.tick();
+                if self.leases {
+                    ln.node.renew_lease(self.now.as_millis() as u64);
+                }
+                ln.next_tick += ln.period;
+            }
+            self.drive(i);
+            self.complete_due(i);
+        }
+        if self.leases {
+            self.check_leases();
+        }
+        let v = &self.checker.lock().violations;
+        assert!(v.is_empty(), "safety violations: {v:?}");
+    }
+
+    /// The lease claim on the one virtual clock: until a lease's end no replica leads a
+    /// later term, even if the holder stepped down or crashed meanwhile; only a transfer
+    /// (the holder, still leading, drops its lease) voids it. Only leaders hold leases.
+    fn check_leases(&mut self) {
+        let dur = self.cfg_template.lease_duration().as_millis() as u64;
+        let now = self.now.as_millis() as u64;
+        let mut violations = Vec::new();
+        for i in 0..self.n {
+            let Some(node) = self.node(i) else { continue };
+            match node.lease_basis() {
+                Some(_) if !node.is_leader() => {
+                    violations.push(format!("node {} holds a lease but does not lead", i + 1));
+                }
+                Some(b) => {
+                    let end = self.lease_ends[i]
+                        .filter(|&(_, t)| t == node.term())
+                        .map_or(b + dur, |(e, _)| e.max(b + dur));
+                    self.lease_ends[i] = Some((end, node.term()));
+                }
+                // Dropped while still leading the lease's term: a transfer started.
+                None if node.is_leader()
+                    && self.lease_ends[i].is_some_and(|(_, t)| t == node.term()) =>
+                {
+                    self.lease_ends[i] = None;
+                }
+                None => {}
+            }
+        }
+        for (i, rec) in self.lease_ends.iter().enumerate() {
+            let Some((end, term)) = *rec else { continue };
+            if end <= now {
+                continue;
+            }
+            for j in (0..self.n).filter(|&j| j != i) {
+                if let Some(other) = self.node(j)
+                    && other.is_leader()
+                    && other.term() > term
+                {
+                    violations.push(format!(
+                        "at {now} ms node {} leads term {} while node {}'s lease of term {term} runs until {end} ms",
+                        j + 1,
+                        other.term(),
+                        i + 1,
+                    ));
+                }
+            }
+        }
+        self.checker.lock().violations.extend(violations);
+    }
+
+    /// Lease rounds acknowledged so far, live replicas included.
+    pub fn lease_acks_total(&self) -> u64 {
+        self.lease_acks
+            + (0..self.n)
+                .filter_map(|i| self.node(i))
+                .map(|n| n.lease_acks())
+                .sum::<u64>()
+    }
+
+    pub fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        while self.now < end {
+            self.step();
+        }
+    }
+
+    pub fn run_ms(&mut self, ms: u64) {
+        self.run_for(Duration::from_millis(ms));
+    }
+
+    /// Runs until `f` holds or `ms` pass; returns whether it held.
+    pub fn run_until(&mut self, ms: u64, mut f: impl FnMut(&Self) -> bool) -> bool {
+        let end = self.now + Duration::from_millis(ms);
+        while self.now < end {
+            if f(self) {
+                return true;
+            }
+            self.step();
+        }
+        f(self)
+    }
+
+    pub fn node(&self, i: usize) -> Option<&C> {
+        self.nodes[i].as_ref().map(|l| &l.node)
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> Option<&mut C> {
+        self.nodes[i].as_mut().map(|l| &mut l.node)
+    }
+
+    /// Leaders among live replicas, by index.
+    pub fn leaders(&self) -> Vec<usize> {
+        (0..self.n)
+            .filter(|&i| self.node(i).is_some_and(|n| n.is_leader()))
+            .collect()
+    }
+
+    /// Waits for exactly one leader among `among` in the newest term; returns it.
+    pub fn check_one_leader_among(&mut self, among: &[usize]) -> usize {
+        for _ in 0..10 {
+            self.run_ms(ELECTION_MS / 2);
+            let mut by_term: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+            for &i in among {
+                if let Some(n) = self.node(i)
+                    && n.is_leader()
+                {
+                    by_term.entry(n.term()).or_default().push(i);
+                }
+            }
+            for (t, ls) in &by_term {
+                assert!(ls.len() <= 1, "term {t} has {} leaders", ls.len());
+            }
+            if let Some((_, ls)) = by_term.iter().next_back() {
+                return ls[0];
+            }
+        }
+        panic!("no leader elected among {among:?}");
+    }
+
+    pub fn check_one_leader(&mut self) -> usize {
+        let all: Vec<usize> = (0..self.n).collect();
+        self.check_one_leader_among(&all)
+    }
+
+    /// The term every live replica agrees on, if they agree.
+    pub fn agreed_term(&self) -> Option<u64> {
+        let terms: Vec<u64> = (0..self.n)
+            .filter_map(|i| self.node(i).map(|n| n.term()))
+            .collect();
+        terms
+            .first()
+            .copied()
+            .filter(|t| terms.iter().all(|x| x == t))
+    }
+
+    /// How many replicas applied `index`, and the bytes they agree on.
+    pub fn n_committed(&self, index: u64) -> (usize, Option<Bytes>) {
+        let mut count = 0;
+        let mut cmd = None;
+        for h in &self.histories {
+            if let Some((_, b)) = h.lock().iter().find(|(i, _)| *i == index) {
+                if let Some(c) = &cmd {
+                    assert_eq!(c, b, "replicas disagree at index {index}");
+                }
+                cmd = Some(b.clone());
+                count += 1;
+            }
+        }
+        (count, cmd)
+    }
+
+    /// Submits `cmd` until it commits on at least `expected` replicas (MIT 6.824's `one`); returns its index.
+    pub fn one(&mut self, cmd: &[u8], expected: usize, retry: bool) -> u64 {
+        let deadline = self.now + Duration::from_secs(10);
+        while self.now < deadline {
+            let mut index = None;
+            for i in 0..self.n {
+                let Some(n) = self.node_mut(i) else { continue };
+                if n.is_leader() && n.propose(Bytes::copy_from_slice(cmd)) {
+                    index = Some(n.last_index());
+                    break;
+                }
+            }
+            if let Some(index) = index {
+                let until = self.now + Duration::from_secs(2);
+                while self.now < until {
+                    let (nd, got) = self.n_committed(index);
+                    if nd >= expected && got.as_deref() == Some(cmd) {
+                        return index;
+                    }
+                    self.step();
+                }
+                if !retry {
+                    panic!("command {cmd:?} did not commit on {expected}");
+                }
+            } else {
+                self.run_ms(50);
+            }
+        }
+        let states: Vec<String> = (0..self.n)
+            .map(|i| match self.node(i) {
+                Some(n) => format!(
+                    "{}: leader={} term={} commit={} applied={} first={} last={} {}",
+                    i + 1,
+                    n.is_leader(),
+                    n.term(),
+                    n.commit_index(),
+                    n.applied_index(),
+                    n.first_index(),
+                    n.last_index(),
+                    n.describe()
+                ),
+                None => format!("{}: down", i + 1),
+            })
+            .collect();
+        panic!(
+            "one({cmd:?}) failed to reach agreement:\n{}",
+            states.join("\n")
+        );
+    }
+
+    /// Proposes on replica `i` if it leads; returns (index, term).
+    pub fn start_cmd(&mut self, i: usize, cmd: &[u8]) -> Option<(u64, u64)> {
+        let n = self.node_mut(i)?;
+        if !n.propose(Bytes::copy_from_slice(cmd)) {
+            return None;
+        }
+        Some((n.last_index(), n.term()))
+    }
+
+    pub fn set_net(&mut self, cfg: SimConfig) {
+        self.net.set_config(cfg);
+    }
+
+    pub fn unreliable() -> SimConfig {
+        SimConfig {
+            drop_rate: 0.1,
+            min_delay: Duration::ZERO,
+            max_delay: Duration::from_millis(26),
+            reorder: true,
+            duplicate_rate: 0.01,
+        }
+    }
+
+    /// Every live replica's history is a prefix of the committed history (checked on every apply too).
+    pub fn histories_agree(&self) -> bool {
+        let c = self.checker.lock();
+        self.histories
+            .iter()
+            .all(|h| h.lock().iter().all(|(i, b)| c.committed.get(i) == Some(b)))
+    }
+
+    /// Raft's log matching property over the live replicas' logs: where two logs hold an
+    /// entry with the same index and term, they hold the same entries up to it. Protocols
+    /// without that property ([`LabCore::matching_log`] is `None`) are not checked.
+    pub fn check_log_matching(&self) {
+        let logs: Vec<Vec<LogEntry>> = (0..self.n)
+            .filter_map(|i| self.node(i).and_then(|n| n.matching_log()))
+            .collect();
+        for a in 0..logs.len() {
+            for b in a + 1..logs.len() {
+                let (la, lb) = (&logs[a], &logs[b]);
+                let by_index: HashMap<u64, &LogEntry> = lb.iter().map(|e| (e.index, e)).collect();
+                // The highest index where both agree on the term.
+                let top = la
+                    .iter()
+                    .rev()
+                    .find(|e| by_index.get(&e.index).is_some_and(|o| o.term == e.term));
+                let Some(top) = top else { continue };
+                for e in la.iter().filter(|e| e.index <= top.index) {
+                    if let Some(o) = by_index.get(&e.index) {
+                        assert!(
+                            o.term == e.term && o.payload == e.payload,
+                            "log matching broken at index {} (agreeing up to {})",
+                            e.index,
+                            top.index
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Entries replica `i` applied in its current incarnation.
+    pub fn applied_len(&self, i: usize) -> usize {
+        self.histories[i].lock().len()
+    }
+}
