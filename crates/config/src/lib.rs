@@ -89,10 +89,10 @@ pub const DEFAULT_TABLE: &str = "kv";
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Replication {
-    /// Raft (available).
+    /// Raft.
     #[default]
     Raft,
-    /// Multi-Paxos (configurable; not yet available in the server).
+    /// Multi-Paxos.
     Paxos,
 }
 

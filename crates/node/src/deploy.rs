@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mako_config::{Config, Partition, Replication};
-use mako_server::{NodeSpec, SiteConfig, meta_members};
+use mako_server::{NodeSpec, Protocol, SiteConfig, meta_members};
 use mako_transport::auth::Secret;
 use mako_transport::tcp::TcpConfig;
 
@@ -51,13 +51,6 @@ impl Catalog for Config {
 
 /// The options of site `name` of `cfg` (directories created, the data directory locked).
 pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLock), NodeError> {
-    if cfg.replication == Replication::Paxos {
-        return Err(NodeError::Config(
-            "replication: paxos is not available yet (Multi-Paxos is not implemented); \
-             use replication: raft"
-                .into(),
-        ));
-    }
     let site = cfg.site(name).ok_or_else(|| {
         let names: Vec<&str> = cfg.sites.iter().map(|s| s.name.as_str()).collect();
         NodeError::Config(format!(
@@ -116,6 +109,10 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
         log_dir: dir.join("log"),
         snapshot_dir: dir.join("snap"),
         durability: cfg.durability,
+        protocol: match cfg.replication {
+            Replication::Raft => Protocol::Raft,
+            Replication::Paxos => Protocol::Paxos,
+        },
         heartbeat_ms: cfg.raft.heartbeat_ms,
         election_ms: cfg.raft.election_ms,
         preferred: cfg.preferred_leader(site.shard).map(|p| cfg.node_id(p)),
@@ -256,12 +253,21 @@ tables:
     }
 
     #[test]
-    fn paxos_and_unknown_sites_are_clear_errors() {
-        let cfg = Arc::new(
-            Config::from_yaml_strs(&[("t.yml", TOPO), ("p.yml", "replication: paxos")]).unwrap(),
-        );
-        let e = options(&cfg, "a").err().unwrap().to_string();
-        assert!(e.contains("paxos is not available"), "{e}");
+    fn the_config_picks_the_protocol_and_unknown_sites_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = format!("data_dir: {}", dir.path().display());
+        for (yml, want) in [
+            ("replication: paxos", Protocol::Paxos),
+            ("replication: raft", Protocol::Raft),
+        ] {
+            let cfg = Arc::new(
+                Config::from_yaml_strs(&[("t.yml", TOPO), ("d.yml", &data), ("p.yml", yml)])
+                    .unwrap(),
+            );
+            let (o, lock) = options(&cfg, "a").unwrap();
+            assert_eq!(o.spec.protocol, want);
+            drop(lock);
+        }
         let cfg = Arc::new(Config::from_yaml_strs(&[("t.yml", TOPO)]).unwrap());
         let e = options(&cfg, "zz").err().unwrap().to_string();
         assert!(e.contains("no site \"zz\"") && e.contains("a, b, c"), "{e}");

@@ -31,7 +31,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mako_raft::RaftHost;
+use mako_group::Host;
 use mako_replication::{NodeId, Role};
 use mako_server::cluster::ClusterError;
 use mako_server::{NodeSpec, Site, start_node};
@@ -103,7 +103,7 @@ pub enum NodeError {
 /// A running server process's replica and listeners.
 pub struct Node {
     site: Arc<Site>,
-    host: Mutex<Option<RaftHost>>,
+    host: Mutex<Option<Host>>,
     transport: Arc<TcpTransport>,
     clients: Mutex<server::ClientServer>,
     counters: Arc<Counters>,

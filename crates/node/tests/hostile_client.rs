@@ -63,6 +63,7 @@ fn one_node_with(dir: &std::path::Path, limits: Limits) -> Node {
             log_dir: dir.join("log"),
             snapshot_dir: dir.join("snap"),
             durability: Durability::Memory,
+            protocol: mako_server::Protocol::Raft,
             heartbeat_ms: 20,
             election_ms: (300, 500),
             preferred: Some(1),

@@ -118,6 +118,7 @@ fn start_with(
                 log_dir: dir.path().join(format!("log-{id}")),
                 snapshot_dir: dir.path().join(format!("snap-{id}")),
                 durability: Durability::Memory,
+                protocol: mako_server::Protocol::Raft,
                 heartbeat_ms: 20,
                 election_ms: (300, 500),
                 preferred: Some(ids[0]),

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mako_group::Host;
 use mako_logstore::Durability;
-use mako_raft::RaftHost;
 use mako_replication::NodeId;
 use mako_transport::mem::MemNetwork;
 use mako_transport::tcp::{TcpConfig, TcpTransport};
@@ -14,7 +14,7 @@ use mako_transport::{Envelope, SendError, Transport};
 
 use crate::meta::{META_GROUP, meta_members};
 use crate::msg::{CONTROL_GROUP, Msg};
-use crate::node::{NodeSpec, start_node};
+use crate::node::{NodeSpec, Protocol, start_node};
 use crate::site::{Site, SiteConfig, SiteError};
 
 /// Which network connects the sites.
@@ -94,8 +94,10 @@ pub struct ClusterConfig {
     pub site: SiteConfig,
     /// Network.
     pub net: NetKind,
-    /// Durability of every replica's Raft log.
+    /// Durability of every replica's log.
     pub durability: Durability,
+    /// The replication protocol of every group.
+    pub protocol: Protocol,
     /// Raft heartbeat interval (ms).
     pub heartbeat_ms: u64,
     /// Raft election timeout bounds (ms).
@@ -117,6 +119,7 @@ impl Default for ClusterConfig {
             site: SiteConfig::default(),
             net: NetKind::Mem,
             durability: Durability::Memory,
+            protocol: Protocol::Raft,
             heartbeat_ms: 5,
             election_ms: (400, 700),
             control_faults: None,
@@ -135,9 +138,21 @@ pub enum ClusterError {
     /// A log store would not open.
     #[error("log store: {0}")]
     Log(#[from] mako_logstore::LogError),
-    /// A Raft group would not start.
-    #[error("raft: {0}")]
-    Raft(#[from] mako_raft::StartError),
+    /// A replication group would not start.
+    #[error("replication group: {0}")]
+    Group(#[from] mako_group::StartError),
+    /// The log directory was written by the other protocol.
+    #[error(
+        "{dir} holds a log written by {found}; this deployment runs {wanted} (use a fresh data directory to switch protocols)"
+    )]
+    ProtocolMismatch {
+        /// The log directory.
+        dir: std::path::PathBuf,
+        /// The protocol named in it.
+        found: String,
+        /// The protocol asked for.
+        wanted: crate::node::Protocol,
+    },
     /// A site would not start.
     #[error(transparent)]
     Site(#[from] SiteError),
@@ -194,7 +209,7 @@ pub enum ControlError {
 pub struct Cluster {
     /// Sites by `[shard][replica]`; replica 0 leads.
     pub sites: Vec<Vec<Arc<Site>>>,
-    hosts: Vec<RaftHost>,
+    hosts: Vec<Host>,
     tcp: Vec<Arc<TcpTransport>>,
     net: Option<MemNetwork>,
     replicas: u32,
@@ -207,7 +222,7 @@ pub struct Cluster {
     /// Replicas stopped by [`Cluster::stop_replica`], as `(shard, replica)`.
     stopped: parking_lot::Mutex<std::collections::HashSet<(u32, u32)>>,
     /// Replicas frozen by [`Cluster::pause`], with their Raft workers' hold.
-    paused: parking_lot::Mutex<HashMap<(u32, u32), mako_raft::Paused>>,
+    paused: parking_lot::Mutex<HashMap<(u32, u32), mako_group::Paused>>,
     _dir: tempfile::TempDir,
 }
 
@@ -614,6 +629,7 @@ fn node_spec(
         log_dir: dir.join(format!("log-{id}")),
         snapshot_dir: dir.join(format!("snap-{id}")),
         durability: cfg.durability,
+        protocol: cfg.protocol,
         heartbeat_ms: cfg.heartbeat_ms,
         election_ms: cfg.election_ms,
         preferred: cfg.preferred_leader.then_some(nodes[s][0]),

@@ -35,5 +35,5 @@ pub use coord::{CommitError, DistTxn, Pending, ReleaseError, Speculative};
 pub use epochs::{EpochView, Verdict};
 pub use lead::ServeError;
 pub use meta::{META_GROUP, meta_members};
-pub use node::{NodeSpec, start_node};
+pub use node::{NodeSpec, Protocol, UnknownProtocol, start_node};
 pub use site::{BeginError, Site, SiteConfig, SiteError};
