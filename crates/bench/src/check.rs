@@ -20,7 +20,9 @@ use mako_checker::{
 };
 use mako_logstore::Durability;
 use mako_server::cluster::ClusterError;
-use mako_server::{Cluster, ClusterConfig, CommitError, DistTxn, NetKind, Site, SiteConfig};
+use mako_server::{
+    Cluster, ClusterConfig, CommitError, DistTxn, NetKind, Protocol, Site, SiteConfig,
+};
 use mako_txn::Abort;
 
 /// The table every checker key lives in (table index 0 of the cluster).
@@ -69,6 +71,8 @@ pub struct CheckConfig {
     pub timeout: Duration,
     /// A deliberate executor bug (tests of the harness); `None` in real checks.
     pub fault: Option<Fault>,
+    /// The replication protocol of the cluster's groups.
+    pub protocol: Protocol,
 }
 
 impl CheckConfig {
@@ -88,6 +92,7 @@ impl CheckConfig {
             key_offset: 0,
             timeout: Duration::from_secs(10),
             fault: None,
+            protocol: Protocol::Raft,
         }
     }
 
@@ -105,6 +110,7 @@ impl CheckConfig {
     /// The cluster these checks run on.
     pub fn cluster_config(&self) -> ClusterConfig {
         ClusterConfig {
+            protocol: self.protocol,
             replicas: self.replicas,
             site: SiteConfig {
                 shards: self.shards,

@@ -130,6 +130,22 @@ fn every_workload_on_2x3() {
     );
 }
 
+/// The same histories with every group on Multi-Paxos.
+#[test]
+fn every_workload_on_2x3_with_paxos() {
+    let mut cfg = config(2, 3, 2, 6);
+    cfg.protocol = mako_server::Protocol::Paxos;
+    check_all(
+        cfg,
+        &[
+            (WorkloadKind::ListAppend, HOT_KEYS),
+            (WorkloadKind::Registers, KeyDist::Uniform),
+            (WorkloadKind::Bank, HOT_KEYS),
+            (WorkloadKind::WriteSkew, KeyDist::Uniform),
+        ],
+    );
+}
+
 #[test]
 fn every_workload_on_3x3() {
     check_all(

@@ -6,12 +6,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use mako_server::{
-    Cluster, ClusterConfig, CommitError, Pending, ReleaseError, Site, SiteConfig, Verdict,
+    Cluster, ClusterConfig, CommitError, Pending, Protocol, ReleaseError, Site, SiteConfig, Verdict,
 };
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 fn config(shards: u32, replicas: u32) -> ClusterConfig {
+    config_on(Protocol::Raft, shards, replicas)
+}
+
+fn config_on(protocol: Protocol, shards: u32, replicas: u32) -> ClusterConfig {
     ClusterConfig {
+        protocol,
         replicas,
         site: SiteConfig {
             shards,
@@ -55,9 +60,13 @@ fn single_shard_single_replica_releases_at_local_commit() {
 
 #[test]
 fn cross_shard_bank_conserves_money_and_replicas_agree() {
+    bank(Protocol::Raft);
+}
+
+fn bank(protocol: Protocol) {
     const ACCOUNTS: u64 = 20; // per shard
     const INITIAL: i64 = 100;
-    let c = Cluster::start(config(2, 3)).expect("cluster");
+    let c = Cluster::start(config_on(protocol, 2, 3)).expect("cluster");
     // Load: each shard's leader writes its accounts.
     for s in 0..2u32 {
         let mut tx = c.leader(s).begin(0).expect("configured worker");
@@ -143,15 +152,19 @@ fn cross_shard_bank_conserves_money_and_replicas_agree() {
 }
 
 /// A cluster whose leaders outlast a short partition (no check-quorum step-down within 1 s).
-fn patient(shards: u32) -> Cluster {
-    let mut cfg = config(shards, 3);
+fn patient(protocol: Protocol, shards: u32) -> Cluster {
+    let mut cfg = config_on(protocol, shards, 3);
     cfg.election_ms = (1500, 2500);
     Cluster::start(cfg).expect("cluster")
 }
 
 #[test]
 fn no_release_without_a_majority_of_every_touched_shard() {
-    let c = patient(2);
+    no_release_without_majority(Protocol::Raft);
+}
+
+fn no_release_without_majority(protocol: Protocol) {
+    let c = patient(protocol, 2);
     let net = c.net().expect("in-memory network");
     let (s0, s1) = (c.leader(0), c.leader(1));
     // Cut both followers of shard 1 off.
@@ -183,7 +196,11 @@ fn no_release_without_a_majority_of_every_touched_shard() {
 
 #[test]
 fn a_dependent_transaction_is_not_released_before_its_dependency() {
-    let c = patient(2);
+    dependent_waits(Protocol::Raft);
+}
+
+fn dependent_waits(protocol: Protocol) {
+    let c = patient(protocol, 2);
     let net = c.net().expect("in-memory network");
     for r in 1..3 {
         net.disconnect(c.sites[1][r].node());
@@ -290,12 +307,16 @@ fn a_committed_transaction_whose_release_is_late_is_unknown_not_aborted() {
         .expect("released after healing: it was never aborted");
 }
 
-/// A cluster on durable (fdatasync'd) Raft logs starts, commits and replicates.
+/// A cluster on durable (fdatasync'd) logs starts, commits and replicates.
 #[test]
 fn a_cluster_on_fsync_logs_starts_and_releases() {
+    fsync_cluster(Protocol::Raft);
+}
+
+fn fsync_cluster(protocol: Protocol) {
     let c = Cluster::start(ClusterConfig {
         durability: mako_logstore::Durability::Fsync,
-        ..config(1, 3)
+        ..config_on(protocol, 1, 3)
     })
     .expect("an fsync cluster starts");
     let site = c.leader(0);
@@ -352,5 +373,30 @@ fn a_retired_stream_stays_retired_across_a_leader_change() {
             "Advancer not applied everywhere"
         );
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The same end-to-end claims with every group on Multi-Paxos.
+mod paxos {
+    use super::*;
+
+    #[test]
+    fn cross_shard_bank_conserves_money_and_replicas_agree() {
+        bank(Protocol::Paxos);
+    }
+
+    #[test]
+    fn no_release_without_a_majority_of_every_touched_shard() {
+        no_release_without_majority(Protocol::Paxos);
+    }
+
+    #[test]
+    fn a_dependent_transaction_is_not_released_before_its_dependency() {
+        dependent_waits(Protocol::Paxos);
+    }
+
+    #[test]
+    fn a_cluster_on_fsync_logs_starts_and_releases() {
+        fsync_cluster(Protocol::Paxos);
     }
 }

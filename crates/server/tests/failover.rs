@@ -23,7 +23,7 @@ use mako_checker::{
     encode_key, encode_values,
 };
 use mako_server::msg::Msg;
-use mako_server::{Cluster, ClusterConfig, CommitError, ControlFaults, Fate, Site};
+use mako_server::{Cluster, ClusterConfig, CommitError, ControlFaults, Fate, Protocol, Site};
 use mako_txn::AbortReason;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -36,7 +36,18 @@ const LIMIT: Duration = Duration::from_secs(120);
 const LEADER_WAIT: Duration = Duration::from_secs(10);
 
 fn config(shards: u32, replicas: u32, timeout: Duration, preferred: bool) -> ClusterConfig {
+    config_on(Protocol::Raft, shards, replicas, timeout, preferred)
+}
+
+fn config_on(
+    protocol: Protocol,
+    shards: u32,
+    replicas: u32,
+    timeout: Duration,
+    preferred: bool,
+) -> ClusterConfig {
     ClusterConfig {
+        protocol,
         preferred_leader: preferred,
         ..common::config(shards, replicas, timeout)
     }
@@ -160,10 +171,15 @@ fn withhold_watermarks(hold: Arc<AtomicBool>, from_shard: u32, to: u64) -> Contr
 /// `W_0` past T1's and T1 was reported released.)
 #[test]
 fn bounce_without_crash_never_releases_an_unreplicated_piece() {
+    bounce_without_crash(Protocol::Raft);
+}
+
+fn bounce_without_crash(protocol: Protocol) {
     const K1: &[u8] = b"k1";
     const K2: &[u8] = b"k2";
-    within(LIMIT, || {
-        let c = Cluster::start(config(1, 3, Duration::from_secs(2), true)).expect("setup: cluster");
+    within(LIMIT, move || {
+        let c = Cluster::start(config_on(protocol, 1, 3, Duration::from_secs(2), true))
+            .expect("setup: cluster");
         let mut v = Verdict::default();
         let old = Arc::clone(&c.sites[0][0]);
         let followers = [Arc::clone(&c.sites[0][1]), Arc::clone(&c.sites[0][2])];
@@ -650,6 +666,10 @@ struct Transfer {
 /// decided commit on the crashed coordinator but its shard-1 piece was never logged.
 #[test]
 fn leader_crash_under_cross_shard_bank_load() {
+    leader_crash_bank(Protocol::Raft);
+}
+
+fn leader_crash_bank(protocol: Protocol) {
     let leader0 = Cluster::node_id(3, 0, 0);
     let armed = Arc::new(AtomicBool::new(false));
     let caught = Arc::new(AtomicBool::new(false));
@@ -664,7 +684,7 @@ fn leader_crash_under_cross_shard_bank_load() {
         Msg::Decision { .. } if from == leader0 && h.load(Ordering::SeqCst) => Fate::Drop,
         _ => Fate::Deliver,
     }));
-    bank_under_failures(Some(faults), &[(0, 0)], move |c| {
+    bank_under_failures(protocol, Some(faults), &[(0, 0)], move |c| {
         armed.store(true, Ordering::SeqCst);
         assert!(
             eventually(Duration::from_secs(5), || caught.load(Ordering::SeqCst)),
@@ -678,7 +698,7 @@ fn leader_crash_under_cross_shard_bank_load() {
 /// changes (never two epochs with one number), and the same guarantees as for one crash.
 #[test]
 fn both_shard_leaders_crash_at_once_under_cross_shard_bank_load() {
-    bank_under_failures(None, &[(0, 0), (1, 0)], |c| {
+    bank_under_failures(Protocol::Raft, None, &[(0, 0), (1, 0)], |c| {
         c.stop_replica(0, 0).expect("setup: crash shard 0's leader");
         c.stop_replica(1, 0).expect("setup: crash shard 1's leader");
     });
@@ -689,7 +709,11 @@ fn both_shard_leaders_crash_at_once_under_cross_shard_bank_load() {
 /// majority): the epoch change completes under the new `meta` leader.
 #[test]
 fn meta_leader_crash_during_an_epoch_change() {
-    bank_under_failures(None, &[(1, 0), (0, 1)], |c| {
+    meta_leader_crash(Protocol::Raft);
+}
+
+fn meta_leader_crash(protocol: Protocol) {
+    bank_under_failures(protocol, None, &[(1, 0), (0, 1)], |c| {
         let meta = Cluster::node_id(3, 0, 1);
         c.transfer_meta_leader(0, 1).ok();
         assert!(
@@ -711,13 +735,14 @@ fn meta_leader_crash_during_an_epoch_change() {
 /// replicas built with `faults`; 1.5 s in, `crash` crashes the replicas `down` (which stay
 /// down); then checks every guarantee on the replicas still running.
 fn bank_under_failures(
+    protocol: Protocol,
     faults: Option<ControlFaults>,
     down: &[(u32, u32)],
     crash: impl FnOnce(&Cluster) + Send + 'static,
 ) {
     let down = down.to_vec();
     within(LIMIT, move || {
-        let mut cfg = config(2, 3, Duration::from_secs(2), true);
+        let mut cfg = config_on(protocol, 2, 3, Duration::from_secs(2), true);
         cfg.control_faults = faults;
         let c = Cluster::start(cfg).expect("setup: cluster");
         let mut v = Verdict::default();
@@ -1132,8 +1157,12 @@ fn a_resumed_paused_leader_never_releases_a_stale_read() {
 /// it was down, agrees with every other replica, and can lead again and serve what it replayed.
 #[test]
 fn a_crashed_leader_restarts_from_its_data_directory() {
-    within(LIMIT, || {
-        let mut cfg = config(2, 3, Duration::from_secs(2), false);
+    leader_restarts_from_disk(Protocol::Raft);
+}
+
+fn leader_restarts_from_disk(protocol: Protocol) {
+    within(LIMIT, move || {
+        let mut cfg = config_on(protocol, 2, 3, Duration::from_secs(2), false);
         cfg.durability = mako_logstore::Durability::Buffered;
         let mut c = Cluster::start(cfg).expect("setup: cluster");
         let mut v = Verdict::default();
@@ -1323,8 +1352,12 @@ fn proposals_dropped_by_an_abandoned_transfer_are_never_released() {
 /// snapshot handler and refused to start.)
 #[test]
 fn a_replica_restarts_from_a_compacted_log() {
-    within(LIMIT, || {
-        let mut cfg = config(1, 3, Duration::from_secs(2), false);
+    restart_from_compacted_log(Protocol::Raft);
+}
+
+fn restart_from_compacted_log(protocol: Protocol) {
+    within(LIMIT, move || {
+        let mut cfg = config_on(protocol, 1, 3, Duration::from_secs(2), false);
         cfg.durability = mako_logstore::Durability::Buffered;
         cfg.compact_after_entries = Some(50);
         let mut c = Cluster::start(cfg).expect("setup: cluster");
@@ -1377,4 +1410,34 @@ fn a_replica_restarts_from_a_compacted_log() {
         }
         v.finish();
     });
+}
+
+/// The same failover claims with every group on Multi-Paxos.
+mod paxos {
+    use super::*;
+
+    #[test]
+    fn bounce_without_crash_never_releases_an_unreplicated_piece() {
+        bounce_without_crash(Protocol::Paxos);
+    }
+
+    #[test]
+    fn leader_crash_under_cross_shard_bank_load() {
+        leader_crash_bank(Protocol::Paxos);
+    }
+
+    #[test]
+    fn meta_leader_crash_during_an_epoch_change() {
+        meta_leader_crash(Protocol::Paxos);
+    }
+
+    #[test]
+    fn a_crashed_leader_restarts_from_its_data_directory() {
+        leader_restarts_from_disk(Protocol::Paxos);
+    }
+
+    #[test]
+    fn a_replica_restarts_from_a_compacted_log() {
+        restart_from_compacted_log(Protocol::Paxos);
+    }
 }

@@ -13,7 +13,7 @@ use mako_commitlog::{Batch, Entry, Piece, Write};
 use mako_replication::{ApplyCtx, ApplyStatus, PendingQueue, QueuedEntry, Role};
 use mako_server::msg::Msg;
 use mako_server::snapshot::{SnapshotError, testing};
-use mako_server::{Cluster, ClusterConfig, ControlFaults, Fate, Site};
+use mako_server::{Cluster, ClusterConfig, ControlFaults, Fate, Protocol, Site};
 use mako_storage::table_id_for;
 use mako_watermark::stream_id;
 
@@ -91,8 +91,9 @@ fn lagging_behind_compaction(leader: &Site, lagging: &Site) -> bool {
     })
 }
 
-fn config(shards: u32, compact: u64) -> ClusterConfig {
+fn config_on(protocol: Protocol, shards: u32, compact: u64) -> ClusterConfig {
     ClusterConfig {
+        protocol,
         preferred_leader: false,
         compact_after_entries: Some(compact),
         ..common::config(shards, 3, Duration::from_secs(5))
@@ -114,8 +115,12 @@ fn missing(site: &Site, leader: &Site, keys: std::ops::Range<u64>) -> usize {
 /// leader, is then made leader and serves those keys and new writes.
 #[test]
 fn lagging_replica_caught_up_by_snapshot_has_every_key_and_can_lead() {
+    lagging_caught_up(Protocol::Raft);
+}
+
+fn lagging_caught_up(protocol: Protocol) {
     const KEYS: u64 = 12_000;
-    let c = Cluster::start(config(1, COMPACT)).expect("cluster");
+    let c = Cluster::start(config_on(protocol, 1, COMPACT)).expect("cluster");
     let leader = Arc::clone(&c.sites[0][0]);
     let lagging = Arc::clone(&c.sites[0][2]);
     load(&c, 0, None, 0..100, 0);
@@ -175,9 +180,13 @@ fn lagging_replica_caught_up_by_snapshot_has_every_key_and_can_lead() {
 /// the watermarks flow again its store equals its leader's (nothing queued was lost).
 #[test]
 fn follower_with_queued_pieces_caught_up_by_snapshot_ends_equal_to_its_leader() {
+    queued_pieces_caught_up(Protocol::Raft);
+}
+
+fn queued_pieces_caught_up(protocol: Protocol) {
     let follower = Cluster::node_id(3, 0, 2);
     let hold = Arc::new(AtomicBool::new(true));
-    let mut cfg = config(2, COMPACT);
+    let mut cfg = config_on(protocol, 2, COMPACT);
     let h = Arc::clone(&hold);
     cfg.control_faults = Some(ControlFaults(Arc::new(move |_, dest, m| match m {
         Msg::Watermark { shard: 1, .. } if dest == follower && h.load(Ordering::Relaxed) => {
@@ -373,4 +382,19 @@ fn malformed_snapshots_are_refused_without_changing_state() {
     assert_eq!(get(&b, "k0"), None);
     assert_eq!(get(&b, "k1").as_deref(), Some(&b"new"[..]));
     assert!(b.first_difference(&a).is_none());
+}
+
+/// Catch-up by snapshot with every group on Multi-Paxos.
+mod paxos {
+    use super::*;
+
+    #[test]
+    fn lagging_replica_caught_up_by_snapshot_has_every_key_and_can_lead() {
+        lagging_caught_up(Protocol::Paxos);
+    }
+
+    #[test]
+    fn follower_with_queued_pieces_caught_up_by_snapshot_ends_equal_to_its_leader() {
+        queued_pieces_caught_up(Protocol::Paxos);
+    }
 }
