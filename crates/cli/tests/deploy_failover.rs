@@ -58,7 +58,19 @@ fn pick(rng: &mut Rng) -> (String, String, i64) {
 
 #[test]
 fn bank_transfers_survive_leader_kills() {
-    let mut c = Cluster::start(&LocalTopology::new(2, 3));
+    bank_under_kills(LocalTopology::new(2, 3));
+}
+
+/// The same with every group on Multi-Paxos (`replication: paxos` in the config).
+#[test]
+fn bank_transfers_survive_leader_kills_with_paxos() {
+    let mut topo = LocalTopology::new(2, 3);
+    topo.extra.push_str("replication: paxos\n");
+    bank_under_kills(topo);
+}
+
+fn bank_under_kills(topo: LocalTopology) {
+    let mut c = Cluster::start(&topo);
     let cfg = c.cfg();
     let shards_of = {
         let cfg = Arc::clone(&cfg);
