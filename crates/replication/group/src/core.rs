@@ -54,8 +54,12 @@ pub struct OutMsg {
 pub struct PersistJob {
     /// Sequence number; completions are reported with [`Core::on_persisted`] in this order.
     pub number: u64,
-    /// Entries to write (writing index `i` replaces the log from `i` on).
+    /// Entries to write (writing index `i` replaces the log from `i` on, unless
+    /// `keep_later`).
     pub entries: Vec<LogEntry>,
+    /// The entries replace only the log's entries at their own indexes; later entries stay
+    /// (a Multi-Paxos acceptor overwriting slots keeps every later accepted one).
+    pub keep_later: bool,
     /// New hard state, if it changed.
     pub hard_state: Option<HardState>,
     /// A snapshot to keep: installed from a peer (`snapshot_installed`, it replaces the

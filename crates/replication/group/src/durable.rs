@@ -31,6 +31,7 @@ pub fn group_write(shard: u32, job: &PersistJob) -> GroupWrite {
     GroupWrite {
         group: shard,
         entries: job.entries.clone(),
+        keep_later: job.keep_later,
         hard_state: job.hard_state,
         snapshot: meta.filter(|_| job.snapshot_installed),
         snapshot_point: meta.filter(|_| !job.snapshot_installed),

@@ -695,9 +695,10 @@ impl<C: Core> Driver<C> {
         let after = std::mem::take(&mut job.after);
         // One log-store write never spans segments: a job larger than that goes as several
         // writes, entries first, the rest last. A crash between them keeps a prefix of the
-        // job's entries and loses the entries it overwrote from the first part on: Raft
-        // tolerates that (they were never acknowledged as part of this job); a core for which
-        // that is unsafe keeps such jobs small enough for one write.
+        // job's entries: with Raft's truncating writes it loses the entries the job
+        // overwrote from its first write on (never acknowledged as part of this job, which
+        // Raft tolerates); with `keep_later` (Multi-Paxos) every write replaces only its own
+        // slots, so each slot holds its old or its new value, never nothing.
         let limit = (self.log.max_write_bytes() as usize / 2).max(1);
         let mut parts: Vec<Vec<_>> = Vec::new();
         let mut size = 0usize;
@@ -719,6 +720,7 @@ impl<C: Core> Driver<C> {
             let head = PersistJob {
                 number,
                 entries: part,
+                keep_later: job.keep_later,
                 snapshot: if installed { job.snapshot.take() } else { None },
                 snapshot_installed: installed,
                 ..PersistJob::default()

@@ -45,6 +45,7 @@
 //! | 3 snapshot installed | `index u64, term u64` (discards the group's entries) |
 //! | 4 compact | `compact_to u64` |
 //! | 5 snapshot point | `index u64, term u64` (a local snapshot, or a checkpoint's copy: keeps later entries) |
+//! | 6 entries in place | as 1, but the entries replace only their own indexes: later entries stay (Multi-Paxos acceptance) |
 //!
 //! A zero `len` (or too little room for a record header) ends the segment's data; every
 //! byte after it is zero. A `len` running past the end of the file, a checksum mismatch, a
@@ -113,6 +114,8 @@ pub const KIND_SNAPSHOT: u8 = 3;
 pub const KIND_COMPACT: u8 = 4;
 /// Kind: a checkpoint's copy of the snapshot point (does not discard entries).
 pub const KIND_SNAPSHOT_POINT: u8 = 5;
+/// Record kind: entries that replace only their own indexes (later entries stay).
+pub const KIND_ENTRIES_IN_PLACE: u8 = 6;
 
 /// Encoded size of a hard-state record.
 pub const HARD_STATE_RECORD_LEN: usize = RECORD_PREFIX_LEN + KIND_GROUP_LEN + 24;
@@ -250,12 +253,18 @@ impl<'a> RecordWriter<'a> {
         self.buf.extend_from_slice(&group.to_le_bytes());
     }
 
-    /// Appends an entries record (`entries` must be non-empty and contiguous).
-    pub fn entries(&mut self, group: u32, entries: &[LogEntry]) {
+    /// Appends an entries record (`entries` must be non-empty and contiguous); with
+    /// `keep_later` the entries replace only their own indexes.
+    pub fn entries(&mut self, group: u32, entries: &[LogEntry], keep_later: bool) {
         let Some(first) = entries.first() else {
             return;
         };
-        self.begin(KIND_ENTRIES, group);
+        let kind = if keep_later {
+            KIND_ENTRIES_IN_PLACE
+        } else {
+            KIND_ENTRIES
+        };
+        self.begin(kind, group);
         self.buf.extend_from_slice(&first.index.to_le_bytes());
         self.buf
             .extend_from_slice(&(entries.len() as u32).to_le_bytes());
@@ -300,7 +309,7 @@ impl<'a> RecordWriter<'a> {
         if let Some(s) = w.snapshot {
             self.snapshot(w.group, s);
         }
-        self.entries(w.group, &w.entries);
+        self.entries(w.group, &w.entries, w.keep_later);
         if let Some(hs) = w.hard_state {
             self.hard_state(w.group, hs);
         }
@@ -352,6 +361,8 @@ pub enum Record {
         first: u64,
         /// The entries (payloads copied out of the segment buffer).
         entries: Vec<LogEntry>,
+        /// Whether later entries stay (kind 6) rather than being discarded (kind 1).
+        keep_later: bool,
     },
     /// A hard state.
     HardState {
@@ -469,7 +480,7 @@ pub fn decode_record(seg: &[u8], off: usize) -> Result<Decoded, String> {
     let group = le_u32(&body[1..5]);
     let mut r = Body { b: body, pos: 5 };
     let record = match kind & !END_OF_WRITE {
-        KIND_ENTRIES => {
+        k @ (KIND_ENTRIES | KIND_ENTRIES_IN_PLACE) => {
             let first = r.u64()?;
             let count = r.u32()? as usize;
             // Each entry needs at least 12 bytes: bound the allocation by what is there.
@@ -491,6 +502,7 @@ pub fn decode_record(seg: &[u8], off: usize) -> Result<Decoded, String> {
                 group,
                 first,
                 entries,
+                keep_later: k == KIND_ENTRIES_IN_PLACE,
             }
         }
         KIND_HARD_STATE => Record::HardState {
@@ -575,6 +587,7 @@ mod tests {
             snapshot: Some(SnapshotMeta { index: 4, term: 1 }),
             snapshot_point: None,
             compact_to: Some(3),
+            keep_later: false,
         };
         let mut rw = RecordWriter::new(&mut buf);
         rw.group_write(&w);
@@ -609,7 +622,8 @@ mod tests {
             Record::Entries {
                 group: 7,
                 first: 5,
-                entries: w.entries.clone()
+                entries: w.entries.clone(),
+                keep_later: false,
             }
         );
         // Any single flipped byte is detected (torn) or, at worst, reported as malformed.

@@ -587,12 +587,18 @@ fn apply(groups: &mut BTreeMap<u32, ReplayGroup>, info: &mut SegmentInfo, r: Rec
             group,
             first,
             entries,
+            keep_later,
         } => {
             if let Some(last) = entries.last() {
                 let m = info.max_index.entry(group).or_insert(last.index);
                 *m = (*m).max(last.index);
             }
-            groups.entry(group).or_default().append(first, entries);
+            let g = groups.entry(group).or_default();
+            if keep_later {
+                g.replace(first, entries);
+            } else {
+                g.append(first, entries);
+            }
         }
         Record::HardState { group, hs } => groups.entry(group).or_default().set_hard_state(hs),
         Record::Snapshot { group, meta } => groups.entry(group).or_default().install_snapshot(meta),

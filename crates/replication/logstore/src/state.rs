@@ -71,6 +71,44 @@ impl ReplayGroup {
             .extend(new.into_iter().filter(|e| e.index >= floor));
     }
 
+    /// Applies an in-place entries record starting at `first`: the new entries replace the
+    /// existing ones at their indexes and the later entries stay if they continue them
+    /// without a gap; existing entries below `first` stay only if they reach up to it
+    /// without a gap (as for [`Self::append`]).
+    pub fn replace(&mut self, first: u64, new: Vec<LogEntry>) {
+        let Some(end) = new.last().map(|e| e.index) else {
+            return;
+        };
+        let contiguous = self
+            .entries
+            .back()
+            .is_some_and(|l| l.index.saturating_add(1) >= first);
+        let later: Vec<LogEntry> = if contiguous
+            && self
+                .entries
+                .iter()
+                .any(|e| e.index == end.saturating_add(1))
+        {
+            self.entries
+                .iter()
+                .filter(|e| e.index > end)
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if contiguous {
+            while self.entries.back().is_some_and(|e| e.index >= first) {
+                self.entries.pop_back();
+            }
+        } else {
+            self.entries.clear();
+        }
+        self.entries.extend(new);
+        self.entries.extend(later);
+        self.trim_front();
+    }
+
     /// Applies a hard-state record.
     pub fn set_hard_state(&mut self, hs: HardState) {
         self.meta.hard_state = hs;
@@ -112,7 +150,11 @@ impl ReplayGroup {
             self.install_snapshot(s);
         }
         if let Some(first) = w.entries.first() {
-            self.append(first.index, w.entries.iter().cloned());
+            if w.keep_later {
+                self.replace(first.index, w.entries.clone());
+            } else {
+                self.append(first.index, w.entries.iter().cloned());
+            }
         }
         if let Some(hs) = w.hard_state {
             self.set_hard_state(hs);

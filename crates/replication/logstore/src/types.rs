@@ -53,8 +53,13 @@ pub struct SnapshotMeta {
 pub struct GroupWrite {
     /// Replication group (shard) id.
     pub group: u32,
-    /// Contiguous entries; writing index `i` discards the group's entries `>= i` (Raft overwrite).
+    /// Contiguous entries; writing index `i` discards the group's entries `>= i` (Raft
+    /// overwrite), unless `keep_later` is set.
     pub entries: Vec<LogEntry>,
+    /// The entries replace only the group's entries at their own indexes; later entries
+    /// stay (a Multi-Paxos acceptor overwriting some slots keeps every later accepted one).
+    /// Each write of a job split over several writes stays safe on its own.
+    pub keep_later: bool,
     /// New hard state, replacing the previous one.
     pub hard_state: Option<HardState>,
     /// Installs a snapshot: the group's existing entries are all dropped (the snapshot

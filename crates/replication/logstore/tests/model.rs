@@ -31,12 +31,25 @@ impl Model {
             let i = first.index;
             // Keep existing entries below i only if they reach up to i - 1 without a gap.
             let contiguous = g.entries.last().is_some_and(|l| l.index + 1 >= i);
+            // In place: the entries after the written ones stay if they continue them.
+            let end = w.entries.last().map_or(i, |e| e.index);
+            let later: Vec<LogEntry> =
+                if w.keep_later && contiguous && g.entries.iter().any(|e| e.index == end + 1) {
+                    g.entries
+                        .iter()
+                        .filter(|e| e.index > end)
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
             if contiguous {
                 g.entries.retain(|e| e.index < i);
             } else {
                 g.entries.clear();
             }
             g.entries.extend(w.entries.iter().cloned());
+            g.entries.extend(later);
         }
         if let Some(hs) = w.hard_state {
             g.hard_state = hs;
@@ -76,6 +89,7 @@ struct Spec {
     snapshot_lag: Option<u64>,
     point_lag: Option<u64>,
     compact_lag: Option<u64>,
+    keep_later: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +134,7 @@ impl Model {
                 term: s.term,
             }),
             compact_to: s.compact_lag.map(|lag| top.saturating_sub(lag)),
+            keep_later: s.keep_later,
         }
     }
 }
@@ -141,9 +156,10 @@ fn spec() -> impl Strategy<Value = Spec> {
         proptest::option::weighted(0.05, 0u64..8),
         proptest::option::weighted(0.1, 0u64..8),
         proptest::option::weighted(0.3, 0u64..12),
+        proptest::bool::weighted(0.3),
     )
         .prop_map(
-            |(group, at, n, term, plen, hard_state, snapshot_lag, point_lag, compact_lag)| Spec {
+            |(
                 group,
                 at,
                 n,
@@ -153,6 +169,18 @@ fn spec() -> impl Strategy<Value = Spec> {
                 snapshot_lag,
                 point_lag,
                 compact_lag,
+                keep_later,
+            )| Spec {
+                group,
+                at,
+                n,
+                term,
+                plen,
+                hard_state,
+                snapshot_lag,
+                point_lag,
+                compact_lag,
+                keep_later,
             },
         )
 }

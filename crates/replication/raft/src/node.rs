@@ -95,6 +95,7 @@ impl ReadyJob {
                     payload: e.data,
                 })
                 .collect(),
+            keep_later: false,
             hard_state: self.hard_state.map(|h| mako_group::HardState {
                 term: h.term,
                 vote: h.vote,
