@@ -1135,14 +1135,14 @@ impl PaxosNode {
         {
             p.inflight.pop_front();
         }
-        if gap || matched < end {
-            if p.next > p.matched + 1 {
-                p.next = p.matched + 1;
-                p.inflight.clear();
-            }
-        } else {
-            p.next = p.next.max(p.matched + 1);
+        // The follower lacks our values after `matched` although nothing sent to it is
+        // unanswered (or this accept left a gap): send again from there. This also covers
+        // a follower that did not promise: its next slot starts past our log.
+        if (gap || matched < end || p.inflight.is_empty()) && p.next > p.matched + 1 {
+            p.next = p.matched + 1;
+            p.inflight.clear();
         }
+        p.next = p.next.max(p.matched + 1);
         if p.snapshot_sent.is_some() && self.snap.as_ref().is_some_and(|s| p.matched >= s.index) {
             p.snapshot_sent = None;
         }
