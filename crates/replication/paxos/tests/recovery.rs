@@ -1,0 +1,282 @@
+//! Paxos-specific scenarios, constructed message by message on the lab (no clock-driven
+//! elections): a value accepted by a minority is recovered by the next leader; an acceptor
+//! keeps the slots after an accept (or a chosen value is lost after two leader changes);
+//! a follower never commits a stale older-ballot value.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Packet, Sim};
+use mako_paxos::wire::{self, Msg};
+
+/// The decoded message of a whole (unchunked) packet.
+fn msg(p: &Packet) -> Option<Msg> {
+    if p.payload.first() != Some(&0) {
+        return None;
+    }
+    wire::decode(&p.payload.slice(1..)).ok()
+}
+
+fn is_accept_with_values(p: &Packet) -> bool {
+    matches!(msg(p), Some(Msg::Accept { ref values, .. }) if !values.is_empty())
+}
+
+/// A lab without clock-driven elections: nodes tick only when told, election timeouts are
+/// huge, persistence and network are instant, one value per accept.
+fn manual(n: usize, seed: u64) -> Sim {
+    let mut s = Sim::with_config(n, seed, |c| {
+        c.election_timeout_max_ms = 1_000_000 * common::HEARTBEAT_MS;
+        c.max_append_bytes = 1;
+    });
+    s.ticking = false;
+    s.max_persist_delay_ms = 0;
+    s
+}
+
+/// Lets the stable-leader window of the live replicas run out (the leader is gone).
+fn age(s: &mut Sim) {
+    let e = s.cfg.election_ticks().0;
+    for _ in 0..e {
+        for i in 0..s.n {
+            if s.alive(i) {
+                s.tick_node(i, 1);
+            }
+        }
+        s.settle();
+    }
+}
+
+/// Ticks replica `i` `k` times, settling the lab after each.
+fn tick_settle(s: &mut Sim, i: usize, k: usize) {
+    for _ in 0..k {
+        s.tick_node(i, 1);
+        s.settle();
+    }
+}
+
+fn elect(s: &mut Sim, i: usize) {
+    assert!(s.node_mut(i).campaign());
+    s.drive(i);
+    s.settle();
+    assert!(s.node(i).is_leader(), "node {} did not win", i + 1);
+}
+
+fn propose(s: &mut Sim, i: usize, v: &'static [u8]) {
+    s.node_mut(i).propose(Bytes::from_static(v)).unwrap();
+    s.drive(i);
+    s.settle();
+}
+
+fn value_at(s: &Sim, i: usize, slot: u64) -> Option<Bytes> {
+    s.node(i).entry(slot).map(|e| e.payload.clone())
+}
+
+/// The old leader sent `x` (slot 2) to `holders` only and died before making it durable
+/// itself; the new leader, `new`, holds no copy: it must recover `x` at slot 2.
+fn minority_value_is_recovered(n: usize, holders: &'static [usize], new: usize) {
+    let mut s = manual(n, 11);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    assert!(s.all_applied(1));
+    // Slot 2 reaches the holders only; the leader's own write never completes.
+    s.hold_persist.insert(0);
+    s.filter = Some(Box::new(move |p| {
+        !(p.from == 1 && is_accept_with_values(p) && !holders.contains(&((p.to - 1) as usize)))
+    }));
+    propose(&mut s, 0, b"x");
+    for &h in holders {
+        assert_eq!(value_at(&s, h, 2).as_deref(), Some(&b"x"[..]));
+    }
+    assert_eq!(value_at(&s, new, 2), None);
+    assert_eq!(s.node(0).commit_index(), 1, "x is not chosen");
+    s.crash(0);
+    s.hold_persist.clear();
+    s.filter = None;
+    age(&mut s);
+    elect(&mut s, new);
+    assert_eq!(
+        value_at(&s, new, 2).as_deref(),
+        Some(&b"x"[..]),
+        "recovered at its slot"
+    );
+    propose(&mut s, new, b"after");
+    s.start(0);
+    age(&mut s);
+    tick_settle(&mut s, new, 4);
+    for i in 0..n {
+        assert!(s.node(i).commit_index() >= 3, "node {} commit", i + 1);
+        assert_eq!(
+            value_at(&s, i, 2).as_deref(),
+            Some(&b"x"[..]),
+            "node {}",
+            i + 1
+        );
+        assert_eq!(
+            value_at(&s, i, 3).as_deref(),
+            Some(&b"after"[..]),
+            "node {}",
+            i + 1
+        );
+        let h: Vec<Bytes> = s.histories[i]
+            .lock()
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect();
+        assert_eq!(h, [&b"v1"[..], b"x", b"after"], "node {}", i + 1);
+    }
+    s.assert_safe();
+}
+
+#[test]
+fn a_value_accepted_by_one_of_three_is_recovered_by_the_next_leader() {
+    minority_value_is_recovered(3, &[1], 2);
+}
+
+#[test]
+fn a_value_accepted_by_two_of_five_is_recovered_by_the_next_leader() {
+    minority_value_is_recovered(5, &[1, 2], 4);
+}
+
+/// Five replicas A..E. A's slots 2 and 3 are accepted by A, B and C (chosen; A commits and
+/// applies them) but nobody else learns the commit. A dies; B takes over (recovering 2 and
+/// 3) and re-sends slot 2 to C, but not slot 3. B dies; D takes over with C and E. C must
+/// still hold slot 3 (its older-ballot value) for D to recover it: an acceptor that dropped
+/// the slots after an accept would lose the chosen value.
+#[test]
+fn an_accept_keeps_the_later_slots_so_a_chosen_value_survives_two_leader_changes() {
+    let mut s = manual(5, 12);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    assert!(s.all_applied(1));
+    // A's slots 2 and 3 go to B and C only.
+    s.filter = Some(Box::new(|p| {
+        !(p.from == 1 && is_accept_with_values(p) && p.to > 3)
+    }));
+    // Both accepts leave before any answer: they carry commit 1.
+    s.node_mut(0).propose(Bytes::from_static(b"x2")).unwrap();
+    s.node_mut(0).propose(Bytes::from_static(b"x3")).unwrap();
+    s.drive(0);
+    s.settle();
+    assert_eq!(s.node(0).commit_index(), 3, "x2 and x3 are chosen");
+    assert_eq!(s.node(0).applied_index(), 3);
+    assert_eq!(s.node(2).commit_index(), 1, "C does not know");
+    s.crash(0);
+    // B takes over; of its accepts only the one for slot 2 reaches C, none D or E.
+    s.filter = Some(Box::new(|p| match msg(p) {
+        Some(Msg::Accept {
+            first, ref values, ..
+        }) if p.from == 2 && !values.is_empty() => p.to == 3 && first == 2,
+        _ => true,
+    }));
+    age(&mut s);
+    elect(&mut s, 1);
+    assert_eq!(
+        s.node(2).entry(2).map(|e| e.term),
+        Some(s.node(1).ballot()),
+        "C took B's accept for slot 2"
+    );
+    assert_eq!(
+        value_at(&s, 2, 3).as_deref(),
+        Some(&b"x3"[..]),
+        "C keeps slot 3"
+    );
+    s.crash(1);
+    s.filter = None;
+    age(&mut s);
+    elect(&mut s, 3);
+    propose(&mut s, 3, b"v4");
+    tick_settle(&mut s, 3, 1);
+    for i in 2..5 {
+        assert_eq!(
+            value_at(&s, i, 2).as_deref(),
+            Some(&b"x2"[..]),
+            "node {}",
+            i + 1
+        );
+        assert_eq!(
+            value_at(&s, i, 3).as_deref(),
+            Some(&b"x3"[..]),
+            "node {}",
+            i + 1
+        );
+        assert!(s.node(i).commit_index() >= 4);
+    }
+    s.assert_safe();
+}
+
+/// C holds an older-ballot value at slot 2 that was never chosen; the new leader B
+/// committed other values at slots 2 and 3 without C. A heartbeat telling C "commit 3"
+/// must not make C commit (and apply) its stale slot 2.
+#[test]
+fn a_follower_does_not_commit_a_stale_older_ballot_value() {
+    let mut s = manual(3, 13);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    assert!(s.all_applied(1));
+    // A's slot 2 reaches C only, and A never makes it durable.
+    s.hold_persist.insert(0);
+    s.filter = Some(Box::new(|p| {
+        !(p.from == 1 && is_accept_with_values(p) && p.to != 3)
+    }));
+    propose(&mut s, 0, b"stale");
+    assert_eq!(value_at(&s, 2, 2).as_deref(), Some(&b"stale"[..]));
+    s.crash(0);
+    s.hold_persist.clear();
+    s.start(0);
+    // B takes over with A's promise only; C hears nothing from B.
+    s.filter = Some(Box::new(|p| p.from != 2 || p.to != 3));
+    age(&mut s);
+    elect(&mut s, 1);
+    propose(&mut s, 1, b"y2");
+    propose(&mut s, 1, b"y3");
+    assert_eq!(s.node(1).commit_index(), 3);
+    // Now C gets B's heartbeats (commit 3) but none of its values.
+    s.filter = Some(Box::new(|p| {
+        !(p.from == 2 && p.to == 3 && is_accept_with_values(p))
+    }));
+    tick_settle(&mut s, 1, 1);
+    assert_eq!(s.node(2).ballot(), s.node(1).ballot(), "C follows B");
+    assert_eq!(
+        s.node(2).commit_index(),
+        1,
+        "C must not commit its stale slot 2"
+    );
+    assert_eq!(s.node(2).applied_index(), 1);
+    s.filter = None;
+    tick_settle(&mut s, 1, 4);
+    assert_eq!(s.node(2).commit_index(), 3);
+    let h: Vec<Bytes> = s.histories[2]
+        .lock()
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect();
+    assert_eq!(h, [&b"v1"[..], b"y2", b"y3"]);
+    s.assert_safe();
+}
+
+/// A candidate behind a replica that committed more is refused (`Behind`) and backs off;
+/// the up-to-date replica wins.
+#[test]
+fn a_candidate_behind_a_committed_replica_backs_off() {
+    let mut s = manual(3, 14);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    // B learns commit 2, C stays at commit 1 (it gets slot 2 but no later commit).
+    propose(&mut s, 0, b"v2");
+    s.filter = Some(Box::new(|p| !(p.from == 1 && p.to == 3)));
+    tick_settle(&mut s, 0, 1);
+    assert_eq!(s.node(1).commit_index(), 2);
+    assert_eq!(s.node(2).commit_index(), 1);
+    s.crash(0);
+    s.filter = None;
+    age(&mut s);
+    assert!(s.node_mut(2).campaign());
+    s.drive(2);
+    s.settle();
+    assert!(!s.node(2).is_leader(), "C lacks a committed slot: refused");
+    elect(&mut s, 1);
+    s.assert_safe();
+}
