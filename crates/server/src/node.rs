@@ -56,7 +56,7 @@ impl Protocol {
         }
         match self {
             Protocol::Raft => start::<RaftNode>(host, cfg, snapshots),
-            Protocol::Paxos => Err(StartError::Core("Multi-Paxos is not built in yet".into())),
+            Protocol::Paxos => start::<mako_paxos::PaxosNode>(host, cfg, snapshots),
         }
     }
 }

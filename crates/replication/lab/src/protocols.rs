@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 use mako_group::LogEntry;
+use mako_group::chunk::Reassembler;
+use mako_paxos::PaxosNode;
 use mako_raft::{RaftNode, wire};
 use raft::eraftpb::MessageType;
 
@@ -69,5 +71,47 @@ impl LabCore for RaftNode {
                 })
                 .collect(),
         )
+    }
+}
+
+impl LabCore for PaxosNode {
+    fn propose(&mut self, entry: Bytes) -> bool {
+        PaxosNode::propose(self, entry).is_ok()
+    }
+
+    fn campaign(&mut self) -> bool {
+        PaxosNode::campaign(self)
+    }
+
+    fn first_index(&self) -> u64 {
+        PaxosNode::first_index(self)
+    }
+
+    fn last_index(&self) -> u64 {
+        PaxosNode::last_index(self)
+    }
+
+    fn snapshots_installed(&self) -> u64 {
+        self.stats().snapshots_installed
+    }
+
+    fn lease_acks(&self) -> u64 {
+        self.stats().lease_acks
+    }
+
+    fn is_request(payload: &Bytes) -> bool {
+        match Reassembler::default().push(0, payload) {
+            Ok(Some(body)) => mako_paxos::wire::decode(&body).map_or(true, |m| m.is_request()),
+            _ => true,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("unpersisted={} {:?}", self.unpersisted_jobs(), self.stats())
+    }
+
+    /// Multi-Paxos has no log matching property: slots are decided one by one.
+    fn matching_log(&self) -> Option<Vec<LogEntry>> {
+        None
     }
 }

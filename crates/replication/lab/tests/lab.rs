@@ -44,3 +44,7 @@ macro_rules! every_scenario {
 mod raft {
     every_scenario!(mako_raft::RaftNode);
 }
+
+mod paxos {
+    every_scenario!(mako_paxos::PaxosNode);
+}

@@ -1617,6 +1617,10 @@ impl PaxosNode {
         };
         let mut job = PersistJob {
             number: self.next_job,
+            // Slots are only ever replaced, never cut off: should the host split this job
+            // over several log writes, a crash between them leaves every slot with its old
+            // or its new value (a truncating write would lose the later accepted slots).
+            keep_later: true,
             ..PersistJob::default()
         };
         let mut first_written = None;
