@@ -13,9 +13,21 @@ fn role(d: &Deployment, site: &str) -> Option<String> {
 
 #[test]
 fn a_memory_replica_rejoins_as_a_non_voter_and_nothing_acknowledged_is_lost() {
+    memory_rejoin("");
+}
+
+/// The same with Multi-Paxos: the rejoining acceptor neither campaigns nor promises until it
+/// caught up.
+#[test]
+fn a_memory_replica_rejoins_with_paxos_and_nothing_acknowledged_is_lost() {
+    memory_rejoin("replication: paxos\n");
+}
+
+fn memory_rejoin(extra: &str) {
     let dir = tempfile::tempdir().unwrap();
     let mut topo = LocalTopology::new(1, 3);
     topo.durability = "memory".into();
+    topo.extra.push_str(extra);
     let file = topo.write(dir.path()).unwrap();
     let logs = dir.path().join("logs");
     let mut d = Deployment::start(
