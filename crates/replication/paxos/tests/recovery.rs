@@ -336,3 +336,34 @@ fn a_rejoining_replica_does_not_promise() {
     }
     s.assert_safe();
 }
+
+/// Every proposal ends exactly once: applied here as ours, or reported unapplied (here:
+/// overwritten by the next leader's value at its slot; refused on a follower).
+#[test]
+fn a_proposal_overwritten_by_the_next_leader_is_reported_once() {
+    let mut s = manual(3, 16);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    assert_eq!(s.node(0).stats().resolved, 1);
+    // A proposes p while cut off; B takes over and decides q at p's slot.
+    s.isolate(0);
+    propose(&mut s, 0, b"p");
+    age(&mut s);
+    elect(&mut s, 1);
+    propose(&mut s, 1, b"q");
+    s.heal();
+    tick_settle(&mut s, 1, 4);
+    let a = s.node(0);
+    assert_eq!(a.leader(), Some(2));
+    assert_eq!(value_at(&s, 0, 2).as_deref(), Some(&b"q"[..]));
+    assert_eq!(a.applied_index(), 2);
+    assert_eq!(a.unresolved_proposals(), 0);
+    assert_eq!(a.stats().resolved, 2, "v1 applied as ours, p reported");
+    assert_eq!(a.dispatcher().stats().unapplied, 1);
+    // A follower refuses and reports a submitted entry.
+    s.node_mut(0).propose_submitted(Bytes::from_static(b"late"));
+    assert_eq!(s.node(0).dispatcher().stats().unapplied, 2);
+    assert_eq!(s.node(0).stats().resolved, 3);
+    s.assert_safe();
+}
