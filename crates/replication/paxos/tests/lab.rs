@@ -384,3 +384,50 @@ fn whole_group_crashes_with_writes_in_flight_across_many_seeds() {
         assert_converged(&s);
     }
 }
+
+/// Memory durability: a crash loses the disk, the replica comes back rejoining. One replica
+/// at a time (memory durability survives the loss of a minority only, and a rejoining
+/// replica counts as lost until it has caught up).
+#[test]
+fn memory_mode_crashes_with_rejoin_across_many_seeds() {
+    let seeds: u64 = std::env::var("PAXOS_LAB_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
+        / 2;
+    for seed in 0..seeds.max(4) {
+        let n = 3 + 2 * (seed as usize % 2);
+        let mut s = Sim::new(n, 400 + seed);
+        s.lose_disk_on_crash = true;
+        s.net = common::NetConfig::unreliable();
+        for t in 0..4_000u64 {
+            let r: f64 = s.rng.random();
+            let settled = (0..n).all(|i| s.alive(i) && !s.node(i).rejoining());
+            if r < 0.02 {
+                let _ = s.propose();
+            } else if r < 0.022 && settled {
+                let i = s.rng.random_range(0..n);
+                s.crash(i);
+                s.start(i);
+            }
+            s.step();
+            if t % 500 == 0 {
+                s.assert_safe();
+            }
+        }
+        s.net = common::NetConfig::perfect();
+        wait_leader(&mut s);
+        let vs = commit_values(&mut s, 2);
+        let last = vs.last().cloned().unwrap();
+        assert!(
+            s.run_until(20_000, |s| (0..n)
+                .all(|i| s.histories[i].lock().iter().any(|(_, e)| *e == last))),
+            "seed {seed}: no convergence"
+        );
+        assert!(
+            (0..n).all(|i| !s.node(i).rejoining()),
+            "seed {seed}: still rejoining"
+        );
+        assert_converged(&s);
+    }
+}
