@@ -572,12 +572,12 @@ impl PaxosNode {
         let mut beats = Vec::new();
         if let State::Leader(l) = &mut self.state {
             for (&to, p) in l.progress.iter_mut() {
-                if let Some(sent) = p.snapshot_sent {
-                    if now.saturating_sub(sent) > snapshot_expiry {
-                        p.snapshot_sent = None;
-                    } else {
-                        continue;
-                    }
+                // An unanswered snapshot is sent again after a while (it may have been
+                // lost); meanwhile the follower still gets heartbeats.
+                if p.snapshot_sent
+                    .is_some_and(|sent| now.saturating_sub(sent) > snapshot_expiry)
+                {
+                    p.snapshot_sent = None;
                 }
                 if p.inflight
                     .front()

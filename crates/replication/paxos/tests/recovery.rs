@@ -280,3 +280,90 @@ fn a_candidate_behind_a_committed_replica_backs_off() {
     elect(&mut s, 1);
     s.assert_safe();
 }
+
+/// A replica that lost its disk (memory durability) and helped choose a value must not
+/// promise while rejoining: otherwise a candidate lacking the value could win with it and
+/// decide another value for the slot.
+#[test]
+fn a_rejoining_replica_does_not_promise() {
+    let mut s = manual(3, 15);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    // x is chosen by A and C; B never sees it.
+    s.filter = Some(Box::new(|p| {
+        !(p.from == 1 && p.to == 2 && is_accept_with_values(p))
+    }));
+    propose(&mut s, 0, b"x");
+    assert_eq!(s.node(0).commit_index(), 2);
+    // C loses its disk and comes back rejoining; then A dies (its disk survives).
+    s.lose_disk_on_crash = true;
+    s.crash(2);
+    s.start(2);
+    s.lose_disk_on_crash = false;
+    assert!(s.node(2).rejoining());
+    s.crash(0);
+    s.filter = None;
+    age(&mut s);
+    assert!(s.node_mut(1).campaign());
+    s.drive(1);
+    s.settle();
+    assert!(
+        !s.node(1).is_leader(),
+        "B won with the promise of a replica that forgot x"
+    );
+    assert!(s.node(2).stats().prepares_withheld > 0);
+    // A comes back: B, behind A's commit, cannot win; A wins with B's promise, C catches
+    // up and rejoins.
+    s.start(0);
+    age(&mut s);
+    assert!(s.node_mut(1).campaign());
+    s.drive(1);
+    s.settle();
+    assert!(!s.node(1).is_leader());
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v3");
+    tick_settle(&mut s, 0, 4);
+    assert!(!s.node(2).rejoining());
+    for i in 0..3 {
+        assert_eq!(
+            value_at(&s, i, 2).as_deref(),
+            Some(&b"x"[..]),
+            "node {}",
+            i + 1
+        );
+        assert_eq!(s.node(i).commit_index(), 3, "node {}", i + 1);
+    }
+    s.assert_safe();
+}
+
+/// Every proposal ends exactly once: applied here as ours, or reported unapplied (here:
+/// overwritten by the next leader's value at its slot; refused on a follower).
+#[test]
+fn a_proposal_overwritten_by_the_next_leader_is_reported_once() {
+    let mut s = manual(3, 16);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    assert_eq!(s.node(0).stats().resolved, 1);
+    // A proposes p while cut off; B takes over and decides q at p's slot.
+    s.isolate(0);
+    propose(&mut s, 0, b"p");
+    age(&mut s);
+    elect(&mut s, 1);
+    propose(&mut s, 1, b"q");
+    s.heal();
+    tick_settle(&mut s, 1, 4);
+    let a = s.node(0);
+    assert_eq!(a.leader(), Some(2));
+    assert_eq!(value_at(&s, 0, 2).as_deref(), Some(&b"q"[..]));
+    assert_eq!(a.applied_index(), 2);
+    assert_eq!(a.unresolved_proposals(), 0);
+    assert_eq!(a.stats().resolved, 2, "v1 applied as ours, p reported");
+    assert_eq!(a.dispatcher().stats().unapplied, 1);
+    // A follower refuses and reports a submitted entry.
+    s.node_mut(0).propose_submitted(Bytes::from_static(b"late"));
+    assert_eq!(s.node(0).dispatcher().stats().unapplied, 2);
+    assert_eq!(s.node(0).stats().resolved, 3);
+    s.assert_safe();
+}

@@ -571,6 +571,40 @@ impl Sim {
         (0..self.n).all(|i| !self.alive(i) || self.node(i).applied_index() >= index)
     }
 
+    /// Every slot committed anywhere holds its value on a majority of disks (or is covered
+    /// by their snapshots): what was acknowledged was durable, so a crash of everyone loses
+    /// nothing committed. Not for `memory` durability.
+    pub fn check_durable_majority(&mut self) {
+        let chosen = self.checker.lock().chosen.clone();
+        let majority = self.n / 2 + 1;
+        let disks: Vec<(u64, BTreeMap<u64, Bytes>)> = self
+            .disks
+            .iter()
+            .map(|d| match d.log.group(0) {
+                Some(g) => (
+                    g.snapshot.map_or(0, |m| m.index),
+                    g.entries
+                        .into_iter()
+                        .map(|e| (e.index, e.payload))
+                        .collect(),
+                ),
+                None => (0, BTreeMap::new()),
+            })
+            .collect();
+        let mut c = self.checker.lock();
+        for (slot, v) in chosen {
+            let held = disks
+                .iter()
+                .filter(|(snap, m)| slot <= *snap || m.get(&slot) == Some(&v))
+                .count();
+            if held < majority {
+                c.violations.push(format!(
+                    "committed slot {slot} is durable on {held} disks only"
+                ));
+            }
+        }
+    }
+
     pub fn violations(&self) -> Vec<String> {
         self.checker.lock().violations.clone()
     }
