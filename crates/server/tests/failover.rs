@@ -165,10 +165,17 @@ fn withhold_watermarks(hold: Arc<AtomicBool>, from_shard: u32, to: u64) -> Contr
 
 /// The leader is cut off and commits T1 speculatively (its piece can reach no follower), the
 /// followers elect a new leader, the old one reconnects and, by the preferred-leader hand-off,
-/// leads again with its clock and streams as they were. T1 must never be released and no
-/// follower may ever hold k1; T2, committed afterwards on the same worker, must be released and
-/// reach every replica. (Issue 10, first reproduction: before, T2's larger timestamp carried
-/// `W_0` past T1's and T1 was reported released.)
+/// leads again with its clock and streams as they were. With Raft, T1 must never be released
+/// and no follower may ever hold k1; T2, committed afterwards on the same worker, must be
+/// released and reach every replica. (Issue 10, first reproduction: before, T2's larger
+/// timestamp carried `W_0` past T1's and T1 was reported released.)
+///
+/// With Multi-Paxos the old leader's slot holding T1 may legitimately be chosen after all:
+/// when it takes over again, its own promise carries T1's value, and if no promiser holds a
+/// higher-ballot value for that slot (the interim leader's closing `NoOp` was not chosen
+/// there), T1 is recovered into the log before any `NoOp` closing its epoch, so it is durable
+/// and kept by `FVW`. What must hold then is that release and presence agree: T1 is released
+/// if and only if every replica holds k1, and a reader never sees k1 unless T1 is released.
 #[test]
 fn bounce_without_crash_never_releases_an_unreplicated_piece() {
     bounce_without_crash(Protocol::Raft);
@@ -196,7 +203,27 @@ fn bounce_without_crash(protocol: Protocol) {
             t1.info.vt
         );
 
+        // Raft never lets a value only the cut-off leader logged into the log; Paxos may
+        // recover it (see above), and then only the end state is judged.
+        let strict = protocol == Protocol::Raft;
         let check = |v: &mut Verdict, when: &str| {
+            if !strict && when != "at the end" {
+                return;
+            }
+            if !strict {
+                // Release and presence agree: released iff on every replica.
+                let released = t1.wait_release(Duration::from_secs(2)).is_ok();
+                let everywhere = eventually(Duration::from_secs(5), || {
+                    c.sites[0].iter().all(|s| stored(s, K1) == Some(val(1)))
+                });
+                let nowhere = followers.iter().all(|f| stored(f, K1).is_none());
+                eprintln!("T1 released {released}, on every replica {everywhere}");
+                v.check(if released { everywhere } else { nowhere }, || {
+                    let seen: Vec<_> = c.sites[0].iter().map(|s| stored(s, K1)).collect();
+                    format!("T1 released {released} but k1 per replica is {seen:?} {when}")
+                });
+                return;
+            }
             v.check(!t1.is_released(), || {
                 format!(
                     "T1 (never replicated, VT {:?}) reported released {when}",
@@ -252,13 +279,17 @@ fn bounce_without_crash(protocol: Protocol) {
             old.stream_stats()
         );
         check(&mut v, "after T2");
-        v.check(t1.wait_release(Duration::from_millis(500)).is_err(), || {
-            "waiting on T1 ended in a release".into()
-        });
-        // A reader on replica 0 is never released with T1's value (the discard rule hides it).
+        if strict {
+            v.check(t1.wait_release(Duration::from_millis(500)).is_err(), || {
+                "waiting on T1 ended in a release".into()
+            });
+        }
+        // A reader on replica 0 is never released with T1's value unless T1 was released (the
+        // discard rule hides it).
         if let Ok(mut r) = old.begin(1)
             && let Ok(Some(seen)) = r.get(0, 0, K1)
             && r.commit().is_ok()
+            && (strict || t1.wait_release(Duration::from_secs(2)).is_err())
         {
             v.fail(format!(
                 "a released read on replica 0 saw T1's unreplicated value {seen:?}"
@@ -1174,8 +1205,17 @@ fn leader_restarts_from_disk(protocol: Protocol) {
             tx.put(1, 0, &key, val(k)).map_err(|e| e.to_string())?;
             tx.commit().map(|_| ()).map_err(|e| e.to_string())
         };
+        // A loaded machine may move leadership during the setup: retry (the writes are
+        // idempotent) until a deadline.
+        let deadline = Instant::now() + LEADER_WAIT;
         for k in 0..50 {
-            cross(&c, k).expect("setup: released before the crash");
+            while let Err(e) = cross(&c, k) {
+                assert!(
+                    Instant::now() < deadline,
+                    "setup: no release before the crash: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         c.stop_replica(0, 0).expect("setup: crash shard 0's leader");
         let mut written = Vec::new();
