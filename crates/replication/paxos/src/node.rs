@@ -1125,6 +1125,15 @@ impl PaxosNode {
             }
         } else {
             self.rejoining_peers.remove(&from);
+            if gap && matched < p.matched {
+                // Its log ends before what it acknowledged under this ballot: it lost its
+                // state (a `memory` log restarted without rejoining). Count nothing of it
+                // and send again from what it holds. (A reordered older answer does the
+                // same harmlessly: the next answer restores the count.)
+                p.matched = matched;
+                p.next = matched + 1;
+                p.inflight.clear();
+            }
         }
         p.matched = p.matched.max(matched);
         p.lease = p.lease.max(lease);
