@@ -10,6 +10,7 @@
 //!   pipelining, compaction, lease, rejoin).
 //! * [`durable`]: persist jobs as log-store writes, snapshot files, and recovery of a
 //!   group's [`InitialState`] from the log store and the snapshot the log names.
+//! * [`lease`]: the leader-lease rounds both protocols keep (each argues its lease itself).
 //! * [`chunk`]: framing of large messages (snapshots) in chunks, reassembled within bounds.
 //! * [`host`]: the [`Host`] (one per replica process: transport inbox router, the shared
 //!   log store, snapshot files) and its [`Worker`]s (one thread per group, driving a
@@ -24,6 +25,7 @@ pub mod config;
 pub mod core;
 pub mod durable;
 pub mod host;
+pub mod lease;
 
 pub use config::{ConfigError, GroupConfig};
 pub use core::{

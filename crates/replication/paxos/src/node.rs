@@ -1290,7 +1290,7 @@ impl PaxosNode {
     }
 
     fn check_lease(&mut self) {
-        if !self.lease_allowed() || self.lease.ballot() != self.promised {
+        if !self.lease_allowed() || self.lease.term() != self.promised {
             return;
         }
         let State::Leader(l) = &self.state else {
@@ -1337,7 +1337,7 @@ impl PaxosNode {
     /// The stamp of the newest lease round a majority acknowledged, while this replica may
     /// hold a lease; `None` otherwise.
     pub fn lease_basis(&self) -> Option<u64> {
-        if !self.lease_allowed() || self.lease.ballot() != self.promised {
+        if !self.lease_allowed() || self.lease.term() != self.promised {
             return None;
         }
         self.lease.basis()

@@ -63,30 +63,17 @@
 //! * **`RaftNode::campaign`** on another replica (a test or manual-failover hook) starts a
 //!   campaign regardless of leases; it is not used on the serving path.
 
-use std::collections::VecDeque;
+use mako_group::lease::LeaseRounds;
 
 /// Context prefix of lease rounds' read-index requests.
 const CTX_PREFIX: &[u8] = b"mako-lease:";
 
-/// Lease rounds pending at most (a partitioned leader stops adding them).
-const MAX_ROUNDS: usize = 8;
-
-/// Lease rounds started per minimum election timeout while healthy.
-const ROUNDS_PER_TIMEOUT: u64 = 8;
-
-/// A leader's lease rounds and the newest one a quorum acknowledged.
+/// A Raft leader's lease rounds (acknowledged through read-index contexts) and its
+/// leadership-transfer guard.
 #[derive(Debug, Default)]
 pub(crate) struct LeaseState {
-    /// The term the rounds and the basis belong to.
-    term: u64,
-    /// Sequence number of the last round started.
-    seq: u64,
-    /// Rounds started and not yet acknowledged: (sequence, stamp), oldest first.
-    rounds: VecDeque<(u64, u64)>,
-    /// Stamp of the newest acknowledged round.
-    basis: Option<u64>,
-    /// Tick at which the last round started.
-    last_round_tick: Option<u64>,
+    /// The rounds, by term.
+    rounds: LeaseRounds,
     /// A term in which this replica sent `MsgTimeoutNow` (0: none): no lease in it.
     pub(crate) timeout_now_term: u64,
     /// Tick at which that `MsgTimeoutNow` was sent.
@@ -96,66 +83,45 @@ pub(crate) struct LeaseState {
 impl LeaseState {
     /// Forgets the lease and every pending round.
     pub(crate) fn drop_lease(&mut self) {
-        self.basis = None;
-        self.rounds.clear();
-        self.last_round_tick = None;
+        self.rounds.drop_lease();
     }
 
     /// Moves the state to `term`, dropping whatever belonged to an earlier one.
     pub(crate) fn enter_term(&mut self, term: u64) {
-        if self.term != term {
-            self.term = term;
-            self.drop_lease();
-        }
+        self.rounds.enter(term);
     }
 
     /// The term the state belongs to.
     pub(crate) fn term(&self) -> u64 {
-        self.term
+        self.rounds.term()
     }
 
     /// The stamp of the newest acknowledged round.
     pub(crate) fn basis(&self) -> Option<u64> {
-        self.basis
+        self.rounds.basis()
     }
 
     /// Whether a new round is due at tick `now_tick` (minimum election timeout `election_ticks`).
     pub(crate) fn due(&self, now_tick: u64, election_ticks: u64) -> bool {
-        if self.rounds.len() >= MAX_ROUNDS {
-            return false;
-        }
-        let every = (election_ticks / ROUNDS_PER_TIMEOUT).max(1);
-        self.last_round_tick
-            .is_none_or(|t| now_tick.saturating_sub(t) >= every)
+        self.rounds.due(now_tick, election_ticks)
     }
 
     /// Starts a round stamped `stamp` at tick `now_tick`; returns its read-index context.
     pub(crate) fn start_round(&mut self, stamp: u64, now_tick: u64) -> Vec<u8> {
-        self.seq += 1;
-        self.rounds.push_back((self.seq, stamp));
-        self.last_round_tick = Some(now_tick);
+        let seq = self.rounds.start_round(stamp, now_tick);
         let mut ctx = Vec::with_capacity(CTX_PREFIX.len() + 8);
         ctx.extend_from_slice(CTX_PREFIX);
-        ctx.extend_from_slice(&self.seq.to_be_bytes());
+        ctx.extend_from_slice(&seq.to_be_bytes());
         ctx
     }
 
     /// A read state came back with `ctx`: if it names a pending round, that round and every
     /// older one are acknowledged and the basis moves to its stamp. Returns whether it did.
     pub(crate) fn acked(&mut self, ctx: &[u8]) -> bool {
-        let Some(seq) = ctx
-            .strip_prefix(CTX_PREFIX)
+        ctx.strip_prefix(CTX_PREFIX)
             .and_then(|s| <[u8; 8]>::try_from(s).ok())
             .map(u64::from_be_bytes)
-        else {
-            return false;
-        };
-        let Some(&(_, stamp)) = self.rounds.iter().find(|(s, _)| *s == seq) else {
-            return false;
-        };
-        self.rounds.retain(|(s, _)| *s > seq);
-        self.basis = Some(self.basis.map_or(stamp, |b| b.max(stamp)));
-        true
+            .is_some_and(|seq| self.rounds.acked(seq))
     }
 }
 
@@ -164,39 +130,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_ack_moves_the_basis_to_its_rounds_stamp_and_clears_older_rounds() {
+    fn read_contexts_name_rounds_and_foreign_contexts_ack_nothing() {
         let mut l = LeaseState::default();
         l.enter_term(3);
         let a = l.start_round(100, 1);
         let b = l.start_round(200, 2);
+        assert!(!l.acked(b"someone else's read"));
         assert!(l.acked(&b));
         assert_eq!(l.basis(), Some(200));
-        // The older round was acknowledged with it: a late read state for it changes nothing.
-        assert!(!l.acked(&a));
-        assert_eq!(l.basis(), Some(200));
-    }
-
-    #[test]
-    fn foreign_contexts_and_a_new_term_give_no_lease() {
-        let mut l = LeaseState::default();
-        l.enter_term(3);
-        let a = l.start_round(100, 1);
-        assert!(!l.acked(b"someone else's read"));
+        assert!(!l.acked(&a), "the older round was acknowledged with it");
         l.enter_term(4);
-        assert!(!l.acked(&a));
         assert_eq!(l.basis(), None);
-    }
-
-    #[test]
-    fn rounds_are_spaced_and_bounded() {
-        let mut l = LeaseState::default();
-        assert!(l.due(0, 80));
-        l.start_round(0, 0);
-        assert!(!l.due(5, 80));
-        assert!(l.due(10, 80));
-        for t in 1..MAX_ROUNDS as u64 {
-            l.start_round(t, 10 * t);
-        }
-        assert!(!l.due(1000, 80), "a partitioned leader stops adding rounds");
     }
 }
