@@ -305,6 +305,15 @@ impl PaxosNode {
         }
         let last = snap_index + log.len() as u64;
         let hs = init.hard_state;
+        // Taking an accept promises its ballot. The host may split a large persist job into
+        // several log writes, the hard state last: a crash between them leaves slots accepted
+        // under a ballot above the durable promise. Such a replica must not promise a lower
+        // ballot again, so its promise is at least every ballot its log was accepted under.
+        let promised = log
+            .iter()
+            .map(|e| e.term)
+            .chain(init.snapshot.as_ref().map(|s| s.term))
+            .fold(hs.term, u64::max);
         let commit = hs.commit.max(snap_index).min(last);
         let rejoin = if cfg.rejoin && cfg.peers.len() > 1 {
             tracing::info!(
@@ -321,7 +330,7 @@ impl PaxosNode {
         };
         let (min, _) = cfg.election_ticks();
         let majority = cfg.peers.len() / 2 + 1;
-        let mut rng = cfg.id ^ ((cfg.shard as u64) << 32) ^ hs.term.rotate_left(17);
+        let mut rng = cfg.id ^ ((cfg.shard as u64) << 32) ^ promised.rotate_left(17);
         splitmix(&mut rng);
         let mut node = PaxosNode {
             me,
@@ -329,7 +338,7 @@ impl PaxosNode {
             dispatcher,
             snapshots,
             reassembler: Reassembler::default(),
-            promised: hs.term,
+            promised,
             commit,
             log,
             first,
@@ -342,16 +351,17 @@ impl PaxosNode {
             rng,
             contact: None,
             // A replica restarted from a promise may have acknowledged a lease it forgot.
-            barred_until: if hs.term > 0 { min as u64 } else { 0 },
-            highest_seen: hs.term,
+            barred_until: if promised > 0 { min as u64 } else { 0 },
+            highest_seen: promised,
             run_end: commit,
-            run_ballot: hs.term,
+            run_ballot: promised,
             applied: snap_index,
             durable: last,
-            durable_promised: hs.term,
+            durable_promised: promised,
             next_job: 1,
             dirty_from: None,
-            hs_dirty: false,
+            // A promise raised from the log is written back.
+            hs_dirty: promised > hs.term,
             new_snapshot: None,
             new_compact: None,
             out: Vec::new(),
