@@ -851,7 +851,7 @@ impl PaxosNode {
                 gap,
                 rejoining,
             } => self.on_accepted(from, ballot, end, matched, lease, gap, rejoining),
-            Msg::TimeoutNow { ballot } => self.on_timeout_now(from, ballot),
+            Msg::TimeoutNow { ballot, commit } => self.on_timeout_now(from, ballot, commit),
             Msg::Snapshot {
                 ballot,
                 index,
@@ -1169,10 +1169,15 @@ impl PaxosNode {
         self.check_lease();
     }
 
-    fn on_timeout_now(&mut self, from: NodeId, ballot: u64) {
+    fn on_timeout_now(&mut self, from: NodeId, ballot: u64, commit: u64) {
         if ballot != self.promised || self.leader != Some(from) {
             return;
         }
+        // The leader sends this once we hold its whole log; its commit index may not have
+        // reached us yet. Learn it (as from an accept: only over the run of this ballot's
+        // values), or our prepare names an older commit and every replica that knows the
+        // newer one, the old leader included, answers `Behind`.
+        self.set_commit(commit.min(self.run_end));
         tracing::info!(
             shard = self.cfg.shard,
             id = self.cfg.id,
@@ -1420,7 +1425,8 @@ impl PaxosNode {
             if let Some(t) = self.transfer.as_mut() {
                 t.sent = true;
             }
-            self.send(to, &Msg::TimeoutNow { ballot }, false);
+            let commit = self.commit;
+            self.send(to, &Msg::TimeoutNow { ballot, commit }, false);
         }
     }
 

@@ -108,6 +108,9 @@ pub enum Msg {
     TimeoutNow {
         /// The leader's ballot.
         ballot: u64,
+        /// The leader's commit index (the target holds every slot up to it under `ballot`,
+        /// but may not have learned it yet: its prepare must not name an older commit).
+        commit: u64,
     },
     /// The leader's snapshot, for a follower whose next slot is compacted away.
     Snapshot {
@@ -132,7 +135,7 @@ impl Msg {
             | Msg::Rejected { ballot, .. }
             | Msg::Accept { ballot, .. }
             | Msg::Accepted { ballot, .. }
-            | Msg::TimeoutNow { ballot }
+            | Msg::TimeoutNow { ballot, .. }
             | Msg::Snapshot { ballot, .. } => *ballot,
         }
     }
@@ -267,9 +270,10 @@ pub fn encode_body(m: &Msg, v: &mut Vec<u8>) {
             v.put_u64_le(*lease);
             v.push(u8::from(*gap) | (u8::from(*rejoining) << 1));
         }
-        Msg::TimeoutNow { ballot } => {
+        Msg::TimeoutNow { ballot, commit } => {
             v.push(TIMEOUT_NOW);
             v.put_u64_le(*ballot);
+            v.put_u64_le(*commit);
         }
         Msg::Snapshot {
             ballot,
@@ -474,6 +478,7 @@ pub fn decode(body: &Bytes) -> Result<Msg, DecodeError> {
         }
         TIMEOUT_NOW => Msg::TimeoutNow {
             ballot: r.ballot()?,
+            commit: r.slot("commit")?,
         },
         SNAPSHOT => {
             let ballot = r.ballot()?;
@@ -546,7 +551,10 @@ mod tests {
                 gap: false,
                 rejoining: true,
             },
-            Msg::TimeoutNow { ballot: b },
+            Msg::TimeoutNow {
+                ballot: b,
+                commit: 12,
+            },
             Msg::Snapshot {
                 ballot: b,
                 index: 40,
@@ -599,7 +607,13 @@ mod tests {
         );
         assert_eq!(decode(&Bytes::from(v)), Err(DecodeError::Field("values")));
         let mut v = Vec::new();
-        encode_body(&Msg::TimeoutNow { ballot: 5 }, &mut v);
+        encode_body(
+            &Msg::TimeoutNow {
+                ballot: 5,
+                commit: 0,
+            },
+            &mut v,
+        );
         assert_eq!(decode(&Bytes::from(v)), Err(DecodeError::Field("ballot")));
         // A huge claimed count with no bytes behind it allocates nothing.
         let mut v = vec![VERSION, ACCEPT];

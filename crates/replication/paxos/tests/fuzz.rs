@@ -199,7 +199,10 @@ fn structured(rng: &mut SmallRng, view: &View) -> Msg {
         },
         _ => {
             if rng.random() {
-                Msg::TimeoutNow { ballot: b }
+                Msg::TimeoutNow {
+                    ballot: b,
+                    commit: num(rng, &around),
+                }
             } else {
                 Msg::Snapshot {
                     ballot: b,
@@ -448,6 +451,7 @@ fn malformed_payloads_are_typed_errors_and_change_nothing() {
     wire::encode_body(
         &Msg::TimeoutNow {
             ballot: wire::ballot(5, 7),
+            commit: 0,
         },
         &mut foreign,
     );
@@ -456,6 +460,7 @@ fn malformed_payloads_are_typed_errors_and_change_nothing() {
     wire::encode_body(
         &Msg::TimeoutNow {
             ballot: wire::ballot(5, 2),
+            commit: 0,
         },
         &mut forged,
     );

@@ -7,10 +7,55 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::{Packet, Sim};
 use mako_group::{GroupConfig, HardState, InitialState, LogEntry};
 use mako_paxos::PaxosNode;
 use mako_paxos::wire::{self, Msg};
 use mako_replication::ApplyDispatcher;
+
+/// The decoded message of a whole (unchunked) packet.
+fn msg(p: &Packet) -> Option<Msg> {
+    if p.payload.first() != Some(&0) {
+        return None;
+    }
+    wire::decode(&p.payload.slice(1..)).ok()
+}
+
+fn is_heartbeat(p: &Packet) -> bool {
+    matches!(msg(p), Some(Msg::Accept { ref values, .. }) if values.is_empty())
+}
+
+/// A lab without clock-driven elections: nodes tick only when told, election timeouts are
+/// huge, persistence and network are instant, one value per accept.
+fn manual(n: usize, seed: u64) -> Sim {
+    let mut s = Sim::with_config(n, seed, |c| {
+        c.election_timeout_max_ms = 1_000_000 * common::HEARTBEAT_MS;
+        c.max_append_bytes = 1;
+    });
+    s.ticking = false;
+    s.max_persist_delay_ms = 0;
+    s
+}
+
+fn tick_settle(s: &mut Sim, i: usize, k: usize) {
+    for _ in 0..k {
+        s.tick_node(i, 1);
+        s.settle();
+    }
+}
+
+fn elect(s: &mut Sim, i: usize) {
+    assert!(s.node_mut(i).campaign());
+    s.drive(i);
+    s.settle();
+    assert!(s.node(i).is_leader(), "node {} did not win", i + 1);
+}
+
+fn propose(s: &mut Sim, i: usize, v: &'static [u8]) {
+    s.node_mut(i).propose(Bytes::from_static(v)).unwrap();
+    s.drive(i);
+    s.settle();
+}
 
 /// Encodes a whole (unchunked) message as the transport carries it.
 fn payload(m: &Msg) -> Bytes {
@@ -39,6 +84,45 @@ fn drain(node: &mut PaxosNode) -> Vec<(u64, Msg)> {
         }
     }
     msgs
+}
+
+/// The leader hands over to a target that holds its whole log but has not yet learned the
+/// latest commit index (commit notifications ride on the next accept; `TimeoutNow` goes the
+/// moment the target's acknowledgement arrives). The target's prepare names its older commit,
+/// so the old leader and every follower that did learn it answered `Behind`: the transfer
+/// failed, and the old leader stepped down an election timeout later (no lease, no leader).
+#[test]
+fn a_transfer_to_a_target_that_lags_on_the_commit_index_succeeds() {
+    let mut s = manual(3, 21);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    propose(&mut s, 0, b"x");
+    assert_eq!(s.node(0).commit_index(), 2);
+    // C learns commit 2 from A's heartbeat, B does not (its heartbeats are lost).
+    s.filter = Some(Box::new(|p| !(p.from == 1 && p.to == 2 && is_heartbeat(p))));
+    tick_settle(&mut s, 0, 1);
+    assert_eq!(s.node(1).commit_index(), 1);
+    assert_eq!(s.node(2).commit_index(), 2);
+    assert_eq!(
+        s.node(1).entry(2).map(|e| e.payload.clone()).as_deref(),
+        Some(&b"x"[..])
+    );
+    s.node_mut(0).transfer_leader(2).unwrap();
+    s.drive(0);
+    s.settle();
+    assert!(
+        s.node(1).is_leader(),
+        "the transfer target did not take over"
+    );
+    s.filter = None;
+    propose(&mut s, 1, b"y");
+    tick_settle(&mut s, 1, 2);
+    for i in 0..3 {
+        assert_eq!(s.node(i).commit_index(), 3, "node {}", i + 1);
+        assert_eq!(s.node(i).leader(), Some(2), "node {}", i + 1);
+    }
+    s.assert_safe();
 }
 
 /// The host splits a persist job larger than a log write into several writes, entries first
