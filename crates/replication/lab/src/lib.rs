@@ -31,7 +31,8 @@ use bytes::Bytes;
 use mako_group::{Core, LogEntry};
 
 pub use cluster::{
-    Checker, Cluster, Disk, ELECTION_MS, HEARTBEAT_MS, History, HistorySnapshots, LabNode, ids,
+    Checker, Cluster, Disk, ELECTION_MS, Filter, HEARTBEAT_MS, History, HistorySnapshots, LabNode,
+    Packet, fast_timing, ids,
 };
 
 /// What the lab needs of a protocol core beyond [`Core`].
@@ -56,4 +57,12 @@ pub trait LabCore: Core {
     /// The in-memory log, if the protocol keeps Raft's log matching property (checked by
     /// [`Cluster::check_log_matching`]); `None` otherwise.
     fn matching_log(&self) -> Option<Vec<LogEntry>>;
+    /// The payload of the entry at `index` if the in-memory log holds it (for the check
+    /// that every replica's committed entries agree, no-ops included).
+    fn payload_at(&self, index: u64) -> Option<Bytes>;
+    /// The core's own consistency check, run after every step ([`Cluster`] records a
+    /// failure as a violation).
+    fn check_invariants(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
