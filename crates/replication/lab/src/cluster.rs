@@ -260,7 +260,7 @@ impl<C: LabCore> Cluster<C> {
         let id = i as NodeId + 1;
         let mut cfg = self.cfg_template.clone();
         cfg.id = id;
-        cfg.rejoin = self.rejoin_after_disk_loss && self.lose_disk_on_crash && self.wiped[i];
+        cfg.rejoin |= self.rejoin_after_disk_loss && self.lose_disk_on_crash && self.wiped[i];
         let d = Arc::new(ApplyDispatcher::discarding(0));
         let history = History::default();
         self.histories[i] = history.clone();

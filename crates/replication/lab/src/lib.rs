@@ -6,8 +6,12 @@
 //!   a response on the wire. Raft and Multi-Paxos implement it here.
 //! * [`Cluster`] drives `n` cores on one virtual clock with asynchronous persistence
 //!   (jobs reach the [`Disk`] only when they complete; a crash loses the rest) and checks
-//!   on every step that applied sequences are prefixes of one history, that no term or
-//!   ballot has two leaders, and that no replica's term goes back.
+//!   on every step that applied sequences are prefixes of one history, that every
+//!   replica's committed entries agree (no-ops included) and sit on a majority of disks,
+//!   that no term or ballot has two leaders, that no replica's term goes back, that no
+//!   replica refuses a peer's message, the core's own invariants, and (with leases) that no
+//!   replica leads while another's lease runs. It also runs message-by-message scenarios:
+//!   manual ticks, per-packet filters, held persist jobs, [`Cluster::settle`].
 //! * [`scenarios`] holds every lab scenario as a function generic over the core;
 //!   `tests/lab.rs` runs each for Raft and for Multi-Paxos.
 //!

@@ -513,6 +513,7 @@ pub fn preferred_leader<C: LabCore>() {
         "the preferred replica did not take over once caught up"
     );
     c.one(b"after", 5, true);
+    assert_eq!(c.leader(), Some(2), "the preferred replica keeps leading");
 }
 
 /// Seeds for the many-seed scenarios: `MAKO_LAB_SEEDS`, else `default`.
