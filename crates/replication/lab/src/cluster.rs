@@ -5,9 +5,16 @@
 //! is checked to be alone in its term (Raft) or ballot (Paxos), and terms never go
 //! backwards. Persistence is asynchronous: a persist job reaches the replica's [`Disk`]
 //! (the log store's own model, written through the worker's own conversion) only when it
-//! completes, some virtual milliseconds later, and a crash loses what had not.
+//! completes, some virtual milliseconds later, and a crash loses what had not. Every
+//! replica's committed log agrees slot by slot (no-ops included), every committed entry is
+//! on a majority of disks (unless a disk was lost), each core's own invariants hold, and no
+//! replica refuses a message a peer sent it.
+//!
+//! For scenarios built message by message (Paxos recovery, fuzz), replicas can tick only
+//! when told ([`Cluster::ticking`]), packets can be filtered ([`Cluster::filter`]), persist
+//! jobs held ([`Cluster::hold_persist`]) and the cluster settled ([`Cluster::settle`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +35,14 @@ use crate::LabCore;
 pub const HEARTBEAT_MS: u64 = 100;
 /// An election timeout's upper bound, for waits.
 pub const ELECTION_MS: u64 = 600;
+
+/// Ten times the lab's pace (heartbeat 10 ms, election 3 to 4 ticks), for long fault runs
+/// that want many elections per virtual second.
+pub fn fast_timing(cfg: &mut GroupConfig) {
+    cfg.heartbeat_interval_ms = HEARTBEAT_MS / 10;
+    cfg.election_timeout_min_ms = 3 * cfg.heartbeat_interval_ms;
+    cfg.election_timeout_max_ms = 4 * cfg.heartbeat_interval_ms;
+}
 
 /// What survives a crash: the log store's semantics (the same model recovery runs) and the
 /// snapshot files. Writes reach it only when their persist job completes.
@@ -105,8 +120,26 @@ pub struct Checker {
     pub committed: BTreeMap<u64, Bytes>,
     /// Leader seen for each term.
     pub leaders: BTreeMap<u64, NodeId>,
+    /// Committed log entries, index → payload (no-ops included), from every replica's log:
+    /// every replica's committed entries must agree with it.
+    pub chosen: BTreeMap<u64, Bytes>,
+    /// Safety violations seen (a step fails on the first).
     pub violations: Vec<String>,
 }
+
+/// A message on the simulated wire, as a [`Filter`] sees it.
+#[derive(Clone, Debug)]
+pub struct Packet {
+    /// Sender.
+    pub from: NodeId,
+    /// Addressee.
+    pub to: NodeId,
+    /// The encoded message (or chunk).
+    pub payload: Bytes,
+}
+
+/// Decides per packet sent: true lets it onto the network.
+pub type Filter = Box<dyn FnMut(&Packet) -> bool>;
 
 /// One live replica of the lab cluster.
 pub struct LabNode<C> {
@@ -120,6 +153,8 @@ pub struct LabNode<C> {
     pub follower_applies: Arc<Mutex<u64>>,
     /// Persist jobs at the disk, in order, with the virtual time each completes.
     pending: std::collections::VecDeque<(Duration, PersistJob)>,
+    /// Committed slots of this incarnation already checked against [`Checker::chosen`].
+    checked: u64,
 }
 
 /// `n` replicas of one group running protocol `C` on the simulated network.
@@ -148,8 +183,28 @@ pub struct Cluster<C: LabCore> {
     /// Per replica: the end (virtual ms) and term of the last lease it held, kept after a
     /// step-down or crash (the promise outlives the holder's knowledge of it).
     pub lease_ends: Vec<Option<(u64, u64)>>,
+    /// Lease bases observed (so a lease test is not vacuous).
+    pub lease_grants: u64,
+    /// Whether replicas tick on their own (false: only [`Cluster::tick_node`] ticks them).
+    pub ticking: bool,
+    /// Optional per-packet filter on every message sent (message-by-message scenarios).
+    pub filter: Option<Filter>,
+    /// Replicas whose persist jobs are held (never complete while listed).
+    pub hold_persist: BTreeSet<usize>,
+    /// Whether a replica restarted after losing its disk (see
+    /// [`Cluster::lose_disk_on_crash`]) rejoins ([`GroupConfig::rejoin`]).
+    pub rejoin_after_disk_loss: bool,
+    /// Per replica: whether it held a term before its disk was wiped (it then rejoins).
+    wiped: Vec<bool>,
+    /// Whether any disk was ever wiped: committed entries need no longer be on a majority.
+    disk_lost: bool,
+    /// Every how many virtual ms [`Cluster::check_durable_majority`] runs on its own (and
+    /// before every crash), while no disk was lost; 0: never on its own.
+    pub durable_check_every_ms: u64,
+    last_durable_check: Duration,
 }
 
+/// The replica ids of an `n`-replica group: 1..=n.
 pub fn ids(n: usize) -> Vec<NodeId> {
     (1..=n as u64).collect()
 }
@@ -184,6 +239,15 @@ impl<C: LabCore> Cluster<C> {
             leases: false,
             lease_acks: 0,
             lease_ends: vec![None; n],
+            lease_grants: 0,
+            ticking: true,
+            filter: None,
+            hold_persist: BTreeSet::new(),
+            rejoin_after_disk_loss: false,
+            wiped: vec![false; n],
+            disk_lost: false,
+            durable_check_every_ms: 10,
+            last_durable_check: Duration::ZERO,
         };
         for i in 0..n {
             c.start(i);
@@ -196,6 +260,7 @@ impl<C: LabCore> Cluster<C> {
         let id = i as NodeId + 1;
         let mut cfg = self.cfg_template.clone();
         cfg.id = id;
+        cfg.rejoin |= self.rejoin_after_disk_loss && self.lose_disk_on_crash && self.wiped[i];
         let d = Arc::new(ApplyDispatcher::discarding(0));
         let history = History::default();
         self.histories[i] = history.clone();
@@ -243,7 +308,8 @@ impl<C: LabCore> Cluster<C> {
         let node = <C as Core>::new(cfg, self.disks[i].initial(), d, Some(snaps))
             .expect("lab node starts");
         let (endpoint, inbox) = self.net.endpoint(id);
-        let period = Duration::from_millis(self.rng.random_range(HEARTBEAT_MS..2 * HEARTBEAT_MS));
+        let hb = self.cfg_template.heartbeat_interval_ms;
+        let period = Duration::from_millis(self.rng.random_range(hb..2 * hb));
         let next_tick = self.now + period;
         self.nodes[i] = Some(LabNode {
             node,
@@ -254,22 +320,30 @@ impl<C: LabCore> Cluster<C> {
             leader_applies,
             follower_applies,
             pending: Default::default(),
+            checked: 0,
         });
     }
 
     /// Crashes replica `i`: it stops; its disk stays (or is wiped in `memory` durability).
     pub fn crash(&mut self, i: usize) {
+        if !self.disk_lost && self.durable_check_every_ms > 0 {
+            self.check_durable_majority();
+        }
         // Jobs still at the disk are lost with the process.
+        let mut term = 0;
         if let Some(ln) = self.nodes[i].take() {
             self.lease_acks += ln.node.lease_acks();
+            term = ln.node.term();
         }
         self.net.crash(i as NodeId + 1);
         // Only a durable term must never go back: one still at the disk was never acted on.
         self.max_term[i] = self.disks[i].log.group(0).map_or(0, |g| g.hard_state.term);
         if self.lose_disk_on_crash {
             // A replica without a disk legitimately restarts from term 0.
+            self.wiped[i] |= term.max(self.max_term[i]) > 0;
             self.disks[i] = Disk::default();
             self.max_term[i] = 0;
+            self.disk_lost = true;
         }
     }
 
@@ -285,7 +359,9 @@ impl<C: LabCore> Cluster<C> {
         self.nodes[i].is_some()
     }
 
-    fn drive(&mut self, i: usize) {
+    /// Polls replica `i` until it has nothing more to say: messages go out, persist jobs
+    /// queue at its disk; then checks it.
+    pub fn drive(&mut self, i: usize) {
         loop {
             let Some(ln) = self.nodes[i].as_mut() else {
                 return;
@@ -317,6 +393,9 @@ impl<C: LabCore> Cluster<C> {
 
     /// Completes the persist jobs of replica `i` that are due.
     fn complete_due(&mut self, i: usize) {
+        if self.hold_persist.contains(&i) {
+            return;
+        }
         loop {
             let Some(ln) = self.nodes[i].as_mut() else {
                 return;
@@ -340,24 +419,56 @@ impl<C: LabCore> Cluster<C> {
         let Some(ln) = self.nodes[i].as_mut() else {
             return;
         };
-        {
-            for m in sent {
-                if C::is_request(&m.payload) {
-                    self.rpcs += 1;
-                }
-                let _ = ln.endpoint.send(Envelope {
-                    group: 0,
-                    from: id,
-                    to: m.to,
-                    payload: m.payload,
-                });
+        for m in sent {
+            if C::is_request(&m.payload) {
+                self.rpcs += 1;
             }
+            let p = Packet {
+                from: id,
+                to: m.to,
+                payload: m.payload,
+            };
+            if let Some(f) = self.filter.as_mut()
+                && !f(&p)
+            {
+                continue;
+            }
+            let _ = ln.endpoint.send(Envelope {
+                group: 0,
+                from: p.from,
+                to: p.to,
+                payload: p.payload,
+            });
         }
     }
 
-    /// Checks replica `i`'s term, leadership and log against what it had before.
+    /// Checks replica `i`'s term, leadership, invariants and committed log against what it
+    /// and the others had before.
     fn check_node(&mut self, i: usize) {
         let id = i as NodeId + 1;
+        if let Some(ln) = self.nodes[i].as_mut() {
+            let mut c = self.checker.lock();
+            if let Err(e) = ln.node.check_invariants() {
+                c.violations.push(format!("node {id}: {e}"));
+            }
+            let commit = ln.node.commit_index();
+            let from = ln.checked.max(ln.node.first_index().saturating_sub(1));
+            for slot in (from + 1)..=commit {
+                let Some(payload) = ln.node.payload_at(slot) else {
+                    break;
+                };
+                match c.chosen.get(&slot).cloned() {
+                    Some(v) if v != payload => c.violations.push(format!(
+                        "node {id} committed {payload:?} at index {slot}, others {v:?}"
+                    )),
+                    Some(_) => {}
+                    None => {
+                        c.chosen.insert(slot, payload);
+                    }
+                }
+                ln.checked = slot;
+            }
+        }
         if let Some(ln) = self.nodes[i].as_ref() {
             let durable_commit = self.disks[i].commit();
             if ln.node.last_index() < durable_commit {
@@ -386,6 +497,9 @@ impl<C: LabCore> Cluster<C> {
                 }
             }
         }
+        if self.leases {
+            self.check_leases();
+        }
     }
 
     /// Advances virtual time by one millisecond.
@@ -397,9 +511,15 @@ impl<C: LabCore> Cluster<C> {
                 continue;
             };
             while let Ok(env) = ln.inbox.try_recv() {
-                let _ = ln.node.step(env.from, &env.payload);
+                if let Err(e) = ln.node.step(env.from, &env.payload) {
+                    self.checker.lock().violations.push(format!(
+                        "node {} refused a message from {}: {e}",
+                        i + 1,
+                        env.from
+                    ));
+                }
             }
-            while self.now >= ln.next_tick {
+            while self.ticking && self.now >= ln.next_tick {
                 ln.node.tick();
                 if self.leases {
                     ln.node.renew_lease(self.now.as_millis() as u64);
@@ -409,11 +529,142 @@ impl<C: LabCore> Cluster<C> {
             self.drive(i);
             self.complete_due(i);
         }
-        if self.leases {
-            self.check_leases();
+        if !self.disk_lost
+            && self.durable_check_every_ms > 0
+            && self.now
+                >= self.last_durable_check + Duration::from_millis(self.durable_check_every_ms)
+        {
+            self.last_durable_check = self.now;
+            self.check_durable_majority();
         }
+        self.assert_safe();
+    }
+
+    /// Fails on any safety violation seen so far.
+    pub fn assert_safe(&self) {
         let v = &self.checker.lock().violations;
         assert!(v.is_empty(), "safety violations: {v:?}");
+    }
+
+    /// Every entry committed anywhere holds its payload on a majority of disks (or is
+    /// covered by their snapshots): what was acknowledged was durable, so a crash of every
+    /// replica loses nothing committed. Not for `memory` durability (a lost disk).
+    pub fn check_durable_majority(&mut self) {
+        let majority = self.n / 2 + 1;
+        let disks: Vec<(u64, BTreeMap<u64, Bytes>)> = self
+            .disks
+            .iter()
+            .map(|d| match d.log.group(0) {
+                Some(g) => (
+                    g.snapshot.map_or(0, |m| m.index),
+                    g.entries
+                        .into_iter()
+                        .map(|e| (e.index, e.payload))
+                        .collect(),
+                ),
+                None => (0, BTreeMap::new()),
+            })
+            .collect();
+        let mut c = self.checker.lock();
+        let mut violations = Vec::new();
+        for (slot, v) in &c.chosen {
+            let held = disks
+                .iter()
+                .filter(|(snap, m)| *slot <= *snap || m.get(slot) == Some(v))
+                .count();
+            if held < majority {
+                violations.push(format!(
+                    "committed index {slot} is durable on {held} disks only"
+                ));
+            }
+        }
+        c.violations.extend(violations);
+    }
+
+    /// Delivers everything in flight and completes every persist job not held, with no
+    /// ticks; fails if that does not end.
+    pub fn settle(&mut self) {
+        let was = self.ticking;
+        self.ticking = false;
+        for _ in 0..10_000 {
+            let next_job = (0..self.n)
+                .filter(|i| !self.hold_persist.contains(i))
+                .filter_map(|i| self.nodes[i].as_ref()?.pending.front().map(|j| j.0))
+                .min();
+            let Some(target) = self.net.next_delivery().into_iter().chain(next_job).min() else {
+                self.ticking = was;
+                return;
+            };
+            while self.now < target {
+                self.step();
+            }
+            self.step();
+        }
+        panic!("the lab did not settle");
+    }
+
+    /// Ticks replica `i` `n` times (message-by-message scenarios), driving it after each.
+    pub fn tick_node(&mut self, i: usize, n: usize) {
+        for _ in 0..n {
+            if let Some(ln) = self.nodes[i].as_mut() {
+                ln.node.tick();
+            }
+            self.drive(i);
+        }
+    }
+
+    /// Whether every live replica applied at least up to `index`.
+    pub fn all_applied(&self, index: u64) -> bool {
+        (0..self.n).all(|i| self.node(i).is_none_or(|n| n.applied_index() >= index))
+    }
+
+    /// The live leader of the highest term, if any.
+    pub fn leader(&self) -> Option<usize> {
+        self.leaders()
+            .into_iter()
+            .max_by_key(|&i| self.node(i).map_or(0, |n| n.term()))
+    }
+
+    /// Live replica `i` (panics if it is down).
+    pub fn live(&self, i: usize) -> &C {
+        self.node(i)
+            .unwrap_or_else(|| panic!("replica {} is down", i + 1))
+    }
+
+    /// Live replica `i`, mutably (panics if it is down).
+    pub fn live_mut(&mut self, i: usize) -> &mut C {
+        self.node_mut(i)
+            .unwrap_or_else(|| panic!("replica {} is down", i + 1))
+    }
+
+    /// Cuts replica `i` off in both directions (until [`Cluster::heal`] or [`Cluster::connect`]).
+    pub fn isolate(&mut self, i: usize) {
+        self.disconnect(i);
+    }
+
+    /// Removes every partition and disconnection.
+    pub fn heal(&mut self) {
+        self.net.heal();
+    }
+
+    /// Every live replica holds every committed entry up to its applied index (committed
+    /// entries are never lost), and no safety violation was seen.
+    pub fn assert_converged(&self) {
+        self.assert_safe();
+        let committed = self.checker.lock().committed.clone();
+        for i in 0..self.n {
+            let Some(n) = self.node(i) else { continue };
+            let upto = n.applied_index();
+            let mine: BTreeMap<u64, Bytes> = self.histories[i].lock().iter().cloned().collect();
+            for (idx, v) in committed.range(..=upto) {
+                assert_eq!(
+                    mine.get(idx),
+                    Some(v),
+                    "node {} lacks committed index {idx} (applied to {upto})",
+                    i + 1
+                );
+            }
+        }
     }
 
     /// The lease claim on the one virtual clock: until a lease's end no replica leads a
@@ -423,6 +674,7 @@ impl<C: LabCore> Cluster<C> {
         let dur = self.cfg_template.lease_duration().as_millis() as u64;
         let now = self.now.as_millis() as u64;
         let mut violations = Vec::new();
+        let mut grants = 0;
         for i in 0..self.n {
             let Some(node) = self.node(i) else { continue };
             match node.lease_basis() {
@@ -430,6 +682,7 @@ impl<C: LabCore> Cluster<C> {
                     violations.push(format!("node {} holds a lease but does not lead", i + 1));
                 }
                 Some(b) => {
+                    grants += 1;
                     let end = self.lease_ends[i]
                         .filter(|&(_, t)| t == node.term())
                         .map_or(b + dur, |(e, _)| e.max(b + dur));
@@ -463,6 +716,7 @@ impl<C: LabCore> Cluster<C> {
                 }
             }
         }
+        self.lease_grants += grants;
         self.checker.lock().violations.extend(violations);
     }
 

@@ -6,8 +6,12 @@
 //!   a response on the wire. Raft and Multi-Paxos implement it here.
 //! * [`Cluster`] drives `n` cores on one virtual clock with asynchronous persistence
 //!   (jobs reach the [`Disk`] only when they complete; a crash loses the rest) and checks
-//!   on every step that applied sequences are prefixes of one history, that no term or
-//!   ballot has two leaders, and that no replica's term goes back.
+//!   on every step that applied sequences are prefixes of one history, that every
+//!   replica's committed entries agree (no-ops included) and sit on a majority of disks,
+//!   that no term or ballot has two leaders, that no replica's term goes back, that no
+//!   replica refuses a peer's message, the core's own invariants, and (with leases) that no
+//!   replica leads while another's lease runs. It also runs message-by-message scenarios:
+//!   manual ticks, per-packet filters, held persist jobs, [`Cluster::settle`].
 //! * [`scenarios`] holds every lab scenario as a function generic over the core;
 //!   `tests/lab.rs` runs each for Raft and for Multi-Paxos.
 //!
@@ -31,7 +35,8 @@ use bytes::Bytes;
 use mako_group::{Core, LogEntry};
 
 pub use cluster::{
-    Checker, Cluster, Disk, ELECTION_MS, HEARTBEAT_MS, History, HistorySnapshots, LabNode, ids,
+    Checker, Cluster, Disk, ELECTION_MS, Filter, HEARTBEAT_MS, History, HistorySnapshots, LabNode,
+    Packet, fast_timing, ids,
 };
 
 /// What the lab needs of a protocol core beyond [`Core`].
@@ -56,4 +61,12 @@ pub trait LabCore: Core {
     /// The in-memory log, if the protocol keeps Raft's log matching property (checked by
     /// [`Cluster::check_log_matching`]); `None` otherwise.
     fn matching_log(&self) -> Option<Vec<LogEntry>>;
+    /// The payload of the entry at `index` if the in-memory log holds it (for the check
+    /// that every replica's committed entries agree, no-ops included).
+    fn payload_at(&self, index: u64) -> Option<Bytes>;
+    /// The core's own consistency check, run after every step ([`Cluster`] records a
+    /// failure as a violation).
+    fn check_invariants(&self) -> Result<(), String> {
+        Ok(())
+    }
 }

@@ -72,6 +72,20 @@ impl LabCore for RaftNode {
                 .collect(),
         )
     }
+
+    fn payload_at(&self, index: u64) -> Option<Bytes> {
+        use raft::Storage;
+        let e = self
+            .storage()
+            .entries(
+                index,
+                index + 1,
+                None,
+                raft::GetEntriesContext::empty(false),
+            )
+            .ok()?;
+        e.into_iter().next().map(|e| e.data)
+    }
 }
 
 impl LabCore for PaxosNode {
@@ -113,5 +127,13 @@ impl LabCore for PaxosNode {
     /// Multi-Paxos has no log matching property: slots are decided one by one.
     fn matching_log(&self) -> Option<Vec<LogEntry>> {
         None
+    }
+
+    fn payload_at(&self, index: u64) -> Option<Bytes> {
+        self.entry(index).map(|e| e.payload.clone())
+    }
+
+    fn check_invariants(&self) -> Result<(), String> {
+        PaxosNode::check_invariants(self)
     }
 }

@@ -1,9 +1,15 @@
 //! The lab scenarios (MIT 6.824 / Mako's RaftLabTest), each generic over the protocol core;
 //! what each checks is in `LAB-TESTS.md`. `tests/lab.rs` runs them for every protocol.
 
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use bytes::Bytes;
+use mako_group::GroupConfig;
+use mako_transport::sim::SimConfig;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-use crate::{Cluster, ELECTION_MS, LabCore};
+use crate::{Cluster, ELECTION_MS, LabCore, fast_timing};
 
 /// Lab scenario `initial_election`.
 pub fn initial_election<C: LabCore>() {
@@ -99,9 +105,15 @@ pub fn fail_no_agree<C: LabCore>() {
     for k in 1..=3 {
         c.disconnect((l + k) % 5);
     }
+    let before = c.live(l).commit_index();
     let (index, _) = c.start_cmd(l, b"20").expect("leader accepts");
     c.run_ms(2 * ELECTION_MS);
     assert_eq!(c.n_committed(index).0, 0, "committed without a majority");
+    assert!(
+        c.run_until(2 * ELECTION_MS, |c| !c.live(l).is_leader()),
+        "check-quorum steps the cut-off leader down"
+    );
+    assert_eq!(c.live(l).commit_index(), before, "nothing committed");
     for k in 1..=3 {
         c.connect((l + k) % 5);
     }
@@ -453,6 +465,11 @@ pub fn snapshot_catch_up<C: LabCore>() {
         "history restored from the snapshot"
     );
     assert!(c.histories_agree());
+    // Restarting from the installed snapshot works too.
+    c.crash(lagger);
+    c.start(lagger);
+    c.one(b"after-restart", 3, true);
+    c.assert_converged();
 }
 
 /// Lab scenario `leader_transfer`.
@@ -467,6 +484,10 @@ pub fn leader_transfer<C: LabCore>() {
         .expect("leader")
         .transfer_leader(to as u64 + 1)
         .expect("leader can transfer");
+    assert!(
+        c.start_cmd(l, b"during-transfer").is_none(),
+        "no proposal during a transfer"
+    );
     let moved = c.run_until(ELECTION_MS, |c| c.node(to).is_some_and(|n| n.is_leader()));
     assert!(moved, "leadership did not move within an election timeout");
     c.one(b"after-transfer", 5, true);
@@ -492,14 +513,20 @@ pub fn preferred_leader<C: LabCore>() {
         "the preferred replica did not take over once caught up"
     );
     c.one(b"after", 5, true);
+    assert_eq!(c.leader(), Some(2), "the preferred replica keeps leading");
 }
 
-/// Seeds for `kill_restart_many_seeds`: `MAKO_LAB_SEEDS` (default 50).
-fn lab_seeds() -> u64 {
+/// Seeds for the many-seed scenarios: `MAKO_LAB_SEEDS`, else `default`.
+fn seeds_or(default: u64) -> u64 {
     std::env::var("MAKO_LAB_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(50)
+        .unwrap_or(default)
+}
+
+/// Seeds for `kill_restart_many_seeds` (default 50).
+fn lab_seeds() -> u64 {
+    seeds_or(50)
 }
 
 /// Lab scenario `kill_restart_many_seeds`.
@@ -633,4 +660,291 @@ pub fn memory_durability_crash_loses_the_disk_and_the_replica_catches_up<C: LabC
     // Its history was rebuilt from the leader, entry by entry.
     assert_eq!(c.applied_len(f), c.applied_len(l));
     assert!(c.histories_agree());
+}
+
+/// Small accept/append batches, a short pipeline and small snapshot chunks: batching,
+/// flow control and chunking are exercised by few entries.
+fn small_batches(cfg: &mut GroupConfig) {
+    cfg.max_inflight = 4;
+    cfg.max_append_bytes = 64;
+    cfg.snapshot_chunk_bytes = 512;
+}
+
+/// Slow, lossy, reordering and often duplicating.
+fn lossy() -> SimConfig {
+    SimConfig {
+        drop_rate: 0.1,
+        min_delay: Duration::from_millis(1),
+        max_delay: Duration::from_millis(25),
+        reorder: true,
+        duplicate_rate: 0.05,
+    }
+}
+
+/// Unique values, proposed to whoever leads (for scenarios and protocol-specific tests).
+#[derive(Default)]
+pub struct Values {
+    next: u64,
+}
+
+impl Values {
+    /// A fresh unique value.
+    pub fn fresh(&mut self) -> Bytes {
+        self.next += 1;
+        Bytes::from(format!("v{}", self.next))
+    }
+
+    /// Proposes a fresh value to the leader of the highest term, if there is one; returns it.
+    pub fn propose<C: LabCore>(&mut self, c: &mut Cluster<C>) -> Option<Bytes> {
+        let l = c.leader()?;
+        let v = self.fresh();
+        c.start_cmd(l, &v)?;
+        c.drive(l);
+        Some(v)
+    }
+
+    /// Proposes `k` values (retrying until a leader takes each) and waits until every live
+    /// replica applied them; returns the values. A value taken by a leader that then lost
+    /// its office may be dropped: the ones applied anywhere must be applied everywhere,
+    /// which every step checks.
+    pub fn commit<C: LabCore>(&mut self, c: &mut Cluster<C>, k: usize) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for _ in 0..k {
+            let v = loop {
+                if let Some(v) = self.propose(c) {
+                    break v;
+                }
+                c.run_ms(10);
+            };
+            out.push(v);
+            c.run_ms(1);
+        }
+        let want: BTreeSet<Bytes> = out.iter().cloned().collect();
+        c.run_until(20_000, |c| {
+            (0..c.n).all(|i| {
+                !c.alive(i) || {
+                    let h = c.histories[i].lock();
+                    want.iter().all(|v| h.iter().any(|(_, e)| e == v))
+                }
+            })
+        });
+        out
+    }
+
+    /// Commits two more values on a healed, reliable network and checks that the last
+    /// reaches every replica and that the group converged on one history.
+    pub fn converge<C: LabCore>(&mut self, c: &mut Cluster<C>, seed: u64) {
+        c.heal();
+        c.set_net(SimConfig::default());
+        for i in 0..c.n {
+            if !c.alive(i) {
+                c.start(i);
+            }
+        }
+        wait_leader(c);
+        let last = self.commit(c, 2).pop().expect("two values");
+        assert!(
+            c.run_until(20_000, |c| (0..c.n)
+                .all(|i| c.histories[i].lock().iter().any(|(_, e)| *e == last))),
+            "seed {seed}: the final value {last:?} did not reach every replica: {:?}",
+            (0..c.n)
+                .map(|i| c.node(i).map(|n| n.describe()))
+                .collect::<Vec<_>>()
+        );
+        c.assert_converged();
+    }
+}
+
+/// Runs until some replica leads; returns the leader of the highest term.
+pub fn wait_leader<C: LabCore>(c: &mut Cluster<C>) -> usize {
+    assert!(
+        c.run_until(5_000, |c| c.leader().is_some()),
+        "no leader elected"
+    );
+    c.leader().expect("a leader")
+}
+
+/// Lab scenario `pipelined_proposals_are_batched`.
+pub fn pipelined_proposals_are_batched<C: LabCore>() {
+    let mut c = Cluster::<C>::with_config(3, 5, small_batches);
+    let l = wait_leader(&mut c);
+    let base = c.live(l).last_index();
+    let sent_before = c.rpcs;
+    let mut v = Values::default();
+    for _ in 0..200 {
+        let x = v.fresh();
+        assert!(c.live_mut(l).propose(x), "the leader takes every proposal");
+    }
+    c.drive(l);
+    assert!(c.run_until(5_000, |c| c.all_applied(base + 200)));
+    c.assert_converged();
+    // 200 values of ~4 bytes in messages of up to 64 bytes: far fewer requests than values
+    // to each follower.
+    let sent = c.rpcs - sent_before;
+    assert!(sent < 400, "sent {sent} requests");
+}
+
+/// Lab scenario `one_replica_group`.
+pub fn one_replica_group<C: LabCore>() {
+    let mut c = Cluster::<C>::with_config(1, 10, small_batches);
+    wait_leader(&mut c);
+    let mut v = Values::default();
+    let vs = v.commit(&mut c, 10);
+    let h: Vec<Bytes> = c.histories[0]
+        .lock()
+        .iter()
+        .map(|(_, e)| e.clone())
+        .collect();
+    assert_eq!(h, vs, "it leads and commits alone, in order");
+    c.crash(0);
+    c.start(0);
+    wait_leader(&mut c);
+    v.commit(&mut c, 2);
+    c.assert_converged();
+}
+
+/// Lab scenario `leases_never_overlap`.
+pub fn leases_never_overlap<C: LabCore>() {
+    for seed in 0..8 {
+        let mut c = Cluster::<C>::with_config(3, 200 + seed, |cfg| {
+            fast_timing(cfg);
+            small_batches(cfg);
+        });
+        c.leases = true;
+        c.set_net(lossy());
+        let mut v = Values::default();
+        let l = wait_leader(&mut c);
+        v.commit(&mut c, 3);
+        c.run_ms(500);
+        // Cut the leader off: the others elect a new one only after its lease ran out (the
+        // lab checks at every step).
+        c.isolate(l);
+        c.run_ms(3_000);
+        c.heal();
+        v.commit(&mut c, 3);
+        c.assert_safe();
+        assert!(c.lease_grants > 0, "seed {seed}: no lease was ever held");
+    }
+}
+
+/// Lab scenario `random_faults_many_seeds`: many seeds of a lossy network, isolations,
+/// crashes and restarts (a majority stays up) with asynchronous persistence and leases,
+/// while values are proposed; compaction on in every third seed.
+pub fn random_faults_many_seeds<C: LabCore>() {
+    for seed in 0..seeds_or(24) {
+        let n = if seed % 2 == 0 { 3 } else { 5 };
+        let mut c = Cluster::<C>::with_config(n, 100 + seed, |cfg| {
+            fast_timing(cfg);
+            small_batches(cfg);
+            if seed % 3 == 0 {
+                cfg.compact_after_entries = 15;
+            }
+        });
+        c.leases = true;
+        c.set_net(lossy());
+        c.max_persist_delay_ms = 8;
+        let mut rng = SmallRng::seed_from_u64(100 + seed);
+        let mut v = Values::default();
+        let minority = (n - 1) / 2;
+        for _ in 0..4_000u64 {
+            let r: f64 = rng.random();
+            if r < 0.02 {
+                let _ = v.propose(&mut c);
+            } else if r < 0.0215 {
+                let down = (0..n).filter(|&i| !c.alive(i)).count();
+                let i = rng.random_range(0..n);
+                if c.alive(i) && down < minority {
+                    c.crash(i);
+                }
+            } else if r < 0.024 {
+                let i = rng.random_range(0..n);
+                if !c.alive(i) {
+                    c.start(i);
+                }
+            } else if r < 0.025 {
+                let i = rng.random_range(0..n);
+                c.isolate(i);
+            } else if r < 0.028 {
+                c.heal();
+            }
+            c.step();
+        }
+        // Heal everything: the group must converge on one history holding every commit.
+        v.converge(&mut c, seed);
+    }
+}
+
+/// Lab scenario `whole_group_crashes_many_seeds`: every replica crashes at once,
+/// repeatedly, with persist jobs still at the disk (lost); what was acknowledged was
+/// durable (every committed entry is on a majority of disks, checked every 5 virtual ms
+/// and at every crash), so nothing committed is lost or changed.
+pub fn whole_group_crashes_many_seeds<C: LabCore>() {
+    for seed in 0..seeds_or(24) {
+        let n = 3 + 2 * (seed as usize % 2);
+        let mut c = Cluster::<C>::with_config(n, 300 + seed, |cfg| {
+            fast_timing(cfg);
+            small_batches(cfg);
+        });
+        c.leases = true;
+        c.set_net(lossy());
+        c.max_persist_delay_ms = 15;
+        c.durable_check_every_ms = 5;
+        let mut rng = SmallRng::seed_from_u64(300 + seed);
+        let mut v = Values::default();
+        for _ in 0..6 {
+            for _ in 0..400 {
+                if rng.random_bool(0.05) {
+                    let _ = v.propose(&mut c);
+                }
+                c.step();
+            }
+            for i in 0..n {
+                c.crash(i);
+            }
+            c.check_durable_majority();
+            c.assert_safe();
+            for i in 0..n {
+                c.start(i);
+            }
+            c.assert_safe();
+        }
+        v.converge(&mut c, seed);
+    }
+}
+
+/// Lab scenario `memory_crashes_with_rejoin_many_seeds`: memory durability, a crash loses
+/// the disk and the replica comes back rejoining. One replica at a time (memory durability
+/// survives the loss of a minority only, and a rejoining replica counts as lost until it
+/// has caught up).
+pub fn memory_crashes_with_rejoin_many_seeds<C: LabCore>() {
+    for seed in 0..(seeds_or(24) / 2).max(4) {
+        let n = 3 + 2 * (seed as usize % 2);
+        let mut c = Cluster::<C>::with_config(n, 400 + seed, |cfg| {
+            fast_timing(cfg);
+            small_batches(cfg);
+        });
+        c.leases = true;
+        c.lose_disk_on_crash = true;
+        c.rejoin_after_disk_loss = true;
+        c.set_net(lossy());
+        let mut rng = SmallRng::seed_from_u64(400 + seed);
+        let mut v = Values::default();
+        for _ in 0..4_000u64 {
+            let r: f64 = rng.random();
+            let settled = (0..n).all(|i| c.node(i).is_some_and(|n| !n.rejoining()));
+            if r < 0.02 {
+                let _ = v.propose(&mut c);
+            } else if r < 0.022 && settled {
+                let i = rng.random_range(0..n);
+                c.crash(i);
+                c.start(i);
+            }
+            c.step();
+        }
+        v.converge(&mut c, seed);
+        assert!(
+            (0..n).all(|i| !c.live(i).rejoining()),
+            "seed {seed}: still rejoining"
+        );
+    }
 }

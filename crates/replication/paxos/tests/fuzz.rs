@@ -18,47 +18,18 @@ mod common;
 use std::collections::BTreeMap;
 
 use bytes::{BufMut, Bytes};
-use common::Sim;
+use common::{Sim, age, manual, tick_settle};
 use mako_group::LogEntry;
 use mako_paxos::wire::{self, MAX_SLOT, Msg};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-fn manual(n: usize, seed: u64, compact_after: u64) -> Sim {
-    let mut s = Sim::with_config(n, seed, |c| {
-        c.election_timeout_max_ms = 1_000_000 * common::HEARTBEAT_MS;
-        c.max_append_bytes = 1;
-        c.compact_after_entries = compact_after;
-    });
-    s.ticking = false;
-    s.max_persist_delay_ms = 0;
-    s
-}
-
-fn tick_settle(s: &mut Sim, i: usize, k: usize) {
-    for _ in 0..k {
-        s.tick_node(i, 1);
-        s.settle();
-    }
-}
-
-fn age(s: &mut Sim) {
-    for _ in 0..s.cfg.election_ticks().0 {
-        for i in 0..s.n {
-            if s.alive(i) {
-                s.tick_node(i, 1);
-            }
-        }
-        s.settle();
-    }
-}
-
 fn committed_group(seed: u64, compact_after: u64, values: usize) -> Sim {
     let mut s = manual(3, seed, compact_after);
-    assert!(s.node_mut(0).campaign());
+    assert!(s.live_mut(0).campaign());
     s.drive(0);
     s.settle();
     for k in 0..values {
-        s.node_mut(0).propose(Bytes::from(format!("v{k}"))).unwrap();
+        s.live_mut(0).propose(Bytes::from(format!("v{k}"))).unwrap();
         s.drive(0);
         s.settle();
     }
@@ -86,7 +57,7 @@ fn build(start: Start, seed: u64) -> (Sim, usize) {
             s.crash(0);
             age(&mut s);
             s.isolate(2);
-            assert!(s.node_mut(2).campaign());
+            assert!(s.live_mut(2).campaign());
             s.drive(2);
             s.settle();
             (s, 2)
@@ -96,7 +67,7 @@ fn build(start: Start, seed: u64) -> (Sim, usize) {
             // The leader's next slot reaches node 3 only and never becomes durable at the leader.
             s.hold_persist.insert(0);
             s.filter = Some(Box::new(|p| p.from != 1 || p.to == 3));
-            s.node_mut(0).propose(Bytes::from_static(b"stale")).unwrap();
+            s.live_mut(0).propose(Bytes::from_static(b"stale")).unwrap();
             s.drive(0);
             s.settle();
             s.crash(0);
@@ -273,7 +244,7 @@ struct View {
 }
 
 fn view(s: &Sim, i: usize) -> View {
-    let n = s.node(i);
+    let n = s.live(i);
     View {
         promised: n.ballot(),
         commit: n.commit_index(),
@@ -289,7 +260,7 @@ fn run(start: Start, seed: u64) -> Result<(), String> {
     for step in 0..8 {
         let before = view(&s, t);
         let committed: BTreeMap<u64, Bytes> = (before.first..=before.commit)
-            .filter_map(|slot| s.node(t).entry(slot).map(|e| (slot, e.payload.clone())))
+            .filter_map(|slot| s.live(t).entry(slot).map(|e| (slot, e.payload.clone())))
             .collect();
         let applied_before = s.histories[t].lock().len();
         // A fresh payload, or a duplicate of an earlier one (reordering and duplication).
@@ -314,7 +285,7 @@ fn run(start: Start, seed: u64) -> Result<(), String> {
             (from, p)
         };
         sent.push((from, p.clone()));
-        let _ = s.node_mut(t).step(from, &p);
+        let _ = s.live_mut(t).step(from, &p);
         if rng.random_range(0..3) == 0 {
             s.tick_node(t, 1);
         }
@@ -322,7 +293,7 @@ fn run(start: Start, seed: u64) -> Result<(), String> {
         s.drive(t);
         s.settle();
         let after = view(&s, t);
-        let node = s.node(t);
+        let node = s.live(t);
         let ctx = || format!("{start:?} seed {seed} step {step} from {from} payload {p:?}");
         node.check_invariants()
             .map_err(|e| format!("{}: {e}", ctx()))?;
@@ -412,27 +383,27 @@ fn fuzz_leader_with_compacted_log() {
 #[test]
 fn starting_states_are_as_named() {
     let (s, t) = build(Start::Leader, 1);
-    assert!(s.node(t).is_leader() && s.node(t).commit_index() == 4);
+    assert!(s.live(t).is_leader() && s.live(t).commit_index() == 4);
     let (s, t) = build(Start::Follower, 1);
-    assert!(!s.node(t).is_leader() && s.node(t).commit_index() == 4);
+    assert!(!s.live(t).is_leader() && s.live(t).commit_index() == 4);
     let (s, t) = build(Start::Candidate, 1);
-    assert!(s.node(t).is_candidate());
+    assert!(s.live(t).is_candidate());
     let (s, t) = build(Start::StaleFollower, 1);
-    assert!(s.node(t).last_index() > s.node(t).commit_index());
+    assert!(s.live(t).last_index() > s.live(t).commit_index());
     let (s, t) = build(Start::CompactedLeader, 1);
-    assert!(s.node(t).is_leader() && s.node(t).first_index() > 1);
+    assert!(s.live(t).is_leader() && s.live(t).first_index() > 1);
 }
 
 /// Malformed payloads are refused with an error and change nothing.
 #[test]
 fn malformed_payloads_are_typed_errors_and_change_nothing() {
     let (mut s, t) = build(Start::Follower, 2);
-    let before = format!("{:?}", s.node(t));
+    let before = format!("{:?}", s.live(t));
     let good = {
         let mut v = vec![0u8];
         wire::encode_body(
             &Msg::Accept {
-                ballot: s.node(t).ballot(),
+                ballot: s.live(t).ballot(),
                 first: 1,
                 commit: 0,
                 lease: 0,
@@ -445,8 +416,8 @@ fn malformed_payloads_are_typed_errors_and_change_nothing() {
     // From a non-member, from itself, with a ballot naming a proposer outside the group,
     // and a request under another member's ballot.
     let me = t as u64 + 1;
-    assert!(s.node_mut(t).step(9, &Bytes::from(good.clone())).is_err());
-    assert!(s.node_mut(t).step(me, &Bytes::from(good.clone())).is_err());
+    assert!(s.live_mut(t).step(9, &Bytes::from(good.clone())).is_err());
+    assert!(s.live_mut(t).step(me, &Bytes::from(good.clone())).is_err());
     let mut foreign = vec![0u8];
     wire::encode_body(
         &Msg::TimeoutNow {
@@ -455,7 +426,7 @@ fn malformed_payloads_are_typed_errors_and_change_nothing() {
         },
         &mut foreign,
     );
-    assert!(s.node_mut(t).step(1, &Bytes::from(foreign)).is_err());
+    assert!(s.live_mut(t).step(1, &Bytes::from(foreign)).is_err());
     let mut forged = vec![0u8];
     wire::encode_body(
         &Msg::TimeoutNow {
@@ -465,22 +436,22 @@ fn malformed_payloads_are_typed_errors_and_change_nothing() {
         &mut forged,
     );
     assert!(
-        s.node_mut(t).step(1, &Bytes::from(forged)).is_err(),
+        s.live_mut(t).step(1, &Bytes::from(forged)).is_err(),
         "node 1 under node 3's ballot"
     );
     for cut in 0..good.len() {
         assert!(
-            s.node_mut(t)
+            s.live_mut(t)
                 .step(1, &Bytes::copy_from_slice(&good[..cut]))
                 .is_err()
         );
     }
     assert!(
-        s.node_mut(t)
+        s.live_mut(t)
             .step(1, &Bytes::from_static(&[0, 9, 9]))
             .is_err()
     );
     s.drive(t);
-    assert_eq!(format!("{:?}", s.node(t)), before);
-    assert!(s.node(t).stats().bad_payloads > 0);
+    assert_eq!(format!("{:?}", s.live(t)), before);
+    assert!(s.live(t).stats().bad_payloads > 0);
 }

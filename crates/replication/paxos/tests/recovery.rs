@@ -6,7 +6,8 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Packet, Sim};
+use common::{Sim, age, tick_settle};
+use mako_lab::Packet;
 use mako_paxos::wire::{self, Msg};
 
 /// The decoded message of a whole (unchunked) packet.
@@ -21,60 +22,27 @@ fn is_accept_with_values(p: &Packet) -> bool {
     matches!(msg(p), Some(Msg::Accept { ref values, .. }) if !values.is_empty())
 }
 
-/// A lab without clock-driven elections: nodes tick only when told, election timeouts are
-/// huge, persistence and network are instant, one value per accept.
-fn manual(n: usize, seed: u64) -> Sim {
-    let mut s = Sim::with_config(n, seed, |c| {
-        c.election_timeout_max_ms = 1_000_000 * common::HEARTBEAT_MS;
-        c.max_append_bytes = 1;
-    });
-    s.ticking = false;
-    s.max_persist_delay_ms = 0;
-    s
-}
-
-/// Lets the stable-leader window of the live replicas run out (the leader is gone).
-fn age(s: &mut Sim) {
-    let e = s.cfg.election_ticks().0;
-    for _ in 0..e {
-        for i in 0..s.n {
-            if s.alive(i) {
-                s.tick_node(i, 1);
-            }
-        }
-        s.settle();
-    }
-}
-
-/// Ticks replica `i` `k` times, settling the lab after each.
-fn tick_settle(s: &mut Sim, i: usize, k: usize) {
-    for _ in 0..k {
-        s.tick_node(i, 1);
-        s.settle();
-    }
-}
-
 fn elect(s: &mut Sim, i: usize) {
-    assert!(s.node_mut(i).campaign());
+    assert!(s.live_mut(i).campaign());
     s.drive(i);
     s.settle();
-    assert!(s.node(i).is_leader(), "node {} did not win", i + 1);
+    assert!(s.live(i).is_leader(), "node {} did not win", i + 1);
 }
 
 fn propose(s: &mut Sim, i: usize, v: &'static [u8]) {
-    s.node_mut(i).propose(Bytes::from_static(v)).unwrap();
+    s.live_mut(i).propose(Bytes::from_static(v)).unwrap();
     s.drive(i);
     s.settle();
 }
 
 fn value_at(s: &Sim, i: usize, slot: u64) -> Option<Bytes> {
-    s.node(i).entry(slot).map(|e| e.payload.clone())
+    s.live(i).entry(slot).map(|e| e.payload.clone())
 }
 
 /// The old leader sent `x` (slot 2) to `holders` only and died before making it durable
 /// itself; the new leader, `new`, holds no copy: it must recover `x` at slot 2.
 fn minority_value_is_recovered(n: usize, holders: &'static [usize], new: usize) {
-    let mut s = manual(n, 11);
+    let mut s = common::manual(n, 11, u64::MAX / 2);
     elect(&mut s, 0);
     propose(&mut s, 0, b"v1");
     tick_settle(&mut s, 0, 1);
@@ -89,7 +57,7 @@ fn minority_value_is_recovered(n: usize, holders: &'static [usize], new: usize) 
         assert_eq!(value_at(&s, h, 2).as_deref(), Some(&b"x"[..]));
     }
     assert_eq!(value_at(&s, new, 2), None);
-    assert_eq!(s.node(0).commit_index(), 1, "x is not chosen");
+    assert_eq!(s.live(0).commit_index(), 1, "x is not chosen");
     s.crash(0);
     s.hold_persist.clear();
     s.filter = None;
@@ -105,7 +73,7 @@ fn minority_value_is_recovered(n: usize, holders: &'static [usize], new: usize) 
     age(&mut s);
     tick_settle(&mut s, new, 4);
     for i in 0..n {
-        assert!(s.node(i).commit_index() >= 3, "node {} commit", i + 1);
+        assert!(s.live(i).commit_index() >= 3, "node {} commit", i + 1);
         assert_eq!(
             value_at(&s, i, 2).as_deref(),
             Some(&b"x"[..]),
@@ -145,7 +113,7 @@ fn a_value_accepted_by_two_of_five_is_recovered_by_the_next_leader() {
 /// the slots after an accept would lose the chosen value.
 #[test]
 fn an_accept_keeps_the_later_slots_so_a_chosen_value_survives_two_leader_changes() {
-    let mut s = manual(5, 12);
+    let mut s = common::manual(5, 12, u64::MAX / 2);
     elect(&mut s, 0);
     propose(&mut s, 0, b"v1");
     tick_settle(&mut s, 0, 1);
@@ -155,13 +123,13 @@ fn an_accept_keeps_the_later_slots_so_a_chosen_value_survives_two_leader_changes
         !(p.from == 1 && is_accept_with_values(p) && p.to > 3)
     }));
     // Both accepts leave before any answer: they carry commit 1.
-    s.node_mut(0).propose(Bytes::from_static(b"x2")).unwrap();
-    s.node_mut(0).propose(Bytes::from_static(b"x3")).unwrap();
+    s.live_mut(0).propose(Bytes::from_static(b"x2")).unwrap();
+    s.live_mut(0).propose(Bytes::from_static(b"x3")).unwrap();
     s.drive(0);
     s.settle();
-    assert_eq!(s.node(0).commit_index(), 3, "x2 and x3 are chosen");
-    assert_eq!(s.node(0).applied_index(), 3);
-    assert_eq!(s.node(2).commit_index(), 1, "C does not know");
+    assert_eq!(s.live(0).commit_index(), 3, "x2 and x3 are chosen");
+    assert_eq!(s.live(0).applied_index(), 3);
+    assert_eq!(s.live(2).commit_index(), 1, "C does not know");
     s.crash(0);
     // B takes over; of its accepts only the one for slot 2 reaches C, none D or E.
     s.filter = Some(Box::new(|p| match msg(p) {
@@ -173,8 +141,8 @@ fn an_accept_keeps_the_later_slots_so_a_chosen_value_survives_two_leader_changes
     age(&mut s);
     elect(&mut s, 1);
     assert_eq!(
-        s.node(2).entry(2).map(|e| e.term),
-        Some(s.node(1).ballot()),
+        s.live(2).entry(2).map(|e| e.term),
+        Some(s.live(1).ballot()),
         "C took B's accept for slot 2"
     );
     assert_eq!(
@@ -201,7 +169,7 @@ fn an_accept_keeps_the_later_slots_so_a_chosen_value_survives_two_leader_changes
             "node {}",
             i + 1
         );
-        assert!(s.node(i).commit_index() >= 4);
+        assert!(s.live(i).commit_index() >= 4);
     }
     s.assert_safe();
 }
@@ -211,7 +179,7 @@ fn an_accept_keeps_the_later_slots_so_a_chosen_value_survives_two_leader_changes
 /// must not make C commit (and apply) its stale slot 2.
 #[test]
 fn a_follower_does_not_commit_a_stale_older_ballot_value() {
-    let mut s = manual(3, 13);
+    let mut s = common::manual(3, 13, u64::MAX / 2);
     elect(&mut s, 0);
     propose(&mut s, 0, b"v1");
     tick_settle(&mut s, 0, 1);
@@ -232,22 +200,22 @@ fn a_follower_does_not_commit_a_stale_older_ballot_value() {
     elect(&mut s, 1);
     propose(&mut s, 1, b"y2");
     propose(&mut s, 1, b"y3");
-    assert_eq!(s.node(1).commit_index(), 3);
+    assert_eq!(s.live(1).commit_index(), 3);
     // Now C gets B's heartbeats (commit 3) but none of its values.
     s.filter = Some(Box::new(|p| {
         !(p.from == 2 && p.to == 3 && is_accept_with_values(p))
     }));
     tick_settle(&mut s, 1, 1);
-    assert_eq!(s.node(2).ballot(), s.node(1).ballot(), "C follows B");
+    assert_eq!(s.live(2).ballot(), s.live(1).ballot(), "C follows B");
     assert_eq!(
-        s.node(2).commit_index(),
+        s.live(2).commit_index(),
         1,
         "C must not commit its stale slot 2"
     );
-    assert_eq!(s.node(2).applied_index(), 1);
+    assert_eq!(s.live(2).applied_index(), 1);
     s.filter = None;
     tick_settle(&mut s, 1, 4);
-    assert_eq!(s.node(2).commit_index(), 3);
+    assert_eq!(s.live(2).commit_index(), 3);
     let h: Vec<Bytes> = s.histories[2]
         .lock()
         .iter()
@@ -261,22 +229,22 @@ fn a_follower_does_not_commit_a_stale_older_ballot_value() {
 /// the up-to-date replica wins.
 #[test]
 fn a_candidate_behind_a_committed_replica_backs_off() {
-    let mut s = manual(3, 14);
+    let mut s = common::manual(3, 14, u64::MAX / 2);
     elect(&mut s, 0);
     propose(&mut s, 0, b"v1");
     // B learns commit 2, C stays at commit 1 (it gets slot 2 but no later commit).
     propose(&mut s, 0, b"v2");
     s.filter = Some(Box::new(|p| !(p.from == 1 && p.to == 3)));
     tick_settle(&mut s, 0, 1);
-    assert_eq!(s.node(1).commit_index(), 2);
-    assert_eq!(s.node(2).commit_index(), 1);
+    assert_eq!(s.live(1).commit_index(), 2);
+    assert_eq!(s.live(2).commit_index(), 1);
     s.crash(0);
     s.filter = None;
     age(&mut s);
-    assert!(s.node_mut(2).campaign());
+    assert!(s.live_mut(2).campaign());
     s.drive(2);
     s.settle();
-    assert!(!s.node(2).is_leader(), "C lacks a committed slot: refused");
+    assert!(!s.live(2).is_leader(), "C lacks a committed slot: refused");
     elect(&mut s, 1);
     s.assert_safe();
 }
@@ -286,7 +254,7 @@ fn a_candidate_behind_a_committed_replica_backs_off() {
 /// decide another value for the slot.
 #[test]
 fn a_rejoining_replica_does_not_promise() {
-    let mut s = manual(3, 15);
+    let mut s = common::manual(3, 15, u64::MAX / 2);
     elect(&mut s, 0);
     propose(&mut s, 0, b"v1");
     tick_settle(&mut s, 0, 1);
@@ -295,36 +263,36 @@ fn a_rejoining_replica_does_not_promise() {
         !(p.from == 1 && p.to == 2 && is_accept_with_values(p))
     }));
     propose(&mut s, 0, b"x");
-    assert_eq!(s.node(0).commit_index(), 2);
+    assert_eq!(s.live(0).commit_index(), 2);
     // C loses its disk and comes back rejoining; then A dies (its disk survives).
     s.lose_disk_on_crash = true;
     s.crash(2);
     s.start(2);
     s.lose_disk_on_crash = false;
-    assert!(s.node(2).rejoining());
+    assert!(s.live(2).rejoining());
     s.crash(0);
     s.filter = None;
     age(&mut s);
-    assert!(s.node_mut(1).campaign());
+    assert!(s.live_mut(1).campaign());
     s.drive(1);
     s.settle();
     assert!(
-        !s.node(1).is_leader(),
+        !s.live(1).is_leader(),
         "B won with the promise of a replica that forgot x"
     );
-    assert!(s.node(2).stats().prepares_withheld > 0);
+    assert!(s.live(2).stats().prepares_withheld > 0);
     // A comes back: B, behind A's commit, cannot win; A wins with B's promise, C catches
     // up and rejoins.
     s.start(0);
     age(&mut s);
-    assert!(s.node_mut(1).campaign());
+    assert!(s.live_mut(1).campaign());
     s.drive(1);
     s.settle();
-    assert!(!s.node(1).is_leader());
+    assert!(!s.live(1).is_leader());
     elect(&mut s, 0);
     propose(&mut s, 0, b"v3");
     tick_settle(&mut s, 0, 4);
-    assert!(!s.node(2).rejoining());
+    assert!(!s.live(2).rejoining());
     for i in 0..3 {
         assert_eq!(
             value_at(&s, i, 2).as_deref(),
@@ -332,7 +300,7 @@ fn a_rejoining_replica_does_not_promise() {
             "node {}",
             i + 1
         );
-        assert_eq!(s.node(i).commit_index(), 3, "node {}", i + 1);
+        assert_eq!(s.live(i).commit_index(), 3, "node {}", i + 1);
     }
     s.assert_safe();
 }
@@ -341,11 +309,11 @@ fn a_rejoining_replica_does_not_promise() {
 /// overwritten by the next leader's value at its slot; refused on a follower).
 #[test]
 fn a_proposal_overwritten_by_the_next_leader_is_reported_once() {
-    let mut s = manual(3, 16);
+    let mut s = common::manual(3, 16, u64::MAX / 2);
     elect(&mut s, 0);
     propose(&mut s, 0, b"v1");
     tick_settle(&mut s, 0, 1);
-    assert_eq!(s.node(0).stats().resolved, 1);
+    assert_eq!(s.live(0).stats().resolved, 1);
     // A proposes p while cut off; B takes over and decides q at p's slot.
     s.isolate(0);
     propose(&mut s, 0, b"p");
@@ -354,7 +322,7 @@ fn a_proposal_overwritten_by_the_next_leader_is_reported_once() {
     propose(&mut s, 1, b"q");
     s.heal();
     tick_settle(&mut s, 1, 4);
-    let a = s.node(0);
+    let a = s.live(0);
     assert_eq!(a.leader(), Some(2));
     assert_eq!(value_at(&s, 0, 2).as_deref(), Some(&b"q"[..]));
     assert_eq!(a.applied_index(), 2);
@@ -362,8 +330,8 @@ fn a_proposal_overwritten_by_the_next_leader_is_reported_once() {
     assert_eq!(a.stats().resolved, 2, "v1 applied as ours, p reported");
     assert_eq!(a.dispatcher().stats().unapplied, 1);
     // A follower refuses and reports a submitted entry.
-    s.node_mut(0).propose_submitted(Bytes::from_static(b"late"));
-    assert_eq!(s.node(0).dispatcher().stats().unapplied, 2);
-    assert_eq!(s.node(0).stats().resolved, 3);
+    s.live_mut(0).propose_submitted(Bytes::from_static(b"late"));
+    assert_eq!(s.live(0).dispatcher().stats().unapplied, 2);
+    assert_eq!(s.live(0).stats().resolved, 3);
     s.assert_safe();
 }
