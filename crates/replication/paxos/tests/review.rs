@@ -7,7 +7,8 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{Packet, Sim};
+use common::{Sim, tick_settle};
+use mako_lab::{HEARTBEAT_MS, Packet};
 use mako_group::{GroupConfig, HardState, InitialState, LogEntry};
 use mako_paxos::PaxosNode;
 use mako_paxos::wire::{self, Msg};
@@ -29,7 +30,7 @@ fn is_heartbeat(p: &Packet) -> bool {
 /// huge, persistence and network are instant, one value per accept.
 fn manual(n: usize, seed: u64) -> Sim {
     let mut s = Sim::with_config(n, seed, |c| {
-        c.election_timeout_max_ms = 1_000_000 * common::HEARTBEAT_MS;
+        c.election_timeout_max_ms = 1_000_000 * HEARTBEAT_MS;
         c.max_append_bytes = 1;
     });
     s.ticking = false;
@@ -37,22 +38,15 @@ fn manual(n: usize, seed: u64) -> Sim {
     s
 }
 
-fn tick_settle(s: &mut Sim, i: usize, k: usize) {
-    for _ in 0..k {
-        s.tick_node(i, 1);
-        s.settle();
-    }
-}
-
 fn elect(s: &mut Sim, i: usize) {
-    assert!(s.node_mut(i).campaign());
+    assert!(s.live_mut(i).campaign());
     s.drive(i);
     s.settle();
-    assert!(s.node(i).is_leader(), "node {} did not win", i + 1);
+    assert!(s.live(i).is_leader(), "node {} did not win", i + 1);
 }
 
 fn propose(s: &mut Sim, i: usize, v: &'static [u8]) {
-    s.node_mut(i).propose(Bytes::from_static(v)).unwrap();
+    s.live_mut(i).propose(Bytes::from_static(v)).unwrap();
     s.drive(i);
     s.settle();
 }
@@ -98,29 +92,29 @@ fn a_transfer_to_a_target_that_lags_on_the_commit_index_succeeds() {
     propose(&mut s, 0, b"v1");
     tick_settle(&mut s, 0, 1);
     propose(&mut s, 0, b"x");
-    assert_eq!(s.node(0).commit_index(), 2);
+    assert_eq!(s.live(0).commit_index(), 2);
     // C learns commit 2 from A's heartbeat, B does not (its heartbeats are lost).
     s.filter = Some(Box::new(|p| !(p.from == 1 && p.to == 2 && is_heartbeat(p))));
     tick_settle(&mut s, 0, 1);
-    assert_eq!(s.node(1).commit_index(), 1);
-    assert_eq!(s.node(2).commit_index(), 2);
+    assert_eq!(s.live(1).commit_index(), 1);
+    assert_eq!(s.live(2).commit_index(), 2);
     assert_eq!(
-        s.node(1).entry(2).map(|e| e.payload.clone()).as_deref(),
+        s.live(1).entry(2).map(|e| e.payload.clone()).as_deref(),
         Some(&b"x"[..])
     );
-    s.node_mut(0).transfer_leader(2).unwrap();
+    s.live_mut(0).transfer_leader(2).unwrap();
     s.drive(0);
     s.settle();
     assert!(
-        s.node(1).is_leader(),
+        s.live(1).is_leader(),
         "the transfer target did not take over"
     );
     s.filter = None;
     propose(&mut s, 1, b"y");
     tick_settle(&mut s, 1, 2);
     for i in 0..3 {
-        assert_eq!(s.node(i).commit_index(), 3, "node {}", i + 1);
-        assert_eq!(s.node(i).leader(), Some(2), "node {}", i + 1);
+        assert_eq!(s.live(i).commit_index(), 3, "node {}", i + 1);
+        assert_eq!(s.live(i).leader(), Some(2), "node {}", i + 1);
     }
     s.assert_safe();
 }
@@ -179,13 +173,13 @@ fn a_replica_returning_from_a_partition_with_a_higher_ballot_does_not_leave_the_
     tick_settle(&mut s, 0, 1);
     s.isolate(2);
     for _ in 0..3 {
-        assert!(s.node_mut(2).campaign());
+        assert!(s.live_mut(2).campaign());
         s.drive(2);
         s.settle();
     }
     propose(&mut s, 0, b"v2");
     tick_settle(&mut s, 0, 1);
-    assert!(s.node(2).ballot() > s.node(0).ballot());
+    assert!(s.live(2).ballot() > s.live(0).ballot());
     s.heal();
     tick_settle(&mut s, 0, 3);
     let l = s.leader().expect("the group has a leader");
@@ -193,8 +187,8 @@ fn a_replica_returning_from_a_partition_with_a_higher_ballot_does_not_leave_the_
     propose(&mut s, 0, b"v3");
     tick_settle(&mut s, 0, 2);
     for i in 0..3 {
-        assert_eq!(s.node(i).leader(), Some(1), "node {}", i + 1);
-        assert!(s.node(i).commit_index() >= 3, "node {}", i + 1);
+        assert_eq!(s.live(i).leader(), Some(1), "node {}", i + 1);
+        assert!(s.live(i).commit_index() >= 3, "node {}", i + 1);
     }
     s.assert_safe();
 }
