@@ -42,8 +42,8 @@
 //! An acceptor promises (durably, before answering) iff the ballot is above its promise and
 //! it has not heard from a live leader within the minimum election timeout (stable-leader
 //! rule: healthy leaders are not disturbed; a transfer's prepare, or the followed leader's
-//! own, bypasses it); its `Promise` carries its commit index and every slot after `from`
-//! with the ballot it was accepted under. An acceptor that committed past `from` answers `Behind` instead (the candidate
+//! own, bypasses it); its `Promise` carries its commit index and every slot after `from` with the ballot it was accepted
+//! under. An acceptor that committed past `from` answers `Behind` instead (the candidate
 //! lacks committed slots): a candidate refused by too many backs off, and a replica that is
 //! up to date wins. With a majority of promises, the candidate takes for every slot after
 //! `from` the value accepted under the highest ballot among the promises (a no-op where no
