@@ -24,9 +24,6 @@
 //!   and after stepping down (check-quorum, a higher ballot) for `E` ticks. A replica
 //!   restarted from a durable promise refuses them for `E` ticks after starting.
 //! * `E` ticks after `r_n` take at least `(E - 1) * P` (the first may come at once).
-//! * A leader's own prepare bypasses the rule at the replicas following it (it takes over
-//!   again above a returning replica's ballot): it dropped its lease before sending it, and
-//!   a replica following it acknowledged no other leader's lease since.
 //! * Transfer prepares bypass the rule: a leader drops its lease when it starts a transfer
 //!   and, once it sent `TimeoutNow` under a ballot, holds none for the rest of that ballot
 //!   (a delayed `TimeoutNow` can arrive any time later); if it still leads an election

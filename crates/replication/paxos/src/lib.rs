@@ -41,8 +41,8 @@
 //! has seen, promises it to itself durably, and sends `Prepare{ballot, from = its commit}`.
 //! An acceptor promises (durably, before answering) iff the ballot is above its promise and
 //! it has not heard from a live leader within the minimum election timeout (stable-leader
-//! rule: healthy leaders are not disturbed; a transfer's prepare, or the followed leader's
-//! own, bypasses it); its `Promise` carries its commit index and every slot after `from` with the ballot it was accepted
+//! rule: healthy leaders are not disturbed; a transfer's prepare bypasses it); its `Promise`
+//! carries its commit index and every slot after `from` with the ballot it was accepted
 //! under. An acceptor that committed past `from` answers `Behind` instead (the candidate
 //! lacks committed slots): a candidate refused by too many backs off, and a replica that is
 //! up to date wins. With a majority of promises, the candidate takes for every slot after
@@ -58,10 +58,7 @@
 //! per follower; an empty accept each tick is the heartbeat, and the commit index rides on
 //! every accept. Accepts unanswered for a quarter of the election timeout are re-sent. The
 //! leader steps down when it has not heard from a majority within the election timeout
-//! (check-quorum) or an acceptor answers `Rejected` with a higher ballot, unless it still
-//! hears from a majority: a replica that campaigned alone while cut off answers so once it is
-//! back, and the leader then runs Phase 1 again above that ballot at once (its followers
-//! promise their own leader's prepare; it gave up its lease first).
+//! (check-quorum) or an acceptor answers `Rejected` with a higher ballot.
 //!
 //! **Leadership transfer and the preferred replica.** [`PaxosNode::transfer_leader`] stops
 //! proposals, waits until the target holds the whole log, and sends it `TimeoutNow`; the

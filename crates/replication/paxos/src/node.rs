@@ -890,13 +890,11 @@ impl PaxosNode {
         }
     }
 
-    fn prepare_withheld(&self, from: NodeId, transfer: bool) -> bool {
+    fn prepare_withheld(&self, transfer: bool) -> bool {
         if self.rejoining() {
             return true;
         }
-        // A transfer, or the leader we follow taking over again under a higher ballot (see
-        // `on_rejected`): the leader gave up its lease before sending it.
-        if transfer || (self.leader == Some(from) && matches!(self.state, State::Follower)) {
+        if transfer {
             return false;
         }
         if matches!(self.state, State::Leader(_)) || self.ticks < self.barred_until {
@@ -927,7 +925,7 @@ impl PaxosNode {
             }
             return;
         }
-        if self.prepare_withheld(from, transfer) || ballot <= self.promise_floor {
+        if self.prepare_withheld(transfer) || ballot <= self.promise_floor {
             self.stats.prepares_withheld += 1;
             return;
         }
@@ -1018,29 +1016,7 @@ impl PaxosNode {
             return;
         }
         match &self.state {
-            State::Leader(l) => {
-                // A replica that campaigned alone (cut off) answers with its higher ballot
-                // once it is back. While a majority still follows us, take over again above
-                // it at once (our followers promise their own leader's prepare; the returning
-                // replica promises a ballot above its own) instead of leaving the group
-                // leaderless until an election timeout runs out.
-                let e = self.election_ticks();
-                let now = self.ticks;
-                let heard = 1 + l
-                    .progress
-                    .values()
-                    .filter(|p| p.heard.is_some_and(|h| now.saturating_sub(h) < e))
-                    .count();
-                if heard >= self.majority && self.transfer.is_none() {
-                    tracing::info!(
-                        shard = self.cfg.shard,
-                        id = self.cfg.id,
-                        promised,
-                        "higher ballot seen: taking over again above it"
-                    );
-                    self.campaign_inner(false);
-                    return;
-                }
+            State::Leader(_) => {
                 tracing::info!(
                     shard = self.cfg.shard,
                     id = self.cfg.id,

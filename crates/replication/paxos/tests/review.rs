@@ -158,37 +158,3 @@ fn a_restart_from_a_torn_job_does_not_promise_below_a_ballot_it_accepted() {
     );
     assert!(node.ballot() >= accepted);
 }
-
-/// A replica cut off from the group campaigns on its own, promising itself ever higher
-/// ballots nobody hears. Once the partition heals, its answer to the healthy leader's next
-/// heartbeat is `Rejected` with that higher ballot: the leader stepped down at once and the
-/// group had no leader until an election timeout ran out, although a majority still followed
-/// it (the disturbance the stable-leader rule is there to prevent). The leader now takes
-/// over again above the returning ballot with its own followers.
-#[test]
-fn a_replica_returning_from_a_partition_with_a_higher_ballot_does_not_leave_the_group_leaderless() {
-    let mut s = manual(3, 22);
-    elect(&mut s, 0);
-    propose(&mut s, 0, b"v1");
-    tick_settle(&mut s, 0, 1);
-    s.isolate(2);
-    for _ in 0..3 {
-        assert!(s.live_mut(2).campaign());
-        s.drive(2);
-        s.settle();
-    }
-    propose(&mut s, 0, b"v2");
-    tick_settle(&mut s, 0, 1);
-    assert!(s.live(2).ballot() > s.live(0).ballot());
-    s.heal();
-    tick_settle(&mut s, 0, 3);
-    let l = s.leader().expect("the group has a leader");
-    assert_eq!(l, 0, "the healthy leader leads on");
-    propose(&mut s, 0, b"v3");
-    tick_settle(&mut s, 0, 2);
-    for i in 0..3 {
-        assert_eq!(s.live(i).leader(), Some(1), "node {}", i + 1);
-        assert!(s.live(i).commit_index() >= 3, "node {}", i + 1);
-    }
-    s.assert_safe();
-}
