@@ -223,6 +223,21 @@ pub fn run_log_ceiling(cfg: &CeilingConfig) -> Result<LogCeiling, CeilingError> 
         let (log, _recovered) = LogStore::open(lc)?;
         stores.push(Arc::new(log));
     }
+    // Like a group's first vote, a first durable write waits for the store's first segment
+    // (a fresh store prepares it in the background): not part of the measurement.
+    for log in &stores {
+        let first = (0..cfg.groups as u32)
+            .map(|g| GroupWrite {
+                hard_state: Some(HardState {
+                    term: 1,
+                    vote: 1,
+                    commit: 0,
+                }),
+                ..GroupWrite::new(g)
+            })
+            .collect();
+        log.write_sync(first)?;
+    }
     let (batch, in_flight) = (cfg.batch(), cfg.in_flight());
     let keep = compact_after(cfg.entry_bytes);
     let payload = Bytes::from(vec![0u8; cfg.entry_bytes]);

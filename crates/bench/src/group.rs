@@ -568,3 +568,27 @@ impl mako_replication::SnapshotHandler for SeqSnapshot {
         Ok(Vec::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integrity_counts_gaps_duplicates_and_reordering_per_replica() {
+        let i = Integrity::default();
+        for seq in [0, 1, 3] {
+            i.check(1, 0, seq);
+        }
+        assert_eq!(i.gaps.load(Ordering::Relaxed), 1);
+        i.check(1, 0, 3);
+        assert_eq!(i.duplicates.load(Ordering::Relaxed), 1);
+        // Another replica and another group keep their own sequences.
+        i.check(2, 0, 0);
+        i.check(1, 1, 0);
+        assert_eq!(i.gaps.load(Ordering::Relaxed), 1);
+        assert_eq!(i.duplicates.load(Ordering::Relaxed), 1);
+        assert_eq!(parse(&entry(7, 42, 64)), Some((7, 42)));
+        assert_eq!(entry(7, 42, 64).len(), 64);
+        assert_eq!(parse(&[0u8; 5]), None);
+    }
+}

@@ -709,8 +709,8 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
             match run_cluster_logged(&cfg, &say) {
                 Ok(r) => reports.push(r),
                 Err(e) => {
-                    say(&format!("{p}: FAILED: {e:#}"));
-                    *error = Some(format!("{e:#}"));
+                    say(&format!("{p}: FAILED: {e}"));
+                    *error = Some(e.to_string());
                 }
             }
         }
