@@ -111,8 +111,8 @@ pub struct GroupBenchReport {
     /// Committed entries per log store write (every replica stores every entry): the
     /// batching the protocol achieved.
     pub entries_per_log_write: f64,
-    /// Leader changes during the measured phase (sum over groups of the rise of the highest
-    /// term or ballot; lost proposals show as gaps).
+    /// Leader changes after every group had its first leader (replicas taking the lead;
+    /// lost proposals show as gaps).
     pub leader_changes: u64,
 }
 
@@ -372,6 +372,10 @@ pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchE
     let window = effective_window(cfg.window, cfg.entry_bytes);
     let ring = window.next_power_of_two() * 4;
     let mut meters = Vec::new();
+    // Leader changes: replicas taking the lead (group, term or ballot), counted at the end
+    // for terms above the first leader's (terms and ballots are numbered differently, so
+    // their rise would not compare across the protocols).
+    let took_lead: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
     for (g, replicas) in cluster.groups.iter().enumerate() {
         let meter = Arc::new(GroupMeter {
             submitted_at: (0..ring).map(|_| AtomicU64::new(0)).collect(),
@@ -384,6 +388,12 @@ pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchE
         });
         for r in replicas {
             let node = r.id();
+            let took = Arc::clone(&took_lead);
+            r.on_role_change(Box::new(move |c| {
+                if c.role == Role::Leader {
+                    took.lock().push((c.shard, c.term));
+                }
+            }));
             for role in [Role::Leader, Role::Follower] {
                 let (m, integ) = (meter.clone(), integrity.clone());
                 r.on_apply(
@@ -426,13 +436,9 @@ pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchE
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let terms = |c: &Cluster| -> u64 {
-        c.groups
-            .iter()
-            .map(|g| g.iter().map(|r| r.term()).max().unwrap_or(0))
-            .sum()
-    };
-    let terms_before = terms(&cluster);
+    let first_terms: Vec<u64> = (0..cluster.groups.len())
+        .map(|g| cluster.leader(g).map_or(0, |l| l.term()))
+        .collect();
     let stop = AtomicBool::new(false);
     let warmup = Duration::from_millis(500);
     let per_group_rate = cfg.rate.map(|r| r / cfg.groups as f64);
@@ -498,7 +504,11 @@ pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchE
     });
     // Let followers finish applying before reading the integrity counters.
     std::thread::sleep(Duration::from_millis(300));
-    let terms_after = terms(&cluster);
+    let leader_changes = took_lead
+        .lock()
+        .iter()
+        .filter(|(g, term)| first_terms.get(*g as usize).is_some_and(|t| term > t))
+        .count() as u64;
     let mut hist = new_histogram();
     let mut measured = 0;
     for m in &meters {
@@ -531,7 +541,7 @@ pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchE
         } else {
             (measured * IDS.len() as u64) as f64 / log_during.1 as f64
         },
-        leader_changes: terms_after.saturating_sub(terms_before),
+        leader_changes,
     })
 }
 
