@@ -15,7 +15,10 @@
 //!   follower only within the same in-flight bound the group uses per follower.
 //!
 //! Both run alone (one after the other), so the ceiling is the lower of the two: an upper
-//! bound for any protocol, which also pays for both at once and for its own logic.
+//! bound for any protocol, which also pays for both at once and for its own logic. The
+//! group bench feeds the store batches as large as the largest a protocol achieved in the
+//! same configuration ([`CeilingConfig::batch_entries`]), so no protocol batches better than
+//! the bare store is fed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -54,7 +57,9 @@ pub struct CeilingConfig {
     pub duration: Duration,
     /// Entries in flight per group (the group bench's window, capped the same way).
     pub window: usize,
-    /// Entries per log write and per message; 0 derives it ([`CeilingConfig::batch`]).
+    /// Entries per log write (messages hold at most an append message's bytes of them); 0
+    /// derives it ([`CeilingConfig::write_batch`]). The group bench sets it to the batching
+    /// the protocols achieved.
     pub batch_entries: usize,
 }
 
@@ -72,23 +77,40 @@ impl CeilingConfig {
         }
     }
 
-    /// Entries per write and per message: unless set, the window spread over a group's
-    /// appends in flight per follower, at most one append message's bytes (the group
-    /// defaults of [`GroupConfig`]), at least 1.
-    pub fn batch(&self) -> usize {
+    /// Entries per log write: unless set, the window spread over a group's appends in
+    /// flight per follower, at most one append message's bytes (the group defaults of
+    /// [`GroupConfig`]), at least 1.
+    pub fn write_batch(&self) -> usize {
         if self.batch_entries > 0 {
             return self.batch_entries;
         }
         let g = GroupConfig::new(1, vec![1], 0);
-        let per_msg = (g.max_append_bytes as usize / self.entry_bytes.max(1)).max(1);
-        (self.window() / g.max_inflight.max(1)).clamp(1, per_msg)
+        (self.window() / g.max_inflight.max(1)).clamp(1, self.per_message())
     }
 
-    /// Batches in flight per stream (per store, per follower): the window's worth, at most
-    /// the group's appends in flight per follower.
-    pub fn in_flight(&self) -> usize {
+    /// Entries per message: the write batch, at most one append message's bytes.
+    pub fn message_batch(&self) -> usize {
+        self.write_batch().min(self.per_message())
+    }
+
+    /// Log writes in flight per store and group: the window's worth.
+    pub fn writes_in_flight(&self) -> usize {
+        self.window().div_ceil(self.write_batch()).max(1)
+    }
+
+    /// Messages in flight per follower and group: the window's worth, at most the group's
+    /// appends in flight per follower.
+    pub fn messages_in_flight(&self) -> usize {
         let g = GroupConfig::new(1, vec![1], 0);
-        (self.window() / self.batch()).clamp(1, g.max_inflight.max(1))
+        self.window()
+            .div_ceil(self.message_batch())
+            .clamp(1, g.max_inflight.max(1))
+    }
+
+    /// Entries of `entry_bytes` one append message holds (at least 1).
+    fn per_message(&self) -> usize {
+        let g = GroupConfig::new(1, vec![1], 0);
+        (g.max_append_bytes as usize / self.entry_bytes.max(1)).max(1)
     }
 
     fn window(&self) -> usize {
@@ -139,10 +161,14 @@ pub struct CeilingReport {
     pub groups: usize,
     /// Durability mode name.
     pub durability: &'static str,
-    /// Entries per write and per message.
-    pub batch_entries: usize,
-    /// Batches in flight per stream.
-    pub in_flight: usize,
+    /// Entries per log write.
+    pub write_batch: usize,
+    /// Log writes in flight per store and stream.
+    pub writes_in_flight: usize,
+    /// Entries per message.
+    pub message_batch: usize,
+    /// Messages in flight per follower and stream.
+    pub messages_in_flight: usize,
     /// The log store part.
     pub log: LogCeiling,
     /// The transport part.
@@ -184,8 +210,10 @@ pub fn run_ceiling(cfg: &CeilingConfig) -> Result<CeilingReport, CeilingError> {
         entry_bytes: cfg.entry_bytes,
         groups: cfg.groups,
         durability: cfg.durability.as_str(),
-        batch_entries: cfg.batch(),
-        in_flight: cfg.in_flight(),
+        write_batch: cfg.write_batch(),
+        writes_in_flight: cfg.writes_in_flight(),
+        message_batch: cfg.message_batch(),
+        messages_in_flight: cfg.messages_in_flight(),
         log,
         transport,
         entries_per_sec,
@@ -238,7 +266,7 @@ pub fn run_log_ceiling(cfg: &CeilingConfig) -> Result<LogCeiling, CeilingError> 
             .collect();
         log.write_sync(first)?;
     }
-    let (batch, in_flight) = (cfg.batch(), cfg.in_flight());
+    let (batch, in_flight) = (cfg.write_batch(), cfg.writes_in_flight());
     let keep = compact_after(cfg.entry_bytes);
     let payload = Bytes::from(vec![0u8; cfg.entry_bytes]);
     let measuring = Arc::new(AtomicBool::new(false));
@@ -401,7 +429,7 @@ pub fn run_transport_ceiling(cfg: &CeilingConfig) -> Result<NetCeiling, CeilingE
             "the benchmark network has fewer than 3 endpoints",
         )));
     };
-    let (batch, in_flight) = (cfg.batch(), cfg.in_flight());
+    let (batch, in_flight) = (cfg.message_batch(), cfg.messages_in_flight());
     let ring = in_flight.next_power_of_two() * 2;
     let body = vec![0u8; batch * cfg.entry_bytes];
     let started = Instant::now();

@@ -82,7 +82,7 @@ fn ceiling_measures_log_store_and_transport() {
                 ..group_cfg(Protocol::Raft, net)
             })
         };
-        assert!(cfg.batch() >= 1 && cfg.in_flight() >= 1);
+        assert!(cfg.write_batch() >= cfg.message_batch() && cfg.message_batch() >= 1);
         let c = run_ceiling(&cfg).expect("ceiling");
         assert_eq!(c.durability, durability.as_str());
         assert!(
@@ -120,20 +120,24 @@ fn ceiling_batch_follows_the_group_defaults() {
         window,
         batch_entries: 0,
     };
-    // 1024 entries over 16 appends in flight; 1 MiB messages hold 4 entries of 256 KiB.
-    assert_eq!(
-        (cfg(4096, 1024).batch(), cfg(4096, 1024).in_flight()),
-        (64, 16)
-    );
-    assert_eq!(
-        (cfg(262_144, 1024).batch(), cfg(262_144, 1024).in_flight()),
-        (4, 16)
-    );
-    let fixed = CeilingConfig {
-        batch_entries: 10,
-        ..cfg(64, 100)
+    let figures = |c: &CeilingConfig| {
+        (
+            c.write_batch(),
+            c.writes_in_flight(),
+            c.message_batch(),
+            c.messages_in_flight(),
+        )
     };
-    assert_eq!((fixed.batch(), fixed.in_flight()), (10, 10));
+    // 1024 entries over 16 appends in flight; 1 MiB messages hold 4 entries of 256 KiB
+    // (whose window is 64 MiB: 256 entries).
+    assert_eq!(figures(&cfg(4096, 1024)), (64, 16, 64, 16));
+    assert_eq!(figures(&cfg(262_144, 1024)), (4, 64, 4, 16));
+    // The batching a protocol achieved: writes as large, messages capped at 1 MiB.
+    let achieved = CeilingConfig {
+        batch_entries: 380,
+        ..cfg(4096, 1024)
+    };
+    assert_eq!(figures(&achieved), (380, 3, 256, 4));
 }
 
 #[test]
