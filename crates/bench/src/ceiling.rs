@@ -33,7 +33,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::driver::new_histogram;
 use crate::group::{
-    GroupBenchConfig, IDS, Net, NetKind, compact_after, effective_window, log_config,
+    GroupBenchConfig, IDS, Net, NetKind, compact_after, effective_window, log_config, wait_ready,
 };
 
 /// Warm-up before the measured phase (the group bench's).
@@ -121,6 +121,8 @@ impl CeilingConfig {
 /// The bare log store's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LogCeiling {
+    /// Entries per `write` call.
+    pub write_batch: usize,
     /// Entries made durable per second by the median store.
     pub entries_per_sec: f64,
     /// The same in payload megabytes per second.
@@ -210,7 +212,7 @@ pub fn run_ceiling(cfg: &CeilingConfig) -> Result<CeilingReport, CeilingError> {
         entry_bytes: cfg.entry_bytes,
         groups: cfg.groups,
         durability: cfg.durability.as_str(),
-        write_batch: cfg.write_batch(),
+        write_batch: log.write_batch,
         writes_in_flight: cfg.writes_in_flight(),
         message_batch: cfg.message_batch(),
         messages_in_flight: cfg.messages_in_flight(),
@@ -248,11 +250,12 @@ pub fn run_log_ceiling(cfg: &CeilingConfig) -> Result<LogCeiling, CeilingError> 
     let mut stores = Vec::new();
     for id in IDS {
         let lc = log_config(&dir.path().join(format!("log-{id}")), cfg.durability);
-        let (log, _recovered) = LogStore::open(lc)?;
+        let (log, _recovered) = LogStore::open(lc.clone())?;
+        // As in the group bench: the first segment and the spares are ready first.
+        wait_ready(&log, &lc, cfg.groups as u32)?;
         stores.push(Arc::new(log));
     }
-    // Like a group's first vote, a first durable write waits for the store's first segment
-    // (a fresh store prepares it in the background): not part of the measurement.
+    // Every stream's group has a hard state before the measurement.
     for log in &stores {
         let first = (0..cfg.groups as u32)
             .map(|g| GroupWrite {
@@ -266,7 +269,9 @@ pub fn run_log_ceiling(cfg: &CeilingConfig) -> Result<LogCeiling, CeilingError> 
             .collect();
         log.write_sync(first)?;
     }
-    let (batch, in_flight) = (cfg.write_batch(), cfg.writes_in_flight());
+    // A write must fit the store's limit (half of it, to leave room for the rest).
+    let fits = (stores[0].max_write_bytes() as usize / 2 / (cfg.entry_bytes + 64)).max(1);
+    let (batch, in_flight) = (cfg.write_batch().min(fits), cfg.writes_in_flight());
     let keep = compact_after(cfg.entry_bytes);
     let payload = Bytes::from(vec![0u8; cfg.entry_bytes]);
     let measuring = Arc::new(AtomicBool::new(false));
@@ -393,6 +398,7 @@ pub fn run_log_ceiling(cfg: &CeilingConfig) -> Result<LogCeiling, CeilingError> 
     }
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
     Ok(LogCeiling {
+        write_batch: batch,
         entries_per_sec: median as f64 / secs,
         mb_per_sec: median as f64 * cfg.entry_bytes as f64 / secs / 1e6,
         writes_per_sec: during.1 as f64 / secs,

@@ -210,6 +210,35 @@ pub(crate) fn log_config(dir: &Path, durability: Durability) -> LogStoreConfig {
     lc
 }
 
+/// Waits (at most 30 s) until a freshly opened store has its first segment and its
+/// pre-zeroed spares ready, so a measurement does not compete with their preparation (a
+/// fresh store zeroes them in the background). Probes with hard-state writes of `group`,
+/// a group id the caller does not otherwise use (the store's gauges move after writes).
+pub(crate) fn wait_ready(
+    log: &LogStore,
+    cfg: &LogStoreConfig,
+    group: u32,
+) -> Result<(), mako_logstore::LogError> {
+    if cfg.durability == Durability::Memory {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        log.write_sync(vec![mako_logstore::GroupWrite {
+            hard_state: Some(mako_logstore::HardState::default()),
+            ..mako_logstore::GroupWrite::new(group)
+        }])?;
+        if log.stats().spare_segments >= cfg.preallocated_segments as u64 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            tracing::warn!("log store spares not ready after 30 s; measuring anyway");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Log entries a group keeps before compacting: 64 MiB worth, at least 1,000.
 pub(crate) fn compact_after(entry_bytes: usize) -> u64 {
     ((64 << 20) / entry_bytes.max(1)).max(1000) as u64
@@ -302,7 +331,8 @@ impl Cluster {
         let mut hosts = Vec::new();
         for ((t, rx), id) in std::mem::take(&mut net.endpoints).into_iter().zip(IDS) {
             let lc = log_config(&dir.path().join(format!("log-{id}")), cfg.durability);
-            let (log, rec) = LogStore::open(lc)?;
+            let (log, rec) = LogStore::open(lc.clone())?;
+            wait_ready(&log, &lc, cfg.groups as u32)?;
             hosts.push(Host::new(
                 t,
                 rx,
