@@ -93,9 +93,11 @@ impl CeilingConfig {
         self.write_batch().min(self.per_message())
     }
 
-    /// Log writes in flight per store and group: the window's worth.
+    /// Log writes in flight per store and group: twice the window's worth, so the store is
+    /// kept busy while a group commit syncs (a group's replicas together hold more than one
+    /// window in writes: the leader's append and the followers' overlap).
     pub fn writes_in_flight(&self) -> usize {
-        self.window().div_ceil(self.write_batch()).max(1)
+        (2 * self.window()).div_ceil(self.write_batch()).max(1)
     }
 
     /// Messages in flight per follower and group: the window's worth, at most the group's

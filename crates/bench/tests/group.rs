@@ -129,15 +129,15 @@ fn ceiling_batch_follows_the_group_defaults() {
         )
     };
     // 1024 entries over 16 appends in flight; 1 MiB messages hold 4 entries of 256 KiB
-    // (whose window is 64 MiB: 256 entries).
-    assert_eq!(figures(&cfg(4096, 1024)), (64, 16, 64, 16));
-    assert_eq!(figures(&cfg(262_144, 1024)), (4, 64, 4, 16));
+    // (whose window is 64 MiB: 256 entries); writes in flight hold two windows.
+    assert_eq!(figures(&cfg(4096, 1024)), (64, 32, 64, 16));
+    assert_eq!(figures(&cfg(262_144, 1024)), (4, 128, 4, 16));
     // The batching a protocol achieved: writes as large, messages capped at 1 MiB.
     let achieved = CeilingConfig {
         batch_entries: 380,
         ..cfg(4096, 1024)
     };
-    assert_eq!(figures(&achieved), (380, 3, 256, 4));
+    assert_eq!(figures(&achieved), (380, 6, 256, 4));
 }
 
 #[test]
