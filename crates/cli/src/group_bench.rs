@@ -217,7 +217,7 @@ fn one_config(
         .collect();
     // The ceiling, with the largest batches the protocols achieved per log write (so no
     // protocol batches better than the bare store is fed).
-    let ceiling = if args.no_ceiling {
+    let ceiling = if args.no_ceiling || medians.is_empty() {
         None
     } else {
         let achieved = medians
