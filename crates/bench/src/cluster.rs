@@ -22,7 +22,7 @@ use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use mako_logstore::Durability;
 use mako_server::{
-    Cluster, ClusterConfig, NetKind, Pending, ReleaseError, Site, SiteConfig, Speculative,
+    Cluster, ClusterConfig, NetKind, Pending, Protocol, ReleaseError, Site, SiteConfig, Speculative,
 };
 use mako_txn::AbortReason;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
@@ -50,13 +50,15 @@ pub struct ClusterBenchConfig {
     pub dist: Dist,
     /// Bytes per value.
     pub value_size: usize,
-    /// Raft log durability.
+    /// Log durability.
     pub durability: Durability,
+    /// Replication protocol of every shard's group.
+    pub protocol: Protocol,
     /// Seed.
     pub seed: u64,
     /// Crash shard 0's current leader this far into the measured phase (`None`: no crash).
     pub kill_leader_at: Option<Duration>,
-    /// Raft election timeout bounds, ms.
+    /// Election timeout bounds, ms.
     pub election_ms: (u64, u64),
     /// How long a coordinator waits for a participant's reply (the sites' `timeout`).
     pub request_timeout: Duration,
@@ -78,6 +80,7 @@ impl Default for ClusterBenchConfig {
             dist: Dist::Uniform,
             value_size: 64,
             durability: Durability::Memory,
+            protocol: Protocol::Raft,
             seed: 42,
             kill_leader_at: None,
             election_ms: c.election_ms,
@@ -126,9 +129,11 @@ pub struct ClusterReport {
     pub threads: u32,
     /// Read-only percentage.
     pub read_pct: u32,
-    /// Raft log durability.
+    /// Log durability.
     pub durability: String,
-    /// Raft election timeout bounds, ms.
+    /// Replication protocol.
+    pub protocol: String,
+    /// Election timeout bounds, ms.
     pub election_ms: (u64, u64),
     /// Coordinator request timeout, ms.
     pub request_timeout_ms: u64,
@@ -334,6 +339,7 @@ pub fn run_cluster(
         },
         net: NetKind::Mem,
         durability: cfg.durability,
+        protocol: cfg.protocol,
         election_ms: cfg.election_ms,
         ..ClusterConfig::default()
     })?;
@@ -517,6 +523,7 @@ pub fn run_cluster(
         threads: cfg.threads,
         read_pct: cfg.read_pct,
         durability: format!("{:?}", cfg.durability).to_lowercase(),
+        protocol: cfg.protocol.name().to_owned(),
         election_ms: cfg.election_ms,
         request_timeout_ms: cfg.request_timeout.as_millis() as u64,
         unknown_after_ms: cfg.unknown_after.as_millis() as u64,

@@ -21,6 +21,9 @@
 //! assert!(report.committed > 0);
 //! ```
 //!
+//! [`run_group`] measures one shard's replication group alone (either [`Protocol`]), and
+//! [`run_ceiling`] what the bare log store and transport allow with the same settings.
+//!
 //! [`run_cluster`] runs the micro workload on an in-process cluster and can crash a shard
 //! leader mid-run, recording a per-100 ms [`Bucket`] series ([`plot::svg`] draws it).
 //!
@@ -29,24 +32,33 @@
 //! [`remote`] runs the benches and checks against a running deployment over the client
 //! protocol (`mako bench -f`, `mako check -f`).
 
+mod ceiling;
 pub mod check;
 mod cluster;
 mod driver;
+mod group;
 pub mod plot;
-mod raft;
 pub mod remote;
 mod series;
 mod workload;
 mod zipf;
 
+pub use ceiling::{
+    CeilingConfig, CeilingError, CeilingReport, LogCeiling, NetCeiling, run_ceiling,
+    run_log_ceiling, run_transport_ceiling,
+};
 pub use cluster::{
     ClusterBenchConfig, ClusterProgress, ClusterReport, FailoverReport, run_cluster,
 };
 pub use driver::{
     BenchConfig, BenchError, BenchReport, Dist, Progress, TABLE, ZIPF_THETA, load, run,
 };
+pub use group::{
+    GroupBenchConfig, GroupBenchError, GroupBenchReport, NetKind, RaftBenchConfig, RaftBenchError,
+    RaftBenchReport, run_group,
+};
+pub use mako_server::Protocol;
 pub use mako_txn::AbortReason;
-pub use raft::{NetKind, RaftBenchConfig, RaftBenchError, RaftBenchReport, run_raft};
 pub use series::{BUCKET, Bucket, Dip};
 pub use workload::{MICRO_KEYS, Workload, key_bytes, run_one};
 pub use zipf::{KeyDist, Zipf};

@@ -9,12 +9,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod check;
 mod client;
 mod cluster;
+mod group_bench;
 mod log;
 mod server;
 mod status;
 use mako_bench::{
     AbortReason, BenchConfig, BenchReport, ClusterBenchConfig, ClusterReport, Dist, FailoverReport,
-    NetKind, Progress, RaftBenchConfig, RaftBenchReport, Workload,
+    Progress, Protocol, Workload,
 };
 use mako_logstore::Durability;
 
@@ -66,7 +67,7 @@ enum Command {
     /// Run a workload in-process, or with -f against a running deployment, and print
     /// throughput, aborts and latency.
     Bench(Box<BenchCmd>),
-    /// The embedded demo: 2 shards x 3 Raft replicas in one process, 10 s of the micro workload.
+    /// The embedded demo: 2 shards x 3 replicas (Raft, or --replication paxos) in one process, 10 s of the micro workload.
     Demo(DemoArgs),
     /// Run a history-checker workload on an in-process cluster, or with -f on a deployment, and report anomalies (exit 1 on any).
     Check(check::CheckArgs),
@@ -94,6 +95,9 @@ struct DemoArgs {
     /// Coordinator workers per shard leader.
     #[arg(long, default_value_t = 1)]
     threads: u32,
+    /// Replication protocol: raft or paxos.
+    #[arg(long, default_value = "raft", value_name = "PROTOCOL")]
+    replication: Protocol,
 }
 
 #[derive(clap::Args, Debug)]
@@ -107,8 +111,12 @@ struct BenchCmd {
 
 #[derive(Subcommand, Debug)]
 enum BenchTarget {
-    /// Raft replication alone: 3 replicas per group in one process, entries/s and commit latency.
-    Raft(RaftArgs),
+    /// Replication alone, each protocol in turn (--replication raft,paxos): 3 replicas per
+    /// group in one process, entries/s and commit latency, against the ceiling of the bare
+    /// log store and transport measured in the same run.
+    Group(group_bench::GroupArgs),
+    /// `bench group` with Raft only.
+    Raft(group_bench::GroupArgs),
 }
 
 /// Transports accepted by `--net`.
@@ -129,39 +137,6 @@ enum DurabilityArg {
     Buffered,
     /// Keep nothing on disk.
     Memory,
-}
-
-#[derive(clap::Args, Debug)]
-struct RaftArgs {
-    /// Transports to run (comma-separated).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "mem,tcp")]
-    net: Vec<NetArg>,
-    /// Entry sizes in bytes (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "64,4096,262144")]
-    entry_size: Vec<usize>,
-    /// Group counts (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "1,6")]
-    groups: Vec<usize>,
-    /// Durability modes (comma-separated).
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "memory,fsync"
-    )]
-    durability: Vec<DurabilityArg>,
-    /// Measured seconds per run.
-    #[arg(long, default_value_t = 3.0)]
-    duration: f64,
-    /// Entries in flight per group when unthrottled.
-    #[arg(long, default_value_t = 1024)]
-    window: usize,
-    /// Skip the paced run at half the unthrottled rate.
-    #[arg(long)]
-    no_paced: bool,
-    /// Print one JSON object per run instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Workload names accepted by `--workload`.
@@ -223,9 +198,21 @@ struct BenchArgs {
     /// Shards; with more than 1 (or with --replicas) the run uses an in-process cluster.
     #[arg(long, default_value_t = 1)]
     shards: u32,
-    /// Raft replicas per shard; the cluster run is repeated with 1 replica (replication off) for comparison.
+    /// Replicas per shard; the cluster run is repeated with 1 replica (replication off) for comparison.
     #[arg(long)]
     replicas: Option<u32>,
+    /// Cluster runs: replication protocols, run in turn and printed side by side
+    /// (comma-separated: raft, paxos; default raft). Implies a cluster run (1 shard x 3
+    /// replicas unless --shards / --replicas say otherwise).
+    #[arg(long, value_delimiter = ',', value_name = "PROTOCOLS")]
+    replication: Vec<Protocol>,
+    /// Cluster runs: runs per protocol, interleaved across protocols; the run with the
+    /// median released/s is reported.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Cluster runs: skip the 1-replica comparison run.
+    #[arg(long)]
+    no_baseline: bool,
     /// TPC-C warehouses (with --workload tpcc).
     #[arg(long, default_value_t = 1)]
     warehouses: u32,
@@ -250,7 +237,7 @@ struct BenchArgs {
     /// (needs 3 or 5 replicas; skips the 1-replica comparison run) and print the failover.
     #[arg(long, value_name = "SECS")]
     kill_leader_at: Option<f64>,
-    /// Cluster runs: Raft election timeout bounds in ms, `MIN,MAX`.
+    /// Cluster runs: election timeout bounds in ms, `MIN,MAX`.
     #[arg(
         long,
         value_delimiter = ',',
@@ -264,7 +251,7 @@ struct BenchArgs {
     /// Cluster runs: a commit neither released nor discarded this long counts as unknown, ms.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     unknown_after_ms: u64,
-    /// Cluster runs: Raft log durability.
+    /// Cluster runs: log durability.
     #[arg(long, value_enum, default_value = "memory")]
     durability: DurabilityArg,
     /// Cluster runs: print the whole per-100 ms time series (with --kill-leader-at it is
@@ -315,15 +302,36 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(cmd) => match *cmd {
             BenchCmd {
+                target: Some(BenchTarget::Group(args)),
+                ..
+            } => group_bench::run(&args, false),
+            BenchCmd {
                 target: Some(BenchTarget::Raft(args)),
                 ..
-            } => bench_raft(&args),
+            } => group_bench::run(&args, true),
+            BenchCmd { kv, .. } if !kv.files.is_empty() && !kv.replication.is_empty() => {
+                anyhow::bail!(
+                    "--replication applies to in-process runs; a deployment's config chooses its protocol (replication: raft | paxos)"
+                )
+            }
             BenchCmd { kv, .. } if !kv.files.is_empty() => bench_remote(&kv),
             BenchCmd { kv, .. } if kv.clients.is_some() => {
                 anyhow::bail!("--clients applies to -f runs; in-process runs take --threads")
             }
+            BenchCmd { kv, .. }
+                if matches!(kv.workload, WorkloadArg::Tpcc)
+                    && kv.replication.iter().any(|&p| p != Protocol::Raft) =>
+            {
+                anyhow::bail!(
+                    "TPC-C cluster runs use Raft; --replication applies to the micro workload"
+                )
+            }
             BenchCmd { kv, .. } if matches!(kv.workload, WorkloadArg::Tpcc) => bench_tpcc(&kv),
-            BenchCmd { kv, .. } if kv.shards > 1 || kv.replicas.is_some() => bench_cluster(&kv),
+            BenchCmd { kv, .. }
+                if kv.shards > 1 || kv.replicas.is_some() || !kv.replication.is_empty() =>
+            {
+                bench_cluster(&kv)
+            }
             BenchCmd { kv, .. } => bench(&kv),
         },
         Command::Demo(args) => demo(&args),
@@ -644,6 +652,7 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         dist: base.dist,
         value_size: base.value_size,
         durability: durability(args.durability),
+        protocol: Protocol::Raft,
         seed: base.seed,
         kill_leader_at,
         election_ms,
@@ -655,6 +664,26 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         kill_leader_at.is_none() || cfg.replicas >= 3,
         "--kill-leader-at needs --replicas 3 or 5 (a shard of one replica cannot fail over)"
     );
+    anyhow::ensure!(
+        (1..=15).contains(&args.repeat),
+        "--repeat must be between 1 and 15"
+    );
+    let protocols = {
+        let mut v: Vec<Protocol> = Vec::new();
+        for &p in &args.replication {
+            if !v.contains(&p) {
+                v.push(p);
+            }
+        }
+        if v.is_empty() {
+            v.push(Protocol::Raft);
+        }
+        v
+    };
+    anyhow::ensure!(
+        args.plot.is_none() || protocols.len() == 1,
+        "--plot draws one run: give one protocol with --replication"
+    );
     // Progress goes to stdout in text mode, to stderr with --json.
     let json = args.json;
     let say = move |line: &str| {
@@ -664,17 +693,53 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
             println!("{line}");
         }
     };
-    say(&conditions(&cfg));
-    let on = run_cluster_logged(&cfg, &say)?;
+    // Every protocol in turn, repeats interleaved so drift hits all alike; a protocol that
+    // fails to start is reported and skipped.
+    let mut runs: Vec<(Protocol, Vec<ClusterReport>, Option<String>)> =
+        protocols.iter().map(|&p| (p, Vec::new(), None)).collect();
+    for rep in 0..args.repeat {
+        for (p, reports, error) in runs.iter_mut() {
+            if error.is_some() {
+                continue;
+            }
+            cfg.protocol = *p;
+            if rep == 0 {
+                say(&conditions(&cfg));
+            }
+            match run_cluster_logged(&cfg, &say) {
+                Ok(r) => reports.push(r),
+                Err(e) => {
+                    say(&format!("{p}: FAILED: {e}"));
+                    *error = Some(e.to_string());
+                }
+            }
+        }
+    }
+    let results: Vec<(Protocol, Result<ClusterReport, String>)> = runs
+        .into_iter()
+        .map(|(p, reports, error)| {
+            let r = match error {
+                Some(e) => Err(e),
+                None => group_bench::median_by(&reports, |r: &ClusterReport| r.released_per_sec)
+                    .ok_or_else(|| "no run".to_owned()),
+            };
+            (p, r)
+        })
+        .collect();
     // A crash run is about the failover: no 1-replica comparison.
-    let off = if kill_leader_at.is_none() {
+    let off = if kill_leader_at.is_none() && !args.no_baseline {
         cfg.replicas = 1;
+        cfg.protocol = protocols[0];
         Some(run_cluster_logged(&cfg, &say)?)
     } else {
         None
     };
-    if let Some(path) = &args.plot {
-        std::fs::write(path, mako_bench::plot::svg(&on))
+    let ok: Vec<&ClusterReport> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .collect();
+    if let (Some(path), Some(on)) = (&args.plot, ok.first()) {
+        std::fs::write(path, mako_bench::plot::svg(on))
             .with_context(|| format!("writing the plot to {}", path.display()))?;
         say(&format!(
             "plot (throughput and release latency per {} ms): {}",
@@ -683,37 +748,133 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         ));
     }
     if args.json {
-        println!("{}", serde_json::to_string(&on)?);
+        for on in &ok {
+            println!("{}", serde_json::to_string(on)?);
+        }
         if let Some(off) = &off {
             println!("{}", serde_json::to_string(off)?);
         }
     } else {
-        if kill_leader_at.is_some() || args.series {
-            print_series(&on, args.series);
+        for (p, r) in &results {
+            let on = match r {
+                Ok(on) => on,
+                Err(e) => {
+                    println!("{p}: FAILED: {e}");
+                    continue;
+                }
+            };
+            if kill_leader_at.is_some() || args.series {
+                print_series(on, args.series);
+            }
+            print_cluster(on);
+            if let Some(f) = &on.failover {
+                print_failover(on, f);
+            }
         }
-        print_cluster(&on);
         if let Some(off) = &off {
             print_cluster(off);
-            println!(
-                "released/s with {} replicas = {:.1}% of the 1-replica run",
-                on.replicas,
-                100.0 * on.released_per_sec / off.released_per_sec.max(1e-9)
-            );
+            for on in &ok {
+                println!(
+                    "released/s with {} {} replicas = {:.1}% of the 1-replica run",
+                    on.replicas,
+                    on.protocol,
+                    100.0 * on.released_per_sec / off.released_per_sec.max(1e-9)
+                );
+            }
         }
-        if let Some(f) = &on.failover {
-            print_failover(&on, f);
+        if ok.len() > 1 {
+            print_side_by_side(&ok, args.repeat);
         }
     }
-    if let Some(e) = &on.kill_error {
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(p, r)| r.as_ref().err().map(|e| format!("{p}: {e}")))
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!("cluster run(s) failed: {}", failed.join("; "));
+    }
+    if let Some(e) = ok.iter().find_map(|on| on.kill_error.as_ref()) {
         anyhow::bail!("the leader crash did not happen: {e}");
     }
     Ok(())
 }
 
+/// The protocols' cluster figures in columns, with Raft/Paxos ratios when both ran.
+fn print_side_by_side(runs: &[&ClusterReport], repeat: usize) {
+    let Some(first) = runs.first() else {
+        return;
+    };
+    println!(
+        "side by side ({} durability, {} shard(s) x {} replicas, {} worker(s)/shard, read-only {}%, cross-shard {}{}):",
+        first.durability,
+        first.shards,
+        first.replicas,
+        first.threads,
+        first.read_pct,
+        runs.iter()
+            .map(|r| format!("{} {:.0}%", r.protocol, r.distributed_pct))
+            .collect::<Vec<_>>()
+            .join(" / "),
+        if repeat > 1 {
+            format!("; median of {repeat} runs by released/s")
+        } else {
+            String::new()
+        }
+    );
+    let find = |p: Protocol| runs.iter().find(|r| r.protocol == p.name());
+    let pair = find(Protocol::Raft).zip(find(Protocol::Paxos));
+    let mut head = format!("  {:<22}", "");
+    for r in runs {
+        head.push_str(&format!("{:>14}", r.protocol));
+    }
+    if pair.is_some() {
+        head.push_str(&format!("{:>12}", "raft/paxos"));
+    }
+    println!("{head}");
+    type Figure = fn(&ClusterReport) -> f64;
+    let rows: [(&str, Figure); 6] = [
+        ("speculative commits/s", |r| r.spec_per_sec),
+        ("released/s", |r| r.released_per_sec),
+        ("release p50 us", |r| r.release_p50_us),
+        ("release p99 us", |r| r.release_p99_us),
+        ("aborts %", |r| r.abort_pct),
+        ("unknown", |r| r.unknown as f64),
+    ];
+    for (name, f) in rows {
+        let mut line = format!("  {name:<22}");
+        for r in runs {
+            let v = f(r);
+            if name == "aborts %" {
+                line.push_str(&format!("{v:>14.2}"));
+            } else {
+                line.push_str(&format!("{:>14}", group(v as u64)));
+            }
+        }
+        if let Some((raft, paxos)) = pair {
+            let (a, b) = (f(raft), f(paxos));
+            if b > 0.0 {
+                line.push_str(&format!("{:>12.2}", a / b));
+            } else {
+                line.push_str(&format!("{:>12}", "-"));
+            }
+        }
+        println!("{line}");
+    }
+    if let Some((raft, paxos)) = pair {
+        let r = raft.released_per_sec / paxos.released_per_sec.max(1e-9);
+        println!(
+            "  raft released/s = {:.0}% of paxos ({}within 90-110%)",
+            100.0 * r,
+            if (0.9..=1.1).contains(&r) { "" } else { "NOT " }
+        );
+    }
+}
+
 /// The run conditions, one line.
 fn conditions(cfg: &ClusterBenchConfig) -> String {
     format!(
-        "cluster bench: shards={} replicas={} workers/shard={} keys={} read-only={}% cross-shard ~{:.1}% (4 uniform keys over {} shards; measured below) dist={} durability={:?} election timeout {}-{} ms request timeout {} ms unknown after {} ms duration {:.1} s{}",
+        "cluster bench: protocol={} shards={} replicas={} workers/shard={} keys={} read-only={}% cross-shard ~{:.1}% (4 uniform keys over {} shards; measured below) dist={} durability={:?} election timeout {}-{} ms request timeout {} ms unknown after {} ms duration {:.1} s{}",
+        cfg.protocol,
         cfg.shards,
         cfg.replicas,
         cfg.threads,
@@ -951,12 +1112,18 @@ fn durability(d: DurabilityArg) -> Durability {
 
 fn print_cluster(r: &ClusterReport) {
     println!(
-        "replicas={}  speculative {:>9}/s  released {:>9}/s  aborts {:.2}%  distributed {:.0}%  commit p50 {:.0} us  release p50/p99/p99.9 {:.0}/{:.0}/{:.0} us  replay lag p99 {:.0} us  {}",
+        "[{} {} {}x{} workers/shard={} read-only={}% cross-shard={:.0}%]  speculative {:>9}/s  released {:>9}/s  aborts {:.2}% (unknown {})  commit p50 {:.0} us  release p50/p99/p99.9 {:.0}/{:.0}/{:.0} us  replay lag p99 {:.0} us  {}",
+        r.protocol,
+        r.durability,
+        r.shards,
         r.replicas,
+        r.threads,
+        r.read_pct,
+        r.distributed_pct,
         group(r.spec_per_sec as u64),
         group(r.released_per_sec as u64),
         r.abort_pct,
-        r.distributed_pct,
+        r.unknown,
         r.commit_p50_us,
         r.release_p50_us,
         r.release_p99_us,
@@ -982,13 +1149,15 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         dist: Dist::Uniform,
         value_size: 64,
         durability: Durability::Memory,
+        protocol: args.replication,
         seed: 42,
         ..ClusterBenchConfig::default()
     };
     check_cluster(&cfg)?;
     let live = std::io::stdout().is_terminal();
     println!(
-        "mako demo: 2 shards x 3 Raft replicas in one process, {} keys, {} worker(s) per shard leader, {:.0} s of the micro workload",
+        "mako demo: 2 shards x 3 {} replicas (memory durability) in one process, {} keys, {} worker(s) per shard leader, {:.0} s of the micro workload",
+        cfg.protocol,
         group(cfg.keys),
         cfg.threads,
         duration.as_secs_f64()
@@ -1235,105 +1404,6 @@ fn print_tpcc(r: &mako_tpcc::TpccReport) {
             s.p999_us
         );
     }
-}
-
-fn bench_raft(args: &RaftArgs) -> anyhow::Result<()> {
-    let duration = duration_arg(args.duration)?;
-    anyhow::ensure!(args.window > 0, "--window must be positive");
-    anyhow::ensure!(
-        args.entry_size
-            .iter()
-            .all(|&s| (12..=(16 << 20)).contains(&s)),
-        "--entry-size must be between 12 bytes and 16 MiB"
-    );
-    anyhow::ensure!(
-        args.groups.iter().all(|&g| (1..=64).contains(&g)),
-        "--groups must be between 1 and 64"
-    );
-    if !args.json {
-        println!(
-            "{:<4} {:>7} {:>6} {:>8} {:>10} {:>11} {:>8} {:>9} {:>9} {:>9} {:>8} {:>9}",
-            "net",
-            "entry",
-            "groups",
-            "durable",
-            "target/s",
-            "entries/s",
-            "MB/s",
-            "p50 us",
-            "p99 us",
-            "p99.9 us",
-            "syncs/s",
-            "gap/dup/ro"
-        );
-        println!(
-            "(gaps count proposals lost to a leader change; a row with elections is flagged below it)"
-        );
-    }
-    for &net in &args.net {
-        for &durability in &args.durability {
-            for &groups in &args.groups {
-                for &entry_bytes in &args.entry_size {
-                    let mut cfg = RaftBenchConfig {
-                        net: match net {
-                            NetArg::Mem => NetKind::Mem,
-                            NetArg::Tcp => NetKind::Tcp,
-                        },
-                        entry_bytes,
-                        groups,
-                        durability: match durability {
-                            DurabilityArg::Fsync => Durability::Fsync,
-                            DurabilityArg::Buffered => Durability::Buffered,
-                            DurabilityArg::Memory => Durability::Memory,
-                        },
-                        duration,
-                        rate: None,
-                        window: args.window,
-                    };
-                    let full = mako_bench::run_raft(&cfg)?;
-                    print_raft(&full, args.json)?;
-                    if !args.no_paced && full.entries_per_sec > 0.0 {
-                        cfg.rate = Some(full.entries_per_sec / 2.0);
-                        print_raft(&mako_bench::run_raft(&cfg)?, args.json)?;
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn print_raft(r: &RaftBenchReport, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string(r)?);
-        return Ok(());
-    }
-    println!(
-        "{:<4} {:>7} {:>6} {:>8} {:>10} {:>11} {:>8.1} {:>9.0} {:>9.0} {:>9.0} {:>8.0} {:>9}",
-        match r.net {
-            NetKind::Mem => "mem",
-            NetKind::Tcp => "tcp",
-        },
-        r.entry_bytes,
-        r.groups,
-        r.durability,
-        if r.target_rate > 0.0 {
-            group(r.target_rate as u64)
-        } else {
-            "max".to_owned()
-        },
-        group(r.entries_per_sec as u64),
-        r.mb_per_sec,
-        r.p50_us,
-        r.p99_us,
-        r.p999_us,
-        r.syncs_per_sec,
-        format!("{}/{}/{}", r.gaps, r.duplicates, r.reordered)
-    );
-    if r.leader_changes > 0 {
-        println!("     ^ elections during the run: {}", r.leader_changes);
-    }
-    Ok(())
 }
 
 fn print_progress(p: &Progress) {

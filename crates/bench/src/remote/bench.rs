@@ -131,6 +131,8 @@ pub struct RemoteBenchReport {
     pub config: Vec<String>,
     /// The deployment's durability mode (`fsync`, `buffered`, `memory`).
     pub durability: String,
+    /// The deployment's replication protocol (`raft`, `paxos`).
+    pub protocol: String,
     /// Shards.
     pub shards: u32,
     /// Replicas per shard.
@@ -300,6 +302,11 @@ pub fn run_bench(
         workload: bc.workload,
         config: cfg.sources.clone(),
         durability: cfg.durability.as_str().to_string(),
+        protocol: match cfg.replication {
+            mako_config::Replication::Raft => "raft",
+            mako_config::Replication::Paxos => "paxos",
+        }
+        .to_string(),
         shards: cfg.shards(),
         replicas: cfg.replicas(),
         clients: bc.clients,
@@ -531,6 +538,7 @@ pub fn plot_svg(r: &RemoteBenchReport) -> String {
         threads: r.clients as u32,
         read_pct: r.read_pct,
         durability: r.durability.clone(),
+        protocol: r.protocol.clone(),
         election_ms: (0, 0),
         request_timeout_ms: 0,
         unknown_after_ms: 0,

@@ -1,25 +1,30 @@
-//! `mako bench raft`: one shard's Raft group of 3 replicas in one process, measured.
+//! `mako bench group` (alias `mako bench raft` for Raft alone): one shard's replication group
+//! of 3 replicas in one process, run with either protocol ([`Protocol`]), measured.
 //!
-//! Each of `groups` groups gets a submitter thread that proposes numbered
-//! entries to its leader, either as fast as a window of outstanding entries
-//! allows (unthrottled) or at a fixed rate (paced). The leader's apply callback
-//! records submit-to-commit latency; every replica's callbacks check the
+//! Groups start through [`Protocol::start_group`] on [`mako_group::Host`]s, so both protocols
+//! run on the same log store, transport, batching and flow control. Each of `groups` groups
+//! gets a submitter thread that proposes numbered entries to its leader, either as fast as a
+//! window of outstanding entries allows (unthrottled) or at a fixed rate (paced). The leader's
+//! apply callback records submit-to-commit latency; every replica's callbacks check the
 //! sequence numbers they apply for gaps, duplicates and reordering.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
+use crossbeam_channel::Receiver;
 use hdrhistogram::Histogram;
+use mako_group::{GroupConfig, Host, HostConfig};
 use mako_logstore::{Durability, LogStore, LogStoreConfig};
-use mako_raft::{HostConfig, RaftConfig, RaftHost, RaftWorker};
 use mako_replication::{Applied, ApplyStatus, NodeId, Replicator, Role};
-use mako_transport::Transport;
+use mako_server::Protocol;
 use mako_transport::sim::{RealtimeGuard, SimConfig, SimNetwork};
 use mako_transport::tcp::{TcpConfig, TcpTransport};
+use mako_transport::{Envelope, Transport};
 use parking_lot::{Condvar, Mutex};
 
 use crate::driver::new_histogram;
@@ -34,14 +39,26 @@ pub enum NetKind {
     Tcp,
 }
 
-/// One Raft benchmark run.
+impl NetKind {
+    /// The name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetKind::Mem => "mem",
+            NetKind::Tcp => "tcp",
+        }
+    }
+}
+
+/// One group benchmark run.
 #[derive(Debug, Clone)]
-pub struct RaftBenchConfig {
+pub struct GroupBenchConfig {
+    /// Replication protocol of every group.
+    pub protocol: Protocol,
     /// Transport.
     pub net: NetKind,
     /// Bytes per entry.
     pub entry_bytes: usize,
-    /// Raft groups (shards), each with 3 replicas.
+    /// Groups (shards), each with 3 replicas.
     pub groups: usize,
     /// Log durability.
     pub durability: Durability,
@@ -53,9 +70,14 @@ pub struct RaftBenchConfig {
     pub window: usize,
 }
 
+/// The Raft-only name of [`GroupBenchConfig`] (`mako bench raft`).
+pub type RaftBenchConfig = GroupBenchConfig;
+
 /// Results of one run.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct RaftBenchReport {
+pub struct GroupBenchReport {
+    /// Replication protocol.
+    pub protocol: &'static str,
     /// Transport.
     pub net: NetKind,
     /// Bytes per entry.
@@ -84,9 +106,18 @@ pub struct RaftBenchReport {
     pub reordered: u64,
     /// Log syncs per second over all replicas.
     pub syncs_per_sec: f64,
-    /// Elections won during the run beyond the first leader of each group (lost proposals show as gaps).
+    /// Log store `write` calls per second over all replicas.
+    pub log_writes_per_sec: f64,
+    /// Committed entries per log store write (every replica stores every entry): the
+    /// batching the protocol achieved.
+    pub entries_per_log_write: f64,
+    /// Leader changes after every group had its first leader (replicas taking the lead;
+    /// lost proposals show as gaps).
     pub leader_changes: u64,
 }
+
+/// The Raft-only name of [`GroupBenchReport`].
+pub type RaftBenchReport = GroupBenchReport;
 
 /// Header of a benchmark entry: group, sequence number.
 const HEADER: usize = 12;
@@ -143,48 +174,113 @@ impl Integrity {
 
 /// Errors setting up a benchmark cluster.
 #[derive(Debug, thiserror::Error)]
-pub enum RaftBenchError {
+pub enum GroupBenchError {
     /// I/O (temp dirs, sockets).
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     /// The log store would not open.
     #[error("log store: {0}")]
     Log(#[from] mako_logstore::LogError),
-    /// A group would not start.
-    #[error("raft: {0}")]
-    Start(#[from] mako_raft::StartError),
+    /// A group would not start (e.g. a protocol not built in).
+    #[error("{protocol} group: {source}")]
+    Start {
+        /// The protocol asked for.
+        protocol: Protocol,
+        /// Why it did not start.
+        source: mako_group::StartError,
+    },
     /// No leader emerged.
-    #[error("group {0} elected no leader within 10 s")]
-    NoLeader(u32),
+    #[error("{protocol} group {group} elected no leader within 10 s")]
+    NoLeader {
+        /// The protocol.
+        protocol: Protocol,
+        /// The group.
+        group: u32,
+    },
 }
 
-struct Cluster {
-    hosts: Vec<RaftHost>,
-    groups: Vec<Vec<Arc<RaftWorker>>>,
-    tcp: Vec<Arc<TcpTransport>>,
-    _pump: Option<RealtimeGuard>,
-    _dir: tempfile::TempDir,
+/// The Raft-only name of [`GroupBenchError`].
+pub type RaftBenchError = GroupBenchError;
+
+/// The settings of a replica's log store in the group bench (and in the ceiling, which must
+/// use the same segment size and batching caps).
+pub(crate) fn log_config(dir: &Path, durability: Durability) -> LogStoreConfig {
+    let mut lc = LogStoreConfig::new(dir);
+    lc.durability = durability;
+    lc
 }
 
-impl Cluster {
-    fn start(cfg: &RaftBenchConfig, integrity: &Arc<Integrity>) -> Result<Cluster, RaftBenchError> {
-        let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
-        let ids: Vec<NodeId> = vec![1, 2, 3];
-        let mut transports: Vec<(Arc<dyn Transport>, crossbeam_channel::Receiver<_>)> = Vec::new();
+/// Waits (at most 30 s) until a freshly opened store has its first segment and its
+/// pre-zeroed spares ready, so a measurement does not compete with their preparation (a
+/// fresh store zeroes them in the background). Probes with hard-state writes of `group`,
+/// a group id the caller does not otherwise use (the store's gauges move after writes).
+pub(crate) fn wait_ready(
+    log: &LogStore,
+    cfg: &LogStoreConfig,
+    group: u32,
+) -> Result<(), mako_logstore::LogError> {
+    if cfg.durability == Durability::Memory {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        log.write_sync(vec![mako_logstore::GroupWrite {
+            hard_state: Some(mako_logstore::HardState::default()),
+            ..mako_logstore::GroupWrite::new(group)
+        }])?;
+        if log.stats().spare_segments >= cfg.preallocated_segments as u64 {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            tracing::warn!("log store spares not ready after 30 s; measuring anyway");
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Log entries a group keeps before compacting: 64 MiB worth, at least 1,000.
+pub(crate) fn compact_after(entry_bytes: usize) -> u64 {
+    ((64 << 20) / entry_bytes.max(1)).max(1000) as u64
+}
+
+/// Entries in flight per group: the asked window, at most 64 MiB worth, at least 8.
+pub(crate) fn effective_window(window: usize, entry_bytes: usize) -> usize {
+    window.min((64 << 20) / entry_bytes.max(1)).max(8)
+}
+
+/// The replica ids of a benchmark group.
+pub(crate) const IDS: [NodeId; 3] = [1, 2, 3];
+
+/// A benchmark network of 3 endpoints: transports with their inboxes, and what must live
+/// as long as they do.
+pub(crate) struct Net {
+    /// One transport and inbox per id of [`IDS`].
+    pub endpoints: Vec<(Arc<dyn Transport>, Receiver<Envelope>)>,
+    /// TCP transports, shut down by [`Net::shutdown`].
+    pub tcp: Vec<Arc<TcpTransport>>,
+    /// The in-memory network's pump.
+    pub _pump: Option<RealtimeGuard>,
+}
+
+impl Net {
+    /// Three connected endpoints of kind `kind`.
+    pub fn start(kind: NetKind) -> std::io::Result<Net> {
+        let mut endpoints: Vec<(Arc<dyn Transport>, Receiver<Envelope>)> = Vec::new();
         let mut tcp = Vec::new();
         let mut pump = None;
-        match cfg.net {
+        match kind {
             NetKind::Mem => {
                 let net = SimNetwork::new(1, SimConfig::default());
-                for &id in &ids {
+                for id in IDS {
                     let (ep, rx) = net.endpoint(id);
-                    transports.push((Arc::new(ep), rx));
+                    endpoints.push((Arc::new(ep), rx));
                 }
                 pump = Some(net.run_realtime());
             }
             NetKind::Tcp => {
                 let listen: SocketAddr = "127.0.0.1:0".parse().map_err(std::io::Error::other)?;
-                for &id in &ids {
+                for id in IDS {
                     let tc = TcpConfig {
                         queue_capacity: 1 << 16,
                         ..TcpConfig::default()
@@ -192,7 +288,7 @@ impl Cluster {
                     let (t, rx) = TcpTransport::start(id, listen, HashMap::new(), tc)?;
                     let t = Arc::new(t);
                     tcp.push(t.clone());
-                    transports.push((t, rx));
+                    endpoints.push((t, rx));
                 }
                 for a in &tcp {
                     for b in &tcp {
@@ -203,12 +299,41 @@ impl Cluster {
                 }
             }
         }
+        Ok(Net {
+            endpoints,
+            tcp,
+            _pump: pump,
+        })
+    }
+
+    /// Stops the TCP transports (the pump stops when dropped).
+    pub fn shutdown(&self) {
+        for t in &self.tcp {
+            t.shutdown();
+        }
+    }
+}
+
+struct Cluster {
+    hosts: Vec<Host>,
+    groups: Vec<Vec<Arc<dyn Replicator>>>,
+    net: Net,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(
+        cfg: &GroupBenchConfig,
+        integrity: &Arc<Integrity>,
+    ) -> Result<Cluster, GroupBenchError> {
+        let dir = tempfile::tempdir_in(std::env::current_dir()?)?;
+        let mut net = Net::start(cfg.net)?;
         let mut hosts = Vec::new();
-        for ((t, rx), &id) in transports.into_iter().zip(&ids) {
-            let mut lc = LogStoreConfig::new(dir.path().join(format!("log-{id}")));
-            lc.durability = cfg.durability;
-            let (log, rec) = LogStore::open(lc)?;
-            hosts.push(RaftHost::new(
+        for ((t, rx), id) in std::mem::take(&mut net.endpoints).into_iter().zip(IDS) {
+            let lc = log_config(&dir.path().join(format!("log-{id}")), cfg.durability);
+            let (log, rec) = LogStore::open(lc.clone())?;
+            wait_ready(&log, &lc, cfg.groups as u32)?;
+            hosts.push(Host::new(
                 t,
                 rx,
                 Arc::new(log),
@@ -218,12 +343,17 @@ impl Cluster {
                 },
             ));
         }
-        let mut groups = Vec::new();
+        let mut cluster = Cluster {
+            hosts,
+            groups: Vec::new(),
+            net,
+            _dir: dir,
+        };
         for g in 0..cfg.groups as u32 {
             let mut replicas = Vec::new();
-            for (h, &id) in hosts.iter().zip(&ids) {
-                let mut rc = RaftConfig::new(id, ids.clone(), g);
-                rc.compact_after_entries = ((64 << 20) / cfg.entry_bytes.max(1)).max(1000) as u64;
+            for (h, id) in cluster.hosts.iter().zip(IDS) {
+                let mut gc = GroupConfig::new(id, IDS.to_vec(), g);
+                gc.compact_after_entries = compact_after(cfg.entry_bytes);
                 // The bench's application state is the next sequence number it expects: a
                 // replica caught up by snapshot continues from there (no false gaps), and
                 // the log compacts (memory stays bounded on long runs).
@@ -232,20 +362,24 @@ impl Cluster {
                     node: id,
                     group: g,
                 };
-                replicas.push(h.start_group_with::<mako_raft::RaftNode>(rc, Some(Box::new(snap)))?);
+                match cfg.protocol.start_group(h, gc, Some(Box::new(snap))) {
+                    Ok(r) => replicas.push(r),
+                    Err(source) => {
+                        cluster.groups.push(replicas);
+                        cluster.shutdown();
+                        return Err(GroupBenchError::Start {
+                            protocol: cfg.protocol,
+                            source,
+                        });
+                    }
+                }
             }
-            groups.push(replicas);
+            cluster.groups.push(replicas);
         }
-        Ok(Cluster {
-            hosts,
-            groups,
-            tcp,
-            _pump: pump,
-            _dir: dir,
-        })
+        Ok(cluster)
     }
 
-    fn leader(&self, g: usize) -> Option<Arc<RaftWorker>> {
+    fn leader(&self, g: usize) -> Option<Arc<dyn Replicator>> {
         self.groups[g]
             .iter()
             .find(|r| r.role() == Role::Leader)
@@ -256,21 +390,22 @@ impl Cluster {
         for h in &self.hosts {
             h.shutdown();
         }
-        for t in &self.tcp {
-            t.shutdown();
-        }
+        self.net.shutdown();
     }
 }
 
 /// Runs one configuration: start 3 replicas per group, submit, measure, check integrity.
-pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError> {
+pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchError> {
     let integrity = Arc::new(Integrity::default());
     let cluster = Cluster::start(cfg, &integrity)?;
     let started = Instant::now();
-    // At most 64 MiB in flight per group, whatever the entry size.
-    let window = cfg.window.min((64 << 20) / cfg.entry_bytes.max(1)).max(8);
+    let window = effective_window(cfg.window, cfg.entry_bytes);
     let ring = window.next_power_of_two() * 4;
     let mut meters = Vec::new();
+    // Leader changes: replicas taking the lead (group, term or ballot), counted at the end
+    // for terms above the first leader's (terms and ballots are numbered differently, so
+    // their rise would not compare across the protocols).
+    let took_lead: Arc<Mutex<Vec<(u32, u64)>>> = Arc::default();
     for (g, replicas) in cluster.groups.iter().enumerate() {
         let meter = Arc::new(GroupMeter {
             submitted_at: (0..ring).map(|_| AtomicU64::new(0)).collect(),
@@ -283,6 +418,12 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
         });
         for r in replicas {
             let node = r.id();
+            let took = Arc::clone(&took_lead);
+            r.on_role_change(Box::new(move |c| {
+                if c.role == Role::Leader {
+                    took.lock().push((c.shard, c.term));
+                }
+            }));
             for role in [Role::Leader, Role::Follower] {
                 let (m, integ) = (meter.clone(), integrity.clone());
                 r.on_apply(
@@ -317,23 +458,29 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
         while cluster.leader(g).is_none() {
             if Instant::now() > deadline {
                 cluster.shutdown();
-                return Err(RaftBenchError::NoLeader(g as u32));
+                return Err(GroupBenchError::NoLeader {
+                    protocol: cfg.protocol,
+                    group: g as u32,
+                });
             }
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    let terms = |c: &Cluster| -> u64 {
-        c.groups
-            .iter()
-            .map(|g| g.iter().map(|r| r.term()).max().unwrap_or(0))
-            .sum()
-    };
-    let terms_before = terms(&cluster);
+    let first_terms: Vec<u64> = (0..cluster.groups.len())
+        .map(|g| cluster.leader(g).map_or(0, |l| l.term()))
+        .collect();
     let stop = AtomicBool::new(false);
     let warmup = Duration::from_millis(500);
     let per_group_rate = cfg.rate.map(|r| r / cfg.groups as f64);
-    let syncs = |c: &Cluster| c.hosts.iter().map(|h| h.log_stats().syncs).sum::<u64>();
-    let mut syncs_before = 0;
+    // (syncs, write calls) over every replica's log store.
+    let log_counts = |c: &Cluster| {
+        c.hosts.iter().fold((0u64, 0u64), |(s, w), h| {
+            let st = h.log_stats();
+            (s + st.syncs, w + st.writes)
+        })
+    };
+    let mut log_before = (0, 0);
+    let mut log_during = (0, 0);
     std::thread::scope(|s| {
         for (g, meter) in meters.iter().enumerate() {
             let (cluster, stop) = (&cluster, &stop);
@@ -372,12 +519,13 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
         for m in &meters {
             m.measuring.store(true, Ordering::Relaxed);
         }
-        syncs_before = syncs(&cluster);
+        log_before = log_counts(&cluster);
         std::thread::sleep(cfg.duration);
         for m in &meters {
             m.measuring.store(false, Ordering::Relaxed);
         }
-        syncs_before = syncs(&cluster) - syncs_before;
+        let after = log_counts(&cluster);
+        log_during = (after.0 - log_before.0, after.1 - log_before.1);
         stop.store(true, Ordering::Relaxed);
         for m in &meters {
             let _g = m.window.lock();
@@ -386,7 +534,11 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
     });
     // Let followers finish applying before reading the integrity counters.
     std::thread::sleep(Duration::from_millis(300));
-    let terms_after = terms(&cluster);
+    let leader_changes = took_lead
+        .lock()
+        .iter()
+        .filter(|(g, term)| first_terms.get(*g as usize).is_some_and(|t| term > t))
+        .count() as u64;
     let mut hist = new_histogram();
     let mut measured = 0;
     for m in &meters {
@@ -396,7 +548,9 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
     cluster.shutdown();
     let secs = cfg.duration.as_secs_f64();
     let us = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    Ok(RaftBenchReport {
+    let log_writes_per_sec = log_during.1 as f64 / secs;
+    Ok(GroupBenchReport {
+        protocol: cfg.protocol.name(),
         net: cfg.net,
         entry_bytes: cfg.entry_bytes,
         groups: cfg.groups,
@@ -410,8 +564,14 @@ pub fn run_raft(cfg: &RaftBenchConfig) -> Result<RaftBenchReport, RaftBenchError
         gaps: integrity.gaps.load(Ordering::Relaxed),
         duplicates: integrity.duplicates.load(Ordering::Relaxed),
         reordered: integrity.reordered.load(Ordering::Relaxed),
-        syncs_per_sec: syncs_before as f64 / secs,
-        leader_changes: terms_after.saturating_sub(terms_before),
+        syncs_per_sec: log_during.0 as f64 / secs,
+        log_writes_per_sec,
+        entries_per_log_write: if log_during.1 == 0 {
+            0.0
+        } else {
+            (measured * IDS.len() as u64) as f64 / log_during.1 as f64
+        },
+        leader_changes,
     })
 }
 
@@ -446,5 +606,29 @@ impl mako_replication::SnapshotHandler for SeqSnapshot {
                 .insert((self.node, self.group), u64::from_le_bytes(b));
         }
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integrity_counts_gaps_duplicates_and_reordering_per_replica() {
+        let i = Integrity::default();
+        for seq in [0, 1, 3] {
+            i.check(1, 0, seq);
+        }
+        assert_eq!(i.gaps.load(Ordering::Relaxed), 1);
+        i.check(1, 0, 3);
+        assert_eq!(i.duplicates.load(Ordering::Relaxed), 1);
+        // Another replica and another group keep their own sequences.
+        i.check(2, 0, 0);
+        i.check(1, 1, 0);
+        assert_eq!(i.gaps.load(Ordering::Relaxed), 1);
+        assert_eq!(i.duplicates.load(Ordering::Relaxed), 1);
+        assert_eq!(parse(&entry(7, 42, 64)), Some((7, 42)));
+        assert_eq!(entry(7, 42, 64).len(), 64);
+        assert_eq!(parse(&[0u8; 5]), None);
     }
 }
