@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{Sim, tick_settle};
-use mako_lab::{HEARTBEAT_MS, Packet};
 use mako_group::{GroupConfig, HardState, InitialState, LogEntry};
+use mako_lab::{HEARTBEAT_MS, Packet};
 use mako_paxos::PaxosNode;
 use mako_paxos::wire::{self, Msg};
 use mako_replication::ApplyDispatcher;
