@@ -1126,24 +1126,22 @@ impl PaxosNode {
         };
         let matched = matched.min(last);
         p.heard = Some(now);
-        if rejoining {
-            if self.rejoining_peers.insert(from) {
-                // It lost what it acknowledged: count nothing of it and resend from its log.
-                p.matched = matched;
-                p.next = matched + 1;
-                p.inflight.clear();
-            }
+        // Its log ends before what it acknowledged under this ballot: it lost its state (a
+        // `memory` log restarted, rejoining or not; possibly again before we saw it finish
+        // rejoining). (A reordered older answer does the same harmlessly: the next answer
+        // restores the count.)
+        let lost = gap && matched < p.matched;
+        let newly_rejoining = if rejoining {
+            self.rejoining_peers.insert(from)
         } else {
             self.rejoining_peers.remove(&from);
-            if gap && matched < p.matched {
-                // Its log ends before what it acknowledged under this ballot: it lost its
-                // state (a `memory` log restarted without rejoining). Count nothing of it
-                // and send again from what it holds. (A reordered older answer does the
-                // same harmlessly: the next answer restores the count.)
-                p.matched = matched;
-                p.next = matched + 1;
-                p.inflight.clear();
-            }
+            false
+        };
+        if lost || newly_rejoining {
+            // It lost what it acknowledged: count nothing of it and resend from its log.
+            p.matched = matched;
+            p.next = matched + 1;
+            p.inflight.clear();
         }
         p.matched = p.matched.max(matched);
         p.lease = p.lease.max(lease);

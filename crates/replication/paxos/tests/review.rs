@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{Sim, tick_settle};
-use mako_lab::{HEARTBEAT_MS, Packet};
 use mako_group::{GroupConfig, HardState, InitialState, LogEntry};
+use mako_lab::{HEARTBEAT_MS, Packet};
 use mako_paxos::PaxosNode;
 use mako_paxos::wire::{self, Msg};
 use mako_replication::ApplyDispatcher;
@@ -157,4 +157,48 @@ fn a_restart_from_a_torn_job_does_not_promise_below_a_ballot_it_accepted() {
         "promised {between} after accepting under {accepted}: {sent:?}"
     );
     assert!(node.ballot() >= accepted);
+}
+
+/// A leader learns that a follower is rejoining (memory durability, lost its state) from its
+/// answers, and counts nothing it acknowledged before. The follower caught up and rejoined,
+/// but its answers saying so were lost (or are still on their way), and it lost its state
+/// again: the leader, still listing it as rejoining, kept the old acknowledged slots and
+/// never sent it the log again (its heartbeats from past the follower's end were answered
+/// with a gap forever; the lab run memory_crashes_with_rejoin_many_seeds hit it).
+#[test]
+fn a_replica_that_loses_its_state_again_before_the_leader_saw_it_rejoin_catches_up() {
+    let mut s = common::manual(3, 23, u64::MAX / 2);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    propose(&mut s, 0, b"v2");
+    tick_settle(&mut s, 0, 2);
+    assert!(s.all_applied(2));
+    s.lose_disk_on_crash = true;
+    s.crash(2);
+    s.start(2);
+    assert!(s.live(2).rejoining());
+    // C's answers saying it rejoined never reach A.
+    s.filter = Some(Box::new(|p| {
+        !(p.from == 3
+            && matches!(
+                msg(p),
+                Some(Msg::Accepted {
+                    rejoining: false,
+                    ..
+                })
+            ))
+    }));
+    tick_settle(&mut s, 0, 3);
+    assert!(!s.live(2).rejoining(), "C rejoined");
+    assert_eq!(s.live(0).rejoining_peers(), vec![3]);
+    // C loses its state again.
+    s.crash(2);
+    s.start(2);
+    s.lose_disk_on_crash = false;
+    s.filter = None;
+    tick_settle(&mut s, 0, 4);
+    assert!(!s.live(2).rejoining(), "C caught up again");
+    assert_eq!(s.live(2).commit_index(), 2);
+    assert!(s.live(0).rejoining_peers().is_empty());
+    s.assert_safe();
 }
