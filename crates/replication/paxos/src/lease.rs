@@ -20,7 +20,9 @@
 //! * An acceptor that took an accept from a leader refuses every prepare not flagged as a
 //!   transfer for `E` of its ticks afterwards (the stable-leader rule), and starts no
 //!   campaign of its own before its randomized election timeout, at least `E` ticks
-//!   without hearing from a leader. The leader itself refuses such prepares while it leads,
+//!   without hearing from a leader. The pre-prepare round before a campaign only adds a
+//!   condition: a pre-prepare changes no acceptor state (no promise, no timer), so it opens
+//!   no window this argument relies on being closed. The leader itself refuses such prepares while it leads,
 //!   and after stepping down (check-quorum, a higher ballot) for `E` ticks. A replica
 //!   restarted from a durable promise refuses them for `E` ticks after starting.
 //! * `E` ticks after `r_n` take at least `(E - 1) * P` (the first may come at once).

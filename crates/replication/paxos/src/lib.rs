@@ -35,10 +35,27 @@
 //! a short `matched` rewinds `next`), and commits the highest slot a majority matched,
 //! counting itself only up to what its own log holds durably.
 //!
-//! **Phase 1 (takeover).** A follower whose randomized election timeout (ticks in
-//! `GroupConfig::election_ticks`, jitter seeded per node, see
-//! [`PaxosNode::set_election_seed`]) runs out picks the next round above every ballot it
-//! has seen, promises it to itself durably, and sends `Prepare{ballot, from = its commit}`.
+//! **Pre-prepare round (Raft's pre-vote).** A follower whose randomized election timeout
+//! (ticks in `GroupConfig::election_ticks`, jitter seeded per node, see
+//! [`PaxosNode::set_election_seed`]) runs out does not raise its ballot yet. It sends
+//! `PrePrepare{ballot, from = its commit}`, naming the ballot it would use (the next round
+//! above every ballot it has seen). An acceptor answers `PrePromise{granted}`, granted iff it
+//! would promise that ballot now by the Phase 1 rules below (above its promise, outside the
+//! stable-leader window and the bar after a restart or step-down, not rejoining, not
+//! committed past `from`), or `Rejected` with its
+//! promise when the ballot is not above it; either way it changes nothing (no promise,
+//! nothing durable, no timer reset). Only with a majority of grants, its own included, does
+//! the replica run Phase 1; otherwise it keeps its ballot and asks again at its next
+//! randomized timeout. So a replica cut off from the group never inflates its promise: on
+//! its return it takes the healthy leader's next accept instead of answering it `Rejected`
+//! with a higher ballot, which made the leader step down although a majority still followed
+//! it. (The leader does not simply outbid such a ballot: two leaders each hearing a majority
+//! would outbid each other forever.) A transfer's `TimeoutNow` skips the round, and
+//! [`PaxosNode::campaign`] starts it as a timeout does.
+//!
+//! **Phase 1 (takeover).** A replica whose pre-prepare round a majority granted (or a
+//! transfer's target) picks the next round above every ballot it has seen, promises it to
+//! itself durably, and sends `Prepare{ballot, from = its commit}`.
 //! An acceptor promises (durably, before answering) iff the ballot is above its promise and
 //! it has not heard from a live leader within the minimum election timeout (stable-leader
 //! rule: healthy leaders are not disturbed; a transfer's prepare bypasses it); its `Promise`

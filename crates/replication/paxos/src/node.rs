@@ -79,7 +79,11 @@ pub struct PaxosStats {
     pub applied_entries: u64,
     /// Entries proposed here that are resolved (applied here as ours, or reported unapplied).
     pub resolved: u64,
-    /// Phase 1 runs started here.
+    /// Pre-prepare rounds started here (an election timeout ran out, or `campaign`).
+    pub pre_rounds: u64,
+    /// Pre-prepares answered here without a grant (or with `Rejected`).
+    pub pre_refused: u64,
+    /// Phase 1 runs started here (after a majority granted a pre-prepare, or a transfer).
     pub campaigns: u64,
     /// Phase 1 runs won here.
     pub elections_won: u64,
@@ -146,6 +150,15 @@ struct Leader {
     takeover_last: u64,
 }
 
+/// A replica asking, before it raises its ballot, whether a majority would promise it.
+#[derive(Debug)]
+struct PreCandidate {
+    /// The ballot it would run Phase 1 under.
+    ballot: u64,
+    /// Acceptors that would promise it now (this replica included).
+    grants: BTreeSet<NodeId>,
+}
+
 #[derive(Debug)]
 struct Candidate {
     ballot: u64,
@@ -159,6 +172,7 @@ struct Candidate {
 #[derive(Debug)]
 enum State {
     Follower,
+    PreCandidate(PreCandidate),
     Candidate(Candidate),
     Leader(Leader),
 }
@@ -531,7 +545,7 @@ impl PaxosNode {
         } else if !(self.rejoining() || self.installing_snapshot()) {
             self.elapsed += 1;
             if self.elapsed >= self.timeout {
-                self.campaign_inner(false);
+                self.pre_campaign();
             }
         }
         self.apply();
@@ -664,25 +678,92 @@ impl PaxosNode {
         self.elapsed = 0;
     }
 
-    /// Starts Phase 1 now (tests and manual failover); refused while rejoining or while a
-    /// snapshot install is being made durable.
+    /// Starts an election now, as an election timeout does (tests and manual failover): the
+    /// pre-prepare round, then Phase 1 if a majority grants it. Refused (`false`) while
+    /// rejoining or while a snapshot install is being made durable.
     pub fn campaign(&mut self) -> bool {
-        self.campaign_inner(false)
+        self.pre_campaign()
     }
 
-    fn campaign_inner(&mut self, transfer: bool) -> bool {
-        if self.rejoining() || self.installing_snapshot() || self.failure.is_some() {
+    fn may_campaign(&self) -> bool {
+        !(self.rejoining() || self.installing_snapshot() || self.failure.is_some())
+    }
+
+    /// The ballot of this replica's next Phase 1: the next round above every ballot seen.
+    fn next_ballot(&self) -> Option<u64> {
+        let round = wire::round_of(self.highest_seen.max(self.promised)) + 1;
+        let ballot = wire::ballot(round, self.me);
+        if ballot > wire::MAX_BALLOT {
+            tracing::error!(shard = self.cfg.shard, "ballot space exhausted");
+            return None;
+        }
+        Some(ballot)
+    }
+
+    /// Starts the pre-prepare round: asks every acceptor whether it would promise the next
+    /// ballot now, changing nothing here but the role and the timer (no promise: a replica
+    /// that never hears a majority never raises its ballot).
+    fn pre_campaign(&mut self) -> bool {
+        if !self.may_campaign() {
             return false;
         }
         if matches!(self.state, State::Leader(_)) {
             self.step_down();
         }
-        let round = wire::round_of(self.highest_seen.max(self.promised)) + 1;
-        let ballot = wire::ballot(round, self.me);
-        if ballot > wire::MAX_BALLOT {
-            tracing::error!(shard = self.cfg.shard, "ballot space exhausted");
+        let Some(ballot) = self.next_ballot() else {
+            return false;
+        };
+        self.stats.pre_rounds += 1;
+        self.reset_timeout();
+        if self.leader.take().is_some() {
+            self.dispatcher
+                .set_role(Role::Follower, self.promised, None);
+        }
+        let from = self.commit;
+        tracing::debug!(
+            shard = self.cfg.shard,
+            id = self.cfg.id,
+            ballot,
+            from,
+            "pre-prepare"
+        );
+        self.state = State::PreCandidate(PreCandidate {
+            ballot,
+            grants: BTreeSet::from([self.cfg.id]),
+        });
+        let m = Msg::PrePrepare { ballot, from };
+        for to in self.cfg.peers.clone() {
+            // Nothing to make durable first.
+            self.send(to, &m, false);
+        }
+        self.maybe_pre_win();
+        true
+    }
+
+    /// Runs Phase 1 once a majority granted the pre-prepare.
+    fn maybe_pre_win(&mut self) {
+        let State::PreCandidate(p) = &self.state else {
+            return;
+        };
+        if p.grants.len() < self.majority {
+            return;
+        }
+        self.state = State::Follower;
+        self.campaign_inner(false);
+    }
+
+    /// Phase 1 under the next ballot (after a granted pre-prepare round, or at once for a
+    /// transfer).
+    fn campaign_inner(&mut self, transfer: bool) -> bool {
+        if !self.may_campaign() {
             return false;
         }
+        if matches!(self.state, State::Leader(_)) {
+            self.step_down();
+        }
+        let Some(ballot) = self.next_ballot() else {
+            return false;
+        };
         self.stats.campaigns += 1;
         self.promise(ballot);
         self.leader = None;
@@ -821,7 +902,10 @@ impl PaxosNode {
         if self.failure.is_some() {
             return Ok(());
         }
-        self.highest_seen = self.highest_seen.max(m.ballot());
+        // A pre-prepare round's ballot is nobody's yet: seeing it changes nothing.
+        if !matches!(m, Msg::PrePrepare { .. } | Msg::PrePromise { .. }) {
+            self.highest_seen = self.highest_seen.max(m.ballot());
+        }
         match m {
             Msg::Prepare {
                 ballot,
@@ -858,6 +942,8 @@ impl PaxosNode {
                 term,
                 data,
             } => self.on_snapshot(from, ballot, index, term, data),
+            Msg::PrePrepare { ballot, from: f } => self.on_pre_prepare(from, ballot, f),
+            Msg::PrePromise { ballot, granted } => self.on_pre_promise(from, ballot, granted),
         }
         Ok(())
     }
@@ -920,7 +1006,9 @@ impl PaxosNode {
         if ballot == self.promised {
             // A duplicate of a prepare already promised (or of a leader already followed):
             // the same answer again.
-            if self.commit <= cfrom && matches!(self.state, State::Follower) {
+            if self.commit <= cfrom
+                && matches!(self.state, State::Follower | State::PreCandidate(_))
+            {
                 self.send_promise(from, ballot, cfrom);
             }
             return;
@@ -948,6 +1036,38 @@ impl PaxosNode {
         self.stats.promises += 1;
         self.elapsed = 0;
         self.send_promise(from, ballot, cfrom);
+    }
+
+    /// Answers a pre-prepare with whether `on_prepare` would promise its ballot now, and
+    /// changes nothing (no promise, nothing durable, no timer reset, no leader forgotten).
+    fn on_pre_prepare(&mut self, from: NodeId, ballot: u64, cfrom: u64) {
+        if ballot <= self.promised {
+            // The sender learns the ballot to outbid (it never proposes at or below it).
+            self.stats.pre_refused += 1;
+            let m = Msg::Rejected {
+                ballot,
+                promised: self.promised,
+            };
+            self.send(from, &m, false);
+            return;
+        }
+        let granted =
+            !self.prepare_withheld(false) && ballot > self.promise_floor && self.commit <= cfrom;
+        if !granted {
+            self.stats.pre_refused += 1;
+        }
+        self.send(from, &Msg::PrePromise { ballot, granted }, false);
+    }
+
+    fn on_pre_promise(&mut self, from: NodeId, ballot: u64, granted: bool) {
+        let State::PreCandidate(p) = &mut self.state else {
+            return;
+        };
+        if p.ballot != ballot || !granted {
+            return;
+        }
+        p.grants.insert(from);
+        self.maybe_pre_win();
     }
 
     fn send_promise(&mut self, to: NodeId, ballot: u64, cfrom: u64) {
@@ -1029,7 +1149,7 @@ impl PaxosNode {
                 self.state = State::Follower;
                 self.reset_timeout();
             }
-            State::Follower => {}
+            State::Follower | State::PreCandidate(_) => {}
         }
     }
 
@@ -1126,24 +1246,22 @@ impl PaxosNode {
         };
         let matched = matched.min(last);
         p.heard = Some(now);
-        if rejoining {
-            if self.rejoining_peers.insert(from) {
-                // It lost what it acknowledged: count nothing of it and resend from its log.
-                p.matched = matched;
-                p.next = matched + 1;
-                p.inflight.clear();
-            }
+        // Its log ends before what it acknowledged under this ballot: it lost its state (a
+        // `memory` log restarted, rejoining or not; possibly again before we saw it finish
+        // rejoining). (A reordered older answer does the same harmlessly: the next answer
+        // restores the count.)
+        let lost = gap && matched < p.matched;
+        let newly_rejoining = if rejoining {
+            self.rejoining_peers.insert(from)
         } else {
             self.rejoining_peers.remove(&from);
-            if gap && matched < p.matched {
-                // Its log ends before what it acknowledged under this ballot: it lost its
-                // state (a `memory` log restarted without rejoining). Count nothing of it
-                // and send again from what it holds. (A reordered older answer does the
-                // same harmlessly: the next answer restores the count.)
-                p.matched = matched;
-                p.next = matched + 1;
-                p.inflight.clear();
-            }
+            false
+        };
+        if lost || newly_rejoining {
+            // It lost what it acknowledged: count nothing of it and resend from its log.
+            p.matched = matched;
+            p.next = matched + 1;
+            p.inflight.clear();
         }
         p.matched = p.matched.max(matched);
         p.lease = p.lease.max(lease);
@@ -1783,6 +1901,11 @@ impl PaxosNode {
     /// Whether this replica runs Phase 1.
     pub fn is_candidate(&self) -> bool {
         matches!(self.state, State::Candidate(_))
+    }
+
+    /// Whether this replica runs a pre-prepare round (it has not raised its ballot).
+    pub fn is_pre_candidate(&self) -> bool {
+        matches!(self.state, State::PreCandidate(_))
     }
 
     /// The leader this replica believes in.

@@ -123,6 +123,21 @@ pub enum Msg {
         /// The application's snapshot bytes.
         data: Bytes,
     },
+    /// The pre-prepare round: would the acceptor promise `ballot` now? Non-binding: the
+    /// acceptor answers [`Msg::PrePromise`] and changes nothing.
+    PrePrepare {
+        /// The ballot the replica would run Phase 1 under.
+        ballot: u64,
+        /// The replica's commit index (an acceptor that committed more does not grant).
+        from: u64,
+    },
+    /// The answer to a [`Msg::PrePrepare`] whose ballot is above the acceptor's promise.
+    PrePromise {
+        /// The pre-prepared ballot.
+        ballot: u64,
+        /// The acceptor would promise `ballot` now.
+        granted: bool,
+    },
 }
 
 impl Msg {
@@ -136,7 +151,9 @@ impl Msg {
             | Msg::Accept { ballot, .. }
             | Msg::Accepted { ballot, .. }
             | Msg::TimeoutNow { ballot, .. }
-            | Msg::Snapshot { ballot, .. } => *ballot,
+            | Msg::Snapshot { ballot, .. }
+            | Msg::PrePrepare { ballot, .. }
+            | Msg::PrePromise { ballot, .. } => *ballot,
         }
     }
 
@@ -148,6 +165,7 @@ impl Msg {
                 | Msg::Accept { .. }
                 | Msg::TimeoutNow { .. }
                 | Msg::Snapshot { .. }
+                | Msg::PrePrepare { .. }
         )
     }
 
@@ -172,6 +190,8 @@ const ACCEPT: u8 = 5;
 const ACCEPTED: u8 = 6;
 const TIMEOUT_NOW: u8 = 7;
 const SNAPSHOT: u8 = 8;
+const PRE_PREPARE: u8 = 9;
+const PRE_PROMISE: u8 = 10;
 
 /// Why a body did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -287,6 +307,16 @@ pub fn encode_body(m: &Msg, v: &mut Vec<u8>) {
             v.put_u64_le(*term);
             v.put_u64_le(data.len() as u64);
             v.put_slice(data);
+        }
+        Msg::PrePrepare { ballot, from } => {
+            v.push(PRE_PREPARE);
+            v.put_u64_le(*ballot);
+            v.put_u64_le(*from);
+        }
+        Msg::PrePromise { ballot, granted } => {
+            v.push(PRE_PROMISE);
+            v.put_u64_le(*ballot);
+            v.push(u8::from(*granted));
         }
     }
 }
@@ -499,6 +529,19 @@ pub fn decode(body: &Bytes) -> Result<Msg, DecodeError> {
                 data,
             }
         }
+        PRE_PREPARE => Msg::PrePrepare {
+            ballot: r.ballot()?,
+            from: r.slot("from")?,
+        },
+        PRE_PROMISE => {
+            let ballot = r.ballot()?;
+            let granted = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err(DecodeError::Field("granted")),
+            };
+            Msg::PrePromise { ballot, granted }
+        }
         k => return Err(DecodeError::Kind(k)),
     };
     if r.remaining() != 0 {
@@ -560,6 +603,15 @@ mod tests {
                 index: 40,
                 term: ballot(2, 2),
                 data: Bytes::from_static(b"state"),
+            },
+            Msg::PrePrepare { ballot: b, from: 7 },
+            Msg::PrePromise {
+                ballot: b,
+                granted: true,
+            },
+            Msg::PrePromise {
+                ballot: b,
+                granted: false,
             },
         ]
     }
@@ -623,5 +675,28 @@ mod tests {
         v.extend_from_slice(&0u64.to_le_bytes());
         v.extend_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode(&Bytes::from(v)), Err(DecodeError::Field("count")));
+        // A pre-promise's flag is 0 or 1; a pre-prepare names a ballot and a slot in range.
+        let mut v = Vec::new();
+        encode_body(
+            &Msg::PrePromise {
+                ballot: ballot(1, 0),
+                granted: true,
+            },
+            &mut v,
+        );
+        *v.last_mut().unwrap() = 2;
+        assert_eq!(decode(&Bytes::from(v)), Err(DecodeError::Field("granted")));
+        let mut v = Vec::new();
+        encode_body(
+            &Msg::PrePrepare {
+                ballot: ballot(1, 0),
+                from: MAX_SLOT + 1,
+            },
+            &mut v,
+        );
+        assert_eq!(decode(&Bytes::from(v)), Err(DecodeError::Field("from")));
+        let mut v = Vec::new();
+        encode_body(&Msg::PrePrepare { ballot: 0, from: 0 }, &mut v);
+        assert_eq!(decode(&Bytes::from(v)), Err(DecodeError::Field("ballot")));
     }
 }

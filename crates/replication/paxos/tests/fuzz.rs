@@ -2,14 +2,15 @@
 //! `PaxosNode` nor break its invariants.
 //!
 //! Each case builds a replica in some state on the lab (a follower or a leader with a
-//! committed log, a candidate, a follower holding a stale older-ballot slot, a leader whose
-//! log was compacted), cuts it off, then feeds it crafted payloads through
+//! committed log, a candidate, a replica in a pre-prepare round, a follower holding a stale
+//! older-ballot slot, a leader whose log was compacted), cuts it off, then feeds it crafted payloads through
 //! `PaxosNode::step`, as the transport would: structured messages with fields picked around
 //! the replica's own numbers and at the extremes, random bytes, mutated valid encodings,
 //! bogus chunks, duplicates, from members, non-members and itself. A panic fails the test.
 //! After every payload: the node's own invariant check passes, the promised ballot and the
 //! commit index never decrease, no slot committed before changes value (in memory or in a
-//! persist job), and every applied entry is the committed value at its slot.
+//! persist job), every applied entry is the committed value at its slot, and a pre-prepare
+//! changes nothing (promise, leader, role, commit, log).
 //!
 //! `PAXOS_FUZZ_CASES` sets the number of cases per state (default 150).
 
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use bytes::{BufMut, Bytes};
 use common::{Sim, age, manual, tick_settle};
 use mako_group::LogEntry;
+use mako_lab::Packet;
 use mako_paxos::wire::{self, MAX_SLOT, Msg};
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
@@ -37,11 +39,20 @@ fn committed_group(seed: u64, compact_after: u64, values: usize) -> Sim {
     s
 }
 
+/// The decoded message of a whole (unchunked) packet.
+fn msg(p: &Packet) -> Option<Msg> {
+    if p.payload.first() != Some(&0) {
+        return None;
+    }
+    wire::decode(&p.payload.slice(1..)).ok()
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Start {
     Follower,
     Leader,
     Candidate,
+    PreCandidate,
     StaleFollower,
     CompactedLeader,
 }
@@ -52,14 +63,23 @@ fn build(start: Start, seed: u64) -> (Sim, usize) {
         Start::Follower => (committed_group(seed, u64::MAX / 2, 4), 1),
         Start::Leader => (committed_group(seed, u64::MAX / 2, 4), 0),
         Start::CompactedLeader => (committed_group(seed, 3, 10), 0),
-        Start::Candidate => {
+        Start::Candidate | Start::PreCandidate => {
             let mut s = committed_group(seed, u64::MAX / 2, 3);
             s.crash(0);
             age(&mut s);
-            s.isolate(2);
+            if matches!(start, Start::PreCandidate) {
+                // Nobody hears its pre-prepare.
+                s.isolate(2);
+            } else {
+                // B grants its pre-prepare; its prepare reaches nobody.
+                s.filter = Some(Box::new(|p| {
+                    p.from != 3 || !matches!(msg(p), Some(Msg::Prepare { .. }))
+                }));
+            }
             assert!(s.live_mut(2).campaign());
             s.drive(2);
             s.settle();
+            s.filter = None;
             (s, 2)
         }
         Start::StaleFollower => {
@@ -77,6 +97,10 @@ fn build(start: Start, seed: u64) -> (Sim, usize) {
         }
     };
     s.isolate(target);
+    // From here on the crafted messages speak for the peers (a leader's accept with its
+    // commit index, say): the lab's check that committed slots are durable on a majority of
+    // disks assumes truthful peers, so it is off; the node's own checks in `run` stay.
+    s.durable_check_every_ms = 0;
     (s, target)
 }
 
@@ -113,11 +137,16 @@ fn value(rng: &mut SmallRng) -> Bytes {
 
 fn structured(rng: &mut SmallRng, view: &View) -> Msg {
     let around = [view.commit, view.last, view.first, 1];
-    let kind = rng.random_range(0..8);
-    // Answers are mostly about our own ballot, requests mostly at or above our promise.
+    let kind = rng.random_range(0..10);
+    // Answers are mostly about our own ballot (a pre-promise about the one a pre-prepare
+    // round of ours would use), requests mostly at or above our promise.
     let b = match kind {
+        9 if rng.random_range(0..3) > 0 => wire::ballot(
+            wire::round_of(view.promised) + rng.random_range(1..3),
+            view.me,
+        ),
         1 | 2 | 3 | 6 if rng.random_range(0..3) > 0 => view.promised,
-        0 | 4 | 5 | 7 if rng.random_range(0..3) > 0 => {
+        0 | 4 | 5 | 7 | 8 if rng.random_range(0..3) > 0 => {
             let round = wire::round_of(view.promised) + rng.random_range(0..2);
             wire::ballot(round, rng.random_range(0..3))
         }
@@ -167,6 +196,14 @@ fn structured(rng: &mut SmallRng, view: &View) -> Msg {
             lease: rng.random(),
             gap: rng.random(),
             rejoining: rng.random(),
+        },
+        8 => Msg::PrePrepare {
+            ballot: b,
+            from: num(rng, &around),
+        },
+        9 => Msg::PrePromise {
+            ballot: b,
+            granted: rng.random(),
         },
         _ => {
             if rng.random() {
@@ -237,6 +274,7 @@ fn payload(rng: &mut SmallRng, view: &View) -> (Option<Msg>, Bytes) {
 }
 
 struct View {
+    me: usize,
     promised: u64,
     commit: u64,
     last: u64,
@@ -246,6 +284,7 @@ struct View {
 fn view(s: &Sim, i: usize) -> View {
     let n = s.live(i);
     View {
+        me: i,
         promised: n.ballot(),
         commit: n.commit_index(),
         last: n.last_index(),
@@ -264,10 +303,12 @@ fn run(start: Start, seed: u64) -> Result<(), String> {
             .collect();
         let applied_before = s.histories[t].lock().len();
         // A fresh payload, or a duplicate of an earlier one (reordering and duplication).
+        let mut pre_prepare = false;
         let (from, p) = if !sent.is_empty() && rng.random_range(0..4) == 0 {
             sent[rng.random_range(0..sent.len())].clone()
         } else {
             let (m, p) = payload(&mut rng, &before);
+            pre_prepare = matches!(m, Some(Msg::PrePrepare { .. }));
             // Mostly the sender a correct peer would be: a request's proposer, another
             // member for an answer; sometimes anyone (non-members, itself).
             let me = t as u64 + 1;
@@ -285,8 +326,29 @@ fn run(start: Start, seed: u64) -> Result<(), String> {
             (from, p)
         };
         sent.push((from, p.clone()));
+        let role = |n: &mut mako_paxos::PaxosNode| {
+            (
+                format!("{n:?}"),
+                n.leader(),
+                n.is_leader(),
+                n.is_candidate(),
+                n.is_pre_candidate(),
+            )
+        };
+        let role_before = role(s.live_mut(t));
         let _ = s.live_mut(t).step(from, &p);
-        if rng.random_range(0..3) == 0 {
+        if pre_prepare {
+            let node = s.live_mut(t);
+            let role_after = role(node);
+            let out = node.poll();
+            if role_after != role_before || out.persist.is_some() {
+                return Err(format!(
+                    "{start:?} seed {seed} step {step}: a pre-prepare changed {role_before:?} \
+                     into {role_after:?} (persist job: {})",
+                    out.persist.is_some()
+                ));
+            }
+        } else if rng.random_range(0..3) == 0 {
             s.tick_node(t, 1);
         }
         // Outputs go nowhere (isolated); persist jobs complete.
@@ -371,6 +433,11 @@ fn fuzz_candidate() {
 }
 
 #[test]
+fn fuzz_pre_candidate() {
+    fuzz(Start::PreCandidate);
+}
+
+#[test]
 fn fuzz_follower_with_a_stale_slot() {
     fuzz(Start::StaleFollower);
 }
@@ -388,6 +455,8 @@ fn starting_states_are_as_named() {
     assert!(!s.live(t).is_leader() && s.live(t).commit_index() == 4);
     let (s, t) = build(Start::Candidate, 1);
     assert!(s.live(t).is_candidate());
+    let (s, t) = build(Start::PreCandidate, 1);
+    assert!(s.live(t).is_pre_candidate());
     let (s, t) = build(Start::StaleFollower, 1);
     assert!(s.live(t).last_index() > s.live(t).commit_index());
     let (s, t) = build(Start::CompactedLeader, 1);

@@ -225,8 +225,8 @@ fn a_follower_does_not_commit_a_stale_older_ballot_value() {
     s.assert_safe();
 }
 
-/// A candidate behind a replica that committed more is refused (`Behind`) and backs off;
-/// the up-to-date replica wins.
+/// A replica behind one that committed more is refused (its pre-prepare is not granted; in
+/// Phase 1 it would get `Behind`) and does not raise its ballot; the up-to-date replica wins.
 #[test]
 fn a_candidate_behind_a_committed_replica_backs_off() {
     let mut s = common::manual(3, 14, u64::MAX / 2);
@@ -241,10 +241,13 @@ fn a_candidate_behind_a_committed_replica_backs_off() {
     s.crash(0);
     s.filter = None;
     age(&mut s);
+    let ballot = s.live(2).ballot();
     assert!(s.live_mut(2).campaign());
     s.drive(2);
     s.settle();
     assert!(!s.live(2).is_leader(), "C lacks a committed slot: refused");
+    assert!(s.live(1).stats().pre_refused > 0);
+    assert_eq!(s.live(2).ballot(), ballot);
     elect(&mut s, 1);
     s.assert_safe();
 }
@@ -280,7 +283,24 @@ fn a_rejoining_replica_does_not_promise() {
         !s.live(1).is_leader(),
         "B won with the promise of a replica that forgot x"
     );
+    assert!(
+        s.live(2).stats().pre_refused > 0,
+        "C granted B's pre-prepare"
+    );
+    // Nor does C promise in Phase 1 (as to a B whose pre-prepare round a majority granted).
+    let c_ballot = s.live(2).ballot();
+    let b = wire::ballot(wire::round_of(s.live(1).ballot().max(c_ballot)) + 1, 1);
+    let prepare = Msg::Prepare {
+        ballot: b,
+        from: s.live(1).commit_index(),
+        transfer: false,
+    };
+    let mut p = wire::encode(&prepare, usize::MAX);
+    s.live_mut(2).step(2, &p.remove(0)).unwrap();
+    s.drive(2);
+    s.settle();
     assert!(s.live(2).stats().prepares_withheld > 0);
+    assert_eq!(s.live(2).ballot(), c_ballot);
     // A comes back: B, behind A's commit, cannot win; A wins with B's promise, C catches
     // up and rejoins.
     s.start(0);

@@ -109,6 +109,11 @@ fn a_transfer_to_a_target_that_lags_on_the_commit_index_succeeds() {
         s.live(1).is_leader(),
         "the transfer target did not take over"
     );
+    assert_eq!(
+        s.live(1).stats().pre_rounds,
+        0,
+        "a transfer skips the pre-prepare round"
+    );
     s.filter = None;
     propose(&mut s, 1, b"y");
     tick_settle(&mut s, 1, 2);
@@ -157,4 +162,201 @@ fn a_restart_from_a_torn_job_does_not_promise_below_a_ballot_it_accepted() {
         "promised {between} after accepting under {accepted}: {sent:?}"
     );
     assert!(node.ballot() >= accepted);
+}
+
+/// A replica cut off from the group campaigns on its own. It used to promise itself ever
+/// higher ballots nobody heard; once the partition healed, its answer to the healthy
+/// leader's next heartbeat was `Rejected` with that higher ballot: the leader stepped down at
+/// once and the group had no leader until an election timeout ran out, although a majority
+/// still followed it (the disturbance the stable-leader rule is there to prevent). Now its
+/// pre-prepare rounds find no majority: it keeps its ballot and follows the leader again.
+#[test]
+fn a_replica_returning_from_a_partition_with_a_higher_ballot_does_not_leave_the_group_leaderless() {
+    let mut s = manual(3, 22);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    let kept = s.live(2).ballot();
+    s.isolate(2);
+    for _ in 0..3 {
+        assert!(s.live_mut(2).campaign());
+        s.drive(2);
+        s.settle();
+    }
+    assert!(!s.live(2).is_leader() && !s.live(2).is_candidate());
+    assert_eq!(
+        s.live(2).ballot(),
+        kept,
+        "a cut-off replica does not raise its promise"
+    );
+    propose(&mut s, 0, b"v2");
+    tick_settle(&mut s, 0, 1);
+    assert!(s.live(2).ballot() <= s.live(0).ballot());
+    s.heal();
+    // Its timer runs out once more before a heartbeat reaches it: the healthy group refuses
+    // the pre-prepare and changes nothing.
+    assert!(s.live_mut(2).campaign());
+    s.drive(2);
+    s.settle();
+    tick_settle(&mut s, 0, 3);
+    let l = s.leader().expect("the group has a leader");
+    assert_eq!(l, 0, "the healthy leader leads on");
+    assert_eq!(
+        s.live(0).stats().step_downs,
+        0,
+        "the leader never stepped down"
+    );
+    assert_eq!(s.live(0).stats().elections_won, 1);
+    propose(&mut s, 0, b"v3");
+    tick_settle(&mut s, 0, 2);
+    for i in 0..3 {
+        assert_eq!(s.live(i).leader(), Some(1), "node {}", i + 1);
+        assert!(s.live(i).commit_index() >= 3, "node {}", i + 1);
+        assert_eq!(s.live(i).ballot(), s.live(0).ballot(), "node {}", i + 1);
+    }
+    s.assert_safe();
+}
+
+/// Replica 2 of 1..=3 with a fixed election-timeout seed.
+fn bare(seed: u64) -> PaxosNode {
+    let cfg = GroupConfig::new(2, vec![1, 2, 3], 0);
+    let d = Arc::new(ApplyDispatcher::discarding(0));
+    let mut node = PaxosNode::new(cfg, InitialState::default(), d, None).unwrap();
+    node.set_election_seed(seed);
+    node
+}
+
+/// Polls `node` once: whether it handed out a persist job, and what it sends (persist jobs
+/// complete at once).
+fn poll_once(node: &mut PaxosNode) -> (bool, Vec<(u64, Msg)>) {
+    let out = node.poll();
+    let mut all = out.messages;
+    let persisted = out.persist.is_some();
+    if let Some(job) = out.persist {
+        all.extend(job.after);
+        all.extend(node.on_persisted(job.number));
+    }
+    let msgs = all
+        .into_iter()
+        .filter_map(|m| wire::decode(&m.payload.slice(1..)).ok().map(|d| (m.to, d)))
+        .collect();
+    (persisted, msgs)
+}
+
+/// Ticks `a` and its twin `b` alike until both have started a pre-prepare round: they must
+/// do everything at the same ticks (the same timer) with the same messages (the same ballot).
+fn assert_same_timing(a: &mut PaxosNode, b: &mut PaxosNode) {
+    let (_, max) = a.config().election_ticks();
+    for t in 0..2 * max {
+        a.tick();
+        b.tick();
+        let (pa, ma) = poll_once(a);
+        let (pb, mb) = poll_once(b);
+        assert_eq!((pa, &ma), (pb, &mb), "tick {t}");
+        if ma.iter().any(|(_, m)| matches!(m, Msg::PrePrepare { .. })) {
+            assert!(a.is_pre_candidate() && b.is_pre_candidate());
+            return;
+        }
+    }
+    panic!("no election timeout ran out");
+}
+
+/// A pre-prepare is non-binding: the receiver answers whether it would promise the ballot,
+/// and changes nothing: no promise, no persist job (no hard state), no timer reset (it times
+/// out at the very tick its twin, which never got the pre-prepare, does), no leader
+/// forgotten, no ballot seen. Granted by a replica with no live leader, refused by one that
+/// follows a live leader (stable-leader rule).
+#[test]
+fn a_pre_prepare_changes_nothing_on_the_receiver() {
+    for follows in [false, true] {
+        let (mut a, mut twin) = (bare(5), bare(5));
+        if follows {
+            let beat = payload(&Msg::Accept {
+                ballot: wire::ballot(1, 0),
+                first: 1,
+                commit: 0,
+                lease: 0,
+                values: vec![],
+            });
+            for n in [&mut a, &mut twin] {
+                n.step(1, &beat).unwrap();
+                drain(n);
+                assert_eq!(n.leader(), Some(1));
+            }
+        }
+        a.tick();
+        twin.tick();
+        drain(&mut a);
+        drain(&mut twin);
+        let ballot_before = a.ballot();
+        let pre = wire::ballot(wire::round_of(ballot_before) + 3, 2);
+        a.step(
+            3,
+            &payload(&Msg::PrePrepare {
+                ballot: pre,
+                from: a.commit_index(),
+            }),
+        )
+        .unwrap();
+        let (persisted, sent) = poll_once(&mut a);
+        assert!(!persisted, "a pre-prepare made a persist job");
+        assert_eq!(
+            sent,
+            vec![(
+                3,
+                Msg::PrePromise {
+                    ballot: pre,
+                    granted: !follows
+                }
+            )]
+        );
+        assert_eq!(a.ballot(), ballot_before, "no promise");
+        assert_eq!(a.leader(), twin.leader(), "no leader forgotten");
+        assert!(!a.is_candidate() && !a.is_pre_candidate());
+        assert_same_timing(&mut a, &mut twin);
+    }
+}
+
+/// A leader learns that a follower is rejoining (memory durability, lost its state) from its
+/// answers, and counts nothing it acknowledged before. The follower caught up and rejoined,
+/// but its answers saying so were lost (or are still on their way), and it lost its state
+/// again: the leader, still listing it as rejoining, kept the old acknowledged slots and
+/// never sent it the log again (its heartbeats from past the follower's end were answered
+/// with a gap forever; the lab run memory_crashes_with_rejoin_many_seeds hit it).
+#[test]
+fn a_replica_that_loses_its_state_again_before_the_leader_saw_it_rejoin_catches_up() {
+    let mut s = common::manual(3, 23, u64::MAX / 2);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    propose(&mut s, 0, b"v2");
+    tick_settle(&mut s, 0, 2);
+    assert!(s.all_applied(2));
+    s.lose_disk_on_crash = true;
+    s.crash(2);
+    s.start(2);
+    assert!(s.live(2).rejoining());
+    // C's answers saying it rejoined never reach A.
+    s.filter = Some(Box::new(|p| {
+        !(p.from == 3
+            && matches!(
+                msg(p),
+                Some(Msg::Accepted {
+                    rejoining: false,
+                    ..
+                })
+            ))
+    }));
+    tick_settle(&mut s, 0, 3);
+    assert!(!s.live(2).rejoining(), "C rejoined");
+    assert_eq!(s.live(0).rejoining_peers(), vec![3]);
+    // C loses its state again.
+    s.crash(2);
+    s.start(2);
+    s.lose_disk_on_crash = false;
+    s.filter = None;
+    tick_settle(&mut s, 0, 4);
+    assert!(!s.live(2).rejoining(), "C caught up again");
+    assert_eq!(s.live(2).commit_index(), 2);
+    assert!(s.live(0).rejoining_peers().is_empty());
+    s.assert_safe();
 }
