@@ -376,7 +376,11 @@ impl Reassembler {
             None => Some("stream vanished"),
             Some(p) if p.count != h.count => Some("chunk count changed"),
             Some(p) if p.len != h.len => Some("message length changed"),
-            Some(p) if p.chunks.contains_key(&h.index) => Some("duplicate chunk"),
+            // A network may deliver a chunk twice: the same bytes again change nothing.
+            Some(p) if p.chunks.get(&h.index).is_some_and(|c| *c == data) => {
+                return Ok(None);
+            }
+            Some(p) if p.chunks.contains_key(&h.index) => Some("chunk differs from its duplicate"),
             Some(p) if p.received + data.len() as u64 > p.len => Some("more bytes than the length"),
             Some(_) => None,
         };
@@ -605,12 +609,17 @@ mod tests {
             })
         ));
         assert_eq!(r.partial_streams(), 0);
+        // A chunk delivered twice (a duplicating network) is taken once; the stream goes on.
         r.push(1, &chunk(3, 0, 3, 30, &[0u8; 10])).unwrap();
-        let e = r.push(1, &chunk(3, 0, 3, 30, &[0u8; 10]));
+        assert_eq!(r.push(1, &chunk(3, 0, 3, 30, &[0u8; 10])), Ok(None));
+        assert_eq!(r.partial_streams(), 1);
+        assert_eq!(r.stats().rejected_chunks, 1, "only the count change above");
+        // The same index with other bytes is refused and drops the stream.
+        let e = r.push(1, &chunk(3, 0, 3, 30, &[1u8; 10]));
         assert!(matches!(
             e,
             Err(WireError::Inconsistent {
-                what: "duplicate chunk",
+                what: "chunk differs from its duplicate",
                 ..
             })
         ));
