@@ -6,33 +6,12 @@
 mod common;
 
 use bytes::Bytes;
-use common::{Sim, age, tick_settle};
+use common::{Sim, age, elect, msg, propose, tick_settle};
 use mako_lab::Packet;
 use mako_paxos::wire::{self, Msg};
 
-/// The decoded message of a whole (unchunked) packet.
-fn msg(p: &Packet) -> Option<Msg> {
-    if p.payload.first() != Some(&0) {
-        return None;
-    }
-    wire::decode(&p.payload.slice(1..)).ok()
-}
-
 fn is_accept_with_values(p: &Packet) -> bool {
     matches!(msg(p), Some(Msg::Accept { ref values, .. }) if !values.is_empty())
-}
-
-fn elect(s: &mut Sim, i: usize) {
-    assert!(s.live_mut(i).campaign());
-    s.drive(i);
-    s.settle();
-    assert!(s.live(i).is_leader(), "node {} did not win", i + 1);
-}
-
-fn propose(s: &mut Sim, i: usize, v: &'static [u8]) {
-    s.live_mut(i).propose(Bytes::from_static(v)).unwrap();
-    s.drive(i);
-    s.settle();
 }
 
 fn value_at(s: &Sim, i: usize, slot: u64) -> Option<Bytes> {

@@ -7,20 +7,12 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::{Sim, tick_settle};
+use common::{Sim, elect, msg, propose, tick_settle};
 use mako_group::{GroupConfig, HardState, InitialState, LogEntry};
 use mako_lab::{HEARTBEAT_MS, Packet};
 use mako_paxos::PaxosNode;
 use mako_paxos::wire::{self, Msg};
 use mako_replication::ApplyDispatcher;
-
-/// The decoded message of a whole (unchunked) packet.
-fn msg(p: &Packet) -> Option<Msg> {
-    if p.payload.first() != Some(&0) {
-        return None;
-    }
-    wire::decode(&p.payload.slice(1..)).ok()
-}
 
 fn is_heartbeat(p: &Packet) -> bool {
     matches!(msg(p), Some(Msg::Accept { ref values, .. }) if values.is_empty())
@@ -36,19 +28,6 @@ fn manual(n: usize, seed: u64) -> Sim {
     s.ticking = false;
     s.max_persist_delay_ms = 0;
     s
-}
-
-fn elect(s: &mut Sim, i: usize) {
-    assert!(s.live_mut(i).campaign());
-    s.drive(i);
-    s.settle();
-    assert!(s.live(i).is_leader(), "node {} did not win", i + 1);
-}
-
-fn propose(s: &mut Sim, i: usize, v: &'static [u8]) {
-    s.live_mut(i).propose(Bytes::from_static(v)).unwrap();
-    s.drive(i);
-    s.settle();
 }
 
 /// Encodes a whole (unchunked) message as the transport carries it.

@@ -5,8 +5,10 @@
 
 #![allow(dead_code)]
 
-use mako_lab::{Cluster, HEARTBEAT_MS};
+use bytes::Bytes;
+use mako_lab::{Cluster, HEARTBEAT_MS, Packet};
 use mako_paxos::PaxosNode;
+use mako_paxos::wire::{self, Msg};
 
 /// The lab cluster of Paxos replicas.
 pub type Sim = Cluster<PaxosNode>;
@@ -46,4 +48,29 @@ pub fn tick_settle(s: &mut Sim, i: usize, k: usize) {
         s.tick_node(i, 1);
         s.settle();
     }
+}
+
+/// The decoded message of a whole (unchunked) packet.
+pub fn msg(p: &Packet) -> Option<Msg> {
+    if p.payload.first() != Some(&0) {
+        return None;
+    }
+    wire::decode(&p.payload.slice(1..)).ok()
+}
+
+/// Replica `i` runs for leader now and must win.
+pub fn elect(s: &mut Sim, i: usize) {
+    assert!(s.live_mut(i).campaign());
+    s.drive(i);
+    s.settle();
+    assert!(s.live(i).is_leader(), "node {} did not win", i + 1);
+}
+
+/// Leader `i` proposes `v`; the lab settles.
+pub fn propose(s: &mut Sim, i: usize, v: &'static [u8]) {
+    s.live_mut(i)
+        .propose(Bytes::from_static(v))
+        .expect("the leader takes a proposal");
+    s.drive(i);
+    s.settle();
 }
