@@ -96,8 +96,10 @@ pub fn encode_with(
     chunk_bytes: usize,
     write: impl FnOnce(&mut Vec<u8>),
 ) -> Vec<Bytes> {
-    // Tag and body in one buffer: no second copy of a body that goes whole.
-    let mut v = Vec::with_capacity(size + 1);
+    // Tag and body in one buffer: no second copy of a body that goes whole. One spare byte:
+    // protobuf's final flush reserves one more byte, which at exact capacity reallocates
+    // (copies) the whole message.
+    let mut v = Vec::with_capacity(size + 2);
     v.push(WHOLE);
     write(&mut v);
     if v.len() - 1 <= chunk_bytes {

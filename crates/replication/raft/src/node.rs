@@ -784,7 +784,19 @@ impl RaftNode {
             return Err(ProposeError::TooLarge(entry.len()));
         }
         let before = self.raw.raft.raft_log.last_index();
-        match self.raw.propose(vec![], entry.to_vec()) {
+        // `RawNode::propose` takes a `Vec` (a copy of the entry); the same message built
+        // here shares the entry's bytes.
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.cfg.id;
+        m.set_entries(
+            vec![Entry {
+                data: entry.clone(),
+                ..Default::default()
+            }]
+            .into(),
+        );
+        match self.raw.raft.step(m) {
             Ok(()) => {
                 let index = self.raw.raft.raft_log.last_index();
                 debug_assert_eq!(index, before + 1);
@@ -1139,8 +1151,7 @@ impl RaftNode {
         if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
             return;
         }
-        let data = Bytes::from(e.data.to_vec());
-        self.dispatcher.apply(e.index, &data);
+        self.dispatcher.apply(e.index, &e.data);
         self.stats.applied_entries += 1;
     }
 

@@ -54,7 +54,8 @@ impl Reassembler {
     /// Feeds one payload from `from`; returns the decoded message once complete.
     pub fn push(&mut self, from: u64, payload: &Bytes) -> Result<Option<Message>, WireError> {
         match self.0.push(from, payload)? {
-            Some(body) => Message::parse_from_bytes(&body)
+            // Entry data shares `body` (no copy).
+            Some(body) => Message::parse_from_carllerche_bytes(&body)
                 .map(Some)
                 .map_err(|e| WireError::Decode(e.to_string())),
             None => Ok(None),
