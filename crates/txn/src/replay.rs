@@ -1,5 +1,6 @@
 //! Replay: applying a replicated `Batch` to a store, idempotently and last-writer-wins.
 
+use bytes::Bytes;
 use mako_commitlog::{Batch, WriteOp};
 use mako_storage::{Stamp, Store, TableId, Vt};
 
@@ -68,7 +69,10 @@ pub fn replay(batch: &Batch, store: &Store, shard: usize) -> Result<ReplayStats,
                 return Err(ReplayError::UnknownTable(w.table));
             };
             let value = match &w.op {
-                WriteOp::Put(v) => Some(v.clone()),
+                // A compact copy: the decoded value is a slice of the log entry, itself
+                // possibly a slice of a whole network message, which a long-lived value
+                // would otherwise keep in memory.
+                WriteOp::Put(v) => Some(Bytes::copy_from_slice(v)),
                 WriteOp::Delete => None,
             };
             if table.apply(&w.key, stamp.clone(), value) {

@@ -203,3 +203,38 @@ fn a_leader_and_a_replica_fed_its_log_hold_the_same_store() {
     }
     assert_eq!(dump(&leader_store), dump(&replica));
 }
+
+#[test]
+fn replayed_values_do_not_keep_the_log_entry_in_memory() {
+    // A big entry (a network message's worth) with one small value: the stored value must
+    // own its bytes, or one long-lived key pins the whole entry on every follower.
+    let t = mako_storage::table_id_for("a");
+    let mut writes = vec![Write::put(t, b"small".to_vec(), b"v".to_vec())];
+    writes.extend((0..64u32).map(|i| Write::put(t, i.to_le_bytes().to_vec(), vec![7u8; 16384])));
+    let batch = Batch {
+        epoch: 0,
+        stream: 0,
+        seq: 0,
+        pieces: vec![Piece {
+            vt: vec![1],
+            writes,
+        }],
+    };
+    let encoded = Entry::Batch(batch).encode();
+    let Entry::Batch(decoded) = Entry::decode(&encoded).expect("decode") else {
+        panic!("not a batch");
+    };
+    let store = store_with(&["a"]);
+    replay(&decoded, &store, 0).expect("replay");
+    let value = store
+        .table("a")
+        .expect("table")
+        .get(b"small")
+        .expect("value");
+    assert_eq!(&value[..], b"v");
+    let entry = encoded.as_ptr_range();
+    assert!(
+        !entry.contains(&value.as_ptr()),
+        "the stored value is a slice of the replicated entry"
+    );
+}
