@@ -284,6 +284,9 @@ pub struct RaftNode {
     /// Peers whose latest append acknowledgement (of this node's leadership) said they
     /// are rejoining.
     rejoining_peers: std::collections::BTreeSet<NodeId>,
+    /// Submitted entries not yet handed to raft-rs: proposed together, in one step, before
+    /// the next input or `poll` (so they keep their order relative to every other input).
+    submitted: Vec<Bytes>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -404,6 +407,7 @@ impl RaftNode {
             vote_floor: 0,
             own_msgs: Vec::new(),
             rejoining_peers: std::collections::BTreeSet::new(),
+            submitted: Vec::new(),
         })
     }
 
@@ -427,6 +431,7 @@ impl RaftNode {
 
     /// Advances logical time by one heartbeat interval.
     pub fn tick(&mut self) {
+        self.propose_submitted_now();
         let was_leader = self.is_leader();
         // A follower's tick only runs its election clock: none while a snapshot is being
         // made durable or while rejoining (see the module docs).
@@ -572,6 +577,7 @@ impl RaftNode {
 
     /// Validates a message from `sender` (if known), then hands it to raft-rs.
     fn step_checked(&mut self, sender: Option<NodeId>, mut msg: Message) -> Result<(), NodeError> {
+        self.propose_submitted_now();
         if msg.get_msg_type() == MessageType::MsgHeartbeat {
             // A leader's view of our log can be stale (we lost our disk in `memory`
             // durability); raft-rs would abort on a commit index past our last entry.
@@ -777,49 +783,77 @@ impl RaftNode {
     /// An accepted entry ends in exactly one of: applied here (as ours), or reported to the
     /// dispatcher's unapplied callback.
     pub fn propose(&mut self, entry: Bytes) -> Result<(), ProposeError> {
-        if self.raw.raft.state != StateRole::Leader {
-            return Err(ProposeError::NotLeader(self.leader()));
-        }
+        self.propose_submitted_now();
         if entry.len() > self.cfg.max_entry_bytes {
             return Err(ProposeError::TooLarge(entry.len()));
         }
+        self.propose_all(vec![entry]).map_err(|(e, _)| e)
+    }
+
+    /// Proposes `entries` in one raft-rs step: all are taken, or none (returned with why).
+    fn propose_all(&mut self, entries: Vec<Bytes>) -> Result<(), (ProposeError, Vec<Bytes>)> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err((ProposeError::NotLeader(self.leader()), entries));
+        }
         let before = self.raw.raft.raft_log.last_index();
-        // `RawNode::propose` takes a `Vec` (a copy of the entry); the same message built
-        // here shares the entry's bytes.
+        // `RawNode::propose` takes one `Vec` (a copy of the entry); the same message built
+        // here shares the entries' bytes and carries them all.
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);
         m.from = self.cfg.id;
         m.set_entries(
-            vec![Entry {
-                data: entry.clone(),
-                ..Default::default()
-            }]
-            .into(),
+            entries
+                .iter()
+                .map(|e| Entry {
+                    data: e.clone(),
+                    ..Default::default()
+                })
+                .collect::<Vec<_>>()
+                .into(),
         );
-        match self.raw.raft.step(m) {
-            Ok(()) => {
-                let index = self.raw.raft.raft_log.last_index();
-                debug_assert_eq!(index, before + 1);
-                self.proposals
-                    .entry(index)
-                    .or_default()
-                    .push((self.raw.raft.term, entry));
-                self.stats.proposed += 1;
-                Ok(())
-            }
-            Err(_) => Err(ProposeError::Refused),
+        if self.raw.raft.step(m).is_err() {
+            return Err((ProposeError::Refused, entries));
         }
+        let term = self.raw.raft.term;
+        debug_assert_eq!(
+            self.raw.raft.raft_log.last_index(),
+            before + entries.len() as u64
+        );
+        for (index, entry) in (before + 1..).zip(entries) {
+            self.proposals.entry(index).or_default().push((term, entry));
+            self.stats.proposed += 1;
+        }
+        Ok(())
     }
 
-    /// Proposes an entry a caller already had accepted (`submit`): a refusal is reported to
-    /// the unapplied callback instead of returned.
+    /// Takes an entry a caller already had accepted (`submit`); it is proposed together with
+    /// the others submitted since the last input. A refusal is reported to the unapplied
+    /// callback instead of returned.
     pub fn propose_submitted(&mut self, entry: Bytes) {
-        let reason = match self.propose(entry.clone()) {
-            Ok(()) => return,
-            Err(ProposeError::NotLeader(_)) => DropReason::NotLeader,
-            Err(ProposeError::TooLarge(_) | ProposeError::Refused) => DropReason::Refused,
-        };
-        self.report(entry, Resolution::Dropped(reason));
+        self.submitted.push(entry);
+    }
+
+    /// Proposes the submitted entries; reports those refused.
+    fn propose_submitted_now(&mut self) {
+        if self.submitted.is_empty() {
+            return;
+        }
+        let limit = self.cfg.max_entry_bytes;
+        let (fit, too_large): (Vec<Bytes>, Vec<Bytes>) = std::mem::take(&mut self.submitted)
+            .into_iter()
+            .partition(|e| e.len() <= limit);
+        for entry in too_large {
+            self.report(entry, Resolution::Dropped(DropReason::Refused));
+        }
+        if let Err((why, entries)) = self.propose_all(fit) {
+            let reason = match why {
+                ProposeError::NotLeader(_) => DropReason::NotLeader,
+                ProposeError::TooLarge(_) | ProposeError::Refused => DropReason::Refused,
+            };
+            for entry in entries {
+                self.report(entry, Resolution::Dropped(reason));
+            }
+        }
     }
 
     fn report(&mut self, entry: Bytes, resolution: Resolution) {
@@ -829,6 +863,9 @@ impl RaftNode {
 
     /// Reports every unresolved proposal as abandoned (the group is stopping).
     pub fn abandon_proposals(&mut self) {
+        for entry in std::mem::take(&mut self.submitted) {
+            self.report(entry, Resolution::Abandoned);
+        }
         for (_, at) in std::mem::take(&mut self.proposals) {
             for (_, entry) in at {
                 self.report(entry, Resolution::Abandoned);
@@ -838,16 +875,18 @@ impl RaftNode {
 
     /// Resumes applying committed entries if a full pending queue had paused it.
     pub fn tick_apply(&mut self) {
+        self.propose_submitted_now();
         self.catch_up();
     }
 
     /// Entries proposed here and not yet resolved.
     pub fn unresolved_proposals(&self) -> usize {
-        self.proposals.values().map(Vec::len).sum()
+        self.submitted.len() + self.proposals.values().map(Vec::len).sum::<usize>()
     }
 
     /// Asks leadership to move to `to`; refused with `Busy` while `to` is rejoining.
     pub fn transfer_leader(&mut self, to: NodeId) -> Result<(), SubmitError> {
+        self.propose_submitted_now();
         if self.raw.raft.state != StateRole::Leader {
             return Err(SubmitError::NotLeader {
                 hint: self.leader(),
@@ -871,6 +910,7 @@ impl RaftNode {
 
     /// Starts an election now (tests and manual failover).
     pub fn campaign(&mut self) -> Result<(), NodeError> {
+        self.propose_submitted_now();
         if self.installing_snapshot() {
             return Err(NodeError::SnapshotPending);
         }
@@ -939,6 +979,7 @@ impl RaftNode {
 
     /// Collects what the last inputs produced: messages, state to persist, applied entries.
     pub fn poll(&mut self) -> Output {
+        self.propose_submitted_now();
         let mut out = Output::default();
         let own = std::mem::take(&mut self.own_msgs);
         self.encode(own, &mut out.messages);
@@ -1232,6 +1273,7 @@ impl RaftNode {
     /// A report out of order (or for an unknown job) is refused and logged: acknowledging
     /// it would count entries durable that are not.
     pub fn on_persisted(&mut self, number: u64) -> Vec<OutMsg> {
+        self.propose_submitted_now();
         match self.unpersisted.front() {
             Some(u) if u.number == number => {}
             other => {

@@ -327,3 +327,106 @@ fn a_gap_after_the_snapshot_is_a_typed_error() {
         })
     ));
 }
+
+/// Entries submitted between two inputs go to raft-rs in one step: each follower gets them
+/// in one append. They keep their place among other inputs: submitted before a transfer,
+/// they are proposed (not refused by it); submitted after, they are reported refused; on
+/// a follower, reported `NotLeader`.
+#[test]
+fn submitted_entries_are_proposed_together_and_in_order_with_other_inputs() {
+    use mako_raft::wire::Reassembler;
+    use mako_replication::{DropReason, Resolution};
+    use raft::eraftpb::MessageType;
+
+    let mut c = Cluster::new(3, 12);
+    c.one(b"base", 3, true);
+    let a = c.check_one_leader();
+    let reports: Arc<Mutex<Vec<Unapplied>>> = Arc::default();
+    for i in 0..3 {
+        let r = Arc::clone(&reports);
+        c.node(i)
+            .unwrap()
+            .dispatcher()
+            .set_unapplied_callback(Box::new(move |u| r.lock().push(u)));
+    }
+    // Record the appends the leader sends.
+    let appends: Arc<Mutex<Vec<(u64, usize)>>> = Arc::default();
+    let seen = Arc::clone(&appends);
+    let mut decoders: std::collections::HashMap<u64, Reassembler> = Default::default();
+    c.filter = Some(Box::new(move |p| {
+        let r = decoders.entry(p.to).or_default();
+        if let Ok(Some(m)) = r.push(p.from, &p.payload)
+            && m.get_msg_type() == MessageType::MsgAppend
+            && !m.get_entries().is_empty()
+        {
+            seen.lock().push((p.to, m.get_entries().len()));
+        }
+        true
+    }));
+    let last = c.node(a).unwrap().last_index();
+    for k in 0..5u8 {
+        c.node_mut(a)
+            .unwrap()
+            .propose_submitted(Bytes::from(vec![b's', k]));
+    }
+    assert_eq!(
+        c.node(a).unwrap().outstanding(),
+        5,
+        "submitted, not yet proposed"
+    );
+    c.drive(a);
+    assert_eq!(c.node(a).unwrap().last_index(), last + 5);
+    let sent = appends.lock().clone();
+    let others: Vec<u64> = (0..3u64)
+        .filter(|&i| i as usize != a)
+        .map(|i| i + 1)
+        .collect();
+    for to in &others {
+        let to_it: Vec<usize> = sent
+            .iter()
+            .filter(|(t, _)| t == to)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(
+            to_it,
+            vec![5],
+            "follower {to} gets the five entries in one append"
+        );
+    }
+    assert!(c.run_until(5_000, |c| c.all_applied(last + 5)));
+
+    // Before a transfer: proposed. After it (in the same turn): refused, and reported.
+    let target = others[0];
+    let last = c.node(a).unwrap().last_index();
+    let n = c.node_mut(a).unwrap();
+    n.propose_submitted(Bytes::from_static(b"before"));
+    n.transfer_leader(target).expect("a leads");
+    n.propose_submitted(Bytes::from_static(b"after"));
+    c.drive(a);
+    assert_eq!(
+        c.node(a).unwrap().last_index(),
+        last + 1,
+        "only `before` is in the log"
+    );
+    assert!(
+        reports.lock().iter().any(|u| &u.entry[..] == b"after"
+            && u.resolution == Resolution::Dropped(DropReason::Refused))
+    );
+    assert!(!reports.lock().iter().any(|u| &u.entry[..] == b"before"));
+
+    // On a follower: NotLeader.
+    let f = (0..3).find(|&i| i != a && i as u64 + 1 != target).unwrap();
+    c.node_mut(f)
+        .unwrap()
+        .propose_submitted(Bytes::from_static(b"to a follower"));
+    c.drive(f);
+    assert!(
+        reports
+            .lock()
+            .iter()
+            .any(|u| &u.entry[..] == b"to a follower"
+                && u.resolution == Resolution::Dropped(DropReason::NotLeader))
+    );
+    assert_eq!(c.node(f).unwrap().outstanding(), 0);
+    c.assert_safe();
+}
