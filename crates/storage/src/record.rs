@@ -68,6 +68,9 @@ impl ReadView {
     }
 }
 
+/// A record's versions, oldest first; the usual single version lives inline (no allocation).
+type Chain = SmallVec<[Version; 1]>;
+
 /// The stored state of one key: a version word and a chain of versions.
 ///
 /// The chain is kept oldest-first in memory (so installing is a push); readers
@@ -75,7 +78,7 @@ impl ReadView {
 #[derive(Debug, Default)]
 pub struct Record {
     word: AtomicU64,
-    chain: Mutex<Vec<Version>>,
+    chain: Mutex<Chain>,
 }
 
 impl Record {
@@ -202,7 +205,7 @@ impl Record {
     pub fn replace_versions(&self, versions: Vec<Version>) {
         let _held = self.lock_wait();
         let mut chain = self.chain.lock();
-        *chain = versions;
+        *chain = Chain::from_vec(versions);
         let newest = chain.last().map_or(0, |v| v.stamp.ts);
         self.word.store(newest & !LOCK_BIT, Ordering::Release);
     }
@@ -219,7 +222,7 @@ impl Record {
 }
 
 /// Drops every version older than the newest final one at or below the reclaim bound.
-fn trim(chain: &mut Vec<Version>, reclaim: &Reclaim) {
+fn trim(chain: &mut Chain, reclaim: &Reclaim) {
     let at_or_below = chain.partition_point(|v| v.stamp.ts <= reclaim.bound());
     if at_or_below <= 1 {
         return;
@@ -229,6 +232,10 @@ fn trim(chain: &mut Vec<Version>, reclaim: &Reclaim) {
         .find(|&i| reclaim.is_final(&chain[i].stamp))
     {
         chain.drain(..keep);
+        if chain.spilled() && chain.len() <= chain.inline_size() {
+            // Back inline: a record that had several versions for a while keeps no heap block.
+            chain.shrink_to_fit();
+        }
     }
 }
 
@@ -258,6 +265,29 @@ mod tests {
         assert_eq!(view.ts, 5);
         assert!(!view.locked);
         assert_eq!(view.value().map(|b| &b[..]), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn a_record_back_to_one_version_holds_it_inline() {
+        let r = Record::absent();
+        let reclaim = Reclaim::new();
+        reclaim.set_bound(0);
+        for ts in 1..=5 {
+            r.lock_wait();
+            r.install(Stamp::single(0, ts), None, &reclaim);
+        }
+        assert_eq!(r.chain_len(), 5);
+        assert!(r.chain.lock().spilled());
+        reclaim.set_bound(u64::MAX);
+        r.lock_wait();
+        r.install(
+            Stamp::single(0, 6),
+            Some(Bytes::from_static(b"v")),
+            &reclaim,
+        );
+        assert_eq!(r.chain_len(), 1);
+        assert!(!r.chain.lock().spilled(), "no heap block for one version");
+        assert_eq!(r.read().value().map(|b| &b[..]), Some(&b"v"[..]));
     }
 
     #[test]
