@@ -99,7 +99,14 @@
 //!
 //! **Messages** ([`wire`]) are a compact little-endian encoding, validated field by field
 //! before the node acts: a malformed or impossible message makes [`PaxosNode::step`] return
-//! an error and changes nothing.
+//! an error and changes nothing. Lists are bounded so that decoding allocates little more
+//! than the bytes received: an accept carries at most [`wire::MAX_ACCEPT_VALUES`] values
+//! (the leader splits larger batches), a promise at most [`wire::MAX_PROMISE_ENTRIES`]
+//! slots. An acceptor holding more slots than that after a candidate's `from` neither
+//! grants its pre-prepare nor promises (a truncated promise could hide a chosen value): such
+//! a tail (over a million uncommitted slots, some sixty times the default pipeline) is
+//! beyond what a correct group accumulates, and a candidate with a later commit index gets
+//! the promise.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -1007,6 +1007,7 @@ impl PaxosNode {
             // A duplicate of a prepare already promised (or of a leader already followed):
             // the same answer again.
             if self.commit <= cfrom
+                && !self.promise_too_long(cfrom)
                 && matches!(self.state, State::Follower | State::PreCandidate(_))
             {
                 self.send_promise(from, ballot, cfrom);
@@ -1023,6 +1024,18 @@ impl PaxosNode {
                 commit: self.commit,
             };
             self.send(from, &m, false);
+            return;
+        }
+        if self.promise_too_long(cfrom) {
+            self.stats.prepares_withheld += 1;
+            tracing::warn!(
+                shard = self.cfg.shard,
+                id = self.cfg.id,
+                ballot,
+                from = cfrom,
+                last = self.last_index(),
+                "prepare withheld: more slots after its `from` than a promise carries"
+            );
             return;
         }
         // Promise: durable before the answer leaves.
@@ -1051,8 +1064,10 @@ impl PaxosNode {
             self.send(from, &m, false);
             return;
         }
-        let granted =
-            !self.prepare_withheld(false) && ballot > self.promise_floor && self.commit <= cfrom;
+        let granted = !self.prepare_withheld(false)
+            && ballot > self.promise_floor
+            && self.commit <= cfrom
+            && !self.promise_too_long(cfrom);
         if !granted {
             self.stats.pre_refused += 1;
         }
@@ -1068,6 +1083,13 @@ impl PaxosNode {
         }
         p.grants.insert(from);
         self.maybe_pre_win();
+    }
+
+    /// Whether a promise to a candidate whose commit is `cfrom` would report more slots than
+    /// receivers decode ([`wire::MAX_PROMISE_ENTRIES`]): it is withheld (a truncated promise
+    /// could hide a chosen value). A candidate that knows more of the log gets it.
+    fn promise_too_long(&self, cfrom: u64) -> bool {
+        self.last_index().saturating_sub(cfrom) > wire::MAX_PROMISE_ENTRIES as u64
     }
 
     fn send_promise(&mut self, to: NodeId, ballot: u64, cfrom: u64) {
@@ -1497,9 +1519,12 @@ impl PaxosNode {
                     }
                     break;
                 }
+                // Up to `max_append_bytes` of values (at least one), and never more values
+                // than a receiver decodes.
+                let max_end = p.next + wire::MAX_ACCEPT_VALUES as u64 - 1;
                 let mut end = p.next;
                 let mut bytes = self.log[(p.next - first) as usize].payload.len() as u64;
-                while end < last {
+                while end < last.min(max_end) {
                     let b = self.log[(end + 1 - first) as usize].payload.len() as u64;
                     if bytes + b > max_bytes {
                         break;
