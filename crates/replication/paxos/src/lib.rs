@@ -77,6 +77,15 @@
 //! leader steps down when it has not heard from a majority within the election timeout
 //! (check-quorum) or an acceptor answers `Rejected` with a higher ballot.
 //!
+//! **Proposals end once their slot is decided.** A proposal is applied as ours when its slot
+//! commits with its value, and reported dropped (`Overwritten`) when the slot commits with
+//! another; never earlier, since a value a single acceptor holds can still be chosen by a
+//! later leader's Phase 1. A deposed leader may hold proposals past the new leader's log
+//! (nobody else took them): every `Accepted` names the acceptor's last slot, and a leader
+//! whose log ends before it fills the slots between with no-ops (safe: its Phase 1 found no
+//! value that can have been chosen there). So those slots are decided within a few
+//! heartbeats of the deposed leader hearing from the new one, without new proposals.
+//!
 //! **Leadership transfer and the preferred replica.** [`PaxosNode::transfer_leader`] stops
 //! proposals, waits until the target holds the whole log, and sends it `TimeoutNow`; the
 //! target runs Phase 1 at once with the transfer flag. A leader that is not

@@ -931,10 +931,11 @@ impl PaxosNode {
                 ballot,
                 end,
                 matched,
+                last,
                 lease,
                 gap,
                 rejoining,
-            } => self.on_accepted(from, ballot, end, matched, lease, gap, rejoining),
+            } => self.on_accepted(from, ballot, end, matched, last, lease, gap, rejoining),
             Msg::TimeoutNow { ballot, commit } => self.on_timeout_now(from, ballot, commit),
             Msg::Snapshot {
                 ballot,
@@ -1237,6 +1238,7 @@ impl PaxosNode {
             ballot,
             end,
             matched: self.run_end,
+            last: self.last_index(),
             lease,
             gap,
             rejoining: self.rejoining(),
@@ -1251,6 +1253,7 @@ impl PaxosNode {
         ballot: u64,
         end: u64,
         matched: u64,
+        their_last: u64,
         lease: u64,
         gap: bool,
         rejoining: bool,
@@ -1305,8 +1308,33 @@ impl PaxosNode {
         if p.snapshot_sent.is_some() && self.snap.as_ref().is_some_and(|s| p.matched >= s.index) {
             p.snapshot_sent = None;
         }
+        if their_last > last {
+            self.fill_to(their_last);
+        }
         self.maybe_commit();
         self.check_lease();
+    }
+
+    /// Extends the log with no-ops up to `to` (at most [`wire::MAX_ACCEPT_VALUES`] slots per
+    /// call): an acceptor holds values past our log, such as a deposed leader's proposals
+    /// nobody else took. Those slots would stay undecided until our own proposals reached them,
+    /// and their proposer can only report its proposals dropped once they are decided (a value
+    /// one acceptor holds can still be chosen by a later leader's Phase 1). Safe: Phase 1
+    /// found no value that can have been chosen past our log (a majority promised us and none
+    /// reported one), and under our ballot only we propose, so any value may go there.
+    fn fill_to(&mut self, to: u64) {
+        let last = self.last_index();
+        let to = to
+            .min(last.saturating_add(wire::MAX_ACCEPT_VALUES as u64))
+            .min(MAX_SLOT);
+        for slot in (last + 1)..=to {
+            self.put(LogEntry {
+                index: slot,
+                term: self.promised,
+                payload: Bytes::new(),
+            });
+        }
+        self.extend_run();
     }
 
     fn on_timeout_now(&mut self, from: NodeId, ballot: u64, commit: u64) {
@@ -1364,6 +1392,7 @@ impl PaxosNode {
             ballot,
             end: index,
             matched: self.run_end,
+            last: self.last_index(),
             lease: 0,
             gap: false,
             rejoining: self.rejoining(),
@@ -1903,6 +1932,7 @@ impl PaxosNode {
                 ballot: self.promised,
                 end: held,
                 matched: self.run_end,
+                last: self.last_index(),
                 lease: 0,
                 gap: false,
                 rejoining: false,

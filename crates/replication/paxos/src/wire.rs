@@ -111,6 +111,10 @@ pub enum Msg {
         end: u64,
         /// Every slot up to this one is committed here or holds the value accepted under `ballot`.
         matched: u64,
+        /// The last slot this acceptor holds (a value, of any ballot): a leader whose log ends
+        /// before it fills the slots between with no-ops, so they are decided (a deposed
+        /// leader's proposals there are resolved).
+        last: u64,
         /// The lease round echoed.
         lease: u64,
         /// The accept left a gap (its first slot is past this log's end).
@@ -303,6 +307,7 @@ pub fn encode_body(m: &Msg, v: &mut Vec<u8>) {
             ballot,
             end,
             matched,
+            last,
             lease,
             gap,
             rejoining,
@@ -311,6 +316,7 @@ pub fn encode_body(m: &Msg, v: &mut Vec<u8>) {
             v.put_u64_le(*ballot);
             v.put_u64_le(*end);
             v.put_u64_le(*matched);
+            v.put_u64_le(*last);
             v.put_u64_le(*lease);
             v.push(u8::from(*gap) | (u8::from(*rejoining) << 1));
         }
@@ -530,6 +536,7 @@ pub fn decode(body: &Bytes) -> Result<Msg, DecodeError> {
             let ballot = r.ballot()?;
             let end = r.slot("end")?;
             let matched = r.slot("matched")?;
+            let last = r.slot("last")?;
             let lease = r.u64()?;
             let flags = r.u8()?;
             if flags & !3 != 0 {
@@ -539,6 +546,7 @@ pub fn decode(body: &Bytes) -> Result<Msg, DecodeError> {
                 ballot,
                 end,
                 matched,
+                last,
                 lease,
                 gap: flags & 1 != 0,
                 rejoining: flags & 2 != 0,
@@ -628,6 +636,7 @@ mod tests {
                 ballot: b,
                 end: 4,
                 matched: 4,
+                last: 6,
                 lease: 11,
                 gap: false,
                 rejoining: true,
