@@ -1728,6 +1728,18 @@ impl PaxosNode {
             };
             self.applied = e.index;
             let mut ours = false;
+            // Ours is decided by the bytes, not by the ballot (Raft compares terms): a later
+            // leader that recovers our value in Phase 1 writes it under its own ballot, so a
+            // ballot check would report an applied proposal dropped. The bytes cannot
+            // mis-report: (1) a value only ever sits at the slot it was proposed at (accepts
+            // and Phase 1 recovery are slot by slot), so our proposal can be chosen at no other
+            // slot than this one; (2) if another proposer's identical bytes were chosen here,
+            // the application is handed exactly those bytes at this slot, once, on this
+            // replica, which is what "applied here" promises; (3) each slot is applied once
+            // (`applied` only grows, a snapshot install reports the slots it covers and
+            // removes them), and proposals go to ever later slots, so no proposal is reported
+            // twice. (An empty proposal is resolved like a no-op filler: nothing is handed to
+            // the application for either, as with `mako-raft`'s empty entries.)
             for entry in self.proposals.remove(&e.index).unwrap_or_default() {
                 if !ours && entry == e.payload {
                     // Our value was chosen at its slot (possibly re-proposed by a later leader).

@@ -381,3 +381,37 @@ fn a_deposed_leaders_proposals_past_the_new_leaders_log_are_resolved_without_new
     }
     s.assert_safe();
 }
+
+/// A proposal is "ours" when its slot commits with its bytes, whatever ballot the slot ends
+/// under: the next leader recovers a value a minority accepted and writes it under its own
+/// ballot. Comparing ballots, as Raft compares terms, would report such a proposal dropped
+/// although it is applied (and a retry would apply it twice).
+#[test]
+fn a_proposal_recovered_by_the_next_leader_under_its_ballot_is_applied_as_ours() {
+    let mut s = common::manual(3, 26, u64::MAX / 2);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    // p reaches C only, and C's answer does not reach A: A does not commit it.
+    s.filter = Some(Box::new(|p| {
+        !(p.from == 1 && p.to == 2 || p.from == 3 && p.to == 1)
+    }));
+    propose(&mut s, 0, b"p");
+    assert_eq!(s.live(0).commit_index(), 1);
+    assert_eq!(value_at(&s, 2, 2).as_deref(), Some(&b"p"[..]));
+    let first_ballot = s.live(0).ballot();
+    s.filter = None;
+    s.isolate(0);
+    age(&mut s);
+    elect(&mut s, 1);
+    s.heal();
+    tick_settle(&mut s, 1, 4);
+    let a = s.live(0);
+    assert_eq!(a.applied_index(), 2);
+    assert_eq!(value_at(&s, 0, 2).as_deref(), Some(&b"p"[..]));
+    assert_ne!(a.entry(2).map(|e| e.term), Some(first_ballot));
+    assert_eq!(a.unresolved_proposals(), 0);
+    assert_eq!(a.stats().resolved, 2, "v1 and p applied as ours");
+    assert_eq!(a.dispatcher().stats().unapplied, 0, "p reported dropped");
+    s.assert_safe();
+}
