@@ -106,6 +106,20 @@
 //! above the one it finished under. Leaders learn it is rejoining from its answers and send
 //! it the log again.
 //!
+//! **Ballot space and lying members.** Ballots have 2^46 rounds; honest replicas use one per
+//! election. A `Rejected` is only taken as an answer to the request in progress (our
+//! pre-prepare, or a prepare or accept under our promise), and raises the next ballot at most
+//! [`wire::MAX_REJECTED_ROUNDS`] rounds above the refused one: an honest promise is a few
+//! rounds ahead, while a member lying with `promised = MAX_BALLOT` gains that many rounds per
+//! election timeout of its victim (decades to exhaust the space) instead of ending its
+//! campaigns at once. Requests are not bounded so: a replica that was down through any
+//! number of elections must take the current leader's ballot, however far ahead. So a
+//! member that sends a `Prepare` or `Accept` under a huge ballot of its own (it is
+//! authenticated: the ballot must name it) makes the acceptors promise it, and they can
+//! then never campaign nor take another leader's accepts. Multi-Paxos tolerates crashed
+//! members, not lying ones; such a replica does not panic, logs the exhausted ballot space
+//! once per election timeout, and keeps serving as a follower of that ballot.
+//!
 //! **Messages** ([`wire`]) are a compact little-endian encoding, validated field by field
 //! before the node acts: a malformed or impossible message makes [`PaxosNode::step`] return
 //! an error and changes nothing. Lists are bounded so that decoding allocates little more

@@ -711,6 +711,8 @@ impl PaxosNode {
             self.step_down();
         }
         let Some(ballot) = self.next_ballot() else {
+            // Logged once per election timeout, not at every tick.
+            self.reset_timeout();
             return false;
         };
         self.stats.pre_rounds += 1;
@@ -1154,7 +1156,22 @@ impl PaxosNode {
     }
 
     fn on_rejected(&mut self, ballot: u64, promised: u64) {
-        self.highest_seen = self.highest_seen.max(promised);
+        // Only an answer to the request in progress counts (our pre-prepare, or a prepare or
+        // accept under our promise), and it raises our next ballot at most
+        // MAX_REJECTED_ROUNDS rounds above the refused one: a lying member cannot exhaust the
+        // ballot space with one answer (see the crate docs).
+        let in_progress = match &self.state {
+            State::PreCandidate(p) => p.ballot == ballot,
+            _ => ballot == self.promised,
+        };
+        if !in_progress {
+            return;
+        }
+        let cap = wire::ballot(
+            wire::round_of(ballot).saturating_add(wire::MAX_REJECTED_ROUNDS),
+            wire::proposer_of(promised),
+        );
+        self.highest_seen = self.highest_seen.max(promised.min(cap));
         if ballot != self.promised || promised <= ballot {
             return;
         }

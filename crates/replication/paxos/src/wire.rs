@@ -35,6 +35,11 @@ pub const MAX_ACCEPT_VALUES: usize = 1 << 14;
 /// docs); [`decode`] refuses more.
 pub const MAX_PROMISE_ENTRIES: usize = 1 << 20;
 
+/// Most rounds a `Rejected` raises the refusing replica's next ballot above the refused one
+/// (an honest acceptor's promise is a few rounds ahead; a lying member must not exhaust the
+/// ballot space with one answer).
+pub const MAX_REJECTED_ROUNDS: u64 = 1 << 16;
+
 /// Bits of a ballot holding the proposer's index in the group's peer list.
 pub const PROPOSER_BITS: u32 = 16;
 

@@ -476,3 +476,112 @@ fn an_acceptor_holding_more_slots_than_a_promise_carries_withholds_its_promise()
     );
     assert_eq!(node.ballot(), ballot);
 }
+
+/// A `Rejected` names the promise the acceptor holds, and the replica bids above it next
+/// time. Any member could answer one pre-prepare with `Rejected { promised: MAX_BALLOT }`:
+/// the replica then had no ballot left and never campaigned again. A `Rejected` now counts
+/// only as an answer to the request in progress and raises the next ballot at most
+/// `wire::MAX_REJECTED_ROUNDS` rounds above the refused one (an honest promise is a few
+/// rounds ahead; a liar gains that many rounds per election timeout of its victim). The
+/// replica keeps serving as a follower throughout.
+#[test]
+fn a_rejected_naming_the_largest_ballot_does_not_exhaust_the_ballot_space() {
+    let mut node = bare(7);
+    assert!(node.campaign());
+    let pre = drain(&mut node)
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Msg::PrePrepare { ballot, .. } => Some(ballot),
+            _ => None,
+        })
+        .expect("a pre-prepare");
+    let liar = |ballot| {
+        payload(&Msg::Rejected {
+            ballot,
+            promised: wire::MAX_BALLOT,
+        })
+    };
+    node.step(3, &liar(pre)).unwrap();
+    // A refusal of a ballot that is not in progress counts for nothing.
+    node.step(3, &liar(wire::ballot(wire::round_of(pre) + 5, 1)))
+        .unwrap();
+    assert!(node.campaign(), "no ballot left to campaign with");
+    let next = drain(&mut node)
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Msg::PrePrepare { ballot, .. } => Some(ballot),
+            _ => None,
+        })
+        .expect("a pre-prepare");
+    assert_eq!(
+        wire::round_of(next),
+        wire::round_of(pre) + wire::MAX_REJECTED_ROUNDS + 1
+    );
+    // It follows a leader and takes its values.
+    let b = wire::ballot(2, 0);
+    node.step(
+        1,
+        &payload(&Msg::Accept {
+            ballot: b,
+            first: 1,
+            commit: 0,
+            lease: 0,
+            values: vec![Bytes::from_static(b"x")],
+        }),
+    )
+    .unwrap();
+    let sent = drain(&mut node);
+    assert!(
+        sent.iter()
+            .any(|(to, m)| *to == 1 && matches!(m, Msg::Accepted { matched: 1, .. })),
+        "{sent:?}"
+    );
+    assert_eq!(node.leader(), Some(1));
+    assert_eq!(node.ballot(), b);
+}
+
+/// A member may also send requests under a huge ballot of its own (Multi-Paxos tolerates
+/// crashed members, not lying ones; see the crate docs): an acceptor that promised the
+/// largest ballot cannot campaign any more, but it neither panics nor floods its log, and
+/// keeps answering as a follower.
+#[test]
+fn a_prepare_under_the_largest_ballot_leaves_a_working_follower() {
+    let mut node = bare(8);
+    // Past the bar after a (re)start, with no leader heard.
+    for _ in 0..node.config().election_ticks().0 {
+        node.tick();
+    }
+    drain(&mut node);
+    node.step(
+        1,
+        &payload(&Msg::Prepare {
+            ballot: wire::MAX_BALLOT,
+            from: 0,
+            transfer: true,
+        }),
+    )
+    .unwrap();
+    drain(&mut node);
+    assert_eq!(node.ballot(), wire::MAX_BALLOT);
+    assert!(!node.campaign(), "a ballot above the largest");
+    let (_, max) = node.config().election_ticks();
+    for _ in 0..4 * max {
+        node.tick();
+        drain(&mut node);
+    }
+    assert_eq!(node.stats().pre_rounds, 0);
+    node.step(
+        1,
+        &payload(&Msg::Accept {
+            ballot: wire::MAX_BALLOT,
+            first: 1,
+            commit: 1,
+            lease: 0,
+            values: vec![Bytes::from_static(b"x")],
+        }),
+    )
+    .unwrap();
+    drain(&mut node);
+    assert_eq!(node.commit_index(), 1);
+    assert_eq!(node.check_invariants(), Ok(()));
+}
