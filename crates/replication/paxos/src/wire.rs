@@ -14,8 +14,9 @@
 use bytes::{BufMut, Bytes};
 use mako_group::LogEntry;
 
-/// Version byte opening every body.
-pub const VERSION: u8 = 1;
+/// Version byte opening every body (2: `Accepted` names the acceptor's last slot; a
+/// replica of version 1 is refused with [`DecodeError::Version`]).
+pub const VERSION: u8 = 2;
 
 /// Largest slot (log index) or commit index a message may name.
 pub const MAX_SLOT: u64 = 1 << 62;
