@@ -77,6 +77,15 @@
 //! leader steps down when it has not heard from a majority within the election timeout
 //! (check-quorum) or an acceptor answers `Rejected` with a higher ballot.
 //!
+//! **Proposals end once their slot is decided.** A proposal is applied as ours when its slot
+//! commits with its value, and reported dropped (`Overwritten`) when the slot commits with
+//! another; never earlier, since a value a single acceptor holds can still be chosen by a
+//! later leader's Phase 1. A deposed leader may hold proposals past the new leader's log
+//! (nobody else took them): every `Accepted` names the acceptor's last slot, and a leader
+//! whose log ends before it fills the slots between with no-ops (safe: its Phase 1 found no
+//! value that can have been chosen there). So those slots are decided within a few
+//! heartbeats of the deposed leader hearing from the new one, without new proposals.
+//!
 //! **Leadership transfer and the preferred replica.** [`PaxosNode::transfer_leader`] stops
 //! proposals, waits until the target holds the whole log, and sends it `TimeoutNow`; the
 //! target runs Phase 1 at once with the transfer flag. A leader that is not
@@ -97,9 +106,30 @@
 //! above the one it finished under. Leaders learn it is rejoining from its answers and send
 //! it the log again.
 //!
+//! **Ballot space and lying members.** Ballots have 2^46 rounds; honest replicas use one per
+//! election. A `Rejected` is only taken as an answer to the request in progress (our
+//! pre-prepare, or a prepare or accept under our promise), and raises the next ballot at most
+//! [`wire::MAX_REJECTED_ROUNDS`] rounds above the refused one: an honest promise is a few
+//! rounds ahead, while a member lying with `promised = MAX_BALLOT` gains that many rounds per
+//! election timeout of its victim (decades to exhaust the space) instead of ending its
+//! campaigns at once. Requests are not bounded so: a replica that was down through any
+//! number of elections must take the current leader's ballot, however far ahead. So a
+//! member that sends a `Prepare` or `Accept` under a huge ballot of its own (it is
+//! authenticated: the ballot must name it) makes the acceptors promise it, and they can
+//! then never campaign nor take another leader's accepts. Multi-Paxos tolerates crashed
+//! members, not lying ones; such a replica does not panic, logs the exhausted ballot space
+//! once per election timeout, and keeps serving as a follower of that ballot.
+//!
 //! **Messages** ([`wire`]) are a compact little-endian encoding, validated field by field
 //! before the node acts: a malformed or impossible message makes [`PaxosNode::step`] return
-//! an error and changes nothing.
+//! an error and changes nothing. Lists are bounded so that decoding allocates little more
+//! than the bytes received: an accept carries at most [`wire::MAX_ACCEPT_VALUES`] values
+//! (the leader splits larger batches), a promise at most [`wire::MAX_PROMISE_ENTRIES`]
+//! slots. An acceptor holding more slots than that after a candidate's `from` neither
+//! grants its pre-prepare nor promises (a truncated promise could hide a chosen value): such
+//! a tail (over a million uncommitted slots, some sixty times the default pipeline) is
+//! beyond what a correct group accumulates, and a candidate with a later commit index gets
+//! the promise.
 //!
 //! ```
 //! use std::sync::Arc;

@@ -711,6 +711,8 @@ impl PaxosNode {
             self.step_down();
         }
         let Some(ballot) = self.next_ballot() else {
+            // Logged once per election timeout, not at every tick.
+            self.reset_timeout();
             return false;
         };
         self.stats.pre_rounds += 1;
@@ -931,10 +933,11 @@ impl PaxosNode {
                 ballot,
                 end,
                 matched,
+                last,
                 lease,
                 gap,
                 rejoining,
-            } => self.on_accepted(from, ballot, end, matched, lease, gap, rejoining),
+            } => self.on_accepted(from, ballot, end, matched, last, lease, gap, rejoining),
             Msg::TimeoutNow { ballot, commit } => self.on_timeout_now(from, ballot, commit),
             Msg::Snapshot {
                 ballot,
@@ -1007,6 +1010,7 @@ impl PaxosNode {
             // A duplicate of a prepare already promised (or of a leader already followed):
             // the same answer again.
             if self.commit <= cfrom
+                && !self.promise_too_long(cfrom)
                 && matches!(self.state, State::Follower | State::PreCandidate(_))
             {
                 self.send_promise(from, ballot, cfrom);
@@ -1023,6 +1027,18 @@ impl PaxosNode {
                 commit: self.commit,
             };
             self.send(from, &m, false);
+            return;
+        }
+        if self.promise_too_long(cfrom) {
+            self.stats.prepares_withheld += 1;
+            tracing::warn!(
+                shard = self.cfg.shard,
+                id = self.cfg.id,
+                ballot,
+                from = cfrom,
+                last = self.last_index(),
+                "prepare withheld: more slots after its `from` than a promise carries"
+            );
             return;
         }
         // Promise: durable before the answer leaves.
@@ -1051,8 +1067,10 @@ impl PaxosNode {
             self.send(from, &m, false);
             return;
         }
-        let granted =
-            !self.prepare_withheld(false) && ballot > self.promise_floor && self.commit <= cfrom;
+        let granted = !self.prepare_withheld(false)
+            && ballot > self.promise_floor
+            && self.commit <= cfrom
+            && !self.promise_too_long(cfrom);
         if !granted {
             self.stats.pre_refused += 1;
         }
@@ -1068,6 +1086,13 @@ impl PaxosNode {
         }
         p.grants.insert(from);
         self.maybe_pre_win();
+    }
+
+    /// Whether a promise to a candidate whose commit is `cfrom` would report more slots than
+    /// receivers decode ([`wire::MAX_PROMISE_ENTRIES`]): it is withheld (a truncated promise
+    /// could hide a chosen value). A candidate that knows more of the log gets it.
+    fn promise_too_long(&self, cfrom: u64) -> bool {
+        self.last_index().saturating_sub(cfrom) > wire::MAX_PROMISE_ENTRIES as u64
     }
 
     fn send_promise(&mut self, to: NodeId, ballot: u64, cfrom: u64) {
@@ -1131,7 +1156,22 @@ impl PaxosNode {
     }
 
     fn on_rejected(&mut self, ballot: u64, promised: u64) {
-        self.highest_seen = self.highest_seen.max(promised);
+        // Only an answer to the request in progress counts (our pre-prepare, or a prepare or
+        // accept under our promise), and it raises our next ballot at most
+        // MAX_REJECTED_ROUNDS rounds above the refused one: a lying member cannot exhaust the
+        // ballot space with one answer (see the crate docs).
+        let in_progress = match &self.state {
+            State::PreCandidate(p) => p.ballot == ballot,
+            _ => ballot == self.promised,
+        };
+        if !in_progress {
+            return;
+        }
+        let cap = wire::ballot(
+            wire::round_of(ballot).saturating_add(wire::MAX_REJECTED_ROUNDS),
+            wire::proposer_of(promised),
+        );
+        self.highest_seen = self.highest_seen.max(promised.min(cap));
         if ballot != self.promised || promised <= ballot {
             return;
         }
@@ -1215,6 +1255,7 @@ impl PaxosNode {
             ballot,
             end,
             matched: self.run_end,
+            last: self.last_index(),
             lease,
             gap,
             rejoining: self.rejoining(),
@@ -1229,6 +1270,7 @@ impl PaxosNode {
         ballot: u64,
         end: u64,
         matched: u64,
+        their_last: u64,
         lease: u64,
         gap: bool,
         rejoining: bool,
@@ -1283,8 +1325,33 @@ impl PaxosNode {
         if p.snapshot_sent.is_some() && self.snap.as_ref().is_some_and(|s| p.matched >= s.index) {
             p.snapshot_sent = None;
         }
+        if their_last > last {
+            self.fill_to(their_last);
+        }
         self.maybe_commit();
         self.check_lease();
+    }
+
+    /// Extends the log with no-ops up to `to` (at most [`wire::MAX_ACCEPT_VALUES`] slots per
+    /// call): an acceptor holds values past our log, such as a deposed leader's proposals
+    /// nobody else took. Those slots would stay undecided until our own proposals reached them,
+    /// and their proposer can only report its proposals dropped once they are decided (a value
+    /// one acceptor holds can still be chosen by a later leader's Phase 1). Safe: Phase 1
+    /// found no value that can have been chosen past our log (a majority promised us and none
+    /// reported one), and under our ballot only we propose, so any value may go there.
+    fn fill_to(&mut self, to: u64) {
+        let last = self.last_index();
+        let to = to
+            .min(last.saturating_add(wire::MAX_ACCEPT_VALUES as u64))
+            .min(MAX_SLOT);
+        for slot in (last + 1)..=to {
+            self.put(LogEntry {
+                index: slot,
+                term: self.promised,
+                payload: Bytes::new(),
+            });
+        }
+        self.extend_run();
     }
 
     fn on_timeout_now(&mut self, from: NodeId, ballot: u64, commit: u64) {
@@ -1342,6 +1409,7 @@ impl PaxosNode {
             ballot,
             end: index,
             matched: self.run_end,
+            last: self.last_index(),
             lease: 0,
             gap: false,
             rejoining: self.rejoining(),
@@ -1497,9 +1565,12 @@ impl PaxosNode {
                     }
                     break;
                 }
+                // Up to `max_append_bytes` of values (at least one), and never more values
+                // than a receiver decodes.
+                let max_end = p.next + wire::MAX_ACCEPT_VALUES as u64 - 1;
                 let mut end = p.next;
                 let mut bytes = self.log[(p.next - first) as usize].payload.len() as u64;
-                while end < last {
+                while end < last.min(max_end) {
                     let b = self.log[(end + 1 - first) as usize].payload.len() as u64;
                     if bytes + b > max_bytes {
                         break;
@@ -1674,6 +1745,18 @@ impl PaxosNode {
             };
             self.applied = e.index;
             let mut ours = false;
+            // Ours is decided by the bytes, not by the ballot (Raft compares terms): a later
+            // leader that recovers our value in Phase 1 writes it under its own ballot, so a
+            // ballot check would report an applied proposal dropped. The bytes cannot
+            // mis-report: (1) a value only ever sits at the slot it was proposed at (accepts
+            // and Phase 1 recovery are slot by slot), so our proposal can be chosen at no other
+            // slot than this one; (2) if another proposer's identical bytes were chosen here,
+            // the application is handed exactly those bytes at this slot, once, on this
+            // replica, which is what "applied here" promises; (3) each slot is applied once
+            // (`applied` only grows, a snapshot install reports the slots it covers and
+            // removes them), and proposals go to ever later slots, so no proposal is reported
+            // twice. (An empty proposal is resolved like a no-op filler: nothing is handed to
+            // the application for either, as with `mako-raft`'s empty entries.)
             for entry in self.proposals.remove(&e.index).unwrap_or_default() {
                 if !ours && entry == e.payload {
                     // Our value was chosen at its slot (possibly re-proposed by a later leader).
@@ -1878,6 +1961,7 @@ impl PaxosNode {
                 ballot: self.promised,
                 end: held,
                 matched: self.run_end,
+                last: self.last_index(),
                 lease: 0,
                 gap: false,
                 rejoining: false,

@@ -5,21 +5,41 @@
 //! travels inside [`mako_group::chunk`] framing (whole, or in chunks for large promises and
 //! snapshots). [`decode`] refuses anything malformed with a [`DecodeError`]: an unknown
 //! version, kind or flag, a short or over-long body, a count or length past the bytes
-//! present, a zero or out-of-range ballot, slot ranges that overflow [`MAX_SLOT`], entry
+//! present, a list longer than a correct peer sends ([`MAX_ACCEPT_VALUES`],
+//! [`MAX_PROMISE_ENTRIES`]: what a decoded body allocates is bounded by these and by its
+//! bytes, never by a claimed count), a zero or out-of-range ballot, slot ranges that overflow [`MAX_SLOT`], entry
 //! ballots above the message's ballot. What needs the local replica's state (is the sender
 //! a peer, is the ballot's proposer the sender) is checked by the node before it acts.
 
 use bytes::{BufMut, Bytes};
 use mako_group::LogEntry;
 
-/// Version byte opening every body.
-pub const VERSION: u8 = 1;
+/// Version byte opening every body (2: `Accepted` names the acceptor's last slot; a
+/// replica of version 1 is refused with [`DecodeError::Version`]).
+pub const VERSION: u8 = 2;
 
 /// Largest slot (log index) or commit index a message may name.
 pub const MAX_SLOT: u64 = 1 << 62;
 
 /// Largest ballot a message may carry (leaves room for the next round).
 pub const MAX_BALLOT: u64 = 1 << 62;
+
+/// Most values one `Accept` carries. A leader fills an accept up to `max_append_bytes`
+/// of values and never past this count (many tiny or empty values would otherwise make one
+/// accept cost a receiver a 32-byte handle per 4 wire bytes); [`decode`] refuses more.
+pub const MAX_ACCEPT_VALUES: usize = 1 << 14;
+
+/// Most slots one `Promise` reports (a decoded slot costs 48 bytes for at least 12 on the
+/// wire: at most 48 MiB per promise). An acceptor holds at most a few leaders' pipelines
+/// (`max_inflight` accepts of at most [`MAX_ACCEPT_VALUES`] each) beyond its commit index;
+/// one holding more than this after a candidate's `from` withholds its promise (see the crate
+/// docs); [`decode`] refuses more.
+pub const MAX_PROMISE_ENTRIES: usize = 1 << 20;
+
+/// Most rounds a `Rejected` raises the refusing replica's next ballot above the refused one
+/// (an honest acceptor's promise is a few rounds ahead; a lying member must not exhaust the
+/// ballot space with one answer).
+pub const MAX_REJECTED_ROUNDS: u64 = 1 << 16;
 
 /// Bits of a ballot holding the proposer's index in the group's peer list.
 pub const PROPOSER_BITS: u32 = 16;
@@ -97,6 +117,10 @@ pub enum Msg {
         end: u64,
         /// Every slot up to this one is committed here or holds the value accepted under `ballot`.
         matched: u64,
+        /// The last slot this acceptor holds (a value, of any ballot): a leader whose log ends
+        /// before it fills the slots between with no-ops, so they are decided (a deposed
+        /// leader's proposals there are resolved).
+        last: u64,
         /// The lease round echoed.
         lease: u64,
         /// The accept left a gap (its first slot is past this log's end).
@@ -208,6 +232,16 @@ pub enum DecodeError {
     /// Unknown message kind.
     #[error("unknown message kind {0}")]
     Kind(u8),
+    /// A list longer than any correct peer sends.
+    #[error("{count} {what} exceed the limit of {max}")]
+    TooMany {
+        /// The list.
+        what: &'static str,
+        /// The claimed count.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A field out of its range.
     #[error("bad field `{0}`")]
     Field(&'static str),
@@ -279,6 +313,7 @@ pub fn encode_body(m: &Msg, v: &mut Vec<u8>) {
             ballot,
             end,
             matched,
+            last,
             lease,
             gap,
             rejoining,
@@ -287,6 +322,7 @@ pub fn encode_body(m: &Msg, v: &mut Vec<u8>) {
             v.put_u64_le(*ballot);
             v.put_u64_le(*end);
             v.put_u64_le(*matched);
+            v.put_u64_le(*last);
             v.put_u64_le(*lease);
             v.push(u8::from(*gap) | (u8::from(*rejoining) << 1));
         }
@@ -370,9 +406,23 @@ impl Reader<'_> {
         self.body.len() - self.at
     }
 
-    /// A list count, refused when the bytes left cannot hold `min_item` bytes per item.
-    fn count(&mut self, min_item: usize) -> Result<usize, DecodeError> {
+    /// A list count, refused above `max` (no correct peer sends more) or when the bytes left
+    /// cannot hold `min_item` bytes per item: what is allocated for the items is then bounded
+    /// by both the limit and the bytes present, never by the claimed count alone.
+    fn count(
+        &mut self,
+        what: &'static str,
+        min_item: usize,
+        max: usize,
+    ) -> Result<usize, DecodeError> {
         let n = self.u32()? as usize;
+        if n > max {
+            return Err(DecodeError::TooMany {
+                what,
+                count: n,
+                max,
+            });
+        }
         if n.saturating_mul(min_item) > self.remaining() {
             return Err(DecodeError::Field("count"));
         }
@@ -426,7 +476,7 @@ pub fn decode(body: &Bytes) -> Result<Msg, DecodeError> {
             if commit > from {
                 return Err(DecodeError::Field("commit"));
             }
-            let n = r.count(12)?;
+            let n = r.count("entries", 12, MAX_PROMISE_ENTRIES)?;
             if from.saturating_add(n as u64) > MAX_SLOT {
                 return Err(DecodeError::Field("entries"));
             }
@@ -471,7 +521,7 @@ pub fn decode(body: &Bytes) -> Result<Msg, DecodeError> {
             }
             let commit = r.slot("commit")?;
             let lease = r.u64()?;
-            let n = r.count(4)?;
+            let n = r.count("values", 4, MAX_ACCEPT_VALUES)?;
             if first.saturating_add(n as u64) > MAX_SLOT {
                 return Err(DecodeError::Field("values"));
             }
@@ -492,6 +542,7 @@ pub fn decode(body: &Bytes) -> Result<Msg, DecodeError> {
             let ballot = r.ballot()?;
             let end = r.slot("end")?;
             let matched = r.slot("matched")?;
+            let last = r.slot("last")?;
             let lease = r.u64()?;
             let flags = r.u8()?;
             if flags & !3 != 0 {
@@ -501,6 +552,7 @@ pub fn decode(body: &Bytes) -> Result<Msg, DecodeError> {
                 ballot,
                 end,
                 matched,
+                last,
                 lease,
                 gap: flags & 1 != 0,
                 rejoining: flags & 2 != 0,
@@ -590,6 +642,7 @@ mod tests {
                 ballot: b,
                 end: 4,
                 matched: 4,
+                last: 6,
                 lease: 11,
                 gap: false,
                 rejoining: true,
@@ -667,13 +720,13 @@ mod tests {
             &mut v,
         );
         assert_eq!(decode(&Bytes::from(v)), Err(DecodeError::Field("ballot")));
-        // A huge claimed count with no bytes behind it allocates nothing.
+        // A claimed count within the limit with no bytes behind it allocates nothing.
         let mut v = vec![VERSION, ACCEPT];
         v.extend_from_slice(&ballot(1, 0).to_le_bytes());
         v.extend_from_slice(&1u64.to_le_bytes());
         v.extend_from_slice(&0u64.to_le_bytes());
         v.extend_from_slice(&0u64.to_le_bytes());
-        v.extend_from_slice(&u32::MAX.to_le_bytes());
+        v.extend_from_slice(&(MAX_ACCEPT_VALUES as u32).to_le_bytes());
         assert_eq!(decode(&Bytes::from(v)), Err(DecodeError::Field("count")));
         // A pre-promise's flag is 0 or 1; a pre-prepare names a ballot and a slot in range.
         let mut v = Vec::new();
@@ -698,5 +751,104 @@ mod tests {
         let mut v = Vec::new();
         encode_body(&Msg::PrePrepare { ballot: 0, from: 0 }, &mut v);
         assert_eq!(decode(&Bytes::from(v)), Err(DecodeError::Field("ballot")));
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    //! Decode memory bounds: a crafted count costs an error, not an allocation.
+
+    use super::*;
+
+    fn accept(n: usize) -> Msg {
+        Msg::Accept {
+            ballot: ballot(1, 0),
+            first: 1,
+            commit: 0,
+            lease: 0,
+            values: vec![Bytes::new(); n],
+        }
+    }
+
+    fn promise(n: usize) -> Msg {
+        let b = ballot(2, 0);
+        Msg::Promise {
+            ballot: b,
+            commit: 0,
+            from: 0,
+            entries: (1..=n as u64)
+                .map(|i| LogEntry::new(i, ballot(1, 1), Bytes::new()))
+                .collect(),
+        }
+    }
+
+    fn body(m: &Msg) -> Bytes {
+        let mut v = Vec::new();
+        encode_body(m, &mut v);
+        Bytes::from(v)
+    }
+
+    /// An accept of more values than any leader puts in one (every value present, empty):
+    /// decoding it used to cost 32 bytes of `Bytes` handle per 4 wire bytes.
+    #[test]
+    fn an_accept_with_more_values_than_a_leader_sends_is_refused() {
+        assert_eq!(
+            decode(&body(&accept(MAX_ACCEPT_VALUES + 1))).err(),
+            Some(DecodeError::TooMany {
+                what: "values",
+                count: MAX_ACCEPT_VALUES + 1,
+                max: MAX_ACCEPT_VALUES,
+            })
+        );
+    }
+
+    /// A promise of more slots than an acceptor ever reports (48 bytes of `LogEntry` per
+    /// 12 wire bytes).
+    #[test]
+    fn a_promise_with_more_entries_than_an_acceptor_sends_is_refused() {
+        assert_eq!(
+            decode(&body(&promise(MAX_PROMISE_ENTRIES + 1))).err(),
+            Some(DecodeError::TooMany {
+                what: "entries",
+                count: MAX_PROMISE_ENTRIES + 1,
+                max: MAX_PROMISE_ENTRIES,
+            })
+        );
+    }
+
+    /// A body claiming 2^31 items (or `u32::MAX`) with a few bytes behind the count is
+    /// refused before anything is allocated for the items.
+    #[test]
+    fn a_huge_claimed_count_is_refused_before_allocating() {
+        for claimed in [1u32 << 31, u32::MAX] {
+            for m in [accept(3), promise(3)] {
+                let mut v = body(&m).to_vec();
+                // The count sits right after the fixed fields.
+                let at = match m {
+                    Msg::Accept { .. } => 2 + 8 * 4,
+                    _ => 2 + 8 * 3,
+                };
+                v[at..at + 4].copy_from_slice(&claimed.to_le_bytes());
+                assert!(matches!(
+                    decode(&Bytes::from(v)),
+                    Err(DecodeError::TooMany { .. })
+                ));
+            }
+        }
+    }
+
+    /// The largest honest messages round-trip, the promise chunked and reassembled as it
+    /// travels.
+    #[test]
+    fn the_largest_honest_messages_round_trip() {
+        let a = accept(MAX_ACCEPT_VALUES);
+        assert!(decode(&body(&a)).is_ok_and(|d| d == a));
+        let p = promise(MAX_PROMISE_ENTRIES);
+        let mut r = mako_group::chunk::Reassembler::default();
+        let mut got = None;
+        for c in encode(&p, 1 << 20) {
+            got = r.push(1, &c).unwrap();
+        }
+        assert!(decode(&got.expect("reassembled")).is_ok_and(|d| d == p));
     }
 }

@@ -193,6 +193,7 @@ fn structured(rng: &mut SmallRng, view: &View) -> Msg {
             ballot: b,
             end: num(rng, &around),
             matched: num(rng, &around),
+            last: num(rng, &around),
             lease: rng.random(),
             gap: rng.random(),
             rejoining: rng.random(),

@@ -2,6 +2,7 @@
 //! (every generic scenario, the many-seed fault and crash runs included, runs for Paxos
 //! and Raft alike from `mako-lab`'s `tests/lab.rs`).
 
+use bytes::Bytes;
 use mako_lab::scenarios::{Values, wait_leader};
 use mako_lab::{Cluster, fast_timing};
 use mako_paxos::PaxosNode;
@@ -80,5 +81,40 @@ fn a_replica_that_lost_its_disk_rejoins_without_promising_until_caught_up() {
     assert!(c.run_until(5_000, |c| !c.live(r).rejoining()));
     assert!(c.live(r).commit_index() >= 20);
     v.commit(&mut c, 5);
+    c.assert_converged();
+}
+
+/// A leader cut off from the group takes proposals nobody else hears; a new leader takes
+/// over, the partition heals and no client proposes again. The old leader's proposals sit
+/// past the new leader's log: they stayed unresolved for good (`outstanding()` above zero).
+/// The new leader fills the slots the old one holds with no-ops: each proposal is decided
+/// and reported dropped, once, on the old leader, and nothing is lost or applied twice.
+#[test]
+fn a_deposed_leaders_proposals_are_resolved_without_further_proposals() {
+    let mut c = cluster(3, 9);
+    let l = wait_leader(&mut c);
+    Values::default().commit(&mut c, 5);
+    c.isolate(l);
+    for k in 0..3 {
+        c.live_mut(l)
+            .propose(Bytes::from(format!("lost{k}")))
+            .expect("it still leads");
+    }
+    assert!(
+        c.run_until(5_000, |c| c.leader().is_some_and(|n| n != l)),
+        "no new leader"
+    );
+    c.heal();
+    assert!(
+        c.run_until(5_000, |c| (0..3)
+            .all(|i| c.live(i).unresolved_proposals() == 0)),
+        "unresolved: {:?}",
+        (0..3)
+            .map(|i| c.live(i).unresolved_proposals())
+            .collect::<Vec<_>>()
+    );
+    let old = c.live(l);
+    assert_eq!(old.dispatcher().stats().unapplied, 3);
+    assert_eq!(old.stats().resolved, old.stats().proposed);
     c.assert_converged();
 }

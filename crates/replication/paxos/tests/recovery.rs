@@ -334,3 +334,84 @@ fn a_proposal_overwritten_by_the_next_leader_is_reported_once() {
     assert_eq!(s.live(0).stats().resolved, 3);
     s.assert_safe();
 }
+
+/// A deposed leader's proposals at slots past the new leader's log were never decided (the
+/// new leader's log had to grow that far with proposals of its own): they stayed unresolved,
+/// `outstanding()` above zero for good. A proposal of ours may be reported dropped only once
+/// its slot is decided with another value (a value only we hold can still be chosen by a
+/// later leader's Phase 1), so the slots must be decided: the new leader learns from the
+/// deposed leader's answers how far its log reaches and fills the slots past its own with
+/// no-ops. No client proposal follows the takeover here.
+#[test]
+fn a_deposed_leaders_proposals_past_the_new_leaders_log_are_resolved_without_new_proposals() {
+    let mut s = common::manual(3, 25, u64::MAX / 2);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    // A proposes p1..p3 while cut off: only A holds them (slots 2..=4).
+    s.isolate(0);
+    propose(&mut s, 0, b"p1");
+    propose(&mut s, 0, b"p2");
+    propose(&mut s, 0, b"p3");
+    assert_eq!(s.live(0).unresolved_proposals(), 3);
+    age(&mut s);
+    elect(&mut s, 1);
+    assert_eq!(
+        s.live(1).last_index(),
+        1,
+        "B's log ends before A's proposals"
+    );
+    s.heal();
+    tick_settle(&mut s, 1, 4);
+    let a = s.live(0);
+    assert_eq!(a.leader(), Some(2));
+    assert_eq!(a.unresolved_proposals(), 0, "A's proposals stay unresolved");
+    assert_eq!(a.dispatcher().stats().unapplied, 3);
+    assert_eq!(a.stats().resolved, 4, "v1 applied as ours, p1..p3 reported");
+    for i in 0..3 {
+        assert!(s.live(i).commit_index() >= 4, "node {}", i + 1);
+        for slot in 2..=4 {
+            assert_eq!(
+                value_at(&s, i, slot).as_deref(),
+                Some(&b""[..]),
+                "node {} slot {slot}",
+                i + 1
+            );
+        }
+    }
+    s.assert_safe();
+}
+
+/// A proposal is "ours" when its slot commits with its bytes, whatever ballot the slot ends
+/// under: the next leader recovers a value a minority accepted and writes it under its own
+/// ballot. Comparing ballots, as Raft compares terms, would report such a proposal dropped
+/// although it is applied (and a retry would apply it twice).
+#[test]
+fn a_proposal_recovered_by_the_next_leader_under_its_ballot_is_applied_as_ours() {
+    let mut s = common::manual(3, 26, u64::MAX / 2);
+    elect(&mut s, 0);
+    propose(&mut s, 0, b"v1");
+    tick_settle(&mut s, 0, 1);
+    // p reaches C only, and C's answer does not reach A: A does not commit it.
+    s.filter = Some(Box::new(|p| {
+        !(p.from == 1 && p.to == 2 || p.from == 3 && p.to == 1)
+    }));
+    propose(&mut s, 0, b"p");
+    assert_eq!(s.live(0).commit_index(), 1);
+    assert_eq!(value_at(&s, 2, 2).as_deref(), Some(&b"p"[..]));
+    let first_ballot = s.live(0).ballot();
+    s.filter = None;
+    s.isolate(0);
+    age(&mut s);
+    elect(&mut s, 1);
+    s.heal();
+    tick_settle(&mut s, 1, 4);
+    let a = s.live(0);
+    assert_eq!(a.applied_index(), 2);
+    assert_eq!(value_at(&s, 0, 2).as_deref(), Some(&b"p"[..]));
+    assert_ne!(a.entry(2).map(|e| e.term), Some(first_ballot));
+    assert_eq!(a.unresolved_proposals(), 0);
+    assert_eq!(a.stats().resolved, 2, "v1 and p applied as ours");
+    assert_eq!(a.dispatcher().stats().unapplied, 0, "p reported dropped");
+    s.assert_safe();
+}

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::{Sim, elect, msg, propose, tick_settle};
+use mako_group::chunk::Reassembler;
 use mako_group::{GroupConfig, HardState, InitialState, LogEntry};
 use mako_lab::{HEARTBEAT_MS, Packet};
 use mako_paxos::PaxosNode;
@@ -338,4 +339,249 @@ fn a_replica_that_loses_its_state_again_before_the_leader_saw_it_rejoin_catches_
     assert_eq!(s.live(2).commit_index(), 2);
     assert!(s.live(0).rejoining_peers().is_empty());
     s.assert_safe();
+}
+
+/// A leader fills an accept up to `max_append_bytes` of values; with small values a backlog
+/// went in one accept of any number of values. Receivers refuse accepts of more than
+/// `wire::MAX_ACCEPT_VALUES` values (decoding one costs a 32-byte handle per value): the
+/// leader must never send one, or a backlog of small entries never commits.
+#[test]
+fn a_backlog_of_more_small_entries_than_one_accept_carries_commits_everywhere() {
+    let mut s = Sim::with_config(3, 24, |c| {
+        c.election_timeout_max_ms = 1_000_000 * HEARTBEAT_MS;
+    });
+    s.ticking = false;
+    s.max_persist_delay_ms = 0;
+    elect(&mut s, 0);
+    // The followers miss the accepts while the backlog builds.
+    s.isolate(0);
+    let n = wire::MAX_ACCEPT_VALUES as u64 + 100;
+    for k in 0..n {
+        s.live_mut(0)
+            .propose(Bytes::from(vec![(k % 251) as u8]))
+            .unwrap();
+    }
+    s.drive(0);
+    s.settle();
+    s.heal();
+    tick_settle(&mut s, 0, 4);
+    for i in 0..3 {
+        assert_eq!(s.live(i).commit_index(), n, "node {}", i + 1);
+        assert_eq!(s.live(i).stats().bad_payloads, 0, "node {}", i + 1);
+    }
+    s.assert_safe();
+}
+
+/// An acceptor reports in its promise every slot it holds after the candidate's `from`;
+/// receivers refuse promises of more than `wire::MAX_PROMISE_ENTRIES` slots. An acceptor
+/// holding more used to promise anyway (raising its ballot, refusing the current leader)
+/// and send a promise every candidate refused. It withholds its promise instead, and does
+/// not grant the pre-prepare either.
+#[test]
+fn an_acceptor_holding_more_slots_than_a_promise_carries_withholds_its_promise() {
+    let cfg = GroupConfig::new(2, vec![1, 2, 3], 0);
+    let accepted = wire::ballot(1, 0);
+    let n = wire::MAX_PROMISE_ENTRIES as u64 + 1;
+    let init = InitialState {
+        hard_state: HardState {
+            term: accepted,
+            vote: 1,
+            commit: 0,
+        },
+        snapshot: None,
+        entries: (1..=n)
+            .map(|i| LogEntry::new(i, accepted, Bytes::new()))
+            .collect(),
+    };
+    let d = Arc::new(ApplyDispatcher::discarding(0));
+    let mut node = PaxosNode::new(cfg, init, d, None).unwrap();
+    // Past the bar after a restart (it would grant a pre-prepare of a shorter log).
+    for _ in 0..node.config().election_ticks().0 {
+        node.tick();
+    }
+    drain(&mut node);
+    let ballot = wire::ballot(2, 2);
+    let answers = |node: &mut PaxosNode| -> Vec<Msg> {
+        drain(node)
+            .into_iter()
+            .filter(|(to, m)| *to == 3 && matches!(m, Msg::PrePromise { .. }))
+            .map(|(_, m)| m)
+            .collect()
+    };
+    node.step(3, &payload(&Msg::PrePrepare { ballot, from: 0 }))
+        .unwrap();
+    assert_eq!(
+        answers(&mut node),
+        vec![Msg::PrePromise {
+            ballot,
+            granted: false
+        }]
+    );
+    node.step(3, &payload(&Msg::PrePrepare { ballot, from: 1 }))
+        .unwrap();
+    assert_eq!(
+        answers(&mut node),
+        vec![Msg::PrePromise {
+            ballot,
+            granted: true
+        }]
+    );
+    node.step(
+        3,
+        &payload(&Msg::Prepare {
+            ballot,
+            from: 0,
+            transfer: true,
+        }),
+    )
+    .unwrap();
+    let out = node.poll();
+    assert!(
+        out.messages.is_empty() && out.persist.is_none(),
+        "it promised"
+    );
+    assert_eq!(node.ballot(), accepted);
+    // A candidate that knows more of the log (a later `from`) gets its promise.
+    node.step(
+        3,
+        &payload(&Msg::Prepare {
+            ballot,
+            from: 1,
+            transfer: true,
+        }),
+    )
+    .unwrap();
+    // The promise travels in chunks.
+    let mut r = Reassembler::default();
+    let mut promises = Vec::new();
+    loop {
+        let out = node.poll();
+        if out.is_empty() {
+            break;
+        }
+        let mut all = out.messages;
+        if let Some(job) = out.persist {
+            all.extend(job.after);
+            all.extend(node.on_persisted(job.number));
+        }
+        for m in all.into_iter().filter(|m| m.to == 3) {
+            if let Some(body) = r.push(2, &m.payload).unwrap() {
+                promises.push(wire::decode(&body).unwrap());
+            }
+        }
+    }
+    assert!(
+        matches!(&promises[..], [Msg::Promise { entries, .. }] if entries.len() as u64 == n - 1),
+        "no promise of slots 2..={n}"
+    );
+    assert_eq!(node.ballot(), ballot);
+}
+
+/// A `Rejected` names the promise the acceptor holds, and the replica bids above it next
+/// time. Any member could answer one pre-prepare with `Rejected { promised: MAX_BALLOT }`:
+/// the replica then had no ballot left and never campaigned again. A `Rejected` now counts
+/// only as an answer to the request in progress and raises the next ballot at most
+/// `wire::MAX_REJECTED_ROUNDS` rounds above the refused one (an honest promise is a few
+/// rounds ahead; a liar gains that many rounds per election timeout of its victim). The
+/// replica keeps serving as a follower throughout.
+#[test]
+fn a_rejected_naming_the_largest_ballot_does_not_exhaust_the_ballot_space() {
+    let mut node = bare(7);
+    assert!(node.campaign());
+    let pre = drain(&mut node)
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Msg::PrePrepare { ballot, .. } => Some(ballot),
+            _ => None,
+        })
+        .expect("a pre-prepare");
+    let liar = |ballot| {
+        payload(&Msg::Rejected {
+            ballot,
+            promised: wire::MAX_BALLOT,
+        })
+    };
+    node.step(3, &liar(pre)).unwrap();
+    // A refusal of a ballot that is not in progress counts for nothing.
+    node.step(3, &liar(wire::ballot(wire::round_of(pre) + 5, 1)))
+        .unwrap();
+    assert!(node.campaign(), "no ballot left to campaign with");
+    let next = drain(&mut node)
+        .into_iter()
+        .find_map(|(_, m)| match m {
+            Msg::PrePrepare { ballot, .. } => Some(ballot),
+            _ => None,
+        })
+        .expect("a pre-prepare");
+    assert_eq!(
+        wire::round_of(next),
+        wire::round_of(pre) + wire::MAX_REJECTED_ROUNDS + 1
+    );
+    // It follows a leader and takes its values.
+    let b = wire::ballot(2, 0);
+    node.step(
+        1,
+        &payload(&Msg::Accept {
+            ballot: b,
+            first: 1,
+            commit: 0,
+            lease: 0,
+            values: vec![Bytes::from_static(b"x")],
+        }),
+    )
+    .unwrap();
+    let sent = drain(&mut node);
+    assert!(
+        sent.iter()
+            .any(|(to, m)| *to == 1 && matches!(m, Msg::Accepted { matched: 1, .. })),
+        "{sent:?}"
+    );
+    assert_eq!(node.leader(), Some(1));
+    assert_eq!(node.ballot(), b);
+}
+
+/// A member may also send requests under a huge ballot of its own (Multi-Paxos tolerates
+/// crashed members, not lying ones; see the crate docs): an acceptor that promised the
+/// largest ballot cannot campaign any more, but it neither panics nor floods its log, and
+/// keeps answering as a follower.
+#[test]
+fn a_prepare_under_the_largest_ballot_leaves_a_working_follower() {
+    let mut node = bare(8);
+    // Past the bar after a (re)start, with no leader heard.
+    for _ in 0..node.config().election_ticks().0 {
+        node.tick();
+    }
+    drain(&mut node);
+    node.step(
+        1,
+        &payload(&Msg::Prepare {
+            ballot: wire::MAX_BALLOT,
+            from: 0,
+            transfer: true,
+        }),
+    )
+    .unwrap();
+    drain(&mut node);
+    assert_eq!(node.ballot(), wire::MAX_BALLOT);
+    assert!(!node.campaign(), "a ballot above the largest");
+    let (_, max) = node.config().election_ticks();
+    for _ in 0..4 * max {
+        node.tick();
+        drain(&mut node);
+    }
+    assert_eq!(node.stats().pre_rounds, 0);
+    node.step(
+        1,
+        &payload(&Msg::Accept {
+            ballot: wire::MAX_BALLOT,
+            first: 1,
+            commit: 1,
+            lease: 0,
+            values: vec![Bytes::from_static(b"x")],
+        }),
+    )
+    .unwrap();
+    drain(&mut node);
+    assert_eq!(node.commit_index(), 1);
+    assert_eq!(node.check_invariants(), Ok(()));
 }
