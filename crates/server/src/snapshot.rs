@@ -528,11 +528,12 @@ fn replace_table(table: &Table, records: Records) {
             next.next();
         }
         if next.peek().is_none_or(|n| **n != k) && rec.chain_len() > 0 {
-            rec.replace_versions(Vec::new());
+            // An unlinked record is gone already.
+            let _ = rec.replace_versions(Vec::new());
         }
     }
     for (k, versions) in records {
-        table.record_or_insert(&k).0.replace_versions(versions);
+        table.replace_versions(&k, versions);
     }
 }
 
