@@ -223,8 +223,8 @@ struct BenchArgs {
     /// operation, commit) instead of as one request, to measure interactive transactions.
     #[arg(long)]
     interactive: bool,
-    /// TPC-C with -f: a reduced population (10,000 items, 300 customers and orders per
-    /// district) that loads quickly; the default is the spec's.
+    /// TPC-C: a reduced population (10,000 items, 300 customers and orders per district)
+    /// that loads quickly; the default is the spec's.
     #[arg(long)]
     small: bool,
     /// Percentage of read-only transactions in cluster runs (50, 80, 95, ...).
@@ -344,6 +344,19 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The TPC-C population of `--small` (10,000 items, 300 customers and orders per district) or the spec's.
+fn tpcc_scale(args: &BenchArgs) -> mako_tpcc::Scale {
+    if args.small {
+        mako_tpcc::Scale {
+            items: 10_000,
+            customers_per_district: 300,
+            orders_per_district: 300,
+        }
+    } else {
+        mako_tpcc::Scale::SPEC
+    }
+}
+
 /// `mako bench -f CONFIG --workload tpcc`: TPC-C against a running deployment whose config
 /// includes the TPC-C tables (`-f config/tpcc.yml`), each transaction one server-side
 /// procedure call.
@@ -353,15 +366,7 @@ fn bench_remote_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         warehouses: args.warehouses,
         clients: args.clients.unwrap_or(args.warehouses as usize),
         duration: duration_arg(args.duration)?,
-        scale: if args.small {
-            mako_tpcc::Scale {
-                items: 10_000,
-                customers_per_district: 300,
-                orders_per_district: 300,
-            }
-        } else {
-            mako_tpcc::Scale::SPEC
-        },
+        scale: tpcc_scale(args),
         load: true,
         load_threads: 4,
         seed: args.seed,
@@ -1230,10 +1235,38 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         threads: args.threads,
         duration,
         seed: args.seed,
+        scale: tpcc_scale(args),
         ..mako_tpcc::TpccConfig::default()
     };
     let live = std::io::stdout().is_terminal() && !args.json;
+    // Every 10 s of the measured phase: throughput over those 10 s and resident memory, to
+    // stderr (even with --json), so long runs show progress.
+    let ten_s = std::cell::Cell::new((Duration::ZERO, 0u64));
     let show = |p: mako_tpcc::TpccProgress| {
+        if let mako_tpcc::TpccProgress::Running {
+            elapsed,
+            committed,
+            rss_bytes,
+            ..
+        } = p
+        {
+            let (at, then) = ten_s.get();
+            let mark = Duration::from_secs(elapsed.as_secs() / 10 * 10);
+            if mark > at {
+                let tps = (committed - then) as f64 / (elapsed - at).as_secs_f64().max(1e-9);
+                if live {
+                    print!("\r\x1b[2K");
+                    let _ = std::io::stdout().flush();
+                }
+                eprintln!(
+                    "[t={}s] {} txn/s, RSS {}",
+                    mark.as_secs(),
+                    group(tps as u64),
+                    megabytes(rss_bytes)
+                );
+                ten_s.set((elapsed, committed));
+            }
+        }
         if !live {
             return;
         }
@@ -1375,6 +1408,51 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resident bytes as `430 MB`, or `n/a`.
+fn megabytes(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "n/a".to_string(),
+        |b| format!("{} MB", group(b / 1_000_000)),
+    )
+}
+
+/// A signed byte count per NewOrder as `3,612 B`, or `n/a`.
+fn per_new_order(bytes: Option<f64>) -> String {
+    match bytes {
+        Some(b) if b < 0.0 => format!("-{} B", group((-b).round() as u64)),
+        Some(b) => format!("{} B", group(b.round() as u64)),
+        None => "n/a".to_string(),
+    }
+}
+
+/// The memory-per-NewOrder line and, for runs of a minute or more, the endurance lines.
+fn print_tpcc_memory(r: &mako_tpcc::TpccReport) {
+    let m = &r.memory;
+    println!(
+        "memory per NewOrder: {} resident growth vs {} payload ({}; target <= {}x), RSS {} after load -> {} at end",
+        per_new_order(m.resident_per_new_order),
+        per_new_order(m.payload_per_new_order),
+        m.ratio
+            .map_or_else(|| "n/a".to_string(), |x| format!("{x:.1}x")),
+        m.target_ratio,
+        megabytes(m.rss_after_load),
+        megabytes(m.rss_at_end)
+    );
+    if let Some(e) = &r.endurance {
+        println!(
+            "endurance: first minute {} txn/s (NewOrder p50 {:.0} us), last minute {} txn/s (NewOrder p50 {:.0} us): \
+             last/first {:.2} (target within {:.0}%: {})",
+            group(e.first.txn_per_sec as u64),
+            e.first.new_order_p50_us,
+            group(e.last.txn_per_sec as u64),
+            e.last.new_order_p50_us,
+            e.throughput_ratio,
+            100.0 * e.target_drift,
+            if e.within_target() { "met" } else { "MISSED" }
+        );
+    }
+}
+
 fn print_tpcc(r: &mako_tpcc::TpccReport) {
     println!(
         "TPC-C: {} warehouse(s), {} worker(s), load {:.1} s, run {:.1} s",
@@ -1404,6 +1482,7 @@ fn print_tpcc(r: &mako_tpcc::TpccReport) {
             s.p999_us
         );
     }
+    print_tpcc_memory(r);
 }
 
 fn print_progress(p: &Progress) {

@@ -10,7 +10,10 @@ use hdrhistogram::Histogram;
 use crate::backend::Backend;
 use crate::config::{Mix, Scale, TpccConfig, TpccError};
 use crate::db::Db;
+use crate::endurance::{self, Endurance};
 use crate::loader::LoadProgress;
+use crate::mem::{MemoryFigures, rss_bytes};
+use crate::payload::Payload;
 use crate::terminal::Terminal;
 use crate::txn::{TxnError, TxnInput, TxnKind};
 
@@ -39,6 +42,8 @@ pub enum TpccProgress {
         new_orders: u64,
         /// Commits per second over the last interval.
         recent_tps: f64,
+        /// Resident memory of this process now, bytes (`None` where not measured).
+        rss_bytes: Option<u64>,
     },
 }
 
@@ -91,6 +96,10 @@ pub struct TpccReport {
     pub tpmc: f64,
     /// Per type, in [`TxnKind::ALL`] order.
     pub by_type: Vec<TxnStats>,
+    /// Resident memory growth and payload per NewOrder over the measured phase.
+    pub memory: MemoryFigures,
+    /// First and last minute of the measured phase (`None` for runs shorter than a minute).
+    pub endurance: Option<Endurance>,
 }
 
 impl TpccReport {
@@ -186,7 +195,9 @@ pub(crate) fn run_workers<W: Worker>(
     let stop = AtomicBool::new(false);
     let failure: Mutex<Option<TpccError>> = Mutex::new(None);
 
-    let (hists, secs, workers) = std::thread::scope(|s| {
+    let rss_after_load = rss_bytes();
+    let total = cfg.duration;
+    let (outs, secs, workers) = std::thread::scope(|s| {
         let started = Instant::now();
         let handles: Vec<_> = workers
             .into_iter()
@@ -194,7 +205,8 @@ pub(crate) fn run_workers<W: Worker>(
             .map(|((mut w, term), c)| {
                 let (stop, failure) = (&stop, &failure);
                 s.spawn(move || {
-                    let r = worker(&mut w, term, c, stop);
+                    let windows = endurance::Recorder::new(started, total);
+                    let r = worker(&mut w, term, c, stop, windows);
                     w.finish();
                     if let Err(e) = &r.1 {
                         stop.store(true, Ordering::Relaxed);
@@ -209,7 +221,6 @@ pub(crate) fn run_workers<W: Worker>(
                 })
             })
             .collect();
-        let total = cfg.duration;
         let sum = |f: &dyn Fn(&Counters) -> u64| counters.iter().map(|c| f(c)).sum::<u64>();
         let all = |a: &[AtomicU64; 5]| a.iter().map(|x| x.load(Ordering::Relaxed)).sum::<u64>();
         let mut last = (Instant::now(), 0u64);
@@ -230,33 +241,33 @@ pub(crate) fn run_workers<W: Worker>(
                 aborted: sum(&|c| all(&c.aborted)),
                 new_orders: sum(&|c| c.committed[0].load(Ordering::Relaxed)),
                 recent_tps,
+                rss_bytes: rss_bytes(),
             });
         }
         stop.store(true, Ordering::Relaxed);
-        let mut hists: Option<Vec<Histogram<u64>>> =
-            Some((0..5).map(|_| new_histogram()).collect());
+        let mut outs: Option<WorkerOut> = Some(WorkerOut::new(None));
         let mut done = Vec::with_capacity(threads);
         for h in handles {
-            match (h.join(), &mut hists) {
-                (Ok((hs, w)), Some(acc)) => {
-                    for (acc, h) in acc.iter_mut().zip(&hs) {
-                        let _ = acc.add(h);
-                    }
+            match (h.join(), &mut outs) {
+                (Ok((out, w)), Some(acc)) => {
+                    acc.merge(out);
                     done.push(w);
                 }
                 (Ok((_, w)), None) => done.push(w),
-                (Err(_), _) => hists = None,
+                (Err(_), _) => outs = None,
             }
         }
         let secs = started
             .elapsed()
             .as_secs_f64()
             .min(total.as_secs_f64().max(1e-9));
-        (hists, secs, done)
+        (outs, secs, done)
     });
-    let Some(hists) = hists else {
+    let rss_at_end = rss_bytes();
+    let Some(outs) = outs else {
         return Err(TpccError::WorkerPanicked);
     };
+    let hists = &outs.hists;
     if let Some(e) = failure.into_inner().ok().flatten() {
         return Err(e);
     }
@@ -293,6 +304,12 @@ pub(crate) fn run_workers<W: Worker>(
     let committed: u64 = by_type.iter().map(|s| s.committed).sum();
     let aborted: u64 = by_type.iter().map(|s| s.aborts).sum();
     let new_orders = by_type[0].committed + by_type[0].user_rollbacks;
+    let memory = MemoryFigures::new(
+        rss_after_load,
+        rss_at_end,
+        by_type[0].committed,
+        outs.payload,
+    );
     let report = TpccReport {
         warehouses,
         threads,
@@ -306,18 +323,51 @@ pub(crate) fn run_workers<W: Worker>(
         txn_per_sec: committed as f64 / secs,
         tpmc: new_orders as f64 * 60.0 / secs,
         by_type,
+        memory,
+        endurance: outs.windows.as_ref().map(endurance::Recorder::endurance),
     };
     Ok((report, workers))
 }
 
-/// One worker: draw a type and inputs, retry until commit, record; returns its per-type histograms.
+/// What one worker recorded: per-type latency, the payload of its commits, its endurance windows.
+struct WorkerOut {
+    hists: Vec<Histogram<u64>>,
+    payload: Payload,
+    windows: Option<endurance::Recorder>,
+}
+
+impl WorkerOut {
+    fn new(windows: Option<endurance::Recorder>) -> Self {
+        WorkerOut {
+            hists: (0..5).map(|_| new_histogram()).collect(),
+            payload: Payload::default(),
+            windows,
+        }
+    }
+
+    /// Adds another worker's records to these.
+    fn merge(&mut self, o: WorkerOut) {
+        for (acc, h) in self.hists.iter_mut().zip(&o.hists) {
+            let _ = acc.add(h);
+        }
+        self.payload += o.payload;
+        match (&mut self.windows, o.windows) {
+            (Some(mine), Some(theirs)) => mine.merge(&theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
+    }
+}
+
+/// One worker: draw a type and inputs, retry until commit, record; returns what it recorded.
 fn worker<W: Worker>(
     w: &mut W,
     mut term: Terminal,
     c: &Counters,
     stop: &AtomicBool,
-) -> (Vec<Histogram<u64>>, Result<(), TxnError>) {
-    let mut hists: Vec<Histogram<u64>> = (0..5).map(|_| new_histogram()).collect();
+    windows: Option<endurance::Recorder>,
+) -> (WorkerOut, Result<(), TxnError>) {
+    let mut out = WorkerOut::new(windows);
     'txns: while !stop.load(Ordering::Relaxed) {
         let kind = term.next_kind();
         let input: TxnInput = term.next_input(kind);
@@ -325,10 +375,15 @@ fn worker<W: Worker>(
         let t0 = Instant::now();
         let mut data_errors = 0;
         loop {
-            match input.execute(w.backend()) {
-                Ok(()) => {
-                    let ns = t0.elapsed().as_nanos() as u64;
-                    hists[k].saturating_record(ns.max(1));
+            match input.execute_tallied(w.backend()) {
+                Ok(payload) => {
+                    let now = Instant::now();
+                    let ns = now.saturating_duration_since(t0).as_nanos() as u64;
+                    out.hists[k].saturating_record(ns.max(1));
+                    out.payload += payload;
+                    if let Some(win) = &mut out.windows {
+                        win.committed(now, kind, ns);
+                    }
                     c.committed[k].fetch_add(1, Ordering::Relaxed);
                     w.committed(kind, t0);
                     break;
@@ -344,12 +399,12 @@ fn worker<W: Worker>(
                     c.aborted[k].fetch_add(1, Ordering::Relaxed);
                     data_errors += 1;
                     if data_errors >= MAX_DATA_RETRIES {
-                        return (hists, Err(TxnError::Data(e)));
+                        return (out, Err(TxnError::Data(e)));
                     }
                     std::thread::yield_now();
                 }
                 Err(e @ (TxnError::InvalidInput(_) | TxnError::CrossShard { .. })) => {
-                    return (hists, Err(e));
+                    return (out, Err(e));
                 }
             }
             if stop.load(Ordering::Relaxed) {
@@ -357,5 +412,5 @@ fn worker<W: Worker>(
             }
         }
     }
-    (hists, Ok(()))
+    (out, Ok(()))
 }

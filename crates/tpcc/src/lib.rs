@@ -65,7 +65,10 @@ mod config;
 mod consistency;
 mod db;
 mod driver;
+mod endurance;
 mod loader;
+mod mem;
+mod payload;
 pub mod procedures;
 pub mod random;
 mod remote;
@@ -79,7 +82,10 @@ pub use config::{DISTRICTS, Mix, Scale, ShardMap, TpccConfig, TpccError};
 pub use consistency::{ConsistencyReport, Violation, check_consistency};
 pub use db::Db;
 pub use driver::{TpccProgress, TpccReport, TxnStats, run, run_on};
+pub use endurance::{Endurance, TARGET_DRIFT, WINDOW, Window};
 pub use loader::{INITIAL_D_YTD, INITIAL_W_YTD, LoadProgress};
+pub use mem::{MemoryFigures, TARGET_RATIO, rss_bytes};
+pub use payload::Payload;
 pub use procedures::procedures;
 pub use remote::{
     LOAD_BATCH, LOAD_BATCH_BYTES, RemoteCheck, RemoteOptions, RemoteTpccError, RemoteTpccReport,

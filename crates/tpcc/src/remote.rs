@@ -615,6 +615,8 @@ fn measure(
                 aborted: sum(&|l| l.aborted.load(Ordering::Relaxed)),
                 new_orders: sum(&|l| l.new_orders.load(Ordering::Relaxed)),
                 recent_tps,
+                // The servers hold the data; this client's memory says nothing about them.
+                rss_bytes: None,
             });
         }
         stop.store(true, Ordering::Relaxed);

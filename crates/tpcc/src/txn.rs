@@ -17,6 +17,7 @@ use mako_txn::Abort;
 
 use crate::backend::{Backend, Tbl, TxnOps};
 use crate::config::DISTRICTS;
+use crate::payload::{Payload, Tally};
 use crate::schema::{
     CustomerNameRow, CustomerRow, DecodeError, DistrictRow, HistoryRow, ItemRow, NewOrderRow,
     OrderCustomerRow, OrderLineRow, OrderRow, Row, StockRow, Text, WarehouseRow, customer_key,
@@ -323,20 +324,40 @@ impl TxnInput {
 
     /// Runs one attempt, discarding the outputs.
     pub fn execute<B: Backend + ?Sized>(&self, db: &B) -> Result<(), TxnError> {
+        self.execute_tallied(db).map(drop)
+    }
+
+    /// Runs one attempt; if it commits, the key and value bytes its writes added.
+    pub fn execute_tallied<B: Backend + ?Sized>(&self, db: &B) -> Result<Payload, TxnError> {
         match self {
-            TxnInput::NewOrder(i) => new_order(db, i).map(drop),
-            TxnInput::Payment(i) => payment(db, i).map(drop),
-            TxnInput::OrderStatus(i) => order_status(db, i).map(drop),
-            TxnInput::Delivery(i) => delivery(db, i).map(drop),
-            TxnInput::StockLevel(i) => stock_level(db, i).map(drop),
+            TxnInput::NewOrder(i) => new_order_tallied(db, i).map(|r| r.1),
+            TxnInput::Payment(i) => payment_tallied(db, i).map(|r| r.1),
+            TxnInput::OrderStatus(i) => order_status_tallied(db, i).map(|r| r.1),
+            TxnInput::Delivery(i) => delivery_tallied(db, i).map(|r| r.1),
+            TxnInput::StockLevel(i) => stock_level_tallied(db, i).map(|r| r.1),
         }
     }
 }
 
 /// Reads and decodes the row under `key`; an absent row is a [`DataError::Missing`].
-fn read_row<R: Row>(tx: &mut impl TxnOps, w: u32, table: Tbl, key: &[u8]) -> Result<R, TxnError> {
+fn read_row<R: Row, T: TxnOps>(
+    tx: &mut Tally<T>,
+    w: u32,
+    table: Tbl,
+    key: &[u8],
+) -> Result<R, TxnError> {
+    read_for_update(tx, w, table, key).map(|r| r.0)
+}
+
+/// Like [`read_row`], with the length of the stored value (for the tally of an update).
+fn read_for_update<R: Row, T: TxnOps>(
+    tx: &mut Tally<T>,
+    w: u32,
+    table: Tbl,
+    key: &[u8],
+) -> Result<(R, usize), TxnError> {
     match tx.get(w, table, key)? {
-        Some(v) => Ok(R::decode(&v)?),
+        Some(v) => Ok((R::decode(&v)?, v.len())),
         None => Err(missing(R::TABLE, key)),
     }
 }
@@ -375,8 +396,8 @@ fn same_shard<B: Backend + ?Sized>(db: &B, home: u32, other: u32) -> Result<(), 
 }
 
 /// The id of the customer at position ceil(n/2) (1-based) of those named `last` in `(w, d)`.
-fn customer_by_last_name(
-    tx: &mut impl TxnOps,
+fn customer_by_last_name<T: TxnOps>(
+    tx: &mut Tally<T>,
     w: u32,
     d: u8,
     last: &Text<16>,
@@ -400,8 +421,8 @@ fn customer_by_last_name(
 }
 
 /// Resolves a customer selection to an id.
-fn resolve_customer(
-    tx: &mut impl TxnOps,
+fn resolve_customer<T: TxnOps>(
+    tx: &mut Tally<T>,
     w: u32,
     d: u8,
     sel: &CustomerSel,
@@ -417,6 +438,14 @@ pub fn new_order<B: Backend + ?Sized>(
     db: &B,
     inp: &NewOrderInput,
 ) -> Result<NewOrderOutput, TxnError> {
+    new_order_tallied(db, inp).map(|r| r.0)
+}
+
+/// [`new_order`] with the tally of its writes.
+fn new_order_tallied<B: Backend + ?Sized>(
+    db: &B,
+    inp: &NewOrderInput,
+) -> Result<(NewOrderOutput, Payload), TxnError> {
     let (w, d) = (inp.w, inp.d);
     check_warehouse(db, w)?;
     check_district(d)?;
@@ -425,13 +454,13 @@ pub fn new_order<B: Backend + ?Sized>(
     for l in &inp.lines {
         same_shard(db, w, l.supply_w)?;
     }
-    let mut tx = db.begin(w);
+    let mut tx = Tally::new(db.begin(w));
     let wh: WarehouseRow = read_row(&mut tx, w, Tbl::Warehouse, &warehouse_key(w))?;
     let dk = district_key(w, d);
-    let mut dist: DistrictRow = read_row(&mut tx, w, Tbl::District, &dk)?;
+    let (mut dist, dist_len): (DistrictRow, _) = read_for_update(&mut tx, w, Tbl::District, &dk)?;
     let o = dist.next_o_id;
     dist.next_o_id = o.wrapping_add(1);
-    tx.put(w, Tbl::District, &dk, dist.encode())?;
+    tx.update(w, Tbl::District, &dk, dist_len, dist.encode())?;
     let cust: CustomerRow = read_row(&mut tx, w, Tbl::Customer, &customer_key(w, d, inp.c))?;
     let all_local = inp.lines.iter().all(|l| l.supply_w == w);
     let order = OrderRow {
@@ -444,9 +473,9 @@ pub fn new_order<B: Backend + ?Sized>(
     // The order id comes from D_NEXT_O_ID, which this transaction read and
     // wrote, so these keys are fresh: plain puts, no existence checks.
     let ok = order_key(w, d, o);
-    tx.put(w, Tbl::Oorder, &ok, order.encode())?;
-    tx.put(w, Tbl::NewOrder, &ok, NewOrderRow {}.encode())?;
-    tx.put(
+    tx.insert(w, Tbl::Oorder, &ok, order.encode())?;
+    tx.insert(w, Tbl::NewOrder, &ok, NewOrderRow {}.encode())?;
+    tx.insert(
         w,
         Tbl::OorderCIdIdx,
         &order_customer_key(w, d, inp.c, o),
@@ -461,7 +490,7 @@ pub fn new_order<B: Backend + ?Sized>(
         };
         let item = ItemRow::decode(&iv)?;
         let sk = stock_key(l.supply_w, l.i_id);
-        let mut s: StockRow = read_row(&mut tx, l.supply_w, Tbl::Stock, &sk)?;
+        let (mut s, s_len): (StockRow, _) = read_for_update(&mut tx, l.supply_w, Tbl::Stock, &sk)?;
         let q = i32::from(l.quantity);
         s.quantity = if s.quantity >= q + 10 {
             s.quantity - q
@@ -473,7 +502,7 @@ pub fn new_order<B: Backend + ?Sized>(
         if l.supply_w != w {
             s.remote_cnt = s.remote_cnt.wrapping_add(1);
         }
-        tx.put(l.supply_w, Tbl::Stock, &sk, s.encode())?;
+        tx.update(l.supply_w, Tbl::Stock, &sk, s_len, s.encode())?;
         let amount = i64::from(l.quantity) * item.price;
         sum += amount;
         if item.data.contains(b"ORIGINAL") && s.data.contains(b"ORIGINAL") {
@@ -487,46 +516,58 @@ pub fn new_order<B: Backend + ?Sized>(
             amount,
             dist_info: s.dist[usize::from(d - 1)],
         };
-        tx.put(
+        tx.insert(
             w,
             Tbl::OrderLine,
             &order_line_key(w, d, o, n),
             line.encode(),
         )?;
     }
-    tx.commit()?;
+    let payload = tx.commit()?;
     // total = sum * (1 - c_discount) * (1 + w_tax + d_tax), rates in ten-thousandths.
     let scaled = i128::from(sum)
         * (10_000 - i128::from(cust.discount))
         * (10_000 + i128::from(wh.tax) + i128::from(dist.tax));
     let total = i64::try_from((scaled + 50_000_000) / 100_000_000).unwrap_or(i64::MAX);
-    Ok(NewOrderOutput {
-        o_id: o,
-        ol_cnt,
-        total,
-        brand_lines,
-    })
+    Ok((
+        NewOrderOutput {
+            o_id: o,
+            ol_cnt,
+            total,
+            brand_lines,
+        },
+        payload,
+    ))
 }
 
 /// Payment (clause 2.5.2): a customer pays; warehouse, district and customer balances move, history grows.
 pub fn payment<B: Backend + ?Sized>(db: &B, inp: &PaymentInput) -> Result<PaymentOutput, TxnError> {
+    payment_tallied(db, inp).map(|r| r.0)
+}
+
+/// [`payment`] with the tally of its writes.
+fn payment_tallied<B: Backend + ?Sized>(
+    db: &B,
+    inp: &PaymentInput,
+) -> Result<(PaymentOutput, Payload), TxnError> {
     let (w, d) = (inp.w, inp.d);
     check_warehouse(db, w)?;
     check_district(d)?;
     check_district(inp.c_d)?;
     same_shard(db, w, inp.c_w)?;
-    let mut tx = db.begin(w);
+    let mut tx = Tally::new(db.begin(w));
     let wk = warehouse_key(w);
-    let mut wh: WarehouseRow = read_row(&mut tx, w, Tbl::Warehouse, &wk)?;
+    let (mut wh, wh_len): (WarehouseRow, _) = read_for_update(&mut tx, w, Tbl::Warehouse, &wk)?;
     wh.ytd += inp.amount;
-    tx.put(w, Tbl::Warehouse, &wk, wh.encode())?;
+    tx.update(w, Tbl::Warehouse, &wk, wh_len, wh.encode())?;
     let dk = district_key(w, d);
-    let mut dist: DistrictRow = read_row(&mut tx, w, Tbl::District, &dk)?;
+    let (mut dist, dist_len): (DistrictRow, _) = read_for_update(&mut tx, w, Tbl::District, &dk)?;
     dist.ytd += inp.amount;
-    tx.put(w, Tbl::District, &dk, dist.encode())?;
+    tx.update(w, Tbl::District, &dk, dist_len, dist.encode())?;
     let c = resolve_customer(&mut tx, inp.c_w, inp.c_d, &inp.customer)?;
     let ck = customer_key(inp.c_w, inp.c_d, c);
-    let mut cust: CustomerRow = read_row(&mut tx, inp.c_w, Tbl::Customer, &ck)?;
+    let (mut cust, cust_len): (CustomerRow, _) =
+        read_for_update(&mut tx, inp.c_w, Tbl::Customer, &ck)?;
     cust.balance -= inp.amount;
     cust.ytd_payment += inp.amount;
     cust.payment_cnt = cust.payment_cnt.wrapping_add(1);
@@ -546,7 +587,7 @@ pub fn payment<B: Backend + ?Sized>(db: &B, inp: &PaymentInput) -> Result<Paymen
         data.extend_from_slice(cust.data.as_bytes());
         cust.data = Text::new(&data);
     }
-    tx.put(inp.c_w, Tbl::Customer, &ck, cust.encode())?;
+    tx.update(inp.c_w, Tbl::Customer, &ck, cust_len, cust.encode())?;
     let mut h_data = [b' '; 24];
     let (wn, dn) = (wh.name.as_bytes(), dist.name.as_bytes());
     h_data[..wn.len()].copy_from_slice(wn);
@@ -562,13 +603,16 @@ pub fn payment<B: Backend + ?Sized>(db: &B, inp: &PaymentInput) -> Result<Paymen
         data: Text::new(&h_data[..wn.len() + 4 + dn.len()]),
     };
     let (origin, seq) = inp.history_id;
-    tx.put(w, Tbl::History, &history_key(w, d, origin, seq), h.encode())?;
-    tx.commit()?;
-    Ok(PaymentOutput {
-        c_id: c,
-        c_balance: cust.balance,
-        c_credit: cust.credit,
-    })
+    tx.insert(w, Tbl::History, &history_key(w, d, origin, seq), h.encode())?;
+    let payload = tx.commit()?;
+    Ok((
+        PaymentOutput {
+            c_id: c,
+            c_balance: cust.balance,
+            c_credit: cust.credit,
+        },
+        payload,
+    ))
 }
 
 /// OrderStatus (clause 2.6.2), read-only: a customer's balance and their latest order with its lines.
@@ -576,10 +620,18 @@ pub fn order_status<B: Backend + ?Sized>(
     db: &B,
     inp: &OrderStatusInput,
 ) -> Result<OrderStatusOutput, TxnError> {
+    order_status_tallied(db, inp).map(|r| r.0)
+}
+
+/// [`order_status`] with the tally of its writes.
+fn order_status_tallied<B: Backend + ?Sized>(
+    db: &B,
+    inp: &OrderStatusInput,
+) -> Result<(OrderStatusOutput, Payload), TxnError> {
     let (w, d) = (inp.w, inp.d);
     check_warehouse(db, w)?;
     check_district(d)?;
-    let mut tx = db.begin(w);
+    let mut tx = Tally::new(db.begin(w));
     let c = resolve_customer(&mut tx, w, d, &inp.customer)?;
     let cust: CustomerRow = read_row(&mut tx, w, Tbl::Customer, &customer_key(w, d, c))?;
     let (lo, hi) = (
@@ -622,14 +674,17 @@ pub fn order_status<B: Backend + ?Sized>(
             })
         }
     };
-    tx.commit()?;
-    Ok(OrderStatusOutput {
-        c_id: c,
-        c_first: cust.first,
-        c_last: cust.last,
-        c_balance: cust.balance,
-        order,
-    })
+    let payload = tx.commit()?;
+    Ok((
+        OrderStatusOutput {
+            c_id: c,
+            c_first: cust.first,
+            c_last: cust.last,
+            c_balance: cust.balance,
+            order,
+        },
+        payload,
+    ))
 }
 
 /// Delivery (clause 2.7.4), all ten districts in one transaction: deliver each one's oldest undelivered order.
@@ -637,9 +692,17 @@ pub fn delivery<B: Backend + ?Sized>(
     db: &B,
     inp: &DeliveryInput,
 ) -> Result<DeliveryOutput, TxnError> {
+    delivery_tallied(db, inp).map(|r| r.0)
+}
+
+/// [`delivery`] with the tally of its writes.
+fn delivery_tallied<B: Backend + ?Sized>(
+    db: &B,
+    inp: &DeliveryInput,
+) -> Result<(DeliveryOutput, Payload), TxnError> {
     let w = inp.w;
     check_warehouse(db, w)?;
-    let mut tx = db.begin(w);
+    let mut tx = Tally::new(db.begin(w));
     let mut delivered = [None; DISTRICTS as usize];
     for d in 1..=DISTRICTS {
         // Orders below the hint are all delivered (deleted), so the scan may start there.
@@ -648,15 +711,15 @@ pub fn delivery<B: Backend + ?Sized>(
             .map_or(0, |h| h.load(std::sync::atomic::Ordering::Acquire));
         let (lo, hi) = (order_key(w, d, hint), order_key(w, d, u32::MAX));
         let oldest = tx.scan(w, Tbl::NewOrder, (Included(&lo[..]), Included(&hi[..])), 1)?;
-        let Some((nk, _)) = oldest.first() else {
+        let Some((nk, nv)) = oldest.first() else {
             continue; // no undelivered order in this district: skip it
         };
         let o = parse_order_key(nk)?;
-        tx.delete(w, Tbl::NewOrder, nk)?;
+        tx.delete(w, Tbl::NewOrder, nk, nv.len())?;
         let ok = order_key(w, d, o);
-        let mut ord: OrderRow = read_row(&mut tx, w, Tbl::Oorder, &ok)?;
+        let (mut ord, ord_len): (OrderRow, _) = read_for_update(&mut tx, w, Tbl::Oorder, &ok)?;
         ord.carrier_id = inp.carrier_id;
-        tx.put(w, Tbl::Oorder, &ok, ord.encode())?;
+        tx.update(w, Tbl::Oorder, &ok, ord_len, ord.encode())?;
         let (lo, hi) = (order_line_key(w, d, o, 0), order_line_key(w, d, o, u8::MAX));
         let mut sum = 0i64;
         for (k, v) in tx.scan(
@@ -668,22 +731,23 @@ pub fn delivery<B: Backend + ?Sized>(
             let mut l = OrderLineRow::decode(&v)?;
             sum += l.amount;
             l.delivery_d = inp.date;
-            tx.put(w, Tbl::OrderLine, &k, l.encode())?;
+            tx.update(w, Tbl::OrderLine, &k, v.len(), l.encode())?;
         }
         let ck = customer_key(w, d, ord.c_id);
-        let mut cust: CustomerRow = read_row(&mut tx, w, Tbl::Customer, &ck)?;
+        let (mut cust, cust_len): (CustomerRow, _) =
+            read_for_update(&mut tx, w, Tbl::Customer, &ck)?;
         cust.balance += sum;
         cust.delivery_cnt = cust.delivery_cnt.wrapping_add(1);
-        tx.put(w, Tbl::Customer, &ck, cust.encode())?;
+        tx.update(w, Tbl::Customer, &ck, cust_len, cust.encode())?;
         delivered[usize::from(d - 1)] = Some(o);
     }
-    tx.commit()?;
+    let payload = tx.commit()?;
     for (d, o) in (1..=DISTRICTS).zip(delivered) {
         if let (Some(o), Some(h)) = (o, db.delivery_hint(w, d)) {
             h.fetch_max(o.wrapping_add(1), std::sync::atomic::Ordering::AcqRel);
         }
     }
-    Ok(DeliveryOutput { delivered })
+    Ok((DeliveryOutput { delivered }, payload))
 }
 
 /// StockLevel (clause 2.8.2), read-only: distinct items of the district's last 20 orders below the threshold.
@@ -691,10 +755,18 @@ pub fn stock_level<B: Backend + ?Sized>(
     db: &B,
     inp: &StockLevelInput,
 ) -> Result<StockLevelOutput, TxnError> {
+    stock_level_tallied(db, inp).map(|r| r.0)
+}
+
+/// [`stock_level`] with the tally of its writes.
+fn stock_level_tallied<B: Backend + ?Sized>(
+    db: &B,
+    inp: &StockLevelInput,
+) -> Result<(StockLevelOutput, Payload), TxnError> {
     let (w, d) = (inp.w, inp.d);
     check_warehouse(db, w)?;
     check_district(d)?;
-    let mut tx = db.begin(w);
+    let mut tx = Tally::new(db.begin(w));
     let dist: DistrictRow = read_row(&mut tx, w, Tbl::District, &district_key(w, d))?;
     let next = dist.next_o_id;
     let (lo, hi) = (
@@ -723,6 +795,6 @@ pub fn stock_level<B: Backend + ?Sized>(
             low_stock += 1;
         }
     }
-    tx.commit()?;
-    Ok(StockLevelOutput { low_stock })
+    let payload = tx.commit()?;
+    Ok((StockLevelOutput { low_stock }, payload))
 }

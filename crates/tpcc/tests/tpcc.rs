@@ -451,3 +451,92 @@ fn consistency_check_reports_violations() {
     )));
     assert_eq!(v.len(), 3, "{v:#?}");
 }
+
+/// Key + value bytes of every row of every table of shard 0, read in one transaction.
+fn stored_bytes(db: &Db) -> i64 {
+    use mako_tpcc::{Backend, Tbl, TxnOps};
+    use std::ops::Bound::Unbounded;
+    let mut tx = db.begin(1);
+    let mut total = 0i64;
+    for t in [
+        Tbl::Warehouse,
+        Tbl::District,
+        Tbl::Customer,
+        Tbl::CustomerNameIdx,
+        Tbl::History,
+        Tbl::NewOrder,
+        Tbl::Oorder,
+        Tbl::OorderCIdIdx,
+        Tbl::OrderLine,
+        Tbl::Item,
+        Tbl::Stock,
+    ] {
+        for (k, v) in tx.scan(1, t, (Unbounded, Unbounded), usize::MAX).unwrap() {
+            total += (k.len() + v.len()) as i64;
+        }
+    }
+    tx.commit().unwrap();
+    total
+}
+
+/// The payload the five transactions report is exactly what their commits add to the store;
+/// a rolled-back NewOrder reports nothing and adds nothing.
+#[test]
+fn tallied_payload_equals_growth_of_stored_bytes() {
+    let cfg = small(1, 1);
+    let db = Db::load(&cfg, |_| {}).unwrap();
+    let before = stored_bytes(&db);
+    let mut term = Terminal::new(&db, &cfg, 0);
+    let mut payload = mako_tpcc::Payload::default();
+    let mut seen = [0u32; 5];
+    for _ in 0..400 {
+        let kind = term.next_kind();
+        match term.next_input(kind).execute_tallied(&db) {
+            Ok(p) => {
+                payload += p;
+                seen[kind.index()] += 1;
+            }
+            Err(TxnError::Rollback) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+    assert!(payload.inserted > 0 && payload.deleted > 0, "{payload:?}");
+    assert_eq!(stored_bytes(&db) - before, payload.net(), "{payload:?}");
+
+    // A NewOrder naming an unused item rolls back: no payload, no change.
+    let mut rollback = term.new_order();
+    rollback.lines[0].i_id = SMALL.items + 1;
+    let at = stored_bytes(&db);
+    assert_eq!(
+        TxnInput::NewOrder(rollback).execute_tallied(&db),
+        Err(TxnError::Rollback)
+    );
+    assert_eq!(stored_bytes(&db), at);
+}
+
+/// The driver counts the payload of committed transactions only: with two workers on one
+/// warehouse some attempts abort, and the reported payload still equals the store's growth.
+#[test]
+fn driver_payload_excludes_aborted_attempts() {
+    let cfg = TpccConfig {
+        duration: Duration::from_millis(800),
+        ..small(1, 2)
+    };
+    let db = Db::load(&cfg, |_| {}).unwrap();
+    let before = stored_bytes(&db);
+    let report = run_on(&db, &cfg, |_| {}).unwrap();
+    let m = &report.memory;
+    assert_eq!(
+        m.new_orders,
+        report.stats(TxnKind::NewOrder).unwrap().committed
+    );
+    assert_eq!(stored_bytes(&db) - before, m.payload.net(), "{report:?}");
+    assert!(m.payload_per_new_order.unwrap() > 0.0, "{m:?}");
+    #[cfg(target_os = "linux")]
+    assert!(m.rss_after_load.unwrap() > 0 && m.rss_at_end.unwrap() > 0);
+    // Shorter than a minute: no endurance figures.
+    assert!(report.endurance.is_none());
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(json.contains("\"payload_per_new_order\"") && json.contains("\"endurance\":null"));
+}
