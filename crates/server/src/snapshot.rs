@@ -528,12 +528,11 @@ fn replace_table(table: &Table, records: Records) {
             next.next();
         }
         if next.peek().is_none_or(|n| **n != k) && rec.chain_len() > 0 {
-            // An unlinked record is gone already.
-            let _ = rec.replace_versions(Vec::new());
+            rec.replace_versions(Vec::new());
         }
     }
     for (k, versions) in records {
-        table.replace_versions(&k, versions);
+        table.record_or_insert(&k).0.replace_versions(versions);
     }
 }
 

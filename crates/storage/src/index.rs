@@ -46,7 +46,7 @@ impl PartialOrd for IKey {
     }
 }
 
-/// Ordered map from keys to records; a record leaves only when unlinked (a dead tombstone).
+/// Ordered map from keys to records; records are never removed while the table lives.
 ///
 /// `scc::TreeIndex` (a B+ tree with lock-free reads) won the index benchmark
 /// (`cargo bench -p mako-storage --bench index`) against a skip list, masstree,
@@ -79,12 +79,6 @@ impl Index {
                 }
             }
         }
-    }
-
-    /// Removes `key` if it still maps to `rec`; returns whether it did.
-    pub(crate) fn remove(&self, key: &[u8], rec: &Arc<Record>) -> bool {
-        self.map
-            .remove_if_sync(&IKey::of(key), |v| Arc::ptr_eq(v, rec))
     }
 
     /// Calls `f` on each entry in the range, ascending or descending, while it returns `true`.

@@ -11,10 +11,7 @@
 //! read set and locks it to install new versions; versions no reader can need
 //! any more (at or below the store's reclaim bound, except the newest such one)
 //! are trimmed on every install, so chains stay short under overwrite-heavy
-//! load. A deleted key whose lone tombstone is final and at or below the store's
-//! *unlink bound* leaves the index ([`Table::unlink_tombstones`], run every few
-//! hundred deletes); its record is marked dead (see [`DEAD_BIT`]) so that readers
-//! that saw it fail validation and writers that hold it look the key up again.
+//! load.
 //!
 //! ```
 //! use mako_storage::{Stamp, Store};
@@ -43,6 +40,6 @@ mod table;
 
 pub use error::StorageError;
 pub use reclaim::{Finality, Reclaim};
-pub use record::{DEAD_BIT, LOCK_BIT, ReadView, Record, Stamp, Version, Vt};
+pub use record::{LOCK_BIT, ReadView, Record, Stamp, Version, Vt};
 pub use store::{Store, TableId, table_id_for};
 pub use table::{Key, Table};

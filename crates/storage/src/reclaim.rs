@@ -4,12 +4,6 @@
 //! *final*, and every version after it. A version that is not final (a shard leader's
 //! speculative commit that a failover may still discard) keeps its predecessors, so that
 //! removing it ([`crate::Record::remove_versions`]) leaves the version it overwrote.
-//!
-//! A deleted key whose record holds nothing but a final tombstone at or below the *unlink
-//! bound* is removed from its table's index ([`crate::Table::unlink_tombstones`]). The bound
-//! is what the replication layer vouches for: no older version of any key at or below it can
-//! still arrive by replay (one would re-create the key). It is 0 (nothing is unlinked) unless
-//! the store's owner sets it: a store that nothing replays into sets `u64::MAX`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -26,7 +20,6 @@ pub trait Finality: Send + Sync {
 #[derive(Default)]
 pub struct Reclaim {
     bound: AtomicU64,
-    unlink_bound: AtomicU64,
     finality: OnceLock<Arc<dyn Finality>>,
 }
 
@@ -34,7 +27,6 @@ impl std::fmt::Debug for Reclaim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reclaim")
             .field("bound", &self.bound())
-            .field("unlink_bound", &self.unlink_bound())
             .field("finality", &self.finality.get().is_some())
             .finish()
     }
@@ -45,7 +37,6 @@ impl Reclaim {
     pub fn new() -> Self {
         Reclaim {
             bound: AtomicU64::new(u64::MAX),
-            unlink_bound: AtomicU64::new(0),
             finality: OnceLock::new(),
         }
     }
@@ -58,16 +49,6 @@ impl Reclaim {
     /// Sets the bound.
     pub fn set_bound(&self, ts: u64) {
         self.bound.store(ts, Ordering::Relaxed);
-    }
-
-    /// Tombstones at or below this timestamp may be unlinked from the index (0: none are).
-    pub fn unlink_bound(&self) -> u64 {
-        self.unlink_bound.load(Ordering::Relaxed)
-    }
-
-    /// Sets the unlink bound (see the module docs).
-    pub fn set_unlink_bound(&self, ts: u64) {
-        self.unlink_bound.store(ts, Ordering::Relaxed);
     }
 
     /// Installs the finality test (once; later calls are refused and return `false`).

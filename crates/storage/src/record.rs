@@ -11,14 +11,6 @@ use crate::reclaim::Reclaim;
 /// Bit of the version word that marks a record locked by a committing writer.
 pub const LOCK_BIT: u64 = 1 << 63;
 
-/// Bit of the version word that marks a record unlinked from its table's index (a deleted
-/// key no one can need any more); such a record stays locked for good, and whoever meets it
-/// looks the key up again.
-pub const DEAD_BIT: u64 = 1 << 62;
-
-/// The timestamp part of a version word.
-const TS_MASK: u64 = !(LOCK_BIT | DEAD_BIT);
-
 /// A vector timestamp: one `u64` per shard (index = shard id).
 pub type Vt = SmallVec<[u64; 2]>;
 
@@ -112,21 +104,12 @@ impl Record {
             .map(|_| w)
     }
 
-    /// Whether the record was unlinked from its index (see [`DEAD_BIT`]).
-    pub fn is_dead(&self) -> bool {
-        self.word() & DEAD_BIT != 0
-    }
-
     /// Takes the lock, waiting for the current holder; for non-transactional writers only.
-    /// `None`: the record was unlinked (look the key up again).
-    pub fn lock_wait(&self) -> Option<u64> {
+    pub fn lock_wait(&self) -> u64 {
         let mut spins = 0u32;
         loop {
             if let Some(ts) = self.try_lock() {
-                return Some(ts);
-            }
-            if self.is_dead() {
-                return None;
+                return ts;
             }
             spins += 1;
             if spins < 64 {
@@ -147,7 +130,7 @@ impl Record {
         let chain = self.chain.lock();
         let w = self.word.load(Ordering::Acquire);
         ReadView {
-            ts: w & TS_MASK,
+            ts: w & !LOCK_BIT,
             locked: w & LOCK_BIT != 0,
             version: chain.last().cloned(),
         }
@@ -165,30 +148,29 @@ impl Record {
         self.word.store(ts & !LOCK_BIT, Ordering::Release);
     }
 
-    /// Applies a replicated version last-writer-wins by `(epoch, ts)`; returns whether it was
-    /// new, or `None` if the record was unlinked (look the key up again).
+    /// Applies a replicated version last-writer-wins by `(epoch, ts)`; returns whether it was new.
     ///
     /// Idempotent and order-insensitive: applying the same set of versions in any
     /// order, any number of times, leaves the same newest version.
-    pub fn apply(&self, stamp: Stamp, value: Option<Bytes>, reclaim: &Reclaim) -> Option<bool> {
+    pub fn apply(&self, stamp: Stamp, value: Option<Bytes>, reclaim: &Reclaim) -> bool {
         let key = stamp.order();
         // A duplicate is answered without waiting for a writer that holds the record.
         if self.chain.lock().iter().any(|v| v.stamp.order() == key) {
-            return Some(false);
+            return false;
         }
-        let held = self.lock_wait()?;
+        let held = self.lock_wait();
         let mut chain = self.chain.lock();
         let pos = chain.partition_point(|v| v.stamp.order() < key);
         if chain.get(pos).is_some_and(|v| v.stamp.order() == key) {
             drop(chain);
             self.unlock();
-            return Some(false);
+            return false;
         }
         chain.insert(pos, Version { stamp, value });
         trim(&mut chain, reclaim);
         let newest = chain.last().map_or(held, |v| v.stamp.ts);
         self.word.store(newest & !LOCK_BIT, Ordering::Release);
-        Some(true)
+        true
     }
 
     /// Removes every version whose stamp `discard` selects; returns how many went.
@@ -202,13 +184,12 @@ impl Record {
         chain.retain(|v| !discard(&v.stamp));
         let removed = before - chain.len();
         if removed > 0 {
-            let newest = chain.last().map_or(0, |v| v.stamp.ts) & TS_MASK;
-            // Installs store the word under the chain lock too, so only the lock and dead
-            // bits move.
+            let newest = chain.last().map_or(0, |v| v.stamp.ts) & !LOCK_BIT;
+            // Installs store the word under the chain lock too, so only the lock bit moves.
             let mut w = self.word.load(Ordering::Acquire);
             while let Err(seen) = self.word.compare_exchange_weak(
                 w,
-                (w & (LOCK_BIT | DEAD_BIT)) | newest,
+                (w & LOCK_BIT) | newest,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -220,47 +201,13 @@ impl Record {
 
     /// Replaces the whole chain with `versions` (oldest first, ascending by `(epoch, ts)`;
     /// empty leaves the record absent), in one step under the chain lock: a reader sees the
-    /// old chain or the new one. For installing a snapshot; trims nothing. `Err` gives the
-    /// versions back: the record was unlinked (look the key up again).
-    pub fn replace_versions(&self, versions: Vec<Version>) -> Result<(), Vec<Version>> {
-        if self.lock_wait().is_none() {
-            return Err(versions);
-        }
+    /// old chain or the new one. For installing a snapshot; trims nothing.
+    pub fn replace_versions(&self, versions: Vec<Version>) {
+        let _held = self.lock_wait();
         let mut chain = self.chain.lock();
         *chain = Chain::from_vec(versions);
         let newest = chain.last().map_or(0, |v| v.stamp.ts);
         self.word.store(newest & !LOCK_BIT, Ordering::Release);
-        Ok(())
-    }
-
-    /// Marks the record dead if all it holds is one tombstone that `reclaim` lets go (final,
-    /// at or below the unlink bound) and no writer holds it; the caller then removes it from
-    /// the index. Returns whether it did.
-    pub(crate) fn try_unlink(&self, reclaim: &Reclaim) -> bool {
-        if self.try_lock().is_none() {
-            return false;
-        }
-        let chain = self.chain.lock();
-        let gone = match chain.as_slice() {
-            [only] => {
-                only.value.is_none()
-                    && only.stamp.ts <= reclaim.unlink_bound()
-                    && reclaim.is_final(&only.stamp)
-            }
-            _ => false,
-        };
-        if gone {
-            // Locked for good: writers that still hold the record go back to the index.
-            self.word.fetch_or(DEAD_BIT, Ordering::AcqRel);
-        } else {
-            self.unlock();
-        }
-        gone
-    }
-
-    /// Whether the newest version is a tombstone.
-    pub(crate) fn newest_is_tombstone(&self) -> bool {
-        self.chain.lock().last().is_some_and(|v| v.value.is_none())
     }
 
     /// Number of versions currently kept.
@@ -422,10 +369,10 @@ mod tests {
                 value: None,
             },
         ];
-        r.replace_versions(chain.clone()).unwrap();
+        r.replace_versions(chain.clone());
         assert_eq!(r.word(), 2);
         assert_eq!(r.versions(), chain.into_iter().rev().collect::<Vec<_>>());
-        r.replace_versions(Vec::new()).unwrap();
+        r.replace_versions(Vec::new());
         assert_eq!((r.word(), r.read().version), (0, None));
         assert_eq!(r.try_lock(), Some(0), "unlocked afterwards");
     }

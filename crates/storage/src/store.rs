@@ -103,12 +103,6 @@ impl Store {
     pub fn set_reclaim_bound(&self, ts: u64) {
         self.reclaim.set_bound(ts);
     }
-
-    /// Lets deleted keys whose tombstone is at or below `ts` leave the index (`u64::MAX` for a
-    /// store nothing replays into; see `mako_storage::reclaim`).
-    pub fn set_unlink_bound(&self, ts: u64) {
-        self.reclaim.set_unlink_bound(ts);
-    }
 }
 
 #[cfg(test)]

@@ -15,21 +15,12 @@ use crate::store::TableId;
 /// A byte-string key; keys up to 16 bytes are stored inline.
 pub type Key = SmallVec<[u8; 16]>;
 
-/// Tombstones noted before a pass tries to unlink them (a power of two).
-const UNLINK_BATCH: usize = 256;
-const _: () = assert!(UNLINK_BATCH.is_power_of_two());
-
-/// Most tombstones waiting for the unlink bound; later ones are not noted (they stay indexed).
-const MAX_WAITING_TOMBSTONES: usize = 1 << 20;
-
 /// One table of a store: a name, a stable id and an ordered index of records.
 pub struct Table {
     id: TableId,
     name: String,
     index: Index,
     reclaim: Arc<Reclaim>,
-    /// Records whose newest version became a tombstone, not unlinked yet.
-    tombstones: parking_lot::Mutex<Vec<(Key, Arc<Record>)>>,
 }
 
 impl std::fmt::Debug for Table {
@@ -57,7 +48,6 @@ impl Table {
             name,
             index: Index::default(),
             reclaim,
-            tombstones: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
@@ -129,7 +119,8 @@ impl Table {
 
     /// Writes `value` under `key` unless a visible value is there.
     pub fn insert(&self, key: &[u8], value: Bytes, stamp: Stamp) -> Result<(), StorageError> {
-        let rec = self.locked_record(key);
+        let (rec, _) = self.record_or_insert(key);
+        rec.lock_wait();
         if rec.read().value().is_some() {
             rec.unlock();
             return Err(StorageError::KeyExists);
@@ -140,98 +131,19 @@ impl Table {
 
     /// Writes a tombstone under `key`; returns whether a visible value was there.
     pub fn delete(&self, key: &[u8], stamp: Stamp) -> bool {
-        let rec = loop {
-            let Some(rec) = self.record(key) else {
-                return false;
-            };
-            if rec.lock_wait().is_some() {
-                break rec;
-            }
+        let Some(rec) = self.record(key) else {
+            return false;
         };
+        rec.lock_wait();
         let existed = rec.read().value().is_some();
         rec.install(stamp, None, &self.reclaim);
-        self.note_tombstone(key, &rec);
         existed
     }
 
     /// Applies a replicated write last-writer-wins by `(epoch, ts)`; returns whether it was new.
     pub fn apply(&self, key: &[u8], stamp: Stamp, value: Option<Bytes>) -> bool {
-        let deleting = value.is_none();
-        loop {
-            let (rec, _) = self.record_or_insert(key);
-            if let Some(new) = rec.apply(stamp.clone(), value.clone(), &self.reclaim) {
-                if new && deleting {
-                    self.note_tombstone(key, &rec);
-                }
-                return new;
-            }
-        }
-    }
-
-    /// Replaces the versions under `key` (see [`Record::replace_versions`]).
-    pub fn replace_versions(&self, key: &[u8], mut versions: Vec<Version>) {
-        loop {
-            let (rec, _) = self.record_or_insert(key);
-            match rec.replace_versions(versions) {
-                Ok(()) => return,
-                Err(back) => versions = back,
-            }
-        }
-    }
-
-    /// The record under `key` (indexed first if needed), locked by the caller.
-    fn locked_record(&self, key: &[u8]) -> Arc<Record> {
-        loop {
-            let (rec, _) = self.record_or_insert(key);
-            if rec.lock_wait().is_some() {
-                return rec;
-            }
-        }
-    }
-
-    /// Notes that `rec` (under `key`) got a tombstone as its newest version: once the
-    /// tombstone is final and at or below the unlink bound, the key leaves the index.
-    /// Every so many notes, the caller runs a pass ([`Table::unlink_tombstones`]).
-    pub fn note_tombstone(&self, key: &[u8], rec: &Arc<Record>) {
-        if self.reclaim.unlink_bound() == 0 {
-            return;
-        }
-        let full = {
-            let mut waiting = self.tombstones.lock();
-            if waiting.len() >= MAX_WAITING_TOMBSTONES {
-                return;
-            }
-            waiting.push((Key::from_slice(key), Arc::clone(rec)));
-            // Every `UNLINK_BATCH`-th note (a power of two).
-            waiting.len() & (UNLINK_BATCH - 1) == 0
-        };
-        if full {
-            self.unlink_tombstones();
-        }
-    }
-
-    /// Unlinks the noted tombstones that may go (see [`crate::reclaim`]); keeps those that
-    /// may go later. Returns how many keys left the index.
-    pub fn unlink_tombstones(&self) -> usize {
-        let noted = std::mem::take(&mut *self.tombstones.lock());
-        let mut later = Vec::new();
-        let mut unlinked = 0;
-        for (key, rec) in noted {
-            if rec.is_dead() || !rec.newest_is_tombstone() {
-                // Unlinked already, or written again since: nothing to do.
-                continue;
-            }
-            if rec.try_unlink(&self.reclaim) {
-                self.index.remove(&key, &rec);
-                unlinked += 1;
-            } else {
-                later.push((key, rec));
-            }
-        }
-        if !later.is_empty() {
-            self.tombstones.lock().append(&mut later);
-        }
-        unlinked
+        let (rec, _) = self.record_or_insert(key);
+        rec.apply(stamp, value, &self.reclaim)
     }
 
     /// Removes every version whose stamp `discard` selects, in every record; returns how many.
@@ -245,12 +157,9 @@ impl Table {
     }
 
     fn write(&self, key: &[u8], value: Option<Bytes>, stamp: Stamp) {
-        let rec = self.locked_record(key);
-        let deleting = value.is_none();
+        let (rec, _) = self.record_or_insert(key);
+        rec.lock_wait();
         rec.install(stamp, value, &self.reclaim);
-        if deleting {
-            self.note_tombstone(key, &rec);
-        }
     }
 
     /// Up to `limit` visible `(key, value)` pairs in `range`, ascending.

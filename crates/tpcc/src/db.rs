@@ -51,9 +51,6 @@ impl Db {
         let mut tables = Vec::with_capacity(map.shards());
         for s in 0..map.shards() {
             let store = Arc::new(Store::new());
-            // Nothing replays into these stores: a delivered order's `new_order` key may
-            // leave the index at once.
-            store.set_unlink_bound(u64::MAX);
             tables.push(Tables::create(&store)?);
             shards.push(Shard::new(
                 s,

@@ -628,9 +628,6 @@ impl<'s> Prepared<'s> {
         for w in &self.tx.writes {
             if let Some((rec, _)) = &w.record {
                 rec.install(stamp.clone(), w.value.clone(), w.table.reclaim());
-                if w.value.is_none() {
-                    w.table.note_tombstone(&w.key, rec);
-                }
             }
         }
     }

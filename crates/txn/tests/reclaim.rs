@@ -29,12 +29,8 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-/// The heap counter is process-wide: memory tests run one at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn overwriting_one_key_a_million_times_keeps_memory_bounded() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let shard = Shard::single(Arc::new(Store::new()));
     let t = shard.store().create_table("t").expect("table");
     let value = Bytes::from(vec![7u8; 100]);
@@ -74,53 +70,4 @@ fn overwriting_one_key_a_million_times_keeps_memory_bounded() {
     shard.store().set_reclaim_bound(u64::MAX);
     write(0);
     assert_eq!(rec.chain_len(), 1);
-}
-
-/// A queue-like table (insert the newest key, delete the oldest) with tombstones unlinked:
-/// memory stays bounded; without unlinking every deleted key stays indexed.
-#[test]
-fn inserting_and_deleting_keys_forever_keeps_memory_bounded_once_tombstones_unlink() {
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    const LIVE_KEYS: u64 = 100;
-    let run = |unlink: bool, n: u64| -> (isize, usize) {
-        let shard = Shard::single(Arc::new(Store::new()));
-        if unlink {
-            shard.store().set_unlink_bound(u64::MAX);
-        }
-        let t = shard.store().create_table("queue").expect("table");
-        let value = Bytes::from(vec![7u8; 40]);
-        let step = |i: u64| {
-            let mut tx = shard.begin();
-            tx.insert(&t, &i.to_be_bytes(), value.clone())
-                .expect("fresh key");
-            if i >= LIVE_KEYS {
-                tx.delete(&t, &(i - LIVE_KEYS).to_be_bytes());
-            }
-            tx.commit().expect("single writer");
-        };
-        for i in 0..10_000 {
-            step(i);
-        }
-        let baseline = LIVE.load(Ordering::Relaxed);
-        for i in 10_000..n {
-            step(i);
-        }
-        (LIVE.load(Ordering::Relaxed) - baseline, t.len())
-    };
-    let (grown, indexed) = run(true, 210_000);
-    assert!(
-        indexed < (LIVE_KEYS as usize) + 1024,
-        "{indexed} keys indexed for {LIVE_KEYS} live ones"
-    );
-    assert!(
-        grown < 1 << 20,
-        "live heap grew by {grown} bytes over 200k insert/delete pairs"
-    );
-    // The same run without unlinking keeps every deleted key (the test can tell the difference).
-    let (grown_kept, indexed_kept) = run(false, 60_000);
-    assert!(indexed_kept >= 60_000);
-    assert!(
-        grown_kept > 1 << 20,
-        "kept tombstones take memory ({grown_kept} bytes)"
-    );
 }
