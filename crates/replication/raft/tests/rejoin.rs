@@ -165,16 +165,21 @@ fn a_rejoining_replica_never_elects_a_candidate_lacking_committed_entries() {
     assert_eq!(applied(&g, b)[..20], all[..]);
 }
 
-/// The same scenario without the option: the restarted replica votes for C, whose log
-/// lacks the committed entries, and they are gone. (Deterministic: C is the only
-/// candidate and B's empty log never refuses it.)
+/// The same scenario without the option: B and C, neither holding the committed entries,
+/// elect one of them (C, usually; B too when its own election timer fires first on a loaded
+/// machine, with C's vote), and the entries are gone.
 #[test]
 fn without_rejoin_a_restarted_replica_elects_a_leader_that_lost_committed_entries() {
-    let (g, _a, _b, c, c_leads, _) = lagging_replica_left_with_a_restarted_one(false);
-    assert!(wait(|| !c_leads.lock().is_empty()), "C is elected");
-    assert!(wait(|| g.groups[c].role() == Role::Leader));
-    commit(&g, c, 21..=21);
-    let h = applied(&g, c);
+    let (g, _a, b, c, _c_leads, _) = lagging_replica_left_with_a_restarted_one(false);
+    let leader = || {
+        [b, c]
+            .into_iter()
+            .find(|&i| g.groups[i].role() == Role::Leader)
+    };
+    assert!(wait(|| leader().is_some()), "B or C is elected");
+    let n = leader().expect("leader");
+    commit(&g, n, 21..=21);
+    let h = applied(&g, n);
     assert!(
         (1..=20).all(|n| !h.contains(&n)),
         "committed entries 1..=20 are lost on the new leader: {h:?}"
