@@ -28,7 +28,7 @@ use mako_txn::AbortReason;
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
 use crate::driver::{Dist, ZIPF_THETA};
-use crate::series::{BUCKET, Bucket, Dip, REASONS, Recorder, buckets_for};
+use crate::series::{BUCKET, Bucket, Dip, Quantile, REASONS, Recorder, buckets_for, latency_curve};
 use crate::zipf::{KeyDist, Zipf};
 
 /// One cluster run.
@@ -170,6 +170,10 @@ pub struct ClusterReport {
     pub release_p99_us: f64,
     /// Release latency p99.9 µs.
     pub release_p999_us: f64,
+    /// Speculative commit latency distribution, p0 to p99.99 on a "nines" scale.
+    pub commit_latency: Vec<Quantile>,
+    /// Release latency distribution, p0 to p99.99 on a "nines" scale.
+    pub release_latency: Vec<Quantile>,
     /// Follower replay lag p99 µs (time queued before replay; 0 for batches replayed on arrival).
     pub replay_lag_p99_us: f64,
     /// Commits still unreleased when the run ended (released afterwards or timed out).
@@ -550,6 +554,8 @@ pub fn run_cluster(
         release_p50_us: q(&out.release, 0.5),
         release_p99_us: q(&out.release, 0.99),
         release_p999_us: q(&out.release, 0.999),
+        commit_latency: latency_curve(&out.commit, 0.001),
+        release_latency: latency_curve(&out.release, 0.001),
         replay_lag_p99_us: if lag.is_empty() {
             0.0
         } else {

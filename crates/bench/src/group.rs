@@ -28,6 +28,7 @@ use mako_transport::{Envelope, Transport};
 use parking_lot::{Condvar, Mutex};
 
 use crate::driver::new_histogram;
+use crate::series::{BUCKET, Quantile, buckets_for, latency_curve};
 
 /// Which transport carries the group's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -114,6 +115,12 @@ pub struct GroupBenchReport {
     /// Leader changes after every group had its first leader (replicas taking the lead;
     /// lost proposals show as gaps).
     pub leader_changes: u64,
+    /// Submit-to-commit latency distribution, p0 to p99.99 on a "nines" scale.
+    pub commit_latency: Vec<Quantile>,
+    /// Width of a series bucket, ms.
+    pub bucket_ms: u64,
+    /// Entries committed (all groups) in each bucket of the measured phase.
+    pub committed_per_bucket: Vec<u64>,
 }
 
 /// The Raft-only name of [`GroupBenchReport`].
@@ -146,6 +153,10 @@ struct GroupMeter {
     hist: Mutex<Histogram<u64>>,
     measuring: AtomicBool,
     measured: AtomicU64,
+    /// When the measured phase began, ns since the run started.
+    measure_from: AtomicU64,
+    /// Commits per [`BUCKET`] of the measured phase.
+    buckets: Vec<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -415,6 +426,10 @@ pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchE
             hist: Mutex::new(new_histogram()),
             measuring: AtomicBool::new(false),
             measured: AtomicU64::new(0),
+            measure_from: AtomicU64::new(0),
+            buckets: (0..buckets_for(cfg.duration))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         });
         for r in replicas {
             let node = r.id();
@@ -437,9 +452,14 @@ pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchE
                             let at = m.submitted_at[(seq as usize) % m.submitted_at.len()]
                                 .load(Ordering::Acquire);
                             let now = started.elapsed().as_nanos() as u64;
-                            if m.measuring.load(Ordering::Relaxed) {
+                            if m.measuring.load(Ordering::Acquire) {
                                 let _ = m.hist.lock().record(now.saturating_sub(at).max(1));
                                 m.measured.fetch_add(1, Ordering::Relaxed);
+                                let from = m.measure_from.load(Ordering::Relaxed);
+                                let i = now.saturating_sub(from) / BUCKET.as_nanos() as u64;
+                                if let Some(b) = m.buckets.get(i as usize) {
+                                    b.fetch_add(1, Ordering::Relaxed);
+                                }
                             }
                             m.committed.fetch_add(1, Ordering::Release);
                             let _guard = m.window.lock();
@@ -516,8 +536,10 @@ pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchE
             });
         }
         std::thread::sleep(warmup);
+        let from = started.elapsed().as_nanos() as u64;
         for m in &meters {
-            m.measuring.store(true, Ordering::Relaxed);
+            m.measure_from.store(from, Ordering::Relaxed);
+            m.measuring.store(true, Ordering::Release);
         }
         log_before = log_counts(&cluster);
         std::thread::sleep(cfg.duration);
@@ -541,9 +563,13 @@ pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchE
         .count() as u64;
     let mut hist = new_histogram();
     let mut measured = 0;
+    let mut committed_per_bucket = vec![0u64; buckets_for(cfg.duration)];
     for m in &meters {
         let _ = hist.add(&*m.hist.lock());
         measured += m.measured.load(Ordering::Relaxed);
+        for (into, b) in committed_per_bucket.iter_mut().zip(&m.buckets) {
+            *into += b.load(Ordering::Relaxed);
+        }
     }
     cluster.shutdown();
     let secs = cfg.duration.as_secs_f64();
@@ -572,6 +598,9 @@ pub fn run_group(cfg: &GroupBenchConfig) -> Result<GroupBenchReport, GroupBenchE
             (measured * IDS.len() as u64) as f64 / log_during.1 as f64
         },
         leader_changes,
+        commit_latency: latency_curve(&hist, 0.001),
+        bucket_ms: BUCKET.as_millis() as u64,
+        committed_per_bucket,
     })
 }
 

@@ -25,7 +25,8 @@
 //! [`run_ceiling`] what the bare log store and transport allow with the same settings.
 //!
 //! [`run_cluster`] runs the micro workload on an in-process cluster and can crash a shard
-//! leader mid-run, recording a per-100 ms [`Bucket`] series ([`plot::svg`] draws it).
+//! leader mid-run, recording a per-100 ms [`Bucket`] series; [`plot`] draws a run (throughput
+//! over time and the latency distribution) as one SVG picture (`--plot`).
 //!
 //! [`check`] runs the history checker's workloads on an in-process cluster (`mako check`).
 //!
@@ -59,6 +60,8 @@ pub use group::{
 };
 pub use mako_server::Protocol;
 pub use mako_txn::AbortReason;
-pub use series::{BUCKET, Bucket, Dip};
+pub use series::{
+    BUCKET, Bucket, Dip, MAX_NINES, Quantile, latency_curve, nines_of_pct, pct_of_nines,
+};
 pub use workload::{MICRO_KEYS, Workload, key_bytes, run_one};
 pub use zipf::{KeyDist, Zipf};

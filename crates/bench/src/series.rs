@@ -182,6 +182,49 @@ impl Recorder {
     }
 }
 
+/// One point of a latency distribution: the latency at a percentile.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Quantile {
+    /// Percentile, 0 to 99.99.
+    pub pct: f64,
+    /// Latency at that percentile, µs.
+    pub us: f64,
+}
+
+/// Steps of the distribution curve: "nines" (`-log10(1 - p)`) from 0 to [`MAX_NINES`].
+const NINE_STEPS: u32 = 40;
+
+/// The highest "nines" a distribution curve reaches (4: p99.99).
+pub const MAX_NINES: f64 = 4.0;
+
+/// The percentile at `nines` (`-log10(1 - p)`): 0 -> 0, 1 -> 90, 2 -> 99, 4 -> 99.99.
+pub fn pct_of_nines(nines: f64) -> f64 {
+    100.0 * (1.0 - 10f64.powf(-nines))
+}
+
+/// The "nines" of percentile `pct` (inverse of [`pct_of_nines`]).
+pub fn nines_of_pct(pct: f64) -> f64 {
+    -(1.0 - pct / 100.0).max(1e-12).log10()
+}
+
+/// The latency distribution of `h` (values in units of `unit_us` µs: 0.001 for a histogram
+/// of nanoseconds) at percentiles evenly spaced in "nines", p0 to p99.99; empty for an empty
+/// histogram.
+pub fn latency_curve(h: &Histogram<u64>, unit_us: f64) -> Vec<Quantile> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    (0..=NINE_STEPS)
+        .map(|i| {
+            let pct = pct_of_nines(MAX_NINES * f64::from(i) / f64::from(NINE_STEPS));
+            Quantile {
+                pct,
+                us: h.value_at_quantile(pct / 100.0) as f64 * unit_us,
+            }
+        })
+        .collect()
+}
+
 /// The median of `v` (`None` if empty).
 pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
     if v.is_empty() {
@@ -278,6 +321,27 @@ mod tests {
         assert_eq!(s[1].p50_us, None);
         assert!(s[2].p50_us.is_some_and(|p| (299.0..=301.0).contains(&p)));
         assert_eq!(s[2].start_ms, 200);
+    }
+
+    #[test]
+    fn latency_curve_spans_p0_to_p9999_on_a_nines_scale() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).unwrap();
+        for ns in 1..=100_000u64 {
+            h.record(ns * 1000).unwrap();
+        }
+        let c = latency_curve(&h, 0.001);
+        assert_eq!(c.len(), NINE_STEPS as usize + 1);
+        assert_eq!(c[0].pct, 0.0);
+        assert!((c[c.len() - 1].pct - 99.99).abs() < 1e-9);
+        // 1..=100,000 µs uniformly: p90 is about 90,000 µs.
+        let p90 = c.iter().find(|q| (q.pct - 90.0).abs() < 1e-9).unwrap();
+        assert!((89_000.0..=91_000.0).contains(&p90.us), "{p90:?}");
+        assert!(
+            c.windows(2)
+                .all(|w| w[0].us <= w[1].us && w[0].pct < w[1].pct)
+        );
+        assert!((nines_of_pct(pct_of_nines(2.5)) - 2.5).abs() < 1e-9);
+        assert!(latency_curve(&Histogram::<u64>::new(3).unwrap(), 1.0).is_empty());
     }
 
     #[test]

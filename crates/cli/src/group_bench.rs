@@ -1,6 +1,8 @@
 //! `mako bench group` (and `mako bench raft`): the raw replication group benchmark, each
 //! protocol against the ceiling of the bare log store and transport measured in the same run.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::Context;
 use mako_bench::{
     CeilingConfig, CeilingReport, GroupBenchConfig, GroupBenchReport, NetKind, Protocol,
@@ -55,6 +57,51 @@ pub(crate) struct GroupArgs {
     /// Print one JSON object per line (kind: ceiling, group, error, ratio) instead of a table.
     #[arg(long)]
     json: bool,
+    /// Draw each unthrottled run (the median one with --repeat) as an SVG picture: committed
+    /// entries/s per 100 ms and the commit latency distribution. With one protocol and one
+    /// value of each of --net, --durability, --groups and --entry-size the picture goes to
+    /// FILE; otherwise one picture per run, FILE's name suffixed with the values that vary
+    /// (`g.svg` -> `g-raft.svg`, `g-paxos.svg`, ...).
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "mako-bench-group.svg")]
+    plot: Option<PathBuf>,
+}
+
+/// Where the picture of run `r` goes: `base` itself, or with the varying settings appended
+/// to its name.
+fn plot_path(
+    base: &Path,
+    args: &GroupArgs,
+    protocols: &[Protocol],
+    r: &GroupBenchReport,
+) -> PathBuf {
+    let mut suffix = String::new();
+    if protocols.len() > 1 {
+        suffix.push_str(&format!("-{}", r.protocol));
+    }
+    if args.net.len() > 1 {
+        suffix.push_str(&format!("-{}", r.net.name()));
+    }
+    if args.durability.len() > 1 {
+        suffix.push_str(&format!("-{}", r.durability));
+    }
+    if args.groups.len() > 1 {
+        suffix.push_str(&format!("-{}g", r.groups));
+    }
+    if args.entry_size.len() > 1 {
+        suffix.push_str(&format!("-{}B", r.entry_bytes));
+    }
+    if suffix.is_empty() {
+        return base.to_path_buf();
+    }
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "mako-bench-group".to_owned());
+    let name = match base.extension() {
+        Some(ext) => format!("{stem}{suffix}.{}", ext.to_string_lossy()),
+        None => format!("{stem}{suffix}"),
+    };
+    base.with_file_name(name)
 }
 
 /// Runs `mako bench group` (`raft_only`: `mako bench raft`).
@@ -249,6 +296,21 @@ fn one_config(
         }
         if let Some(r) = medians.iter().find(|r| r.protocol == p.name()) {
             print_group(r, ceiling.as_ref(), reports.len(), json)?;
+            if let Some(base) = &args.plot {
+                let path = plot_path(base, args, protocols, r);
+                crate::write_plot(&path, mako_bench::plot::group_svg(r))?;
+                let line = format!(
+                    "  plot ({} {label}: entries/s per {} ms, commit latency distribution): {}",
+                    r.protocol,
+                    r.bucket_ms,
+                    path.display()
+                );
+                if json {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            }
         }
     }
     print_ratio(&medians, &label, "unthrottled", json)?;

@@ -98,6 +98,10 @@ struct DemoArgs {
     /// Replication protocol: raft or paxos.
     #[arg(long, default_value = "raft", value_name = "PROTOCOL")]
     replication: Protocol,
+    /// Draw the run as an SVG picture: released/s over time, release latency over time, and
+    /// the commit and release latency distributions.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "mako-demo.svg")]
+    plot: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -258,7 +262,9 @@ struct BenchArgs {
     /// printed from 1 s before the crash to 3 s after by default).
     #[arg(long)]
     series: bool,
-    /// Cluster runs: draw the per-100 ms throughput and latency series as an SVG file.
+    /// Cluster runs (micro workload, in-process or -f): draw the run as one SVG picture:
+    /// throughput per 100 ms, release latency over time, and the commit and release latency
+    /// distributions (log scale), with a leader crash marked.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "mako-bench-series.svg")]
     plot: Option<std::path::PathBuf>,
 }
@@ -342,6 +348,15 @@ fn main() -> anyhow::Result<()> {
         Command::Client(args) => client::run(&args),
         Command::Status(args) => status::run(&args),
     }
+}
+
+/// Writes a rendered picture to `path`.
+pub(crate) fn write_plot(
+    path: &std::path::Path,
+    svg: Result<String, mako_bench::plot::PlotError>,
+) -> anyhow::Result<()> {
+    let svg = svg.context("drawing the plot")?;
+    std::fs::write(path, svg).with_context(|| format!("writing the plot to {}", path.display()))
 }
 
 /// The TPC-C population of `--small` (10,000 items, 300 customers and orders per district) or the spec's.
@@ -512,10 +527,9 @@ fn bench_remote(args: &BenchArgs) -> anyhow::Result<()> {
     loading.finish_and_clear();
     running.finish_and_clear();
     if let Some(path) = &args.plot {
-        std::fs::write(path, mako_bench::remote::plot_svg(&report))
-            .with_context(|| format!("writing the plot to {}", path.display()))?;
+        write_plot(path, mako_bench::remote::plot_svg(&report))?;
         let line = format!(
-            "plot (released/s and release latency per {} ms): {}",
+            "plot (released/s per {} ms, release latency per bucket and its distribution): {}",
             report.bucket_ms,
             path.display()
         );
@@ -744,10 +758,9 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         .filter_map(|(_, r)| r.as_ref().ok())
         .collect();
     if let (Some(path), Some(on)) = (&args.plot, ok.first()) {
-        std::fs::write(path, mako_bench::plot::svg(on))
-            .with_context(|| format!("writing the plot to {}", path.display()))?;
+        write_plot(path, mako_bench::plot::svg(on))?;
         say(&format!(
-            "plot (throughput and release latency per {} ms): {}",
+            "plot (throughput per {} ms, release latency over time, commit and release latency distributions): {}",
             on.bucket_ms,
             path.display()
         ));
@@ -1203,6 +1216,13 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         r.release_p50_us, r.release_p99_us
     );
     println!("follower replay lag: p99 {:.0} us", r.replay_lag_p99_us);
+    if let Some(path) = &args.plot {
+        write_plot(
+            path,
+            mako_bench::plot::render(&mako_bench::plot::cluster_figure(&r, "mako demo")),
+        )?;
+        println!("plot:                {}", path.display());
+    }
     println!(
         "aborts:              {:.2}%  (distributed: {:.0}% of commits)",
         r.abort_pct, r.distributed_pct

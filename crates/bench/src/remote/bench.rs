@@ -18,8 +18,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::{RemoteError, abort_name, error_kind, shard_of};
-use crate::cluster::ClusterReport;
-use crate::series::{BUCKET, Bucket, Recorder, buckets_for};
+use crate::series::{BUCKET, Bucket, Quantile, Recorder, buckets_for, latency_curve};
 use crate::{Dist, KeyDist, MICRO_KEYS, ZIPF_THETA, Zipf};
 
 /// Keys put per load request.
@@ -174,6 +173,8 @@ pub struct RemoteBenchReport {
     pub release_p99_us: f64,
     /// Release latency p99.9 µs.
     pub release_p999_us: f64,
+    /// Release latency distribution (client-observed), p0 to p99.99 on a "nines" scale.
+    pub release_latency: Vec<Quantile>,
     /// Width of a series bucket, ms.
     pub bucket_ms: u64,
     /// Per-bucket series over the measured phase (no speculative commits: a client sees
@@ -326,6 +327,7 @@ pub fn run_bench(
         release_p90_us: q(0.9),
         release_p99_us: q(0.99),
         release_p999_us: q(0.999),
+        release_latency: latency_curve(&hist, 1.0),
         bucket_ms: BUCKET.as_millis() as u64,
         series: Recorder::merge(recs, buckets_for(bc.duration)),
     })
@@ -529,66 +531,8 @@ fn interactive(client: &mut Client, ops: Vec<Operation>) -> Result<(), ClientErr
     t.commit()
 }
 
-/// The run's series as an SVG (the in-process bench's plot: released/s and aborts per 100 ms,
-/// release latency p50/p99), titled with the remote run's conditions.
-pub fn plot_svg(r: &RemoteBenchReport) -> String {
-    let as_cluster = ClusterReport {
-        shards: r.shards,
-        replicas: r.replicas,
-        threads: r.clients as u32,
-        read_pct: r.read_pct,
-        durability: r.durability.clone(),
-        protocol: r.protocol.clone(),
-        election_ms: (0, 0),
-        request_timeout_ms: 0,
-        unknown_after_ms: 0,
-        secs: r.secs,
-        load_secs: r.load_secs,
-        spec_per_sec: 0.0,
-        released_per_sec: r.released_per_sec,
-        abort_pct: 0.0,
-        aborts: BTreeMap::new(),
-        unknown: r.unknown,
-        unknown_later_released: 0,
-        unknown_later_discarded: 0,
-        unknown_samples: Vec::new(),
-        distributed_pct: r.cross_shard_pct,
-        commit_p50_us: 0.0,
-        release_p50_us: r.release_p50_us,
-        release_p99_us: r.release_p99_us,
-        release_p999_us: r.release_p999_us,
-        replay_lag_p99_us: 0.0,
-        unreleased_at_end: 0,
-        consistent: true,
-        difference: None,
-        bucket_ms: r.bucket_ms,
-        series: r.series.clone(),
-        failover: None,
-        kill_error: None,
-    };
-    let svg = crate::plot::svg(&as_cluster);
-    let title = format!(
-        "mako bench -f {}: {} shards x {} replicas, {} client thread(s), {} {}% read-only, durability {} (client-observed; no speculative line)",
-        r.config.join(" -f "),
-        r.shards,
-        r.replicas,
-        r.clients,
-        r.workload.name(),
-        r.read_pct,
-        r.durability
-    );
-    // Replace the in-process title (the first text element) with the remote run's.
-    match (svg.find("font-weight=\"bold\">"), svg.find("</text>")) {
-        (Some(a), Some(b)) if a < b => {
-            let a = a + "font-weight=\"bold\">".len();
-            format!("{}{}{}", &svg[..a], xml_escape(&title), &svg[b..])
-        }
-        _ => svg,
-    }
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// The run's picture as SVG ([`crate::plot`]): released and aborted per 100 ms, release
+/// latency p50/p99 per bucket and its distribution, titled with the remote run's conditions.
+pub fn plot_svg(r: &RemoteBenchReport) -> Result<String, crate::plot::PlotError> {
+    crate::plot::render(&crate::plot::remote_figure(r))
 }
