@@ -38,26 +38,29 @@ fn payload(m: &Msg) -> Bytes {
     v.remove(0)
 }
 
-/// Every message `node` has to send, held ones included (its persist jobs complete at once).
-fn drain(node: &mut PaxosNode) -> Vec<(u64, Msg)> {
-    let mut msgs = Vec::new();
+/// Every payload `node` has to send, held ones included (its persist jobs complete at once).
+fn drain_raw(node: &mut PaxosNode) -> Vec<mako_group::OutMsg> {
+    let mut sent = Vec::new();
     loop {
         let out = node.poll();
         if out.is_empty() {
             break;
         }
-        let mut all = out.messages;
+        sent.extend(out.messages);
         if let Some(job) = out.persist {
-            all.extend(job.after);
-            all.extend(node.on_persisted(job.number));
-        }
-        for m in all {
-            if let Ok(d) = wire::decode(&m.payload.slice(1..)) {
-                msgs.push((m.to, d));
-            }
+            sent.extend(job.after);
+            sent.extend(node.on_persisted(job.number));
         }
     }
-    msgs
+    sent
+}
+
+/// Every whole (unchunked) message `node` has to send, decoded, with its addressee.
+fn drain(node: &mut PaxosNode) -> Vec<(u64, Msg)> {
+    drain_raw(node)
+        .into_iter()
+        .filter_map(|m| wire::decode(&m.payload.slice(1..)).ok().map(|d| (m.to, d)))
+        .collect()
 }
 
 /// The leader hands over to a target that holds its whole log but has not yet learned the
@@ -454,20 +457,9 @@ fn an_acceptor_holding_more_slots_than_a_promise_carries_withholds_its_promise()
     // The promise travels in chunks.
     let mut r = Reassembler::default();
     let mut promises = Vec::new();
-    loop {
-        let out = node.poll();
-        if out.is_empty() {
-            break;
-        }
-        let mut all = out.messages;
-        if let Some(job) = out.persist {
-            all.extend(job.after);
-            all.extend(node.on_persisted(job.number));
-        }
-        for m in all.into_iter().filter(|m| m.to == 3) {
-            if let Some(body) = r.push(2, &m.payload).unwrap() {
-                promises.push(wire::decode(&body).unwrap());
-            }
+    for m in drain_raw(&mut node).into_iter().filter(|m| m.to == 3) {
+        if let Some(body) = r.push(2, &m.payload).unwrap() {
+            promises.push(wire::decode(&body).unwrap());
         }
     }
     assert!(
