@@ -250,4 +250,63 @@ impl Msg {
     pub fn decode(b: &[u8]) -> Result<Msg, postcard::Error> {
         postcard::from_bytes(b)
     }
+
+    /// Whether an encoded payload is a [`Msg::Reply`] (by its variant tag, without decoding it).
+    pub fn is_reply(b: &[u8]) -> bool {
+        b.first() == Some(&REPLY_TAG)
+    }
+}
+
+/// Postcard's tag of [`Msg::Reply`]: its variant index, the payload's first byte.
+const REPLY_TAG: u8 = 7;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn is_reply_tells_replies_from_every_other_message() {
+        let reply = Msg::Reply {
+            req: 300,
+            reply: Reply::Locked,
+            shard: 1,
+            epoch: 2,
+            w: 3,
+        };
+        assert!(Msg::is_reply(&reply.encode()));
+        let others = [
+            Msg::Watermark {
+                shard: 7,
+                epoch: 7,
+                w: 7,
+            },
+            Msg::Epochs {
+                history: EpochHistory::new(2),
+            },
+            Msg::Request {
+                req: 7,
+                epoch: 7,
+                txn: (7, 7),
+                stream: 7,
+                op: Op::Validate { writes: vec![] },
+            },
+            Msg::Decision {
+                txn: (7, 7),
+                epoch: 7,
+                commit: None,
+            },
+            Msg::Ack {
+                txn: (7, 7),
+                refused: None,
+                shard: 7,
+                epoch: 7,
+                w: 7,
+            },
+            Msg::Inquire { txn: (7, 7) },
+        ];
+        for m in others {
+            assert!(!Msg::is_reply(&m.encode()), "{m:?}");
+        }
+        assert!(!Msg::is_reply(&[]));
+    }
 }

@@ -226,7 +226,17 @@ pub fn start_node(
     // Bounded: a flood from a peer is dropped at the router (2PC requests time out and abort,
     // decisions are resent, watermarks are periodic), never buffered.
     let (ctl_tx, ctl_rx) = crossbeam_channel::bounded(CONTROL_INBOX);
-    host.add_route(CONTROL_GROUP, ctl_tx);
+    // Replies to this site's coordinators are served on the router thread (one thread hop
+    // less per round trip); weak, so that the host's routes do not keep the site alive.
+    let weak = Arc::downgrade(&site);
+    host.add_route_with_shortcut(
+        CONTROL_GROUP,
+        ctl_tx,
+        Arc::new(move |env: Envelope| match weak.upgrade() {
+            Some(site) => site.shortcut(env),
+            None => Some(env),
+        }),
+    );
     site.start(ctl_rx);
     Ok((site, host))
 }

@@ -627,6 +627,41 @@ impl Site {
         }
     }
 
+    /// Hands a participant's reply to the coordinator waiting for it, learning the `W_s` it carries.
+    fn on_reply(&self, req: u64, reply: Reply, shard: u32, epoch: Epoch, w: u64) {
+        self.learn(shard, epoch, w);
+        if let Reply::Refused(Refusal::NotLeader(Some(hint))) = reply {
+            self.learn_leader(shard, hint);
+        }
+        if let Some(tx) = self.pending.lock().remove(&req) {
+            let _ = tx.send(reply);
+        }
+    }
+
+    /// Serves a peer's [`Msg::Reply`] on the thread that received it (the host's router), so
+    /// a coordinator's round trip skips the control thread; anything else, and any message
+    /// while the site is paused, is returned for the control thread.
+    pub(crate) fn shortcut(&self, env: Envelope) -> Option<Envelope> {
+        if !Msg::is_reply(&env.payload) || *self.paused.lock() {
+            return Some(env);
+        }
+        match Msg::decode(&env.payload)
+            .map_err(PeerError::Decode)
+            .and_then(|m| self.check_peer(env.from, m))
+        {
+            Ok(Msg::Reply {
+                req,
+                reply,
+                shard,
+                epoch,
+                w,
+            }) => self.on_reply(req, reply, shard, epoch, w),
+            Ok(_) => return Some(env),
+            Err(e) => self.malformed(env.from, &e),
+        }
+        None
+    }
+
     fn control_loop(&self, control: Receiver<Envelope>, stop: Receiver<()>) {
         let mut parts = Participants::new(self);
         let check = crossbeam_channel::tick(
@@ -676,15 +711,7 @@ impl Site {
                     shard,
                     epoch,
                     w,
-                } => {
-                    self.learn(shard, epoch, w);
-                    if let Reply::Refused(Refusal::NotLeader(Some(hint))) = reply {
-                        self.learn_leader(shard, hint);
-                    }
-                    if let Some(tx) = self.pending.lock().remove(&req) {
-                        let _ = tx.send(reply);
-                    }
-                }
+                } => self.on_reply(req, reply, shard, epoch, w),
                 Msg::Request {
                     req,
                     epoch,

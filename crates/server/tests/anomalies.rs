@@ -39,10 +39,14 @@ fn write_skew(shards: u32) {
     let mut both_committed = 0;
     for trial in 0..200u32 {
         // Reset: both on.
-        let mut tx = c.leader(0).begin(0).expect("configured worker");
-        tx.put(x.0, 0, x.1, Bytes::from_static(ON)).expect("put x");
-        tx.put(y.0, 0, y.1, Bytes::from_static(ON)).expect("put y");
-        tx.commit().expect("reset released");
+        // The losers' pieces may still hold their locks on a participant (their abort
+        // decisions travel after the coordinator returned), so a conflict is retried.
+        until_not_conflict("reset", || {
+            let mut tx = c.leader(0).begin(0).expect("configured worker");
+            tx.put(x.0, 0, x.1, Bytes::from_static(ON)).expect("put x");
+            tx.put(y.0, 0, y.1, Bytes::from_static(ON)).expect("put y");
+            tx.commit().map(|_| ())
+        });
         // Each is coordinated on the shard it reads (its remote participant only writes),
         // on the shard it writes (its remote participant only reads), or on shard 2 if any.
         let home_of = move |read: u32, write: u32| match trial % shards {
@@ -72,16 +76,32 @@ fn write_skew(shards: u32) {
         if results.0.is_ok() && results.1.is_ok() {
             both_committed += 1;
         }
-        let mut check = c.leader(0).begin(0).expect("configured worker");
-        let vx = check.get(x.0, 0, x.1).expect("read x");
-        let vy = check.get(y.0, 0, y.1).expect("read y");
-        check.commit().expect("check released");
+        let (vx, vy) = until_not_conflict("check", || {
+            let mut check = c.leader(0).begin(0).expect("configured worker");
+            let vx = check.get(x.0, 0, x.1).expect("read x");
+            let vy = check.get(y.0, 0, y.1).expect("read y");
+            check.commit().map(|_| (vx, vy))
+        });
         if vx.as_deref() == Some(OFF) && vy.as_deref() == Some(OFF) {
             broken += 1;
         }
     }
     eprintln!("write skew: {broken} of 200 broke the invariant; both committed {both_committed}");
     assert_eq!(broken, 0, "write skew committed {broken} times out of 200");
+}
+
+/// Runs `f` until it ends other than in a lock conflict (at most 100 tries); panics on any other error.
+fn until_not_conflict<T>(what: &str, mut f: impl FnMut() -> Result<T, CommitError>) -> T {
+    for _ in 0..100 {
+        match f() {
+            Ok(v) => return v,
+            Err(CommitError::Aborted(mako_txn::AbortReason::Conflict)) => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => panic!("{what}: {e:?}"),
+        }
+    }
+    panic!("{what}: still conflicting after 100 tries");
 }
 
 fn val(n: i64) -> Bytes {

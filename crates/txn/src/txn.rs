@@ -45,8 +45,17 @@ struct WriteEntry<'s> {
     value: Option<Bytes>,
     /// Set at commit: the locked record, and whether commit created it in the index.
     record: Option<(Arc<Record>, bool)>,
-    /// The record, if a read already found it in the index.
-    known: Option<Arc<Record>>,
+    /// What a read of the key already found in the index, if it was read.
+    known: Option<Known>,
+}
+
+/// What a point read found in the index, kept so that a write to the key skips a look-up.
+#[derive(Clone)]
+enum Known {
+    /// The key's record.
+    Record(Arc<Record>),
+    /// No record: the key was read as absent, so the commit inserts one straight away.
+    Absent,
 }
 
 /// What a committed transaction is known by.
@@ -70,8 +79,8 @@ pub struct Transaction<'s> {
     write_index: Option<HashMap<(TableId, Key), usize>>,
     /// The commit-log stream this transaction's piece goes to (its worker).
     stream: u32,
-    /// Records of the last few point reads, so read-modify-write skips a second index look-up.
-    recent: Vec<(TableId, Key, Arc<Record>)>,
+    /// What the last few point reads found, so read-modify-write skips a second index look-up.
+    recent: Vec<(TableId, Key, Known)>,
     /// Component-wise maximum `VT` of every version read (the read dependencies).
     deps: Vt,
 }
@@ -147,15 +156,17 @@ impl<'s> Transaction<'s> {
         if let Some(i) = self.find_write(table.id(), key) {
             return self.writes[i].value.clone();
         }
-        match table.record(key) {
-            Some(rec) => {
-                if self.recent.len() == RECENT_READS {
-                    self.recent.remove(0);
-                }
-                self.recent
-                    .push((table.id(), Key::from_slice(key), Arc::clone(&rec)));
-                self.track_read(&rec)
-            }
+        let rec = table.record(key);
+        if self.recent.len() == RECENT_READS {
+            self.recent.remove(0);
+        }
+        let known = match &rec {
+            Some(rec) => Known::Record(Arc::clone(rec)),
+            None => Known::Absent,
+        };
+        self.recent.push((table.id(), Key::from_slice(key), known));
+        match rec {
+            Some(rec) => self.track_read(&rec),
             None => {
                 self.absent.push(AbsentEntry {
                     table,
@@ -402,7 +413,8 @@ impl<'s> Transaction<'s> {
         for i in 0..self.writes.len() {
             let w = &mut self.writes[i];
             let (rec, created) = match w.known.take() {
-                Some(rec) => (rec, false),
+                Some(Known::Record(rec)) => (rec, false),
+                Some(Known::Absent) => w.table.insert_or_record(&w.key),
                 None => w.table.record_or_insert(&w.key),
             };
             match rec.try_lock() {
@@ -472,7 +484,21 @@ impl<'s> Transaction<'s> {
             }
         }
         for a in &self.absent {
-            if let Some(rec) = a.table.record(&a.key) {
+            // A key this transaction writes has its record locked in the write set (`lock`
+            // sorted it), and it is the index's record for the key (records are never removed
+            // from the index), so no second look-up. Even a record this commit created must
+            // be checked: another writer may have found it and installed a version before
+            // this transaction locked it.
+            let rec = match self
+                .writes
+                .binary_search_by(|w| (w.table.id(), &w.key[..]).cmp(&(a.table.id(), &a.key[..])))
+                .ok()
+                .and_then(|i| self.writes[i].record.as_ref())
+            {
+                Some((rec, _)) => Some(Arc::clone(rec)),
+                None => a.table.record(&a.key),
+            };
+            if let Some(rec) = rec {
                 // A record appeared: fine only if it is still version-less and not another writer's.
                 let w = rec.word();
                 if w & !LOCK_BIT != 0 || (w & LOCK_BIT != 0 && !self.locked_by_me(&rec)) {

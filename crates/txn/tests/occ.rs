@@ -353,3 +353,85 @@ fn locking_every_write_set_before_validating_any_read_excludes_write_skew() {
     assert_eq!(t.get(b"y").as_deref(), Some(&val(1)[..]), "A left no trace");
     assert_eq!(t.get(b"x").as_deref(), Some(&val(0)[..]));
 }
+
+#[test]
+fn a_key_read_absent_then_written_is_claimed_once_when_another_writer_gets_there_first() {
+    // The commit of a key read as absent inserts its record straight away; if another
+    // transaction's record is there by then, the absent read must still be checked.
+    let (shard, tables) = shard_with(&["t"]);
+    let t = &tables[0];
+    for rival_commits in [true, false] {
+        let key: &[u8] = if rival_commits { b"k1" } else { b"k2" };
+        let mut late = shard.begin();
+        assert_eq!(late.get(t, key), None);
+        late.put(t, key, val(1));
+        let mut rival = shard.begin();
+        assert_eq!(rival.get(t, key), None);
+        rival.put(t, key, val(2));
+        if rival_commits {
+            rival.commit().expect("rival commits first");
+            assert_eq!(
+                late.commit().expect_err("absent read invalidated").reason,
+                AbortReason::Conflict
+            );
+            assert_eq!(t.get(key), Some(val(2)));
+        } else {
+            // The rival holds the lock on the record it created: the late one must not take it.
+            let locked = rival.lock().expect("rival locks");
+            assert_eq!(
+                late.commit()
+                    .expect_err("record locked by the rival")
+                    .reason,
+                AbortReason::Conflict
+            );
+            drop(locked);
+            assert_eq!(t.get(key), None, "nothing visible from either");
+        }
+    }
+}
+
+#[test]
+fn concurrent_claims_of_absent_keys_succeed_exactly_once_per_key() {
+    // Each thread tries to claim every key: read it, and if absent write its own id.
+    // Serializability: exactly one committed claim per key, and the stored id is its claimant's.
+    let (shard, tables) = shard_with(&["t"]);
+    let t = &tables[0];
+    const KEYS: u64 = 2_000;
+    let claims: Vec<Vec<u64>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..4u64)
+            .map(|id| {
+                let (shard, t) = (&shard, &**t);
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    let mut rng = SmallRng::seed_from_u64(7 + id);
+                    let mut order: Vec<u64> = (0..KEYS).collect();
+                    for i in (1..order.len()).rev() {
+                        order.swap(i, rng.random_range(0..=i));
+                    }
+                    for k in order {
+                        let mut tx = shard.begin();
+                        if tx.get(t, &k.to_be_bytes()).is_none() {
+                            tx.put(t, &k.to_be_bytes(), val(id));
+                            if tx.commit().is_ok() {
+                                mine.push(k);
+                            }
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("claimer")).collect()
+    });
+    let mut owner = vec![None; KEYS as usize];
+    for (id, ks) in claims.iter().enumerate() {
+        for &k in ks {
+            assert_eq!(owner[k as usize], None, "key {k} claimed twice");
+            owner[k as usize] = Some(id as u64);
+        }
+    }
+    for k in 0..KEYS {
+        let stored = t.get(&k.to_be_bytes()).map(|v| num(&v));
+        assert_eq!(stored, owner[k as usize], "key {k}");
+    }
+}

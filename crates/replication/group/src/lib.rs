@@ -31,4 +31,4 @@ pub use config::{ConfigError, GroupConfig};
 pub use core::{
     Core, CoreError, HardState, InitialState, LogEntry, OutMsg, Output, PersistJob, Snapshot,
 };
-pub use host::{Host, HostConfig, Paused, StartError, Worker};
+pub use host::{Host, HostConfig, Paused, Shortcut, StartError, Worker};
