@@ -3,7 +3,7 @@
 use std::ops::Bound;
 use std::sync::Arc;
 
-use scc::{Guard, TreeIndex};
+use scc::{Guard, HashIndex, TreeIndex};
 
 use crate::record::Record;
 use crate::table::Key;
@@ -54,12 +54,19 @@ impl PartialOrd for IKey {
 #[derive(Default)]
 pub(crate) struct Index {
     map: TreeIndex<IKey, Arc<Record>>,
+    hash: HashIndex<IKey, Arc<Record>, foldhash::fast::RandomState>,
 }
 
 impl Index {
     /// The record under `key`, if indexed.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Record>> {
-        self.map.peek_with(&IKey::of(key), |_, v| Arc::clone(v))
+        let k = IKey::of(key);
+        if let Some(r) = self.hash.peek_with(&k, |_, v| Arc::clone(v)) {
+            return Some(r);
+        }
+        let r = self.map.peek_with(&k, |_, v| Arc::clone(v))?;
+        let _ = self.hash.insert_sync(k, Arc::clone(&r));
+        Some(r)
     }
 
     /// The record under `key`, indexing a fresh absent one if needed; `true` if created.
@@ -70,7 +77,10 @@ impl Index {
         let fresh = Arc::new(Record::absent());
         loop {
             match self.map.insert_sync(IKey::of(key), Arc::clone(&fresh)) {
-                Ok(()) => return (fresh, true),
+                Ok(()) => {
+                    let _ = self.hash.insert_sync(IKey::of(key), Arc::clone(&fresh));
+                    return (fresh, true);
+                }
                 Err(_) => {
                     // Lost a race with another inserter: use theirs.
                     if let Some(r) = self.get(key) {
@@ -78,6 +88,18 @@ impl Index {
                     }
                 }
             }
+        }
+    }
+
+    /// [`Index::get_or_insert`] for a key expected to be absent: tries the insert first.
+    pub(crate) fn insert_or_get(&self, key: &[u8]) -> (Arc<Record>, bool) {
+        let fresh = Arc::new(Record::absent());
+        match self.map.insert_sync(IKey::of(key), Arc::clone(&fresh)) {
+            Ok(()) => {
+                let _ = self.hash.insert_sync(IKey::of(key), Arc::clone(&fresh));
+                (fresh, true)
+            }
+            Err(_) => self.get_or_insert(key),
         }
     }
 
@@ -208,5 +230,46 @@ mod bound_tests {
         );
         assert!(collect(Bound::Included(&above), Bound::Unbounded, false).is_empty());
         assert!(collect(Bound::Unbounded, Bound::Excluded(&below), true).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod race_tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_inserts_of_one_key_create_one_record() {
+        let ix = Index::default();
+        const KEYS: u64 = 20_000;
+        let got: Vec<Vec<(Arc<Record>, bool)>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|t| {
+                    let ix = &ix;
+                    s.spawn(move || {
+                        (0..KEYS)
+                            .map(|k| {
+                                let key = k.to_be_bytes();
+                                if t % 2 == 0 {
+                                    ix.insert_or_get(&key)
+                                } else {
+                                    ix.get_or_insert(&key)
+                                }
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for k in 0..KEYS as usize {
+            let created = got.iter().filter(|g| g[k].1).count();
+            assert_eq!(created, 1, "key {k}");
+            let first = &got[0][k].0;
+            assert!(got.iter().all(|g| Arc::ptr_eq(&g[k].0, first)), "key {k}");
+            assert!(Arc::ptr_eq(
+                &ix.get(&(k as u64).to_be_bytes()).unwrap(),
+                first
+            ));
+        }
     }
 }

@@ -91,6 +91,11 @@ impl Table {
         self.index.get_or_insert(key)
     }
 
+    /// [`Table::record_or_insert`] for a key expected to be new: tries the insert first.
+    pub fn insert_or_record(&self, key: &[u8]) -> (Arc<Record>, bool) {
+        self.index.insert_or_get(key)
+    }
+
     /// Calls `f` on each indexed entry in `[lo, hi]` (ascending, or descending if `reverse`) while it returns `true`.
     pub fn visit(
         &self,
