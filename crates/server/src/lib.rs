@@ -36,4 +36,4 @@ pub use epochs::{EpochView, Verdict};
 pub use lead::ServeError;
 pub use meta::{META_GROUP, meta_members};
 pub use node::{NodeSpec, Protocol, UnknownProtocol, start_node};
-pub use site::{BeginError, Site, SiteConfig, SiteError};
+pub use site::{BeginError, Site, SiteConfig, SiteError, WATERMARK_TO_ALL_EVERY};

@@ -1,7 +1,7 @@
 //! A site: one replica of one shard — store, replication group, watermarks, callbacks, control thread.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -22,6 +22,10 @@ use crate::lead::Lead;
 use crate::msg::{CONTROL_GROUP, Msg, PeerError, Refusal, Reply, TxnId};
 use crate::participant::Participants;
 use crate::streams::StreamLog;
+
+/// A shard leader sends its watermark to other shards' leaders every tick, and to every
+/// replica every this many ticks (and when its epoch moves).
+pub const WATERMARK_TO_ALL_EVERY: u64 = 10;
 
 /// What every site of a cluster agrees on.
 #[derive(Debug, Clone)]
@@ -151,6 +155,10 @@ pub struct Site {
     pub(crate) component_sent: Mutex<Option<Instant>>,
     /// History version last acted on by the ticker.
     seen_version: AtomicU64,
+    /// Leader ticks that sent this shard's watermark (every [`WATERMARK_TO_ALL_EVERY`]th goes to all).
+    wm_ticks: AtomicU64,
+    /// The epoch of the last watermark sent to every replica.
+    wm_epoch_sent: AtomicU32,
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) pending: Mutex<HashMap<u64, Sender<Reply>>>,
     pub(crate) next_req: AtomicU64,
@@ -290,6 +298,8 @@ impl Site {
             history_sent: Mutex::new(None),
             component_sent: Mutex::new(None),
             seen_version: AtomicU64::new(0),
+            wm_ticks: AtomicU64::new(0),
+            wm_epoch_sent: AtomicU32::new(0),
             transport,
             pending: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
@@ -596,12 +606,30 @@ impl Site {
             w,
         }
         .encode();
-        let envs = self
-            .nodes
-            .iter()
-            .flatten()
-            .filter(|&&n| n != self.node)
-            .map(|&to| Envelope {
+        // Other shards' leaders release with it: every tick. Everyone else (followers, which
+        // replay with it, and the whole cluster when leaders change) every few ticks, and at
+        // once when this shard's epoch moved. The exchange costs O(replicas) messages per
+        // leader per tick instead of O(shards x replicas).
+        let n = self.wm_ticks.fetch_add(1, Ordering::Relaxed);
+        let everyone = n % WATERMARK_TO_ALL_EVERY == 0
+            || self.wm_epoch_sent.swap(epoch, Ordering::Relaxed) != epoch;
+        let to: Vec<NodeId> = if everyone {
+            self.nodes
+                .iter()
+                .flatten()
+                .copied()
+                .filter(|&n| n != self.node)
+                .collect()
+        } else {
+            (0..self.nodes.len() as u32)
+                .filter(|&s| s != self.shard_id)
+                .filter_map(|s| self.leader_of(s))
+                .filter(|&n| n != self.node)
+                .collect()
+        };
+        let envs = to
+            .into_iter()
+            .map(|to| Envelope {
                 group: CONTROL_GROUP,
                 from: self.node,
                 to,

@@ -50,22 +50,26 @@ impl PartialOrd for IKey {
 ///
 /// `scc::TreeIndex` (a B+ tree with lock-free reads) won the index benchmark
 /// (`cargo bench -p mako-storage --bench index`) against a skip list, masstree,
-/// ferntree and a locked `BTreeMap`.
+/// ferntree and a locked `BTreeMap`. The tree is the one authority on which keys exist.
+/// Point look-ups go through a hash cache first: a key found in the tree by a look-up is
+/// cached (rows only inserted, or only scanned, never take room in it). Since records are
+/// never removed, a cached entry is always the tree's record for its key.
 #[derive(Default)]
 pub(crate) struct Index {
     map: TreeIndex<IKey, Arc<Record>>,
-    hash: HashIndex<IKey, Arc<Record>, foldhash::fast::RandomState>,
+    /// Records found by point look-ups, by key (a subset of `map`).
+    cache: HashIndex<IKey, Arc<Record>, foldhash::fast::RandomState>,
 }
 
 impl Index {
     /// The record under `key`, if indexed.
     pub(crate) fn get(&self, key: &[u8]) -> Option<Arc<Record>> {
         let k = IKey::of(key);
-        if let Some(r) = self.hash.peek_with(&k, |_, v| Arc::clone(v)) {
+        if let Some(r) = self.cache.peek_with(&k, |_, v| Arc::clone(v)) {
             return Some(r);
         }
         let r = self.map.peek_with(&k, |_, v| Arc::clone(v))?;
-        let _ = self.hash.insert_sync(k, Arc::clone(&r));
+        let _ = self.cache.insert_sync(k, Arc::clone(&r));
         Some(r)
     }
 
@@ -77,10 +81,7 @@ impl Index {
         let fresh = Arc::new(Record::absent());
         loop {
             match self.map.insert_sync(IKey::of(key), Arc::clone(&fresh)) {
-                Ok(()) => {
-                    let _ = self.hash.insert_sync(IKey::of(key), Arc::clone(&fresh));
-                    return (fresh, true);
-                }
+                Ok(()) => return (fresh, true),
                 Err(_) => {
                     // Lost a race with another inserter: use theirs.
                     if let Some(r) = self.get(key) {
@@ -95,10 +96,7 @@ impl Index {
     pub(crate) fn insert_or_get(&self, key: &[u8]) -> (Arc<Record>, bool) {
         let fresh = Arc::new(Record::absent());
         match self.map.insert_sync(IKey::of(key), Arc::clone(&fresh)) {
-            Ok(()) => {
-                let _ = self.hash.insert_sync(IKey::of(key), Arc::clone(&fresh));
-                (fresh, true)
-            }
+            Ok(()) => (fresh, true),
             Err(_) => self.get_or_insert(key),
         }
     }
