@@ -611,7 +611,7 @@ impl Site {
         // once when this shard's epoch moved. The exchange costs O(replicas) messages per
         // leader per tick instead of O(shards x replicas).
         let n = self.wm_ticks.fetch_add(1, Ordering::Relaxed);
-        let everyone = n % WATERMARK_TO_ALL_EVERY == 0
+        let everyone = n.checked_rem(WATERMARK_TO_ALL_EVERY) == Some(0)
             || self.wm_epoch_sent.swap(epoch, Ordering::Relaxed) != epoch;
         let to: Vec<NodeId> = if everyone {
             self.nodes
