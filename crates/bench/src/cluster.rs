@@ -4,8 +4,11 @@
 //! Keys are spread over shards (`key % S`); worker `i` coordinates on the current leader of
 //! shard `i % S`, re-resolved for every new transaction (after a crash it moves to the shard's
 //! new leader). Each transaction reads four distinct keys and, unless it is read-only, writes
-//! all four back. Commits are speculative; each worker keeps its unreleased commits in order
-//! and records release latency as `VW` covers them, so execution never waits for replication.
+//! all four back; the keys are drawn over all shards, or with a fixed cross-shard share
+//! ([`ShardMix`], `--cross-shard`). Commits are speculative; each worker keeps its unreleased
+//! commits in order and records release latency as `VW` covers them, so execution never
+//! waits for replication. The process's CPU time over the measured phase (`getrusage`) is
+//! reported next to the throughput.
 //! Aborts, and speculative commits the failover discards, are retried as new transactions on
 //! the same keys (after a 1 ms back-off when the abort was `Failover` or `NotLeader`, or when
 //! the home shard has no serving leader); a commit neither released nor discarded within
@@ -25,9 +28,11 @@ use mako_server::{
     Cluster, ClusterConfig, NetKind, Pending, Protocol, ReleaseError, Site, SiteConfig, Speculative,
 };
 use mako_txn::AbortReason;
-use rand::{Rng, SeedableRng, rngs::SmallRng};
+use rand::{SeedableRng, rngs::SmallRng};
 
 use crate::driver::{Dist, ZIPF_THETA};
+use crate::mix::{MicroShape, MixError, ShapeGen, ShardMix};
+use crate::scaling::process_cpu_time;
 use crate::series::{BUCKET, Bucket, Dip, Quantile, REASONS, Recorder, buckets_for, latency_curve};
 use crate::zipf::{KeyDist, Zipf};
 
@@ -46,6 +51,8 @@ pub struct ClusterBenchConfig {
     pub keys: u64,
     /// Percentage of read-only transactions (the rest read-modify-write).
     pub read_pct: u32,
+    /// How transactions spread over shards.
+    pub mix: ShardMix,
     /// Key distribution.
     pub dist: Dist,
     /// Bytes per value.
@@ -77,6 +84,7 @@ impl Default for ClusterBenchConfig {
             duration: Duration::from_secs(10),
             keys: 100_000,
             read_pct: 50,
+            mix: ShardMix::Spread,
             dist: Dist::Uniform,
             value_size: 64,
             durability: Durability::Memory,
@@ -129,6 +137,8 @@ pub struct ClusterReport {
     pub threads: u32,
     /// Read-only percentage.
     pub read_pct: u32,
+    /// Configured cross-shard percentage (`None`: four keys spread over all shards).
+    pub cross_shard_pct: Option<f64>,
     /// Log durability.
     pub durability: String,
     /// Replication protocol.
@@ -147,6 +157,13 @@ pub struct ClusterReport {
     pub spec_per_sec: f64,
     /// Released transactions per second.
     pub released_per_sec: f64,
+    /// Wall-clock seconds of the measured phase as run (start of the workers to their stop).
+    pub wall_secs: f64,
+    /// CPU-seconds (user + system, every thread of the process, `getrusage(RUSAGE_SELF)`)
+    /// used over the measured phase; 0 if `getrusage` failed.
+    pub cpu_secs: f64,
+    /// Released transactions per CPU-second (0 without a CPU figure).
+    pub released_per_cpu_sec: f64,
     /// Aborts as a percentage of attempts.
     pub abort_pct: f64,
     /// Aborts by reason (speculative commits the failover discarded count as `failover`).
@@ -294,11 +311,7 @@ impl Shared {
 }
 
 /// One transaction's shape: its keys and whether it writes them.
-#[derive(Debug, Clone, Copy)]
-struct Shape {
-    keys: [u64; 4],
-    write: bool,
-}
+type Shape = MicroShape;
 
 /// A speculative commit awaiting release.
 struct Inflight {
@@ -326,12 +339,28 @@ struct Kill {
     stop: Duration,
 }
 
+/// Why a cluster run could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterBenchError {
+    /// The cluster would not start.
+    #[error(transparent)]
+    Cluster(#[from] mako_server::cluster::ClusterError),
+    /// The transaction mix cannot be drawn with these settings.
+    #[error(transparent)]
+    Mix(#[from] MixError),
+}
+
 /// Starts a cluster, loads, runs (crashing shard 0's leader if asked), checks replicas;
 /// returns the report.
 pub fn run_cluster(
     cfg: &ClusterBenchConfig,
     mut progress: impl FnMut(ClusterProgress),
-) -> Result<ClusterReport, mako_server::cluster::ClusterError> {
+) -> Result<ClusterReport, ClusterBenchError> {
+    let dist = match cfg.dist {
+        Dist::Uniform => KeyDist::Uniform { n: cfg.keys },
+        Dist::Zipf => KeyDist::Zipf(Zipf::new(cfg.keys, ZIPF_THETA)),
+    };
+    let shapes = ShapeGen::new(dist, cfg.keys, cfg.shards, cfg.read_pct, cfg.mix)?;
     let cluster = Cluster::start(ClusterConfig {
         replicas: cfg.replicas,
         site: SiteConfig {
@@ -377,14 +406,11 @@ pub fn run_cluster(
         }
     });
     let load_secs = loaded.elapsed().as_secs_f64();
-    let dist = match cfg.dist {
-        Dist::Uniform => KeyDist::Uniform { n: cfg.keys },
-        Dist::Zipf => KeyDist::Zipf(Zipf::new(cfg.keys, ZIPF_THETA)),
-    };
     let workers = cfg.shards * cfg.threads;
     let counters: Vec<Counters> = (0..workers).map(|_| Counters::default()).collect();
     let total = cfg.duration;
     let kill_at = cfg.kill_leader_at.filter(|k| *k < total);
+    let cpu_start = process_cpu_time();
     let shared = Shared {
         started: Instant::now(),
         stop: AtomicBool::new(false),
@@ -400,9 +426,9 @@ pub fn run_cluster(
     let out = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..workers)
             .map(|i| {
-                let (cluster, dist, shared, c) = (&cluster, &dist, &shared, &counters[i as usize]);
-                let value = &value;
-                sc.spawn(move || worker(cfg, cluster, dist, shared, c, value, i))
+                let (cluster, shapes, shared) = (&cluster, &shapes, &shared);
+                let (c, value) = (&counters[i as usize], &value);
+                sc.spawn(move || worker(cfg, cluster, shapes, shared, c, value, i))
             })
             .collect();
         let mut watcher = None;
@@ -445,6 +471,12 @@ pub fn run_cluster(
                 });
             }
         }
+        // The measured phase ends here: CPU time and wall time up to the stop (the drain and
+        // the replica check after it are not counted).
+        let cpu = cpu_start
+            .zip(process_cpu_time())
+            .map(|(a, b)| b.saturating_sub(a));
+        let wall = shared.started.elapsed();
         shared.stop.store(true, Ordering::Relaxed);
         let mut out = WorkerOut::new(&shared, total);
         let mut recs = Vec::new();
@@ -462,9 +494,10 @@ pub fn run_cluster(
         if let Some(w) = watcher {
             serving = w.join().ok().flatten();
         }
-        (out, recs)
+        (out, recs, cpu, wall)
     });
-    let (out, recs) = out;
+    let (out, recs, cpu, wall) = out;
+    let cpu_secs = cpu.map_or(0.0, |c| c.as_secs_f64());
     let series = Recorder::merge(recs, buckets_for(total));
     let secs = cfg.duration.as_secs_f64();
     let sum = |f: &dyn Fn(&Counters) -> u64| counters.iter().map(f).sum::<u64>();
@@ -526,6 +559,7 @@ pub fn run_cluster(
         replicas: cfg.replicas,
         threads: cfg.threads,
         read_pct: cfg.read_pct,
+        cross_shard_pct: cfg.mix.cross_pct(),
         durability: format!("{:?}", cfg.durability).to_lowercase(),
         protocol: cfg.protocol.name().to_owned(),
         election_ms: cfg.election_ms,
@@ -535,6 +569,13 @@ pub fn run_cluster(
         load_secs,
         spec_per_sec: spec as f64 / secs,
         released_per_sec: released as f64 / secs,
+        wall_secs: wall.as_secs_f64(),
+        cpu_secs,
+        released_per_cpu_sec: if cpu_secs > 0.0 {
+            released as f64 / cpu_secs
+        } else {
+            0.0
+        },
         abort_pct: if spec + aborted == 0 {
             0.0
         } else {
@@ -800,7 +841,7 @@ impl Flight<'_> {
 fn worker(
     cfg: &ClusterBenchConfig,
     cluster: &Cluster,
-    dist: &KeyDist,
+    shapes: &ShapeGen,
     shared: &Shared,
     c: &Counters,
     value: &Bytes,
@@ -823,21 +864,10 @@ fn worker(
         out: WorkerOut::new(shared, cfg.duration),
     };
     while !shared.stop.load(Ordering::Relaxed) {
-        let shape = fl.retry.pop_front().unwrap_or_else(|| {
-            let mut keys = [0u64; 4];
-            let mut n = 0;
-            while n < 4 {
-                let k = dist.sample(&mut rng);
-                if !keys[..n].contains(&k) {
-                    keys[n] = k;
-                    n += 1;
-                }
-            }
-            Shape {
-                keys,
-                write: rng.random_range(0..100) >= cfg.read_pct,
-            }
-        });
+        let shape = fl
+            .retry
+            .pop_front()
+            .unwrap_or_else(|| shapes.draw(home, &mut rng));
         // The home shard's current leader, re-resolved for every transaction; none serving
         // (an election or epoch change under way): back off 1 ms, as a client would.
         let site: &Arc<Site> = match cluster
@@ -888,8 +918,7 @@ fn worker(
                     .record((now.duration_since(t0).as_nanos() as u64).max(1));
                 c.spec.fetch_add(1, Ordering::Relaxed);
                 fl.out.series.spec(now);
-                let first = shape.keys[0] % s_count;
-                let cross = shape.keys.iter().any(|k| k % s_count != first);
+                let cross = shape.is_cross(cfg.shards);
                 if cross {
                     c.distributed.fetch_add(1, Ordering::Relaxed);
                 }

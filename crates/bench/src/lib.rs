@@ -26,7 +26,9 @@
 //!
 //! [`run_cluster`] runs the micro workload on an in-process cluster and can crash a shard
 //! leader mid-run, recording a per-100 ms [`Bucket`] series; [`plot`] draws a run (throughput
-//! over time and the latency distribution) as one SVG picture (`--plot`).
+//! over time and the latency distribution) as one SVG picture (`--plot`). A [`ShardMix`] fixes
+//! the cross-shard share, and a [`ScalingReport`] compares runs over shard counts by released
+//! transactions per CPU-second (`mako bench --shards 2,4,8`).
 //!
 //! [`check`] runs the history checker's workloads on an in-process cluster (`mako check`).
 //!
@@ -38,8 +40,10 @@ pub mod check;
 mod cluster;
 mod driver;
 mod group;
+mod mix;
 pub mod plot;
 pub mod remote;
+mod scaling;
 mod series;
 mod workload;
 mod zipf;
@@ -49,7 +53,8 @@ pub use ceiling::{
     run_log_ceiling, run_transport_ceiling,
 };
 pub use cluster::{
-    ClusterBenchConfig, ClusterProgress, ClusterReport, FailoverReport, run_cluster,
+    ClusterBenchConfig, ClusterBenchError, ClusterProgress, ClusterReport, FailoverReport,
+    run_cluster,
 };
 pub use driver::{
     BenchConfig, BenchError, BenchReport, Dist, Progress, TABLE, ZIPF_THETA, load, run,
@@ -60,6 +65,8 @@ pub use group::{
 };
 pub use mako_server::Protocol;
 pub use mako_txn::AbortReason;
+pub use mix::{MicroShape, MixError, ShapeGen, ShardMix};
+pub use scaling::{SCALING_TARGET, ScalingReport, ScalingRow, process_cpu_time};
 pub use series::{
     BUCKET, Bucket, Dip, MAX_NINES, Quantile, latency_curve, nines_of_pct, pct_of_nines,
 };

@@ -158,7 +158,9 @@ fn cluster_bench_reports_its_protocol() {
                 assert!(r.consistent, "{:?}", r.difference);
                 assert!(r.spec_per_sec > 0.0);
             }
-            Err(mako_server::cluster::ClusterError::Group(e)) => {
+            Err(mako_bench::ClusterBenchError::Cluster(
+                mako_server::cluster::ClusterError::Group(e),
+            )) => {
                 assert!(p != Protocol::Raft, "raft failed to start: {e}");
             }
             Err(e) => panic!("{p}: {e}"),

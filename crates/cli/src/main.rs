@@ -15,7 +15,7 @@ mod server;
 mod status;
 use mako_bench::{
     AbortReason, BenchConfig, BenchReport, ClusterBenchConfig, ClusterReport, Dist, FailoverReport,
-    Progress, Protocol, Workload,
+    Progress, Protocol, ScalingReport, ShardMix, Workload,
 };
 use mako_logstore::Durability;
 
@@ -199,9 +199,28 @@ struct BenchArgs {
     /// Seed of the workers' random generators.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Shards; with more than 1 (or with --replicas) the run uses an in-process cluster.
-    #[arg(long, default_value_t = 1)]
+    /// Shards; with more than 1 (or with --replicas) the run uses an in-process cluster. A
+    /// comma-separated list (e.g. 2,4,8; micro workload) runs one cluster per count in turn and
+    /// prints, per count, released txn/s, process CPU-seconds and released txn per CPU-second,
+    /// with the cross-shard share held fixed (--cross-shard, 10% unless given), then the ratio
+    /// of txn per CPU-second at the most shards to that at the fewest (target >= 0.8).
+    #[arg(
+        long = "shards",
+        value_delimiter = ',',
+        default_value = "1",
+        value_name = "N[,N...]",
+        value_parser = shard_count
+    )]
+    shard_counts: Vec<u32>,
+    /// The shard count of a single run (the first of `--shards`), set by `resolve_shards`.
+    #[arg(skip)]
     shards: u32,
+    /// Cluster runs (micro workload): this percentage of transactions touch exactly two shards
+    /// (2 keys on the worker's home shard, 2 on one other chosen uniformly), the rest only the
+    /// home shard. Without it a single --shards N run draws 4 keys over all shards (cross-shard
+    /// share 1-(1/N)^3, growing with N); a list of shard counts defaults to 10.
+    #[arg(long, value_name = "PCT")]
+    cross_shard: Option<f64>,
     /// Replicas per shard; the cluster run is repeated with 1 replica (replication off) for comparison.
     #[arg(long)]
     replicas: Option<u32>,
@@ -269,7 +288,64 @@ struct BenchArgs {
     plot: Option<std::path::PathBuf>,
 }
 
+/// Parses one shard count of `--shards`.
+fn shard_count(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "a shard count is a whole number of at least 1, got `{s}`"
+        )),
+    }
+}
+
+/// Cross-shard percentage of a list of shard counts when `--cross-shard` is not given.
+const SCALING_CROSS_PCT: f64 = 10.0;
+
 impl BenchArgs {
+    /// Sets `shards` from `--shards` and refuses a shard list or `--cross-shard` where they do
+    /// not apply.
+    fn resolve_shards(&mut self) -> anyhow::Result<()> {
+        self.shards = self.shard_counts.first().copied().unwrap_or(1);
+        let micro = matches!(self.workload, WorkloadArg::Micro);
+        if self.shard_counts.len() > 1 {
+            anyhow::ensure!(
+                micro && self.files.is_empty(),
+                "a list of shard counts (--shards 2,4,8) runs the micro workload on in-process clusters (not -f, not TPC-C or YCSB)"
+            );
+            for (i, n) in self.shard_counts.iter().enumerate() {
+                anyhow::ensure!(
+                    !self.shard_counts[..i].contains(n),
+                    "--shards lists {n} twice"
+                );
+            }
+        }
+        if let Some(p) = self.cross_shard {
+            anyhow::ensure!(
+                p.is_finite() && (0.0..=100.0).contains(&p),
+                "--cross-shard is a percentage between 0 and 100, got {p}"
+            );
+            anyhow::ensure!(
+                micro
+                    && self.files.is_empty()
+                    && (self.shards > 1
+                        || self.shard_counts.len() > 1
+                        || self.replicas.is_some()
+                        || !self.replication.is_empty()),
+                "--cross-shard applies to in-process cluster runs of the micro workload (--shards > 1)"
+            );
+            anyhow::ensure!(
+                p == 0.0 || self.shard_counts.iter().all(|&n| n >= 2),
+                "--cross-shard above 0 needs at least 2 shards in every run (--shards {})",
+                self.shard_counts
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            );
+        }
+        Ok(())
+    }
+
     /// Refuses the flags only the micro workload's cluster run honours.
     fn micro_cluster_only(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -303,8 +379,11 @@ impl BenchArgs {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     init_logging(cli.log_level.as_deref(), cli.log_json)?;
+    if let Command::Bench(cmd) = &mut cli.command {
+        cmd.kv.resolve_shards()?;
+    }
     match cli.command {
         Command::Bench(cmd) => match *cmd {
             BenchCmd {
@@ -333,6 +412,7 @@ fn main() -> anyhow::Result<()> {
                 )
             }
             BenchCmd { kv, .. } if matches!(kv.workload, WorkloadArg::Tpcc) => bench_tpcc(&kv),
+            BenchCmd { kv, .. } if kv.shard_counts.len() > 1 => bench_scaling(&kv),
             BenchCmd { kv, .. }
                 if kv.shards > 1 || kv.replicas.is_some() || !kv.replication.is_empty() =>
             {
@@ -628,10 +708,20 @@ fn check_cluster(cfg: &ClusterBenchConfig) -> anyhow::Result<()> {
     );
     anyhow::ensure!(cfg.read_pct <= 100, "--read-pct must be at most 100");
     anyhow::ensure!(cfg.keys >= 8, "--keys must be at least 8");
+    // The transaction mix must be drawable (cross-shard share, shards and keys agree).
+    mako_bench::ShapeGen::new(
+        mako_bench::KeyDist::Uniform { n: cfg.keys },
+        cfg.keys,
+        cfg.shards,
+        cfg.read_pct,
+        cfg.mix,
+    )
+    .map_err(|e| anyhow::anyhow!("{e} (see --shards, --keys and --cross-shard)"))?;
     Ok(())
 }
 
-fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
+/// The cluster run `args` ask for, on `shards` shards, checked.
+fn cluster_config(args: &BenchArgs, shards: u32) -> anyhow::Result<ClusterBenchConfig> {
     let base = args.config()?;
     anyhow::ensure!(
         base.workload == Workload::Micro,
@@ -661,13 +751,19 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
             Some(k)
         }
     };
-    let mut cfg = ClusterBenchConfig {
-        shards: args.shards,
+    let mix = match args.cross_shard {
+        Some(p) => ShardMix::CrossShard(p),
+        None if args.shard_counts.len() > 1 => ShardMix::CrossShard(SCALING_CROSS_PCT),
+        None => ShardMix::Spread,
+    };
+    let cfg = ClusterBenchConfig {
+        shards,
         replicas: args.replicas.unwrap_or(3),
         threads: args.threads as u32,
         duration: base.duration,
         keys: base.keys,
         read_pct: args.read_pct,
+        mix,
         dist: base.dist,
         value_size: base.value_size,
         durability: durability(args.durability),
@@ -687,6 +783,12 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
         (1..=15).contains(&args.repeat),
         "--repeat must be between 1 and 15"
     );
+    Ok(cfg)
+}
+
+fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
+    let mut cfg = cluster_config(args, args.shards)?;
+    let kill_leader_at = cfg.kill_leader_at;
     let protocols = {
         let mut v: Vec<Protocol> = Vec::new();
         for &p in &args.replication {
@@ -817,6 +919,151 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Scaling in shards (`--shards 2,4,8`): one cluster run per shard count (repeats interleaved),
+/// each printed, then the table of released txn/s and txn per CPU-second and the ratio of its
+/// ends against the target.
+fn bench_scaling(args: &BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.kill_leader_at.is_none() && args.plot.is_none() && !args.series,
+        "--kill-leader-at, --series and --plot take one shard count, not a list"
+    );
+    anyhow::ensure!(
+        args.replication.len() <= 1,
+        "a list of shard counts runs one protocol: give at most one with --replication"
+    );
+    let protocol = args.replication.first().copied().unwrap_or(Protocol::Raft);
+    let mut configs = Vec::with_capacity(args.shard_counts.len());
+    for &n in &args.shard_counts {
+        let mut cfg =
+            cluster_config(args, n).with_context(|| format!("the run on --shards {n}"))?;
+        cfg.protocol = protocol;
+        configs.push(cfg);
+    }
+    let json = args.json;
+    let say = move |line: &str| {
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
+    if let Some(first) = configs.first() {
+        say(&format!(
+            "scaling in shards {}: {} runs in turn, each its own in-process cluster (no 1-replica comparison run){}",
+            args.shard_counts
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            configs.len() * args.repeat,
+            if args.repeat > 1 {
+                format!(
+                    "; {} runs per count, interleaved, the median by released/cpu-s reported",
+                    args.repeat
+                )
+            } else {
+                String::new()
+            }
+        ));
+        say(&format!(
+            "  cross-shard share held at {}% for every count; CPU-seconds are the whole process's (getrusage RUSAGE_SELF, user+sys) over each measured phase",
+            first.mix.cross_pct().unwrap_or(SCALING_CROSS_PCT)
+        ));
+    }
+    let mut runs: Vec<Vec<ClusterReport>> = vec![Vec::new(); configs.len()];
+    for rep in 0..args.repeat {
+        for (cfg, reports) in configs.iter().zip(runs.iter_mut()) {
+            if rep == 0 {
+                say(&conditions(cfg));
+            }
+            let r = run_cluster_logged(cfg, &say)
+                .with_context(|| format!("the run on --shards {}", cfg.shards))?;
+            reports.push(r);
+        }
+    }
+    let chosen: Vec<ClusterReport> = runs
+        .iter()
+        .filter_map(|reports| {
+            group_bench::median_by(reports, |r: &ClusterReport| r.released_per_cpu_sec)
+        })
+        .collect();
+    let table = ScalingReport::new(&chosen.iter().collect::<Vec<_>>(), args.repeat);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "scaling": table, "runs": chosen }))?
+        );
+    } else {
+        for r in &chosen {
+            print_cluster(r);
+        }
+        print_scaling(&table);
+    }
+    if let Some(r) = chosen.iter().find(|r| !r.consistent) {
+        anyhow::bail!(
+            "replicas differ after the run on {} shards: {}",
+            r.shards,
+            r.difference.as_deref().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
+/// The scaling table and the ratio line.
+fn print_scaling(t: &ScalingReport) {
+    println!(
+        "scaling in shards ({} durability, {} replicas, {} worker(s)/shard, read-only {}%, cross-shard {} configured, {} {:.1} s per run{}):",
+        t.durability,
+        t.replicas,
+        t.threads,
+        t.read_pct,
+        t.cross_shard_pct
+            .map_or_else(|| "spread".to_owned(), |p| format!("{p}%")),
+        t.protocol,
+        t.secs,
+        if t.repeat > 1 {
+            format!(", median of {} by released/cpu-s", t.repeat)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "  {:>6}  {:>12}  {:>9}  {:>10}  {:>14}  {:>19}  {:>8}  {:>14}",
+        "shards",
+        "released/s",
+        "cpu-s",
+        "cores busy",
+        "released/cpu-s",
+        "cross-shard measured",
+        "aborts",
+        "release p99 us"
+    );
+    for r in &t.rows {
+        println!(
+            "  {:>6}  {:>12}  {:>9.2}  {:>10.2}  {:>14}  {:>19.1}%  {:>7.2}%  {:>14}",
+            r.shards,
+            group(r.released_per_sec as u64),
+            r.cpu_secs,
+            r.cores_busy,
+            group(r.released_per_cpu_sec as u64),
+            r.cross_shard_measured_pct,
+            r.abort_pct,
+            group(r.release_p99_us as u64)
+        );
+    }
+    match (t.ratio, t.rows.first(), t.rows.last()) {
+        (Some(ratio), Some(lo), Some(hi)) => println!(
+            "ratio released/cpu-s {} shards / {} shards = {:.2} (target >= {:.1}: {})",
+            hi.shards,
+            lo.shards,
+            ratio,
+            t.target,
+            if ratio >= t.target { "met" } else { "NOT met" }
+        ),
+        _ => println!("ratio released/cpu-s: not available (no CPU time measured)"),
+    }
+}
+
 /// The protocols' cluster figures in columns, with Raft/Paxos ratios when both ran.
 fn print_side_by_side(runs: &[&ClusterReport], repeat: usize) {
     let Some(first) = runs.first() else {
@@ -890,16 +1137,24 @@ fn print_side_by_side(runs: &[&ClusterReport], repeat: usize) {
 
 /// The run conditions, one line.
 fn conditions(cfg: &ClusterBenchConfig) -> String {
+    let cross = match cfg.mix {
+        ShardMix::Spread => format!(
+            "cross-shard ~{:.1}% (4 uniform keys over {} shards; measured below)",
+            100.0 * (1.0 - (1.0 / f64::from(cfg.shards)).powi(3)),
+            cfg.shards
+        ),
+        ShardMix::CrossShard(p) => format!(
+            "cross-shard {p}% (fixed: 2 keys on the home shard + 2 on one other; the rest 4 keys on the home shard; measured below)"
+        ),
+    };
     format!(
-        "cluster bench: protocol={} shards={} replicas={} workers/shard={} keys={} read-only={}% cross-shard ~{:.1}% (4 uniform keys over {} shards; measured below) dist={} durability={:?} election timeout {}-{} ms request timeout {} ms unknown after {} ms duration {:.1} s{}",
+        "cluster bench: protocol={} shards={} replicas={} workers/shard={} keys={} read-only={}% {cross} dist={} durability={:?} election timeout {}-{} ms request timeout {} ms unknown after {} ms duration {:.1} s{}",
         cfg.protocol,
         cfg.shards,
         cfg.replicas,
         cfg.threads,
         group(cfg.keys),
         cfg.read_pct,
-        100.0 * (1.0 - (1.0 / f64::from(cfg.shards)).powi(3)),
-        cfg.shards,
         cfg.dist.name(),
         cfg.durability,
         cfg.election_ms.0,
@@ -1130,7 +1385,7 @@ fn durability(d: DurabilityArg) -> Durability {
 
 fn print_cluster(r: &ClusterReport) {
     println!(
-        "[{} {} {}x{} workers/shard={} read-only={}% cross-shard={:.0}%]  speculative {:>9}/s  released {:>9}/s  aborts {:.2}% (unknown {})  commit p50 {:.0} us  release p50/p99/p99.9 {:.0}/{:.0}/{:.0} us  replay lag p99 {:.0} us  {}",
+        "[{} {} {}x{} workers/shard={} read-only={}% cross-shard={:.0}%]  speculative {:>9}/s  released {:>9}/s  aborts {:.2}% (unknown {})  commit p50 {:.0} us  release p50/p99/p99.9 {:.0}/{:.0}/{:.0} us  replay lag p99 {:.0} us  cpu {:.2} s in {:.2} s ({} released/cpu-s)  {}",
         r.protocol,
         r.durability,
         r.shards,
@@ -1147,6 +1402,9 @@ fn print_cluster(r: &ClusterReport) {
         r.release_p99_us,
         r.release_p999_us,
         r.replay_lag_p99_us,
+        r.cpu_secs,
+        r.wall_secs,
+        group(r.released_per_cpu_sec as u64),
         if r.consistent {
             "replicas consistent"
         } else {
