@@ -13,6 +13,7 @@ mod group_bench;
 mod log;
 mod server;
 mod status;
+mod tpcc_plot;
 use mako_bench::{
     AbortReason, BenchConfig, BenchReport, ClusterBenchConfig, ClusterReport, Dist, FailoverReport,
     Progress, Protocol, Workload,
@@ -262,9 +263,9 @@ struct BenchArgs {
     /// printed from 1 s before the crash to 3 s after by default).
     #[arg(long)]
     series: bool,
-    /// Cluster runs (micro workload, in-process or -f): draw the run as one SVG picture:
-    /// throughput per 100 ms, release latency over time, and the commit and release latency
-    /// distributions (log scale), with a leader crash marked.
+    /// Cluster runs (micro workload, in-process or -f) and TPC-C runs (single node, cluster or
+    /// -f): draw the run as one SVG picture: throughput per 100 ms, release latency over time,
+    /// and the commit and release latency distributions (log scale), with a leader crash marked.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "mako-bench-series.svg")]
     plot: Option<std::path::PathBuf>,
 }
@@ -422,6 +423,13 @@ fn bench_remote_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         mako_tpcc::TpccProgress::Running { .. } => loading.finish_and_clear(),
     })?;
     loading.finish_and_clear();
+    if let Some(path) = &args.plot {
+        write_tpcc_plot(
+            path,
+            &tpcc_plot::remote_figure(&report, &cfg.sources),
+            args.json,
+        )?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -1239,8 +1247,32 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Writes a TPC-C run's picture to `path` and says so (on stderr with `--json`).
+fn write_tpcc_plot(
+    path: &std::path::Path,
+    figure: &mako_bench::plot::Figure,
+    json: bool,
+) -> anyhow::Result<()> {
+    write_plot(path, mako_bench::plot::render(figure))?;
+    let line = format!(
+        "plot (throughput per {} ms, {}): {}",
+        figure.bucket_ms,
+        figure.latency_name,
+        path.display()
+    );
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
-    args.micro_cluster_only()?;
+    anyhow::ensure!(
+        args.kill_leader_at.is_none() && !args.series,
+        "--kill-leader-at and --series need a cluster run of the micro workload (--shards > 1 or --replicas)"
+    );
     anyhow::ensure!(
         (1..=1000).contains(&args.warehouses),
         "--warehouses must be between 1 and 1000"
@@ -1256,6 +1288,7 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         duration,
         seed: args.seed,
         scale: tpcc_scale(args),
+        durability: durability(args.durability),
         ..mako_tpcc::TpccConfig::default()
     };
     let live = std::io::stdout().is_terminal() && !args.json;
@@ -1331,6 +1364,9 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         if live {
             print!("\r\x1b[2K");
         }
+        if let Some(path) = &args.plot {
+            write_tpcc_plot(path, &tpcc_plot::cluster_figure(&r), args.json)?;
+        }
         if args.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -1402,6 +1438,9 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
     report.load_secs = load_secs;
     if live {
         print!("\r\x1b[2K");
+    }
+    if let Some(path) = &args.plot {
+        write_tpcc_plot(path, &tpcc_plot::local_figure(&report), args.json)?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
