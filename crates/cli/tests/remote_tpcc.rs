@@ -34,7 +34,7 @@ fn tpcc_runs_over_tcp_as_server_side_procedures_on_two_shards() {
     let logs = dir.path().join("logs");
     let mut d = Deployment::start(
         Path::new(env!("CARGO_BIN_EXE_mako")),
-        &[file.clone()],
+        std::slice::from_ref(&file),
         &[],
         Output::Files(logs.clone()),
         Some("info"),
