@@ -1487,10 +1487,21 @@ fn per_new_order(bytes: Option<f64>) -> String {
 /// The memory-per-NewOrder line and, for runs of a minute or more, the endurance lines.
 fn print_tpcc_memory(r: &mako_tpcc::TpccReport) {
     let m = &r.memory;
+    // In-process clusters hold every replica: compare with the payload of all of them.
+    let copies = if m.copies > 1 {
+        format!(
+            "{} replicas in this process: {} x{}; ",
+            m.copies,
+            per_new_order(m.payload_per_new_order),
+            m.copies
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "memory per NewOrder: {} resident growth vs {} payload ({}; target <= {}x), RSS {} after load -> {} at end",
+        "memory per NewOrder: {} resident growth vs {} payload ({copies}{}; target <= {}x), RSS {} after load -> {} at end",
         per_new_order(m.resident_per_new_order),
-        per_new_order(m.payload_per_new_order),
+        per_new_order(m.stored_payload_per_new_order),
         m.ratio
             .map_or_else(|| "n/a".to_string(), |x| format!("{x:.1}x")),
         m.target_ratio,

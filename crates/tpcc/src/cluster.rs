@@ -531,6 +531,8 @@ pub fn run_cluster(
     let (mut tpcc, done) = run_workers(workers_v, cfg, cfg.warehouses, cfg.scale, progress)?;
     tpcc.load_secs = load_secs;
     tpcc.rows_loaded = rows_loaded;
+    // Every replica of every shard lives in this process: the figures count them all.
+    tpcc.memory = tpcc.memory.with_copies(replicas);
     let mut release = new_hist();
     let mut release_by: Vec<Histogram<u64>> = (0..TxnKind::ALL.len()).map(|_| new_hist()).collect();
     let (mut distributed, mut unreleased_at_end, mut never_released) = (0, 0, 0);
