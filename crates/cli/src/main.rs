@@ -13,6 +13,7 @@ mod group_bench;
 mod log;
 mod server;
 mod status;
+mod tpcc_plot;
 use mako_bench::{
     AbortReason, BenchConfig, BenchReport, ClusterBenchConfig, ClusterReport, Dist, FailoverReport,
     Progress, Protocol, ScalingReport, ShardMix, Workload,
@@ -281,9 +282,9 @@ struct BenchArgs {
     /// printed from 1 s before the crash to 3 s after by default).
     #[arg(long)]
     series: bool,
-    /// Cluster runs (micro workload, in-process or -f): draw the run as one SVG picture:
-    /// throughput per 100 ms, release latency over time, and the commit and release latency
-    /// distributions (log scale), with a leader crash marked.
+    /// Cluster runs (micro workload, in-process or -f) and TPC-C runs (single node, cluster or
+    /// -f): draw the run as one SVG picture: throughput per 100 ms, release latency over time,
+    /// and the commit and release latency distributions (log scale), with a leader crash marked.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "mako-bench-series.svg")]
     plot: Option<std::path::PathBuf>,
 }
@@ -502,6 +503,13 @@ fn bench_remote_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         mako_tpcc::TpccProgress::Running { .. } => loading.finish_and_clear(),
     })?;
     loading.finish_and_clear();
+    if let Some(path) = &args.plot {
+        write_tpcc_plot(
+            path,
+            &tpcc_plot::remote_figure(&report, &cfg.sources),
+            args.json,
+        )?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -1497,8 +1505,32 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
     }
 }
 
+/// Writes a TPC-C run's picture to `path` and says so (on stderr with `--json`).
+fn write_tpcc_plot(
+    path: &std::path::Path,
+    figure: &mako_bench::plot::Figure,
+    json: bool,
+) -> anyhow::Result<()> {
+    write_plot(path, mako_bench::plot::render(figure))?;
+    let line = format!(
+        "plot (throughput per {} ms, {}): {}",
+        figure.bucket_ms,
+        figure.latency_name,
+        path.display()
+    );
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+    Ok(())
+}
+
 fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
-    args.micro_cluster_only()?;
+    anyhow::ensure!(
+        args.kill_leader_at.is_none() && !args.series,
+        "--kill-leader-at and --series need a cluster run of the micro workload (--shards > 1 or --replicas)"
+    );
     anyhow::ensure!(
         (1..=1000).contains(&args.warehouses),
         "--warehouses must be between 1 and 1000"
@@ -1514,6 +1546,7 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         duration,
         seed: args.seed,
         scale: tpcc_scale(args),
+        durability: durability(args.durability),
         ..mako_tpcc::TpccConfig::default()
     };
     let live = std::io::stdout().is_terminal() && !args.json;
@@ -1589,6 +1622,9 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         if live {
             print!("\r\x1b[2K");
         }
+        if let Some(path) = &args.plot {
+            write_tpcc_plot(path, &tpcc_plot::cluster_figure(&r), args.json)?;
+        }
         if args.json {
             println!("{}", serde_json::to_string(&r)?);
         } else {
@@ -1661,6 +1697,9 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
     if live {
         print!("\r\x1b[2K");
     }
+    if let Some(path) = &args.plot {
+        write_tpcc_plot(path, &tpcc_plot::local_figure(&report), args.json)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -1706,10 +1745,21 @@ fn per_new_order(bytes: Option<f64>) -> String {
 /// The memory-per-NewOrder line and, for runs of a minute or more, the endurance lines.
 fn print_tpcc_memory(r: &mako_tpcc::TpccReport) {
     let m = &r.memory;
+    // In-process clusters hold every replica: compare with the payload of all of them.
+    let copies = if m.copies > 1 {
+        format!(
+            "{} replicas in this process: {} x{}; ",
+            m.copies,
+            per_new_order(m.payload_per_new_order),
+            m.copies
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "memory per NewOrder: {} resident growth vs {} payload ({}; target <= {}x), RSS {} after load -> {} at end",
+        "memory per NewOrder: {} resident growth vs {} payload ({copies}{}; target <= {}x), RSS {} after load -> {} at end",
         per_new_order(m.resident_per_new_order),
-        per_new_order(m.payload_per_new_order),
+        per_new_order(m.stored_payload_per_new_order),
         m.ratio
             .map_or_else(|| "n/a".to_string(), |x| format!("{x:.1}x")),
         m.target_ratio,

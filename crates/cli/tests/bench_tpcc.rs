@@ -52,3 +52,52 @@ fn json_report_has_memory_figures() {
     assert!(m["rss_after_load"].as_u64().unwrap() > 0, "{m}");
     assert!(v["endurance"].is_null(), "{v}");
 }
+
+/// A 1x3 in-process cluster holds three copies of every row: the memory line says so and
+/// compares the growth with the payload of all three.
+#[test]
+fn cluster_memory_line_counts_every_replica_in_the_process() {
+    let stdout = bench_tpcc(&["--shards", "1", "--replicas", "3"]);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("memory per NewOrder: "))
+        .unwrap_or_else(|| panic!("no memory line in:\n{stdout}"));
+    assert!(
+        line.contains(" payload (3 replicas in this process: ")
+            && line.contains(" B x3; ")
+            && line.contains("target <= 2x"),
+        "{line}"
+    );
+    // The stored payload is three times one copy's.
+    let num = |s: &str| -> f64 {
+        s.trim()
+            .trim_end_matches(" B")
+            .replace(',', "")
+            .parse()
+            .unwrap()
+    };
+    let stored = line
+        .split(" resident growth vs ")
+        .nth(1)
+        .and_then(|r| r.split(" payload (").next());
+    let one = line
+        .split("in this process: ")
+        .nth(1)
+        .and_then(|r| r.split(" x3;").next());
+    let (stored, one) = (
+        num(stored.expect("stored payload")),
+        num(one.expect("one copy")),
+    );
+    assert!((stored - 3.0 * one).abs() <= 3.0, "{line}");
+}
+
+#[test]
+fn cluster_json_report_has_the_copies() {
+    let stdout = bench_tpcc(&["--shards", "1", "--replicas", "3", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let m = &v["tpcc"]["memory"];
+    assert_eq!(m["copies"].as_u64(), Some(3), "{m}");
+    let one = m["payload_per_new_order"].as_f64().unwrap();
+    let all = m["stored_payload_per_new_order"].as_f64().unwrap();
+    assert!((all - 3.0 * one).abs() < 1e-6 * all, "{m}");
+}

@@ -34,7 +34,7 @@ fn tpcc_runs_over_tcp_as_server_side_procedures_on_two_shards() {
     let logs = dir.path().join("logs");
     let mut d = Deployment::start(
         Path::new(env!("CARGO_BIN_EXE_mako")),
-        &[file],
+        std::slice::from_ref(&file),
         &[],
         Output::Files(logs.clone()),
         Some("info"),
@@ -73,7 +73,54 @@ fn tpcc_runs_over_tcp_as_server_side_procedures_on_two_shards() {
         }
     };
     eprintln!("{r}");
+    // `mako bench -f ... --workload tpcc --plot`: the picture of a run against the deployment.
+    let svg_path = dir.path().join("remote-tpcc.svg");
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_mako"))
+        .arg("bench")
+        .arg("-f")
+        .arg(&file)
+        .args([
+            "--workload",
+            "tpcc",
+            "--warehouses",
+            "2",
+            "--clients",
+            "2",
+            "--small",
+            "--duration",
+            "0.5",
+            "--plot",
+        ])
+        .arg(&svg_path)
+        .output()
+        .expect("mako runs");
+    let svg = std::fs::read_to_string(&svg_path).unwrap_or_default();
     d.shutdown(Duration::from_secs(10));
+    assert!(
+        cli.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&cli.stdout),
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    for p in [
+        "workload tpcc, 2 shard(s) x 3 replicas, durability memory, 2 warehouse(s), 2 client(s)",
+        "cross-shard",
+        "released/s",
+        "NewOrder/s",
+        "release latency per bucket (log scale)",
+        "release latency (client-observed): distribution (log scale)",
+    ] {
+        assert!(svg.contains(p), "picture lacks {p:?}: {svg}");
+    }
+    assert!(svg.trim_end().ends_with("</svg>"));
+
+    // The series: released (= committed) and release latency per 100 ms over the 3 s.
+    assert_eq!((r.series.len(), r.bucket_ms), (30, 100));
+    let released: u64 = r.series.iter().map(|b| b.released).sum();
+    let committed: u64 = r.series.iter().map(|b| b.committed).sum();
+    assert_eq!(released, committed);
+    assert!(released > 0 && released <= r.released, "{released}");
+    assert_eq!(r.release_latency.len(), 41);
 
     assert_eq!(r.shards_used, 2, "two warehouses over two shards");
     assert!(

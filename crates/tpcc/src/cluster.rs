@@ -29,6 +29,7 @@ use crate::driver::{TpccProgress, TpccReport, Worker, run_workers};
 use crate::loader::{LoadSink, populate};
 use crate::random::NuRandC;
 use crate::schema::TABLE_NAMES;
+use crate::series::{self, Quantile};
 use crate::terminal::Terminal;
 use crate::txn::{TxnError, TxnKind};
 
@@ -84,7 +85,10 @@ pub struct ClusterTpccReport {
     pub shards: usize,
     /// Replicas per shard.
     pub replicas: u32,
-    /// The TPC-C figures; latencies are begin-to-speculative-commit.
+    /// Durability of every replica's log (`memory`, `buffered`, `fsync`).
+    pub durability: String,
+    /// The TPC-C figures; latencies are begin-to-speculative-commit, and the series counts
+    /// speculative commits and observed releases per bucket.
     pub tpcc: TpccReport,
     /// Committed transactions that spanned more than one shard.
     pub distributed: u64,
@@ -100,6 +104,8 @@ pub struct ClusterTpccReport {
     pub replay_lag_p99_us: f64,
     /// Release latency per transaction type, in [`TxnKind::ALL`] order.
     pub release_by_type: Vec<ReleaseStats>,
+    /// Release latency of all types, p0 to p99.99.
+    pub release_latency: Vec<Quantile>,
     /// Commits still unreleased when the measured phase ended.
     pub unreleased_at_end: u64,
     /// Commits that were never released (timed out after the run).
@@ -288,22 +294,26 @@ struct ClusterWorker<'c> {
 }
 
 impl ClusterWorker<'_> {
-    fn settle(&mut self) {
+    /// Records the releases observed now, oldest first (until the first unreleased commit).
+    fn settle(&mut self, series: &mut series::Recorder) {
         while self
             .pending
             .front()
             .is_some_and(|(_, _, s)| s.is_released())
         {
             if let Some((t0, kind, _)) = self.pending.pop_front() {
-                self.record(t0, kind);
+                self.record(t0, kind, series);
             }
         }
     }
 
-    fn record(&mut self, t0: Instant, kind: TxnKind) {
-        let ns = (t0.elapsed().as_nanos() as u64).max(1);
+    fn record(&mut self, t0: Instant, kind: TxnKind, series: &mut series::Recorder) {
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(t0);
+        let ns = (latency.as_nanos() as u64).max(1);
         self.release.saturating_record(ns);
         self.release_by[kind.index()].saturating_record(ns);
+        series.released(now, latency);
     }
 }
 
@@ -314,21 +324,21 @@ impl<'c> Worker for ClusterWorker<'c> {
         &self.backend
     }
 
-    fn committed(&mut self, kind: TxnKind, t0: Instant) {
+    fn committed(&mut self, kind: TxnKind, t0: Instant, series: &mut series::Recorder) {
         if let Some((spec, distributed)) = self.backend.last.take() {
             self.distributed += u64::from(distributed);
             self.pending.push_back((t0, kind, spec));
         }
-        self.settle();
+        self.settle(series);
     }
 
-    fn finish(&mut self) {
-        self.settle();
+    fn finish(&mut self, series: &mut series::Recorder) {
+        self.settle(series);
         self.unreleased_at_end = self.pending.len() as u64;
         let pending: Vec<_> = self.pending.drain(..).collect();
         for (t0, kind, s) in pending {
             if s.wait_release(SETTLE).is_ok() {
-                self.record(t0, kind);
+                self.record(t0, kind, series);
             } else {
                 self.never_released += 1;
             }
@@ -466,6 +476,7 @@ pub fn run_cluster(
             timeout: Duration::from_secs(10),
             ..SiteConfig::default()
         },
+        durability: cfg.durability,
         ..ClusterConfig::default()
     })
     .map_err(ClusterTpccError::from)?;
@@ -520,6 +531,8 @@ pub fn run_cluster(
     let (mut tpcc, done) = run_workers(workers_v, cfg, cfg.warehouses, cfg.scale, progress)?;
     tpcc.load_secs = load_secs;
     tpcc.rows_loaded = rows_loaded;
+    // Every replica of every shard lives in this process: the figures count them all.
+    tpcc.memory = tpcc.memory.with_copies(replicas);
     let mut release = new_hist();
     let mut release_by: Vec<Histogram<u64>> = (0..TxnKind::ALL.len()).map(|_| new_hist()).collect();
     let (mut distributed, mut unreleased_at_end, mut never_released) = (0, 0, 0);
@@ -565,6 +578,7 @@ pub fn run_cluster(
     Ok(ClusterTpccReport {
         shards: map.shards(),
         replicas,
+        durability: cfg.durability.as_str().to_owned(),
         distributed,
         distributed_pct: if tpcc.committed == 0 {
             0.0
@@ -584,6 +598,7 @@ pub fn run_cluster(
                 p999_us: q(h, 0.999),
             })
             .collect(),
+        release_latency: series::latency_curve(&release),
         replay_lag_p99_us: if lag.is_empty() {
             0.0
         } else {

@@ -3,6 +3,8 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
+use mako_logstore::Durability;
+
 use crate::txn::{DataError, TxnError};
 
 /// Districts per warehouse (fixed by the spec).
@@ -133,6 +135,9 @@ pub struct TpccConfig {
     pub shards: usize,
     /// Seed of the loader's and the workers' random generators.
     pub seed: u64,
+    /// Durability of every replica's log in a [`run_cluster`](crate::run_cluster) run (single-node
+    /// runs keep no log).
+    pub durability: Durability,
 }
 
 impl Default for TpccConfig {
@@ -149,6 +154,7 @@ impl Default for TpccConfig {
             rollback_pct: 1.0,
             shards: 1,
             seed: 42,
+            durability: Durability::Memory,
         }
     }
 }

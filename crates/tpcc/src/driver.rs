@@ -14,6 +14,7 @@ use crate::endurance::{self, Endurance};
 use crate::loader::LoadProgress;
 use crate::mem::{MemoryFigures, rss_bytes};
 use crate::payload::Payload;
+use crate::series::{self, Bucket, Quantile};
 use crate::terminal::Terminal;
 use crate::txn::{TxnError, TxnInput, TxnKind};
 
@@ -100,6 +101,12 @@ pub struct TpccReport {
     pub memory: MemoryFigures,
     /// First and last minute of the measured phase (`None` for runs shorter than a minute).
     pub endurance: Option<Endurance>,
+    /// Width of a bucket of `series`, ms.
+    pub bucket_ms: u64,
+    /// Commits, aborts and (on a cluster) releases per bucket over the measured phase.
+    pub series: Vec<Bucket>,
+    /// Latency (first attempt's start to commit) of all types, p0 to p99.99.
+    pub commit_latency: Vec<Quantile>,
 }
 
 impl TpccReport {
@@ -150,10 +157,11 @@ pub(crate) trait Worker: Send {
     type B: Backend;
     /// The backend.
     fn backend(&self) -> &Self::B;
-    /// Called after each committed transaction of type `kind` that started (first attempt) at `t0`.
-    fn committed(&mut self, _kind: TxnKind, _t0: Instant) {}
-    /// Called once when the measured phase is over.
-    fn finish(&mut self) {}
+    /// Called after each committed transaction of type `kind` that started (first attempt) at
+    /// `t0`; releases observed here go to `series`.
+    fn committed(&mut self, _kind: TxnKind, _t0: Instant, _series: &mut series::Recorder) {}
+    /// Called once when the measured phase is over; releases observed here go to `series`.
+    fn finish(&mut self, _series: &mut series::Recorder) {}
 }
 
 /// The one-shard in-process worker: no hooks.
@@ -206,8 +214,9 @@ pub(crate) fn run_workers<W: Worker>(
                 let (stop, failure) = (&stop, &failure);
                 s.spawn(move || {
                     let windows = endurance::Recorder::new(started, total);
-                    let r = worker(&mut w, term, c, stop, windows);
-                    w.finish();
+                    let recorder = series::Recorder::new(started, total);
+                    let mut r = worker(&mut w, term, c, stop, windows, recorder);
+                    w.finish(&mut r.0.series);
                     if let Err(e) = &r.1 {
                         stop.store(true, Ordering::Relaxed);
                         if let Ok(mut f) = failure.lock() {
@@ -245,7 +254,8 @@ pub(crate) fn run_workers<W: Worker>(
             });
         }
         stop.store(true, Ordering::Relaxed);
-        let mut outs: Option<WorkerOut> = Some(WorkerOut::new(None));
+        let mut outs: Option<WorkerOut> =
+            Some(WorkerOut::new(None, series::Recorder::new(started, total)));
         let mut done = Vec::with_capacity(threads);
         for h in handles {
             match (h.join(), &mut outs) {
@@ -268,6 +278,10 @@ pub(crate) fn run_workers<W: Worker>(
         return Err(TpccError::WorkerPanicked);
     };
     let hists = &outs.hists;
+    let mut all_types = new_histogram();
+    for h in hists {
+        let _ = all_types.add(h);
+    }
     if let Some(e) = failure.into_inner().ok().flatten() {
         return Err(e);
     }
@@ -325,23 +339,29 @@ pub(crate) fn run_workers<W: Worker>(
         by_type,
         memory,
         endurance: outs.windows.as_ref().map(endurance::Recorder::endurance),
+        bucket_ms: series::BUCKET.as_millis() as u64,
+        series: outs.series.series(series::buckets_for(cfg.duration)),
+        commit_latency: series::latency_curve(&all_types),
     };
     Ok((report, workers))
 }
 
-/// What one worker recorded: per-type latency, the payload of its commits, its endurance windows.
+/// What one worker recorded: per-type latency, the payload of its commits, its endurance
+/// windows and its per-100 ms series.
 struct WorkerOut {
     hists: Vec<Histogram<u64>>,
     payload: Payload,
     windows: Option<endurance::Recorder>,
+    series: series::Recorder,
 }
 
 impl WorkerOut {
-    fn new(windows: Option<endurance::Recorder>) -> Self {
+    fn new(windows: Option<endurance::Recorder>, series: series::Recorder) -> Self {
         WorkerOut {
             hists: (0..5).map(|_| new_histogram()).collect(),
             payload: Payload::default(),
             windows,
+            series,
         }
     }
 
@@ -351,6 +371,7 @@ impl WorkerOut {
             let _ = acc.add(h);
         }
         self.payload += o.payload;
+        self.series.merge(o.series);
         match (&mut self.windows, o.windows) {
             (Some(mine), Some(theirs)) => mine.merge(&theirs),
             (mine @ None, theirs) => *mine = theirs,
@@ -366,8 +387,9 @@ fn worker<W: Worker>(
     c: &Counters,
     stop: &AtomicBool,
     windows: Option<endurance::Recorder>,
+    recorder: series::Recorder,
 ) -> (WorkerOut, Result<(), TxnError>) {
-    let mut out = WorkerOut::new(windows);
+    let mut out = WorkerOut::new(windows, recorder);
     'txns: while !stop.load(Ordering::Relaxed) {
         let kind = term.next_kind();
         let input: TxnInput = term.next_input(kind);
@@ -384,8 +406,9 @@ fn worker<W: Worker>(
                     if let Some(win) = &mut out.windows {
                         win.committed(now, kind, ns);
                     }
+                    out.series.committed(now, kind);
                     c.committed[k].fetch_add(1, Ordering::Relaxed);
-                    w.committed(kind, t0);
+                    w.committed(kind, t0, &mut out.series);
                     break;
                 }
                 Err(TxnError::Rollback) => {
@@ -394,9 +417,11 @@ fn worker<W: Worker>(
                 }
                 Err(TxnError::Abort(_)) => {
                     c.aborted[k].fetch_add(1, Ordering::Relaxed);
+                    out.series.aborted(Instant::now());
                 }
                 Err(TxnError::Data(e)) => {
                     c.aborted[k].fetch_add(1, Ordering::Relaxed);
+                    out.series.aborted(Instant::now());
                     data_errors += 1;
                     if data_errors >= MAX_DATA_RETRIES {
                         return (out, Err(TxnError::Data(e)));

@@ -73,6 +73,7 @@ pub mod procedures;
 pub mod random;
 mod remote;
 pub mod schema;
+mod series;
 mod terminal;
 mod txn;
 
@@ -91,6 +92,7 @@ pub use remote::{
     LOAD_BATCH, LOAD_BATCH_BYTES, RemoteCheck, RemoteOptions, RemoteTpccError, RemoteTpccReport,
     RemoteTxnStats, run_remote,
 };
+pub use series::{BUCKET, Bucket, Quantile};
 pub use terminal::Terminal;
 pub use txn::{
     CustomerSel, DataError, DeliveryInput, DeliveryOutput, LastOrder, NewOrderInput,

@@ -39,9 +39,14 @@ pub struct MemoryFigures {
     pub payload: Payload,
     /// Resident growth divided by the NewOrders committed, bytes (negative if memory shrank).
     pub resident_per_new_order: Option<f64>,
-    /// Net payload divided by the NewOrders committed, bytes.
+    /// Net payload divided by the NewOrders committed, bytes (one copy of the data).
     pub payload_per_new_order: Option<f64>,
-    /// Resident growth per NewOrder over payload per NewOrder.
+    /// Copies of every row this process holds: the replicas of a shard in an in-process
+    /// cluster run (each shard's rows live in all of them), 1 on a single node.
+    pub copies: u32,
+    /// Payload per NewOrder times `copies`: what the process stores at the least, bytes.
+    pub stored_payload_per_new_order: Option<f64>,
+    /// Resident growth per NewOrder over the stored payload per NewOrder (all copies).
     pub ratio: Option<f64>,
     /// The target for `ratio`: at most this.
     pub target_ratio: f64,
@@ -62,10 +67,6 @@ impl MemoryFigures {
             _ => None,
         };
         let payload_per_new_order = per_no(payload.net() as f64);
-        let ratio = match (resident_per_new_order, payload_per_new_order) {
-            (Some(r), Some(p)) if p > 0.0 => Some(r / p),
-            _ => None,
-        };
         MemoryFigures {
             rss_after_load,
             rss_at_end,
@@ -73,9 +74,29 @@ impl MemoryFigures {
             payload,
             resident_per_new_order,
             payload_per_new_order,
-            ratio,
+            copies: 1,
+            stored_payload_per_new_order: payload_per_new_order,
+            ratio: None,
             target_ratio: TARGET_RATIO,
         }
+        .with_copies(1)
+    }
+
+    /// The same figures for a process holding `copies` copies of every row (the replicas
+    /// of an in-process cluster): the payload it stores, and the ratio, count them all.
+    pub fn with_copies(mut self, copies: u32) -> Self {
+        let copies = copies.max(1);
+        self.copies = copies;
+        self.stored_payload_per_new_order =
+            self.payload_per_new_order.map(|p| p * f64::from(copies));
+        self.ratio = match (
+            self.resident_per_new_order,
+            self.stored_payload_per_new_order,
+        ) {
+            (Some(r), Some(p)) if p > 0.0 => Some(r / p),
+            _ => None,
+        };
+        self
     }
 }
 
@@ -118,5 +139,23 @@ mod tests {
         let none = MemoryFigures::new(None, Some(5), 2, payload);
         assert_eq!((none.resident_per_new_order, none.ratio), (None, None));
         assert_eq!(MemoryFigures::new(Some(1), Some(5), 0, payload).ratio, None);
+        assert_eq!((f.copies, f.stored_payload_per_new_order), (1, Some(400.0)));
+    }
+
+    #[test]
+    fn replicas_in_the_process_multiply_the_stored_payload() {
+        let payload = Payload {
+            inserted: 1_000,
+            deleted: 200,
+            updated_growth: 0,
+        };
+        let f = MemoryFigures::new(Some(1_000_000), Some(1_012_000), 2, payload).with_copies(3);
+        assert_eq!(f.resident_per_new_order, Some(6_000.0));
+        // The payload of one copy is unchanged; the ratio compares with all three.
+        assert_eq!(f.payload_per_new_order, Some(400.0));
+        assert_eq!(f.copies, 3);
+        assert_eq!(f.stored_payload_per_new_order, Some(1_200.0));
+        assert_eq!(f.ratio, Some(5.0));
+        assert_eq!(f.clone().with_copies(0).copies, 1);
     }
 }

@@ -35,6 +35,7 @@ use crate::procedures::{
     CHECK, CheckArgs, CheckReply, LOAD, LoadArgs, LoadRow, TXN, TxnArgs, TxnReply,
 };
 use crate::random::NuRandC;
+use crate::series::{self, Bucket, Quantile};
 use crate::terminal::Terminal;
 use crate::txn::TxnKind;
 
@@ -198,6 +199,13 @@ pub struct RemoteTpccReport {
     pub by_type: Vec<RemoteTxnStats>,
     /// Consistency conditions 1–4 on each shard leader (empty if not asked for).
     pub checks: Vec<RemoteCheck>,
+    /// Width of a bucket of `series`, ms.
+    pub bucket_ms: u64,
+    /// Released (the client saw the commit: `committed` = `released`), aborted attempts and
+    /// release latency per bucket.
+    pub series: Vec<Bucket>,
+    /// Client-observed release latency of all types, p0 to p99.99.
+    pub release_latency: Vec<Quantile>,
 }
 
 impl RemoteTpccReport {
@@ -403,6 +411,9 @@ pub fn run_remote(
         release_p999_us: q(&all, 0.999),
         by_type,
         checks,
+        bucket_ms: series::BUCKET.as_millis() as u64,
+        series: run.series.series(series::buckets_for(opts.duration)),
+        release_latency: series::latency_curve(&all),
     })
 }
 
@@ -550,6 +561,7 @@ impl Totals {
 struct Run {
     totals: Totals,
     hists: Vec<Histogram<u64>>,
+    series: series::Recorder,
     secs: f64,
 }
 
@@ -592,7 +604,8 @@ fn measure(
                 );
                 let (live, stop) = (&*live[i], &stop);
                 let client = Client::new(ccfg.clone());
-                s.spawn(move || terminal(client, term, map, live, stop, deadline))
+                let rec = series::Recorder::new(started, opts.duration);
+                s.spawn(move || terminal(client, term, map, live, stop, deadline, rec))
             })
             .collect();
         let total = opts.duration;
@@ -625,10 +638,12 @@ fn measure(
     let secs = opts.duration.as_secs_f64();
     let mut totals = Totals::default();
     let mut hists: Vec<Histogram<u64>> = (0..5).map(|_| new_hist()).collect();
+    let mut all_series = series::Recorder::new(started, opts.duration);
     let mut first_error = None;
     for r in results {
-        let (t, hs, err) = r.map_err(|_| RemoteTpccError::Panicked)?;
+        let (t, hs, rec, err) = r.map_err(|_| RemoteTpccError::Panicked)?;
         totals.add(t);
+        all_series.merge(rec);
         for (acc, h) in hists.iter_mut().zip(&hs) {
             let _ = acc.add(h);
         }
@@ -642,6 +657,7 @@ fn measure(
     Ok(Run {
         totals,
         hists,
+        series: all_series,
         secs,
     })
 }
@@ -656,13 +672,14 @@ fn terminal(
     live: &Live,
     stop: &AtomicBool,
     deadline: Instant,
-) -> (Totals, Vec<Histogram<u64>>, Option<RemoteTpccError>) {
+    mut rec: series::Recorder,
+) -> Outcome {
     let mut t = Totals::default();
     let mut hists: Vec<Histogram<u64>> = (0..5).map(|_| new_hist()).collect();
     let shard = map.shard_of(term.home()) as u32;
-    let fail = |t: Totals, hists, e| {
+    let fail = |t: Totals, hists, rec, e| {
         stop.store(true, Ordering::Relaxed);
-        (t, hists, Some(e))
+        (t, hists, rec, Some(e))
     };
     'txns: while !stop.load(Ordering::Relaxed) {
         let kind = term.next_kind();
@@ -674,7 +691,7 @@ fn terminal(
         };
         let args = match postcard::to_stdvec(&args) {
             Ok(a) => a,
-            Err(e) => return fail(t, hists, RemoteTpccError::Encode(e)),
+            Err(e) => return fail(t, hists, rec, RemoteTpccError::Encode(e)),
         };
         let t0 = Instant::now();
         loop {
@@ -682,15 +699,19 @@ fn terminal(
                 Ok(bytes) => {
                     let reply: TxnReply = match postcard::from_bytes(&bytes) {
                         Ok(r) => r,
-                        Err(e) => return fail(t, hists, RemoteTpccError::Reply(TXN, e)),
+                        Err(e) => return fail(t, hists, rec, RemoteTpccError::Reply(TXN, e)),
                     };
                     if Instant::now() > deadline {
                         break 'txns;
                     }
                     match reply {
                         TxnReply::Committed { distributed } => {
-                            let ns = (t0.elapsed().as_nanos() as u64).max(1);
+                            let now = Instant::now();
+                            let latency = now.saturating_duration_since(t0);
+                            let ns = (latency.as_nanos() as u64).max(1);
                             hists[k].saturating_record(ns);
+                            rec.committed(now, kind);
+                            rec.released(now, latency);
                             t.released[k] += 1;
                             t.distributed += u64::from(distributed);
                             live.released.fetch_add(1, Ordering::Relaxed);
@@ -710,6 +731,7 @@ fn terminal(
                 Err(ClientError::Aborted { reason, retryable }) => {
                     t.aborts[k] += 1;
                     live.aborted.fetch_add(1, Ordering::Relaxed);
+                    rec.aborted(Instant::now());
                     let conflict = reason == "conflict";
                     *t.reasons.entry(reason).or_default() += 1;
                     if !retryable {
@@ -727,9 +749,17 @@ fn terminal(
                     t.unknown[k] += 1;
                     break;
                 }
-                Err(error) => return fail(t, hists, RemoteTpccError::Txn { kind, error }),
+                Err(error) => return fail(t, hists, rec, RemoteTpccError::Txn { kind, error }),
             }
         }
     }
-    (t, hists, None)
+    (t, hists, rec, None)
 }
+
+/// What one terminal hands back: its counts, latency per type, series, and its error if any.
+type Outcome = (
+    Totals,
+    Vec<Histogram<u64>>,
+    series::Recorder,
+    Option<RemoteTpccError>,
+);

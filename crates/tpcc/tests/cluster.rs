@@ -63,4 +63,26 @@ fn one_shard_three_replicas_run_is_consistent_everywhere() {
     let r = run(1, 2, 2);
     assert_eq!(r.distributed, 0);
     assert!(r.release_p50_us > 0.0);
+    assert_eq!(r.durability, "memory");
+    // The series: speculative commits and observed releases per 100 ms over the 2 s run.
+    let s = &r.tpcc.series;
+    assert_eq!(s.len(), 20);
+    let released: u64 = s.iter().map(|b| b.released).sum();
+    let committed: u64 = s.iter().map(|b| b.committed).sum();
+    assert!(released > 0 && released <= r.tpcc.committed, "{released}");
+    assert!(
+        committed > 0 && committed <= r.tpcc.committed,
+        "{committed}"
+    );
+    // Every bucket with releases has its release latency, and p50 <= p99.
+    for b in s {
+        assert_eq!(b.released > 0, b.release_p50_us.is_some(), "{b:?}");
+        if let (Some(p50), Some(p99)) = (b.release_p50_us, b.release_p99_us) {
+            assert!(p50 <= p99, "{b:?}");
+        }
+    }
+    let c = &r.release_latency;
+    assert_eq!(c.len(), 41);
+    assert!(c.windows(2).all(|w| w[0].us <= w[1].us));
+    assert_eq!(r.tpcc.commit_latency.len(), 41);
 }

@@ -75,6 +75,28 @@ fn short_multithreaded_run_is_consistent() {
     assert!(w1.ytd > INITIAL_W_YTD);
     let json = serde_json::to_string(&report).unwrap();
     assert!(json.contains("\"tpmc\"") && json.contains("\"new_order\""));
+    // The per-100 ms series covers the measured phase; it counts the commits inside it.
+    let s = &report.series;
+    assert_eq!((s.len(), report.bucket_ms), (15, 100));
+    assert!(
+        s.iter()
+            .enumerate()
+            .all(|(i, b)| b.start_ms == i as u64 * 100)
+    );
+    let sum = |f: fn(&mako_tpcc::Bucket) -> u64| s.iter().map(f).sum::<u64>();
+    assert!((1..=report.committed).contains(&sum(|b| b.committed)));
+    assert!((1..=no.committed).contains(&sum(|b| b.new_orders)));
+    assert!(sum(|b| b.aborted) <= report.aborted);
+    // Nothing is replicated: no releases.
+    assert_eq!(sum(|b| b.released), 0);
+    assert!(s.iter().all(|b| b.release_p50_us.is_none()));
+    let c = &report.commit_latency;
+    assert_eq!(c.len(), 41);
+    assert!(
+        c.windows(2)
+            .all(|w| w[0].pct < w[1].pct && w[0].us <= w[1].us)
+    );
+    assert!(c[0].us > 0.0);
 }
 
 #[test]

@@ -1,0 +1,270 @@
+//! `mako bench --workload tpcc --plot FILE`: single-node and 1x3 cluster runs write one
+//! well-formed SVG whose title names the run's parameters and which draws every series.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+fn mako(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mako"))
+        .args(args)
+        .output()
+        .expect("mako runs")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Checks that `svg` is well-formed XML as far as tags go (every element closed in order,
+/// quoted attributes, `&` only in entities, one root) and counts the elements by name.
+fn well_formed(svg: &str) -> Result<BTreeMap<String, usize>, String> {
+    fn text_ok(t: &str) -> Result<(), String> {
+        let mut rest = t;
+        while let Some(i) = rest.find('&') {
+            rest = &rest[i + 1..];
+            let semi = rest.find(';').ok_or(format!("bare '&' in {t:?}"))?;
+            let ent = &rest[..semi];
+            let ok = matches!(ent, "amp" | "lt" | "gt" | "quot" | "apos")
+                || ent.strip_prefix('#').is_some_and(|n| {
+                    n.parse::<u32>().is_ok()
+                        || n.strip_prefix('x')
+                            .is_some_and(|h| u32::from_str_radix(h, 16).is_ok())
+                });
+            if !ok {
+                return Err(format!("bad entity &{ent};"));
+            }
+        }
+        if t.contains('>') {
+            return Err(format!("stray '>' in {t:?}"));
+        }
+        Ok(())
+    }
+    let mut stack: Vec<String> = Vec::new();
+    let mut seen = BTreeMap::new();
+    let mut rest = svg.trim_start();
+    if rest.starts_with("<?xml") {
+        rest = &rest[rest.find("?>").ok_or("unterminated declaration")? + 2..];
+    }
+    while let Some(lt) = rest.find('<') {
+        let text = &rest[..lt];
+        text_ok(text)?;
+        if stack.is_empty() && !text.trim().is_empty() {
+            return Err(format!("text outside the root: {text:?}"));
+        }
+        rest = &rest[lt + 1..];
+        let mut quote = None;
+        let mut end = None;
+        for (i, c) in rest.char_indices() {
+            match (quote, c) {
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '>') => {
+                    end = Some(i);
+                    break;
+                }
+                (None, '<') => return Err("'<' inside a tag".into()),
+                _ => {}
+            }
+        }
+        let end = end.ok_or("unterminated tag")?;
+        let tag = &rest[..end];
+        rest = &rest[end + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            match stack.pop() {
+                Some(open) if open == name.trim() => continue,
+                other => return Err(format!("</{name}> closes {other:?}")),
+            }
+        }
+        let self_closing = tag.ends_with('/');
+        let tag = tag.trim_end_matches('/');
+        let name: String = tag.chars().take_while(|c| !c.is_whitespace()).collect();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!("bad element name in <{tag}>"));
+        }
+        if stack.is_empty() && seen.contains_key("svg") {
+            return Err(format!("second root <{name}>"));
+        }
+        let mut attrs = tag[name.len()..].trim();
+        while !attrs.is_empty() {
+            let eq = attrs
+                .find('=')
+                .ok_or(format!("attribute without value in <{tag}>"))?;
+            let q = attrs[eq + 1..].chars().next().ok_or("missing quote")?;
+            if q != '"' && q != '\'' {
+                return Err(format!("unquoted attribute in <{tag}>"));
+            }
+            let close = attrs[eq + 2..].find(q).ok_or("unterminated attribute")?;
+            text_ok(&attrs[eq + 2..eq + 2 + close])?;
+            attrs = attrs[eq + 2 + close + 1..].trim_start();
+        }
+        *seen.entry(name.clone()).or_insert(0) += 1;
+        if !self_closing {
+            stack.push(name);
+        }
+    }
+    if !rest.trim().is_empty() {
+        return Err(format!("text after the root: {rest:?}"));
+    }
+    match (stack.is_empty(), seen.contains_key("svg")) {
+        (true, true) => Ok(seen),
+        (true, false) => Err("no <svg> root".into()),
+        (false, _) => Err(format!("unclosed elements {stack:?}")),
+    }
+}
+
+/// Point counts of the data lines drawn in `rgb` (legend samples have 2 points).
+fn lines(svg: &str, rgb: &str) -> Vec<usize> {
+    let stroke = format!("stroke=\"#{rgb}\"");
+    svg.split("<polyline")
+        .skip(1)
+        .map(|p| &p[..p.find("/>").unwrap_or(p.len())])
+        .filter(|p| p.contains(&stroke))
+        .map(|p| {
+            let pts = p.split("points=\"").nth(1).unwrap_or("");
+            pts[..pts.find('"').unwrap_or(0)].split_whitespace().count()
+        })
+        .filter(|&n| n > 2)
+        .collect()
+}
+
+/// Line colors (as the plotting crate writes them).
+const BLUE: &str = "08519C";
+const LIGHT_BLUE: &str = "78AAD2";
+const GREEN: &str = "2CA02C";
+const ORANGE_RED: &str = "E6550D";
+const ORANGE: &str = "E67814";
+const P50: &str = "31A354";
+const P99: &str = "756BB1";
+/// Points of a latency distribution curve (p0 to p99.99).
+const CURVE: usize = 41;
+/// Buckets of a 0.5 s run.
+const BUCKETS: usize = 5;
+
+/// Runs a small TPC-C bench with `--plot` and returns the picture after checking it is
+/// well-formed and that stdout names it.
+fn plotted(extra: &[&str]) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("tpcc.svg");
+    let mut args = vec![
+        "bench",
+        "--workload",
+        "tpcc",
+        "--small",
+        "--duration",
+        "0.5",
+        "--plot",
+        path.to_str().expect("utf-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    let out = mako(&args);
+    let stdout = ok(&out);
+    // The plot line goes to stdout, or to stderr with --json.
+    let said = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(&path.display().to_string()), "{said}");
+    let svg = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()));
+    let elements = well_formed(&svg).unwrap_or_else(|e| panic!("{e}\n{svg}"));
+    assert!(
+        elements.get("text").copied().unwrap_or(0) > 10,
+        "{elements:?}"
+    );
+    svg
+}
+
+fn assert_contains(svg: &str, parts: &[&str]) {
+    for p in parts {
+        assert!(svg.contains(p), "picture lacks {p:?}");
+    }
+}
+
+#[test]
+fn single_node_tpcc_plot_draws_commits_new_orders_aborts_and_commit_latency() {
+    let svg = plotted(&[]);
+    assert_contains(
+        &svg,
+        &[
+            "workload tpcc",
+            "1 warehouse(s)",
+            "1 worker(s)",
+            "single node (1 shard x 1 replica, no replication)",
+            "durability none (no log)",
+            "cross-shard 0.0% of commits",
+            "tpmC",
+            "committed/s",
+            "NewOrder/s",
+            "aborted attempts/s",
+            "commit latency (begin of first attempt to commit, all types)",
+        ],
+    );
+    assert_eq!(lines(&svg, BLUE), [BUCKETS], "committed/s");
+    assert_eq!(lines(&svg, GREEN), [BUCKETS], "NewOrder/s");
+    assert_eq!(lines(&svg, ORANGE_RED), [BUCKETS], "aborted/s");
+    assert_eq!(lines(&svg, ORANGE), [CURVE], "commit distribution");
+    // No replication: no release latency panel.
+    assert!(!svg.contains("release latency per bucket"));
+    assert!(lines(&svg, P50).is_empty());
+}
+
+#[test]
+fn cluster_tpcc_plot_draws_releases_and_release_latency() {
+    let svg = plotted(&["--shards", "1", "--replicas", "3"]);
+    assert_contains(
+        &svg,
+        &[
+            "workload tpcc",
+            "1 shard(s) x 3 replicas",
+            "raft",
+            "durability memory",
+            "1 warehouse(s)",
+            "1 worker(s)",
+            "cross-shard 0.0% of commits",
+            "released/s",
+            "speculative commits/s",
+            "NewOrder/s",
+            "aborted attempts/s",
+            "release latency per bucket (log scale)",
+            "release p50",
+            "release p99",
+            "commit (begin to speculative commit)",
+            "release (begin to release)",
+        ],
+    );
+    // Released per bucket and the release distribution share a color.
+    let mut blue = lines(&svg, BLUE);
+    blue.sort_unstable();
+    assert_eq!(
+        blue,
+        [BUCKETS, CURVE],
+        "released/s and release distribution"
+    );
+    assert_eq!(lines(&svg, LIGHT_BLUE), [BUCKETS], "speculative/s");
+    assert_eq!(lines(&svg, GREEN), [BUCKETS], "NewOrder/s");
+    assert_eq!(lines(&svg, ORANGE_RED), [BUCKETS], "aborted/s");
+    assert_eq!(lines(&svg, ORANGE), [CURVE], "commit distribution");
+    // Release latency over time: a point per bucket with releases (a bucket without any
+    // splits the line).
+    for color in [P50, P99] {
+        let l = lines(&svg, color);
+        assert!(!l.is_empty() && l.iter().sum::<usize>() <= BUCKETS, "{l:?}");
+    }
+}
+
+#[test]
+fn cluster_tpcc_plot_names_the_durability_asked_for() {
+    let svg = plotted(&[
+        "--shards",
+        "1",
+        "--replicas",
+        "3",
+        "--durability",
+        "buffered",
+        "--json",
+    ]);
+    assert_contains(&svg, &["1 shard(s) x 3 replicas", "durability buffered"]);
+}
