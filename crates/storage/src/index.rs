@@ -50,14 +50,16 @@ impl PartialOrd for IKey {
 ///
 /// `scc::TreeIndex` (a B+ tree with lock-free reads) won the index benchmark
 /// (`cargo bench -p mako-storage --bench index`) against a skip list, masstree,
-/// ferntree and a locked `BTreeMap`. The tree is the one authority on which keys exist.
-/// Point look-ups go through a hash cache first: a key found in the tree by a look-up is
-/// cached (rows only inserted, or only scanned, never take room in it). Since records are
-/// never removed, a cached entry is always the tree's record for its key.
+/// ferntree and a locked `BTreeMap`. The tree is the one authority on which keys exist;
+/// point look-ups go through a hash index of the same records first (micro workload, one
+/// worker: about 1.25x the look-ups per second, for about 70 B more per key). A record
+/// enters the hash right after the tree, and a look-up that misses the hash falls back to
+/// the tree (and fills the hash in). Since records are never removed, a hash entry is
+/// always the tree's record for its key.
 #[derive(Default)]
 pub(crate) struct Index {
     map: TreeIndex<IKey, Arc<Record>>,
-    /// Records found by point look-ups, by key (a subset of `map`).
+    /// The records of `map`, by key, for point look-ups.
     cache: HashIndex<IKey, Arc<Record>, foldhash::fast::RandomState>,
 }
 
@@ -81,7 +83,10 @@ impl Index {
         let fresh = Arc::new(Record::absent());
         loop {
             match self.map.insert_sync(IKey::of(key), Arc::clone(&fresh)) {
-                Ok(()) => return (fresh, true),
+                Ok(()) => {
+                    let _ = self.cache.insert_sync(IKey::of(key), Arc::clone(&fresh));
+                    return (fresh, true);
+                }
                 Err(_) => {
                     // Lost a race with another inserter: use theirs.
                     if let Some(r) = self.get(key) {
@@ -96,7 +101,10 @@ impl Index {
     pub(crate) fn insert_or_get(&self, key: &[u8]) -> (Arc<Record>, bool) {
         let fresh = Arc::new(Record::absent());
         match self.map.insert_sync(IKey::of(key), Arc::clone(&fresh)) {
-            Ok(()) => (fresh, true),
+            Ok(()) => {
+                let _ = self.cache.insert_sync(IKey::of(key), Arc::clone(&fresh));
+                (fresh, true)
+            }
             Err(_) => self.get_or_insert(key),
         }
     }
