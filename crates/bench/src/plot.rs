@@ -586,113 +586,113 @@ pub fn group_svg(r: &GroupBenchReport) -> Result<String, PlotError> {
     render(&group_figure(r))
 }
 
+/// Checks that `svg` is well-formed XML as far as tags go: every element closed in order,
+/// attribute values quoted, no stray `<` or `&` in text. Returns the elements by name.
+pub fn well_formed(svg: &str) -> Result<std::collections::BTreeMap<String, usize>, String> {
+    let mut stack: Vec<String> = Vec::new();
+    let mut seen = std::collections::BTreeMap::new();
+    let mut rest = svg.trim_start();
+    if rest.starts_with("<?xml") {
+        let end = rest.find("?>").ok_or("unterminated declaration")?;
+        rest = &rest[end + 2..];
+    }
+    while let Some(lt) = rest.find('<') {
+        let text = &rest[..lt];
+        check_text(text)?;
+        if !stack.is_empty() || text.trim().is_empty() {
+        } else {
+            return Err(format!("text outside the root: {text:?}"));
+        }
+        rest = &rest[lt + 1..];
+        // The tag runs to the first `>` outside quotes.
+        let mut quote = None;
+        let mut end = None;
+        for (i, c) in rest.char_indices() {
+            match (quote, c) {
+                (None, '"' | '\'') => quote = Some(c),
+                (Some(q), c) if c == q => quote = None,
+                (None, '>') => {
+                    end = Some(i);
+                    break;
+                }
+                (None, '<') => return Err("'<' inside a tag".into()),
+                _ => {}
+            }
+        }
+        let end = end.ok_or("unterminated tag")?;
+        let tag = &rest[..end];
+        rest = &rest[end + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            match stack.pop() {
+                Some(open) if open == name.trim() => {}
+                other => return Err(format!("</{name}> closes {other:?}")),
+            }
+            continue;
+        }
+        let self_closing = tag.ends_with('/');
+        let tag = tag.trim_end_matches('/');
+        let name: String = tag.chars().take_while(|c| !c.is_whitespace()).collect();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(format!("bad element name in <{tag}>"));
+        }
+        if stack.is_empty() && seen.contains_key("svg") {
+            return Err(format!("second root <{name}>"));
+        }
+        // Attributes: name="value" pairs.
+        let mut attrs = tag[name.len()..].trim();
+        while !attrs.is_empty() {
+            let eq = attrs
+                .find('=')
+                .ok_or(format!("attribute without value in <{tag}>"))?;
+            let q = attrs[eq + 1..].chars().next().ok_or("missing quote")?;
+            if q != '"' && q != '\'' {
+                return Err(format!("unquoted attribute in <{tag}>"));
+            }
+            let close = attrs[eq + 2..].find(q).ok_or("unterminated attribute")?;
+            check_text(&attrs[eq + 2..eq + 2 + close])?;
+            attrs = attrs[eq + 2 + close + 1..].trim_start();
+        }
+        *seen.entry(name.clone()).or_insert(0) += 1;
+        if !self_closing {
+            stack.push(name);
+        }
+    }
+    check_text(rest)?;
+    if !rest.trim().is_empty() {
+        return Err(format!("text after the root: {rest:?}"));
+    }
+    match stack.is_empty() {
+        true if seen.contains_key("svg") => Ok(seen),
+        true => Err("no <svg> root".into()),
+        false => Err(format!("unclosed elements {stack:?}")),
+    }
+}
+
+/// Text or an attribute value: `&` only as an entity.
+fn check_text(t: &str) -> Result<(), String> {
+    let mut rest = t;
+    while let Some(i) = rest.find('&') {
+        rest = &rest[i + 1..];
+        let semi = rest.find(';').ok_or(format!("bare '&' in {t:?}"))?;
+        let ent = &rest[..semi];
+        let ok = matches!(ent, "amp" | "lt" | "gt" | "quot" | "apos")
+            || ent.strip_prefix('#').is_some_and(|n| {
+                n.parse::<u32>().is_ok()
+                    || n.strip_prefix('x')
+                        .is_some_and(|h| u32::from_str_radix(h, 16).is_ok())
+            });
+        if !ok {
+            return Err(format!("bad entity &{ent}; in {t:?}"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cluster::FailoverReport;
     use crate::series::{Dip, latency_curve};
-
-    /// Checks that `svg` is well-formed XML as far as tags go: every element closed in order,
-    /// attribute values quoted, no stray `<` or `&` in text. Returns the elements by name.
-    fn well_formed(svg: &str) -> Result<std::collections::BTreeMap<String, usize>, String> {
-        let mut stack: Vec<String> = Vec::new();
-        let mut seen = std::collections::BTreeMap::new();
-        let mut rest = svg.trim_start();
-        if rest.starts_with("<?xml") {
-            let end = rest.find("?>").ok_or("unterminated declaration")?;
-            rest = &rest[end + 2..];
-        }
-        while let Some(lt) = rest.find('<') {
-            let text = &rest[..lt];
-            check_text(text)?;
-            if !stack.is_empty() || text.trim().is_empty() {
-            } else {
-                return Err(format!("text outside the root: {text:?}"));
-            }
-            rest = &rest[lt + 1..];
-            // The tag runs to the first `>` outside quotes.
-            let mut quote = None;
-            let mut end = None;
-            for (i, c) in rest.char_indices() {
-                match (quote, c) {
-                    (None, '"' | '\'') => quote = Some(c),
-                    (Some(q), c) if c == q => quote = None,
-                    (None, '>') => {
-                        end = Some(i);
-                        break;
-                    }
-                    (None, '<') => return Err("'<' inside a tag".into()),
-                    _ => {}
-                }
-            }
-            let end = end.ok_or("unterminated tag")?;
-            let tag = &rest[..end];
-            rest = &rest[end + 1..];
-            if let Some(name) = tag.strip_prefix('/') {
-                match stack.pop() {
-                    Some(open) if open == name.trim() => {}
-                    other => return Err(format!("</{name}> closes {other:?}")),
-                }
-                continue;
-            }
-            let self_closing = tag.ends_with('/');
-            let tag = tag.trim_end_matches('/');
-            let name: String = tag.chars().take_while(|c| !c.is_whitespace()).collect();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(format!("bad element name in <{tag}>"));
-            }
-            if stack.is_empty() && seen.contains_key("svg") {
-                return Err(format!("second root <{name}>"));
-            }
-            // Attributes: name="value" pairs.
-            let mut attrs = tag[name.len()..].trim();
-            while !attrs.is_empty() {
-                let eq = attrs
-                    .find('=')
-                    .ok_or(format!("attribute without value in <{tag}>"))?;
-                let q = attrs[eq + 1..].chars().next().ok_or("missing quote")?;
-                if q != '"' && q != '\'' {
-                    return Err(format!("unquoted attribute in <{tag}>"));
-                }
-                let close = attrs[eq + 2..].find(q).ok_or("unterminated attribute")?;
-                check_text(&attrs[eq + 2..eq + 2 + close])?;
-                attrs = attrs[eq + 2 + close + 1..].trim_start();
-            }
-            *seen.entry(name.clone()).or_insert(0) += 1;
-            if !self_closing {
-                stack.push(name);
-            }
-        }
-        check_text(rest)?;
-        if !rest.trim().is_empty() {
-            return Err(format!("text after the root: {rest:?}"));
-        }
-        match stack.is_empty() {
-            true if seen.contains_key("svg") => Ok(seen),
-            true => Err("no <svg> root".into()),
-            false => Err(format!("unclosed elements {stack:?}")),
-        }
-    }
-
-    /// Text or an attribute value: `&` only as an entity.
-    fn check_text(t: &str) -> Result<(), String> {
-        let mut rest = t;
-        while let Some(i) = rest.find('&') {
-            rest = &rest[i + 1..];
-            let semi = rest.find(';').ok_or(format!("bare '&' in {t:?}"))?;
-            let ent = &rest[..semi];
-            let ok = matches!(ent, "amp" | "lt" | "gt" | "quot" | "apos")
-                || ent.strip_prefix('#').is_some_and(|n| {
-                    n.parse::<u32>().is_ok()
-                        || n.strip_prefix('x')
-                            .is_some_and(|h| u32::from_str_radix(h, 16).is_ok())
-                });
-            if !ok {
-                return Err(format!("bad entity &{ent}; in {t:?}"));
-            }
-        }
-        Ok(())
-    }
 
     /// The polylines drawn in `color`, as their points.
     fn polylines(svg: &str, color: (u8, u8, u8)) -> Vec<Vec<(f64, f64)>> {

@@ -1,7 +1,6 @@
 //! `mako bench --workload tpcc --plot FILE`: single-node and 1x3 cluster runs write one
 //! well-formed SVG whose title names the run's parameters and which draws every series.
 
-use std::collections::BTreeMap;
 use std::process::Command;
 
 fn mako(args: &[&str]) -> std::process::Output {
@@ -19,103 +18,6 @@ fn ok(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Checks that `svg` is well-formed XML as far as tags go (every element closed in order,
-/// quoted attributes, `&` only in entities, one root) and counts the elements by name.
-fn well_formed(svg: &str) -> Result<BTreeMap<String, usize>, String> {
-    fn text_ok(t: &str) -> Result<(), String> {
-        let mut rest = t;
-        while let Some(i) = rest.find('&') {
-            rest = &rest[i + 1..];
-            let semi = rest.find(';').ok_or(format!("bare '&' in {t:?}"))?;
-            let ent = &rest[..semi];
-            let ok = matches!(ent, "amp" | "lt" | "gt" | "quot" | "apos")
-                || ent.strip_prefix('#').is_some_and(|n| {
-                    n.parse::<u32>().is_ok()
-                        || n.strip_prefix('x')
-                            .is_some_and(|h| u32::from_str_radix(h, 16).is_ok())
-                });
-            if !ok {
-                return Err(format!("bad entity &{ent};"));
-            }
-        }
-        if t.contains('>') {
-            return Err(format!("stray '>' in {t:?}"));
-        }
-        Ok(())
-    }
-    let mut stack: Vec<String> = Vec::new();
-    let mut seen = BTreeMap::new();
-    let mut rest = svg.trim_start();
-    if rest.starts_with("<?xml") {
-        rest = &rest[rest.find("?>").ok_or("unterminated declaration")? + 2..];
-    }
-    while let Some(lt) = rest.find('<') {
-        let text = &rest[..lt];
-        text_ok(text)?;
-        if stack.is_empty() && !text.trim().is_empty() {
-            return Err(format!("text outside the root: {text:?}"));
-        }
-        rest = &rest[lt + 1..];
-        let mut quote = None;
-        let mut end = None;
-        for (i, c) in rest.char_indices() {
-            match (quote, c) {
-                (None, '"' | '\'') => quote = Some(c),
-                (Some(q), c) if c == q => quote = None,
-                (None, '>') => {
-                    end = Some(i);
-                    break;
-                }
-                (None, '<') => return Err("'<' inside a tag".into()),
-                _ => {}
-            }
-        }
-        let end = end.ok_or("unterminated tag")?;
-        let tag = &rest[..end];
-        rest = &rest[end + 1..];
-        if let Some(name) = tag.strip_prefix('/') {
-            match stack.pop() {
-                Some(open) if open == name.trim() => continue,
-                other => return Err(format!("</{name}> closes {other:?}")),
-            }
-        }
-        let self_closing = tag.ends_with('/');
-        let tag = tag.trim_end_matches('/');
-        let name: String = tag.chars().take_while(|c| !c.is_whitespace()).collect();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(format!("bad element name in <{tag}>"));
-        }
-        if stack.is_empty() && seen.contains_key("svg") {
-            return Err(format!("second root <{name}>"));
-        }
-        let mut attrs = tag[name.len()..].trim();
-        while !attrs.is_empty() {
-            let eq = attrs
-                .find('=')
-                .ok_or(format!("attribute without value in <{tag}>"))?;
-            let q = attrs[eq + 1..].chars().next().ok_or("missing quote")?;
-            if q != '"' && q != '\'' {
-                return Err(format!("unquoted attribute in <{tag}>"));
-            }
-            let close = attrs[eq + 2..].find(q).ok_or("unterminated attribute")?;
-            text_ok(&attrs[eq + 2..eq + 2 + close])?;
-            attrs = attrs[eq + 2 + close + 1..].trim_start();
-        }
-        *seen.entry(name.clone()).or_insert(0) += 1;
-        if !self_closing {
-            stack.push(name);
-        }
-    }
-    if !rest.trim().is_empty() {
-        return Err(format!("text after the root: {rest:?}"));
-    }
-    match (stack.is_empty(), seen.contains_key("svg")) {
-        (true, true) => Ok(seen),
-        (true, false) => Err("no <svg> root".into()),
-        (false, _) => Err(format!("unclosed elements {stack:?}")),
-    }
 }
 
 /// Point counts of the data lines drawn in `rgb` (legend samples have 2 points).
@@ -169,7 +71,7 @@ fn plotted(extra: &[&str]) -> String {
     assert!(said.contains(&path.display().to_string()), "{said}");
     let svg = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{} was not written: {e}", path.display()));
-    let elements = well_formed(&svg).unwrap_or_else(|e| panic!("{e}\n{svg}"));
+    let elements = mako_bench::plot::well_formed(&svg).unwrap_or_else(|e| panic!("{e}\n{svg}"));
     assert!(
         elements.get("text").copied().unwrap_or(0) > 10,
         "{elements:?}"
