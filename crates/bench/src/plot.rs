@@ -688,6 +688,27 @@ fn check_text(t: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The polylines of `svg` stroked in `rgb` (hex as the plotting crate writes it, e.g.
+/// `08519C`), as their points; for checking a rendered picture.
+pub fn polylines(svg: &str, rgb: &str) -> Vec<Vec<(f64, f64)>> {
+    let stroke = format!("stroke=\"#{rgb}\"");
+    svg.split("<polyline")
+        .skip(1)
+        .map(|p| &p[..p.find("/>").unwrap_or(p.len())])
+        .filter(|p| p.contains(&stroke))
+        .map(|p| {
+            let pts = p.split("points=\"").nth(1).unwrap_or("");
+            pts[..pts.find('"').unwrap_or(0)]
+                .split_whitespace()
+                .filter_map(|xy| {
+                    let (x, y) = xy.split_once(',')?;
+                    Some((x.parse().ok()?, y.parse().ok()?))
+                })
+                .collect()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,22 +717,10 @@ mod tests {
 
     /// The polylines drawn in `color`, as their points.
     fn polylines(svg: &str, color: (u8, u8, u8)) -> Vec<Vec<(f64, f64)>> {
-        let stroke = format!("stroke=\"#{:02X}{:02X}{:02X}\"", color.0, color.1, color.2);
-        svg.split("<polyline")
-            .skip(1)
-            .map(|p| &p[..p.find("/>").unwrap_or(p.len())])
-            .filter(|p| p.contains(&stroke))
-            .map(|p| {
-                let pts = p.split("points=\"").nth(1).unwrap_or("");
-                pts[..pts.find('"').unwrap_or(0)]
-                    .split_whitespace()
-                    .filter_map(|xy| {
-                        let (x, y) = xy.split_once(',')?;
-                        Some((x.parse().ok()?, y.parse().ok()?))
-                    })
-                    .collect()
-            })
-            .collect()
+        super::polylines(
+            svg,
+            &format!("{:02X}{:02X}{:02X}", color.0, color.1, color.2),
+        )
     }
 
     /// The data lines drawn in `color` (legend samples and dashes have 2 points), as their

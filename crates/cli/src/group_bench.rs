@@ -305,11 +305,7 @@ fn one_config(
                     r.bucket_ms,
                     path.display()
                 );
-                if json {
-                    eprintln!("{line}");
-                } else {
-                    println!("{line}");
-                }
+                crate::progress_line(json, &line);
             }
         }
     }

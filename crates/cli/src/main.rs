@@ -431,6 +431,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// Prints a progress or side line: to stdout in text mode, to stderr with `--json` (whose
+/// stdout carries only the report).
+pub(crate) fn progress_line(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
 /// Writes a rendered picture to `path`.
 pub(crate) fn write_plot(
     path: &std::path::Path,
@@ -621,11 +631,7 @@ fn bench_remote(args: &BenchArgs) -> anyhow::Result<()> {
             report.bucket_ms,
             path.display()
         );
-        if args.json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
+        progress_line(args.json, &line);
     }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -815,13 +821,7 @@ fn bench_cluster(args: &BenchArgs) -> anyhow::Result<()> {
     );
     // Progress goes to stdout in text mode, to stderr with --json.
     let json = args.json;
-    let say = move |line: &str| {
-        if json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
-    };
+    let say = move |line: &str| progress_line(json, line);
     // Every protocol in turn, repeats interleaved so drift hits all alike; a protocol that
     // fails to start is reported and skipped.
     let mut runs: Vec<(Protocol, Vec<ClusterReport>, Option<String>)> =
@@ -948,13 +948,7 @@ fn bench_scaling(args: &BenchArgs) -> anyhow::Result<()> {
         configs.push(cfg);
     }
     let json = args.json;
-    let say = move |line: &str| {
-        if json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
-    };
+    let say = move |line: &str| progress_line(json, line);
     if let Some(first) = configs.first() {
         say(&format!(
             "scaling in shards {}: {} runs in turn, each its own in-process cluster (no 1-replica comparison run){}",
@@ -1518,11 +1512,7 @@ fn write_tpcc_plot(
         figure.latency_name,
         path.display()
     );
-    if json {
-        eprintln!("{line}");
-    } else {
-        println!("{line}");
-    }
+    progress_line(json, &line);
     Ok(())
 }
 

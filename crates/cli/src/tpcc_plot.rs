@@ -38,6 +38,22 @@ fn rate_line(
     )
 }
 
+/// NewOrders and aborted attempts per second: lines of every picture.
+fn new_orders_and_aborts(series: &[Bucket], bucket_ms: u64) -> [Line; 2] {
+    [
+        rate_line("NewOrder/s", NEW_ORDERS, series, bucket_ms, |b| {
+            b.new_orders
+        }),
+        rate_line(
+            "aborted attempts/s",
+            colors::ABORTED,
+            series,
+            bucket_ms,
+            |b| b.aborted,
+        ),
+    ]
+}
+
 /// Release latency p50 and p99 per bucket (ms; gaps where nothing was released).
 fn release_over_time(series: &[Bucket], bucket_ms: u64) -> Vec<Line> {
     let w = bucket_ms as f64 / 1e3;
@@ -98,28 +114,19 @@ pub(crate) fn local_figure(r: &TpccReport) -> Figure {
         bucket_ms: r.bucket_ms,
         secs: r.series.len() as f64 * r.bucket_ms as f64 / 1e3,
         rate_unit: "txn/s".to_owned(),
-        rates: vec![
-            Line {
-                width: 3,
-                ..rate_line(
-                    "committed/s",
-                    colors::RELEASED,
-                    &r.series,
-                    r.bucket_ms,
-                    |b| b.committed,
-                )
-            },
-            rate_line("NewOrder/s", NEW_ORDERS, &r.series, r.bucket_ms, |b| {
-                b.new_orders
-            }),
-            rate_line(
-                "aborted attempts/s",
-                colors::ABORTED,
+        rates: [Line {
+            width: 3,
+            ..rate_line(
+                "committed/s",
+                colors::RELEASED,
                 &r.series,
                 r.bucket_ms,
-                |b| b.aborted,
-            ),
-        ],
+                |b| b.committed,
+            )
+        }]
+        .into_iter()
+        .chain(new_orders_and_aborts(&r.series, r.bucket_ms))
+        .collect(),
         latency_over_time: Vec::new(),
         latency_name: "commit latency (begin of first attempt to commit, all types)".to_owned(),
         distributions: vec![Line {
@@ -152,7 +159,7 @@ pub(crate) fn cluster_figure(r: &ClusterTpccReport) -> Figure {
         bucket_ms: t.bucket_ms,
         secs: t.series.len() as f64 * t.bucket_ms as f64 / 1e3,
         rate_unit: "txn/s".to_owned(),
-        rates: vec![
+        rates: [
             Line {
                 width: 3,
                 ..rate_line(
@@ -170,17 +177,10 @@ pub(crate) fn cluster_figure(r: &ClusterTpccReport) -> Figure {
                 t.bucket_ms,
                 |b| b.committed,
             ),
-            rate_line("NewOrder/s", NEW_ORDERS, &t.series, t.bucket_ms, |b| {
-                b.new_orders
-            }),
-            rate_line(
-                "aborted attempts/s",
-                colors::ABORTED,
-                &t.series,
-                t.bucket_ms,
-                |b| b.aborted,
-            ),
-        ],
+        ]
+        .into_iter()
+        .chain(new_orders_and_aborts(&t.series, t.bucket_ms))
+        .collect(),
         latency_over_time: release_over_time(&t.series, t.bucket_ms),
         latency_name: "commit and release latency".to_owned(),
         distributions: vec![
@@ -228,28 +228,19 @@ pub(crate) fn remote_figure(r: &RemoteTpccReport, sources: &[String]) -> Figure 
         bucket_ms: r.bucket_ms,
         secs: r.series.len() as f64 * r.bucket_ms as f64 / 1e3,
         rate_unit: "txn/s".to_owned(),
-        rates: vec![
-            Line {
-                width: 3,
-                ..rate_line(
-                    "released/s",
-                    colors::RELEASED,
-                    &r.series,
-                    r.bucket_ms,
-                    |b| b.released,
-                )
-            },
-            rate_line("NewOrder/s", NEW_ORDERS, &r.series, r.bucket_ms, |b| {
-                b.new_orders
-            }),
-            rate_line(
-                "aborted attempts/s",
-                colors::ABORTED,
+        rates: [Line {
+            width: 3,
+            ..rate_line(
+                "released/s",
+                colors::RELEASED,
                 &r.series,
                 r.bucket_ms,
-                |b| b.aborted,
-            ),
-        ],
+                |b| b.released,
+            )
+        }]
+        .into_iter()
+        .chain(new_orders_and_aborts(&r.series, r.bucket_ms))
+        .collect(),
         latency_over_time: release_over_time(&r.series, r.bucket_ms),
         latency_name: "release latency (client-observed)".to_owned(),
         distributions: vec![Line {

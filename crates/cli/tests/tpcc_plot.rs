@@ -22,15 +22,9 @@ fn ok(out: &std::process::Output) -> String {
 
 /// Point counts of the data lines drawn in `rgb` (legend samples have 2 points).
 fn lines(svg: &str, rgb: &str) -> Vec<usize> {
-    let stroke = format!("stroke=\"#{rgb}\"");
-    svg.split("<polyline")
-        .skip(1)
-        .map(|p| &p[..p.find("/>").unwrap_or(p.len())])
-        .filter(|p| p.contains(&stroke))
-        .map(|p| {
-            let pts = p.split("points=\"").nth(1).unwrap_or("");
-            pts[..pts.find('"').unwrap_or(0)].split_whitespace().count()
-        })
+    mako_bench::plot::polylines(svg, rgb)
+        .iter()
+        .map(Vec::len)
         .filter(|&n| n > 2)
         .collect()
 }
