@@ -1,15 +1,9 @@
 //! `mako log check|repair` on real log directories.
 
-use std::process::Command;
-
 use mako_logstore::{Durability, GroupWrite, LogEntry, LogStore, LogStoreConfig};
 
-fn mako(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mako"))
-        .args(args)
-        .output()
-        .expect("mako runs")
-}
+mod common;
+use common::mako;
 
 #[test]
 fn check_reports_an_intact_log_and_refuses_a_missing_directory() {

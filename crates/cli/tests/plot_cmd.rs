@@ -2,24 +2,9 @@
 //! title names the run's parameters; runs that cannot plot say so.
 
 use std::path::Path;
-use std::process::Command;
 
-fn mako(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mako"))
-        .args(args)
-        .output()
-        .expect("mako runs")
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{mako, ok};
 
 fn picture(path: &Path) -> String {
     let svg = std::fs::read_to_string(path)

@@ -1,24 +1,8 @@
 //! `mako bench --workload tpcc --plot FILE`: single-node and 1x3 cluster runs write one
 //! well-formed SVG whose title names the run's parameters and which draws every series.
 
-use std::process::Command;
-
-fn mako(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_mako"))
-        .args(args)
-        .output()
-        .expect("mako runs")
-}
-
-fn ok(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{mako, ok};
 
 /// Point counts of the data lines drawn in `rgb` (legend samples have 2 points).
 fn lines(svg: &str, rgb: &str) -> Vec<usize> {

@@ -18,6 +18,22 @@ pub fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_mako"))
 }
 
+/// Runs `mako` with `args` to completion.
+pub fn mako(args: &[&str]) -> ProcOutput {
+    Command::new(exe()).args(args).output().expect("mako runs")
+}
+
+/// The stdout of a run that must have succeeded (both streams shown if it did not).
+pub fn ok(out: &ProcOutput) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A deployment of `mako server` processes with its files in a temporary directory.
 pub struct Cluster {
     /// Running sites (dropped first: kills them).
