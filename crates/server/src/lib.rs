@@ -7,7 +7,8 @@
 //! each piece is logged on its worker's stream ([`streams::StreamLog`]) and
 //! replicated in the background. The **leader callback** turns committed log
 //! entries into the shard watermark `W_s`; leaders exchange watermarks every
-//! tick and in 2PC replies, forming `VW`. A transaction is **released**
+//! tick and in 2PC replies, forming `VW` (followers hear them every
+//! [`WATERMARK_TO_ALL_EVERY`]th tick). A transaction is **released**
 //! (`DistTxn::commit` returns) once `VT <= VW`. The **follower callback**
 //! replays a batch only when `VT <= VW` and queues it otherwise, draining the
 //! queue in order as `VW` advances.
