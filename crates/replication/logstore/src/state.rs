@@ -72,9 +72,16 @@ impl ReplayGroup {
     }
 
     /// Applies an in-place entries record starting at `first`: the new entries replace the
-    /// existing ones at their indexes and the later entries stay if they continue them
-    /// without a gap; existing entries below `first` stay only if they reach up to it
-    /// without a gap (as for [`Self::append`]).
+    /// existing ones at their indexes and every later entry stays; existing entries below
+    /// `first` stay only if they reach up to it without a gap (as for [`Self::append`]).
+    ///
+    /// Whether later entries stay never depends on the entries just above the written ones:
+    /// recovery replays a segment without the entries of older, reclaimed segments, so those
+    /// neighbours may be missing while later entries still matter. For the same reason new
+    /// entries that would end below a gap before the later entries are dropped: the indexes
+    /// of the gap were in reclaimed segments, so the new entries lie below the first needed
+    /// index too (and the live log never has such a gap: its in-place writes replace indexes
+    /// it holds).
     pub fn replace(&mut self, first: u64, new: Vec<LogEntry>) {
         let Some(end) = new.last().map(|e| e.index) else {
             return;
@@ -83,26 +90,26 @@ impl ReplayGroup {
             .entries
             .back()
             .is_some_and(|l| l.index.saturating_add(1) >= first);
-        let later: Vec<LogEntry> = if contiguous
-            && self
-                .entries
-                .iter()
-                .any(|e| e.index == end.saturating_add(1))
-        {
-            self.entries
-                .iter()
-                .filter(|e| e.index > end)
-                .cloned()
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if contiguous {
-            while self.entries.back().is_some_and(|e| e.index >= first) {
-                self.entries.pop_back();
-            }
-        } else {
+        if !contiguous {
             self.entries.clear();
+            self.entries.extend(new);
+            self.trim_front();
+            return;
+        }
+        let later: Vec<LogEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.index > end)
+            .cloned()
+            .collect();
+        if later
+            .first()
+            .is_some_and(|e| e.index > end.saturating_add(1))
+        {
+            return;
+        }
+        while self.entries.back().is_some_and(|e| e.index >= first) {
+            self.entries.pop_back();
         }
         self.entries.extend(new);
         self.entries.extend(later);

@@ -31,25 +31,27 @@ impl Model {
             let i = first.index;
             // Keep existing entries below i only if they reach up to i - 1 without a gap.
             let contiguous = g.entries.last().is_some_and(|l| l.index + 1 >= i);
-            // In place: the entries after the written ones stay if they continue them.
             let end = w.entries.last().map_or(i, |e| e.index);
-            let later: Vec<LogEntry> =
-                if w.keep_later && contiguous && g.entries.iter().any(|e| e.index == end + 1) {
-                    g.entries
-                        .iter()
-                        .filter(|e| e.index > end)
-                        .cloned()
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-            if contiguous {
-                g.entries.retain(|e| e.index < i);
+            // In place: every entry after the written ones stays; written entries that would
+            // end below a gap before them are dropped.
+            let later: Vec<LogEntry> = if w.keep_later && contiguous {
+                g.entries
+                    .iter()
+                    .filter(|e| e.index > end)
+                    .cloned()
+                    .collect()
             } else {
-                g.entries.clear();
+                Vec::new()
+            };
+            if !later.first().is_some_and(|e| e.index > end + 1) {
+                if contiguous {
+                    g.entries.retain(|e| e.index < i);
+                } else {
+                    g.entries.clear();
+                }
+                g.entries.extend(w.entries.iter().cloned());
+                g.entries.extend(later);
             }
-            g.entries.extend(w.entries.iter().cloned());
-            g.entries.extend(later);
         }
         if let Some(hs) = w.hard_state {
             g.hard_state = hs;

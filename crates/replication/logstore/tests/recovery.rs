@@ -643,3 +643,57 @@ fn leftovers_of_interrupted_recycling_are_cleaned_and_gaps_detected() {
     fs::write(&far, &seg).expect("write");
     assert!(matches!(LogStore::open(c), Err(LogError::Corrupt { .. })));
 }
+
+/// An in-place write below later entries whose earlier neighbours sit in a segment that
+/// compaction then reclaims: recovery replays the write without those neighbours and must
+/// still keep the later entries (a CI model-test run lost them).
+#[test]
+fn in_place_write_keeps_later_entries_after_their_neighbours_segment_is_reclaimed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = LogStoreConfig {
+        durability: Durability::Buffered,
+        segment_bytes: 4096,
+        preallocated_segments: 1,
+        ..LogStoreConfig::new(dir.path())
+    };
+    let big = |first: u64, n: u64| GroupWrite {
+        entries: (first..first + n)
+            .map(|i| LogEntry::new(i, 1, Bytes::from(vec![i as u8; 1400])))
+            .collect(),
+        ..GroupWrite::new(0)
+    };
+    let expect: Vec<u64>;
+    {
+        let (log, _) = LogStore::open(c.clone()).expect("open");
+        // Two 1.4 KB entries per 4 KB segment: 1-2, 3-4 and 5-6 land in three segments.
+        for first in [1, 3, 5] {
+            log.write_sync(vec![big(first, 2)]).expect("write");
+        }
+        // Entry 3 rewritten in place (its successor 4 lives in an older segment), then
+        // compaction to 5 makes the segments of 1-4 reclaimable.
+        log.write_sync(vec![GroupWrite {
+            entries: vec![LogEntry::new(3, 2, Bytes::from_static(b"three"))],
+            keep_later: true,
+            ..GroupWrite::new(0)
+        }])
+        .expect("in-place write");
+        log.write_sync(vec![GroupWrite {
+            compact_to: Some(5),
+            ..GroupWrite::new(0)
+        }])
+        .expect("compact");
+        // More writes roll segments so the reclaimed ones leave the directory.
+        for first in [7, 9, 11] {
+            log.write_sync(vec![big(first, 2)]).expect("write");
+        }
+        expect = (5..=12).collect();
+    }
+    let (_log, rec) = LogStore::open(c).expect("reopen");
+    let g = &rec.groups[&0];
+    assert_eq!(g.first_index, 5);
+    assert_eq!(
+        g.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+        expect,
+        "every entry at or above the first needed index survives"
+    );
+}
