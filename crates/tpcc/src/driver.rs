@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
+use mako_txn::AbortReason;
 
 use crate::backend::Backend;
 use crate::config::{Mix, Scale, TpccConfig, TpccError};
@@ -23,6 +24,13 @@ use crate::txn::{TxnError, TxnInput, TxnKind};
 /// Under OCC an attempt may see another transaction's half-installed commit
 /// (and then fail validation); a real schema violation repeats on every try.
 const MAX_DATA_RETRIES: u32 = 100;
+
+/// First pause before retrying a transaction that aborted for a reason other than a
+/// conflict (no leader, failover, timeout): retrying at once would spin while the cause lasts.
+const FIRST_PAUSE: Duration = Duration::from_micros(500);
+
+/// Longest pause between such retries.
+const MAX_PAUSE: Duration = Duration::from_millis(50);
 
 /// A snapshot of the benchmark, for progress displays.
 #[derive(Debug, Clone, Copy)]
@@ -396,6 +404,7 @@ fn worker<W: Worker>(
         let k = kind.index();
         let t0 = Instant::now();
         let mut data_errors = 0;
+        let mut pause = FIRST_PAUSE;
         loop {
             match input.execute_tallied(w.backend()) {
                 Ok(payload) => {
@@ -415,9 +424,15 @@ fn worker<W: Worker>(
                     c.rollbacks[k].fetch_add(1, Ordering::Relaxed);
                     break;
                 }
-                Err(TxnError::Abort(_)) => {
+                Err(TxnError::Abort(a)) => {
                     c.aborted[k].fetch_add(1, Ordering::Relaxed);
                     out.series.aborted(Instant::now());
+                    if a.reason != AbortReason::Conflict {
+                        // A conflict clears as soon as the other writer is done; no leader
+                        // or a failover lasts until an election ends.
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(MAX_PAUSE);
+                    }
                 }
                 Err(TxnError::Data(e)) => {
                     c.aborted[k].fetch_add(1, Ordering::Relaxed);
