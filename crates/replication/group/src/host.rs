@@ -203,6 +203,30 @@ impl std::fmt::Debug for Host {
     }
 }
 
+/// Hands one incoming envelope to its group's inbox (or serves it on this thread through
+/// the route's shortcut).
+fn route(routes: &Mutex<HashMap<u32, Route>>, env: Envelope) {
+    let route = routes.lock().get(&env.group).cloned();
+    let Some(route) = route else {
+        tracing::debug!(group = env.group, "message for a group not on this host");
+        return;
+    };
+    let env = match &route.shortcut {
+        Some(serve) => match serve(env) {
+            Some(env) => env,
+            None => return,
+        },
+        None => env,
+    };
+    // A full group inbox drops (the protocols retransmit) rather than stalling every other
+    // group behind one slow worker.
+    if let Err(TrySendError::Full(_)) = route.tx.try_send(env)
+        && let Some(p) = &route.drops
+    {
+        p.inbox_drops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 impl Host {
     /// A host over `transport` (whose inbox is `inbox`) and a log store opened with its recovered state.
     pub fn new(
@@ -235,25 +259,14 @@ impl Host {
                     select! {
                         recv(inbox) -> env => {
                             let Ok(env) = env else { break };
-                            let route = r.lock().get(&env.group).cloned();
-                            match route {
-                                Some(route) => {
-                                    let env = match &route.shortcut {
-                                        Some(serve) => match serve(env) {
-                                            Some(env) => env,
-                                            None => continue,
-                                        },
-                                        None => env,
-                                    };
-                                    // A full group inbox drops (the protocols retransmit) rather than
-                                    // stalling every other group behind one slow worker.
-                                    if let Err(TrySendError::Full(_)) = route.tx.try_send(env)
-                                        && let Some(p) = &route.drops
-                                    {
-                                        p.inbox_drops.fetch_add(1, Ordering::Relaxed);
-                                    }
+                            route(&r, env);
+                            // Take what else is queued without selecting again: every select
+                            // registers with the inbox's waker, whose lock the senders take.
+                            for _ in 0..DRAIN_LIMIT {
+                                match inbox.try_recv() {
+                                    Ok(env) => route(&r, env),
+                                    Err(_) => break,
                                 }
-                                None => tracing::debug!(group = env.group, "message for a group not on this host"),
                             }
                         }
                         recv(stop_rx) -> _ => break,
