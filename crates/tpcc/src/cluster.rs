@@ -20,7 +20,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use mako_server::{Cluster, ClusterConfig, DistTxn, Site, SiteConfig, Speculative};
 use mako_storage::Key;
-use mako_txn::{Abort, CommitInfo, Transaction};
+use mako_txn::{Abort, AbortReason, CommitInfo};
 
 use crate::backend::{Backend, KeyRange, Tbl, TxnOps};
 use crate::config::{DISTRICTS, ShardMap, TpccConfig, TpccError};
@@ -346,38 +346,105 @@ impl<'c> Worker for ClusterWorker<'c> {
     }
 }
 
+/// One load row: table, key, value.
+type Row = (Tbl, Vec<u8>, Bytes);
+
+/// A committed load batch whose release is not confirmed yet: loaded again if its epoch
+/// discards it.
+struct Sent<'c> {
+    site: &'c Site,
+    info: CommitInfo,
+    rows: Vec<Row>,
+}
+
+/// How often one load batch is tried on the shard's current leader before the load fails.
+const LOAD_ATTEMPTS: u32 = 20;
+
+/// How long a load batch that aborted waits for the cluster to serve again.
+const LEADER_WAIT: Duration = Duration::from_secs(10);
+
 /// Loads through transactions on the shard leaders, `LOAD_BATCH` rows each.
+///
+/// A leader change during the load (an election on a busy machine) aborts a batch on the
+/// deposed leader, or discards one it committed that never reached the log: the batch is
+/// loaded again on the new leader, so the load ends with every row released.
 struct TxnSink<'c> {
-    leaders: Vec<&'c Site>,
+    cluster: &'c Cluster,
     worker: u32,
-    open: Vec<Option<(Transaction<'c>, usize)>>,
-    last: Vec<Option<CommitInfo>>,
+    /// Rows gathered for the next batch, per shard.
+    rows: Vec<Vec<Row>>,
+    /// Committed batches, oldest first, per shard.
+    sent: Vec<VecDeque<Sent<'c>>>,
     error: Option<TpccError>,
 }
 
 impl<'c> TxnSink<'c> {
-    fn new(leaders: Vec<&'c Site>, worker: u32) -> Self {
-        let n = leaders.len();
+    fn new(cluster: &'c Cluster, shards: usize, worker: u32) -> Self {
         TxnSink {
-            leaders,
+            cluster,
             worker,
-            open: (0..n).map(|_| None).collect(),
-            last: vec![None; n],
+            rows: (0..shards).map(|_| Vec::new()).collect(),
+            sent: (0..shards).map(|_| VecDeque::new()).collect(),
             error: None,
         }
     }
 
-    fn commit(&mut self, shard: usize) {
-        let Some((tx, _)) = self.open.get_mut(shard).and_then(Option::take) else {
-            return;
-        };
-        match tx.commit() {
-            Ok(info) => self.last[shard] = Some(info),
-            Err(abort) => {
-                self.error
-                    .get_or_insert(ClusterTpccError::Load { shard, abort }.into());
+    /// Commits `rows` as one transaction on the shard's current leader, trying again on a
+    /// new leader after an abort.
+    fn send(&mut self, shard: usize, rows: Vec<Row>) -> Result<(), TpccError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let site: &'c Site = self.cluster.leader(shard as u32);
+            let mut tx = site
+                .begin_local(self.worker)
+                .expect("loader workers are below the configured count");
+            for (t, key, value) in &rows {
+                let table = site
+                    .table(t.index())
+                    .ok_or(TpccError::MissingTable(t.name()))?;
+                tx.put(table, key, value.clone());
+            }
+            match tx.commit() {
+                Ok(info) => {
+                    self.sent[shard].push_back(Sent { site, info, rows });
+                    return Ok(());
+                }
+                Err(abort) if abort.reason == AbortReason::TooLarge || attempt >= LOAD_ATTEMPTS => {
+                    return Err(ClusterTpccError::Load { shard, abort }.into());
+                }
+                Err(_) => {
+                    self.cluster.wait_serving(LEADER_WAIT);
+                }
             }
         }
+    }
+
+    /// Settles the shard's committed batches up to `deadline`: released ones are done,
+    /// discarded ones are loaded again; stops at the first one still undecided.
+    fn settle(&mut self, shard: usize, deadline: Instant) -> Result<(), TpccError> {
+        let mut resent = 0;
+        while let Some(sent) = self.sent[shard].front() {
+            match sent
+                .site
+                .wait_verdict(sent.info.epoch, &sent.info.vt, deadline)
+            {
+                mako_server::Verdict::Release => {
+                    self.sent[shard].pop_front();
+                }
+                mako_server::Verdict::Discard if resent < LOAD_ATTEMPTS => {
+                    resent += 1;
+                    if let Some(sent) = self.sent[shard].pop_front() {
+                        self.send(shard, sent.rows)?;
+                    }
+                }
+                mako_server::Verdict::Discard | mako_server::Verdict::Wait => return Ok(()),
+            }
+        }
+        Ok(())
     }
 }
 
@@ -386,40 +453,34 @@ impl LoadSink for TxnSink<'_> {
         if self.error.is_some() {
             return;
         }
-        let Some(&site) = self.leaders.get(shard) else {
+        let Some(rows) = self.rows.get_mut(shard) else {
             return;
         };
-        let Some(table) = site.table(t.index()) else {
-            self.error = Some(TpccError::MissingTable(t.name()));
-            return;
-        };
-        let worker = self.worker;
-        let (tx, n) = self.open[shard].get_or_insert_with(|| {
-            let tx = site
-                .begin_local(worker)
-                .expect("loader workers are below the configured count");
-            (tx, 0)
-        });
-        tx.put(table, key, value);
-        *n += 1;
-        if *n >= LOAD_BATCH {
-            self.commit(shard);
+        rows.push((t, key.to_vec(), value));
+        if rows.len() >= LOAD_BATCH {
+            let rows = std::mem::take(rows);
+            // What is already released needs no copy kept.
+            let done = self
+                .send(shard, rows)
+                .and_then(|()| self.settle(shard, Instant::now()));
+            if let Err(e) = done {
+                self.error = Some(e);
+            }
         }
     }
 
     fn finish(&mut self) -> Result<(), TpccError> {
-        for s in 0..self.open.len() {
-            self.commit(s);
-        }
         if let Some(e) = self.error.take() {
             return Err(e);
         }
+        for s in 0..self.rows.len() {
+            let rows = std::mem::take(&mut self.rows[s]);
+            self.send(s, rows)?;
+        }
         let deadline = Instant::now() + SETTLE;
-        for (s, info) in self.last.iter().enumerate() {
-            if let Some(info) = info
-                && self.leaders[s].wait_verdict(info.epoch, &info.vt, deadline)
-                    != mako_server::Verdict::Release
-            {
+        for s in 0..self.sent.len() {
+            self.settle(s, deadline)?;
+            if !self.sent[s].is_empty() {
                 return Err(ClusterTpccError::LoadNotReleased(s).into());
             }
         }
@@ -484,13 +545,10 @@ pub fn run_cluster(
     // Load: through transactions on the leaders; loader thread i is worker i % workers.
     let load_started = Instant::now();
     let mut rows_loaded = 0;
-    let leaders: Vec<&Site> = (0..map.shards())
-        .map(|s| &**cluster.leader(s as u32))
-        .collect();
     let c_load: NuRandC = populate(
         cfg,
         &map,
-        |i| TxnSink::new(leaders.clone(), i as u32 % workers),
+        |i| TxnSink::new(&cluster, map.shards(), i as u32 % workers),
         |p| {
             rows_loaded = p.rows;
             progress(TpccProgress::Loading(p));
@@ -621,5 +679,58 @@ fn new_hist() -> Histogram<u64> {
 impl From<ClusterTpccError> for TpccError {
     fn from(e: ClusterTpccError) -> Self {
         TpccError::Cluster(Box::new(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows loaded before and after the shard's leadership moves all end up released on the
+    /// new leader (the sink used to keep committing on the deposed one and fail the load).
+    #[test]
+    fn a_load_survives_a_leader_change() {
+        let cluster = Cluster::start(ClusterConfig {
+            replicas: 3,
+            site: SiteConfig {
+                shards: 1,
+                workers: 1,
+                tables: TABLE_NAMES.iter().map(|&n| n.to_owned()).collect(),
+                ..SiteConfig::default()
+            },
+            // Leadership stays where the test moves it.
+            preferred_leader: false,
+            ..ClusterConfig::default()
+        })
+        .expect("cluster");
+        let key = |i: usize| format!("item-{i:06}").into_bytes();
+        let rows = 3 * LOAD_BATCH;
+        let mut sink = TxnSink::new(&cluster, 1, 0);
+        for i in 0..rows / 2 {
+            sink.put(0, Tbl::Item, &key(i), Bytes::from(vec![1u8; 8]));
+        }
+        cluster.transfer_leader(0, 1).expect("transfer");
+        assert!(
+            cluster.wait_leader(0, 1, Duration::from_secs(20)),
+            "replica 1 leads"
+        );
+        for i in rows / 2..rows {
+            sink.put(0, Tbl::Item, &key(i), Bytes::from(vec![2u8; 8]));
+        }
+        sink.finish()
+            .expect("the load ends with every row released");
+        let leader = cluster.leader(0);
+        let table = leader.table(Tbl::Item.index()).expect("item table");
+        let mut tx = leader.begin_local(0).expect("begin");
+        let missing: Vec<usize> = (0..rows)
+            .filter(|&i| tx.get(table, &key(i)).is_none())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{} rows missing, first {:?}",
+            missing.len(),
+            missing.first()
+        );
+        cluster.shutdown();
     }
 }
