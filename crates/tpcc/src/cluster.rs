@@ -284,6 +284,10 @@ pub struct ReleaseStats {
 /// A worker thread on the cluster: tracks release of its speculative commits between transactions.
 struct ClusterWorker<'c> {
     backend: ClusterBackend<'c>,
+    /// Where the worker's shard leader is looked up again after a leader change.
+    cluster: &'c Cluster,
+    /// The worker's home shard.
+    shard: u32,
     pending: VecDeque<(Instant, TxnKind, Speculative)>,
     release: Histogram<u64>,
     /// Release latency per transaction type, in [`TxnKind::ALL`] order.
@@ -330,6 +334,11 @@ impl<'c> Worker for ClusterWorker<'c> {
             self.pending.push_back((t0, kind, spec));
         }
         self.settle(series);
+    }
+
+    fn aborted(&mut self, _reason: AbortReason) {
+        // The shard may have a new leader (an election on a busy machine): run there.
+        self.backend.site = self.cluster.leader(self.shard);
     }
 
     fn finish(&mut self, series: &mut series::Recorder) {
@@ -575,6 +584,8 @@ pub fn run_cluster(
                     worker,
                     last: Cell::new(None),
                 },
+                cluster: &cluster,
+                shard: s as u32,
                 pending: VecDeque::new(),
                 release: new_hist(),
                 release_by: (0..TxnKind::ALL.len()).map(|_| new_hist()).collect(),
@@ -731,6 +742,58 @@ mod tests {
             missing.len(),
             missing.first()
         );
+        cluster.shutdown();
+    }
+
+    /// A worker whose transaction aborted for want of a leader runs its next one on the
+    /// shard's new leader (it used to stay on the deposed one for the rest of the run).
+    #[test]
+    fn a_worker_follows_its_shard_leader_after_an_abort() {
+        let cluster = Cluster::start(ClusterConfig {
+            replicas: 3,
+            site: SiteConfig {
+                shards: 1,
+                workers: 1,
+                tables: TABLE_NAMES.iter().map(|&n| n.to_owned()).collect(),
+                ..SiteConfig::default()
+            },
+            preferred_leader: false,
+            ..ClusterConfig::default()
+        })
+        .expect("cluster");
+        let db = ClusterDb {
+            map: ShardMap::new(1, 1).expect("map"),
+            delivery_hints: Vec::new(),
+        };
+        let mut w = ClusterWorker {
+            backend: ClusterBackend {
+                db: &db,
+                site: cluster.leader(0),
+                worker: 0,
+                last: Cell::new(None),
+            },
+            cluster: &cluster,
+            shard: 0,
+            pending: VecDeque::new(),
+            release: new_hist(),
+            release_by: Vec::new(),
+            distributed: 0,
+            unreleased_at_end: 0,
+            never_released: 0,
+        };
+        cluster.transfer_leader(0, 1).expect("transfer");
+        assert!(
+            cluster.wait_leader(0, 1, Duration::from_secs(20)),
+            "replica 1 leads"
+        );
+        assert!(!w.backend.site.serving(), "the old leader stopped serving");
+        w.aborted(AbortReason::NotLeader);
+        assert!(
+            std::ptr::eq(w.backend.site, &**cluster.leader(0)),
+            "the worker runs on the new leader"
+        );
+        assert!(w.backend.site.serving());
+        drop(w);
         cluster.shutdown();
     }
 }

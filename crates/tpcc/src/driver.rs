@@ -168,6 +168,9 @@ pub(crate) trait Worker: Send {
     /// Called after each committed transaction of type `kind` that started (first attempt) at
     /// `t0`; releases observed here go to `series`.
     fn committed(&mut self, _kind: TxnKind, _t0: Instant, _series: &mut series::Recorder) {}
+    /// Called after a transaction aborted for a reason other than a conflict (no leader,
+    /// failover, timeout), before it is tried again.
+    fn aborted(&mut self, _reason: AbortReason) {}
     /// Called once when the measured phase is over; releases observed here go to `series`.
     fn finish(&mut self, _series: &mut series::Recorder) {}
 }
@@ -432,6 +435,7 @@ fn worker<W: Worker>(
                         // or a failover lasts until an election ends.
                         std::thread::sleep(pause);
                         pause = (pause * 2).min(MAX_PAUSE);
+                        w.aborted(a.reason);
                     }
                 }
                 Err(TxnError::Data(e)) => {
