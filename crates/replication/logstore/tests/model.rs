@@ -43,7 +43,7 @@ impl Model {
             } else {
                 Vec::new()
             };
-            if !later.first().is_some_and(|e| e.index > end + 1) {
+            if later.first().is_none_or(|e| e.index <= end + 1) {
                 if contiguous {
                     g.entries.retain(|e| e.index < i);
                 } else {
