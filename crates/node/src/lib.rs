@@ -176,6 +176,7 @@ impl Node {
             (Some(r), Some(l)) => {
                 let store = redis::SiteStore {
                     shared: Arc::clone(&shared),
+                    release_timeout: opts.spec.site.timeout,
                     forward: r.forward,
                     next_worker: std::sync::atomic::AtomicU32::new(0),
                 };

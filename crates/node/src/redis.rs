@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use mako_client::{Client, ClientConfig, ClientError};
 use mako_config::DEFAULT_TABLE;
 use mako_proto::{ErrorCode, Op, OpResult};
-use mako_redis::{Backend, Body, Failure, Figures, Store, Txn};
-use mako_server::{CommitError, DistTxn};
+use mako_redis::{Backend, Body, Failure, Figures, Release, Store, Txn};
+use mako_server::{DistTxn, ReleaseError, Speculative};
 use mako_txn::AbortReason;
 
 use crate::exec::{OpError, apply};
@@ -52,6 +52,8 @@ impl std::fmt::Debug for RedisOptions {
 /// The site as a [`Store`] of the Redis front end.
 pub(crate) struct SiteStore {
     pub shared: Arc<Shared>,
+    /// How long a commit waits for its release before its outcome is unknown.
+    pub release_timeout: Duration,
     pub forward: Option<ClientConfig>,
     pub next_worker: AtomicU32,
 }
@@ -61,6 +63,7 @@ impl Store for SiteStore {
         let w = self.next_worker.fetch_add(1, Ordering::Relaxed) % self.shared.workers.max(1);
         Box::new(SiteBackend {
             shared: Arc::clone(&self.shared),
+            release_timeout: self.release_timeout,
             worker: w,
             forward: self.forward.clone(),
             client: None,
@@ -71,6 +74,7 @@ impl Store for SiteStore {
 /// One Redis connection's way to the store.
 struct SiteBackend {
     shared: Arc<Shared>,
+    release_timeout: Duration,
     worker: u32,
     forward: Option<ClientConfig>,
     /// Connections to the leaders, made when first needed.
@@ -79,12 +83,23 @@ struct SiteBackend {
 
 impl Backend for SiteBackend {
     fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        match self.transact_pipelined(body)? {
+            Some(release) => release.wait(),
+            None => Ok(()),
+        }
+    }
+
+    fn transact_pipelined(
+        &mut self,
+        body: &mut Body<'_>,
+    ) -> Result<Option<Box<dyn Release>>, Failure> {
         let mut attempt = 1;
         loop {
             let r = if self.shared.site.serving() {
                 self.local(body)
+                    .map(|r| Some(Box::new(r) as Box<dyn Release>))
             } else {
-                self.forwarded(body)
+                self.forwarded(body).map(|()| None)
             };
             match r {
                 Err(Failure::Aborted {
@@ -147,8 +162,8 @@ impl Backend for SiteBackend {
 }
 
 impl SiteBackend {
-    /// Runs `body` in a transaction coordinated here.
-    fn local(&self, body: &mut Body<'_>) -> Result<(), Failure> {
+    /// Runs `body` in a transaction coordinated here and commits it speculatively.
+    fn local(&self, body: &mut Body<'_>) -> Result<SiteRelease, Failure> {
         let site = &*self.shared.site;
         let mut tx = site
             .begin(self.worker)
@@ -165,18 +180,16 @@ impl SiteBackend {
             return Err(f);
         }
         let started = Instant::now();
-        match tx.commit() {
-            Ok(_) => {
-                self.shared.counters.released(started.elapsed());
-                Ok(())
-            }
-            Err(CommitError::Aborted(reason)) => {
-                self.shared.counters.aborted(reason.name());
-                Err(aborted(reason))
-            }
-            Err(CommitError::Unknown { why, .. }) => {
-                self.shared.counters.unknown();
-                Err(Failure::Unknown(why.to_string()))
+        match tx.commit_speculative() {
+            Ok(spec) => Ok(SiteRelease {
+                spec,
+                started,
+                timeout: self.release_timeout,
+                shared: Arc::clone(&self.shared),
+            }),
+            Err(a) => {
+                self.shared.counters.aborted(a.reason.name());
+                Err(aborted(a.reason))
             }
         }
     }
@@ -198,6 +211,34 @@ impl SiteBackend {
         let mut t = client.begin();
         body(&mut Ops(RemoteTxn { tx: &mut t }))?;
         t.commit().map_err(failure)
+    }
+}
+
+/// A transaction committed here, waiting for its release (as [`DistTxn::commit`] waits).
+struct SiteRelease {
+    spec: Speculative,
+    started: Instant,
+    timeout: Duration,
+    shared: Arc<Shared>,
+}
+
+impl Release for SiteRelease {
+    fn wait(self: Box<Self>) -> Result<(), Failure> {
+        let counters = &self.shared.counters;
+        match self.spec.wait_release(self.timeout) {
+            Ok(()) => {
+                counters.released(self.started.elapsed());
+                Ok(())
+            }
+            Err(ReleaseError::Aborted(reason)) => {
+                counters.aborted(reason.name());
+                Err(aborted(reason))
+            }
+            Err(ReleaseError::Pending(why)) => {
+                counters.unknown();
+                Err(Failure::Unknown(why.to_string()))
+            }
+        }
     }
 }
 

@@ -65,12 +65,31 @@ pub trait Txn {
 /// The body of a transaction: may run more than once (after a retryable abort).
 pub type Body<'a> = dyn FnMut(&mut dyn Txn) -> Result<(), Failure> + 'a;
 
+/// A transaction committed but perhaps not yet released.
+pub trait Release: Send {
+    /// Waits until it is released (`Ok`), or says why it is not: [`Failure::Aborted`] if
+    /// it will never be visible, [`Failure::Unknown`] if its release did not come in time.
+    fn wait(self: Box<Self>) -> Result<(), Failure>;
+}
+
 /// One connection's way to the store.
 pub trait Backend: Send {
     /// Runs `body` in a fresh transaction and commits it, returning once it is released
     /// (durable on a majority of every shard touched). A conflict abort may run `body`
     /// again in a new transaction; an error `body` returns rolls the transaction back.
     fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure>;
+
+    /// Like [`Backend::transact`], but may return once the transaction is committed and
+    /// before it is released, with the [`Release`] to wait on before its reply is sent
+    /// (`None`: already released). Later transactions of the connection may read its
+    /// writes meanwhile (if it is never released, neither are they). Pipelined requests use
+    /// it so that their releases overlap. By default, [`Backend::transact`].
+    fn transact_pipelined(
+        &mut self,
+        body: &mut Body<'_>,
+    ) -> Result<Option<Box<dyn Release>>, Failure> {
+        self.transact(body).map(|()| None)
+    }
 
     /// The store's figures for INFO.
     fn figures(&mut self) -> Figures;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, Failure, Txn};
+use crate::backend::{Backend, Failure, Release, Txn};
 use crate::command::{self, Command, Data, ParseError, SetCond};
 use crate::glob;
 use crate::resp::Value;
@@ -130,7 +130,6 @@ pub enum Flow {
 type Queued = Result<Command, String>;
 
 /// One client connection's state.
-#[derive(Debug)]
 pub struct Connection {
     id: u64,
     proto: u8,
@@ -140,6 +139,19 @@ pub struct Connection {
     multi: Option<(Vec<Queued>, bool)>,
     /// WATCHed keys and the values they had.
     watched: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The release the last reply waits for (see [`Connection::take_release`]).
+    release: Option<Box<dyn Release>>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("proto", &self.proto)
+            .field("authed", &self.authed)
+            .field("in_multi", &self.multi.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connection {
@@ -152,6 +164,28 @@ impl Connection {
             name: None,
             multi: None,
             watched: Vec::new(),
+            release: None,
+        }
+    }
+
+    /// The release the reply of the last [`Connection::handle`] waits for, if its transaction
+    /// was committed and not yet released: the reply must not be sent before
+    /// [`Release::wait`] succeeds (on failure, send [`Failure::reply_text`] instead).
+    pub fn take_release(&mut self) -> Option<Box<dyn Release>> {
+        self.release.take()
+    }
+
+    /// Answers one request and waits for its release: the reply to send.
+    pub fn answer(
+        &mut self,
+        args: &[Vec<u8>],
+        shared: &Shared,
+        backend: &mut dyn Backend,
+    ) -> (Value, Flow) {
+        let (reply, flow) = self.handle(args, shared, backend);
+        match self.take_release().map(|r| r.wait()) {
+            Some(Err(f)) => (Value::err(f.reply_text()), flow),
+            _ => (reply, flow),
         }
     }
 
@@ -165,7 +199,7 @@ impl Connection {
         self.multi.is_some()
     }
 
-    /// Answers one request.
+    /// Answers one request; the reply waits for [`Connection::take_release`].
     pub fn handle(
         &mut self,
         args: &[Vec<u8>],
@@ -173,6 +207,7 @@ impl Connection {
         backend: &mut dyn Backend,
     ) -> (Value, Flow) {
         shared.commands.fetch_add(1, Ordering::Relaxed);
+        self.release = None;
         let parsed = command::parse(args);
         if let Err(ParseError::Rejected(e)) = &parsed {
             if let Some((_, failed)) = &mut self.multi {
@@ -242,12 +277,15 @@ impl Connection {
     /// One data command as its own transaction.
     fn single(&mut self, d: &Data, shared: &Shared, backend: &mut dyn Backend) -> Value {
         let mut reply = Value::Nil;
-        let r = backend.transact(&mut |tx| {
+        let r = backend.transact_pipelined(&mut |tx| {
             reply = run(tx, d, &shared.cursors)?;
             Ok(())
         });
         match r {
-            Ok(()) => reply,
+            Ok(release) => {
+                self.release = release;
+                reply
+            }
             Err(f) => Value::err(f.reply_text()),
         }
     }
@@ -292,7 +330,7 @@ impl Connection {
             })
             .collect();
         let mut replies = Vec::with_capacity(data.len());
-        let r = backend.transact(&mut |tx| {
+        let r = backend.transact_pipelined(&mut |tx| {
             for (k, v) in &watched {
                 if tx.get(k)? != *v {
                     return Err(Failure::Cancelled);
@@ -305,7 +343,7 @@ impl Connection {
             Ok(())
         });
         match r {
-            Ok(()) => {}
+            Ok(release) => self.release = release,
             Err(Failure::Cancelled) => return Value::NilArray,
             Err(f) => return Value::err(f.reply_text()),
         }

@@ -19,8 +19,10 @@
 //!    mako-rs node implements [`Store`] with its coordinator; [`MemStore`] is a serial
 //!    in-memory store for tests and examples.
 //! 5. [`Server`] listens for TCP connections and serves each on its own thread: it reads
-//!    whatever the client pipelined, answers every complete request in order and writes
-//!    the replies at once. A malformed request is answered with `-ERR Protocol error: ...`
+//!    whatever the client pipelined, runs every complete request in order (each commit
+//!    through [`Backend::transact_pipelined`], so that their releases overlap), waits until
+//!    all of them are released, and writes the replies at once: no reply leaves before its
+//!    transaction is released. A malformed request is answered with `-ERR Protocol error: ...`
 //!    and closes that connection only.
 //!
 //! ```
@@ -53,7 +55,7 @@ pub mod glob;
 pub mod resp;
 pub mod server;
 
-pub use backend::{Backend, Body, Failure, Figures, MemStore, Store, Txn};
+pub use backend::{Backend, Body, Failure, Figures, MemStore, Release, Store, Txn};
 pub use server::{Options, Server};
 
 #[cfg(test)]

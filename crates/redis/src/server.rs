@@ -12,9 +12,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
-use crate::backend::Store;
+use crate::backend::{Release, Store};
 use crate::conn::{Connection, Flow, Shared};
-use crate::resp::{self, Parser};
+use crate::resp::{self, Parser, Value};
 
 /// How often a connection thread wakes up to notice shutdown.
 const WAKE: Duration = Duration::from_millis(200);
@@ -172,6 +172,10 @@ fn accept_loop(
     }
 }
 
+/// A reply held until its transaction is released: the reply, the protocol to encode it
+/// for, the release to wait for.
+type Held = (Value, u8, Option<Box<dyn Release>>);
+
 /// One connection until the client leaves, QUIT, a malformed request, or shutdown.
 fn serve(
     mut stream: TcpStream,
@@ -191,6 +195,7 @@ fn serve(
     let mut input = Vec::with_capacity(16 * 1024);
     let mut out = Vec::with_capacity(16 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut replies: Vec<Held> = Vec::new();
     loop {
         if stop.load(Ordering::Acquire) {
             return;
@@ -214,13 +219,13 @@ fn serve(
                 return;
             }
         }
-        // Answer every complete request received, in order, then write the replies at once.
+        // Run every complete request received, in order; their releases overlap.
         let mut close = false;
         loop {
             match parser.next(&mut input) {
                 Ok(Some(args)) => {
                     let (reply, flow) = conn.handle(&args, shared, &mut *backend);
-                    reply.encode(conn.proto(), &mut out);
+                    replies.push((reply, conn.proto(), conn.take_release()));
                     if flow == Flow::Close {
                         close = true;
                         break;
@@ -230,10 +235,17 @@ fn serve(
                 Err(e) => {
                     shared.malformed.fetch_add(1, Ordering::Relaxed);
                     warn!(server = %name, %peer, error = %e, "closing redis client connection: malformed request");
-                    crate::resp::Value::err(format!("ERR {e}")).encode(conn.proto(), &mut out);
+                    replies.push((Value::err(format!("ERR {e}")), conn.proto(), None));
                     close = true;
                     break;
                 }
+            }
+        }
+        // Each reply once its transaction is released (or the error saying why it is not).
+        for (reply, proto, release) in replies.drain(..) {
+            match release.map(|r| r.wait()) {
+                Some(Err(f)) => Value::err(f.reply_text()).encode(proto, &mut out),
+                _ => reply.encode(proto, &mut out),
             }
         }
         if !out.is_empty() {

@@ -351,6 +351,95 @@ fn unknown_and_aborted_outcomes_are_errors_not_successes() {
     );
 }
 
+/// A backend that commits into a [`MemStore`] and hands back a release ending as `fail`.
+struct Deferred(MemStore, Failure);
+
+struct FailingRelease(Failure);
+
+impl crate::Release for FailingRelease {
+    fn wait(self: Box<Self>) -> Result<(), Failure> {
+        Err(self.0)
+    }
+}
+
+impl Backend for Deferred {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        self.0.transact(body)
+    }
+
+    fn transact_pipelined(
+        &mut self,
+        body: &mut Body<'_>,
+    ) -> Result<Option<Box<dyn crate::Release>>, Failure> {
+        self.0.transact(body)?;
+        Ok(Some(Box::new(FailingRelease(self.1.clone()))))
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+#[test]
+fn a_reply_waits_for_its_release_and_reports_its_failure() {
+    let shared = Shared::new(None, 1);
+    let mut c = Connection::new(&shared);
+    let mut b = Deferred(
+        MemStore::new(),
+        Failure::Unknown("release timed out".into()),
+    );
+    let set = vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()];
+    let (r, _) = c.handle(&set, &shared, &mut b);
+    assert_eq!(r, ok(), "the reply, once released");
+    assert!(c.take_release().is_some(), "a release to wait for");
+    let (r, _) = c.answer(&set, &shared, &mut b);
+    assert!(r.text_contains("UNKNOWN"), "{r:?}");
+    let mut b = Deferred(
+        MemStore::new(),
+        Failure::Aborted {
+            reason: "failover".into(),
+            retryable: true,
+        },
+    );
+    let (r, _) = c.answer(&[b"INCR".to_vec(), b"n".to_vec()], &shared, &mut b);
+    assert!(r.text_contains("ABORTED"), "{r:?}");
+    // Commands without a transaction have nothing to wait for.
+    let (r, _) = c.handle(&[b"PING".to_vec()], &shared, &mut b);
+    assert_eq!(r, Value::Simple("PONG".into()));
+    assert!(c.take_release().is_none());
+}
+
+/// Hands out [`Deferred`] backends whose releases end as `Unknown`.
+struct DeferredStore(MemStore);
+
+impl crate::Store for DeferredStore {
+    fn connect(&self) -> Box<dyn Backend> {
+        Box::new(Deferred(
+            self.0.clone(),
+            Failure::Unknown("release timed out".into()),
+        ))
+    }
+}
+
+#[test]
+fn the_server_sends_a_pipelined_reply_only_once_released() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let store = MemStore::new();
+    let mut server = Server::start(
+        listener,
+        Arc::new(DeferredStore(store.clone())),
+        Options::default(),
+    )
+    .unwrap();
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(b"SET k v\r\nPING\r\nGET k\r\n").unwrap();
+    let r = read_replies(&mut c, 3);
+    assert!(r[0].text_contains("UNKNOWN"), "{r:?}");
+    assert_eq!(r[1], Value::Simple("PONG".into()));
+    assert!(r[2].text_contains("UNKNOWN"), "{r:?}");
+    server.stop();
+}
+
 impl Value {
     fn text_contains(&self, s: &str) -> bool {
         matches!(self, Value::Error(e) if e.contains(s))
