@@ -10,8 +10,10 @@
 #    `redis-server --appendonly yes --appendfsync everysec` on this machine, and prints ONE
 #    table side by side with the ratio mako / redis; each row names mako's durability mode.
 #
-# Usage: scripts/redis-compare.sh [-n N] [-d "fsync buffered"] [-c CLIENTS] [--no-build]
+# Usage: scripts/redis-compare.sh [-n N] [-d "fsync buffered"] [-c CLIENTS] [-r KEYS] [--no-build]
 #   -n N          requests per benchmark run [200000]
+#   -r KEYS       redis-benchmark's -r (random keys among KEYS; default: one key per test, a
+#                 hot spot that every transaction of mako's OCC contends on)
 #   -d MODES      mako durability modes to benchmark, space separated [fsync]
 #   -c CLIENTS    redis-benchmark connections [50]
 #   --no-build    use the mako binary already built
@@ -22,14 +24,16 @@ set -euo pipefail
 N=200000
 MODES="fsync"
 CLIENTS=50
+KEYSPACE=""
 BUILD=1
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) N=$2; shift 2 ;;
     -d) MODES=$2; shift 2 ;;
     -c) CLIENTS=$2; shift 2 ;;
+    -r) KEYSPACE=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    -h|--help) sed -n 2,23p "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -173,7 +177,7 @@ fi
 bench() {
   local port=$1 p
   for p in 16 1; do
-    redis-benchmark -p "$port" -t set,get,incr,mset -n "$N" -c "$CLIENTS" -P "$p" --csv 2>/dev/null \
+    redis-benchmark -p "$port" -t set,get,incr,mset -n "$N" -c "$CLIENTS" -P "$p" ${KEYSPACE:+-r "$KEYSPACE"} --csv 2>/dev/null \
       | awk -F'","' -v p="$p" 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); split($1, t, " "); print t[1] "/P" p, $2 }'
   done
 }
@@ -199,7 +203,7 @@ declare -A REDIS_RPS
 while read -r t r; do REDIS_RPS["$t"]=$r; echo "  $t $r"; done < <(bench "$REDIS_PORT")
 
 echo
-echo "== side by side: requests/s (redis-benchmark -n $N -c $CLIENTS; mako 1 shard x 3 replicas, Raft)"
+echo "== side by side: requests/s (redis-benchmark -n $N -c $CLIENTS${KEYSPACE:+ -r $KEYSPACE}; mako 1 shard x 3 replicas, Raft)"
 printf '%-12s %-9s %-28s %14s %14s %7s\n' test pipeline "mako durability" mako redis-aof ratio
 for t in SET/P16 GET/P16 INCR/P16 MSET/P16 SET/P1 GET/P1 INCR/P1 MSET/P1; do
   for mode in $MODES; do

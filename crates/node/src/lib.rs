@@ -184,7 +184,11 @@ impl Node {
                     token: r.token,
                     max_connections: r.max_connections,
                     name: format!("redis-{}", opts.spec.id),
-                    ..mako_redis::Options::default()
+                    // A value must fit in a reply of the native protocol (forwarding, GET).
+                    limits: mako_redis::resp::Limits {
+                        max_bulk: mako_proto::MAX_RESULTS,
+                        ..mako_redis::resp::Limits::default()
+                    },
                 };
                 Some(mako_redis::Server::start(l, Arc::new(store), ropts)?)
             }
