@@ -173,12 +173,21 @@ else
   echo "  FAIL  MULTI SET INCR EXEC -> $(cat "$WORK/multi.out")"; FAILED=1
 fi
 
-# bench PORT: "TEST RPS" lines for set,get,incr,mset, pipelined (P16) and not (P1).
+# bench PORT NAME: "TEST RPS" lines for set,get,incr,mset, pipelined (P16) and not (P1).
+# Each test runs on its own: redis-benchmark exits at the first error reply (its stderr is
+# kept in $WORK/bench-NAME-TEST-P.err and its last line shown).
 bench() {
-  local port=$1 p
+  local port=$1 name=$2 p t err
   for p in 16 1; do
-    redis-benchmark -p "$port" -t set,get,incr,mset -n "$N" -c "$CLIENTS" -P "$p" ${KEYSPACE:+-r "$KEYSPACE"} --csv 2>/dev/null \
-      | awk -F'","' -v p="$p" 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); split($1, t, " "); print t[1] "/P" p, $2 }'
+    for t in set get incr mset; do
+      err="$WORK/bench-$name-$t-P$p.err"
+      redis-benchmark -p "$port" -t "$t" -n "$N" -c "$CLIENTS" -P "$p" ${KEYSPACE:+-r "$KEYSPACE"} --csv 2>"$err" \
+        | awk -F'","' -v p="$p" 'NR > 1 { gsub(/"/, "", $1); gsub(/"/, "", $2); split($1, t, " "); print t[1] "/P" p, $2 }' \
+        || true
+      if grep -qiE "error|exiting" "$err"; then
+        echo "  ($name $t P$p: $(tr '\r' '\n' < "$err" | grep -iE 'error|exiting' | tail -1))" >&2
+      fi
+    done
   done
 }
 
@@ -189,7 +198,7 @@ for mode in $MODES; do
     start_mako "$mode"
   fi
   echo "== redis-benchmark against mako ($mode, port $LEADER_PORT), n=$N, $CLIENTS clients"
-  while read -r t r; do MAKO_RPS["$mode $t"]=$r; echo "  $t $r"; done < <(bench "$LEADER_PORT")
+  while read -r t r; do MAKO_RPS["$mode $t"]=$r; echo "  $t $r"; done < <(bench "$LEADER_PORT" "mako-$mode")
 done
 stop_mako
 
@@ -200,7 +209,7 @@ PIDS+=($!)
 wait_ping "$REDIS_PORT"
 echo "== redis-benchmark against redis-server (AOF everysec), n=$N, $CLIENTS clients"
 declare -A REDIS_RPS
-while read -r t r; do REDIS_RPS["$t"]=$r; echo "  $t $r"; done < <(bench "$REDIS_PORT")
+while read -r t r; do REDIS_RPS["$t"]=$r; echo "  $t $r"; done < <(bench "$REDIS_PORT" redis)
 
 echo
 echo "== side by side: requests/s (redis-benchmark -n $N -c $CLIENTS${KEYSPACE:+ -r $KEYSPACE}; mako 1 shard x 3 replicas, Raft)"

@@ -1,7 +1,9 @@
 //! The Redis front end's store: each RESP command runs as one transaction coordinated by this
 //! site when it serves its shard (operations executed by [`crate::exec::apply`], keys routed by
 //! the [`Catalog`]), or forwarded to the shard's leader as an interactive transaction when
-//! it does not; retryable aborts are run again in a fresh transaction.
+//! it does not; retryable aborts are run again in a fresh transaction (at least
+//! [`ATTEMPTS`] times, and as long as the release timeout has not passed: a hot key under
+//! optimistic concurrency control aborts many attempts).
 
 use std::net::SocketAddr;
 use std::ops::Bound;
@@ -19,7 +21,8 @@ use mako_txn::AbortReason;
 use crate::exec::{OpError, apply};
 use crate::session::Shared;
 
-/// How many times one command runs before a retryable abort is its answer.
+/// How many times one command runs at least before a retryable abort is its answer (it
+/// runs again as long as the release timeout has not passed since its first attempt).
 const ATTEMPTS: u32 = 32;
 
 /// The longest pause between two attempts.
@@ -94,6 +97,7 @@ impl Backend for SiteBackend {
         body: &mut Body<'_>,
     ) -> Result<Option<Box<dyn Release>>, Failure> {
         let mut attempt = 1;
+        let give_up = Instant::now() + self.release_timeout;
         loop {
             let r = if self.shared.site.serving() {
                 self.local(body)
@@ -104,7 +108,7 @@ impl Backend for SiteBackend {
             match r {
                 Err(Failure::Aborted {
                     retryable: true, ..
-                }) if attempt < ATTEMPTS => {
+                }) if attempt < ATTEMPTS || Instant::now() < give_up => {
                     // A fresh transaction after a short, growing, jittered pause (conflicts
                     // clear up as the other transaction finishes; an election takes longer).
                     let cap = Duration::from_micros(100 << attempt.min(10)).min(MAX_PAUSE);

@@ -48,6 +48,8 @@
 //! the same value is not noticed). Keys do not expire: SET's EX/PX/EXAT/PXAT/KEEPTTL are
 //! refused with an error saying so.
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod command;
 pub mod conn;
