@@ -197,7 +197,7 @@ for mode in $MODES; do
     stop_mako
     start_mako "$mode"
   fi
-  echo "== redis-benchmark against mako ($mode, port $LEADER_PORT), n=$N, $CLIENTS clients"
+  echo "== redis-benchmark against mako ($mode, port $LEADER_PORT), n=$N, $CLIENTS clients; load:$(uptime | sed 's/.*load average//')"
   while read -r t r; do MAKO_RPS["$mode $t"]=$r; echo "  $t $r"; done < <(bench "$LEADER_PORT" "mako-$mode")
 done
 stop_mako
@@ -207,7 +207,7 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --appendonly yes --appendfsyn
   --save "" --dir "$WORK/redis" --daemonize no > "$WORK/redis-server.log" 2>&1 &
 PIDS+=($!)
 wait_ping "$REDIS_PORT"
-echo "== redis-benchmark against redis-server (AOF everysec), n=$N, $CLIENTS clients"
+echo "== redis-benchmark against redis-server (AOF everysec), n=$N, $CLIENTS clients; load:$(uptime | sed 's/.*load average//')"
 declare -A REDIS_RPS
 while read -r t r; do REDIS_RPS["$t"]=$r; echo "  $t $r"; done < <(bench "$REDIS_PORT" redis)
 
