@@ -43,8 +43,12 @@ pub fn run(args: &ServerArgs) -> anyhow::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
         .context("installing signal handlers")?;
     let node = Node::start(opts).with_context(|| format!("starting site {name}"))?;
+    let redis = node
+        .redis_addr()
+        .map(|a| format!(", redis {a}"))
+        .unwrap_or_default();
     println!(
-        "mako server: site {name} (node {id}, shard {shard}) ready; peers {}, clients {}, durability {}",
+        "mako server: site {name} (node {id}, shard {shard}) ready; peers {}, clients {}{redis}, durability {}",
         node.peer_addr(),
         node.client_addr(),
         cfg.durability

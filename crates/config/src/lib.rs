@@ -31,7 +31,8 @@
 //!     same R everywhere),
 //!   - `preferred_leader` \[false\] (at most one per shard),
 //!   - `peer_port` (replication and coordination between sites), `client_port` (clients),
-//!     `metrics_port` (optional Prometheus endpoint), all non-zero; every (address, port) pair is
+//!     `metrics_port` (optional Prometheus endpoint), `redis_port` (optional Redis-compatible RESP
+//!     front end; off unless set), all non-zero; every (address, port) pair is
 //!     unique across all sites and ports, and `0.0.0.0` clashes with every address,
 //!   - `data_dir` (optional override of `<data_dir>/<name>`).
 //!
@@ -126,6 +127,9 @@ pub struct SiteSpec {
     /// Port of the Prometheus metrics endpoint, if any.
     #[serde(default)]
     pub metrics_port: Option<u16>,
+    /// Port of the Redis-compatible (RESP) front end, if any.
+    #[serde(default)]
+    pub redis_port: Option<u16>,
     /// Its data directory, overriding `<data_dir>/<name>`.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
@@ -516,6 +520,12 @@ impl Config {
             .map(|p| SocketAddr::new(self.host_ip(site), p))
     }
 
+    /// Where the site serves Redis clients (RESP), if it does.
+    pub fn redis_addr(&self, site: &SiteSpec) -> Option<SocketAddr> {
+        site.redis_port
+            .map(|p| SocketAddr::new(self.host_ip(site), p))
+    }
+
     /// The site's data directory: its override, else `<data_dir>/<name>`.
     pub fn site_data_dir(&self, site: &SiteSpec) -> PathBuf {
         site.data_dir
@@ -676,6 +686,7 @@ impl Builder<'_> {
                 ("peer_port", Some(s.peer_port)),
                 ("client_port", Some(s.client_port)),
                 ("metrics_port", s.metrics_port),
+                ("redis_port", s.redis_port),
             ];
             for (key, port) in ports {
                 let Some(port) = port else { continue };

@@ -95,6 +95,7 @@ fn addresses_ids_and_directories() {
     assert_eq!(c.peer_addr(d), "127.0.0.1:9003".parse().expect("addr"));
     assert_eq!(c.client_addr(d), "127.0.0.1:9013".parse().expect("addr"));
     assert_eq!(c.metrics_addr(d), None);
+    assert_eq!(c.redis_addr(d), None);
     assert_eq!(c.site_data_dir(d), PathBuf::from("/srv/d"));
     assert_eq!(c.site_data_dir(&c.sites[0]), PathBuf::from("/tmp/m/a"));
     assert!(c.site("zz").is_none());
@@ -109,6 +110,34 @@ fn addresses_ids_and_directories() {
         Some("127.0.0.1:9022".parse().expect("addr"))
     );
     assert_eq!(c.preferred_leader(0).map(|s| s.name.as_str()), Some("a"));
+}
+
+#[test]
+fn a_redis_port_is_optional_and_checked_like_the_others() {
+    let c = ok(&[(
+        "t.yml",
+        &TOPO.replace("metrics_port: 9022", "redis_port: 9030"),
+    )]);
+    let s = c.site("c").expect("site c");
+    assert_eq!(
+        c.redis_addr(s),
+        Some("127.0.0.1:9030".parse().expect("addr"))
+    );
+    assert_eq!(c.redis_addr(c.site("a").expect("site a")), None);
+    assert_eq!(
+        err(&[(
+            "t.yml",
+            &TOPO.replace("metrics_port: 9022", "redis_port: 9010")
+        )]),
+        "t.yml: sites[2].redis_port: 127.0.0.1:9010 is already used by sites[0].client_port"
+    );
+    assert_eq!(
+        err(&[(
+            "t.yml",
+            &TOPO.replace("metrics_port: 9022", "redis_port: 0")
+        )]),
+        "t.yml: sites[2].redis_port: port 0 is not allowed (peers and clients must know the port)"
+    );
 }
 
 #[test]
@@ -867,9 +896,14 @@ fn shipped_topologies_use_disjoint_ports() {
     for (topo, _, _) in TOPOLOGIES {
         let c = Config::load(&[repo_config("mako_raft.yml"), repo_config(topo)]).expect("loads");
         for s in &c.sites {
-            for p in [Some(s.peer_port), Some(s.client_port), s.metrics_port]
-                .into_iter()
-                .flatten()
+            for p in [
+                Some(s.peer_port),
+                Some(s.client_port),
+                s.metrics_port,
+                s.redis_port,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if let Some((_, other)) = seen.iter().find(|(q, _)| *q == p) {
                     panic!("port {p} is used by {topo} and {other}");

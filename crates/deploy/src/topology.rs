@@ -19,6 +19,8 @@ pub struct LocalTopology {
     pub heartbeat_ms: u64,
     /// Extra YAML appended to the file (e.g. a `security:` block).
     pub extra: String,
+    /// Whether each site also gets a `redis_port` (the RESP front end).
+    pub redis: bool,
 }
 
 impl LocalTopology {
@@ -31,6 +33,7 @@ impl LocalTopology {
             election_ms: (300, 500),
             heartbeat_ms: 50,
             extra: String::new(),
+            redis: false,
         }
     }
 
@@ -39,7 +42,8 @@ impl LocalTopology {
     pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
         let mut ports = Vec::new();
         let mut holders = Vec::new();
-        for _ in 0..self.shards * self.replicas * 3 {
+        let per_site = if self.redis { 4 } else { 3 };
+        for _ in 0..self.shards * self.replicas * per_site {
             let l = TcpListener::bind("127.0.0.1:0")?;
             ports.push(l.local_addr()?.port());
             holders.push(l);
@@ -57,15 +61,20 @@ impl LocalTopology {
         let mut i = 0;
         for s in 0..self.shards {
             for r in 0..self.replicas {
+                let redis = if self.redis {
+                    format!(", redis_port: {}", ports[i + 3])
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     y,
-                    "  - {{name: s{s}r{r}, host: local, shard: {s}, replica: {r}, preferred_leader: {}, peer_port: {}, client_port: {}, metrics_port: {}}}",
+                    "  - {{name: s{s}r{r}, host: local, shard: {s}, replica: {r}, preferred_leader: {}, peer_port: {}, client_port: {}, metrics_port: {}{redis}}}",
                     r == 0,
                     ports[i],
                     ports[i + 1],
                     ports[i + 2]
                 );
-                i += 3;
+                i += per_site as usize;
             }
         }
         y.push_str(&self.extra);

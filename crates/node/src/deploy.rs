@@ -149,6 +149,22 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
         max_connections: cfg.client.max_connections as usize,
         max_scan_rows: cfg.client.max_scan_rows,
     };
+    let redis = match cfg.redis_addr(site) {
+        Some(listen) => Some(crate::RedisOptions {
+            listen,
+            max_connections: cfg.client.max_connections as usize,
+            token: cfg
+                .security
+                .client_token
+                .as_ref()
+                .map(|t| t.expose().to_vec()),
+            forward: Some(
+                mako_client::ClientConfig::from_config(cfg)
+                    .map_err(|e| NodeError::Config(format!("redis forwarding: {e}")))?,
+            ),
+        }),
+        None => None,
+    };
     let _ = replicas;
     Ok((
         NodeOptions {
@@ -164,6 +180,7 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
             tls,
             metrics_listen: cfg.metrics_addr(site),
             procedures: HashMap::new(),
+            redis,
         },
         lock,
     ))

@@ -22,6 +22,7 @@ mod endpoint;
 mod exec;
 pub mod figures;
 pub mod procedure;
+mod redis;
 mod server;
 mod session;
 mod status;
@@ -46,6 +47,7 @@ pub use deploy::{DataDirLock, options};
 pub use exec::{Catalog, parse_int};
 pub use figures::Counters;
 pub use procedure::{ProcError, Procedure, in_txn};
+pub use redis::RedisOptions;
 pub use session::Limits;
 
 /// Everything a server process needs.
@@ -74,6 +76,8 @@ pub struct NodeOptions {
     pub metrics_listen: Option<SocketAddr>,
     /// Server-side procedures clients may call, by name.
     pub procedures: HashMap<String, Arc<dyn Procedure>>,
+    /// The Redis-compatible (RESP) front end (`None`: off).
+    pub redis: Option<RedisOptions>,
 }
 
 /// Why a server could not start.
@@ -109,6 +113,7 @@ pub struct Node {
     counters: Arc<Counters>,
     client_addr: SocketAddr,
     metrics: Mutex<Option<endpoint::Endpoint>>,
+    redis: Mutex<Option<mako_redis::Server>>,
 }
 
 impl Node {
@@ -127,6 +132,16 @@ impl Node {
                 addr,
                 source,
             })?),
+            None => None,
+        };
+        let redis_listener = match &opts.redis {
+            Some(r) => Some(
+                TcpListener::bind(r.listen).map_err(|source| NodeError::Bind {
+                    what: "redis clients",
+                    addr: r.listen,
+                    source,
+                })?,
+            ),
             None => None,
         };
         let (transport, inbox) = TcpTransport::start(
@@ -157,6 +172,28 @@ impl Node {
             workers: opts.spec.site.workers,
             procedures: opts.procedures,
         });
+        let redis = match (opts.redis, redis_listener) {
+            (Some(r), Some(l)) => {
+                let store = redis::SiteStore {
+                    shared: Arc::clone(&shared),
+                    release_timeout: opts.spec.site.timeout,
+                    forward: r.forward,
+                    next_worker: std::sync::atomic::AtomicU32::new(0),
+                };
+                let ropts = mako_redis::Options {
+                    token: r.token,
+                    max_connections: r.max_connections,
+                    name: format!("redis-{}", opts.spec.id),
+                    // A value must fit in a reply of the native protocol (forwarding, GET).
+                    limits: mako_redis::resp::Limits {
+                        max_bulk: mako_proto::MAX_RESULTS,
+                        ..mako_redis::resp::Limits::default()
+                    },
+                };
+                Some(mako_redis::Server::start(l, Arc::new(store), ropts)?)
+            }
+            _ => None,
+        };
         let clients = server::ClientServer::start(listener, shared, opts.client_token, opts.tls)?;
         let client_addr = clients.addr();
         let metrics = match metrics_listener {
@@ -168,7 +205,7 @@ impl Node {
             None => None,
         };
         info!(site = %opts.name, node = opts.spec.id, peers = %transport.local_addr(),
-            clients = %client_addr, "serving");
+            clients = %client_addr, redis = ?redis.as_ref().map(mako_redis::Server::addr), "serving");
         Ok(Node {
             site,
             host: Mutex::new(Some(host)),
@@ -177,6 +214,7 @@ impl Node {
             counters,
             client_addr,
             metrics: Mutex::new(metrics),
+            redis: Mutex::new(redis),
         })
     }
 
@@ -198,6 +236,11 @@ impl Node {
     /// Where the metrics endpoint listens, if it does.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics.lock().as_ref().map(endpoint::Endpoint::addr)
+    }
+
+    /// Where Redis clients connect, if the RESP front end is on.
+    pub fn redis_addr(&self) -> Option<SocketAddr> {
+        self.redis.lock().as_ref().map(mako_redis::Server::addr)
     }
 
     /// Where peers connect.
@@ -250,6 +293,9 @@ impl Node {
     /// Stops serving clients, optionally hands leadership over, flushes the commit log and
     /// joins every thread.
     pub fn shutdown(&self, hand_over: bool) {
+        if let Some(mut r) = self.redis.lock().take() {
+            r.stop();
+        }
         self.clients.lock().stop();
         if let Some(mut m) = self.metrics.lock().take() {
             m.stop();

@@ -81,6 +81,7 @@ fn one_node_with(dir: &std::path::Path, limits: Limits) -> Node {
         tls: None,
         metrics_listen: Some(any),
         procedures: HashMap::new(),
+        redis: None,
     })
     .unwrap();
     let deadline = Instant::now() + BOUND;

@@ -139,6 +139,7 @@ fn start_with(
                 tls: tls.clone(),
                 metrics_listen: Some(any),
                 procedures: procedures(&catalog),
+                redis: None,
             })
             .unwrap();
             sites.push(SiteAddr {

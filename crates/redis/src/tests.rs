@@ -1,0 +1,549 @@
+//! Tests of the connection state machine and the listener over a [`MemStore`].
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use crate::backend::{Backend, Body, Failure, Figures, MemStore};
+use crate::conn::{Connection, EXECABORT, Flow, NOAUTH, Shared, WRONGPASS};
+use crate::resp::{Value, decode_reply};
+use crate::{Options, Server};
+
+struct Fixture {
+    shared: Shared,
+    conn: Connection,
+    store: MemStore,
+}
+
+impl Fixture {
+    fn new(token: Option<&str>) -> Self {
+        let shared = Shared::new(token.map(|t| t.as_bytes().to_vec()), 6379);
+        let conn = Connection::new(&shared);
+        Fixture {
+            shared,
+            conn,
+            store: MemStore::new(),
+        }
+    }
+
+    fn cmd_on(&mut self, other: &mut Connection, line: &str) -> Value {
+        let args: Vec<Vec<u8>> = line.split(' ').map(|w| w.as_bytes().to_vec()).collect();
+        other.handle(&args, &self.shared, &mut self.store.clone()).0
+    }
+
+    fn cmd(&mut self, line: &str) -> Value {
+        let args: Vec<Vec<u8>> = line.split(' ').map(|w| w.as_bytes().to_vec()).collect();
+        self.conn
+            .handle(&args, &self.shared, &mut self.store.clone())
+            .0
+    }
+}
+
+fn bulk(s: &str) -> Value {
+    Value::bulk(s)
+}
+
+fn ok() -> Value {
+    Value::ok()
+}
+
+#[test]
+fn string_commands() {
+    let mut f = Fixture::new(None);
+    assert_eq!(f.cmd("GET k"), Value::Nil);
+    assert_eq!(f.cmd("SET k v"), ok());
+    assert_eq!(f.cmd("GET k"), bulk("v"));
+    assert_eq!(f.cmd("SET k w NX"), Value::Nil);
+    assert_eq!(f.cmd("SET k w XX GET"), bulk("v"));
+    assert_eq!(f.cmd("SET n 1 XX"), Value::Nil);
+    assert_eq!(f.cmd("GET n"), Value::Nil);
+    assert_eq!(f.cmd("SET n 1 NX"), ok());
+    assert_eq!(f.cmd("INCR n"), Value::Int(2));
+    assert_eq!(f.cmd("INCRBY n 10"), Value::Int(12));
+    assert_eq!(f.cmd("DECR n"), Value::Int(11));
+    assert_eq!(f.cmd("DECRBY n 20"), Value::Int(-9));
+    assert_eq!(
+        f.cmd("INCR k"),
+        Value::err("ERR value is not an integer or out of range")
+    );
+    assert_eq!(f.cmd("SET big 9223372036854775807"), ok());
+    assert_eq!(
+        f.cmd("INCR big"),
+        Value::err("ERR increment or decrement would overflow")
+    );
+    assert_eq!(f.cmd("APPEND k xyz"), Value::Int(4));
+    assert_eq!(f.cmd("STRLEN k"), Value::Int(4));
+    assert_eq!(f.cmd("STRLEN none"), Value::Int(0));
+    assert_eq!(f.cmd("GETSET k new"), bulk("wxyz"));
+    assert_eq!(f.cmd("GETDEL k"), bulk("new"));
+    assert_eq!(f.cmd("GETDEL k"), Value::Nil);
+    assert_eq!(f.cmd("MSET a 1 b 2"), ok());
+    assert_eq!(
+        f.cmd("MGET a b c"),
+        Value::Array(vec![bulk("1"), bulk("2"), Value::Nil])
+    );
+    assert_eq!(f.cmd("EXISTS a b c a"), Value::Int(3));
+    assert_eq!(f.cmd("DEL a c"), Value::Int(1));
+    assert_eq!(f.store.value(b"a"), None);
+    assert_eq!(f.store.value(b"b"), Some(b"2".to_vec()));
+}
+
+#[test]
+fn connection_commands() {
+    let mut f = Fixture::new(None);
+    assert_eq!(f.cmd("PING"), Value::Simple("PONG".into()));
+    assert_eq!(f.cmd("PING hi"), bulk("hi"));
+    assert_eq!(f.cmd("ECHO hi"), bulk("hi"));
+    assert_eq!(f.cmd("SELECT 0"), ok());
+    assert_eq!(
+        f.cmd("SELECT 1"),
+        Value::err("ERR DB index is out of range")
+    );
+    assert_eq!(f.cmd("CLIENT GETNAME"), Value::Nil);
+    assert_eq!(f.cmd("CLIENT SETNAME me"), ok());
+    assert_eq!(f.cmd("CLIENT GETNAME"), bulk("me"));
+    assert!(f.cmd("CLIENT SETNAME a\nb").is_error());
+    assert_eq!(
+        f.cmd("CONFIG GET save"),
+        Value::Map(vec![(bulk("save"), bulk(""))])
+    );
+    assert_eq!(
+        f.cmd("CONFIG GET appendonly"),
+        Value::Map(vec![(bulk("appendonly"), bulk("no"))])
+    );
+    assert_eq!(f.cmd("CONFIG GET nothing"), Value::Map(Vec::new()));
+    assert!(matches!(f.cmd("COMMAND COUNT"), Value::Int(n) if n > 20));
+    assert_eq!(f.cmd("COMMAND DOCS"), Value::Map(Vec::new()));
+    let Value::Verbatim(info) = f.cmd("INFO") else {
+        panic!("INFO is text");
+    };
+    for needle in [
+        "# Server\r\n",
+        "redis_version:",
+        "# Replication\r\nrole:master",
+        "# Stats\r\n",
+        "keys:",
+    ] {
+        assert!(info.contains(needle), "{needle} in {info}");
+    }
+    let Value::Verbatim(repl) = f.cmd("INFO replication") else {
+        panic!("INFO is text");
+    };
+    assert!(
+        repl.contains("role:") && !repl.contains("# Server"),
+        "{repl}"
+    );
+    assert_eq!(
+        f.cmd("FOO x"),
+        Value::err("ERR unknown command 'FOO', with args beginning with: 'x' ")
+    );
+    let args = vec![b"QUIT".to_vec()];
+    let (r, flow) = f.conn.handle(&args, &f.shared, &mut f.store.clone());
+    assert_eq!((r, flow), (ok(), Flow::Close));
+}
+
+#[test]
+fn auth_gates_every_command_but_auth_hello_quit() {
+    let mut f = Fixture::new(Some("sesame"));
+    assert_eq!(f.cmd("PING"), Value::err(NOAUTH));
+    assert_eq!(f.cmd("GET k"), Value::err(NOAUTH));
+    assert_eq!(f.cmd("SET k v EX 1"), Value::err(NOAUTH));
+    // Unknown commands and wrong arity are found before authentication, as in Redis.
+    assert!(f.cmd("GET").text_contains("wrong number"));
+    assert!(
+        f.cmd("HELLO 3")
+            .text_contains("NOAUTH HELLO must be called")
+    );
+    assert_eq!(f.cmd("AUTH wrong"), Value::err(WRONGPASS));
+    assert_eq!(f.cmd("AUTH someone sesame"), Value::err(WRONGPASS));
+    assert_eq!(f.cmd("GET k"), Value::err(NOAUTH));
+    assert_eq!(f.cmd("AUTH sesame"), ok());
+    assert_eq!(f.cmd("GET k"), Value::Nil);
+
+    let mut other = Connection::new(&f.shared);
+    assert_eq!(f.cmd_on(&mut other, "AUTH default sesame"), ok());
+    assert_eq!(f.cmd_on(&mut other, "PING"), Value::Simple("PONG".into()));
+
+    let mut third = Connection::new(&f.shared);
+    assert_eq!(
+        f.cmd_on(&mut third, "HELLO 3 AUTH default wrong"),
+        Value::err(WRONGPASS)
+    );
+    assert_eq!(third.proto(), 2);
+    let Value::Map(m) = f.cmd_on(&mut third, "HELLO 3 AUTH default sesame SETNAME x") else {
+        panic!("HELLO answers a map");
+    };
+    assert!(m.contains(&(bulk("proto"), Value::Int(3))));
+    assert_eq!(third.proto(), 3);
+    assert_eq!(f.cmd_on(&mut third, "CLIENT GETNAME"), bulk("x"));
+}
+
+#[test]
+fn auth_without_a_token() {
+    let mut f = Fixture::new(None);
+    assert!(
+        f.cmd("AUTH x")
+            .text_contains("without any password configured")
+    );
+    assert_eq!(f.cmd("AUTH default x"), ok());
+    assert_eq!(
+        f.cmd("HELLO 4"),
+        Value::err("NOPROTO unsupported protocol version")
+    );
+    assert!(matches!(f.cmd("HELLO"), Value::Map(_)));
+    assert_eq!(f.conn.proto(), 2);
+}
+
+#[test]
+fn multi_exec_runs_the_queue_in_one_transaction() {
+    let mut f = Fixture::new(None);
+    assert_eq!(f.cmd("EXEC"), Value::err("ERR EXEC without MULTI"));
+    assert_eq!(f.cmd("DISCARD"), Value::err("ERR DISCARD without MULTI"));
+    assert_eq!(f.cmd("SET s notanint"), ok());
+    assert_eq!(f.cmd("MULTI"), ok());
+    assert_eq!(
+        f.cmd("MULTI"),
+        Value::err("ERR MULTI calls can not be nested")
+    );
+    assert_eq!(
+        f.cmd("WATCH a"),
+        Value::err("ERR WATCH inside MULTI is not allowed")
+    );
+    assert_eq!(f.cmd("SET a 1"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("INCR s"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("INCR a"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("SET x y NX XX"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("PING"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.store.value(b"a"), None, "nothing runs before EXEC");
+    assert_eq!(
+        f.cmd("EXEC"),
+        Value::Array(vec![
+            ok(),
+            Value::err("ERR value is not an integer or out of range"),
+            Value::Int(2),
+            Value::err("ERR syntax error"),
+            Value::Simple("PONG".into()),
+        ])
+    );
+    assert_eq!(f.store.value(b"a"), Some(b"2".to_vec()));
+    assert!(!f.conn.in_multi());
+
+    // Queueing errors discard the whole block.
+    assert_eq!(f.cmd("MULTI"), ok());
+    assert_eq!(f.cmd("SET a 100"), Value::Simple("QUEUED".into()));
+    assert!(f.cmd("NOSUCH x").is_error());
+    assert!(f.cmd("GET").is_error());
+    assert_eq!(f.cmd("EXEC"), Value::err(EXECABORT));
+    assert_eq!(f.store.value(b"a"), Some(b"2".to_vec()));
+
+    assert_eq!(f.cmd("MULTI"), ok());
+    assert_eq!(f.cmd("SET a 100"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("DISCARD"), ok());
+    assert_eq!(f.cmd("EXEC"), Value::err("ERR EXEC without MULTI"));
+    assert_eq!(f.store.value(b"a"), Some(b"2".to_vec()));
+}
+
+#[test]
+fn watch_aborts_exec_when_a_key_changed() {
+    let mut f = Fixture::new(None);
+    let mut other = Connection::new(&f.shared);
+    assert_eq!(f.cmd("SET w 1"), ok());
+    assert_eq!(f.cmd("WATCH w"), ok());
+    assert_eq!(f.cmd_on(&mut other, "SET w 2"), ok());
+    assert_eq!(f.cmd("MULTI"), ok());
+    assert_eq!(f.cmd("SET w 10"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("EXEC"), Value::NilArray);
+    assert_eq!(f.store.value(b"w"), Some(b"2".to_vec()));
+
+    // EXEC unwatched: the next block applies.
+    assert_eq!(f.cmd("MULTI"), ok());
+    assert_eq!(f.cmd("SET w 10"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("EXEC"), Value::Array(vec![ok()]));
+
+    // Unchanged watched keys (one of them absent) let EXEC apply.
+    assert_eq!(f.cmd("WATCH w absent"), ok());
+    assert_eq!(f.cmd_on(&mut other, "GET w"), bulk("10"));
+    assert_eq!(f.cmd("MULTI"), ok());
+    assert_eq!(f.cmd("INCR w"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("EXEC"), Value::Array(vec![Value::Int(11)]));
+
+    // A key created after WATCH counts as changed; UNWATCH forgets.
+    assert_eq!(f.cmd("WATCH fresh"), ok());
+    assert_eq!(f.cmd_on(&mut other, "SET fresh 1"), ok());
+    assert_eq!(f.cmd("UNWATCH"), ok());
+    assert_eq!(f.cmd("MULTI"), ok());
+    assert_eq!(f.cmd("GET fresh"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("EXEC"), Value::Array(vec![bulk("1")]));
+}
+
+#[test]
+fn scan_walks_every_key_with_match_and_count() {
+    let mut f = Fixture::new(None);
+    for i in 0..25 {
+        assert_eq!(f.cmd(&format!("SET key:{i:02} v")), ok());
+    }
+    assert_eq!(f.cmd("SET other v"), ok());
+    let mut cursor = "0".to_string();
+    let mut seen = Vec::new();
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let Value::Array(r) = f.cmd(&format!("SCAN {cursor} MATCH key:* COUNT 7")) else {
+            panic!("SCAN answers an array");
+        };
+        let [Value::Bulk(c), Value::Array(keys)] = &r[..] else {
+            panic!("{r:?}");
+        };
+        seen.extend(keys.iter().cloned());
+        cursor = String::from_utf8(c.clone()).unwrap();
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(rounds, 4, "26 keys, 7 per call");
+    let want: Vec<Value> = (0..25).map(|i| bulk(&format!("key:{i:02}"))).collect();
+    assert_eq!(seen, want);
+    assert_eq!(f.cmd("SCAN 12345"), Value::err("ERR invalid cursor"));
+}
+
+/// A backend whose commits always end as `fail`.
+struct Failing(Failure);
+
+impl Backend for Failing {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        let store = MemStore::new();
+        store.clone().transact(body)?;
+        Err(self.0.clone())
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+#[test]
+fn unknown_and_aborted_outcomes_are_errors_not_successes() {
+    let shared = Shared::new(None, 1);
+    let mut c = Connection::new(&shared);
+    let set = vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()];
+    let (r, _) = c.handle(
+        &set,
+        &shared,
+        &mut Failing(Failure::Unknown("release timed out".into())),
+    );
+    let Value::Error(e) = r else { panic!("{r:?}") };
+    assert!(
+        e.starts_with("UNKNOWN ") && e.contains("may or may not"),
+        "{e}"
+    );
+    let (r, _) = c.handle(
+        &set,
+        &shared,
+        &mut Failing(Failure::Aborted {
+            reason: "conflict".into(),
+            retryable: true,
+        }),
+    );
+    let Value::Error(e) = r else { panic!("{r:?}") };
+    assert!(
+        e.starts_with("ABORTED ") && e.contains("nothing was applied"),
+        "{e}"
+    );
+}
+
+/// A backend that commits into a [`MemStore`] and hands back a release ending as `fail`.
+struct Deferred(MemStore, Failure);
+
+struct FailingRelease(Failure);
+
+impl crate::Release for FailingRelease {
+    fn wait(self: Box<Self>) -> Result<(), Failure> {
+        Err(self.0)
+    }
+}
+
+impl Backend for Deferred {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        self.0.transact(body)
+    }
+
+    fn transact_pipelined(
+        &mut self,
+        body: &mut Body<'_>,
+    ) -> Result<Option<Box<dyn crate::Release>>, Failure> {
+        self.0.transact(body)?;
+        Ok(Some(Box::new(FailingRelease(self.1.clone()))))
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+#[test]
+fn a_reply_waits_for_its_release_and_reports_its_failure() {
+    let shared = Shared::new(None, 1);
+    let mut c = Connection::new(&shared);
+    let mut b = Deferred(
+        MemStore::new(),
+        Failure::Unknown("release timed out".into()),
+    );
+    let set = vec![b"SET".to_vec(), b"k".to_vec(), b"v".to_vec()];
+    let (r, _) = c.handle(&set, &shared, &mut b);
+    assert_eq!(r, ok(), "the reply, once released");
+    assert!(c.take_release().is_some(), "a release to wait for");
+    let (r, _) = c.answer(&set, &shared, &mut b);
+    assert!(r.text_contains("UNKNOWN"), "{r:?}");
+    let mut b = Deferred(
+        MemStore::new(),
+        Failure::Aborted {
+            reason: "failover".into(),
+            retryable: true,
+        },
+    );
+    let (r, _) = c.answer(&[b"INCR".to_vec(), b"n".to_vec()], &shared, &mut b);
+    assert!(r.text_contains("ABORTED"), "{r:?}");
+    // Commands without a transaction have nothing to wait for.
+    let (r, _) = c.handle(&[b"PING".to_vec()], &shared, &mut b);
+    assert_eq!(r, Value::Simple("PONG".into()));
+    assert!(c.take_release().is_none());
+}
+
+/// Hands out [`Deferred`] backends whose releases end as `Unknown`.
+struct DeferredStore(MemStore);
+
+impl crate::Store for DeferredStore {
+    fn connect(&self) -> Box<dyn Backend> {
+        Box::new(Deferred(
+            self.0.clone(),
+            Failure::Unknown("release timed out".into()),
+        ))
+    }
+}
+
+#[test]
+fn the_server_sends_a_pipelined_reply_only_once_released() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let store = MemStore::new();
+    let mut server = Server::start(
+        listener,
+        Arc::new(DeferredStore(store.clone())),
+        Options::default(),
+    )
+    .unwrap();
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(b"SET k v\r\nPING\r\nGET k\r\n").unwrap();
+    let r = read_replies(&mut c, 3);
+    assert!(r[0].text_contains("UNKNOWN"), "{r:?}");
+    assert_eq!(r[1], Value::Simple("PONG".into()));
+    assert!(r[2].text_contains("UNKNOWN"), "{r:?}");
+    server.stop();
+}
+
+impl Value {
+    fn text_contains(&self, s: &str) -> bool {
+        matches!(self, Value::Error(e) if e.contains(s))
+    }
+}
+
+fn read_replies(c: &mut TcpStream, n: usize) -> Vec<Value> {
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while out.len() < n {
+        while let Some((v, used)) = decode_reply(&buf) {
+            buf.drain(..used);
+            out.push(v);
+        }
+        if out.len() >= n {
+            break;
+        }
+        let k = c.read(&mut chunk).expect("reply");
+        assert!(k > 0, "closed after {} replies", out.len());
+        buf.extend_from_slice(&chunk[..k]);
+    }
+    out
+}
+
+#[test]
+fn server_pipelines_and_closes_only_a_malformed_connection() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut server =
+        Server::start(listener, Arc::new(MemStore::new()), Options::default()).unwrap();
+    let mut good = TcpStream::connect(server.addr()).unwrap();
+    let mut pipeline = Vec::new();
+    for i in 0..1000 {
+        pipeline.extend(crate::resp::encode_request(&[b"INCR", b"n"]));
+        if i % 100 == 0 {
+            pipeline.extend(b"PING\r\n");
+        }
+    }
+    good.write_all(&pipeline).unwrap();
+    let replies = read_replies(&mut good, 1010);
+    let ints: Vec<i64> = replies
+        .iter()
+        .filter_map(|v| {
+            if let Value::Int(i) = v {
+                Some(*i)
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(ints, (1..=1000).collect::<Vec<_>>(), "answered in order");
+
+    for garbage in [
+        &b"*1\r\n$-5\r\n"[..],
+        b"*2\r\n$999999999999\r\n",
+        b"*1\r\n+hi\r\n",
+        b"*-7x\r\n",
+    ] {
+        let mut bad = TcpStream::connect(server.addr()).unwrap();
+        bad.write_all(garbage).unwrap();
+        let r = read_replies(&mut bad, 1);
+        assert!(r[0].text_contains("Protocol error"), "{r:?}");
+        let mut rest = Vec::new();
+        assert_eq!(
+            bad.read_to_end(&mut rest).unwrap(),
+            0,
+            "closed after the error"
+        );
+    }
+    good.write_all(b"GET n\r\n").unwrap();
+    assert_eq!(read_replies(&mut good, 1), vec![bulk("1000")]);
+    assert_eq!(
+        server
+            .shared()
+            .malformed
+            .load(std::sync::atomic::Ordering::Relaxed),
+        4
+    );
+    server.stop();
+}
+
+#[test]
+fn server_refuses_connections_over_its_limit() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let opts = Options {
+        max_connections: 1,
+        ..Options::default()
+    };
+    let mut server = Server::start(listener, Arc::new(MemStore::new()), opts).unwrap();
+    let mut first = TcpStream::connect(server.addr()).unwrap();
+    first.write_all(b"PING\r\n").unwrap();
+    assert_eq!(
+        read_replies(&mut first, 1),
+        vec![Value::Simple("PONG".into())]
+    );
+    let mut second = TcpStream::connect(server.addr()).unwrap();
+    assert_eq!(
+        read_replies(&mut second, 1),
+        vec![Value::err("ERR max number of clients reached")]
+    );
+    first.write_all(b"PING\r\n").unwrap();
+    assert_eq!(
+        read_replies(&mut first, 1),
+        vec![Value::Simple("PONG".into())]
+    );
+    server.stop();
+}
