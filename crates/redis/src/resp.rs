@@ -204,10 +204,7 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                         other => other,
                     });
                 } else if c == b'"' {
-                    // A closing quote must be followed by a blank or the end.
-                    if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
-                        return Err(ProtocolError::UnbalancedQuotes);
-                    }
+                    closing_quote(line, i)?;
                     i += 1;
                     break;
                 } else {
@@ -221,9 +218,7 @@ pub fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, ProtocolError> {
                     i += 1;
                     cur.push(b'\'');
                 } else if c == b'\'' {
-                    if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
-                        return Err(ProtocolError::UnbalancedQuotes);
-                    }
+                    closing_quote(line, i)?;
                     i += 1;
                     break;
                 } else {
@@ -427,6 +422,14 @@ pub fn decode_reply(buf: &[u8]) -> Option<(Value, usize)> {
         _ => return None,
     };
     Some((v, used))
+}
+
+/// Checks that the closing quote at `i` is followed by a blank or the end of the line.
+fn closing_quote(line: &[u8], i: usize) -> Result<(), ProtocolError> {
+    if line.get(i + 1).is_some_and(|b| !b.is_ascii_whitespace()) {
+        return Err(ProtocolError::UnbalancedQuotes);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

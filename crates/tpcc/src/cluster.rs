@@ -697,11 +697,10 @@ impl From<ClusterTpccError> for TpccError {
 mod tests {
     use super::*;
 
-    /// Rows loaded before and after the shard's leadership moves all end up released on the
-    /// new leader (the sink used to keep committing on the deposed one and fail the load).
-    #[test]
-    fn a_load_survives_a_leader_change() {
-        let cluster = Cluster::start(ClusterConfig {
+    /// One shard of three replicas with the TPC-C tables, its leadership left where a test
+    /// moves it.
+    fn one_shard_of_three() -> Cluster {
+        Cluster::start(ClusterConfig {
             replicas: 3,
             site: SiteConfig {
                 shards: 1,
@@ -709,11 +708,17 @@ mod tests {
                 tables: TABLE_NAMES.iter().map(|&n| n.to_owned()).collect(),
                 ..SiteConfig::default()
             },
-            // Leadership stays where the test moves it.
             preferred_leader: false,
             ..ClusterConfig::default()
         })
-        .expect("cluster");
+        .expect("cluster")
+    }
+
+    /// Rows loaded before and after the shard's leadership moves all end up released on the
+    /// new leader (the sink used to keep committing on the deposed one and fail the load).
+    #[test]
+    fn a_load_survives_a_leader_change() {
+        let cluster = one_shard_of_three();
         let key = |i: usize| format!("item-{i:06}").into_bytes();
         let rows = 3 * LOAD_BATCH;
         let mut sink = TxnSink::new(&cluster, 1, 0);
@@ -749,18 +754,7 @@ mod tests {
     /// shard's new leader (it used to stay on the deposed one for the rest of the run).
     #[test]
     fn a_worker_follows_its_shard_leader_after_an_abort() {
-        let cluster = Cluster::start(ClusterConfig {
-            replicas: 3,
-            site: SiteConfig {
-                shards: 1,
-                workers: 1,
-                tables: TABLE_NAMES.iter().map(|&n| n.to_owned()).collect(),
-                ..SiteConfig::default()
-            },
-            preferred_leader: false,
-            ..ClusterConfig::default()
-        })
-        .expect("cluster");
+        let cluster = one_shard_of_three();
         let db = ClusterDb {
             map: ShardMap::new(1, 1).expect("map"),
             delivery_hints: Vec::new(),
