@@ -274,6 +274,46 @@ impl Connection {
         }
     }
 
+    /// The data command `args` names, if it may run in one transaction with its pipelined
+    /// neighbours (see [`Connection::group`]): a well-formed data command on an
+    /// authenticated connection outside MULTI.
+    pub fn data_command(&self, args: &[Vec<u8>]) -> Option<Data> {
+        if !self.authed || self.multi.is_some() {
+            return None;
+        }
+        match command::parse(args) {
+            Ok(Command::Data(d)) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Runs pipelined data commands as one transaction: the same as running them one
+    /// after another with nothing in between, which is one serial order of them as
+    /// separate transactions. Their replies share the transaction's release
+    /// ([`Connection::take_release`]). On `Err` nothing of them was applied (e.g. the
+    /// transaction would be too large): answer them one by one instead.
+    pub fn group(
+        &mut self,
+        ds: &[Data],
+        shared: &Shared,
+        backend: &mut dyn Backend,
+    ) -> Result<Vec<Value>, Failure> {
+        self.release = None;
+        let mut replies = Vec::with_capacity(ds.len());
+        let release = backend.transact_pipelined(&mut |tx| {
+            replies.clear();
+            for d in ds {
+                replies.push(run(tx, d, &shared.cursors)?);
+            }
+            Ok(())
+        })?;
+        shared
+            .commands
+            .fetch_add(ds.len() as u64, Ordering::Relaxed);
+        self.release = release;
+        Ok(replies)
+    }
+
     /// One data command as its own transaction.
     fn single(&mut self, d: &Data, shared: &Shared, backend: &mut dyn Backend) -> Value {
         let mut reply = Value::Nil;

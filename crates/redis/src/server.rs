@@ -12,7 +12,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
-use crate::backend::{Release, Store};
+use crate::backend::{Backend, Release, Store};
+use crate::command::Data;
 use crate::conn::{Connection, Flow, Shared};
 use crate::resp::{self, Parser, Value};
 
@@ -172,9 +173,39 @@ fn accept_loop(
     }
 }
 
-/// A reply held until its transaction is released: the reply, the protocol to encode it
-/// for, the release to wait for.
-type Held = (Value, u8, Option<Box<dyn Release>>);
+/// Replies held until their transaction is released: the replies (several for pipelined
+/// data commands run as one transaction), the protocol to encode them for, the release to
+/// wait for.
+type Held = (Vec<Value>, u8, Option<Box<dyn Release>>);
+
+/// Most pipelined data commands one transaction runs.
+const GROUP: usize = 64;
+
+/// Runs the gathered data commands (`args` and their parsed form) as one transaction, or
+/// one by one if that fails, and holds their replies.
+fn run_group(
+    conn: &mut Connection,
+    group: &mut Vec<(Vec<Vec<u8>>, Data)>,
+    shared: &Shared,
+    backend: &mut dyn Backend,
+    replies: &mut Vec<Held>,
+) {
+    if group.is_empty() {
+        return;
+    }
+    let ds: Vec<Data> = group.iter().map(|(_, d)| d.clone()).collect();
+    if ds.len() > 1
+        && let Ok(values) = conn.group(&ds, shared, backend)
+    {
+        replies.push((values, conn.proto(), conn.take_release()));
+        group.clear();
+        return;
+    }
+    for (args, _) in group.drain(..) {
+        let (reply, _) = conn.handle(&args, shared, backend);
+        replies.push((vec![reply], conn.proto(), conn.take_release()));
+    }
+}
 
 /// One connection until the client leaves, QUIT, a malformed request, or shutdown.
 fn serve(
@@ -220,12 +251,22 @@ fn serve(
             }
         }
         // Run every complete request received, in order; their releases overlap.
+        // Consecutive data commands run as one transaction (up to GROUP of them).
         let mut close = false;
+        let mut group: Vec<(Vec<Vec<u8>>, Data)> = Vec::new();
         loop {
             match parser.next(&mut input) {
                 Ok(Some(args)) => {
+                    if let Some(d) = conn.data_command(&args) {
+                        group.push((args, d));
+                        if group.len() >= GROUP {
+                            run_group(&mut conn, &mut group, shared, &mut *backend, &mut replies);
+                        }
+                        continue;
+                    }
+                    run_group(&mut conn, &mut group, shared, &mut *backend, &mut replies);
                     let (reply, flow) = conn.handle(&args, shared, &mut *backend);
-                    replies.push((reply, conn.proto(), conn.take_release()));
+                    replies.push((vec![reply], conn.proto(), conn.take_release()));
                     if flow == Flow::Close {
                         close = true;
                         break;
@@ -233,19 +274,31 @@ fn serve(
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    run_group(&mut conn, &mut group, shared, &mut *backend, &mut replies);
                     shared.malformed.fetch_add(1, Ordering::Relaxed);
                     warn!(server = %name, %peer, error = %e, "closing redis client connection: malformed request");
-                    replies.push((Value::err(format!("ERR {e}")), conn.proto(), None));
+                    replies.push((vec![Value::err(format!("ERR {e}"))], conn.proto(), None));
                     close = true;
                     break;
                 }
             }
         }
-        // Each reply once its transaction is released (or the error saying why it is not).
-        for (reply, proto, release) in replies.drain(..) {
+        run_group(&mut conn, &mut group, shared, &mut *backend, &mut replies);
+        // Each reply once its transaction is released (or the error saying why it is not,
+        // for every reply of that transaction).
+        for (values, proto, release) in replies.drain(..) {
             match release.map(|r| r.wait()) {
-                Some(Err(f)) => Value::err(f.reply_text()).encode(proto, &mut out),
-                _ => reply.encode(proto, &mut out),
+                Some(Err(f)) => {
+                    let e = Value::err(f.reply_text());
+                    for _ in &values {
+                        e.encode(proto, &mut out);
+                    }
+                }
+                _ => {
+                    for v in values {
+                        v.encode(proto, &mut out);
+                    }
+                }
             }
         }
         if !out.is_empty() {

@@ -440,6 +440,75 @@ fn the_server_sends_a_pipelined_reply_only_once_released() {
     server.stop();
 }
 
+#[test]
+fn pipelined_data_commands_share_their_transaction_s_fate() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut server = Server::start(
+        listener,
+        Arc::new(DeferredStore(MemStore::new())),
+        Options::default(),
+    )
+    .unwrap();
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    // One transaction for the three: its release fails, so must every reply.
+    c.write_all(b"SET a 1\r\nSET b 2\r\nGET a\r\n").unwrap();
+    let r = read_replies(&mut c, 3);
+    assert!(r.iter().all(|v| v.text_contains("UNKNOWN")), "{r:?}");
+    server.stop();
+}
+
+/// A [`MemStore`] backend counting its transactions.
+struct Counting(MemStore, Arc<std::sync::atomic::AtomicUsize>);
+
+impl Backend for Counting {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.transact(body)
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+struct CountingStore(MemStore, Arc<std::sync::atomic::AtomicUsize>);
+
+impl crate::Store for CountingStore {
+    fn connect(&self) -> Box<dyn Backend> {
+        Box::new(Counting(self.0.clone(), Arc::clone(&self.1)))
+    }
+}
+
+#[test]
+fn a_pipeline_of_data_commands_runs_in_few_transactions_with_every_reply_in_order() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut server = Server::start(
+        listener,
+        Arc::new(CountingStore(MemStore::new(), Arc::clone(&count))),
+        Options::default(),
+    )
+    .unwrap();
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    let n = 200;
+    let mut req = Vec::new();
+    for i in 0..n {
+        req.extend_from_slice(b"INCR n\r\n");
+        if i == n / 2 {
+            // A command that is not data splits the run; the order still holds.
+            req.extend_from_slice(b"PING\r\n");
+        }
+    }
+    c.write_all(&req).unwrap();
+    let r = read_replies(&mut c, n + 1);
+    let mut expect: Vec<Value> = (1..=n as i64).map(Value::Int).collect();
+    expect.insert(n / 2 + 1, Value::Simple("PONG".into()));
+    assert_eq!(r, expect);
+    let txns = count.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(txns < n, "{txns} transactions for {n} pipelined commands");
+    server.stop();
+}
+
 impl Value {
     fn text_contains(&self, s: &str) -> bool {
         matches!(self, Value::Error(e) if e.contains(s))
