@@ -418,6 +418,7 @@ impl Host {
             snapshots: store,
             capture_tx: self.capture_tx.lock().clone(),
             captured_tx,
+            capture_pending: false,
         };
         let tick = Duration::from_millis(cfg.heartbeat_interval_ms);
         let thread = std::thread::Builder::new()
@@ -554,6 +555,8 @@ struct Driver<C: Core> {
     capture_tx: Option<Sender<CaptureJob>>,
     /// Where the snapshot thread reports this group's captures.
     captured_tx: Sender<Captured>,
+    /// Whether a capture handed to the snapshot thread has not reported back yet.
+    capture_pending: bool,
 }
 
 /// Whether the loop goes on.
@@ -580,6 +583,7 @@ impl<C: Core> Driver<C> {
             match turn {
                 Ok(Ok(Flow::Continue)) => {}
                 Ok(Ok(Flow::Stop)) => {
+                    self.finish_capture(&captured);
                     self.stop(&cmds, GroupHealth::Stopped);
                     return;
                 }
@@ -748,7 +752,10 @@ impl<C: Core> Driver<C> {
         };
         let job = match &self.capture_tx {
             Some(tx) => match tx.send(job) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.capture_pending = true;
+                    return;
+                }
                 Err(e) => e.into_inner(),
             },
             None => job,
@@ -757,8 +764,30 @@ impl<C: Core> Driver<C> {
         self.captured(done);
     }
 
+    /// On an orderly stop: waits for a capture in flight and keeps its snapshot (persisted
+    /// with the log's last writes), so a restart finds the compaction it began.
+    fn finish_capture(&mut self, captured: &Receiver<Captured>) {
+        if !self.capture_pending {
+            return;
+        }
+        // Only the capture's own reply sender may keep the channel open now: a capture the
+        // snapshot thread skips (or a thread that is gone) ends the wait with a disconnect.
+        let (closed, _) = crossbeam_channel::unbounded();
+        drop(std::mem::replace(&mut self.captured_tx, closed));
+        if let Ok(c) = captured.recv() {
+            let flushed = catch_unwind(AssertUnwindSafe(|| {
+                self.captured(c);
+                self.flush()
+            }));
+            if !matches!(flushed, Ok(Ok(()))) {
+                tracing::warn!(shard = self.shard, "the last capture was not kept at stop");
+            }
+        }
+    }
+
     /// A capture finished: report it, and feed it to the core.
     fn captured(&mut self, c: Captured) {
+        self.capture_pending = false;
         let cfg = self.node.config();
         let bytes = c.data.as_ref().map_or(0, Bytes::len);
         // A slow capture no longer stalls the group (it ran on the snapshot thread), but it

@@ -432,6 +432,15 @@ impl<C: LabCore> Cluster<C> {
         self.check_node(i);
     }
 
+    /// Index of replica `i`'s capture still running (held or not yet due), if any.
+    pub fn capture_in_flight(&self, i: usize) -> Option<u64> {
+        self.nodes[i]
+            .as_ref()?
+            .capture
+            .as_ref()
+            .map(|(_, r)| r.index)
+    }
+
     /// Completes replica `i`'s capture if it is due (and not held): runs it and feeds the
     /// result back to the core.
     fn complete_capture(&mut self, i: usize) {
