@@ -8,6 +8,12 @@
 //! and proposals, and after every input the driver calls [`Core::poll`], sends
 //! [`Output::messages`], makes the [`PersistJob`] durable, then sends the job's `after`
 //! messages and calls [`Core::on_persisted`] with its number (jobs complete in order).
+//!
+//! Log compaction needs the application's snapshot, whose capture can take long: a core
+//! never runs it. It begins one ([`mako_replication::SnapshotHandler::begin_snapshot`], the
+//! cheap part at the snapshot's index) and hands it out as [`Output::capture`]; the driver
+//! runs it off the group's thread and reports the bytes with [`Core::snapshot_captured`],
+//! after which a later `poll` records the snapshot and compacts in its persist job.
 
 use std::sync::Arc;
 

@@ -8,7 +8,9 @@
 //! channels (commands, inbound messages, the heartbeat ticker, persistence
 //! completions) — no polling — feeds the group's [`Core`], sends what it produces,
 //! and queues what must be durable. Which protocol a group runs is the type parameter of
-//! [`Host::start_group`]; groups of both protocols can share a host.
+//! [`Host::start_group`]; groups of both protocols can share a host. Snapshot captures the
+//! cores begin run on the host's one snapshot thread, one at a time, and come back to their
+//! group's worker as an input (a group has at most one in flight).
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
