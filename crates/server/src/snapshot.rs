@@ -22,8 +22,8 @@
 //!
 //! 1. *Nothing committed at or below `I` is missing.* A version is installed before its
 //!    piece is submitted, so a piece committed at or below `I` was installed before the
-//!    callback for `I` ran, hence before capture began (capture runs on the Raft worker after
-//!    applying `I`). Pieces a follower source queued instead of replaying are in the queue,
+//!    callback for `I` ran, hence before capture began (capture begins on the group's thread
+//!    right after applying `I`; the walk starts later still). Pieces a follower source queued instead of replaying are in the queue,
 //!    which the snapshot carries and the restoring replica re-queues ahead of everything
 //!    after `I`, so log order is kept.
 //! 2. *Pieces committed after `I` are replayed on top.* The restoring replica is a follower:
@@ -47,6 +47,53 @@
 //! `I` and (2) replays it. The finality state is read before the tables, so a purge that
 //! completes during capture can only make the snapshot more careful than needed.
 //!
+//! # Capture off the group's thread
+//!
+//! Walking and encoding a store takes long (0.1–1 s for a few MB), so capture is split
+//! ([`SnapshotHandler::begin_snapshot`]): on the group's thread, right after the apply of
+//! `I`, [`begin`] takes the finality state, the epoch history, the `VW` values, the log
+//! watermark, the clock and the pending queue, all exactly as they are at `I`; the host's
+//! snapshot thread then walks the tables and encodes ([`walk`]) while the group goes on
+//! applying entries after `I`, on a follower as on a leader. The snapshot is still a
+//! correct state at `I`:
+//!
+//! 5. *What is taken at `I` is exact.* The watermark, the queue, the history and the `VW`s
+//!    are what replay of the log up to `I` built; the restoring replica feeds every entry
+//!    after `I` to exactly that state, as the source did. (They are not re-read after the
+//!    walk: that would need feeding the entries after `I` to them a second time to be
+//!    idempotent, which nothing here relies on; the queue in particular is not.)
+//! 6. *Versions from entries after `I` in the tables are harmless.* On a follower the walk
+//!    may copy versions that the replay of entries after `I` installed meanwhile (or queued
+//!    pieces of at most `I` that were drained meanwhile). Replay installs kept pieces only,
+//!    so these versions are committed and never discarded; the restoring replica replays
+//!    the same entries after `I` (and its carried queue) on top, idempotently and
+//!    last-writer-wins by `(epoch, VT[s])` (2): a version already there is not installed
+//!    twice and an older one never hides a newer one. Such a version's entry may still be
+//!    queued on the restoring replica (not judged yet there): its version in the store
+//!    is then visible early, but only to nobody, since a follower serves nothing (4), and
+//!    the entry is replayed before the replica can lead.
+//! 7. *Chains trimmed during the walk lose nothing needed.* Replay (and a leader's
+//!    reclamation) trims a chain only behind a *final* version: one no failover removes.
+//!    If the walk copies a record after such a trim, the snapshot lacks the trimmed older
+//!    versions but holds the final one (or, if the final version came from an entry after
+//!    `I` and the walk copied the record before it arrived, holds the untrimmed chain, and
+//!    the replay of that entry on the restoring replica trims it likewise). What was
+//!    trimmed is hidden behind a version that stays, on every replica, so it is never
+//!    visible again.
+//! 8. *Epochs opened or purged during the walk are named.* While the walk runs, the source
+//!    may open an epoch (a follower at `I` promoted meanwhile, or a leader finishing its
+//!    establishment on its ticker) and install speculative versions of it, or finish a purge
+//!    (removing discarded versions the walk may already have copied). So the finality state
+//!    is read again after the walk and the snapshot names the union ([`widen`]): every epoch
+//!    led at `I` or after the walk, and every epoch purged during the walk, as led and not
+//!    purged, with the purge point of `I`. Any version the walk copied whose epoch could
+//!    still be discarded is therefore non-final on the restoring replica until its own purge
+//!    decides it (3). Naming more epochs than needed only keeps more versions around until
+//!    that purge.
+//! 9. *A snapshot installed during the walk wins.* If the group installs a newer snapshot
+//!    from a peer while the walk runs (replacing records under it), the walk's result is a
+//!    mix, but its index is below the installed one and the protocol drops it unused.
+//!
 //! # Restore is all-or-nothing
 //!
 //! The snapshot is decoded and checked completely (framing, checksum, shard, vector
@@ -69,7 +116,8 @@
 //! memory stays proportional to the snapshot's size. Capture walks the store table by table
 //! into one buffer: values are shared (`Bytes`) while the body is built, then copied once
 //! into the encoding, so a capture costs about one copy of the store's values plus its keys
-//! and stamps, on the Raft worker (which does nothing else meanwhile). Restore holds the
+//! and stamps, on the host's snapshot thread (the group's thread spends microseconds on
+//! [`begin`]). Restore holds the
 //! encoding and the decoded contents at once (about twice the store's size) until installed.
 
 use std::collections::HashSet;
@@ -79,7 +127,7 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
-use mako_replication::{QueuedEntry, SnapshotHandler, SnapshotRefused};
+use mako_replication::{QueuedEntry, SnapshotCapture, SnapshotHandler, SnapshotRefused};
 use mako_storage::{Stamp, Table, Version};
 use mako_watermark::{Epoch, EpochError, EpochHistory, LogWatermark};
 use parking_lot::Mutex;
@@ -293,13 +341,53 @@ fn decode(data: &[u8]) -> Result<Body, SnapshotError> {
     Ok(postcard::from_bytes(unframe(data)?)?)
 }
 
-/// Captures `site`'s state as of the last entry applied, with the group's queue `pending`.
-fn capture(site: &Site, pending: &[QueuedEntry]) -> Result<Bytes, postcard::Error> {
+/// What a capture takes on the group's thread at the snapshot's index `I`: everything but
+/// the tables (see the module doc, "Capture off the group's thread").
+struct AtIndex {
+    finality: FinalityState,
+    history: EpochHistory,
+    vws: Vec<(Epoch, Vec<u64>)>,
+    wm: LogWatermark,
+    clock: u64,
+    pending: Vec<(u64, Blob)>,
+}
+
+/// The cheap half of a capture, on the group's thread right after the apply of `I`.
+fn begin(site: &Site, pending: &[QueuedEntry]) -> AtIndex {
     // Finality before the tables (see the module doc), then what the log built.
-    let finality = site.finality.state();
-    let history = site.epochs.history();
-    let vws = site.epochs.vw_values();
-    let wm = site.wm.lock().clone();
+    AtIndex {
+        finality: site.finality.state(),
+        history: site.epochs.history(),
+        vws: site.epochs.vw_values(),
+        wm: site.wm.lock().clone(),
+        clock: site.shard.clock(),
+        pending: pending
+            .iter()
+            .map(|e| (e.index, Blob(e.entry.clone())))
+            .collect(),
+    }
+}
+
+/// The led range a snapshot names: the one at `I`, widened by what the walk may have copied
+/// of epochs opened or purged after `I` (`after` is the finality state read after the walk).
+fn widen(at: FinalityState, after: FinalityState) -> FinalityState {
+    let union = |a: Option<(Epoch, Epoch)>, b: Option<(Epoch, Epoch)>| match (a, b) {
+        (Some(a), Some(b)) => Some((a.0.min(b.0), a.1.max(b.1))),
+        (a, b) => a.or(b),
+    };
+    // Epochs purged during the walk may have had discarded versions copied before the purge
+    // removed them: named as led (not purged), the restoring site purges them itself.
+    let purged_meanwhile =
+        (after.purged_below > at.purged_below).then(|| (at.purged_below, after.purged_below - 1));
+    FinalityState {
+        purged_below: at.purged_below.min(after.purged_below),
+        led: union(union(at.led, after.led), purged_meanwhile),
+    }
+}
+
+/// The expensive half of a capture: walks the tables (possibly while the group applies
+/// entries after `I`) and encodes the snapshot.
+fn walk(site: &Site, at: AtIndex) -> Result<Bytes, postcard::Error> {
     let mut tables = Vec::new();
     for t in site.store.tables() {
         let mut records = Vec::with_capacity(t.len());
@@ -326,21 +414,24 @@ fn capture(site: &Site, pending: &[QueuedEntry]) -> Result<Bytes, postcard::Erro
             records,
         });
     }
+    let finality = widen(at.finality, site.finality.state());
     let body = Body {
         shard: site.shard_id,
         shards: site.cfg.shards,
-        clock: site.shard.clock(),
-        wm,
-        history,
-        vws,
+        clock: at.clock,
+        wm: at.wm,
+        history: at.history,
+        vws: at.vws,
         finality,
-        pending: pending
-            .iter()
-            .map(|e| (e.index, Blob(e.entry.clone())))
-            .collect(),
+        pending: at.pending,
         tables,
     };
     frame(&body)
+}
+
+/// Captures `site`'s state as of the last entry applied, with the group's queue `pending`.
+fn capture(site: &Site, pending: &[QueuedEntry]) -> Result<Bytes, postcard::Error> {
+    walk(site, begin(site, pending))
 }
 
 /// A table's new records: ascending keys, each with its chain oldest first.
@@ -622,6 +713,22 @@ impl SnapshotSlot {
 }
 
 impl SnapshotHandler for SiteSnapshots {
+    fn begin_snapshot(&mut self, pending: &[QueuedEntry]) -> SnapshotCapture {
+        let Some(site) = self.site() else {
+            // `can_snapshot` said yes, but the site is going away: no snapshot.
+            return Box::new(|| None);
+        };
+        let at = begin(&site, pending);
+        Box::new(move || match walk(&site, at) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                // Unreachable for these types; the log is then simply not compacted.
+                tracing::error!(shard = site.shard_id, "encoding the site snapshot: {e}");
+                None
+            }
+        })
+    }
+
     fn snapshot(&mut self, pending: &[QueuedEntry]) -> Bytes {
         let Some(site) = self.site() else {
             return Bytes::new();
@@ -674,6 +781,17 @@ pub mod testing {
         super::capture(site, pending).unwrap_or_default()
     }
 
+    /// Begins a capture of `site` now, with `pending` as its queue; the returned closure
+    /// walks the tables whenever it is called (as the host's snapshot thread does).
+    pub fn begin_capture(
+        site: &Arc<Site>,
+        pending: &[QueuedEntry],
+    ) -> Box<dyn FnOnce() -> Bytes + Send> {
+        let at = super::begin(site, pending);
+        let site = Arc::clone(site);
+        Box::new(move || super::walk(&site, at).unwrap_or_default())
+    }
+
     /// Restores `site` from `data` taken at `index`.
     pub fn restore(
         site: &Site,
@@ -723,6 +841,50 @@ mod tests {
                 )],
             }],
         }
+    }
+
+    #[test]
+    fn epochs_opened_or_purged_during_the_walk_are_named_led() {
+        let at = FinalityState {
+            purged_below: 2,
+            led: None,
+        };
+        // Nothing changed during the walk: the state at I.
+        assert_eq!(widen(at, at), at);
+        // An epoch opened during the walk (a follower promoted meanwhile).
+        let opened = FinalityState {
+            purged_below: 2,
+            led: Some((3, 3)),
+        };
+        assert_eq!(widen(at, opened).led, Some((3, 3)));
+        // Opened and purged within the walk: named led, with the purge point of I.
+        let purged = FinalityState {
+            purged_below: 4,
+            led: None,
+        };
+        assert_eq!(
+            widen(at, purged),
+            FinalityState {
+                purged_below: 2,
+                led: Some((2, 3)),
+            }
+        );
+        // A leader at I whose led range moved on: the union.
+        let led = FinalityState {
+            purged_below: 2,
+            led: Some((2, 3)),
+        };
+        let after = FinalityState {
+            purged_below: 3,
+            led: Some((3, 5)),
+        };
+        assert_eq!(
+            widen(led, after),
+            FinalityState {
+                purged_below: 2,
+                led: Some((2, 5)),
+            }
+        );
     }
 
     #[test]

@@ -237,6 +237,139 @@ fn queued_pieces_caught_up(protocol: Protocol) {
     c.shutdown();
 }
 
+/// Issue 13: transfers keep committing on a 2-shard cluster whose groups compact every 20
+/// entries (captures on the hosts' snapshot threads while the groups apply); a follower is
+/// stopped, the log is compacted behind it, it restarts from its own snapshot and log and is
+/// caught up (by snapshot); the replicas converge and money is conserved on every replica.
+#[test]
+fn transfers_commit_through_compactions_and_a_restarted_follower_converges() {
+    transfers_through_compactions(Protocol::Raft);
+}
+
+fn transfers_through_compactions(protocol: Protocol) {
+    const ACCOUNTS: u64 = 10;
+    const INITIAL: u64 = 1000;
+    let mut cfg = config_on(protocol, 2, 20);
+    cfg.durability = mako_logstore::Durability::Buffered;
+    let mut c = Cluster::start(cfg).expect("cluster");
+    let acct = |a: u64| format!("acct{a:04}").into_bytes();
+    let num = |b: &Bytes| {
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(n)
+    };
+    let money = |n: u64| Bytes::copy_from_slice(&n.to_le_bytes());
+    // Runs `f` in a transaction on shard `home`'s current leader until one commits.
+    let run = |c: &Cluster,
+               home: u32,
+               f: &dyn Fn(&mut mako_server::DistTxn) -> Result<(), String>| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let site = match c.current_leader(home) {
+                Some(s) => Arc::clone(s),
+                None => {
+                    assert!(Instant::now() < deadline, "no leader of shard {home}");
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+            };
+            let mut tx = site.begin(0).expect("worker 0");
+            let r = f(&mut tx).and_then(|()| tx.commit().map(|_| ()).map_err(|e| e.to_string()));
+            match r {
+                Ok(()) => return,
+                Err(e) => assert!(Instant::now() < deadline, "transaction failed: {e}"),
+            }
+        }
+    };
+    for s in 0..2u32 {
+        run(&c, s, &|tx| {
+            for a in 0..ACCOUNTS {
+                tx.put(s, 0, &acct(a), money(INITIAL))
+                    .map_err(|e| format!("{e:?}"))?;
+            }
+            Ok(())
+        });
+    }
+    let transfer = |c: &Cluster, k: u64| {
+        let (sa, sb) = ((k % 2) as u32, ((k / 2) % 2) as u32);
+        let (a, b) = (k % ACCOUNTS, (k / 3) % ACCOUNTS);
+        if sa == sb && a == b {
+            return;
+        }
+        run(c, sa, &|tx| {
+            let va = num(&tx
+                .get(sa, 0, &acct(a))
+                .map_err(|e| format!("{e:?}"))?
+                .unwrap_or_default());
+            let vb = num(&tx
+                .get(sb, 0, &acct(b))
+                .map_err(|e| format!("{e:?}"))?
+                .unwrap_or_default());
+            tx.put(sa, 0, &acct(a), money(va - 1))
+                .map_err(|e| format!("{e:?}"))?;
+            tx.put(sb, 0, &acct(b), money(vb + 1))
+                .map_err(|e| format!("{e:?}"))?;
+            Ok(())
+        });
+    };
+    let mut k = 0;
+    for _ in 0..150 {
+        transfer(&c, k);
+        k += 1;
+    }
+    // A follower of shard 0 stops; the transfers go on past several compactions.
+    let leader = c.leader(0).node();
+    let f = (0..3u32)
+        .find(|r| c.sites[0][*r as usize].node() != leader)
+        .expect("a follower");
+    let before = c.sites[0][f as usize].group().applied_index();
+    c.stop_replica(0, f).expect("stop");
+    assert!(
+        eventually(Duration::from_secs(60), || {
+            transfer(&c, k);
+            k += 1;
+            c.leader(0).group().applied_index() > before + 4 * 20
+        }),
+        "shard 0 did not go on"
+    );
+    let restarted = c.restart_replica(0, f).expect("restart");
+    for _ in 0..100 {
+        transfer(&c, k);
+        k += 1;
+    }
+    let target = c.leader(0).group().applied_index();
+    assert!(
+        eventually(Duration::from_secs(30), || restarted
+            .group()
+            .applied_index()
+            >= target),
+        "the restarted follower did not catch up"
+    );
+    if let Err(d) = c.compare_replicas(Duration::from_secs(20)) {
+        panic!("replicas differ: {d}");
+    }
+    // Money is conserved on every replica (replica `r` of each shard, summed).
+    for r in 0..3usize {
+        let total: u64 = (0..2usize)
+            .map(|s| {
+                let t = c.sites[s][r].table(0).expect("table");
+                (0..ACCOUNTS)
+                    .map(|a| t.get(&acct(a)).map_or(0, |v| num(&v)))
+                    .sum::<u64>()
+            })
+            .sum();
+        assert_eq!(
+            total,
+            2 * ACCOUNTS * INITIAL,
+            "money conserved on replica {r}"
+        );
+    }
+    assert!(
+        restarted.snapshots().0 >= 1 || c.sites[0][f as usize].snapshots().0 >= 1,
+        "the restarted follower restored a snapshot"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // (c) The site's handler without Raft: queue carry-over and malformed snapshots.
 
@@ -338,6 +471,66 @@ fn the_pending_queue_is_carried_over_and_replayed_after_restore() {
     );
     assert_eq!(get(&b, "k2").as_deref(), Some(&b"v2"[..]));
     assert_eq!(b.queued(), 0);
+}
+
+/// A follower's capture begun at `I` whose table walk runs only after entries past `I` were
+/// applied (as on the host's snapshot thread): overwrites, new keys, a watermark advance and
+/// the drain of a queued piece past `I` are in the store the walk sees, yet the snapshot
+/// restored at `I`, with the entries past `I` replayed on top, gives the source's state,
+/// watermark and queue exactly.
+#[test]
+fn a_capture_walked_after_later_entries_restores_to_the_same_state() {
+    let a = follower_site();
+    let mut q = PendingQueue::default();
+    let log = [
+        hb(stream_id(1, 0), 0, 100),
+        batch(0, [3, 0], "k1", "v1"),
+        batch(1, [4, 7], "k2", "v2"),
+        batch(2, [5, 0], "k3", "v3"),
+        // Entries past I = 4:
+        batch(3, [6, 0], "k1", "v1b"),
+        hb(stream_id(0, 0), 4, 9),
+        batch(5, [10, 0], "k4", "v4"),
+        hb(stream_id(1, 0), 1, 200),
+        batch(6, [11, 8], "k3", "v3b"),
+    ];
+    let i = 4;
+    for (n, e) in log.iter().enumerate().take(i) {
+        apply(&a, e, n as u64 + 1, &mut q);
+    }
+    assert_eq!(a.queued(), 2, "setup: k2 and k3 wait for VW[1] to cover 7");
+    let pending: Vec<QueuedEntry> = q.iter().cloned().collect();
+    let walk = testing::begin_capture(&a, &pending);
+    // The group goes on while the capture waits for the snapshot thread.
+    a.learn(1, 0, 8);
+    for (n, e) in log.iter().enumerate().skip(i) {
+        apply(&a, e, n as u64 + 1, &mut q);
+    }
+    assert_eq!(a.queued(), 0, "setup: the queue drained past I");
+    assert_eq!(get(&a, "k3").as_deref(), Some(&b"v3b"[..]));
+    let data = walk();
+
+    let b = follower_site();
+    let carried = testing::restore(&b, &data, i as u64).expect("restored");
+    assert_eq!(
+        carried, pending,
+        "the queue at I comes back, not the one after"
+    );
+    let mut qb = PendingQueue::default();
+    for e in carried {
+        qb.push_back(e);
+    }
+    b.learn(1, 0, 8);
+    for (n, e) in log.iter().enumerate().skip(i) {
+        apply(&b, e, n as u64 + 1, &mut qb);
+    }
+    assert_eq!(
+        (b.w(), b.queued()),
+        (a.w(), 0),
+        "watermark and queue as the source's"
+    );
+    assert_eq!(b.first_difference(&a), None);
+    assert_eq!(get(&b, "k1").as_deref(), Some(&b"v1b"[..]));
 }
 
 /// Truncated, corrupted and foreign snapshots are refused with a typed error; the site keeps

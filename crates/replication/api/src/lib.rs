@@ -209,6 +209,11 @@ pub enum GroupHealth {
 #[error("snapshot refused: {0}")]
 pub struct SnapshotRefused(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
+/// The expensive half of a snapshot capture (walking and encoding the state), begun by
+/// [`SnapshotHandler::begin_snapshot`] on the group's thread and run on another thread.
+/// `None`: the capture failed (the log is then not compacted).
+pub type SnapshotCapture = Box<dyn FnOnce() -> Option<Bytes> + Send>;
+
 /// Produces and installs application snapshots for log compaction and catch-up.
 ///
 /// The group's pending queue (entries handed to a callback that answered
@@ -223,6 +228,19 @@ pub trait SnapshotHandler: Send {
     /// The application state as of the last entry handed to an apply callback, together
     /// with `pending`, the group's queue at that point (oldest first).
     fn snapshot(&mut self, pending: &[QueuedEntry]) -> Bytes;
+    /// Begins a snapshot at the last entry handed to an apply callback: takes, on the
+    /// group's thread, whatever must be read exactly at that entry (and `pending`), and
+    /// returns the rest of the capture, which the protocol's driver runs on another thread
+    /// while the group keeps applying later entries.
+    ///
+    /// The returned closure's bytes must restore (with [`SnapshotHandler::restore`] at the
+    /// same index, followed by the replay of every later entry) to the state a capture at
+    /// the index would. The default captures everything now with
+    /// [`SnapshotHandler::snapshot`] and returns it (correct for any handler, and as slow).
+    fn begin_snapshot(&mut self, pending: &[QueuedEntry]) -> SnapshotCapture {
+        let data = self.snapshot(pending);
+        Box::new(move || Some(data))
+    }
     /// A cheap integrity check of received snapshot data (framing, version, checksum),
     /// run before the protocol accepts the snapshot: refused data is dropped like a lost
     /// message and the state is untouched. The default accepts everything.

@@ -8,11 +8,17 @@
 //! and proposals, and after every input the driver calls [`Core::poll`], sends
 //! [`Output::messages`], makes the [`PersistJob`] durable, then sends the job's `after`
 //! messages and calls [`Core::on_persisted`] with its number (jobs complete in order).
+//!
+//! Log compaction needs the application's snapshot, whose capture can take long: a core
+//! never runs it. It begins one ([`mako_replication::SnapshotHandler::begin_snapshot`], the
+//! cheap part at the snapshot's index) and hands it out as [`Output::capture`]; the driver
+//! runs it off the group's thread and reports the bytes with [`Core::snapshot_captured`],
+//! after which a later `poll` records the snapshot and compacts in its persist job.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mako_replication::{ApplyDispatcher, NodeId, SnapshotHandler, SubmitError};
+use mako_replication::{ApplyDispatcher, NodeId, SnapshotCapture, SnapshotHandler, SubmitError};
 
 pub use mako_logstore::{HardState, LogEntry};
 
@@ -83,6 +89,36 @@ impl PersistJob {
     }
 }
 
+/// A snapshot capture a core began at `index`: the driver runs `run` off the group's thread
+/// and reports its bytes with [`Core::snapshot_captured`] (at most one is in flight per core).
+pub struct CaptureRequest {
+    /// Log index the snapshot covers (the last applied entry when it began).
+    pub index: u64,
+    /// Term (Raft) or ballot (Paxos) of the entry at `index`.
+    pub term: u64,
+    /// The expensive half of the capture.
+    pub run: SnapshotCapture,
+    /// Time the group's thread spent beginning it (the handler's cheap half).
+    pub begin: std::time::Duration,
+}
+
+impl std::fmt::Debug for CaptureRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureRequest")
+            .field("index", &self.index)
+            .field("term", &self.term)
+            .field("begin", &self.begin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CaptureRequest {
+    /// Runs the capture here and now (simple drivers and tests): `(index, term, bytes)`.
+    pub fn run_now(self) -> (u64, u64, Option<Bytes>) {
+        (self.index, self.term, (self.run)())
+    }
+}
+
 /// What one [`Core::poll`] produced.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -90,12 +126,14 @@ pub struct Output {
     pub messages: Vec<OutMsg>,
     /// Durable work, if any.
     pub persist: Option<PersistJob>,
+    /// A snapshot capture to run off the group's thread, if one began.
+    pub capture: Option<CaptureRequest>,
 }
 
 impl Output {
-    /// Whether there is nothing to send or persist.
+    /// Whether there is nothing to send, persist or capture.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.persist.is_none()
+        self.messages.is_empty() && self.persist.is_none() && self.capture.is_none()
     }
 }
 
@@ -145,6 +183,11 @@ pub trait Core: Send + Sized + 'static {
     fn poll(&mut self) -> Output;
     /// Why the core stopped working (it then produces nothing more).
     fn failure(&self) -> Option<&str>;
+    /// The capture of [`Output::capture`] at `index` (term `term`) finished: `Some(bytes)`,
+    /// or `None` if it failed. The core keeps it as its latest snapshot and compacts its log
+    /// (in a later [`Core::poll`]'s persist job), or drops it if it is stale (a newer
+    /// snapshot was installed meanwhile, or the entry at `index` is no longer of `term`).
+    fn snapshot_captured(&mut self, index: u64, term: u64, data: Option<Bytes>);
     /// Persist job `number` (and every earlier one) is durable; returns messages it released.
     fn on_persisted(&mut self, number: u64) -> Vec<OutMsg>;
     /// Whether this replica leads.

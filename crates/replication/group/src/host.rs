@@ -8,7 +8,9 @@
 //! channels (commands, inbound messages, the heartbeat ticker, persistence
 //! completions) — no polling — feeds the group's [`Core`], sends what it produces,
 //! and queues what must be durable. Which protocol a group runs is the type parameter of
-//! [`Host::start_group`]; groups of both protocols can share a host.
+//! [`Host::start_group`]; groups of both protocols can share a host. Snapshot captures the
+//! cores begin run on the host's one snapshot thread, one at a time, and come back to their
+//! group's worker as an input (a group has at most one in flight).
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -29,7 +31,7 @@ use mako_transport::{Envelope, Transport};
 use parking_lot::Mutex;
 
 use crate::config::GroupConfig;
-use crate::core::{Core, CoreError, OutMsg, PersistJob};
+use crate::core::{CaptureRequest, Core, CoreError, OutMsg, PersistJob};
 use crate::durable::{self, FileSnapshots, MemSnapshots, RecoverError, SnapshotStore};
 
 /// Why a host or group could not start.
@@ -77,6 +79,63 @@ struct Done {
     /// Index of the snapshot this job made durable (older files may go).
     snapshot: Option<u64>,
     result: Result<(), LogError>,
+}
+
+/// A capture for the host's snapshot thread.
+struct CaptureJob {
+    shard: u32,
+    req: CaptureRequest,
+    /// Where the result goes (the group's worker).
+    reply: Sender<Captured>,
+}
+
+/// A capture's result, for the group's worker.
+struct Captured {
+    index: u64,
+    term: u64,
+    /// `None`: the capture failed or panicked.
+    data: Option<Bytes>,
+    /// Time the group's thread spent beginning it.
+    begin: Duration,
+    /// Time the snapshot thread spent running it.
+    took: Duration,
+}
+
+/// Runs one capture, on whatever thread calls it; a panic in it is a failed capture.
+fn run_capture(shard: u32, req: CaptureRequest) -> Captured {
+    let (index, term, begin) = (req.index, req.term, req.begin);
+    let started = Instant::now();
+    let data = catch_unwind(AssertUnwindSafe(req.run)).unwrap_or_else(|_| {
+        tracing::error!(shard, index, "snapshot capture panicked");
+        None
+    });
+    if data.is_none() {
+        tracing::error!(
+            shard,
+            index,
+            "snapshot capture failed; the log is not compacted"
+        );
+    }
+    Captured {
+        index,
+        term,
+        data,
+        begin,
+        took: started.elapsed(),
+    }
+}
+
+/// The host's snapshot thread: runs captures one at a time, in the order groups began them.
+fn snapshot_thread(jobs: Receiver<CaptureJob>, stop: Arc<AtomicBool>) {
+    while let Ok(job) = jobs.recv() {
+        if stop.load(Ordering::Acquire) {
+            // Shutting down: the groups are gone, nobody would take the result.
+            continue;
+        }
+        let done = run_capture(job.shard, job.req);
+        // The group may have stopped meanwhile: its result is simply dropped.
+        let _ = job.reply.send(done);
+    }
 }
 
 /// Status the worker publishes for lock-free reads.
@@ -179,6 +238,12 @@ pub struct Host {
     router: Mutex<Option<JoinHandle<()>>>,
     router_stop: Sender<()>,
     snapshots: Option<Arc<dyn SnapshotStore>>,
+    /// Captures for the snapshot thread (`None` once shut down).
+    capture_tx: Mutex<Option<Sender<CaptureJob>>>,
+    /// The snapshot thread, joined on shutdown.
+    capture_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Tells the snapshot thread to skip what is still queued.
+    capture_stop: Arc<AtomicBool>,
 }
 
 /// Serves an envelope on the router thread, or returns it for the route's inbox.
@@ -274,7 +339,24 @@ impl Host {
                 }
             })
             .ok();
+        // One snapshot thread per host: captures run off the groups' threads, one at a time
+        // (each group has at most one in flight). Unbounded: bounded by the groups.
+        let (capture_tx, capture_rx) = crossbeam_channel::unbounded::<CaptureJob>();
+        let capture_stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::clone(&capture_stop);
+        let capture_thread = std::thread::Builder::new()
+            .name(format!("repl-snap-{}", transport.local_id()))
+            .spawn(move || snapshot_thread(capture_rx, stop))
+            .map_err(|e| {
+                tracing::error!(
+                    "starting the snapshot thread: {e}; captures run on the groups' threads"
+                )
+            })
+            .ok();
         Host {
+            capture_tx: Mutex::new(capture_thread.as_ref().map(|_| capture_tx)),
+            capture_thread: Mutex::new(capture_thread),
+            capture_stop,
             transport,
             log,
             recovered: Mutex::new(recovered.groups.into_iter().collect()),
@@ -320,6 +402,8 @@ impl Host {
         let (in_tx, in_rx) = crossbeam_channel::bounded(GROUP_INBOX);
         // Completions are bounded by the persist jobs in flight, which the log store bounds.
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
+        // Bounded by the captures in flight: at most one per group.
+        let (captured_tx, captured_rx) = crossbeam_channel::unbounded();
         let status = Arc::new(Published::new());
         status.rejoining.store(node.rejoining(), Ordering::Release);
         let origin = Instant::now();
@@ -334,11 +418,14 @@ impl Host {
             done_tx,
             status: Arc::clone(&status),
             snapshots: store,
+            capture_tx: self.capture_tx.lock().clone(),
+            captured_tx,
+            capture_pending: false,
         };
         let tick = Duration::from_millis(cfg.heartbeat_interval_ms);
         let thread = std::thread::Builder::new()
             .name(format!("{}-{}-{shard}", C::NAME, cfg.id))
-            .spawn(move || driver.run(cmd_rx, in_rx, done_rx, tick))
+            .spawn(move || driver.run(cmd_rx, in_rx, done_rx, captured_rx, tick))
             .map_err(|_| StartError::Stopped)?;
         self.routes.lock().insert(
             shard,
@@ -429,6 +516,13 @@ impl Host {
         if let Some(h) = self.router.lock().take() {
             let _ = h.join();
         }
+        // The workers are gone: the snapshot thread skips what is queued and ends once
+        // the last sender is dropped (a capture running now is finished first).
+        self.capture_stop.store(true, Ordering::Release);
+        drop(self.capture_tx.lock().take());
+        if let Some(h) = self.capture_thread.lock().take() {
+            let _ = h.join();
+        }
         self.log.shutdown();
     }
 }
@@ -459,6 +553,12 @@ struct Driver<C: Core> {
     origin: Instant,
     /// The lease duration in nanoseconds.
     lease_nanos: u64,
+    /// The host's snapshot thread (`None`: captures run on this thread).
+    capture_tx: Option<Sender<CaptureJob>>,
+    /// Where the snapshot thread reports this group's captures.
+    captured_tx: Sender<Captured>,
+    /// Whether a capture handed to the snapshot thread has not reported back yet.
+    capture_pending: bool,
 }
 
 /// Whether the loop goes on.
@@ -473,17 +573,19 @@ impl<C: Core> Driver<C> {
         cmds: Receiver<Cmd>,
         inbox: Receiver<Envelope>,
         done: Receiver<Done>,
+        captured: Receiver<Captured>,
         tick: Duration,
     ) {
         let ticker = crossbeam_channel::tick(tick);
         loop {
             // A panic in the protocol core stops this group, visibly; never a silent dead thread.
             let turn = catch_unwind(AssertUnwindSafe(|| {
-                self.turn(&cmds, &inbox, &done, &ticker)
+                self.turn(&cmds, &inbox, &done, &captured, &ticker)
             }));
             match turn {
                 Ok(Ok(Flow::Continue)) => {}
                 Ok(Ok(Flow::Stop)) => {
+                    self.finish_capture(&captured);
                     self.stop(&cmds, GroupHealth::Stopped);
                     return;
                 }
@@ -513,9 +615,11 @@ impl<C: Core> Driver<C> {
         cmds: &Receiver<Cmd>,
         inbox: &Receiver<Envelope>,
         done: &Receiver<Done>,
+        captured: &Receiver<Captured>,
         ticker: &Receiver<std::time::Instant>,
     ) -> Result<Flow, String> {
         select! {
+            recv(captured) -> c => if let Ok(c) = c { self.captured(c) },
             recv(cmds) -> c => match c {
                 Ok(Cmd::Shutdown) | Err(_) => return Ok(Flow::Stop),
                 Ok(c) => self.command(c),
@@ -530,6 +634,9 @@ impl<C: Core> Driver<C> {
         // A flood of proposals never starves peers' messages, completions or the tick.
         while let Ok(d) = done.try_recv() {
             self.persisted(d)?;
+        }
+        while let Ok(c) = captured.try_recv() {
+            self.captured(c);
         }
         for _ in 0..DRAIN_LIMIT {
             match cmds.try_recv() {
@@ -638,6 +745,77 @@ impl<C: Core> Driver<C> {
         }
     }
 
+    /// Hands a capture the core began to the snapshot thread (or runs it here if there is none).
+    fn capture(&mut self, req: CaptureRequest) {
+        let job = CaptureJob {
+            shard: self.shard,
+            req,
+            reply: self.captured_tx.clone(),
+        };
+        let job = match &self.capture_tx {
+            Some(tx) => match tx.send(job) {
+                Ok(()) => {
+                    self.capture_pending = true;
+                    return;
+                }
+                Err(e) => e.into_inner(),
+            },
+            None => job,
+        };
+        let done = run_capture(self.shard, job.req);
+        self.captured(done);
+    }
+
+    /// On an orderly stop: waits for a capture in flight and keeps its snapshot (persisted
+    /// with the log's last writes), so a restart finds the compaction it began.
+    fn finish_capture(&mut self, captured: &Receiver<Captured>) {
+        if !self.capture_pending {
+            return;
+        }
+        // Only the capture's own reply sender may keep the channel open now: a capture the
+        // snapshot thread skips (or a thread that is gone) ends the wait with a disconnect.
+        let (closed, _) = crossbeam_channel::unbounded();
+        drop(std::mem::replace(&mut self.captured_tx, closed));
+        if let Ok(c) = captured.recv() {
+            let flushed = catch_unwind(AssertUnwindSafe(|| {
+                self.captured(c);
+                self.flush()
+            }));
+            if !matches!(flushed, Ok(Ok(()))) {
+                tracing::warn!(shard = self.shard, "the last capture was not kept at stop");
+            }
+        }
+    }
+
+    /// A capture finished: report it, and feed it to the core.
+    fn captured(&mut self, c: Captured) {
+        self.capture_pending = false;
+        let cfg = self.node.config();
+        let bytes = c.data.as_ref().map_or(0, Bytes::len);
+        // A slow capture no longer stalls the group (it ran on the snapshot thread), but it
+        // delays compaction and holds a second copy of the store: say so.
+        if c.took.as_millis() as u64 * 4 >= cfg.election_timeout_min_ms {
+            tracing::warn!(
+                shard = self.shard,
+                index = c.index,
+                bytes,
+                capture_ms = c.took.as_millis() as u64,
+                group_thread_us = c.begin.as_micros() as u64,
+                "slow snapshot capture (on the snapshot thread; the group's thread spent group_thread_us on it)"
+            );
+        } else {
+            tracing::debug!(
+                shard = self.shard,
+                index = c.index,
+                bytes,
+                capture_us = c.took.as_micros() as u64,
+                group_thread_us = c.begin.as_micros() as u64,
+                "snapshot captured"
+            );
+        }
+        self.node.snapshot_captured(c.index, c.term, c.data);
+    }
+
     /// A persist job is durable (or failed): acknowledge it, in order, or stop the group.
     fn persisted(&mut self, d: Done) -> Result<(), String> {
         if let Err(e) = d.result {
@@ -687,6 +865,9 @@ impl<C: Core> Driver<C> {
             self.send(out.messages);
             if let Some(job) = out.persist {
                 self.persist(job)?;
+            }
+            if let Some(req) = out.capture {
+                self.capture(req);
             }
         }
         // The lease first: a reader that sees the new role also sees a dropped lease.

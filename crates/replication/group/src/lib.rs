@@ -29,6 +29,7 @@ pub mod lease;
 
 pub use config::{ConfigError, GroupConfig};
 pub use core::{
-    Core, CoreError, HardState, InitialState, LogEntry, OutMsg, Output, PersistJob, Snapshot,
+    CaptureRequest, Core, CoreError, HardState, InitialState, LogEntry, OutMsg, Output, PersistJob,
+    Snapshot,
 };
 pub use host::{Host, HostConfig, Paused, Shortcut, StartError, Worker};

@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use crossbeam_channel::Receiver;
 use mako_group::durable::{self, MemSnapshots, SnapshotStore};
-use mako_group::{Core, GroupConfig, InitialState, LogEntry, OutMsg, PersistJob};
+use mako_group::{CaptureRequest, Core, GroupConfig, InitialState, LogEntry, OutMsg, PersistJob};
 use mako_logstore::LogModel;
 use mako_replication::{Applied, ApplyDispatcher, ApplyStatus, NodeId, Role, SnapshotHandler};
 use mako_transport::sim::{SimConfig, SimEndpoint, SimNetwork};
@@ -81,16 +81,31 @@ pub type History = Arc<Mutex<Vec<(u64, Bytes)>>>;
 /// Snapshots of the lab application: its whole history.
 pub struct HistorySnapshots(pub History);
 
+/// Encodes the entries of `h` up to index `upto`.
+fn encode_history(h: &[(u64, Bytes)], upto: u64) -> Bytes {
+    let mut b = BytesMut::new();
+    for (i, e) in h.iter().take_while(|(i, _)| *i <= upto) {
+        b.put_u64_le(*i);
+        b.put_u32_le(e.len() as u32);
+        b.put_slice(e);
+    }
+    b.freeze()
+}
+
 impl SnapshotHandler for HistorySnapshots {
     fn snapshot(&mut self, _pending: &[mako_replication::QueuedEntry]) -> Bytes {
-        let h = self.0.lock();
-        let mut b = BytesMut::new();
-        for (i, e) in h.iter() {
-            b.put_u64_le(*i);
-            b.put_u32_le(e.len() as u32);
-            b.put_slice(e);
-        }
-        b.freeze()
+        encode_history(&self.0.lock(), u64::MAX)
+    }
+
+    /// Like the site's: only the position is taken now; the history is read when the capture
+    /// runs (it may have grown meanwhile, and the entries past the position are left out).
+    fn begin_snapshot(
+        &mut self,
+        _pending: &[mako_replication::QueuedEntry],
+    ) -> mako_replication::SnapshotCapture {
+        let upto = self.0.lock().last().map_or(0, |(i, _)| *i);
+        let h = Arc::clone(&self.0);
+        Box::new(move || Some(encode_history(&h.lock(), upto)))
     }
 
     fn restore(
@@ -153,6 +168,8 @@ pub struct LabNode<C> {
     pub follower_applies: Arc<Mutex<u64>>,
     /// Persist jobs at the disk, in order, with the virtual time each completes.
     pending: std::collections::VecDeque<(Duration, PersistJob)>,
+    /// A snapshot capture running "on the snapshot thread", with the virtual time it ends.
+    capture: Option<(Duration, CaptureRequest)>,
     /// Committed slots of this incarnation already checked against [`Checker::chosen`].
     checked: u64,
 }
@@ -191,6 +208,12 @@ pub struct Cluster<C: LabCore> {
     pub filter: Option<Filter>,
     /// Replicas whose persist jobs are held (never complete while listed).
     pub hold_persist: BTreeSet<usize>,
+    /// Longest time a snapshot capture takes to complete (0: within the poll that began it).
+    pub max_capture_delay_ms: u64,
+    /// Replicas whose snapshot captures are held (never complete while listed).
+    pub hold_capture: BTreeSet<usize>,
+    /// Captures that completed and were fed back to their core.
+    pub captures_done: u64,
     /// Whether a replica restarted after losing its disk (see
     /// [`Cluster::lose_disk_on_crash`]) rejoins ([`GroupConfig::rejoin`]).
     pub rejoin_after_disk_loss: bool,
@@ -243,6 +266,9 @@ impl<C: LabCore> Cluster<C> {
             ticking: true,
             filter: None,
             hold_persist: BTreeSet::new(),
+            max_capture_delay_ms: 0,
+            hold_capture: BTreeSet::new(),
+            captures_done: 0,
             rejoin_after_disk_loss: false,
             wiped: vec![false; n],
             disk_lost: false,
@@ -320,6 +346,7 @@ impl<C: LabCore> Cluster<C> {
             leader_applies,
             follower_applies,
             pending: Default::default(),
+            capture: None,
             checked: 0,
         });
     }
@@ -386,9 +413,52 @@ impl<C: LabCore> Cluster<C> {
                     .max(self.now + Duration::from_millis(delay));
                 ln.pending.push_back((at, job));
             }
+            if let Some(req) = out.capture {
+                let delay = self.rng.random_range(0..=self.max_capture_delay_ms);
+                if let Some((_, old)) = &ln.capture {
+                    let (index, new) = (old.index, req.index);
+                    self.checker.lock().violations.push(format!(
+                        "node {} began capture {new} with capture {index} in flight",
+                        i + 1
+                    ));
+                }
+                ln.capture = Some((self.now + Duration::from_millis(delay), req));
+            }
             self.send_all(i, sent);
+            if self.max_capture_delay_ms == 0 {
+                self.complete_capture(i);
+            }
         }
         self.check_node(i);
+    }
+
+    /// Index of replica `i`'s capture still running (held or not yet due), if any.
+    pub fn capture_in_flight(&self, i: usize) -> Option<u64> {
+        self.nodes[i]
+            .as_ref()?
+            .capture
+            .as_ref()
+            .map(|(_, r)| r.index)
+    }
+
+    /// Completes replica `i`'s capture if it is due (and not held): runs it and feeds the
+    /// result back to the core.
+    fn complete_capture(&mut self, i: usize) {
+        if self.hold_capture.contains(&i) {
+            return;
+        }
+        let Some(ln) = self.nodes[i].as_mut() else {
+            return;
+        };
+        if ln.capture.as_ref().is_none_or(|(t, _)| *t > self.now) {
+            return;
+        }
+        let Some((_, req)) = ln.capture.take() else {
+            return;
+        };
+        let (index, term, data) = req.run_now();
+        ln.node.snapshot_captured(index, term, data);
+        self.captures_done += 1;
     }
 
     /// Completes the persist jobs of replica `i` that are due.
@@ -528,6 +598,13 @@ impl<C: LabCore> Cluster<C> {
             }
             self.drive(i);
             self.complete_due(i);
+            if self.nodes[i]
+                .as_ref()
+                .is_some_and(|ln| ln.capture.is_some())
+            {
+                self.complete_capture(i);
+                self.drive(i);
+            }
         }
         if !self.disk_lost
             && self.durable_check_every_ms > 0

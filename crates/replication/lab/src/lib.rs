@@ -51,6 +51,8 @@ pub trait LabCore: Core {
     fn last_index(&self) -> u64;
     /// Snapshots installed from a leader so far.
     fn snapshots_installed(&self) -> u64;
+    /// Finished snapshot captures dropped as stale so far.
+    fn captures_dropped(&self) -> u64;
     /// Lease rounds a quorum acknowledged so far.
     fn lease_acks(&self) -> u64;
     /// Whether an encoded payload is a request rather than a response (the `count` scenario

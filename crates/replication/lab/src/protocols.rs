@@ -10,6 +10,10 @@ use raft::eraftpb::MessageType;
 use crate::LabCore;
 
 impl LabCore for RaftNode {
+    fn captures_dropped(&self) -> u64 {
+        self.stats().captures_dropped
+    }
+
     fn propose(&mut self, entry: Bytes) -> bool {
         RaftNode::propose(self, entry).is_ok()
     }
@@ -89,6 +93,10 @@ impl LabCore for RaftNode {
 }
 
 impl LabCore for PaxosNode {
+    fn captures_dropped(&self) -> u64 {
+        self.stats().captures_dropped
+    }
+
     fn propose(&mut self, entry: Bytes) -> bool {
         PaxosNode::propose(self, entry).is_ok()
     }

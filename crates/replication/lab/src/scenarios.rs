@@ -963,3 +963,128 @@ pub fn memory_crashes_with_rejoin_many_seeds<C: LabCore>() {
         );
     }
 }
+
+/// Lab scenario `late_captures`: snapshot captures that complete late (they run off the
+/// group's thread) after more entries were applied, after a leader change, and after a
+/// snapshot from the leader was installed meanwhile (the late one is then stale and
+/// dropped). Every replica's history stays a prefix of the one history, the log is
+/// compacted, and every replica restarts from its snapshot and log into the same history.
+pub fn late_captures<C: LabCore>() {
+    let mut c = Cluster::<C>::with_config(3, 23, |cfg| {
+        cfg.compact_after_entries = 15;
+        cfg.snapshot_chunk_bytes = 512;
+    });
+    c.one(b"first", 3, true);
+    let l = c.check_one_leader();
+    let mut k = 0u32;
+    let mut one = |c: &mut Cluster<C>, n: usize| {
+        k += 1;
+        c.one(format!("cmd{k}").as_bytes(), n, true)
+    };
+
+    // 1. The leader's capture completes after many more entries.
+    c.hold_capture.insert(l);
+    while c.capture_in_flight(l).is_none() {
+        one(&mut c, 3);
+    }
+    let first_capture = c.capture_in_flight(l).expect("held");
+    for _ in 0..40 {
+        one(&mut c, 3);
+    }
+    assert_eq!(
+        c.capture_in_flight(l),
+        Some(first_capture),
+        "one capture in flight at a time"
+    );
+    assert!(c.node(l).expect("alive").first_index() <= first_capture);
+    c.hold_capture.remove(&l);
+    c.run_ms(50);
+    assert!(
+        c.node(l).expect("alive").first_index() > 1,
+        "the leader compacted behind its late capture"
+    );
+
+    // 2. A capture begun on the leader completes after it lost leadership.
+    c.hold_capture.insert(l);
+    while c.capture_in_flight(l).is_none() {
+        one(&mut c, 3);
+    }
+    c.isolate(l);
+    let others: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    let l2 = c.check_one_leader_among(&others);
+    for _ in 0..20 {
+        one(&mut c, 2);
+    }
+    c.heal();
+    c.run_ms(ELECTION_MS);
+    c.hold_capture.remove(&l);
+    c.run_ms(50);
+    one(&mut c, 3);
+    assert!(c.histories_agree());
+
+    // 3. A follower's capture completes after it installed a newer snapshot from the leader.
+    let l = c.check_one_leader();
+    let f = (l + 1) % 3;
+    c.hold_capture.insert(f);
+    while c.capture_in_flight(f).is_none() {
+        one(&mut c, 3);
+    }
+    let stale = c.capture_in_flight(f).expect("held");
+    c.isolate(f);
+    for _ in 0..80 {
+        one(&mut c, 2);
+    }
+    assert!(
+        c.node(l).expect("alive").first_index() > stale + 1,
+        "the leader compacted past the follower's capture"
+    );
+    let installed = c.node(f).expect("alive").snapshots_installed();
+    c.heal();
+    let target = c.node(l).expect("alive").commit_index();
+    assert!(
+        c.run_until(5000, |c| c
+            .node(f)
+            .is_some_and(|n| n.applied_index() >= target)),
+        "the follower did not catch up"
+    );
+    assert!(
+        c.node(f).expect("alive").snapshots_installed() > installed,
+        "the follower caught up by snapshot"
+    );
+    let dropped = c.node(f).expect("alive").captures_dropped();
+    c.hold_capture.remove(&f);
+    c.run_ms(50);
+    assert_eq!(
+        c.node(f).expect("alive").captures_dropped(),
+        dropped + 1,
+        "the capture overtaken by the installed snapshot is dropped"
+    );
+    one(&mut c, 3);
+    assert!(c.histories_agree());
+    let _ = l2;
+
+    // Late captures are the rule from here on; then everyone restarts, one at a time.
+    c.max_capture_delay_ms = 30;
+    for _ in 0..40 {
+        one(&mut c, 3);
+    }
+    for i in 0..3 {
+        c.crash(i);
+        c.start(i);
+        c.run_ms(ELECTION_MS);
+        one(&mut c, 3);
+    }
+    let last = one(&mut c, 3);
+    assert!(
+        c.run_until(5000, |c| c.all_applied(last)),
+        "not every replica applied {last}"
+    );
+    c.assert_converged();
+    assert!(c.histories_agree());
+    let len = c.applied_len(0);
+    assert!(
+        (1..3).all(|i| c.applied_len(i) == len),
+        "histories differ in length"
+    );
+    assert!(c.captures_done > 0);
+}

@@ -33,6 +33,7 @@ macro_rules! every_scenario {
             persist2,
             persist3,
             snapshot_catch_up,
+            late_captures,
             leader_transfer,
             preferred_leader,
             kill_restart_many_seeds,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mako_group::chunk::{Reassembler, WireError};
 use mako_group::{
-    ConfigError, GroupConfig, HardState, InitialState, LogEntry, OutMsg, Output, PersistJob,
-    Snapshot,
+    CaptureRequest, ConfigError, GroupConfig, HardState, InitialState, LogEntry, OutMsg, Output,
+    PersistJob, Snapshot,
 };
 use mako_replication::{
     ApplyDispatcher, DropReason, NodeId, Resolution, Role, SnapshotHandler, SubmitError, Unapplied,
@@ -104,6 +104,8 @@ pub struct PaxosStats {
     pub snapshots_sent: u64,
     /// Local compactions.
     pub compactions: u64,
+    /// Finished captures dropped as stale (a newer snapshot was installed meanwhile).
+    pub captures_dropped: u64,
     /// Times applying paused (pending queue full or no callback).
     pub apply_pauses: u64,
     /// Leader lease rounds started.
@@ -244,6 +246,14 @@ pub struct PaxosNode {
     hs_dirty: bool,
     new_snapshot: Option<(Snapshot, bool)>,
     new_compact: Option<u64>,
+    /// A capture began and not yet reported back: its index and ballot (no other begins).
+    capturing: Option<(u64, u64)>,
+    /// A capture begun, for the next `poll`'s output.
+    capture_out: Option<CaptureRequest>,
+    /// A captured snapshot waiting for the next `poll` to compact the log behind it.
+    captured: Option<Snapshot>,
+    /// Index of the last capture dropped as stale.
+    dropped_at: Option<u64>,
     out: Vec<OutMsg>,
     after: Vec<OutMsg>,
     unpersisted: VecDeque<Unpersisted>,
@@ -378,6 +388,10 @@ impl PaxosNode {
             hs_dirty: promised > hs.term,
             new_snapshot: None,
             new_compact: None,
+            capturing: None,
+            capture_out: None,
+            captured: None,
+            dropped_at: None,
             out: Vec::new(),
             after: Vec::new(),
             unpersisted: VecDeque::new(),
@@ -1780,9 +1794,14 @@ impl PaxosNode {
         self.apply();
     }
 
+    /// Begins a capture at `applied` when the log has grown past `compact_after_entries`
+    /// (and no capture is in flight); the driver runs it and reports it with
+    /// [`PaxosNode::snapshot_captured`].
     fn maybe_compact(&mut self) {
+        // Not again at an index whose capture was just dropped (no loop of captures).
         if self.failure.is_some()
-            || self.new_snapshot.is_some()
+            || self.capturing.is_some()
+            || self.dropped_at == Some(self.applied)
             || !self.snapshots.as_ref().is_some_and(|h| h.can_snapshot())
         {
             return;
@@ -1790,17 +1809,7 @@ impl PaxosNode {
         if self.applied < self.first || self.applied - self.first < self.cfg.compact_after_entries {
             return;
         }
-        let mut target = self.applied;
-        let e = self.election_ticks();
-        if let State::Leader(l) = &self.state {
-            // Keep what live followers still need; a dead one will get the snapshot.
-            for p in l.progress.values() {
-                if p.heard.is_some_and(|h| self.ticks.saturating_sub(h) < e) {
-                    target = target.min(p.matched.max(1));
-                }
-            }
-        }
-        if target <= self.first {
+        if self.compact_target(self.applied) <= self.first {
             return;
         }
         let Some(term) = self.term_at(self.applied) else {
@@ -1810,12 +1819,74 @@ impl PaxosNode {
         let Some(h) = self.snapshots.as_mut() else {
             return;
         };
-        let data = h.snapshot(&pending);
-        let snap = Snapshot {
+        let started = std::time::Instant::now();
+        let run = h.begin_snapshot(&pending);
+        self.capturing = Some((self.applied, term));
+        self.capture_out = Some(CaptureRequest {
             index: self.applied,
             term,
-            data,
+            run,
+            begin: started.elapsed(),
+        });
+    }
+
+    /// How far the log may be compacted behind a snapshot at `index`: a leader keeps what
+    /// live followers still need (a dead one will get the snapshot).
+    fn compact_target(&self, index: u64) -> u64 {
+        let mut target = index;
+        let e = self.election_ticks();
+        if let State::Leader(l) = &self.state {
+            for p in l.progress.values() {
+                if p.heard.is_some_and(|h| self.ticks.saturating_sub(h) < e) {
+                    target = target.min(p.matched.max(1));
+                }
+            }
+        }
+        target
+    }
+
+    /// The capture begun at `index` (ballot `term`) finished with `data` (`None`: it
+    /// failed). Kept for the next `poll`, which records it as the snapshot lagging followers
+    /// get, compacts the log behind it and persists both; dropped if it is stale.
+    pub fn snapshot_captured(&mut self, index: u64, term: u64, data: Option<Bytes>) {
+        if self.capturing != Some((index, term)) {
+            tracing::debug!(
+                shard = self.cfg.shard,
+                index,
+                "unexpected capture result dropped"
+            );
+            return;
+        }
+        self.capturing = None;
+        if let Some(data) = data {
+            self.captured = Some(Snapshot { index, term, data });
+        }
+    }
+
+    /// Takes a finished capture: compacts the in-memory log behind it and queues it for the
+    /// next persist job. A capture overtaken by a snapshot installed from a leader is dropped.
+    fn take_captured(&mut self) {
+        let Some(mut snap) = self.captured.take() else {
+            return;
         };
+        let index = snap.index;
+        // A committed slot keeps its value, but a later leader may have written it again
+        // under its own ballot: the snapshot carries the slot's ballot as it is now.
+        let term = (index >= self.first).then(|| self.term_at(index)).flatten();
+        let stale = self.failure.is_some()
+            || self.new_snapshot.is_some()
+            // A snapshot at the same index (taken before, when followers needed more of the
+            // log) is simply taken again: the log is compacted further behind it.
+            || self.snap.as_ref().is_some_and(|s| s.index > index)
+            || index > self.applied;
+        let (false, Some(term)) = (stale, term) else {
+            tracing::debug!(shard = self.cfg.shard, index, "stale capture dropped");
+            self.stats.captures_dropped += 1;
+            self.dropped_at = Some(index);
+            return;
+        };
+        snap.term = term;
+        let target = self.compact_target(index).max(self.first);
         while self.log.front().is_some_and(|e| e.index < target) {
             self.log.pop_front();
         }
@@ -1835,11 +1906,13 @@ impl PaxosNode {
             self.broadcast();
         }
         self.apply();
+        self.take_captured();
         self.maybe_compact();
         self.maybe_finish_rejoin();
         let mut out = Output {
             messages: std::mem::take(&mut self.out),
             persist: None,
+            capture: self.capture_out.take(),
         };
         let mut job = PersistJob {
             number: self.next_job,
@@ -2152,6 +2225,9 @@ impl mako_group::Core for PaxosNode {
     }
     fn failure(&self) -> Option<&str> {
         PaxosNode::failure(self)
+    }
+    fn snapshot_captured(&mut self, index: u64, term: u64, data: Option<Bytes>) {
+        PaxosNode::snapshot_captured(self, index, term, data);
     }
     fn on_persisted(&mut self, number: u64) -> Vec<OutMsg> {
         PaxosNode::on_persisted(self, number)

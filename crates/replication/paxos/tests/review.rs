@@ -46,6 +46,10 @@ fn drain_raw(node: &mut PaxosNode) -> Vec<mako_group::OutMsg> {
         if out.is_empty() {
             break;
         }
+        if let Some(c) = out.capture {
+            let (index, term, data) = c.run_now();
+            node.snapshot_captured(index, term, data);
+        }
         sent.extend(out.messages);
         if let Some(job) = out.persist {
             sent.extend(job.after);

@@ -57,8 +57,8 @@ use crate::lease::LeaseState;
 use crate::storage::GroupStorage;
 use crate::wire::{self, Reassembler, WireError};
 use mako_group::{
-    ConfigError, Core, CoreError, GroupConfig as RaftConfig, InitialState, LogEntry, OutMsg,
-    Output, PersistJob,
+    CaptureRequest, ConfigError, Core, CoreError, GroupConfig as RaftConfig, InitialState,
+    LogEntry, OutMsg, Output, PersistJob,
 };
 
 /// A Ready's durable work in raft-rs's types, converted to a [`PersistJob`] when handed out.
@@ -192,6 +192,8 @@ pub struct NodeStats {
     pub snapshots_installed: u64,
     /// Local compactions.
     pub compactions: u64,
+    /// Finished captures dropped as stale (a newer snapshot was installed meanwhile).
+    pub captures_dropped: u64,
     /// Undecodable payloads dropped.
     pub bad_payloads: u64,
     /// Decoded messages refused by [`crate::validate`] before reaching raft-rs.
@@ -234,9 +236,10 @@ enum Rejoin {
 /// A persist job handed to the driver and not yet reported durable.
 #[derive(Debug)]
 struct Unpersisted {
-    /// The job's Ready number.
+    /// The job's number (the node's own sequence, not raft-rs's Ready number).
     number: u64,
-    /// Later Readies with nothing to write, acknowledged together with this job.
+    /// The latest Ready this job acknowledges to raft-rs (its own, or later ones with
+    /// nothing to write, acknowledged together with it).
     covers: u64,
     /// Their messages, sent once this job is durable.
     after: Vec<OutMsg>,
@@ -287,6 +290,18 @@ pub struct RaftNode {
     /// Submitted entries not yet handed to raft-rs: proposed together, in one step, before
     /// the next input or `poll` (so they keep their order relative to every other input).
     submitted: Vec<Bytes>,
+    /// Number of the next persist job.
+    next_job: u64,
+    /// Number of the latest Ready taken from raft-rs.
+    last_ready: u64,
+    /// A capture began and not yet reported back: its index and term (no other begins).
+    capturing: Option<(u64, u64)>,
+    /// A capture begun, for the next `poll`'s output.
+    capture_out: Option<CaptureRequest>,
+    /// A captured snapshot waiting for the next `poll` to compact the log behind it.
+    captured: Option<Snapshot>,
+    /// Index of the last capture dropped as stale.
+    dropped_at: Option<u64>,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -408,6 +423,12 @@ impl RaftNode {
             own_msgs: Vec::new(),
             rejoining_peers: std::collections::BTreeSet::new(),
             submitted: Vec::new(),
+            next_job: 1,
+            last_ready: 0,
+            capturing: None,
+            capture_out: None,
+            captured: None,
+            dropped_at: None,
         })
     }
 
@@ -984,9 +1005,19 @@ impl RaftNode {
         let own = std::mem::take(&mut self.own_msgs);
         self.encode(own, &mut out.messages);
         if !self.raw.has_ready() {
+            if self.captured.is_some() {
+                // A capture finished with no Ready to carry it: a job of its own, which
+                // acknowledges no new Ready.
+                let mut job = ReadyJob::default();
+                self.take_captured(&mut job);
+                let covers = self.last_ready;
+                self.finish_job(job, covers, &mut out);
+            }
+            out.capture = self.capture_out.take();
             return out;
         }
         let mut rd = self.raw.ready();
+        self.last_ready = rd.number();
         if let Some(ss) = rd.ss() {
             let role = if ss.raft_state == StateRole::Leader {
                 Role::Leader
@@ -1010,10 +1041,8 @@ impl RaftNode {
         }
         let now = rd.take_messages();
         self.encode(now, &mut out.messages);
-        let mut job = ReadyJob {
-            number: rd.number(),
-            ..ReadyJob::default()
-        };
+        let ready = rd.number();
+        let mut job = ReadyJob::default();
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             self.install_snapshot(&snap);
@@ -1039,24 +1068,39 @@ impl RaftNode {
         let after = rd.take_persisted_messages();
         self.encode(after, &mut job.after);
         self.raw.advance_append_async(rd);
-        self.maybe_compact(&mut job);
+        self.take_captured(&mut job);
+        self.maybe_compact();
+        self.finish_job(job, ready, &mut out);
+        self.sync_applied();
+        self.maybe_finish_rejoin();
+        let own = std::mem::take(&mut self.own_msgs);
+        self.encode(own, &mut out.messages);
+        out.capture = self.capture_out.take();
+        out
+    }
+
+    /// Hands out `job` (acknowledging Ready `ready` once durable), or, with nothing to
+    /// write, attaches Ready `ready` to the job still at the disk.
+    fn finish_job(&mut self, mut job: ReadyJob, ready: u64, out: &mut Output) {
         if job.is_empty() {
             match self.unpersisted.back_mut() {
                 // Nothing to write, but an earlier job is still at the disk: this Ready is
                 // acknowledged (and its messages sent) only once that job is durable.
                 Some(u) => {
-                    u.covers = job.number;
+                    u.covers = u.covers.max(ready);
                     u.after.append(&mut job.after);
                 }
                 None => {
-                    self.raw.on_persist_ready(job.number);
+                    self.raw.on_persist_ready(ready);
                     out.messages.append(&mut job.after);
                 }
             }
         } else {
+            job.number = self.next_job;
+            self.next_job += 1;
             self.unpersisted.push_back(Unpersisted {
                 number: job.number,
-                covers: job.number,
+                covers: ready,
                 after: Vec::new(),
                 snapshot: job
                     .snapshot
@@ -1066,11 +1110,6 @@ impl RaftNode {
             });
             out.persist = Some(job.into_job());
         }
-        self.sync_applied();
-        self.maybe_finish_rejoin();
-        let own = std::mem::take(&mut self.own_msgs);
-        self.encode(own, &mut out.messages);
-        out
     }
 
     /// Takes a snapshot from the leader into the in-memory log and the application.
@@ -1205,9 +1244,17 @@ impl RaftNode {
         }
     }
 
-    fn maybe_compact(&mut self, job: &mut ReadyJob) {
+    /// Begins a capture at `applied` when the log has grown past `compact_after_entries`
+    /// (and no capture is in flight); the driver runs it and reports it with
+    /// [`RaftNode::snapshot_captured`].
+    fn maybe_compact(&mut self) {
         // No compaction without a snapshot source: the prefix would be gone for good.
-        if self.failure.is_some() || !self.snapshots.as_ref().is_some_and(|h| h.can_snapshot()) {
+        // Not again at an index whose capture was just dropped (no loop of captures).
+        if self.failure.is_some()
+            || self.capturing.is_some()
+            || self.dropped_at == Some(self.applied)
+            || !self.snapshots.as_ref().is_some_and(|h| h.can_snapshot())
+        {
             return;
         }
         let Ok(first) = self.raw.store().first_index() else {
@@ -1216,16 +1263,7 @@ impl RaftNode {
         if self.applied < first || self.applied - first < self.cfg.compact_after_entries {
             return;
         }
-        let mut target = self.applied;
-        if self.raw.raft.state == StateRole::Leader {
-            // Keep what live followers still need; a dead one will get the snapshot.
-            for (id, pr) in self.raw.raft.prs().iter() {
-                if *id != self.cfg.id && pr.recent_active {
-                    target = target.min(pr.matched);
-                }
-            }
-        }
-        if target <= first || job.snapshot_installed {
+        if self.compact_target(self.applied) <= first {
             return;
         }
         let Ok(term) = self.raw.store().term(self.applied) else {
@@ -1237,34 +1275,92 @@ impl RaftNode {
         // The queue as of `applied`: entries queued at or below the snapshot's index.
         let pending = self.dispatcher.queue_snapshot();
         let started = std::time::Instant::now();
+        let run = h.begin_snapshot(&pending);
+        self.capturing = Some((self.applied, term));
+        self.capture_out = Some(CaptureRequest {
+            index: self.applied,
+            term,
+            run,
+            begin: started.elapsed(),
+        });
+    }
+
+    /// How far the log may be compacted behind a snapshot at `index`: a leader keeps what
+    /// live followers still need (a dead one will get the snapshot).
+    fn compact_target(&self, index: u64) -> u64 {
+        let mut target = index;
+        if self.raw.raft.state == StateRole::Leader {
+            for (id, pr) in self.raw.raft.prs().iter() {
+                if *id != self.cfg.id && pr.recent_active {
+                    target = target.min(pr.matched);
+                }
+            }
+        }
+        target
+    }
+
+    /// The capture begun at `index` (term `term`) finished with `data` (`None`: it failed).
+    /// Kept for the next `poll`, which records it as the snapshot lagging followers get,
+    /// compacts the log behind it and persists both; dropped if it is stale.
+    pub fn snapshot_captured(&mut self, index: u64, term: u64, data: Option<Bytes>) {
+        if self.capturing != Some((index, term)) {
+            tracing::debug!(
+                shard = self.cfg.shard,
+                index,
+                "unexpected capture result dropped"
+            );
+            return;
+        }
+        self.capturing = None;
+        let Some(data) = data else {
+            return;
+        };
         let mut snap = Snapshot {
-            data: h.snapshot(&pending),
+            data,
             ..Default::default()
         };
-        let took = started.elapsed();
-        // The group's thread does nothing else meanwhile (no heartbeat): say so when a
-        // capture eats a noticeable part of the election timeout.
-        if took.as_millis() as u64 * 4 >= self.cfg.election_timeout_min_ms {
-            tracing::warn!(
-                shard = self.cfg.shard,
-                index = self.applied,
-                bytes = snap.data.len(),
-                ms = took.as_millis() as u64,
-                "snapshot capture blocked the group's thread"
-            );
-        }
         let meta = snap.mut_metadata();
-        meta.index = self.applied;
+        meta.index = index;
         meta.term = term;
         meta.set_conf_state(ConfState::from((self.cfg.peers.clone(), vec![])));
-        self.raw.store().set_last_snapshot(snap.clone());
-        if let Err(e) = self.raw.mut_store().mem().wl().compact(target) {
-            tracing::error!(shard = self.cfg.shard, "compacting: {e}");
+        self.captured = Some(snap);
+    }
+
+    /// Takes a finished capture into `job`: the in-memory log is compacted behind it now, the
+    /// snapshot file and log record follow with the job. A capture overtaken by a snapshot
+    /// installed from the leader (in this job or before) or whose entry changed is dropped.
+    fn take_captured(&mut self, job: &mut ReadyJob) {
+        let Some(snap) = self.captured.take() else {
             return;
+        };
+        let (index, term) = (snap.get_metadata().index, snap.get_metadata().term);
+        let last = self.raw.store().last_snapshot().get_metadata().index;
+        let first = self.raw.store().first_index().unwrap_or(0);
+        if self.failure.is_some()
+            || job.snapshot_installed
+            // A snapshot at the same index (taken before, when followers needed more of the
+            // log) is simply taken again: the log is compacted further behind it.
+            || index < last
+            || index < first
+            || index > self.applied
+            || self.raw.store().term(index).ok() != Some(term)
+        {
+            tracing::debug!(shard = self.cfg.shard, index, "stale capture dropped");
+            self.stats.captures_dropped += 1;
+            self.dropped_at = Some(index);
+            return;
+        }
+        self.raw.store().set_last_snapshot(snap.clone());
+        let target = self.compact_target(index);
+        if target > first {
+            if let Err(e) = self.raw.mut_store().mem().wl().compact(target) {
+                tracing::error!(shard = self.cfg.shard, "compacting: {e}");
+            } else {
+                job.compact_to = Some(target);
+            }
         }
         self.stats.compactions += 1;
         job.snapshot = Some(snap);
-        job.compact_to = Some(target);
     }
 
     /// Reports that persist job `number` is durable; jobs must be reported in the order
@@ -1415,6 +1511,9 @@ impl Core for RaftNode {
     }
     fn failure(&self) -> Option<&str> {
         RaftNode::failure(self)
+    }
+    fn snapshot_captured(&mut self, index: u64, term: u64, data: Option<Bytes>) {
+        RaftNode::snapshot_captured(self, index, term, data);
     }
     fn on_persisted(&mut self, number: u64) -> Vec<OutMsg> {
         RaftNode::on_persisted(self, number)

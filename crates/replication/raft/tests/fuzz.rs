@@ -120,6 +120,10 @@ impl Peer {
             if out.is_empty() {
                 break;
             }
+            if let Some(c) = out.capture {
+                let (index, term, data) = c.run_now();
+                self.node.snapshot_captured(index, term, data);
+            }
             sent.extend(out.messages.into_iter().map(|m| (m.to, m.payload)));
             if let Some(job) = out.persist {
                 self.persist(&job);

@@ -1033,6 +1033,10 @@ impl Bare {
             if out.is_empty() {
                 return;
             }
+            if let Some(c) = out.capture {
+                let (index, term, data) = c.run_now();
+                self.nodes[i].snapshot_captured(index, term, data);
+            }
             self.wire
                 .extend(out.messages.into_iter().map(|m| (from, m)));
             if let Some(job) = out.persist {

@@ -313,6 +313,10 @@ fn drain(n: &mut RaftNode) -> Vec<Message> {
         if out.is_empty() {
             break;
         }
+        if let Some(c) = out.capture {
+            let (index, term, data) = c.run_now();
+            n.snapshot_captured(index, term, data);
+        }
         sent.extend(out.messages);
         if let Some(job) = out.persist {
             sent.extend(job.after);

@@ -50,6 +50,10 @@ impl Manual {
             if out.is_empty() {
                 return;
             }
+            if let Some(c) = out.capture {
+                let (index, term, data) = c.run_now();
+                self.nodes[i].snapshot_captured(index, term, data);
+            }
             let from = i as NodeId + 1;
             self.wire
                 .extend(out.messages.into_iter().map(|m| (from, m)));
