@@ -102,6 +102,26 @@ pub struct CaptureRequest {
     pub begin: std::time::Duration,
 }
 
+impl CaptureRequest {
+    /// Begins a capture at `index` (term or ballot `term`) with `h`'s cheap half, handing it
+    /// `pending`, the group's queue at `index`; times that half.
+    pub fn begin(
+        h: &mut dyn SnapshotHandler,
+        pending: &[mako_replication::QueuedEntry],
+        index: u64,
+        term: u64,
+    ) -> Self {
+        let started = std::time::Instant::now();
+        let run = h.begin_snapshot(pending);
+        CaptureRequest {
+            index,
+            term,
+            run,
+            begin: started.elapsed(),
+        }
+    }
+}
+
 impl std::fmt::Debug for CaptureRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CaptureRequest")

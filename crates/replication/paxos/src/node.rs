@@ -1819,15 +1819,13 @@ impl PaxosNode {
         let Some(h) = self.snapshots.as_mut() else {
             return;
         };
-        let started = std::time::Instant::now();
-        let run = h.begin_snapshot(&pending);
         self.capturing = Some((self.applied, term));
-        self.capture_out = Some(CaptureRequest {
-            index: self.applied,
+        self.capture_out = Some(CaptureRequest::begin(
+            h.as_mut(),
+            &pending,
+            self.applied,
             term,
-            run,
-            begin: started.elapsed(),
-        });
+        ));
     }
 
     /// How far the log may be compacted behind a snapshot at `index`: a leader keeps what

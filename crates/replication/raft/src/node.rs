@@ -1274,15 +1274,13 @@ impl RaftNode {
         };
         // The queue as of `applied`: entries queued at or below the snapshot's index.
         let pending = self.dispatcher.queue_snapshot();
-        let started = std::time::Instant::now();
-        let run = h.begin_snapshot(&pending);
         self.capturing = Some((self.applied, term));
-        self.capture_out = Some(CaptureRequest {
-            index: self.applied,
+        self.capture_out = Some(CaptureRequest::begin(
+            h.as_mut(),
+            &pending,
+            self.applied,
             term,
-            run,
-            begin: started.elapsed(),
-        });
+        ));
     }
 
     /// How far the log may be compacted behind a snapshot at `index`: a leader keeps what
