@@ -6,6 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// mimalloc instead of the system allocator: servers allocate from many threads at once
+/// (client connections, replication, snapshots), where glibc's arenas contend.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod check;
 mod client;
 mod cluster;

@@ -42,7 +42,9 @@
 //! - `raft`: `heartbeat_ms` \[50\], `election_ms: [min, max]` \[\[400, 700\]\]; `min < max` and
 //!   `min >= 2 * heartbeat_ms` (what the Raft group itself requires).
 //! - `batch`: commit-log batching: `max_pieces` \[100\], `max_bytes` \[1048576\], `linger_us`
-//!   \[1000\] (0: close a batch at once).
+//!   \[1000\]. A batch closes at once when its stream has nothing in flight, else when the
+//!   stream's entry in flight commits (group commit), when full, or `linger_us` after its
+//!   first piece, whichever comes first (0: every piece at once).
 //! - `workers`: coordinator workers per shard \[2\], at least 1.
 //! - `timeouts`: `release_ms` \[5000\] (a commit waits this long for release before answering
 //!   `Unknown`), `request_ms` \[5000\] (a coordinator's wait for a reply); both positive.
@@ -171,7 +173,8 @@ pub struct BatchSpec {
     pub max_pieces: usize,
     /// Encoded bytes per batch.
     pub max_bytes: usize,
-    /// Longest time a batch stays open after its first piece (µs).
+    /// Longest time a batch stays open after its first piece (µs) while its stream has an
+    /// entry in flight (0: no batching).
     pub linger_us: u64,
 }
 

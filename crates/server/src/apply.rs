@@ -75,17 +75,19 @@ impl Site {
 
     /// Leader apply callback (Mako's `register_for_leader_par_id_return`).
     pub fn leader_apply(&self, ctx: ApplyCtx<'_>) -> Applied {
-        self.log.committed_one(ctx.entry.len());
-        self.apply_entry(ctx)
+        let entry = self.decode(&ctx);
+        self.log.committed_one(ctx.entry.len(), entry.as_ref());
+        self.apply_entry(ctx, entry)
     }
 
     /// Follower apply callback (`register_for_follower_par_id_return`): replay or queue.
     pub fn follower_apply(&self, ctx: ApplyCtx<'_>) -> Applied {
-        self.apply_entry(ctx)
+        let entry = self.decode(&ctx);
+        self.apply_entry(ctx, entry)
     }
 
-    fn apply_entry(&self, ctx: ApplyCtx<'_>) -> Applied {
-        let Some(entry) = self.decode(&ctx) else {
+    fn apply_entry(&self, ctx: ApplyCtx<'_>, entry: Option<Entry>) -> Applied {
+        let Some(entry) = entry else {
             return Applied::normal(0);
         };
         self.observe_own(&entry);

@@ -108,8 +108,9 @@ impl EpochView {
 
     /// Wakes every waiter (the history changed) and drops `VW`s of decided epochs.
     ///
-    /// Waiters evaluate their condition holding their vector's wait lock and take the
-    /// history and map locks inside it, so no vector is notified while those are held.
+    /// Waiters register with their vector before their last check of the history, so a
+    /// change after that check wakes them; no vector is notified while the history or map
+    /// lock is held.
     fn changed(&self) {
         let h = self.history.lock().clone();
         let all: Vec<Arc<WatermarkVector>> = {
@@ -158,7 +159,8 @@ impl EpochView {
             return self.judge(e, vt);
         };
         let mut verdict = Verdict::Wait;
-        vw.wait_until(deadline, || {
+        // The verdict changes only when `VW` comes to cover `vt` or the history changes.
+        vw.wait_for(deadline, vt, || {
             verdict = self.judge(e, vt);
             verdict != Verdict::Wait
         });

@@ -11,6 +11,16 @@
 //! or cancelled, and heartbeats stay below the smallest outstanding
 //! reservation.
 //!
+//! Batching is group commit: a stream whose entries are all committed closes its batch
+//! with the first piece, so an idle system adds no linger to a commit; while one of its
+//! entries is in flight, pieces gather in the open batch, which closes when that entry
+//! commits ([`StreamLog::committed_one`], from the leader's apply callback), when it is full,
+//! or at the linger's end (the next tick), whichever is first. When a stream submits a
+//! batch, every idle stream (nothing open, queued or held below) is heartbeated at once up
+//! to that batch's largest timestamp, capped below its outstanding reservations: that
+//! timestamp was already allocated, so every later piece is stamped above it, and `W_s`
+//! covers the batch without waiting for the next tick.
+//!
 //! Encoded entries leave a stream through its outbox, in order, submitted by
 //! whoever holds the stream's pump (never under the stream's state lock). A
 //! submission the group answers `Busy` stays at the head of the outbox and is
@@ -94,6 +104,9 @@ struct StreamState {
     last: u64,
     /// Encoded entries not submitted yet, in stream order (`true`: a heartbeat).
     outbox: VecDeque<(Bytes, bool)>,
+    /// Entries of this stream and epoch submitted and not yet committed (group commit: an
+    /// open batch closes at once while this is zero, else when it drops to zero).
+    in_flight: u64,
 }
 
 impl StreamState {
@@ -181,6 +194,7 @@ impl StreamState {
             held: BTreeMap::new(),
             last: 0,
             outbox: VecDeque::new(),
+            in_flight: 0,
         }
     }
 }
@@ -380,9 +394,34 @@ impl StreamLog {
         }
     }
 
-    /// Counts one committed entry of `len` bytes (called by the leader apply callback); wakes a waiting submitter.
-    pub fn committed_one(&self, len: usize) {
+    /// Counts one committed entry of `len` bytes (`entry` decoded, if it decodes; called by
+    /// the leader apply callback); wakes a waiting submitter, and submits the batch its stream
+    /// gathered while the entry was in flight.
+    pub fn committed_one(&self, len: usize, entry: Option<&Entry>) {
         self.resolved(len);
+        let (epoch, stream) = match entry {
+            Some(Entry::Batch(b)) => (b.epoch, b.stream),
+            Some(Entry::Heartbeat { epoch, stream, .. }) => (*epoch, *stream),
+            _ => return,
+        };
+        let Some(s) = self.stream(stream) else {
+            return;
+        };
+        {
+            let mut st = s.state.lock();
+            if epoch != self.epoch() || !self.accepting.load(Ordering::Acquire) {
+                return;
+            }
+            st.in_flight = st.in_flight.saturating_sub(1);
+            if st.in_flight > 0 || !st.outbox.is_empty() || s.frozen.load(Ordering::Acquire) {
+                return;
+            }
+            match st.builder.flush() {
+                Some(b) => st.outbox.push_back((b, false)),
+                None => return,
+            }
+        }
+        self.pump(s);
     }
 
     fn resolved(&self, len: usize) {
@@ -476,21 +515,32 @@ impl StreamLog {
                         st.outbox.clear();
                         None
                     } else {
-                        st.outbox.pop_front()
+                        let next = st.outbox.pop_front();
+                        if next.is_some() {
+                            // Counted before it is submitted: its commit may come first.
+                            st.in_flight += 1;
+                        }
+                        next.map(|(bytes, heartbeat)| (bytes, heartbeat, st.last))
                     }
                 };
-                let Some((bytes, heartbeat)) = next else {
+                let Some((bytes, heartbeat, last)) = next else {
                     break;
+                };
+                let put_back = |bytes: Bytes| {
+                    let mut st = s.state.lock();
+                    st.in_flight = st.in_flight.saturating_sub(1);
+                    st.outbox.push_front((bytes, heartbeat));
                 };
                 if !self.room() {
                     // Paced: the next tick (or a committing client) submits it.
-                    s.state.lock().outbox.push_front((bytes, heartbeat));
+                    put_back(bytes);
                     return;
                 }
                 match self.submit(bytes.clone(), heartbeat) {
+                    Ok(()) if !heartbeat => self.heartbeat_idle(s.id, last),
                     Ok(()) => {}
                     Err(SubmitError::Busy) => {
-                        s.state.lock().outbox.push_front((bytes, heartbeat));
+                        put_back(bytes);
                         self.stats.lock().busy += 1;
                         return;
                     }
@@ -635,6 +685,39 @@ impl StreamLog {
         }
         if let Some(b) = s.builder.push(vt, writes, Instant::now()) {
             s.outbox.push_back((b, false));
+        }
+        // Group commit: nothing of the stream in flight or queued, so nothing to wait for
+        // (and a zero linger waits for nothing).
+        if (self.batch.linger.is_zero() || s.in_flight == 0 && s.outbox.is_empty())
+            && let Some(b) = s.builder.flush()
+        {
+            s.outbox.push_back((b, false));
+        }
+    }
+
+    /// Heartbeats every idle stream other than `busy` up to `ts` (a timestamp already
+    /// allocated, so every later piece is stamped above it; capped below each stream's
+    /// outstanding reservations), so that `W_s` covers a batch of `busy` without waiting
+    /// for the next tick.
+    fn heartbeat_idle(&self, busy: StreamId, ts: u64) {
+        if !self.accepting.load(Ordering::Acquire) {
+            return;
+        }
+        for s in &self.streams {
+            if s.id == busy || s.frozen.load(Ordering::Acquire) || s.ended.load(Ordering::Acquire) {
+                continue;
+            }
+            {
+                let mut st = s.state.lock();
+                let w = st.heartbeat_cap(ts);
+                if !st.builder.is_empty() || !st.outbox.is_empty() || w <= st.last {
+                    continue;
+                }
+                st.last = w;
+                let hb = st.builder.heartbeat(w);
+                st.outbox.push_back((hb, true));
+            }
+            self.pump(s);
         }
     }
 

@@ -219,30 +219,52 @@ fn a_leader_logs_each_worker_stream_and_heartbeats_idle_ones() {
     common::establish_by_hand(&s, &|| group.submitted.lock().clone());
     group.submitted.lock().clear();
     let t = s.store().table("t").expect("table");
-    let mut tx = s.begin_local(0).expect("configured worker");
-    tx.put(t.as_ref(), b"k", Bytes::from_static(b"v"));
-    let info = tx.commit().expect("commit");
-    assert_eq!(info.vt.to_vec(), [1, 0]);
-    assert!(group.submitted.lock().is_empty(), "the batch lingers");
-    std::thread::sleep(std::time::Duration::from_millis(3));
-    s.on_tick();
-    let entries: Vec<Entry> = group
-        .submitted
-        .lock()
-        .iter()
-        .map(|b| Entry::decode(b).expect("valid entry"))
-        .collect();
+    let decoded = || -> Vec<Entry> {
+        group
+            .submitted
+            .lock()
+            .iter()
+            .map(|b| Entry::decode(b).expect("valid entry"))
+            .collect()
+    };
+    let commit = |key: &'static [u8]| {
+        let mut tx = s.begin_local(0).expect("configured worker");
+        tx.put(t.as_ref(), key, Bytes::from_static(b"v"));
+        tx.commit().expect("commit").vt.to_vec()
+    };
+    assert_eq!(commit(b"k"), [1, 0]);
+    // Nothing of the stream was in flight: the batch leaves at once, without a tick, and the
+    // idle stream is heartbeated up to it so that W_s covers it.
+    let entries = decoded();
     assert!(
-        matches!(&entries[0], Entry::Batch(b) if b.stream == A && b.epoch == 1 && b.seq == 0 && b.pieces[0].vt == [1, 0])
+        matches!(&entries[0], Entry::Batch(b) if b.stream == A && b.epoch == 1 && b.seq == 0 && b.pieces[0].vt == [1, 0]),
+        "{entries:?}"
     );
-    assert!(
-        entries.contains(&Entry::Heartbeat {
+    assert_eq!(
+        entries[1..],
+        [Entry::Heartbeat {
             epoch: 1,
             stream: b_stream(),
             seq: 0,
             w: 1
-        }),
-        "the idle stream (1,0) is heartbeated at the clock: {entries:?}"
+        }],
+        "the idle stream is heartbeated up to the batch"
+    );
+    // While that batch is in flight, later pieces gather in one batch (group commit) ...
+    assert_eq!(commit(b"k2"), [2, 0]);
+    assert_eq!(commit(b"k3"), [3, 0]);
+    assert_eq!(
+        decoded().len(),
+        2,
+        "the stream's batch waits for the one in flight"
+    );
+    // ... which leaves as soon as the one in flight commits, without a tick.
+    let first = group.submitted.lock()[0].clone();
+    apply(&s, Role::Leader, &first, 100, &mut PendingQueue::default());
+    let entries = decoded();
+    assert!(
+        matches!(&entries[2], Entry::Batch(b) if b.stream == A && b.seq == 1 && b.pieces.len() == 2 && b.pieces[1].vt == [3, 0]),
+        "{entries:?}"
     );
 }
 

@@ -38,10 +38,11 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::Thread;
 use std::time::Instant;
 
 use mako_commitlog::Entry;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 pub mod epoch;
@@ -178,11 +179,31 @@ impl ShardWatermark {
 }
 
 /// `VW` as known at one replica: component-wise monotonic, with waiting for coverage.
+///
+/// A waiter for a stamp sleeps until the first component it is not covered by reaches its
+/// value (or [`WatermarkVector::notify`]): a move wakes only the waiters it may release,
+/// not every waiter (hundreds of client threads would otherwise wake at every move).
 #[derive(Debug)]
 pub struct WatermarkVector {
     comps: Box<[AtomicU64]>,
-    changed: Mutex<u64>,
-    cond: Condvar,
+    waiters: Mutex<Waiters>,
+}
+
+/// Sleeping waiters: by the component and value each waits for, and those woken by any change.
+#[derive(Debug, Default)]
+struct Waiters {
+    next: u64,
+    /// Per component: (value waited for, waiter id) -> its thread.
+    on: Vec<BTreeMap<(u64, u64), Thread>>,
+    /// Woken by every move and every notify.
+    any: BTreeMap<u64, Thread>,
+}
+
+/// Where a waiter is registered.
+#[derive(Debug, Clone, Copy)]
+enum WaitKey {
+    On(usize, u64, u64),
+    Any(u64),
 }
 
 impl WatermarkVector {
@@ -190,8 +211,10 @@ impl WatermarkVector {
     pub fn new(shards: usize) -> Self {
         WatermarkVector {
             comps: (0..shards).map(|_| AtomicU64::new(0)).collect(),
-            changed: Mutex::new(0),
-            cond: Condvar::new(),
+            waiters: Mutex::new(Waiters {
+                on: vec![BTreeMap::new(); shards],
+                ..Waiters::default()
+            }),
         }
     }
 
@@ -213,8 +236,19 @@ impl WatermarkVector {
         if c.fetch_max(w, Ordering::AcqRel) >= w {
             return false;
         }
-        *self.changed.lock() += 1;
-        self.cond.notify_all();
+        // Registration happens before a waiter's last check, both under this lock's order:
+        // a waiter that missed this move is in the map below.
+        let mut g = self.waiters.lock();
+        let due = match w.checked_add(1) {
+            Some(above) => {
+                let rest = g.on[shard].split_off(&(above, 0));
+                std::mem::replace(&mut g.on[shard], rest)
+            }
+            None => std::mem::take(&mut g.on[shard]),
+        };
+        for t in due.values().chain(g.any.values()) {
+            t.unpark();
+        }
         true
     }
 
@@ -251,33 +285,81 @@ impl WatermarkVector {
 
     /// Wakes every waiter without moving the vector (something else they wait on changed).
     pub fn notify(&self) {
-        *self.changed.lock() += 1;
-        self.cond.notify_all();
+        let g = self.waiters.lock();
+        for t in g.on.iter().flat_map(BTreeMap::values).chain(g.any.values()) {
+            t.unpark();
+        }
     }
 
     /// Waits until `done()` holds, re-checking whenever the vector moves or [`Self::notify`]
     /// is called, or until `deadline`; returns the last answer of `done`.
-    pub fn wait_until(&self, deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
-        let mut g = self.changed.lock();
-        loop {
-            if done() {
-                return true;
-            }
-            if self.cond.wait_until(&mut g, deadline).timed_out() {
-                return done();
-            }
-        }
+    pub fn wait_until(&self, deadline: Instant, done: impl FnMut() -> bool) -> bool {
+        self.wait(deadline, None, done)
+    }
+
+    /// Waits until `done()` holds or `deadline` passes, for a `done` that can only turn true
+    /// once `vt <= VW` or after [`Self::notify`]: re-checks when the first component not
+    /// covering `vt` reaches it, or on a notify. Returns the last answer of `done`.
+    pub fn wait_for(&self, deadline: Instant, vt: &[u64], done: impl FnMut() -> bool) -> bool {
+        self.wait(deadline, Some(vt), done)
     }
 
     /// Waits until `vt <= VW` or `deadline` passes; returns whether it is covered.
     pub fn wait_covers(&self, vt: &[u64], deadline: Instant) -> bool {
-        let mut g = self.changed.lock();
+        self.wait_for(deadline, vt, || self.covers(vt))
+    }
+
+    fn wait(&self, deadline: Instant, vt: Option<&[u64]>, mut done: impl FnMut() -> bool) -> bool {
+        if done() {
+            return true;
+        }
         loop {
-            if self.covers(vt) {
-                return true;
+            let key = self.register(vt);
+            // Checked after registering: a change after this check wakes this thread.
+            let d = done();
+            let now = Instant::now();
+            if d || now >= deadline {
+                self.unregister(key);
+                return d;
             }
-            if self.cond.wait_until(&mut g, deadline).timed_out() {
-                return self.covers(vt);
+            std::thread::park_timeout(deadline - now);
+            self.unregister(key);
+        }
+    }
+
+    /// Registers the calling thread to be woken when the first component not covering `vt`
+    /// reaches it (by any change if `vt` is `None` or covered).
+    fn register(&self, vt: Option<&[u64]>) -> WaitKey {
+        let first = vt.and_then(|vt| {
+            vt.iter()
+                .enumerate()
+                .find(|(i, t)| **t != 0 && **t > self.get(*i))
+                .map(|(i, t)| (i, *t))
+        });
+        let mut g = self.waiters.lock();
+        g.next += 1;
+        let id = g.next;
+        let me = std::thread::current();
+        match first {
+            Some((i, t)) if i < g.on.len() => {
+                g.on[i].insert((t, id), me);
+                WaitKey::On(i, t, id)
+            }
+            _ => {
+                g.any.insert(id, me);
+                WaitKey::Any(id)
+            }
+        }
+    }
+
+    fn unregister(&self, key: WaitKey) {
+        let mut g = self.waiters.lock();
+        match key {
+            WaitKey::On(i, t, id) => {
+                g.on[i].remove(&(t, id));
+            }
+            WaitKey::Any(id) => {
+                g.any.remove(&id);
             }
         }
     }
@@ -287,6 +369,67 @@ impl WatermarkVector {
 mod tests {
     use super::*;
     use mako_commitlog::{Batch, Piece};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Waiters registered on component `i` and waiting for any change.
+    fn registered(vw: &WatermarkVector, i: usize) -> (usize, usize) {
+        let g = vw.waiters.lock();
+        (g.on[i].len(), g.any.len())
+    }
+
+    fn until(mut f: impl FnMut() -> bool) {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !f() {
+            assert!(Instant::now() < end, "condition not reached");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_waiter_is_woken_only_by_the_move_that_may_cover_it() {
+        let vw = Arc::new(WatermarkVector::new(2));
+        vw.advance(1, 2);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let w = {
+            let vw = Arc::clone(&vw);
+            std::thread::spawn(move || vw.wait_covers(&[5, 2], deadline))
+        };
+        until(|| registered(&vw, 0) == (1, 0));
+        // Moves that cannot cover it leave it asleep and registered.
+        vw.advance(0, 4);
+        vw.advance(1, 9);
+        assert_eq!(registered(&vw, 0), (1, 0));
+        assert!(!w.is_finished());
+        vw.advance(0, 5);
+        assert!(
+            w.join().expect("waiter"),
+            "covered once component 0 reached 5"
+        );
+        assert_eq!(registered(&vw, 0), (0, 0), "nothing left registered");
+    }
+
+    #[test]
+    fn a_general_waiter_is_woken_by_notify_and_times_out_otherwise() {
+        let vw = Arc::new(WatermarkVector::new(1));
+        let flag = Arc::new(AtomicU64::new(0));
+        let w = {
+            let (vw, flag) = (Arc::clone(&vw), Arc::clone(&flag));
+            std::thread::spawn(move || {
+                vw.wait_until(Instant::now() + Duration::from_secs(30), || {
+                    flag.load(Ordering::Acquire) == 1
+                })
+            })
+        };
+        until(|| registered(&vw, 0) == (0, 1));
+        flag.store(1, Ordering::Release);
+        vw.notify();
+        assert!(w.join().expect("waiter"));
+        let start = Instant::now();
+        assert!(!vw.wait_covers(&[1], start + Duration::from_millis(50)));
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert_eq!(registered(&vw, 0), (0, 0));
+    }
 
     #[test]
     fn w_s_is_the_minimum_over_live_streams_and_ending_releases_it() {
