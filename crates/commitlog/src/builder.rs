@@ -16,6 +16,10 @@ pub struct BatchConfig {
     pub max_bytes: usize,
     /// Longest time a batch stays open after its first piece.
     pub linger: Duration,
+    /// Group commit: the log's sink closes a batch at once while its stream has nothing in
+    /// flight, and when the stream's entry in flight commits (the builder itself only counts
+    /// pieces, bytes and the linger).
+    pub group_commit: bool,
 }
 
 impl Default for BatchConfig {
@@ -24,6 +28,7 @@ impl Default for BatchConfig {
             batch_size: 100,
             max_bytes: 1 << 20,
             linger: Duration::from_millis(1),
+            group_commit: true,
         }
     }
 }

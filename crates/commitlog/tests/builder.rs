@@ -14,6 +14,7 @@ fn config(batch_size: usize, max_bytes: usize, linger_ms: u64) -> BatchConfig {
         batch_size,
         max_bytes,
         linger: Duration::from_millis(linger_ms),
+        group_commit: true,
     }
 }
 

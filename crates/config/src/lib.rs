@@ -42,9 +42,10 @@
 //! - `raft`: `heartbeat_ms` \[50\], `election_ms: [min, max]` \[\[400, 700\]\]; `min < max` and
 //!   `min >= 2 * heartbeat_ms` (what the Raft group itself requires).
 //! - `batch`: commit-log batching: `max_pieces` \[100\], `max_bytes` \[1048576\], `linger_us`
-//!   \[1000\]. A batch closes at once when its stream has nothing in flight, else when the
-//!   stream's entry in flight commits (group commit), when full, or `linger_us` after its
-//!   first piece, whichever comes first (0: every piece at once).
+//!   \[1000\], `group_commit` \[true\]. A batch closes when full or `linger_us` after its
+//!   first piece (0: every piece at once); with `group_commit` also at once when its stream
+//!   has nothing in flight, and when the stream's entry in flight commits (lower latency;
+//!   more, smaller log entries, which costs CPU when the CPU is the limit).
 //! - `workers`: coordinator workers per shard \[2\], at least 1.
 //! - `timeouts`: `release_ms` \[5000\] (a commit waits this long for release before answering
 //!   `Unknown`), `request_ms` \[5000\] (a coordinator's wait for a reply); both positive.
@@ -176,6 +177,9 @@ pub struct BatchSpec {
     /// Longest time a batch stays open after its first piece (µs) while its stream has an
     /// entry in flight (0: no batching).
     pub linger_us: u64,
+    /// Group commit: a batch closes at once while its stream has nothing in flight, and
+    /// when the stream's entry in flight commits (false: only when full or at the linger).
+    pub group_commit: bool,
 }
 
 impl Default for BatchSpec {
@@ -184,6 +188,7 @@ impl Default for BatchSpec {
             max_pieces: 100,
             max_bytes: 1 << 20,
             linger_us: 1000,
+            group_commit: true,
         }
     }
 }

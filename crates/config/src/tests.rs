@@ -662,9 +662,16 @@ fn counts_and_timeouts_are_positive() {
     }
     let c = ok(&[
         ("t.yml", TOPO),
-        ("o.yml", "batch: {linger_us: 0}\nworkers: 4"),
+        (
+            "o.yml",
+            "batch: {linger_us: 0, group_commit: false}\nworkers: 4",
+        ),
     ]);
-    assert_eq!((c.batch.linger_us, c.workers), (0, 4));
+    assert_eq!(
+        (c.batch.linger_us, c.batch.group_commit, c.workers),
+        (0, false, 4)
+    );
+    assert!(ok(&[("t.yml", TOPO)]).batch.group_commit, "on by default");
 }
 
 #[test]

@@ -24,6 +24,10 @@ impl Catalog for Config {
         self.tables.keys().cloned().collect()
     }
 
+    fn table_index(&self, table: &str) -> Option<usize> {
+        self.tables.keys().position(|t| t == table)
+    }
+
     fn shard_of(&self, table: &str, key: &[u8]) -> Option<u32> {
         Config::shard_of(self, table, key)
     }
@@ -97,6 +101,7 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
             batch_size: cfg.batch.max_pieces,
             max_bytes: cfg.batch.max_bytes,
             linger: Duration::from_micros(cfg.batch.linger_us),
+            group_commit: cfg.batch.group_commit,
         },
         timeout: Duration::from_millis(cfg.timeouts.release_ms),
         ..SiteConfig::default()
@@ -247,6 +252,14 @@ tables:
         let cfg = Config::from_yaml_strs(&[("t.yml", TOPO)]).unwrap();
         let c: &dyn Catalog = &cfg;
         assert_eq!(c.tables(), vec!["events".to_string(), "kv".to_string()]);
+        assert_eq!(
+            (
+                c.table_index("events"),
+                c.table_index("kv"),
+                c.table_index("nope")
+            ),
+            (Some(0), Some(1), None)
+        );
         assert_eq!(c.shard_of("events", b"apple"), Some(0));
         assert_eq!(c.shard_of("events", b"g"), Some(1));
         assert_eq!(c.shard_of("events", b"zebra"), Some(2));

@@ -14,6 +14,10 @@ pub trait Catalog: Send + Sync {
     fn shards(&self) -> u32;
     /// Table names in the order the sites created them (their table index).
     fn tables(&self) -> Vec<String>;
+    /// The table index of `table` (`None`: no such table).
+    fn table_index(&self, table: &str) -> Option<usize> {
+        self.tables().iter().position(|t| t == table)
+    }
     /// The shard holding `key` of `table` (`None`: no such table).
     fn shard_of(&self, table: &str, key: &[u8]) -> Option<u32>;
     /// The shards that may hold keys of `table` in `lo..hi` (`None`: no such table).
@@ -44,9 +48,7 @@ pub fn apply(
 ) -> Result<OpResult, OpError> {
     let table = op.table();
     let index = catalog
-        .tables()
-        .iter()
-        .position(|t| t == table)
+        .table_index(table)
         .ok_or_else(|| unknown_table(table))?;
     if let Op::Scan { lo, hi, limit, .. } = op {
         // Each shard materialises up to `limit` rows before anything is sent: ask for one

@@ -294,7 +294,7 @@ impl Connection {
     /// transaction would be too large): answer them one by one instead.
     pub fn group(
         &mut self,
-        ds: &[Data],
+        ds: &[&Data],
         shared: &Shared,
         backend: &mut dyn Backend,
     ) -> Result<Vec<Value>, Failure> {

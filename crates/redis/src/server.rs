@@ -193,7 +193,7 @@ fn run_group(
     if group.is_empty() {
         return;
     }
-    let ds: Vec<Data> = group.iter().map(|(_, d)| d.clone()).collect();
+    let ds: Vec<&Data> = group.iter().map(|(_, d)| d).collect();
     if ds.len() > 1
         && let Ok(values) = conn.group(&ds, shared, backend)
     {

@@ -11,7 +11,9 @@
 //! or cancelled, and heartbeats stay below the smallest outstanding
 //! reservation.
 //!
-//! Batching is group commit: a stream whose entries are all committed closes its batch
+//! With [`BatchConfig::group_commit`] (the default) batching is group commit (without it,
+//! a batch waits until it is full or its linger ends, and only the tick heartbeats idle
+//! streams): a stream whose entries are all committed closes its batch
 //! with the first piece, so an idle system adds no linger to a commit; while one of its
 //! entries is in flight, pieces gather in the open batch, which closes when that entry
 //! commits ([`StreamLog::committed_one`], from the leader's apply callback), when it is full,
@@ -413,7 +415,11 @@ impl StreamLog {
                 return;
             }
             st.in_flight = st.in_flight.saturating_sub(1);
-            if st.in_flight > 0 || !st.outbox.is_empty() || s.frozen.load(Ordering::Acquire) {
+            if !self.batch.group_commit
+                || st.in_flight > 0
+                || !st.outbox.is_empty()
+                || s.frozen.load(Ordering::Acquire)
+            {
                 return;
             }
             match st.builder.flush() {
@@ -688,7 +694,8 @@ impl StreamLog {
         }
         // Group commit: nothing of the stream in flight or queued, so nothing to wait for
         // (and a zero linger waits for nothing).
-        if (self.batch.linger.is_zero() || s.in_flight == 0 && s.outbox.is_empty())
+        if (self.batch.linger.is_zero()
+            || self.batch.group_commit && s.in_flight == 0 && s.outbox.is_empty())
             && let Some(b) = s.builder.flush()
         {
             s.outbox.push_back((b, false));
@@ -700,7 +707,7 @@ impl StreamLog {
     /// outstanding reservations), so that `W_s` covers a batch of `busy` without waiting
     /// for the next tick.
     fn heartbeat_idle(&self, busy: StreamId, ts: u64) {
-        if !self.accepting.load(Ordering::Acquire) {
+        if !self.batch.group_commit || !self.accepting.load(Ordering::Acquire) {
             return;
         }
         for s in &self.streams {

@@ -165,3 +165,38 @@ fn one_round(round: u32) {
         "round {round}: idle streams were heartbeated"
     );
 }
+
+#[test]
+fn without_group_commit_a_batch_waits_for_its_linger_and_idle_streams_for_the_tick() {
+    for group_commit in [true, false] {
+        let group = TestGroup::new(Role::Leader);
+        let batch = BatchConfig {
+            linger: Duration::from_millis(50),
+            group_commit,
+            ..BatchConfig::default()
+        };
+        let log = StreamLog::new(0, &STREAMS, &batch);
+        log.set_group(group.clone());
+        log.open(0, &[]);
+        let ts = log.reserve(0, 0, || 1).expect("open");
+        let write = WriteRef {
+            table: 1,
+            key: b"k",
+            value: Some(b"v"),
+        };
+        assert!(log.fulfil(0, 0, &[ts, 0], [write], || ()));
+        let entries = group.entries();
+        if group_commit {
+            // The batch and a heartbeat of each idle stream, at once.
+            assert_eq!(entries.len(), 3, "{entries:?}");
+        } else {
+            assert!(entries.is_empty(), "the batch lingers: {entries:?}");
+            log.tick(Instant::now() + Duration::from_millis(60), 1);
+            let entries = group.entries();
+            assert!(
+                matches!(&entries[0], Entry::Batch(b) if b.pieces.len() == 1),
+                "{entries:?}"
+            );
+        }
+    }
+}

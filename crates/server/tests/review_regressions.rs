@@ -153,6 +153,7 @@ fn batches_close_before_the_entry_limit() {
         batch_size: 1000,
         max_bytes: 1 << 20,
         linger: Duration::from_secs(3600),
+        group_commit: true,
     };
     let (log, group) = scripted_log([], batch);
     let log = log.with_max_entry_bytes(64 << 10);
