@@ -246,8 +246,13 @@ impl LogStore {
     /// queued or in the writer's batch, plus those its owner submitted since its last
     /// drain). A `write` issued from a `done` callback (on the writer thread) never blocks:
     /// it is queued beyond the bound, since the writer cannot wait for itself.
+    ///
+    /// In `Memory` mode nothing is written: `done` runs at once, on the calling thread.
     pub fn write(&self, writes: Vec<GroupWrite>, done: WriteDone) {
         let job = self.encode(&writes, done);
+        let Some(job) = self.in_memory(job) else {
+            return;
+        };
         let on_writer = std::thread::current().id() == self.writer_id;
         match self.queue.push(job, true, on_writer) {
             Ok(()) => {}
@@ -263,6 +268,9 @@ impl LogStore {
     /// with [`LogError::Closed`]). From a `done` callback it always queues.
     pub fn try_write(&self, writes: Vec<GroupWrite>, done: WriteDone) -> Result<(), Busy> {
         let job = self.encode(&writes, done);
+        let Some(job) = self.in_memory(job) else {
+            return Ok(());
+        };
         let on_writer = std::thread::current().id() == self.writer_id;
         match self.queue.push(job, false, on_writer) {
             Ok(()) => Ok(()),
@@ -275,6 +283,24 @@ impl LogStore {
                 Ok(())
             }
         }
+    }
+
+    /// Completes a write of a `Memory` store at once, on the calling thread, with what the
+    /// writer would answer (it writes nothing; handing it over would only cost two thread
+    /// wake-ups); hands back any other.
+    fn in_memory(&self, mut job: Job) -> Option<Job> {
+        if self.durability != Durability::Memory {
+            return Some(job);
+        }
+        let r = if self.queue.is_closed() {
+            Err(LogError::Closed)
+        } else if self.faults.is_crashed() {
+            Err(LogError::Crashed)
+        } else {
+            job.invalid.take().map_or(Ok(()), Err)
+        };
+        writer::complete_now(&self.stats, job.done, r);
+        None
     }
 
     /// Convenience: write and block until durable.

@@ -110,6 +110,11 @@ impl JobQueue {
         true
     }
 
+    /// Whether [`JobQueue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.state.lock().closed
+    }
+
     /// Refuses further pushes (waiting pushers get `Closed`); queued jobs stay to be drained.
     pub fn close(&self) {
         self.state.lock().closed = true;

@@ -104,6 +104,14 @@ fn add(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
 }
 
+/// Completes one write outside the writer thread (a `Memory` store), counted as the writer
+/// counts a batch of one.
+pub(crate) fn complete_now(stats: &Counters, done: Done, r: Result<(), LogError>) {
+    add(&stats.writes, 1);
+    add(&stats.batches, 1);
+    complete(done, r);
+}
+
 /// Runs `done` with `r`, containing a panic so the writer thread survives it.
 fn complete(done: Done, r: Result<(), LogError>) {
     if catch_unwind(AssertUnwindSafe(move || done(r))).is_err() {

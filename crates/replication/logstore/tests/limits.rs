@@ -103,6 +103,50 @@ fn memory_mode_refuses_the_same_oversized_writes() {
     ));
 }
 
+#[test]
+fn memory_mode_completes_each_write_on_the_calling_thread() {
+    let cfg = LogStoreConfig {
+        durability: Durability::Memory,
+        segment_bytes: 64 << 10,
+        ..LogStoreConfig::new("/nonexistent/never-created")
+    };
+    let (log, _) = LogStore::open(cfg).expect("open");
+    let max = log.max_entry_bytes() as usize;
+    let me = std::thread::current().id();
+    let seen: std::sync::Arc<parking_lot::Mutex<Vec<(bool, bool)>>> = Default::default();
+    for (i, size) in [(1, 10), (2, max + 1), (3, 10)] {
+        let s = seen.clone();
+        log.write(
+            vec![full_write(0, i, size)],
+            Box::new(move |r| {
+                s.lock()
+                    .push((std::thread::current().id() == me, r.is_ok()))
+            }),
+        );
+        assert_eq!(
+            seen.lock().len(),
+            i as usize,
+            "write {i} completed before returning"
+        );
+    }
+    assert_eq!(
+        *seen.lock(),
+        [(true, true), (true, false), (true, true)],
+        "in order, here, the oversized one refused"
+    );
+    log.shutdown();
+    let seen2 = seen.clone();
+    log.write(
+        vec![full_write(0, 4, 10)],
+        Box::new(move |r| {
+            seen2
+                .lock()
+                .push((true, matches!(r, Err(LogError::Closed))))
+        }),
+    );
+    assert_eq!(seen.lock().last(), Some(&(true, true)), "closed: refused");
+}
+
 /// A `done` callback that reports its result and then waits for `gate` (stalling the
 /// writer thread, which runs callbacks).
 fn gated(gate: Receiver<()>, results: Sender<(u64, bool)>, id: u64) -> WriteDone {
@@ -120,7 +164,8 @@ fn reporting(results: Sender<(u64, bool)>, id: u64) -> WriteDone {
 
 #[test]
 fn queue_is_bounded_try_write_is_busy_and_write_waits_for_room() {
-    for durability in [Durability::Fsync, Durability::Memory] {
+    // (A `Memory` store queues nothing: each write completes on its caller's thread.)
+    for durability in [Durability::Fsync, Durability::Buffered] {
         let dir = tempfile::tempdir().expect("tempdir");
         let cfg = LogStoreConfig {
             durability,

@@ -436,7 +436,11 @@ fn done_callbacks_run_in_submission_order() {
         assert_eq!(*order, (0..n).collect::<Vec<_>>(), "{durability}");
         let st = log.stats();
         assert_eq!(st.writes, n as u64);
-        assert!(st.batches < n as u64, "{durability}: {st:?}");
+        if durability != Durability::Memory {
+            // The writer batches what queued while it wrote (a `Memory` store completes
+            // each write on its caller's thread).
+            assert!(st.batches < n as u64, "{durability}: {st:?}");
+        }
         if durability == Durability::Fsync {
             assert!(st.syncs < n as u64, "{st:?}");
         }
