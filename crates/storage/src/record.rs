@@ -104,6 +104,34 @@ impl Record {
             .map(|_| w)
     }
 
+    /// Takes the lock if it is free, or once its holder lets it go within `patience`
+    /// (spinning, then yielding); `None` if it stayed held. Returns the word as
+    /// [`Record::try_lock`] does.
+    pub fn try_lock_for(&self, patience: std::time::Duration) -> Option<u64> {
+        if let Some(ts) = self.try_lock() {
+            return Some(ts);
+        }
+        if patience.is_zero() {
+            return None;
+        }
+        let deadline = std::time::Instant::now() + patience;
+        let mut spins = 0u32;
+        loop {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+            if let Some(ts) = self.try_lock() {
+                return Some(ts);
+            }
+            if spins & 15 == 0 && std::time::Instant::now() >= deadline {
+                return None;
+            }
+        }
+    }
+
     /// Takes the lock, waiting for the current holder; for non-transactional writers only.
     pub fn lock_wait(&self) -> u64 {
         let mut spins = 0u32;

@@ -48,4 +48,4 @@ pub use error::{Abort, AbortReason, OpError};
 pub use replay::{ReplayError, ReplayStats, replay};
 pub use shard::Shard;
 pub use sink::{CommitSink, NoopSink, PieceWrites};
-pub use txn::{CommitInfo, Locked, Prepared, Transaction, merge};
+pub use txn::{CommitInfo, LOCK_PATIENCE, Locked, Prepared, Transaction, merge};

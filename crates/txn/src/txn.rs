@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::ops::{Bound, Range, RangeBounds};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use mako_storage::{Key, LOCK_BIT, Record, Stamp, Table, TableId, Vt};
@@ -13,6 +14,12 @@ use crate::sink::{LoggedWrite, PieceWrites};
 
 /// Write sets larger than this get a hash index for read-your-own-writes look-ups.
 const WRITE_INDEX_THRESHOLD: usize = 16;
+
+/// How long a one-shard commit waits for a record lock another commit holds before it aborts
+/// with a conflict (a commit holds its locks for microseconds; aborting and running the
+/// transaction again costs far more). Multi-shard locking never waits: a shard's locks are
+/// held across a round trip, and waiting there could deadlock across shards.
+pub const LOCK_PATIENCE: Duration = Duration::from_micros(100);
 
 /// How many recent point reads keep their record handy for a following write to the same key.
 const RECENT_READS: usize = 8;
@@ -389,7 +396,8 @@ impl<'s> Transaction<'s> {
         }
     }
 
-    /// First half of commit: lock the write set in key order (no-wait) and validate.
+    /// First half of commit: lock the write set in key order (waiting up to
+    /// [`LOCK_PATIENCE`] for each lock) and validate.
     ///
     /// The returned [`Prepared`] holds the locks; finish with [`Prepared::install`]
     /// (after choosing the `VT`) or [`Prepared::abort`]. [`Transaction::commit`]
@@ -397,14 +405,20 @@ impl<'s> Transaction<'s> {
     /// [`Locked::validate`] instead, so that every shard's write set is locked
     /// before any shard's reads are validated.
     pub fn prepare(self) -> Result<Prepared<'s>, Abort> {
-        self.lock()?.validate()
+        self.lock_within(LOCK_PATIENCE)?.validate()
     }
 
     /// Locks the write set in key order (no-wait) without validating the reads yet.
     ///
     /// A lock held by someone else aborts with [`AbortReason::Conflict`] (nothing
     /// stays locked). Finish with [`Locked::validate`] or [`Locked::abort`].
-    pub fn lock(mut self) -> Result<Locked<'s>, Abort> {
+    pub fn lock(self) -> Result<Locked<'s>, Abort> {
+        self.lock_within(Duration::ZERO)
+    }
+
+    /// [`Transaction::lock`], waiting up to `patience` for each lock another commit holds.
+    /// Locks are taken in key order, so waiting cannot deadlock among one-shard commits.
+    fn lock_within(mut self, patience: Duration) -> Result<Locked<'s>, Abort> {
         let epoch = self.shard.epoch();
         let me = self.shard.id();
         let mut dep = self.deps[me];
@@ -417,7 +431,7 @@ impl<'s> Transaction<'s> {
                 Some(Known::Absent) => w.table.insert_or_record(&w.key),
                 None => w.table.record_or_insert(&w.key),
             };
-            match rec.try_lock() {
+            match rec.try_lock_for(patience) {
                 Some(ts) => {
                     dep = dep.max(ts);
                     w.record = Some((rec, created));

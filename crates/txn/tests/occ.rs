@@ -435,3 +435,53 @@ fn concurrent_claims_of_absent_keys_succeed_exactly_once_per_key() {
         assert_eq!(stored, owner[k as usize], "key {k}");
     }
 }
+
+#[test]
+fn a_one_shard_commit_waits_briefly_for_a_held_lock_then_aborts() {
+    let (shard, tables) = shard_with(&["t"]);
+    let t = &tables[0];
+    // Held briefly (well within the patience): a blind write that began while the lock was
+    // held waits and commits. A busy machine may deschedule either thread for longer than
+    // the patience, so a few tries are allowed; without waiting no try can succeed.
+    let shard = &shard;
+    let waited = (0..50).any(|_| {
+        let mut holder = shard.begin();
+        holder.put(t, b"k", val(1));
+        let locked = holder.lock().expect("holder locks");
+        let (tx_start, rx_start) = std::sync::mpsc::sync_channel(1);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(move || {
+                let mut tx = shard.begin();
+                tx.put(t, b"k", val(2));
+                let _ = tx_start.send(Instant::now());
+                tx.commit().is_ok()
+            });
+            let started = rx_start.recv().expect("waiter started");
+            std::thread::sleep(mako_txn::LOCK_PATIENCE / 5);
+            let dropped = Instant::now();
+            drop(locked);
+            let committed = waiter.join().expect("waiter");
+            committed && started < dropped
+        })
+    });
+    assert!(waited, "a commit never waited for a lock held briefly");
+    assert_eq!(t.get(b"k"), Some(val(2)));
+    // Held past the patience: a conflict, after waiting about that long.
+    let mut holder = shard.begin();
+    holder.put(t, b"k", val(3));
+    let locked = holder.lock().expect("holder locks");
+    let mut tx = shard.begin();
+    tx.put(t, b"k", val(4));
+    let start = Instant::now();
+    assert_eq!(
+        tx.commit().expect_err("lock held throughout").reason,
+        AbortReason::Conflict
+    );
+    assert!(start.elapsed() >= mako_txn::LOCK_PATIENCE);
+    drop(locked);
+    assert_eq!(
+        t.get(b"k"),
+        Some(val(2)),
+        "neither of the last two is visible"
+    );
+}
