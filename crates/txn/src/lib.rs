@@ -9,8 +9,10 @@
 //! each scan covered; writes (`put`, `insert`, `delete`) are buffered and visible
 //! to the transaction's own later reads. [`Transaction::commit`] then
 //!
-//! 1. locks the write set in global `(table id, key)` order, no-wait: a lock
-//!    held by someone else aborts with [`AbortReason::Conflict`];
+//! 1. locks the write set in global `(table id, key)` order: a lock held by
+//!    someone else for longer than [`LOCK_PATIENCE`] aborts with
+//!    [`AbortReason::Conflict`] (multi-shard commits use [`Transaction::lock`],
+//!    which never waits);
 //! 2. validates: every read version is unchanged and unlocked, every absent key
 //!    is still absent, and every scanned range still holds exactly the records
 //!    it held (no phantoms);

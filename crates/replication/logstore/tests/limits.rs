@@ -87,14 +87,19 @@ fn max_entry_always_fits_even_with_the_most_groups() {
     assert_eq!(idx, vec![5, 6]);
 }
 
-#[test]
-fn memory_mode_refuses_the_same_oversized_writes() {
+/// A `Memory` store with 64 KiB segments (its directory is never created).
+fn memory_store() -> LogStore {
     let cfg = LogStoreConfig {
         durability: Durability::Memory,
         segment_bytes: 64 << 10,
         ..LogStoreConfig::new("/nonexistent/never-created")
     };
-    let (log, _) = LogStore::open(cfg).expect("open");
+    LogStore::open(cfg).expect("open").0
+}
+
+#[test]
+fn memory_mode_refuses_the_same_oversized_writes() {
+    let log = memory_store();
     let max = log.max_entry_bytes() as usize;
     log.write_sync(vec![full_write(0, 2, max)]).expect("fits");
     assert!(matches!(
@@ -105,12 +110,7 @@ fn memory_mode_refuses_the_same_oversized_writes() {
 
 #[test]
 fn memory_mode_completes_each_write_on_the_calling_thread() {
-    let cfg = LogStoreConfig {
-        durability: Durability::Memory,
-        segment_bytes: 64 << 10,
-        ..LogStoreConfig::new("/nonexistent/never-created")
-    };
-    let (log, _) = LogStore::open(cfg).expect("open");
+    let log = memory_store();
     let max = log.max_entry_bytes() as usize;
     let me = std::thread::current().id();
     let seen: std::sync::Arc<parking_lot::Mutex<Vec<(bool, bool)>>> = Default::default();
