@@ -118,11 +118,7 @@ impl Record {
         let mut spins = 0u32;
         loop {
             spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            back_off(spins);
             if let Some(ts) = self.try_lock() {
                 return Some(ts);
             }
@@ -140,11 +136,7 @@ impl Record {
                 return ts;
             }
             spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                std::thread::yield_now();
-            }
+            back_off(spins);
         }
     }
 
@@ -264,6 +256,15 @@ fn trim(chain: &mut Chain, reclaim: &Reclaim) {
             // Back inline: a record that had several versions for a while keeps no heap block.
             chain.shrink_to_fit();
         }
+    }
+}
+
+/// One step of waiting for a record lock: spin for the first 64 tries, then yield.
+fn back_off(spins: u32) {
+    if spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }
 
