@@ -39,6 +39,143 @@ impl From<Abort> for OpError {
     }
 }
 
+/// One operation of a transaction, borrowed: [`Op`] without owning its table, key or value.
+#[derive(Debug, Clone, Copy)]
+pub enum OpRef<'a> {
+    /// Reads a key.
+    Get {
+        /// The table.
+        table: &'a str,
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Writes a key.
+    Put {
+        /// The table.
+        table: &'a str,
+        /// The key.
+        key: &'a [u8],
+        /// The value.
+        value: &'a [u8],
+    },
+    /// Deletes a key.
+    Delete {
+        /// The table.
+        table: &'a str,
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Up to `limit` rows in `lo..hi`, ascending, across every shard of the table.
+    Scan {
+        /// The table.
+        table: &'a str,
+        /// Lower bound.
+        lo: Bound<&'a [u8]>,
+        /// Upper bound.
+        hi: Bound<&'a [u8]>,
+        /// Most rows returned.
+        limit: u32,
+    },
+    /// Adds `delta` to the decimal integer under the key (see [`Op::Add`]).
+    Add {
+        /// The table.
+        table: &'a str,
+        /// The key.
+        key: &'a [u8],
+        /// The amount added.
+        delta: i64,
+    },
+    /// Appends bytes to the value under the key (see [`Op::Append`]).
+    Append {
+        /// The table.
+        table: &'a str,
+        /// The key.
+        key: &'a [u8],
+        /// The bytes appended.
+        value: &'a [u8],
+    },
+}
+
+impl<'a> From<&'a Op> for OpRef<'a> {
+    fn from(op: &'a Op) -> Self {
+        match op {
+            Op::Get { table, key } => OpRef::Get { table, key },
+            Op::Put { table, key, value } => OpRef::Put { table, key, value },
+            Op::Delete { table, key } => OpRef::Delete { table, key },
+            Op::Scan {
+                table,
+                lo,
+                hi,
+                limit,
+            } => OpRef::Scan {
+                table,
+                lo: as_ref(lo),
+                hi: as_ref(hi),
+                limit: *limit,
+            },
+            Op::Add { table, key, delta } => OpRef::Add {
+                table,
+                key,
+                delta: *delta,
+            },
+            Op::Append { table, key, value } => OpRef::Append { table, key, value },
+        }
+    }
+}
+
+impl OpRef<'_> {
+    /// The owned operation (to send it over the wire).
+    pub fn to_op(self) -> Op {
+        match self {
+            OpRef::Get { table, key } => Op::Get {
+                table: table.into(),
+                key: key.to_vec(),
+            },
+            OpRef::Put { table, key, value } => Op::Put {
+                table: table.into(),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+            OpRef::Delete { table, key } => Op::Delete {
+                table: table.into(),
+                key: key.to_vec(),
+            },
+            OpRef::Scan {
+                table,
+                lo,
+                hi,
+                limit,
+            } => Op::Scan {
+                table: table.into(),
+                lo: lo.map(<[u8]>::to_vec),
+                hi: hi.map(<[u8]>::to_vec),
+                limit,
+            },
+            OpRef::Add { table, key, delta } => Op::Add {
+                table: table.into(),
+                key: key.to_vec(),
+                delta,
+            },
+            OpRef::Append { table, key, value } => Op::Append {
+                table: table.into(),
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
+        }
+    }
+
+    fn table(&self) -> &str {
+        match *self {
+            OpRef::Get { table, .. }
+            | OpRef::Put { table, .. }
+            | OpRef::Delete { table, .. }
+            | OpRef::Scan { table, .. }
+            | OpRef::Add { table, .. }
+            | OpRef::Append { table, .. } => table,
+        }
+    }
+}
+
 /// Executes one operation of `tx`.
 pub fn apply(
     tx: &mut DistTxn<'_>,
@@ -46,46 +183,63 @@ pub fn apply(
     op: &Op,
     max_scan_rows: u32,
 ) -> Result<OpResult, OpError> {
+    apply_ref(tx, catalog, OpRef::from(op), max_scan_rows)
+}
+
+/// [`apply`] for a borrowed operation.
+pub fn apply_ref(
+    tx: &mut DistTxn<'_>,
+    catalog: &dyn Catalog,
+    op: OpRef<'_>,
+    max_scan_rows: u32,
+) -> Result<OpResult, OpError> {
     let table = op.table();
     let index = catalog
         .table_index(table)
         .ok_or_else(|| unknown_table(table))?;
-    if let Op::Scan { lo, hi, limit, .. } = op {
-        // Each shard materialises up to `limit` rows before anything is sent: ask for one
-        // more than a scan may return, and refuse if there is more.
-        let asked = (*limit).min(max_scan_rows.saturating_add(1));
-        let (lo, hi) = (as_ref(lo), as_ref(hi));
-        let shards = catalog
-            .shards_in(table, lo, hi)
-            .ok_or_else(|| unknown_table(table))?;
-        let r = scan(tx, index, &shards, lo, hi, asked as usize)?;
-        if let OpResult::Rows(rows) = &r
-            && rows.len() > max_scan_rows as usize
-        {
-            return Err(OpError::Refused(
-                ErrorCode::TooLarge,
-                format!(
-                    "a scan returns at most {max_scan_rows} rows; page with a later lower bound"
-                ),
-            ));
+    let (key, shard) = match op {
+        OpRef::Scan { lo, hi, limit, .. } => {
+            // Each shard materialises up to `limit` rows before anything is sent: ask for
+            // one more than a scan may return, and refuse if there is more.
+            let asked = limit.min(max_scan_rows.saturating_add(1));
+            let shards = catalog
+                .shards_in(table, lo, hi)
+                .ok_or_else(|| unknown_table(table))?;
+            let r = scan(tx, index, &shards, lo, hi, asked as usize)?;
+            if let OpResult::Rows(rows) = &r
+                && rows.len() > max_scan_rows as usize
+            {
+                return Err(OpError::Refused(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "a scan returns at most {max_scan_rows} rows; page with a later lower bound"
+                    ),
+                ));
+            }
+            return Ok(r);
         }
-        return Ok(r);
-    }
-    let key = op.key().unwrap_or_default();
-    let shard = catalog
-        .shard_of(table, key)
-        .ok_or_else(|| unknown_table(table))?;
+        OpRef::Get { key, .. }
+        | OpRef::Put { key, .. }
+        | OpRef::Delete { key, .. }
+        | OpRef::Add { key, .. }
+        | OpRef::Append { key, .. } => (
+            key,
+            catalog
+                .shard_of(table, key)
+                .ok_or_else(|| unknown_table(table))?,
+        ),
+    };
     Ok(match op {
-        Op::Get { .. } => OpResult::Value(tx.get(shard, index, key)?.map(|b| b.to_vec())),
-        Op::Put { value, .. } => {
+        OpRef::Get { .. } => OpResult::Value(tx.get(shard, index, key)?.map(|b| b.to_vec())),
+        OpRef::Put { value, .. } => {
             tx.put(shard, index, key, Bytes::copy_from_slice(value))?;
             OpResult::Done
         }
-        Op::Delete { .. } => {
+        OpRef::Delete { .. } => {
             tx.write(shard, index, key, None)?;
             OpResult::Done
         }
-        Op::Add { delta, .. } => {
+        OpRef::Add { delta, .. } => {
             let old = match tx.get(shard, index, key)? {
                 None => 0,
                 Some(v) => parse_int(&v).ok_or_else(|| {
@@ -95,7 +249,7 @@ pub fn apply(
                     )
                 })?,
             };
-            let new = old.checked_add(*delta).ok_or_else(|| {
+            let new = old.checked_add(delta).ok_or_else(|| {
                 OpError::Refused(
                     ErrorCode::InvalidValue,
                     "increment or decrement would overflow".into(),
@@ -104,7 +258,7 @@ pub fn apply(
             tx.put(shard, index, key, Bytes::from(new.to_string()))?;
             OpResult::Int(new)
         }
-        Op::Append { value, .. } => {
+        OpRef::Append { value, .. } => {
             let mut v = tx
                 .get(shard, index, key)?
                 .map(|b| b.to_vec())
@@ -114,7 +268,7 @@ pub fn apply(
             tx.put(shard, index, key, Bytes::from(v))?;
             OpResult::Int(len)
         }
-        Op::Scan { .. } => unreachable!("handled above"),
+        OpRef::Scan { .. } => unreachable!("handled above"),
     })
 }
 
@@ -172,4 +326,55 @@ pub(crate) fn too_large(bytes: usize) -> OpError {
              ask for fewer rows"
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_borrowed_op_turns_back_into_the_same_op() {
+        let ops = [
+            Op::Get {
+                table: "t".into(),
+                key: b"k".to_vec(),
+            },
+            Op::Put {
+                table: "t".into(),
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+            Op::Delete {
+                table: "u".into(),
+                key: b"k2".to_vec(),
+            },
+            Op::Scan {
+                table: "t".into(),
+                lo: Bound::Excluded(b"a".to_vec()),
+                hi: Bound::Included(b"z".to_vec()),
+                limit: 7,
+            },
+            Op::Scan {
+                table: "t".into(),
+                lo: Bound::Unbounded,
+                hi: Bound::Unbounded,
+                limit: 1,
+            },
+            Op::Add {
+                table: "t".into(),
+                key: b"n".to_vec(),
+                delta: -3,
+            },
+            Op::Append {
+                table: "t".into(),
+                key: b"s".to_vec(),
+                value: b"tail".to_vec(),
+            },
+        ];
+        for op in ops {
+            let r = OpRef::from(&op);
+            assert_eq!(r.table(), op.table());
+            assert_eq!(r.to_op(), op);
+        }
+    }
 }

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use mako_client::{Client, ClientConfig, ClientError};
 use mako_config::DEFAULT_TABLE;
-use mako_proto::{ErrorCode, Op, OpResult};
+use mako_proto::{ErrorCode, OpResult};
 use mako_redis::{Backend, Body, Failure, Figures, Release, Store, Txn};
 use mako_server::{DistTxn, ReleaseError, Speculative};
 use mako_txn::AbortReason;
 
-use crate::exec::{OpError, apply};
+use crate::exec::{OpError, OpRef, apply_ref};
 use crate::session::Shared;
 
 /// How many times one command runs at least before a retryable abort is its answer (it
@@ -272,48 +272,48 @@ fn failure(e: ClientError) -> Failure {
     }
 }
 
-fn get(key: &[u8]) -> Op {
-    Op::Get {
-        table: DEFAULT_TABLE.into(),
-        key: key.to_vec(),
+fn get(key: &[u8]) -> OpRef<'_> {
+    OpRef::Get {
+        table: DEFAULT_TABLE,
+        key,
     }
 }
 
-fn put(key: &[u8], value: &[u8]) -> Op {
-    Op::Put {
-        table: DEFAULT_TABLE.into(),
-        key: key.to_vec(),
-        value: value.to_vec(),
+fn put<'a>(key: &'a [u8], value: &'a [u8]) -> OpRef<'a> {
+    OpRef::Put {
+        table: DEFAULT_TABLE,
+        key,
+        value,
     }
 }
 
-fn delete(key: &[u8]) -> Op {
-    Op::Delete {
-        table: DEFAULT_TABLE.into(),
-        key: key.to_vec(),
+fn delete(key: &[u8]) -> OpRef<'_> {
+    OpRef::Delete {
+        table: DEFAULT_TABLE,
+        key,
     }
 }
 
-fn add(key: &[u8], delta: i64) -> Op {
-    Op::Add {
-        table: DEFAULT_TABLE.into(),
-        key: key.to_vec(),
+fn add(key: &[u8], delta: i64) -> OpRef<'_> {
+    OpRef::Add {
+        table: DEFAULT_TABLE,
+        key,
         delta,
     }
 }
 
-fn append(key: &[u8], value: &[u8]) -> Op {
-    Op::Append {
-        table: DEFAULT_TABLE.into(),
-        key: key.to_vec(),
-        value: value.to_vec(),
+fn append<'a>(key: &'a [u8], value: &'a [u8]) -> OpRef<'a> {
+    OpRef::Append {
+        table: DEFAULT_TABLE,
+        key,
+        value,
     }
 }
 
-fn scan(after: Option<&[u8]>, limit: usize) -> Op {
-    Op::Scan {
-        table: DEFAULT_TABLE.into(),
-        lo: after.map_or(Bound::Unbounded, |k| Bound::Excluded(k.to_vec())),
+fn scan(after: Option<&[u8]>, limit: usize) -> OpRef<'_> {
+    OpRef::Scan {
+        table: DEFAULT_TABLE,
+        lo: after.map_or(Bound::Unbounded, Bound::Excluded),
         hi: Bound::Unbounded,
         limit: u32::try_from(limit).unwrap_or(u32::MAX),
     }
@@ -326,7 +326,7 @@ fn unexpected(r: &OpResult) -> Failure {
 
 /// Operations on both kinds of transaction, in terms of [`Op`]s.
 trait RunOp {
-    fn run(&mut self, op: Op) -> Result<OpResult, Failure>;
+    fn run(&mut self, op: OpRef<'_>) -> Result<OpResult, Failure>;
 }
 
 /// A [`Txn`] of either kind.
@@ -377,11 +377,11 @@ struct LocalTxn<'a, 's> {
 }
 
 impl RunOp for LocalTxn<'_, '_> {
-    fn run(&mut self, op: Op) -> Result<OpResult, Failure> {
-        apply(
+    fn run(&mut self, op: OpRef<'_>) -> Result<OpResult, Failure> {
+        apply_ref(
             self.tx,
             &*self.shared.catalog,
-            &op,
+            op,
             self.shared.limits.max_scan_rows,
         )
         .map_err(op_failure)
@@ -394,7 +394,7 @@ struct RemoteTxn<'a, 'c> {
 }
 
 impl RunOp for RemoteTxn<'_, '_> {
-    fn run(&mut self, op: Op) -> Result<OpResult, Failure> {
-        self.tx.op(op).map_err(failure)
+    fn run(&mut self, op: OpRef<'_>) -> Result<OpResult, Failure> {
+        self.tx.op(op.to_op()).map_err(failure)
     }
 }

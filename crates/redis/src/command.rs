@@ -185,6 +185,16 @@ pub fn parse_i64(a: &[u8]) -> Option<i64> {
     s.parse().ok()
 }
 
+/// Moves an argument out (a request's arguments are not used again once parsed).
+fn take(a: &mut Vec<u8>) -> Vec<u8> {
+    std::mem::take(a)
+}
+
+/// Moves every argument out.
+fn take_all(a: &mut [Vec<u8>]) -> Vec<Vec<u8>> {
+    a.iter_mut().map(take).collect()
+}
+
 fn int(a: &[u8]) -> Result<i64, String> {
     parse_i64(a).ok_or_else(|| NOT_INT.to_string())
 }
@@ -192,60 +202,64 @@ fn int(a: &[u8]) -> Result<i64, String> {
 /// Parses a request. `Err` is the error reply's text; an unknown command or a wrong number
 /// of arguments is [`ParseError::Rejected`] (it fails a MULTI block), other errors are
 /// [`ParseError::Invalid`].
-pub fn parse(args: &[Vec<u8>]) -> Result<Command, ParseError> {
+///
+/// The arguments are taken: a data command keeps its keys and values without copying them.
+pub fn parse(mut args: Vec<Vec<u8>>) -> Result<Command, ParseError> {
     let Some(first) = args.first() else {
         return Err(ParseError::Rejected(unknown_command(&[Vec::new()])));
     };
-    let name = String::from_utf8_lossy(first).to_ascii_lowercase();
-    let Some(&(name, arity)) = TABLE.iter().find(|(n, _)| *n == name) else {
-        return Err(ParseError::Rejected(unknown_command(args)));
+    let Some(&(name, arity)) = TABLE
+        .iter()
+        .find(|(n, _)| n.as_bytes().eq_ignore_ascii_case(first))
+    else {
+        return Err(ParseError::Rejected(unknown_command(&args)));
     };
     let n = args.len() as i32;
     if (arity > 0 && n != arity) || (arity < 0 && n < -arity) {
         return Err(ParseError::Rejected(arity_error(name)));
     }
-    let a = &args[1..];
-    let key = || a[0].clone();
-    let keys = || a.to_vec();
+    let a = &mut args[1..];
     let data = |d| Ok(Command::Data(d));
     match name {
-        "get" => data(Data::Get(key())),
+        "get" => data(Data::Get(take(&mut a[0]))),
         "set" => parse_set(a),
-        "del" => data(Data::Del(keys())),
-        "exists" => data(Data::Exists(keys())),
-        "mget" => data(Data::MGet(keys())),
+        "del" => data(Data::Del(take_all(a))),
+        "exists" => data(Data::Exists(take_all(a))),
+        "mget" => data(Data::MGet(take_all(a))),
         "mset" => {
-            if a.len() % 2 != 0 {
+            if a.len() & 1 != 0 {
                 return Err(ParseError::Rejected(arity_error(name)));
             }
             data(Data::MSet(
-                a.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect(),
+                a.chunks_mut(2)
+                    .map(|c| (take(&mut c[0]), take(&mut c[1])))
+                    .collect(),
             ))
         }
-        "incr" => data(Data::IncrBy(key(), 1)),
-        "decr" => data(Data::IncrBy(key(), -1)),
-        "incrby" => data(Data::IncrBy(
-            key(),
-            int(&a[1]).map_err(ParseError::Invalid)?,
-        )),
+        "incr" => data(Data::IncrBy(take(&mut a[0]), 1)),
+        "decr" => data(Data::IncrBy(take(&mut a[0]), -1)),
+        "incrby" => {
+            let by = int(&a[1]).map_err(ParseError::Invalid)?;
+            data(Data::IncrBy(take(&mut a[0]), by))
+        }
         "decrby" => {
             let by = int(&a[1]).map_err(ParseError::Invalid)?;
             let by = by
                 .checked_neg()
                 .ok_or_else(|| ParseError::Invalid("ERR decrement would overflow".to_string()))?;
-            data(Data::IncrBy(key(), by))
+            data(Data::IncrBy(take(&mut a[0]), by))
         }
-        "append" => data(Data::Append(key(), a[1].clone())),
-        "strlen" => data(Data::Strlen(key())),
-        "getset" => data(Data::GetSet(key(), a[1].clone())),
-        "getdel" => data(Data::GetDel(key())),
+        "append" => data(Data::Append(take(&mut a[0]), take(&mut a[1]))),
+        "strlen" => data(Data::Strlen(take(&mut a[0]))),
+        "getset" => data(Data::GetSet(take(&mut a[0]), take(&mut a[1]))),
+        "getdel" => data(Data::GetDel(take(&mut a[0]))),
         "scan" => parse_scan(a),
         "ping" => match a.len() {
             0 => Ok(Command::Ping(None)),
-            1 => Ok(Command::Ping(Some(key()))),
+            1 => Ok(Command::Ping(Some(a[0].clone()))),
             _ => Err(ParseError::Rejected(arity_error(name))),
         },
-        "echo" => Ok(Command::Echo(key())),
+        "echo" => Ok(Command::Echo(a[0].clone())),
         "info" => Ok(Command::Info(
             a.iter()
                 .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
@@ -288,16 +302,16 @@ pub fn parse(args: &[Vec<u8>]) -> Result<Command, ParseError> {
         }
         "hello" => parse_hello(a),
         "auth" => match a.len() {
-            1 => Ok(Command::Auth(None, key())),
-            2 => Ok(Command::Auth(Some(key()), a[1].clone())),
+            1 => Ok(Command::Auth(None, a[0].clone())),
+            2 => Ok(Command::Auth(Some(a[0].clone()), a[1].clone())),
             _ => Err(ParseError::Invalid(SYNTAX.into())),
         },
         "multi" => Ok(Command::Multi),
         "exec" => Ok(Command::Exec),
         "discard" => Ok(Command::Discard),
-        "watch" => Ok(Command::Watch(keys())),
+        "watch" => Ok(Command::Watch(a.to_vec())),
         "unwatch" => Ok(Command::Unwatch),
-        _ => Err(ParseError::Rejected(unknown_command(args))),
+        _ => Err(ParseError::Rejected(unknown_command(&args))),
     }
 }
 
@@ -319,7 +333,7 @@ impl ParseError {
     }
 }
 
-fn parse_set(a: &[Vec<u8>]) -> Result<Command, ParseError> {
+fn parse_set(a: &mut [Vec<u8>]) -> Result<Command, ParseError> {
     let mut cond = SetCond::Always;
     let mut get = false;
     let mut expiry = false;
@@ -346,8 +360,8 @@ fn parse_set(a: &[Vec<u8>]) -> Result<Command, ParseError> {
         ));
     }
     Ok(Command::Data(Data::Set {
-        key: a[0].clone(),
-        value: a[1].clone(),
+        key: take(&mut a[0]),
+        value: take(&mut a[1]),
         cond,
         get,
     }))
@@ -431,7 +445,7 @@ mod tests {
 
     fn p(s: &str) -> Result<Command, ParseError> {
         let args: Vec<Vec<u8>> = s.split(' ').map(|w| w.as_bytes().to_vec()).collect();
-        parse(&args)
+        parse(args)
     }
 
     fn err(s: &str) -> String {

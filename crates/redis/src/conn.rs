@@ -117,6 +117,20 @@ impl Cursors {
     }
 }
 
+/// One request, parsed in its connection's state by [`Connection::request`].
+#[derive(Debug)]
+pub enum Request {
+    /// A well-formed data command on an authenticated connection outside MULTI.
+    Data(Data),
+    /// Anything else: the command or why it is not one.
+    Other {
+        /// The parsed command, or the parse error.
+        parsed: Result<Command, ParseError>,
+        /// Whether it names a command allowed before authentication (AUTH, HELLO, QUIT).
+        may_authenticate: bool,
+    },
+}
+
 /// Whether the connection goes on after a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flow {
@@ -206,23 +220,52 @@ impl Connection {
         shared: &Shared,
         backend: &mut dyn Backend,
     ) -> (Value, Flow) {
+        let request = self.request(args.to_vec());
+        self.handle_request(request, shared, backend)
+    }
+
+    /// Parses one request (taking its arguments) in the connection's current state: a
+    /// [`Request::Data`] may run in one transaction with its pipelined neighbours (see
+    /// [`Connection::group`]).
+    pub fn request(&self, args: Vec<Vec<u8>>) -> Request {
+        let may_authenticate = args.first().is_some_and(|n| {
+            [&b"auth"[..], b"hello", b"quit"]
+                .iter()
+                .any(|c| n.eq_ignore_ascii_case(c))
+        });
+        match command::parse(args) {
+            Ok(Command::Data(d)) if self.authed && self.multi.is_none() => Request::Data(d),
+            parsed => Request::Other {
+                parsed,
+                may_authenticate,
+            },
+        }
+    }
+
+    /// Answers one parsed request; the reply waits for [`Connection::take_release`].
+    pub fn handle_request(
+        &mut self,
+        request: Request,
+        shared: &Shared,
+        backend: &mut dyn Backend,
+    ) -> (Value, Flow) {
         shared.commands.fetch_add(1, Ordering::Relaxed);
         self.release = None;
-        let parsed = command::parse(args);
+        let (parsed, may_authenticate) = match request {
+            Request::Data(d) => (Ok(Command::Data(d)), false),
+            Request::Other {
+                parsed,
+                may_authenticate,
+            } => (parsed, may_authenticate),
+        };
         if let Err(ParseError::Rejected(e)) = &parsed {
             if let Some((_, failed)) = &mut self.multi {
                 *failed = true;
             }
             return (Value::err(e.clone()), Flow::Continue);
         }
-        if !self.authed {
-            let name = args
-                .first()
-                .map(|a| a.to_ascii_lowercase())
-                .unwrap_or_default();
-            if !matches!(&name[..], b"auth" | b"hello" | b"quit") {
-                return (Value::err(NOAUTH), Flow::Continue);
-            }
+        if !self.authed && !may_authenticate {
+            return (Value::err(NOAUTH), Flow::Continue);
         }
         if let Some((queue, _)) = &mut self.multi {
             match &parsed {
@@ -271,19 +314,6 @@ impl Connection {
                 (Value::ok(), Flow::Continue)
             }
             Ok(other) => (self.meta(other, shared, backend), Flow::Continue),
-        }
-    }
-
-    /// The data command `args` names, if it may run in one transaction with its pipelined
-    /// neighbours (see [`Connection::group`]): a well-formed data command on an
-    /// authenticated connection outside MULTI.
-    pub fn data_command(&self, args: &[Vec<u8>]) -> Option<Data> {
-        if !self.authed || self.multi.is_some() {
-            return None;
-        }
-        match command::parse(args) {
-            Ok(Command::Data(d)) => Some(d),
-            _ => None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The RESP wire format: an incremental request parser (arrays of bulk strings and inline
 //! commands, with limits) and reply values encoded for protocol 2 or 3.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Bounds on what one request may claim, checked before anything is allocated for it.
@@ -72,6 +73,17 @@ impl Parser {
         let r = self.parse(buf, &mut pos);
         buf.drain(..pos);
         r
+    }
+
+    /// Like [`Parser::next`], reading from `buf[*pos..]` and advancing `pos` past the bytes
+    /// used instead of removing them: a pipeline is parsed without moving the bytes after
+    /// each request (remove `buf[..pos]` once done).
+    pub fn next_at(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+    ) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+        self.parse(buf, pos)
     }
 
     fn parse(
@@ -261,8 +273,8 @@ pub fn encode_request(args: &[&[u8]]) -> Vec<u8> {
 /// A reply, encoded for the connection's protocol version.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
-    /// `+OK`.
-    Simple(String),
+    /// `+OK` (static text needs no allocation).
+    Simple(Cow<'static, str>),
     /// `-ERR ...` (the text includes its code, e.g. `ERR`, `NOAUTH`).
     Error(String),
     /// `:42`.
@@ -377,7 +389,7 @@ pub fn decode_reply(buf: &[u8]) -> Option<(Value, usize)> {
     let body = std::str::from_utf8(head.get(1..)?).ok()?;
     let mut used = end + 1;
     let v = match head.first()? {
-        b'+' => Value::Simple(body.into()),
+        b'+' => Value::Simple(body.to_owned().into()),
         b'-' => Value::Error(body.into()),
         b':' => Value::Int(body.parse().ok()?),
         b'_' => Value::Nil,
@@ -566,7 +578,7 @@ mod tests {
 
     fn value() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
-            "[a-zA-Z0-9 ]{0,12}".prop_map(Value::Simple),
+            "[a-zA-Z0-9 ]{0,12}".prop_map(|s| Value::Simple(s.into())),
             "[A-Z]{1,6} [a-z ]{0,12}".prop_map(Value::Error),
             any::<i64>().prop_map(Value::Int),
             proptest::collection::vec(any::<u8>(), 0..40).prop_map(Value::Bulk),
@@ -601,6 +613,34 @@ mod tests {
                 while let Some(r) = p.next(&mut buf).unwrap() {
                     got.push(r);
                 }
+            }
+            prop_assert_eq!(got, reqs);
+            prop_assert!(buf.is_empty());
+        }
+
+        #[test]
+        fn requests_parsed_in_place_round_trip_in_any_chunking(
+            reqs in proptest::collection::vec(
+                proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..30), 1..6), 1..5),
+            cut in 1usize..17,
+        ) {
+            // As the server reads: parse every complete request at a position, then remove
+            // the bytes used once per read (an incomplete request stays half-parsed).
+            let mut bytes = Vec::new();
+            for r in &reqs {
+                let refs: Vec<&[u8]> = r.iter().map(Vec::as_slice).collect();
+                bytes.extend(encode_request(&refs));
+            }
+            let mut p = Parser::default();
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(cut) {
+                buf.extend_from_slice(chunk);
+                let mut pos = 0;
+                while let Some(r) = p.next_at(&buf, &mut pos).unwrap() {
+                    got.push(r);
+                }
+                buf.drain(..pos);
             }
             prop_assert_eq!(got, reqs);
             prop_assert!(buf.is_empty());

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 
 use crate::backend::{Backend, Release, Store};
 use crate::command::Data;
-use crate::conn::{Connection, Flow, Shared};
+use crate::conn::{Connection, Flow, Request, Shared};
 use crate::resp::{self, Parser, Value};
 
 /// How often a connection thread wakes up to notice shutdown.
@@ -185,7 +185,7 @@ const GROUP: usize = 64;
 /// one by one if that fails, and holds their replies.
 fn run_group(
     conn: &mut Connection,
-    group: &mut Vec<(Vec<Vec<u8>>, Data)>,
+    group: &mut Vec<Data>,
     shared: &Shared,
     backend: &mut dyn Backend,
     replies: &mut Vec<Held>,
@@ -193,7 +193,7 @@ fn run_group(
     if group.is_empty() {
         return;
     }
-    let ds: Vec<&Data> = group.iter().map(|(_, d)| d).collect();
+    let ds: Vec<&Data> = group.iter().collect();
     if ds.len() > 1
         && let Ok(values) = conn.group(&ds, shared, backend)
     {
@@ -201,8 +201,8 @@ fn run_group(
         group.clear();
         return;
     }
-    for (args, _) in group.drain(..) {
-        let (reply, _) = conn.handle(&args, shared, backend);
+    for d in group.drain(..) {
+        let (reply, _) = conn.handle_request(Request::Data(d), shared, backend);
         replies.push((vec![reply], conn.proto(), conn.take_release()));
     }
 }
@@ -253,19 +253,29 @@ fn serve(
         // Run every complete request received, in order; their releases overlap.
         // Consecutive data commands run as one transaction (up to GROUP of them).
         let mut close = false;
-        let mut group: Vec<(Vec<Vec<u8>>, Data)> = Vec::new();
+        let mut group: Vec<Data> = Vec::new();
+        let mut parsed = 0;
         loop {
-            match parser.next(&mut input) {
+            match parser.next_at(&input, &mut parsed) {
                 Ok(Some(args)) => {
-                    if let Some(d) = conn.data_command(&args) {
-                        group.push((args, d));
-                        if group.len() >= GROUP {
-                            run_group(&mut conn, &mut group, shared, &mut *backend, &mut replies);
+                    let other = match conn.request(args) {
+                        Request::Data(d) => {
+                            group.push(d);
+                            if group.len() >= GROUP {
+                                run_group(
+                                    &mut conn,
+                                    &mut group,
+                                    shared,
+                                    &mut *backend,
+                                    &mut replies,
+                                );
+                            }
+                            continue;
                         }
-                        continue;
-                    }
+                        other => other,
+                    };
                     run_group(&mut conn, &mut group, shared, &mut *backend, &mut replies);
-                    let (reply, flow) = conn.handle(&args, shared, &mut *backend);
+                    let (reply, flow) = conn.handle_request(other, shared, &mut *backend);
                     replies.push((vec![reply], conn.proto(), conn.take_release()));
                     if flow == Flow::Close {
                         close = true;
@@ -283,6 +293,7 @@ fn serve(
                 }
             }
         }
+        input.drain(..parsed);
         run_group(&mut conn, &mut group, shared, &mut *backend, &mut replies);
         // Each reply once its transaction is released (or the error saying why it is not,
         // for every reply of that transaction).

@@ -238,15 +238,21 @@ impl WatermarkVector {
         }
         // Registration happens before a waiter's last check, both under this lock's order:
         // a waiter that missed this move is in the map below.
-        let mut g = self.waiters.lock();
-        let due = match w.checked_add(1) {
-            Some(above) => {
-                let rest = g.on[shard].split_off(&(above, 0));
-                std::mem::replace(&mut g.on[shard], rest)
-            }
-            None => std::mem::take(&mut g.on[shard]),
+        let (due, any) = {
+            let mut g = self.waiters.lock();
+            let due = match w.checked_add(1) {
+                Some(above) => {
+                    let rest = g.on[shard].split_off(&(above, 0));
+                    std::mem::replace(&mut g.on[shard], rest)
+                }
+                None => std::mem::take(&mut g.on[shard]),
+            };
+            let any: Vec<Thread> = g.any.values().cloned().collect();
+            (due, any)
         };
-        for t in due.values().chain(g.any.values()) {
+        // Woken after the lock is released: an unpark is a system call, and every waiter
+        // takes this lock to register and unregister.
+        for t in due.into_values().chain(any) {
             t.unpark();
         }
         true
@@ -285,8 +291,15 @@ impl WatermarkVector {
 
     /// Wakes every waiter without moving the vector (something else they wait on changed).
     pub fn notify(&self) {
-        let g = self.waiters.lock();
-        for t in g.on.iter().flat_map(BTreeMap::values).chain(g.any.values()) {
+        let all: Vec<Thread> = {
+            let g = self.waiters.lock();
+            g.on.iter()
+                .flat_map(BTreeMap::values)
+                .chain(g.any.values())
+                .cloned()
+                .collect()
+        };
+        for t in all {
             t.unpark();
         }
     }
@@ -336,10 +349,10 @@ impl WatermarkVector {
                 .find(|(i, t)| **t != 0 && **t > self.get(*i))
                 .map(|(i, t)| (i, *t))
         });
+        let me = std::thread::current();
         let mut g = self.waiters.lock();
         g.next += 1;
         let id = g.next;
-        let me = std::thread::current();
         match first {
             Some((i, t)) if i < g.on.len() => {
                 g.on[i].insert((t, id), me);
