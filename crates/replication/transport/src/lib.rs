@@ -154,11 +154,21 @@ pub enum SendError {
     Closed,
 }
 
+/// Takes a received envelope on the thread that received it; returns one it does not take,
+/// which goes on to the inbox (see [`Transport::set_receive`]).
+pub type Receive = std::sync::Arc<dyn Fn(Envelope) -> Option<Envelope> + Send + Sync>;
+
 /// Sends envelopes to peers; inbound envelopes arrive on the bounded
 /// [`crossbeam_channel::Receiver<Envelope>`] handed out when the transport is built.
 pub trait Transport: Send + Sync + 'static {
     /// The id of the replica this transport sends for.
     fn local_id(&self) -> NodeId;
+
+    /// Offers every envelope received from now on to `receive` first, on the receiving
+    /// thread, and only what it returns to the inbox (`None`: the inbox alone again). It
+    /// saves the consumer a thread hand-off per message; `receive` must not block for long.
+    /// Transports that do not support it keep using the inbox alone (the default).
+    fn set_receive(&self, _receive: Option<Receive>) {}
 
     /// Queues one envelope for its destination; never blocks.
     fn send(&self, msg: Envelope) -> Result<(), SendError>;
@@ -176,6 +186,10 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
         (**self).local_id()
     }
 
+    fn set_receive(&self, receive: Option<Receive>) {
+        (**self).set_receive(receive)
+    }
+
     fn send(&self, msg: Envelope) -> Result<(), SendError> {
         (**self).send(msg)
     }
@@ -188,6 +202,10 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
 impl<T: Transport + ?Sized> Transport for Box<T> {
     fn local_id(&self) -> NodeId {
         (**self).local_id()
+    }
+
+    fn set_receive(&self, receive: Option<Receive>) {
+        (**self).set_receive(receive)
     }
 
     fn send(&self, msg: Envelope) -> Result<(), SendError> {

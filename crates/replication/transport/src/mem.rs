@@ -20,10 +20,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use parking_lot::RwLock;
 
-use crate::{Envelope, NodeId, SendError, Transport};
+use crate::{Envelope, NodeId, Receive, SendError, Transport};
+
+/// A node's inbox, and what it takes before the inbox.
+type Target = (Sender<Envelope>, Option<Receive>);
 
 struct Hub {
     inboxes: HashMap<NodeId, Sender<Envelope>>,
+    /// What each node takes before its inbox ([`Transport::set_receive`]).
+    receivers: HashMap<NodeId, Receive>,
     down: HashSet<NodeId>,
     inbox_capacity: usize,
     /// Sends refused because the receiver's inbox was full.
@@ -69,6 +74,7 @@ impl MemNetwork {
     pub fn with_inbox_capacity(capacity: usize) -> Self {
         let hub = Hub {
             inboxes: HashMap::new(),
+            receivers: HashMap::new(),
             down: HashSet::new(),
             inbox_capacity: capacity.max(1),
             inbox_full: AtomicU64::new(0),
@@ -125,18 +131,32 @@ impl std::fmt::Debug for MemEndpoint {
 }
 
 impl MemEndpoint {
-    fn deliver(&self, hub: &Hub, mut msg: Envelope) -> Result<(), SendError> {
+    /// Where `msg` goes (its inbox, and what its node takes first), or `None` if it is lost
+    /// on the wire; stamps the sender.
+    fn target(&self, hub: &Hub, msg: &mut Envelope) -> Result<Option<Target>, SendError> {
         msg.from = self.id;
         let to = msg.to;
         let Some(tx) = hub.inboxes.get(&to) else {
             return Err(SendError::UnknownPeer(to));
         };
         if hub.down.contains(&self.id) || hub.down.contains(&to) {
-            return Ok(()); // lost on the wire, as a real network would
+            return Ok(None); // lost on the wire, as a real network would
         }
+        Ok(Some((tx.clone(), hub.receivers.get(&to).cloned())))
+    }
+
+    /// Hands `msg` to its node, outside the hub's lock (a receiver may send in turn).
+    fn deliver(&self, (tx, receive): Target, msg: Envelope) -> Result<(), SendError> {
+        let msg = match receive {
+            Some(r) => match r(msg) {
+                Some(m) => m,
+                None => return Ok(()),
+            },
+            None => msg,
+        };
         tx.try_send(msg).map_err(|e| match e {
             TrySendError::Full(_) => {
-                hub.inbox_full.fetch_add(1, Ordering::Relaxed);
+                self.hub.read().inbox_full.fetch_add(1, Ordering::Relaxed);
                 SendError::Full
             }
             TrySendError::Disconnected(_) => SendError::Closed,
@@ -149,16 +169,41 @@ impl Transport for MemEndpoint {
         self.id
     }
 
-    fn send(&self, msg: Envelope) -> Result<(), SendError> {
-        let hub = self.hub.read();
-        self.deliver(&hub, msg)
+    fn set_receive(&self, receive: Option<Receive>) {
+        let mut hub = self.hub.write();
+        match receive {
+            Some(r) => hub.receivers.insert(self.id, r),
+            None => hub.receivers.remove(&self.id),
+        };
+    }
+
+    fn send(&self, mut msg: Envelope) -> Result<(), SendError> {
+        let target = self.target(&self.hub.read(), &mut msg)?;
+        match target {
+            Some(t) => self.deliver(t, msg),
+            None => Ok(()),
+        }
     }
 
     fn send_batch(&self, msgs: Vec<Envelope>) -> Vec<SendError> {
-        let hub = self.hub.read();
-        msgs.into_iter()
-            .filter_map(|m| self.deliver(&hub, m).err())
-            .collect()
+        let mut errors = Vec::new();
+        let mut out = Vec::with_capacity(msgs.len());
+        {
+            let hub = self.hub.read();
+            for mut m in msgs {
+                match self.target(&hub, &mut m) {
+                    Ok(Some(t)) => out.push((t, m)),
+                    Ok(None) => {}
+                    Err(e) => errors.push(e),
+                }
+            }
+        }
+        for (t, m) in out {
+            if let Err(e) = self.deliver(t, m) {
+                errors.push(e);
+            }
+        }
+        errors
     }
 }
 
@@ -166,6 +211,53 @@ impl Transport for MemEndpoint {
 mod tests {
     use super::*;
     use bytes::Bytes;
+
+    #[test]
+    fn a_receiver_takes_envelopes_on_the_sending_thread_before_the_inbox() {
+        use std::sync::Mutex;
+        let net = MemNetwork::new();
+        let (a, _ra) = net.endpoint(1);
+        let (b, rb) = net.endpoint(2);
+        let env = |p: &'static [u8]| Envelope {
+            group: 3,
+            from: 99,
+            to: 2,
+            payload: Bytes::from_static(p),
+        };
+        let taken = Arc::new(Mutex::new(Vec::new()));
+        let t = Arc::clone(&taken);
+        // Takes "take", passes anything else on to the inbox.
+        b.set_receive(Some(Arc::new(move |e: Envelope| {
+            if &e.payload[..] == b"take" {
+                t.lock()
+                    .expect("lock")
+                    .push((e.from, std::thread::current().id()));
+                None
+            } else {
+                Some(e)
+            }
+        })));
+        a.send(env(b"take")).expect("send");
+        a.send(env(b"pass")).expect("send");
+        assert!(a.send_batch(vec![env(b"take"), env(b"pass")]).is_empty());
+        let me = std::thread::current().id();
+        assert_eq!(*taken.lock().expect("lock"), vec![(1, me), (1, me)]);
+        let passed: Vec<_> = rb.try_iter().map(|e| e.payload).collect();
+        assert_eq!(passed, vec![Bytes::from_static(b"pass"); 2]);
+        // A disconnected node receives nothing, not even through its receiver.
+        net.disconnect(2);
+        a.send(env(b"take")).expect("accepted");
+        assert_eq!(taken.lock().expect("lock").len(), 2);
+        net.connect(2);
+        // Without a receiver everything goes to the inbox again.
+        b.set_receive(None);
+        a.send(env(b"take")).expect("send");
+        assert_eq!(taken.lock().expect("lock").len(), 2);
+        assert_eq!(
+            rb.try_recv().expect("in the inbox").payload,
+            Bytes::from_static(b"take")
+        );
+    }
 
     #[test]
     fn delivers_instantly_and_drops_across_a_disconnect() {

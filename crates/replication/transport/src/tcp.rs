@@ -74,7 +74,7 @@ use crate::auth::{self, Secret};
 use crate::stream::{self, ReadSide, WriteSide};
 use crate::tls::TlsSettings;
 use crate::wire::{self, EnvelopeEncoder, FrameDecoder, Hello};
-use crate::{Envelope, NodeId, SendError, Transport};
+use crate::{Envelope, NodeId, Receive, SendError, Transport};
 
 /// Bytes buffered by a connection's writer before it writes them out mid-batch.
 const WRITE_BUFFER: usize = 512 * 1024;
@@ -272,6 +272,8 @@ struct Shared {
     cfg: TcpConfig,
     peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
     inbox: Mutex<Option<Sender<Envelope>>>,
+    /// What the consumer takes before the inbox ([`Transport::set_receive`]).
+    receive: RwLock<Option<Receive>>,
     /// Dropped at shutdown, which releases every task waiting for inbox room.
     release: Mutex<Option<Sender<()>>>,
     release_rx: Receiver<()>,
@@ -281,6 +283,18 @@ struct Shared {
     /// Bumped by `drop_connections`; every live link closes when it changes.
     drops: watch::Sender<u64>,
     tracker: TaskTracker,
+}
+
+impl Shared {
+    /// Offers `env` to the consumer's receiver, if one is set; what it does not take goes
+    /// on to the inbox.
+    fn offer(&self, env: Envelope) -> Option<Envelope> {
+        let receive = self.receive.read().clone();
+        match receive {
+            Some(r) => r(env),
+            None => Some(env),
+        }
+    }
 }
 
 /// Replica transport over TCP; implements [`Transport`]. Shut down on drop.
@@ -334,6 +348,7 @@ impl TcpTransport {
             cfg,
             peers: RwLock::new(HashMap::new()),
             inbox: Mutex::new(Some(tx)),
+            receive: RwLock::new(None),
             release: Mutex::new(Some(release)),
             release_rx,
             counters: Arc::default(),
@@ -449,10 +464,14 @@ impl TcpTransport {
         }
         self.shared.peers.write().clear();
         self.shared.inbox.lock().take();
+        self.shared.receive.write().take();
     }
 
     /// A send to this node itself goes straight to the inbox; a full inbox is [`SendError::Full`].
     fn deliver_local(&self, msg: Envelope) -> Result<(), SendError> {
+        let Some(msg) = self.shared.offer(msg) else {
+            return Ok(());
+        };
         match self.shared.inbox.lock().as_ref() {
             Some(tx) => tx.try_send(msg).map_err(|e| match e {
                 TrySendError::Full(_) => SendError::Full,
@@ -472,6 +491,13 @@ impl Drop for TcpTransport {
 impl Transport for TcpTransport {
     fn local_id(&self) -> NodeId {
         self.shared.local
+    }
+
+    fn set_receive(&self, receive: Option<Receive>) {
+        if self.shared.closed.load(Ordering::Acquire) && receive.is_some() {
+            return;
+        }
+        *self.shared.receive.write() = receive;
     }
 
     fn send(&self, mut msg: Envelope) -> Result<(), SendError> {
@@ -949,19 +975,24 @@ async fn run_link(
                 Err(e) => return report_read_error(local, Some(peer_id), addr, &e),
             };
             match wire::parse_envelope(frame) {
-                Ok(env) if env.from == peer_id && env.to == local => match inbox.try_send(env) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(env)) => {
-                        // Read nothing more from this socket until the envelope is in.
-                        let task = waiting.insert(wait_for_room(shared, inbox.clone(), env));
-                        let _ = task.await;
-                        *waiting = None;
+                Ok(env) if env.from == peer_id && env.to == local => {
+                    let Some(env) = shared.offer(env) else {
+                        continue;
+                    };
+                    match inbox.try_send(env) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(env)) => {
+                            // Read nothing more from this socket until the envelope is in.
+                            let task = waiting.insert(wait_for_room(shared, inbox.clone(), env));
+                            let _ = task.await;
+                            *waiting = None;
+                        }
+                        // Nobody listens any more: discard quietly, but count it.
+                        Err(TrySendError::Disconnected(_)) => {
+                            Counters::bump(&shared.counters.inbound_dropped);
+                        }
                     }
-                    // Nobody listens any more: discard quietly, but count it.
-                    Err(TrySendError::Disconnected(_)) => {
-                        Counters::bump(&shared.counters.inbound_dropped);
-                    }
-                },
+                }
                 Ok(env) => {
                     let e = wire::WireError::Misaddressed {
                         from: env.from,

@@ -482,3 +482,43 @@ fn shutdown_releases_a_reader_waiting_for_inbox_room() {
     assert!(b.stats().inbound_dropped >= 1, "{:?}", b.stats());
     drop(b_rx);
 }
+
+#[test]
+fn a_receiver_takes_envelopes_on_the_reading_task_before_the_inbox() {
+    let nodes = cluster(&[1, 2], TcpConfig::default());
+    let (a, _ra) = &nodes[0];
+    let (b, rb) = &nodes[1];
+    wait_link(a, rb, 2);
+    // Even numbers are taken by the receiver (and forwarded to `taken`), odd ones pass on
+    // to the inbox; a send to the node itself goes through the receiver too.
+    let (tx, taken) = crossbeam_channel::unbounded();
+    b.set_receive(Some(std::sync::Arc::new(move |e: Envelope| {
+        if num(&e) % 2 == 0 {
+            let _ = tx.send(e);
+            None
+        } else {
+            Some(e)
+        }
+    })));
+    for n in 0..10 {
+        a.send(env(1, 2, 5, n)).unwrap();
+    }
+    b.send(env(2, 2, 5, 100)).unwrap();
+    let mut got: Vec<u64> = (0..6)
+        .map(|_| num(&taken.recv_timeout(WAIT).expect("taken")))
+        .collect();
+    // The peer's in their order; the local one at some point among them.
+    let local = got
+        .iter()
+        .position(|&n| n == 100)
+        .expect("the local envelope");
+    got.remove(local);
+    assert_eq!(got, vec![0, 2, 4, 6, 8]);
+    let passed: Vec<u64> = (0..5).map(|_| num(&recv_data(rb))).collect();
+    assert_eq!(passed, vec![1, 3, 5, 7, 9]);
+    // Without a receiver the inbox gets everything again.
+    b.set_receive(None);
+    a.send(env(1, 2, 5, 42)).unwrap();
+    assert_eq!(num(&recv_data(rb)), 42);
+    assert!(taken.try_recv().is_err());
+}
