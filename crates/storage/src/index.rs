@@ -85,19 +85,28 @@ impl PartialOrd for IKey {
     }
 }
 
+/// Whether a record an insert creates enters the point look-up hash at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cache {
+    /// At once (bulk loads, replay).
+    Now,
+    /// On the key's first look-up (rows transactions insert).
+    Later,
+}
+
 /// Ordered map from keys to records; records are never removed while the table lives.
 ///
 /// `scc::TreeIndex` (a B+ tree with lock-free reads) won the index benchmark
 /// (`cargo bench -p mako-storage --bench index`) against a skip list, masstree,
 /// ferntree and a locked `BTreeMap`. The tree is the one authority on which keys exist;
 /// point look-ups go through a hash index of the same records first (micro workload, one
-/// worker: about 1.25x the look-ups per second, for about 70 B more per key). The hash is
-/// filled lazily: a look-up that misses it and finds the key in the tree adds it, so a key
-/// enters the hash on its first look-up, not on its insert (most inserted rows, such as
-/// TPC-C order lines, are never looked up by key, and a key just inserted was found absent
-/// through the tree anyway). Since records are never removed, a hash entry is always the
-/// tree's record for its key. Look-ups borrow the caller's key ([`Probe`]) instead of
-/// copying it.
+/// worker: about 1.25x the look-ups per second, for about 70 B more per key). A look-up
+/// that misses the hash and finds the key in the tree adds it. A key inserted enters the
+/// hash at once only if the inserter asks ([`Cache::Now`]: loaders and replay, whose rows
+/// are the data set that transactions read); a row a transaction inserts enters it on its
+/// first look-up ([`Cache::Later`]: most such rows, like TPC-C order lines, are never looked
+/// up by key). Since records are never removed, a hash entry is always the tree's record
+/// for its key. Look-ups borrow the caller's key ([`Probe`]) instead of copying it.
 #[derive(Default)]
 pub(crate) struct Index {
     map: TreeIndex<IKey, Arc<Record>>,
@@ -130,23 +139,28 @@ impl Index {
     /// A key the hash does not know is tried as an insert straight away: one tree descent
     /// for a new key instead of two. A known key not in the hash yet pays its second descent
     /// once (and enters the hash).
-    pub(crate) fn get_or_insert(&self, key: &[u8]) -> (Arc<Record>, bool) {
+    pub(crate) fn get_or_insert(&self, key: &[u8], cache: Cache) -> (Arc<Record>, bool) {
         let cached = self.cache.peek_with(&Probe(key), |_, r| Arc::clone(r));
         match cached {
             Some(r) => (r, false),
-            None => self.insert_or_get(key),
+            None => self.insert_or_get(key, cache),
         }
     }
 
     /// [`Index::get_or_insert`] for a key expected to be absent: tries the insert first.
     ///
-    /// A created record does not enter the hash (see [`Index`]); one found enters it as
-    /// through [`Index::get`].
-    pub(crate) fn insert_or_get(&self, key: &[u8]) -> (Arc<Record>, bool) {
+    /// A created record enters the hash as `cache` says; one found enters it as through
+    /// [`Index::get`].
+    pub(crate) fn insert_or_get(&self, key: &[u8], cache: Cache) -> (Arc<Record>, bool) {
         let fresh = Arc::new(Record::absent());
         loop {
             match self.map.insert_sync(IKey::of(key), Arc::clone(&fresh)) {
-                Ok(()) => return (fresh, true),
+                Ok(()) => {
+                    if cache == Cache::Now {
+                        self.remember(key, &fresh);
+                    }
+                    return (fresh, true);
+                }
                 Err(_) => {
                     // Present already (or lost a race with another inserter): use theirs.
                     if let Some(r) = self.get(key) {
@@ -259,22 +273,36 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_learns_a_key_on_its_first_look_up_not_its_insert() {
+    fn the_hash_learns_a_key_on_its_first_look_up_unless_its_insert_asks() {
         let ix = Index::default();
-        let (a, created) = ix.insert_or_get(b"a");
+        let (a, created) = ix.insert_or_get(b"a", Cache::Later);
         assert!(created);
-        let (b, created) = ix.get_or_insert(b"b");
+        let (b, created) = ix.get_or_insert(b"b", Cache::Later);
         assert!(created);
-        assert_eq!(ix.cache.len(), 0, "inserts leave the hash alone");
+        assert_eq!(ix.cache.len(), 0, "inserts for later leave the hash alone");
         assert!(Arc::ptr_eq(&ix.get(b"a").unwrap(), &a));
         assert_eq!(ix.cache.len(), 1);
-        let (again, created) = ix.get_or_insert(b"b");
+        let (again, created) = ix.get_or_insert(b"b", Cache::Now);
         assert!(!created && Arc::ptr_eq(&again, &b));
-        let (again, created) = ix.insert_or_get(b"a");
+        let (again, created) = ix.insert_or_get(b"a", Cache::Later);
         assert!(!created && Arc::ptr_eq(&again, &a));
         assert_eq!(ix.cache.len(), 2);
         assert!(ix.get(b"c").is_none());
-        assert_eq!((ix.cache.len(), ix.len()), (2, 2));
+        let (c, created) = ix.get_or_insert(b"c", Cache::Now);
+        assert!(created);
+        let cached = ix.cache.peek_with(&Probe(b"c"), |_, v| Arc::clone(v));
+        assert!(
+            Arc::ptr_eq(&cached.unwrap(), &c),
+            "an insert for now fills the hash"
+        );
+        let (d, _) = ix.insert_or_get(b"d", Cache::Now);
+        assert!(Arc::ptr_eq(
+            &ix.cache
+                .peek_with(&Probe(b"d"), |_, v| Arc::clone(v))
+                .unwrap(),
+            &d
+        ));
+        assert_eq!((ix.cache.len(), ix.len()), (4, 4));
     }
 }
 
@@ -286,7 +314,7 @@ mod bound_tests {
     fn scans_with_bounds_beyond_the_keys_return_the_right_rows() {
         let ix = Index::default();
         for k in [10u8, 20, 30] {
-            ix.get_or_insert(&[k]);
+            ix.get_or_insert(&[k], Cache::Later);
         }
         let collect = |lo: Bound<&[u8]>, hi: Bound<&[u8]>, rev: bool| {
             let mut out = Vec::new();
@@ -334,10 +362,11 @@ mod race_tests {
                         (0..KEYS)
                             .map(|k| {
                                 let key = k.to_be_bytes();
+                                let cache = if t < 2 { Cache::Now } else { Cache::Later };
                                 if t % 2 == 0 {
-                                    ix.insert_or_get(&key)
+                                    ix.insert_or_get(&key, cache)
                                 } else {
-                                    ix.get_or_insert(&key)
+                                    ix.get_or_insert(&key, cache)
                                 }
                             })
                             .collect()
@@ -378,7 +407,7 @@ mod race_tests {
                 .collect();
             let inserted = (0..KEYS)
                 .map(|k| {
-                    let (r, created) = ix.insert_or_get(&k.to_be_bytes());
+                    let (r, created) = ix.insert_or_get(&k.to_be_bytes(), Cache::Later);
                     assert!(created);
                     r
                 })
