@@ -15,7 +15,7 @@ pub const LOCK_BIT: u64 = 1 << 63;
 pub type Vt = SmallVec<[u64; 2]>;
 
 /// When a version was written: failure epoch, this shard's timestamp, and the full `VT`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Stamp {
     /// Failure epoch of the writing transaction.
     pub epoch: u32,
@@ -23,6 +23,18 @@ pub struct Stamp {
     pub ts: u64,
     /// The writing transaction's vector timestamp.
     pub vt: Vt,
+}
+
+impl Clone for Stamp {
+    /// Copies the stamp (the `VT` by one `memcpy`, not element by element: every read clones one).
+    #[inline]
+    fn clone(&self) -> Self {
+        Stamp {
+            epoch: self.epoch,
+            ts: self.ts,
+            vt: Vt::from_slice(&self.vt),
+        }
+    }
 }
 
 impl Stamp {
@@ -164,8 +176,12 @@ impl Record {
         let mut chain = self.chain.lock();
         let ts = stamp.ts;
         chain.push(Version { stamp, value });
-        trim(&mut chain, reclaim);
+        let trimmed = trim(&mut chain, reclaim);
         self.word.store(ts & !LOCK_BIT, Ordering::Release);
+        drop(chain);
+        // Freeing the trimmed values (often cold, often another thread's allocation) waits
+        // until the record is released.
+        drop(trimmed);
     }
 
     /// Applies a replicated version last-writer-wins by `(epoch, ts)`; returns whether it was new.
@@ -187,9 +203,11 @@ impl Record {
             return false;
         }
         chain.insert(pos, Version { stamp, value });
-        trim(&mut chain, reclaim);
+        let trimmed = trim(&mut chain, reclaim);
         let newest = chain.last().map_or(held, |v| v.stamp.ts);
         self.word.store(newest & !LOCK_BIT, Ordering::Release);
+        drop(chain);
+        drop(trimmed);
         true
     }
 
@@ -241,22 +259,25 @@ impl Record {
     }
 }
 
-/// Drops every version older than the newest final one at or below the reclaim bound.
-fn trim(chain: &mut Chain, reclaim: &Reclaim) {
+/// Removes every version older than the newest final one at or below the reclaim bound;
+/// returns them, for the caller to drop once it has released the record.
+fn trim(chain: &mut Chain, reclaim: &Reclaim) -> Chain {
     let at_or_below = chain.partition_point(|v| v.stamp.ts <= reclaim.bound());
     if at_or_below <= 1 {
-        return;
+        return Chain::new();
     }
-    if let Some(keep) = (0..at_or_below)
+    let Some(keep) = (0..at_or_below)
         .rev()
         .find(|&i| reclaim.is_final(&chain[i].stamp))
-    {
-        chain.drain(..keep);
-        if chain.spilled() && chain.len() <= chain.inline_size() {
-            // Back inline: a record that had several versions for a while keeps no heap block.
-            chain.shrink_to_fit();
-        }
+    else {
+        return Chain::new();
+    };
+    let trimmed: Chain = chain.drain(..keep).collect();
+    if chain.spilled() && chain.len() <= chain.inline_size() {
+        // Back inline: a record that had several versions for a while keeps no heap block.
+        chain.shrink_to_fit();
     }
+    trimmed
 }
 
 /// One step of waiting for a record lock: spin for the first 64 tries, then yield.
@@ -317,6 +338,70 @@ mod tests {
         assert_eq!(r.chain_len(), 1);
         assert!(!r.chain.lock().spilled(), "no heap block for one version");
         assert_eq!(r.read().value().map(|b| &b[..]), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn stamps_clone_equal() {
+        let inline = Stamp::single(3, 9);
+        assert_eq!(inline.clone(), inline);
+        let spilled = Stamp {
+            epoch: 1,
+            ts: 4,
+            vt: Vt::from_slice(&[4, 7, 0, 2]),
+        };
+        let copy = spilled.clone();
+        assert_eq!(copy, spilled);
+        assert!(copy.vt.spilled());
+    }
+
+    /// A value that notes, when freed, whether its record was released by then.
+    struct Watched {
+        rec: std::sync::Weak<Record>,
+        seen: std::sync::Arc<Mutex<Option<(bool, bool)>>>,
+    }
+
+    impl AsRef<[u8]> for Watched {
+        fn as_ref(&self) -> &[u8] {
+            b"watched"
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            let released = self.rec.upgrade().map(|rec| {
+                let chain_free = rec.chain.try_lock().is_some();
+                (chain_free, rec.word() & LOCK_BIT == 0)
+            });
+            *self.seen.lock() = released;
+        }
+    }
+
+    #[test]
+    fn trimmed_values_are_freed_after_the_record_is_released() {
+        let reclaim = Reclaim::new();
+        for via_apply in [false, true] {
+            let rec = std::sync::Arc::new(Record::absent());
+            let seen = std::sync::Arc::new(Mutex::new(None));
+            let value = Bytes::from_owner(Watched {
+                rec: std::sync::Arc::downgrade(&rec),
+                seen: std::sync::Arc::clone(&seen),
+            });
+            rec.lock_wait();
+            rec.install(Stamp::single(0, 1), Some(value), &reclaim);
+            let next = Some(Bytes::from_static(b"next"));
+            if via_apply {
+                rec.apply(Stamp::single(0, 2), next, &reclaim);
+            } else {
+                rec.lock_wait();
+                rec.install(Stamp::single(0, 2), next, &reclaim);
+            }
+            assert_eq!(rec.chain_len(), 1);
+            assert_eq!(
+                *seen.lock(),
+                Some((true, true)),
+                "freed with the chain lock free and the record unlocked (apply: {via_apply})"
+            );
+        }
     }
 
     #[test]

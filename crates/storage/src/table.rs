@@ -7,7 +7,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use crate::error::StorageError;
-use crate::index::Index;
+use crate::index::{Cache, Index};
 use crate::reclaim::Reclaim;
 use crate::record::{Record, Stamp, Version};
 use crate::store::TableId;
@@ -87,13 +87,21 @@ impl Table {
     }
 
     /// The record under `key`, indexing an absent one first if needed; `true` if it was created.
+    ///
+    /// For transactions: a created record joins the point look-up hash on its first look-up.
     pub fn record_or_insert(&self, key: &[u8]) -> (Arc<Record>, bool) {
-        self.index.get_or_insert(key)
+        self.index.get_or_insert(key, Cache::Later)
     }
 
     /// [`Table::record_or_insert`] for a key expected to be new: tries the insert first.
     pub fn insert_or_record(&self, key: &[u8]) -> (Arc<Record>, bool) {
-        self.index.insert_or_get(key)
+        self.index.insert_or_get(key, Cache::Later)
+    }
+
+    /// The record under `key` for a direct write (loads, replay): one it creates joins the
+    /// point look-up hash at once, as the rows of a data set are the ones read.
+    fn record_to_write(&self, key: &[u8]) -> Arc<Record> {
+        self.index.get_or_insert(key, Cache::Now).0
     }
 
     /// Calls `f` on each indexed entry in `[lo, hi]` (ascending, or descending if `reverse`) while it returns `true`.
@@ -124,7 +132,7 @@ impl Table {
 
     /// Writes `value` under `key` unless a visible value is there.
     pub fn insert(&self, key: &[u8], value: Bytes, stamp: Stamp) -> Result<(), StorageError> {
-        let (rec, _) = self.record_or_insert(key);
+        let rec = self.record_to_write(key);
         rec.lock_wait();
         if rec.read().value().is_some() {
             rec.unlock();
@@ -147,8 +155,7 @@ impl Table {
 
     /// Applies a replicated write last-writer-wins by `(epoch, ts)`; returns whether it was new.
     pub fn apply(&self, key: &[u8], stamp: Stamp, value: Option<Bytes>) -> bool {
-        let (rec, _) = self.record_or_insert(key);
-        rec.apply(stamp, value, &self.reclaim)
+        self.record_to_write(key).apply(stamp, value, &self.reclaim)
     }
 
     /// Removes every version whose stamp `discard` selects, in every record; returns how many.
@@ -162,7 +169,7 @@ impl Table {
     }
 
     fn write(&self, key: &[u8], value: Option<Bytes>, stamp: Stamp) {
-        let (rec, _) = self.record_or_insert(key);
+        let rec = self.record_to_write(key);
         rec.lock_wait();
         rec.install(stamp, value, &self.reclaim);
     }
