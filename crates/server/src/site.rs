@@ -666,7 +666,7 @@ impl Site {
         }
     }
 
-    /// Serves a peer's [`Msg::Reply`] on the thread that received it (the host's router), so
+    /// Serves a peer's [`Msg::Reply`] on the thread that received it (the transport's), so
     /// a coordinator's round trip skips the control thread; anything else, and any message
     /// while the site is paused, is returned for the control thread.
     pub(crate) fn shortcut(&self, env: Envelope) -> Option<Envelope> {

@@ -1,8 +1,9 @@
 //! [`Host`] and [`Worker`]: the threads that drive protocol cores (Raft or Multi-Paxos) with a
 //! transport and a durable log.
 //!
-//! A host is one replica process's replication side: it owns the transport's inbox
-//! (a router thread hands each envelope to its group's worker) and the node's
+//! A host is one replica process's replication side: it routes the transport's envelopes
+//! to their groups' workers (on the thread that receives them where the transport supports
+//! [`Transport::set_receive`], else through a router thread serving the inbox) and owns the node's
 //! shared [`LogStore`] (one log stream for every group, so one sync covers
 //! many appends). Each group gets a [`Worker`] thread that waits on its
 //! channels (commands, inbound messages, the heartbeat ticker, persistence
@@ -260,7 +261,7 @@ pub struct Paused(#[allow(dead_code)] Vec<Sender<()>>);
 /// Messages a group's inbox holds before the router drops further ones (the protocols retransmit).
 const GROUP_INBOX: usize = 4096;
 
-/// One replica process's replication side: transport inbox router, shared log store, group workers.
+/// One replica process's replication side: envelope routing, shared log store, group workers.
 pub struct Host {
     transport: Arc<dyn Transport>,
     log: Arc<LogStore>,
@@ -278,14 +279,14 @@ pub struct Host {
     capture_stop: Arc<AtomicBool>,
 }
 
-/// Serves an envelope on the router thread, or returns it for the route's inbox.
+/// Serves an envelope on the thread routing it, or returns it for the route's inbox.
 pub type Shortcut = Arc<dyn Fn(Envelope) -> Option<Envelope> + Send + Sync>;
 
 /// Where the router sends a group's envelopes.
 #[derive(Clone)]
 struct Route {
     tx: Sender<Envelope>,
-    /// Serves some envelopes on the router thread; what it returns goes on to `tx`.
+    /// Serves some envelopes on the thread routing them; what it returns goes on to `tx`.
     shortcut: Option<Shortcut>,
     /// Counts envelopes dropped on a full inbox.
     drops: Option<Arc<Published>>,
@@ -503,8 +504,9 @@ impl Host {
         );
     }
 
-    /// [`Host::add_route`], with `shortcut` serving envelopes on the router thread first: it
-    /// returns the ones it leaves to `tx`. It must not block (every group's traffic waits on it).
+    /// [`Host::add_route`], with `shortcut` serving envelopes on the thread routing them (the
+    /// transport's receiving thread, or the router) first: it returns the ones it leaves to
+    /// `tx`. It must not block (the traffic of every group on that thread waits on it).
     pub fn add_route_with_shortcut(&self, group: u32, tx: Sender<Envelope>, shortcut: Shortcut) {
         self.routes.lock().insert(
             group,

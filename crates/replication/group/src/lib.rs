@@ -12,7 +12,7 @@
 //!   group's [`InitialState`] from the log store and the snapshot the log names.
 //! * [`lease`]: the leader-lease rounds both protocols keep (each argues its lease itself).
 //! * [`chunk`]: framing of large messages (snapshots) in chunks, reassembled within bounds.
-//! * [`host`]: the [`Host`] (one per replica process: transport inbox router, the shared
+//! * [`host`]: the [`Host`] (one per replica process: envelope routing, the shared
 //!   log store, snapshot files) and its [`Worker`]s (one thread per group, driving a
 //!   [`Core`] and implementing [`mako_replication::Replicator`]).
 //!
