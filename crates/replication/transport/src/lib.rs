@@ -35,6 +35,11 @@
 //! - Simulated ([`sim::SimNetwork::set_inbox_capacity`]): a message due for a full
 //!   inbox is lost like on a lossy network and counted in [`sim::SimStats::inbox_full`].
 //!
+//! A consumer may instead take envelopes on the receiving thread
+//! ([`Transport::set_receive`]; TCP and in-memory support it): what it takes never reaches
+//! the inbox, and how it bounds its own queues is its business (the replication host drops
+//! on a full group inbox; the protocols retransmit).
+//!
 //! # Simulated network
 //!
 //! ```

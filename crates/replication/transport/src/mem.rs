@@ -212,18 +212,22 @@ mod tests {
     use super::*;
     use bytes::Bytes;
 
+    /// An envelope of group 3 to node 2 carrying `p` (the sender stamps `from`).
+    fn env(p: &'static [u8]) -> Envelope {
+        Envelope {
+            group: 3,
+            from: 99,
+            to: 2,
+            payload: Bytes::from_static(p),
+        }
+    }
+
     #[test]
     fn a_receiver_takes_envelopes_on_the_sending_thread_before_the_inbox() {
         use std::sync::Mutex;
         let net = MemNetwork::new();
         let (a, _ra) = net.endpoint(1);
         let (b, rb) = net.endpoint(2);
-        let env = |p: &'static [u8]| Envelope {
-            group: 3,
-            from: 99,
-            to: 2,
-            payload: Bytes::from_static(p),
-        };
         let taken = Arc::new(Mutex::new(Vec::new()));
         let t = Arc::clone(&taken);
         // Takes "take", passes anything else on to the inbox.
@@ -264,12 +268,6 @@ mod tests {
         let net = MemNetwork::new();
         let (a, _ra) = net.endpoint(1);
         let (_b, rb) = net.endpoint(2);
-        let env = |p: &'static [u8]| Envelope {
-            group: 3,
-            from: 99,
-            to: 2,
-            payload: Bytes::from_static(p),
-        };
         a.send(env(b"x")).expect("send");
         let got = rb.try_recv().expect("delivered without any pump");
         assert_eq!((got.from, got.group, &got.payload[..]), (1, 3, &b"x"[..]));

@@ -5,7 +5,8 @@
 //! that peer: the node with the lower id dials, the higher one accepts. Both sides open
 //! with a hello frame naming themselves and the node they expect, then exchange envelope
 //! frames (see the private `wire` module). The writer drains the whole queue at once and
-//! writes the frames with a single flush; the reader pushes frames into the inbox.
+//! writes the frames with a single flush; the reader offers each envelope to the consumer's
+//! receiver ([`Transport::set_receive`]), if set, and pushes what it leaves into the inbox.
 //!
 //! The inbox is a bounded crossbeam channel ([`TcpConfig::inbox_capacity`]). When it is
 //! full, the reader that holds the next envelope hands it to a blocking-pool task that
