@@ -115,6 +115,7 @@ impl Counters {
             gauge!("mako_epoch", "shard" => shard.clone()).set(f(u64::from(site.log_epoch())));
             gauge!("mako_commit_index", "shard" => shard.clone()).set(f(g.commit_index()));
             gauge!("mako_applied_index", "shard" => shard.clone()).set(f(g.applied_index()));
+            gauge!("mako_snapshot_index", "shard" => shard.clone()).set(f(g.snapshot_index()));
             gauge!("mako_shard_watermark", "shard" => shard.clone()).set(f(site.w()));
             gauge!("mako_queue_depth", "shard" => shard.clone()).set(site.queued() as f64);
             gauge!("mako_replayed_total", "shard" => shard.clone()).set(f(site.replayed()));

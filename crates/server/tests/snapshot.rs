@@ -83,11 +83,13 @@ fn load(c: &Cluster, shard: u32, other: Option<u32>, keys: std::ops::Range<u64>,
 /// Raft compacts a log holding this many applied entries.
 const COMPACT: u64 = 50;
 
-/// Waits until `leader`'s log is far enough ahead of isolated `lagging`'s that it was
-/// compacted past it (several compaction periods); whether it got there.
+/// Waits until `leader`'s log was compacted past everything isolated `lagging` may hold
+/// (its applied entries and the batches in flight to it when it was cut off), so only a
+/// snapshot can catch it up; whether it got there. Compaction runs on a low-priority
+/// thread, so it may trail the leader's applied index by far on a loaded machine.
 fn lagging_behind_compaction(leader: &Site, lagging: &Site) -> bool {
-    eventually(Duration::from_secs(30), || {
-        leader.group().applied_index() > lagging.group().applied_index() + 3 * COMPACT
+    eventually(Duration::from_secs(60), || {
+        leader.group().snapshot_index() > lagging.group().applied_index() + 3 * COMPACT
     })
 }
 
@@ -134,7 +136,7 @@ fn lagging_caught_up(protocol: Protocol) {
     assert!(
         lagging_behind_compaction(&leader, &lagging),
         "setup: the leader's log never got past the isolated replica by compaction periods: {} vs {}",
-        leader.group().applied_index(),
+        leader.group().snapshot_index(),
         lagging.group().applied_index()
     );
     c.reconnect(0, 2).expect("reconnect");

@@ -319,6 +319,12 @@ pub trait Replicator: Send + Sync {
     fn commit_index(&self) -> u64;
     /// Highest log index handed to a callback.
     fn applied_index(&self) -> u64;
+    /// Log index of the newest snapshot this replica's log is compacted to and holds on
+    /// its snapshot store (taken here or installed from the leader); 0 before the first.
+    /// The default answers 0 (a protocol that never compacts).
+    fn snapshot_index(&self) -> u64 {
+        0
+    }
     /// Asks the group to move leadership to `to` (only meaningful on the leader).
     fn transfer_leader(&self, to: NodeId) -> Result<(), SubmitError>;
     /// Installs the handler that makes and restores snapshots (without one, snapshots carry no data).

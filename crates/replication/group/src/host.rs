@@ -178,6 +178,8 @@ struct Published {
     term: AtomicU64,
     commit: AtomicU64,
     applied: AtomicU64,
+    /// Index of the newest snapshot made durable (the log is compacted to it).
+    snapshot: AtomicU64,
     /// Submitted entries resolved (applied here as ours, or reported unapplied).
     resolved: AtomicU64,
     /// Inbound messages dropped because the group's inbox was full.
@@ -206,6 +208,7 @@ impl Published {
             term: AtomicU64::new(0),
             commit: AtomicU64::new(0),
             applied: AtomicU64::new(0),
+            snapshot: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
             inbox_drops: AtomicU64::new(0),
             lease: AtomicU64::new(0),
@@ -431,6 +434,7 @@ impl Host {
         };
         let recovered = self.recovered.lock().remove(&shard);
         let init = durable::recover_group(shard, recovered, store.as_ref())?;
+        let recovered_snapshot = init.snapshot.as_ref().map_or(0, |s| s.index);
         // An entry must fit one log-store write (with the protocol's framing).
         cfg.max_entry_bytes = cfg
             .max_entry_bytes
@@ -446,6 +450,7 @@ impl Host {
         let (captured_tx, captured_rx) = crossbeam_channel::unbounded();
         let status = Arc::new(Published::new());
         status.rejoining.store(node.rejoining(), Ordering::Release);
+        status.snapshot.store(recovered_snapshot, Ordering::Release);
         let origin = Instant::now();
         let mut driver = Driver::<C> {
             origin,
@@ -867,10 +872,11 @@ impl<C: Core> Driver<C> {
         self.send(d.after);
         let waiting = self.node.on_persisted(d.number);
         self.send(waiting);
-        if let Some(index) = d.snapshot
-            && let Err(e) = self.snapshots.remove(self.shard, &|i| i < index)
-        {
-            tracing::warn!(shard = self.shard, "removing old snapshot files: {e}");
+        if let Some(index) = d.snapshot {
+            self.status.snapshot.fetch_max(index, Ordering::AcqRel);
+            if let Err(e) = self.snapshots.remove(self.shard, &|i| i < index) {
+                tracing::warn!(shard = self.shard, "removing old snapshot files: {e}");
+            }
         }
         Ok(())
     }
@@ -1119,6 +1125,10 @@ impl Replicator for Worker {
 
     fn applied_index(&self) -> u64 {
         self.status.applied.load(Ordering::Acquire)
+    }
+
+    fn snapshot_index(&self) -> u64 {
+        self.status.snapshot.load(Ordering::Acquire)
     }
 
     fn transfer_leader(&self, to: NodeId) -> Result<(), SubmitError> {

@@ -373,12 +373,27 @@ fn a_replica_restarts_from_its_snapshot_file_and_compacted_log() {
         &rs[victim],
         &first
     )));
+    // 120 entries compacted every 20: the replica reports a snapshot it holds on disk.
+    assert!(
+        wait_until(Duration::from_secs(10), || rs[victim]
+            .group
+            .snapshot_index()
+            >= 20),
+        "no snapshot reported: {}",
+        rs[victim].group.snapshot_index()
+    );
     let r = rs.remove(victim);
     r.host.shutdown();
     r.transport.shutdown();
+    let held = r.group.snapshot_index();
     drop(r);
     // Alone, the restarted replica rebuilds its history from the snapshot file plus the log after it.
     let back = start_replica_with(victim as NodeId + 1, 3, dir.path(), Durability::Fsync, 20);
+    assert!(
+        back.group.snapshot_index() >= held,
+        "the restarted replica reports the snapshot it recovered: {} < {held}",
+        back.group.snapshot_index()
+    );
     assert!(
         wait_until(Duration::from_secs(5), || has_all(&back, &first)),
         "history not rebuilt from snapshot + compacted log"
