@@ -1,6 +1,6 @@
 //! Silo-style optimistic transactions: read set, buffered writes, lock–validate–install commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::{Bound, Range, RangeBounds};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +21,9 @@ const WRITE_INDEX_THRESHOLD: usize = 16;
 /// held across a round trip, and waiting there could deadlock across shards.
 pub const LOCK_PATIENCE: Duration = Duration::from_micros(100);
 
-/// How many recent point reads keep their record handy for a following write to the same key.
-const RECENT_READS: usize = 8;
+/// How many recently read keys (point reads and scanned rows) keep their record handy for a
+/// following write to the same key.
+const RECENT_READS: usize = 16;
 
 /// A record read, with the version-word timestamp it had.
 struct ReadEntry {
@@ -86,8 +87,9 @@ pub struct Transaction<'s> {
     write_index: Option<HashMap<(TableId, Key), usize>>,
     /// The commit-log stream this transaction's piece goes to (its worker).
     stream: u32,
-    /// What the last few point reads found, so read-modify-write skips a second index look-up.
-    recent: Vec<(TableId, Key, Known)>,
+    /// What the last few reads found (point reads, and rows a scan returned), so a write to
+    /// a key just read skips a second index look-up.
+    recent: VecDeque<(TableId, Key, Known)>,
     /// Component-wise maximum `VT` of every version read (the read dependencies).
     deps: Vt,
 }
@@ -102,7 +104,7 @@ impl<'s> Transaction<'s> {
             writes: Vec::new(),
             write_index: None,
             stream,
-            recent: Vec::new(),
+            recent: VecDeque::with_capacity(RECENT_READS),
             deps: smallvec::smallvec![0; shard.shards()],
         }
     }
@@ -127,7 +129,8 @@ impl<'s> Transaction<'s> {
             .recent
             .iter()
             .position(|(t, k, _)| *t == table.id() && k[..] == *key)
-            .map(|j| self.recent.swap_remove(j).2);
+            .and_then(|j| self.recent.swap_remove_back(j))
+            .map(|(_, _, known)| known);
         self.writes.push(WriteEntry {
             table,
             key: Key::from_slice(key),
@@ -164,14 +167,11 @@ impl<'s> Transaction<'s> {
             return self.writes[i].value.clone();
         }
         let rec = table.record(key);
-        if self.recent.len() == RECENT_READS {
-            self.recent.remove(0);
-        }
         let known = match &rec {
             Some(rec) => Known::Record(Arc::clone(rec)),
             None => Known::Absent,
         };
-        self.recent.push((table.id(), Key::from_slice(key), known));
+        remember(&mut self.recent, table.id(), Key::from_slice(key), known);
         match rec {
             Some(rec) => self.track_read(&rec),
             None => {
@@ -260,6 +260,7 @@ impl<'s> Transaction<'s> {
         let me = self.shard.id();
         let epoch = self.shard.epoch();
         let reads = &mut self.reads;
+        let recent = &mut self.recent;
         table.visit(lo, hi, reverse, |k, rec| {
             while let Some((ok, ov)) = own.get(next_own) {
                 if !before(ok, k) {
@@ -290,6 +291,9 @@ impl<'s> Transaction<'s> {
                 _ => {
                     if let Some(v) = view.value() {
                         out.push((Key::from_slice(k), v.clone()));
+                        // A returned row is often written next (TPC-C Delivery).
+                        let known = Known::Record(Arc::clone(rec));
+                        remember(recent, table.id(), Key::from_slice(k), known);
                     }
                 }
             }
@@ -548,6 +552,14 @@ impl<'s> Transaction<'s> {
     }
 }
 
+/// Keeps what a read of `key` found among the last [`RECENT_READS`], dropping the oldest.
+fn remember(recent: &mut VecDeque<(TableId, Key, Known)>, table: TableId, key: Key, known: Known) {
+    if recent.len() == RECENT_READS {
+        recent.pop_front();
+    }
+    recent.push_back((table, key, known));
+}
+
 /// Whether `key` lies within `(lo, hi)`.
 fn in_range(lo: Bound<&[u8]>, hi: Bound<&[u8]>, key: &[u8]) -> bool {
     RangeBounds::<[u8]>::contains(&(lo, hi), key)
@@ -727,5 +739,45 @@ fn add_dependency(deps: &mut Vt, view: &mako_storage::ReadView, epoch: u32, me: 
 pub fn merge(into: &mut Vt, from: &[u64]) {
     for (a, b) in into.iter_mut().zip(from) {
         *a = (*a).max(*b);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mako_storage::Store;
+
+    /// The record a buffered write of `key` already knows, if any.
+    fn known_record<'a>(tx: &'a Transaction<'_>, key: &[u8]) -> Option<&'a Arc<Record>> {
+        let i = tx.find_write(tx.writes[0].table.id(), key)?;
+        match &tx.writes[i].known {
+            Some(Known::Record(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_write_to_a_key_just_read_or_scanned_reuses_its_record() {
+        let store = Arc::new(Store::new());
+        let t = store.create_table("t").expect("table");
+        for k in [b"a", b"b", b"c", b"d"] {
+            t.put(k, Bytes::from_static(b"v"), Stamp::single(0, 1));
+        }
+        let shard = Shard::single(Arc::clone(&store));
+        let mut tx = shard.begin();
+        assert_eq!(tx.scan(&t, &b"a"[..]..&b"c"[..], 10).len(), 2);
+        tx.get(&t, b"d");
+        for k in [b"a", b"b", b"d"] {
+            tx.put(&t, k, Bytes::from_static(b"w"));
+            let rec = t.record(k).expect("indexed");
+            let known = known_record(&tx, k).unwrap_or_else(|| panic!("{k:?} not known"));
+            assert!(Arc::ptr_eq(known, &rec), "{k:?} known as another record");
+        }
+        // A key neither read nor scanned is looked up at commit.
+        tx.put(&t, b"c", Bytes::from_static(b"w"));
+        assert!(known_record(&tx, b"c").is_none());
+        tx.commit().expect("commits");
+        assert_eq!(t.get(b"b"), Some(Bytes::from_static(b"w")));
+        assert_eq!(t.get(b"c"), Some(Bytes::from_static(b"w")));
     }
 }
