@@ -552,6 +552,22 @@ impl<'s> Transaction<'s> {
     }
 }
 
+/// Values up to this size are copied into the store rather than shared with the write set.
+const COPY_VALUE_BYTES: usize = 512;
+
+/// The store's copy of a written value. A small value is copied: sharing a `Bytes` built
+/// from a `Vec` (how clients, parsers and TPC-C build values) allocates a shared header,
+/// which then lives as long as the version (32 bytes a row) and is freed, often by another
+/// thread, when the version is trimmed; the write set's buffer is freed with the
+/// transaction instead. A large value is shared (no copy).
+fn stored(v: &Bytes) -> Bytes {
+    if v.len() <= COPY_VALUE_BYTES {
+        Bytes::copy_from_slice(v)
+    } else {
+        v.clone()
+    }
+}
+
 /// Keeps what a read of `key` found among the last [`RECENT_READS`], dropping the oldest.
 fn remember(recent: &mut VecDeque<(TableId, Key, Known)>, table: TableId, key: Key, known: Known) {
     if recent.len() == RECENT_READS {
@@ -679,7 +695,11 @@ impl<'s> Prepared<'s> {
         };
         for w in &self.tx.writes {
             if let Some((rec, _)) = &w.record {
-                rec.install(stamp.clone(), w.value.clone(), w.table.reclaim());
+                rec.install(
+                    stamp.clone(),
+                    w.value.as_ref().map(stored),
+                    w.table.reclaim(),
+                );
             }
         }
     }
@@ -779,5 +799,31 @@ mod tests {
         tx.commit().expect("commits");
         assert_eq!(t.get(b"b"), Some(Bytes::from_static(b"w")));
         assert_eq!(t.get(b"c"), Some(Bytes::from_static(b"w")));
+    }
+
+    #[test]
+    fn small_values_are_copied_into_the_store_and_large_ones_shared() {
+        let store = Arc::new(Store::new());
+        let t = store.create_table("t").expect("table");
+        let shard = Shard::single(Arc::clone(&store));
+        let small = Bytes::from(vec![7u8; COPY_VALUE_BYTES]);
+        let large = Bytes::from(vec![8u8; COPY_VALUE_BYTES + 1]);
+        let mut tx = shard.begin();
+        tx.put(&t, b"small", small.clone());
+        tx.put(&t, b"large", large.clone());
+        tx.commit().expect("commits");
+        let got = |k: &[u8]| t.get(k).expect("stored");
+        assert_eq!(got(b"small"), small);
+        assert_ne!(
+            got(b"small").as_ptr(),
+            small.as_ptr(),
+            "a small value is copied"
+        );
+        assert_eq!(got(b"large"), large);
+        assert_eq!(
+            got(b"large").as_ptr(),
+            large.as_ptr(),
+            "a large value is shared"
+        );
     }
 }
