@@ -149,6 +149,8 @@ impl Site {
                     noop: None,
                     asked: None,
                 };
+                drop(lead);
+                self.wake_ticker();
             }
             Role::Follower => {
                 self.log.close();

@@ -27,6 +27,11 @@ use crate::streams::StreamLog;
 /// replica every this many ticks (and when its epoch moves).
 pub const WATERMARK_TO_ALL_EVERY: u64 = 10;
 
+/// A site that leads neither its shard nor `meta` ticks this many times less often: its
+/// tick has little to do (decision resends and purges keep their own periods), and a
+/// cluster of `S` shards has `3S` tickers. A new leader is woken at once.
+pub const IDLE_TICK_EVERY: u32 = 10;
+
 /// What every site of a cluster agrees on.
 #[derive(Debug, Clone)]
 pub struct SiteConfig {
@@ -121,6 +126,8 @@ pub struct SiteStats {
     pub restored_index: AtomicU64,
     /// Snapshots refused as malformed (the state was left as it was).
     pub refused: AtomicU64,
+    /// Ticks run (see [`IDLE_TICK_EVERY`]).
+    pub ticks: AtomicU64,
 }
 
 /// One replica of one shard.
@@ -159,6 +166,10 @@ pub struct Site {
     wm_ticks: AtomicU64,
     /// The epoch of the last watermark sent to every replica.
     wm_epoch_sent: AtomicU32,
+    /// The last watermark sent (to other shards' leaders or to everyone).
+    wm_sent: AtomicU64,
+    /// Wakes the ticker at once (this site became leader).
+    tick_wake: (Sender<()>, Receiver<()>),
     pub(crate) transport: Arc<dyn Transport>,
     pub(crate) pending: Mutex<HashMap<u64, Sender<Reply>>>,
     pub(crate) next_req: AtomicU64,
@@ -300,6 +311,8 @@ impl Site {
             seen_version: AtomicU64::new(0),
             wm_ticks: AtomicU64::new(0),
             wm_epoch_sent: AtomicU32::new(0),
+            wm_sent: AtomicU64::new(0),
+            tick_wake: crossbeam_channel::bounded(1),
             transport,
             pending: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
@@ -354,15 +367,24 @@ impl Site {
         let ticker = std::thread::Builder::new()
             .name(format!("site-tick-{}", self.node))
             .spawn(move || {
-                let tick = crossbeam_channel::tick(s.cfg.tick);
+                let wake = s.tick_wake.1.clone();
+                let mut next = Instant::now() + s.cfg.tick;
                 loop {
+                    let wait = next.saturating_duration_since(Instant::now());
                     crossbeam_channel::select! {
-                        recv(tick) -> _ => {
-                            s.wait_while_paused();
-                            s.on_tick();
-                        }
                         recv(stop_rx) -> _ => break,
+                        recv(wake) -> _ => {}
+                        default(wait) => {}
                     }
+                    s.wait_while_paused();
+                    s.on_tick();
+                    let period = if s.ticks_fast() {
+                        s.cfg.tick
+                    } else {
+                        s.cfg.tick * IDLE_TICK_EVERY
+                    };
+                    // On schedule while on time; after a late tick, a full period from now.
+                    next = (next + period).max(Instant::now() + period / 2);
                 }
             });
         let mut threads = self.threads.lock();
@@ -379,6 +401,18 @@ impl Site {
     pub fn resume(&self) {
         *self.paused.lock() = false;
         self.unpaused.notify_all();
+    }
+
+    /// Whether the ticker runs every tick: this site leads (or is becoming leader of) its
+    /// shard, or leads `meta`; otherwise every [`IDLE_TICK_EVERY`] ticks.
+    fn ticks_fast(&self) -> bool {
+        !matches!(*self.lead.lock(), Lead::Follower)
+            || self.meta.get().is_some_and(|m| m.role() == Role::Leader)
+    }
+
+    /// Runs the ticker now (a role change that needs it).
+    pub(crate) fn wake_ticker(&self) {
+        let _ = self.tick_wake.0.try_send(());
     }
 
     fn wait_while_paused(&self) {
@@ -549,6 +583,11 @@ impl Site {
         self.stats.queued.load(Ordering::Relaxed) as usize
     }
 
+    /// Ticks this site's ticker has run.
+    pub fn ticks(&self) -> u64 {
+        self.stats.ticks.load(Ordering::Relaxed)
+    }
+
     /// Batches replayed by the follower callback.
     pub fn replayed(&self) -> u64 {
         self.stats.replayed.load(Ordering::Relaxed)
@@ -567,6 +606,7 @@ impl Site {
     /// One ticker step (run every `tick` by the site's thread): on a leader, flush lingering
     /// batches, heartbeat idle streams, and send `W_s` to every other site.
     pub fn on_tick(&self) {
+        self.stats.ticks.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
         self.resend_decisions(now);
         self.broadcast_history(now);
@@ -613,6 +653,11 @@ impl Site {
         let n = self.wm_ticks.fetch_add(1, Ordering::Relaxed);
         let everyone = n.checked_rem(WATERMARK_TO_ALL_EVERY) == Some(0)
             || self.wm_epoch_sent.swap(epoch, Ordering::Relaxed) != epoch;
+        // Other shards' leaders already know an unchanged watermark (and everyone hears it
+        // again every few ticks, should a message have been lost).
+        if self.wm_sent.swap(w, Ordering::Relaxed) == w && !everyone {
+            return;
+        }
         let to: Vec<NodeId> = if everyone {
             self.nodes
                 .iter()

@@ -1,0 +1,75 @@
+//! The site ticker: every tick on a shard's leader, a tenth as often on a site that leads
+//! nothing, and at once again on a replica that takes over.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mako_replication::Role;
+use mako_server::{Cluster, ClusterConfig, Site};
+
+/// Whether `site` leads neither its shard nor `meta`.
+fn idle(site: &Site) -> bool {
+    site.group().role() != Role::Leader
+        && site.meta_group().is_none_or(|m| m.role() != Role::Leader)
+}
+
+#[test]
+fn sites_that_lead_nothing_tick_less_and_a_new_leader_ticks_fast() {
+    let cfg = ClusterConfig {
+        // Leadership stays where the test moves it.
+        preferred_leader: false,
+        ..common::config(1, 3, Duration::from_secs(5))
+    };
+    let c = Cluster::start(cfg).expect("cluster");
+    let leader = Arc::clone(c.leader(0));
+    let window = Duration::from_millis(500);
+    let count = |sites: &[Arc<Site>]| {
+        let before: Vec<u64> = sites.iter().map(|s| s.ticks()).collect();
+        std::thread::sleep(window);
+        sites
+            .iter()
+            .zip(before)
+            .map(|(s, b)| s.ticks() - b)
+            .collect::<Vec<u64>>()
+    };
+    let idle_sites: Vec<Arc<Site>> = c.sites[0].iter().filter(|s| idle(s)).cloned().collect();
+    assert!(!idle_sites.is_empty(), "no replica that leads nothing");
+    let mut all = vec![Arc::clone(&leader)];
+    all.extend(idle_sites.iter().cloned());
+    let n = count(&all);
+    // 500 ticks of 1 ms at most on the leader, 50 on the others; on a loaded machine fewer.
+    for (s, idle_ticks) in idle_sites.iter().zip(&n[1..]) {
+        assert!(
+            *idle_ticks * 3 < n[0],
+            "site {} ticked {idle_ticks} times, the leader {}",
+            s.node(),
+            n[0]
+        );
+    }
+    // Leadership moves to an idle replica: it ticks as a leader from then on.
+    let to = idle_sites[0].clone();
+    let r = c.sites[0]
+        .iter()
+        .position(|s| Arc::ptr_eq(s, &to))
+        .expect("a replica") as u32;
+    c.transfer_leader(0, r).expect("transfer asked");
+    assert!(
+        c.wait_leader(0, r, Duration::from_secs(15)),
+        "no new leader"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = count(std::slice::from_ref(&to));
+        if n[0] >= 100 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new leader ticked only {} times in {window:?}",
+            n[0]
+        );
+    }
+    c.shutdown();
+}
