@@ -122,6 +122,7 @@ pub fn options(cfg: &Arc<Config>, name: &str) -> Result<(NodeOptions, DataDirLoc
         election_ms: cfg.raft.election_ms,
         preferred: cfg.preferred_leader(site.shard).map(|p| cfg.node_id(p)),
         compact_after_entries: None,
+        compact_log_percent: None,
         control_faults: None,
         rejoin,
     };

@@ -68,6 +68,7 @@ fn one_node_with(dir: &std::path::Path, limits: Limits) -> Node {
             election_ms: (300, 500),
             preferred: Some(1),
             compact_after_entries: None,
+            compact_log_percent: None,
             control_faults: None,
             rejoin: false,
         },

@@ -123,6 +123,7 @@ fn start_with(
                 election_ms: (300, 500),
                 preferred: Some(ids[0]),
                 compact_after_entries: None,
+                compact_log_percent: None,
                 control_faults: None,
                 rejoin: false,
             };

@@ -110,6 +110,9 @@ pub struct ClusterConfig {
     /// Raft `compact_after_entries` of the shard groups (`None`: Raft's default); tests set
     /// it low to force compaction and catch-up by snapshot.
     pub compact_after_entries: Option<u64>,
+    /// `compact_log_percent` of the shard groups (`None`: the default); tests of catch-up by
+    /// snapshot set 0 to compact by entry count alone.
+    pub compact_log_percent: Option<u64>,
 }
 
 impl Default for ClusterConfig {
@@ -125,6 +128,7 @@ impl Default for ClusterConfig {
             control_faults: None,
             preferred_leader: true,
             compact_after_entries: None,
+            compact_log_percent: None,
         }
     }
 }
@@ -634,6 +638,7 @@ fn node_spec(
         election_ms: cfg.election_ms,
         preferred: cfg.preferred_leader.then_some(nodes[s][0]),
         compact_after_entries: cfg.compact_after_entries,
+        compact_log_percent: cfg.compact_log_percent,
         control_faults: cfg.control_faults.clone(),
         rejoin: false,
     }

@@ -142,6 +142,8 @@ pub struct NodeSpec {
     pub preferred: Option<NodeId>,
     /// `compact_after_entries` of the shard group (`None`: the default).
     pub compact_after_entries: Option<u64>,
+    /// `compact_log_percent` of the shard group (`None`: the default).
+    pub compact_log_percent: Option<u64>,
     /// Fault injection on the control channel (tests).
     pub control_faults: Option<ControlFaults>,
     /// The replica lost its replication state (an earlier incarnation ran with a `memory` log): its
@@ -193,6 +195,9 @@ pub fn start_node(
     rc.preferred = spec.preferred;
     if let Some(n) = spec.compact_after_entries {
         rc.compact_after_entries = n;
+    }
+    if let Some(p) = spec.compact_log_percent {
+        rc.compact_log_percent = p;
     }
     // The handler is there from the start: a restarted replica's group may start from a
     // snapshot in its log, which the site installs as it attaches.

@@ -1400,6 +1400,7 @@ fn restart_from_compacted_log(protocol: Protocol) {
         let mut cfg = config_on(protocol, 1, 3, Duration::from_secs(2), false);
         cfg.durability = mako_logstore::Durability::Buffered;
         cfg.compact_after_entries = Some(50);
+        cfg.compact_log_percent = Some(0);
         let mut c = Cluster::start(cfg).expect("setup: cluster");
         let mut v = Verdict::default();
         let put = |c: &Cluster, k: u64| {

@@ -98,6 +98,8 @@ fn config_on(protocol: Protocol, shards: u32, compact: u64) -> ClusterConfig {
         protocol,
         preferred_leader: false,
         compact_after_entries: Some(compact),
+        // Catch-up by snapshot needs the log compacted often: by entry count alone.
+        compact_log_percent: Some(0),
         ..common::config(shards, 3, Duration::from_secs(5))
     }
 }
@@ -608,4 +610,49 @@ mod paxos {
     fn follower_with_queued_pieces_caught_up_by_snapshot_ends_equal_to_its_leader() {
         queued_pieces_caught_up(Protocol::Paxos);
     }
+}
+
+/// Issue 13: with the default `compact_log_percent` a site compacts once the log since its
+/// last snapshot holds about that snapshot's bytes: small entries over a large store do not
+/// set off a capture of the whole store every `compact_after_entries` entries, while a log
+/// that outgrows the store is compacted.
+#[test]
+fn the_log_is_compacted_once_it_outweighs_the_last_snapshot() {
+    let cfg = ClusterConfig {
+        compact_log_percent: None,
+        ..config_on(Protocol::Raft, 1, COMPACT)
+    };
+    let c = Cluster::start(cfg).expect("cluster");
+    let leader = Arc::clone(&c.sites[0][0]);
+    let g = leader.group();
+    // A store of 3,000 keys (about 300 KB), written in entries of 100 keys.
+    load(&c, 0, None, 0..3_000, 0);
+    assert!(
+        eventually(Duration::from_secs(30), || g.snapshot_index() > 0),
+        "no snapshot at all"
+    );
+    // Let a capture begun during the load finish.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = g.snapshot_index();
+    // 4 x COMPACT entries of one key each (about 30 KB): no capture of the store.
+    for k in 0..4 * COMPACT {
+        load(&c, 0, None, k..k + 1, 1);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        g.snapshot_index(),
+        before,
+        "compacted after {} small entries (applied {})",
+        4 * COMPACT,
+        g.applied_index()
+    );
+    // Rewriting the whole store twice over outweighs the snapshot: compacted.
+    load(&c, 0, None, 0..3_000, 2);
+    load(&c, 0, None, 0..3_000, 3);
+    assert!(
+        eventually(Duration::from_secs(30), || g.snapshot_index() > before),
+        "never compacted: snapshot at {before}, applied {}",
+        g.applied_index()
+    );
+    c.shutdown();
 }

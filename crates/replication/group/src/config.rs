@@ -2,6 +2,10 @@
 
 use mako_replication::NodeId;
 
+/// A log this many times [`GroupConfig::compact_after_entries`] long is compacted whatever
+/// its bytes (the entry count bounds the log's bookkeeping too).
+pub const COMPACT_ENTRIES_CAP: u64 = 16;
+
 /// Configuration of one replica of one replication group (either protocol).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
@@ -23,8 +27,14 @@ pub struct GroupConfig {
     pub max_append_bytes: u64,
     /// The replica that should lead when healthy and caught up.
     pub preferred: Option<NodeId>,
-    /// Compact the log once it holds more than this many applied entries.
+    /// Compact the log once it holds more than this many applied entries (and see
+    /// [`GroupConfig::compact_log_percent`]).
     pub compact_after_entries: u64,
+    /// Compact only once the entries applied since the last snapshot hold at least this
+    /// percentage of that snapshot's bytes, so that capturing (which walks the whole state)
+    /// costs at most about as much as the log it frees (0: by entry count alone). A log of
+    /// [`COMPACT_ENTRIES_CAP`] × `compact_after_entries` entries is compacted regardless.
+    pub compact_log_percent: u64,
     /// Size of the chunks a snapshot is sent in.
     pub snapshot_chunk_bytes: usize,
     /// Largest entry `submit` accepts (the host lowers it to what its log store can hold).
@@ -57,6 +67,7 @@ impl GroupConfig {
             max_append_bytes: 1 << 20,
             preferred: None,
             compact_after_entries: 10_000,
+            compact_log_percent: 100,
             snapshot_chunk_bytes: 1 << 20,
             max_entry_bytes: 16 << 20,
             max_unresolved_entries: 8192,
@@ -64,6 +75,19 @@ impl GroupConfig {
             lease_drift_ms: None,
             rejoin: false,
         }
+    }
+
+    /// Whether a log holding `entries` applied entries, `bytes` of entry payload applied
+    /// since the last snapshot began (which took `snapshot_bytes`; 0 without one), is due
+    /// for compaction (the one rule both protocols follow).
+    pub fn compaction_due(&self, entries: u64, bytes: u64, snapshot_bytes: u64) -> bool {
+        entries >= self.compact_after_entries
+            && (u128::from(bytes) * 100
+                >= u128::from(snapshot_bytes) * u128::from(self.compact_log_percent)
+                || entries
+                    >= self
+                        .compact_after_entries
+                        .saturating_mul(COMPACT_ENTRIES_CAP))
     }
 
     /// Checks the configuration, naming the first bad key.
@@ -177,6 +201,28 @@ pub struct ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compaction_waits_for_entries_and_for_log_bytes_worth_the_snapshot() {
+        let mut c = GroupConfig::new(1, vec![1], 0);
+        c.compact_after_entries = 100;
+        // Too few entries, whatever the bytes.
+        assert!(!c.compaction_due(99, u64::MAX, 0));
+        // No snapshot yet: entries alone.
+        assert!(c.compaction_due(100, 0, 0));
+        // A 1 MB snapshot: not before 1 MB of entries since it (100%)...
+        assert!(!c.compaction_due(100, (1 << 20) - 1, 1 << 20));
+        assert!(c.compaction_due(100, 1 << 20, 1 << 20));
+        // ... unless the log is 16 times the entry count long.
+        assert!(!c.compaction_due(100 * COMPACT_ENTRIES_CAP - 1, 0, 1 << 20));
+        assert!(c.compaction_due(100 * COMPACT_ENTRIES_CAP, 0, 1 << 20));
+        // 50%: half the snapshot's bytes; 0: entries alone.
+        c.compact_log_percent = 50;
+        assert!(c.compaction_due(100, 1 << 19, 1 << 20));
+        assert!(!c.compaction_due(100, (1 << 19) - 1, 1 << 20));
+        c.compact_log_percent = 0;
+        assert!(c.compaction_due(100, 0, u64::MAX));
+    }
 
     #[test]
     fn the_default_drift_leaves_a_lease_shorter_than_the_election_timeout() {

@@ -244,6 +244,9 @@ impl<C: LabCore> Cluster<C> {
         cfg.election_timeout_max_ms = 4 * HEARTBEAT_MS; // pinned: jitter comes from per-node tick periods
         cfg.max_inflight = 8;
         cfg.compact_after_entries = u64::MAX / 2;
+        // The lab application's state is its whole history, so its snapshots grow with the
+        // log: scenarios compact by entry count alone.
+        cfg.compact_log_percent = 0;
         tweak(&mut cfg);
         let mut c = Cluster {
             net: SimNetwork::new(seed, SimConfig::default()),

@@ -114,6 +114,7 @@ fn start<C: Core>(
     cfg.election_timeout_min_ms = 150;
     cfg.election_timeout_max_ms = 300;
     cfg.compact_after_entries = COMPACT;
+    cfg.compact_log_percent = 0; // the test application's snapshot is its whole history
     let applied: Applied_ = Arc::default();
     let handler = Gated {
         applied: Arc::clone(&applied),

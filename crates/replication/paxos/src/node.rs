@@ -254,6 +254,11 @@ pub struct PaxosNode {
     captured: Option<Snapshot>,
     /// Index of the last capture dropped as stale.
     dropped_at: Option<u64>,
+    /// Entry bytes applied here so far, and that count when the newest snapshot (taken
+    /// or installed) began, and when the capture in flight began.
+    applied_bytes: u64,
+    snapshot_mark: u64,
+    capture_mark: u64,
     out: Vec<OutMsg>,
     after: Vec<OutMsg>,
     unpersisted: VecDeque<Unpersisted>,
@@ -392,6 +397,9 @@ impl PaxosNode {
             capture_out: None,
             captured: None,
             dropped_at: None,
+            applied_bytes: 0,
+            snapshot_mark: 0,
+            capture_mark: 0,
             out: Vec::new(),
             after: Vec::new(),
             unpersisted: VecDeque::new(),
@@ -1465,6 +1473,7 @@ impl PaxosNode {
         if !self.log.is_empty() {
             self.mark_dirty(index + 1);
         }
+        self.snapshot_mark = self.applied_bytes;
         self.snap = Some(snap.clone());
         self.new_snapshot = Some((snap, true));
         self.new_compact = None;
@@ -1784,6 +1793,7 @@ impl PaxosNode {
             if e.payload.is_empty() {
                 continue;
             }
+            self.applied_bytes += e.payload.len() as u64;
             self.dispatcher.apply(e.index, &e.payload);
             self.stats.applied_entries += 1;
         }
@@ -1806,7 +1816,14 @@ impl PaxosNode {
         {
             return;
         }
-        if self.applied < self.first || self.applied - self.first < self.cfg.compact_after_entries {
+        let snapshot_bytes = self.snap.as_ref().map_or(0, |s| s.data.len() as u64);
+        if self.applied < self.first
+            || !self.cfg.compaction_due(
+                self.applied - self.first,
+                self.applied_bytes - self.snapshot_mark,
+                snapshot_bytes,
+            )
+        {
             return;
         }
         if self.compact_target(self.applied) <= self.first {
@@ -1820,6 +1837,7 @@ impl PaxosNode {
             return;
         };
         self.capturing = Some((self.applied, term));
+        self.capture_mark = self.applied_bytes;
         self.capture_out = Some(CaptureRequest::begin(
             h.as_mut(),
             &pending,
@@ -1889,6 +1907,7 @@ impl PaxosNode {
             self.log.pop_front();
         }
         self.first = target;
+        self.snapshot_mark = self.capture_mark;
         self.snap = Some(snap.clone());
         self.new_snapshot = Some((snap, false));
         self.new_compact = Some(target);

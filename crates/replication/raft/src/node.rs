@@ -302,6 +302,13 @@ pub struct RaftNode {
     captured: Option<Snapshot>,
     /// Index of the last capture dropped as stale.
     dropped_at: Option<u64>,
+    /// Entry bytes applied here so far, and that count when the newest snapshot (taken
+    /// or installed) began, and when the capture in flight began.
+    applied_bytes: u64,
+    snapshot_mark: u64,
+    capture_mark: u64,
+    /// Size of the newest snapshot's data.
+    snapshot_bytes: u64,
 }
 
 impl std::fmt::Debug for RaftNode {
@@ -330,6 +337,7 @@ impl RaftNode {
     ) -> Result<Self, NodeError> {
         cfg.validate()?;
         let snap_index = init.snapshot.as_ref().map_or(0, |s| s.index);
+        let snapshot_bytes = init.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         if init.snapshot.is_some() && snapshots.is_none() {
             return Err(NodeError::NoSnapshotHandler(snap_index));
         }
@@ -429,6 +437,10 @@ impl RaftNode {
             capture_out: None,
             captured: None,
             dropped_at: None,
+            applied_bytes: 0,
+            snapshot_mark: 0,
+            capture_mark: 0,
+            snapshot_bytes,
         })
     }
 
@@ -1141,6 +1153,8 @@ impl RaftNode {
             ),
         }
         self.raw.store().set_last_snapshot(snap.clone());
+        self.snapshot_mark = self.applied_bytes;
+        self.snapshot_bytes = snap.get_data().len() as u64;
         self.applied = self.applied.max(index);
         self.commit_target = self.commit_target.max(index);
         self.stats.snapshots_installed += 1;
@@ -1231,6 +1245,7 @@ impl RaftNode {
         if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
             return;
         }
+        self.applied_bytes += e.data.len() as u64;
         self.dispatcher.apply(e.index, &e.data);
         self.stats.applied_entries += 1;
     }
@@ -1260,7 +1275,13 @@ impl RaftNode {
         let Ok(first) = self.raw.store().first_index() else {
             return;
         };
-        if self.applied < first || self.applied - first < self.cfg.compact_after_entries {
+        if self.applied < first
+            || !self.cfg.compaction_due(
+                self.applied - first,
+                self.applied_bytes - self.snapshot_mark,
+                self.snapshot_bytes,
+            )
+        {
             return;
         }
         if self.compact_target(self.applied) <= first {
@@ -1275,6 +1296,7 @@ impl RaftNode {
         // The queue as of `applied`: entries queued at or below the snapshot's index.
         let pending = self.dispatcher.queue_snapshot();
         self.capturing = Some((self.applied, term));
+        self.capture_mark = self.applied_bytes;
         self.capture_out = Some(CaptureRequest::begin(
             h.as_mut(),
             &pending,
@@ -1349,6 +1371,8 @@ impl RaftNode {
             return;
         }
         self.raw.store().set_last_snapshot(snap.clone());
+        self.snapshot_mark = self.capture_mark;
+        self.snapshot_bytes = snap.get_data().len() as u64;
         let target = self.compact_target(index);
         if target > first {
             if let Err(e) = self.raw.mut_store().mem().wl().compact(target) {

@@ -44,6 +44,7 @@ fn config(id: NodeId, compact_after: u64) -> RaftConfig {
     cfg.election_timeout_max_ms = 400;
     cfg.max_inflight = 4;
     cfg.compact_after_entries = compact_after;
+    cfg.compact_log_percent = 0; // the test application's snapshot is its whole history
     cfg.snapshot_chunk_bytes = BIG_CHUNK;
     cfg
 }

@@ -220,6 +220,7 @@ fn raft_config(id: NodeId, n: u64, compact: u64) -> RaftConfig {
     cfg.election_timeout_min_ms = 60;
     cfg.election_timeout_max_ms = 120;
     cfg.compact_after_entries = compact;
+    cfg.compact_log_percent = 0; // the test application's snapshot is its whole history
     cfg.max_unresolved_entries = 1024;
     cfg
 }
@@ -1008,6 +1009,7 @@ impl Bare {
                 cfg.election_timeout_min_ms = 20;
                 cfg.election_timeout_max_ms = 40;
                 cfg.compact_after_entries = compact;
+                cfg.compact_log_percent = 0; // the test application's snapshot is its whole history
                 mako_raft::RaftNode::new(
                     cfg,
                     mako_raft::InitialState::default(),

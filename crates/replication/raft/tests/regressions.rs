@@ -122,6 +122,7 @@ fn solo_durable(
     cfg.election_timeout_min_ms = 20;
     cfg.election_timeout_max_ms = 40;
     cfg.compact_after_entries = 5;
+    cfg.compact_log_percent = 0; // the test application's snapshot is its whole history
     let h = Box::new(Rec {
         state: state.clone(),
         restores: restores.clone(),

@@ -27,6 +27,7 @@ fn config(id: NodeId, rejoin: bool, compact: u64) -> RaftConfig {
     let mut cfg = RaftConfig::new(id, vec![1, 2, 3], 0);
     timing(&mut cfg);
     cfg.compact_after_entries = compact;
+    cfg.compact_log_percent = 0; // the test application's snapshot is its whole history
     cfg.rejoin = rejoin;
     cfg
 }
@@ -192,6 +193,7 @@ fn a_rejoined_replica_catches_up_by_snapshot_then_votes_for_a_complete_leader() 
     let mut g = HostGroup::start(3, |c| {
         timing(c);
         c.compact_after_entries = COMPACT;
+        c.compact_log_percent = 0;
     });
     assert!(wait(|| g.leader().is_some()));
     let l = g.leader().expect("leader");

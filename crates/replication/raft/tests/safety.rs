@@ -259,6 +259,7 @@ fn a_durable_log_without_a_snapshot_directory_is_refused() {
 fn a_node_without_a_snapshot_handler_never_compacts() {
     let mut cfg = RaftConfig::new(1, vec![1], 0);
     cfg.compact_after_entries = 5;
+    cfg.compact_log_percent = 0; // the test application's snapshot is its whole history
     let mut n = RaftNode::new(
         cfg,
         InitialState::default(),

@@ -133,6 +133,7 @@ fn start_replica_unwired(
     let applied: Arc<Mutex<Vec<(u64, Bytes, Role)>>> = Arc::default();
     let mut rc = raft_config(id, n);
     rc.compact_after_entries = compact;
+    rc.compact_log_percent = 0; // the test application's snapshot is its whole history
     let group = host
         .start_group_with::<mako_raft::RaftNode>(rc, Some(Box::new(History(applied.clone()))))
         .expect("group starts");

@@ -23,6 +23,7 @@ pub fn manual(n: usize, seed: u64, compact_after: u64) -> Sim {
         c.max_append_bytes = 1;
         c.snapshot_chunk_bytes = 512;
         c.compact_after_entries = compact_after;
+        c.compact_log_percent = 0; // the test application's snapshot is its whole history
     });
     s.ticking = false;
     s.max_persist_delay_ms = 0;
