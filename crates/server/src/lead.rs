@@ -165,7 +165,7 @@ impl Site {
     /// without the leadership lock, which apply callbacks take; the epoch is opened under
     /// it, and only if no role change came in between.
     pub(crate) fn drive_lead(&self, now: Instant) {
-        // Cheap checks first: this runs every tick on every site.
+        // Cheap checks first: this runs on every tick of every site.
         match *self.lead.lock() {
             Lead::Follower => return,
             Lead::Open { epoch, .. }

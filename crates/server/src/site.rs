@@ -23,8 +23,8 @@ use crate::msg::{CONTROL_GROUP, Msg, PeerError, Refusal, Reply, TxnId};
 use crate::participant::Participants;
 use crate::streams::StreamLog;
 
-/// A shard leader sends its watermark to other shards' leaders every tick, and to every
-/// replica every this many ticks (and when its epoch moves).
+/// A shard leader sends its watermark to other shards' leaders every tick it moved, and to
+/// every replica every this many ticks (and when its epoch moves), moved or not.
 pub const WATERMARK_TO_ALL_EVERY: u64 = 10;
 
 /// A site that leads neither its shard nor `meta` ticks this many times less often: its
@@ -603,8 +603,9 @@ impl Site {
         self.log.stats()
     }
 
-    /// One ticker step (run every `tick` by the site's thread): on a leader, flush lingering
-    /// batches, heartbeat idle streams, and send `W_s` to every other site.
+    /// One ticker step (run every `tick` by the site's thread, every [`IDLE_TICK_EVERY`]th
+    /// on a site that leads nothing): on a leader, flush lingering batches, heartbeat idle
+    /// streams, and send `W_s` to the sites that need it.
     pub fn on_tick(&self) {
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
@@ -646,9 +647,9 @@ impl Site {
             w,
         }
         .encode();
-        // Other shards' leaders release with it: every tick. Everyone else (followers, which
-        // replay with it, and the whole cluster when leaders change) every few ticks, and at
-        // once when this shard's epoch moved. The exchange costs O(replicas) messages per
+        // Other shards' leaders release with it: every tick it moved. Everyone else
+        // (followers, which replay with it, and the whole cluster when leaders change) every
+        // few ticks, and at once when this shard's epoch moved. The exchange costs O(replicas) messages per
         // leader per tick instead of O(shards x replicas).
         let n = self.wm_ticks.fetch_add(1, Ordering::Relaxed);
         let everyone = n.checked_rem(WATERMARK_TO_ALL_EVERY) == Some(0)
