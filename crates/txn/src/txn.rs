@@ -84,7 +84,7 @@ pub struct Transaction<'s> {
     absent: Vec<AbsentEntry<'s>>,
     scans: Vec<ScanEntry<'s>>,
     writes: Vec<WriteEntry<'s>>,
-    write_index: Option<HashMap<(TableId, Key), usize>>,
+    write_index: Option<HashMap<(TableId, Key), usize, foldhash::fast::RandomState>>,
     /// The commit-log stream this transaction's piece goes to (its worker).
     stream: u32,
     /// What the last few reads found (point reads, and rows a scan returned), so a write to
@@ -261,6 +261,9 @@ impl<'s> Transaction<'s> {
         let epoch = self.shard.epoch();
         let reads = &mut self.reads;
         let recent = &mut self.recent;
+        // Only a scan's first rows are remembered: a long scan (TPC-C StockLevel) would
+        // otherwise pay a copy per row to keep the last few.
+        let mut remembered = 0;
         table.visit(lo, hi, reverse, |k, rec| {
             while let Some((ok, ov)) = own.get(next_own) {
                 if !before(ok, k) {
@@ -292,8 +295,11 @@ impl<'s> Transaction<'s> {
                     if let Some(v) = view.value() {
                         out.push((Key::from_slice(k), v.clone()));
                         // A returned row is often written next (TPC-C Delivery).
-                        let known = Known::Record(Arc::clone(rec));
-                        remember(recent, table.id(), Key::from_slice(k), known);
+                        if remembered < RECENT_READS {
+                            remembered += 1;
+                            let known = Known::Record(Arc::clone(rec));
+                            remember(recent, table.id(), Key::from_slice(k), known);
+                        }
                     }
                 }
             }
@@ -824,6 +830,34 @@ mod tests {
             got(b"large").as_ptr(),
             large.as_ptr(),
             "a large value is shared"
+        );
+    }
+
+    #[test]
+    fn a_long_scan_remembers_only_its_first_rows() {
+        let store = Arc::new(Store::new());
+        let t = store.create_table("t").expect("table");
+        let key = |i: usize| format!("k{i:03}").into_bytes();
+        for i in 0..RECENT_READS + 4 {
+            t.put(&key(i), Bytes::from_static(b"v"), Stamp::single(0, 1));
+        }
+        let shard = Shard::single(Arc::clone(&store));
+        let mut tx = shard.begin();
+        assert_eq!(tx.scan(&t, .., usize::MAX).len(), RECENT_READS + 4);
+        tx.put(&t, &key(0), Bytes::from_static(b"w"));
+        tx.put(&t, &key(RECENT_READS + 3), Bytes::from_static(b"w"));
+        assert!(
+            known_record(&tx, &key(0)).is_some(),
+            "the first row is known"
+        );
+        assert!(
+            known_record(&tx, &key(RECENT_READS + 3)).is_none(),
+            "a row past the first {RECENT_READS} is looked up at commit"
+        );
+        tx.commit().expect("commits");
+        assert_eq!(
+            t.get(&key(RECENT_READS + 3)),
+            Some(Bytes::from_static(b"w"))
         );
     }
 }
