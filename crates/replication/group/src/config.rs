@@ -6,6 +6,44 @@ use mako_replication::NodeId;
 /// its bytes (the entry count bounds the log's bookkeeping too).
 pub const COMPACT_ENTRIES_CAP: u64 = 16;
 
+/// The entry bytes a replica applied, as [`GroupConfig::compaction_due`] counts them: each
+/// protocol core keeps one and tells it what happens to its log.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedBytes {
+    total: u64,
+    /// `total` when the newest snapshot (taken or installed) began.
+    at_snapshot: u64,
+    /// `total` when the capture in flight began.
+    at_capture: u64,
+}
+
+impl AppliedBytes {
+    /// An entry of `n` bytes was handed to the application.
+    pub fn applied(&mut self, n: usize) {
+        self.total += n as u64;
+    }
+
+    /// A capture began at the entry applied last.
+    pub fn capture_began(&mut self) {
+        self.at_capture = self.total;
+    }
+
+    /// The capture begun last became the newest snapshot.
+    pub fn capture_kept(&mut self) {
+        self.at_snapshot = self.at_capture;
+    }
+
+    /// A snapshot from the leader replaced the state.
+    pub fn snapshot_installed(&mut self) {
+        self.at_snapshot = self.total;
+    }
+
+    /// Bytes applied since the newest snapshot began.
+    pub fn since_snapshot(&self) -> u64 {
+        self.total - self.at_snapshot
+    }
+}
+
 /// Configuration of one replica of one replication group (either protocol).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupConfig {
@@ -77,10 +115,16 @@ impl GroupConfig {
         }
     }
 
-    /// Whether a log holding `entries` applied entries, `bytes` of entry payload applied
+    /// Whether a log holding `entries` applied entries, with `applied` counting the bytes
     /// since the last snapshot began (which took `snapshot_bytes`; 0 without one), is due
     /// for compaction (the one rule both protocols follow).
-    pub fn compaction_due(&self, entries: u64, bytes: u64, snapshot_bytes: u64) -> bool {
+    pub fn compaction_due(
+        &self,
+        entries: u64,
+        applied: &AppliedBytes,
+        snapshot_bytes: u64,
+    ) -> bool {
+        let bytes = applied.since_snapshot();
         entries >= self.compact_after_entries
             && (u128::from(bytes) * 100
                 >= u128::from(snapshot_bytes) * u128::from(self.compact_log_percent)
@@ -205,23 +249,52 @@ mod tests {
     #[test]
     fn compaction_waits_for_entries_and_for_log_bytes_worth_the_snapshot() {
         let mut c = GroupConfig::new(1, vec![1], 0);
+        let bytes = |n: usize| {
+            let mut b = AppliedBytes::default();
+            b.applied(n);
+            b
+        };
         c.compact_after_entries = 100;
         // Too few entries, whatever the bytes.
-        assert!(!c.compaction_due(99, u64::MAX, 0));
+        assert!(!c.compaction_due(99, &bytes(usize::MAX), 0));
         // No snapshot yet: entries alone.
-        assert!(c.compaction_due(100, 0, 0));
+        assert!(c.compaction_due(100, &bytes(0), 0));
         // A 1 MB snapshot: not before 1 MB of entries since it (100%)...
-        assert!(!c.compaction_due(100, (1 << 20) - 1, 1 << 20));
-        assert!(c.compaction_due(100, 1 << 20, 1 << 20));
+        assert!(!c.compaction_due(100, &bytes((1 << 20) - 1), 1 << 20));
+        assert!(c.compaction_due(100, &bytes(1 << 20), 1 << 20));
         // ... unless the log is 16 times the entry count long.
-        assert!(!c.compaction_due(100 * COMPACT_ENTRIES_CAP - 1, 0, 1 << 20));
-        assert!(c.compaction_due(100 * COMPACT_ENTRIES_CAP, 0, 1 << 20));
+        assert!(!c.compaction_due(100 * COMPACT_ENTRIES_CAP - 1, &bytes(0), 1 << 20));
+        assert!(c.compaction_due(100 * COMPACT_ENTRIES_CAP, &bytes(0), 1 << 20));
         // 50%: half the snapshot's bytes; 0: entries alone.
         c.compact_log_percent = 50;
-        assert!(c.compaction_due(100, 1 << 19, 1 << 20));
-        assert!(!c.compaction_due(100, (1 << 19) - 1, 1 << 20));
+        assert!(c.compaction_due(100, &bytes(1 << 19), 1 << 20));
+        assert!(!c.compaction_due(100, &bytes((1 << 19) - 1), 1 << 20));
         c.compact_log_percent = 0;
-        assert!(c.compaction_due(100, 0, u64::MAX));
+        assert!(c.compaction_due(100, &bytes(0), u64::MAX));
+    }
+
+    #[test]
+    fn applied_bytes_count_from_the_start_of_the_newest_snapshot() {
+        let mut b = AppliedBytes::default();
+        b.applied(10);
+        b.capture_began();
+        b.applied(5);
+        assert_eq!(b.since_snapshot(), 15, "no snapshot kept yet");
+        b.capture_kept();
+        assert_eq!(
+            b.since_snapshot(),
+            5,
+            "counted from where the capture began"
+        );
+        b.applied(7);
+        b.snapshot_installed();
+        assert_eq!(
+            b.since_snapshot(),
+            0,
+            "an installed snapshot covers everything applied"
+        );
+        b.applied(3);
+        assert_eq!(b.since_snapshot(), 3);
     }
 
     #[test]

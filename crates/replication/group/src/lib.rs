@@ -27,7 +27,7 @@ pub mod durable;
 pub mod host;
 pub mod lease;
 
-pub use config::{ConfigError, GroupConfig};
+pub use config::{AppliedBytes, ConfigError, GroupConfig};
 pub use core::{
     CaptureRequest, Core, CoreError, HardState, InitialState, LogEntry, OutMsg, Output, PersistJob,
     Snapshot,

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use mako_group::chunk::{Reassembler, WireError};
 use mako_group::{
-    CaptureRequest, ConfigError, GroupConfig, HardState, InitialState, LogEntry, OutMsg, Output,
-    PersistJob, Snapshot,
+    AppliedBytes, CaptureRequest, ConfigError, GroupConfig, HardState, InitialState, LogEntry,
+    OutMsg, Output, PersistJob, Snapshot,
 };
 use mako_replication::{
     ApplyDispatcher, DropReason, NodeId, Resolution, Role, SnapshotHandler, SubmitError, Unapplied,
@@ -254,11 +254,8 @@ pub struct PaxosNode {
     captured: Option<Snapshot>,
     /// Index of the last capture dropped as stale.
     dropped_at: Option<u64>,
-    /// Entry bytes applied here so far, and that count when the newest snapshot (taken
-    /// or installed) began, and when the capture in flight began.
-    applied_bytes: u64,
-    snapshot_mark: u64,
-    capture_mark: u64,
+    /// Entry bytes applied here, for the compaction rule.
+    applied_bytes: AppliedBytes,
     out: Vec<OutMsg>,
     after: Vec<OutMsg>,
     unpersisted: VecDeque<Unpersisted>,
@@ -397,9 +394,7 @@ impl PaxosNode {
             capture_out: None,
             captured: None,
             dropped_at: None,
-            applied_bytes: 0,
-            snapshot_mark: 0,
-            capture_mark: 0,
+            applied_bytes: AppliedBytes::default(),
             out: Vec::new(),
             after: Vec::new(),
             unpersisted: VecDeque::new(),
@@ -1473,7 +1468,7 @@ impl PaxosNode {
         if !self.log.is_empty() {
             self.mark_dirty(index + 1);
         }
-        self.snapshot_mark = self.applied_bytes;
+        self.applied_bytes.snapshot_installed();
         self.snap = Some(snap.clone());
         self.new_snapshot = Some((snap, true));
         self.new_compact = None;
@@ -1793,7 +1788,7 @@ impl PaxosNode {
             if e.payload.is_empty() {
                 continue;
             }
-            self.applied_bytes += e.payload.len() as u64;
+            self.applied_bytes.applied(e.payload.len());
             self.dispatcher.apply(e.index, &e.payload);
             self.stats.applied_entries += 1;
         }
@@ -1820,7 +1815,7 @@ impl PaxosNode {
         if self.applied < self.first
             || !self.cfg.compaction_due(
                 self.applied - self.first,
-                self.applied_bytes - self.snapshot_mark,
+                &self.applied_bytes,
                 snapshot_bytes,
             )
         {
@@ -1837,7 +1832,7 @@ impl PaxosNode {
             return;
         };
         self.capturing = Some((self.applied, term));
-        self.capture_mark = self.applied_bytes;
+        self.applied_bytes.capture_began();
         self.capture_out = Some(CaptureRequest::begin(
             h.as_mut(),
             &pending,
@@ -1907,7 +1902,7 @@ impl PaxosNode {
             self.log.pop_front();
         }
         self.first = target;
-        self.snapshot_mark = self.capture_mark;
+        self.applied_bytes.capture_kept();
         self.snap = Some(snap.clone());
         self.new_snapshot = Some((snap, false));
         self.new_compact = Some(target);

@@ -57,8 +57,8 @@ use crate::lease::LeaseState;
 use crate::storage::GroupStorage;
 use crate::wire::{self, Reassembler, WireError};
 use mako_group::{
-    CaptureRequest, ConfigError, Core, CoreError, GroupConfig as RaftConfig, InitialState,
-    LogEntry, OutMsg, Output, PersistJob,
+    AppliedBytes, CaptureRequest, ConfigError, Core, CoreError, GroupConfig as RaftConfig,
+    InitialState, LogEntry, OutMsg, Output, PersistJob,
 };
 
 /// A Ready's durable work in raft-rs's types, converted to a [`PersistJob`] when handed out.
@@ -302,11 +302,8 @@ pub struct RaftNode {
     captured: Option<Snapshot>,
     /// Index of the last capture dropped as stale.
     dropped_at: Option<u64>,
-    /// Entry bytes applied here so far, and that count when the newest snapshot (taken
-    /// or installed) began, and when the capture in flight began.
-    applied_bytes: u64,
-    snapshot_mark: u64,
-    capture_mark: u64,
+    /// Entry bytes applied here, for the compaction rule.
+    applied_bytes: AppliedBytes,
     /// Size of the newest snapshot's data.
     snapshot_bytes: u64,
 }
@@ -437,9 +434,7 @@ impl RaftNode {
             capture_out: None,
             captured: None,
             dropped_at: None,
-            applied_bytes: 0,
-            snapshot_mark: 0,
-            capture_mark: 0,
+            applied_bytes: AppliedBytes::default(),
             snapshot_bytes,
         })
     }
@@ -1153,7 +1148,7 @@ impl RaftNode {
             ),
         }
         self.raw.store().set_last_snapshot(snap.clone());
-        self.snapshot_mark = self.applied_bytes;
+        self.applied_bytes.snapshot_installed();
         self.snapshot_bytes = snap.get_data().len() as u64;
         self.applied = self.applied.max(index);
         self.commit_target = self.commit_target.max(index);
@@ -1245,7 +1240,7 @@ impl RaftNode {
         if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
             return;
         }
-        self.applied_bytes += e.data.len() as u64;
+        self.applied_bytes.applied(e.data.len());
         self.dispatcher.apply(e.index, &e.data);
         self.stats.applied_entries += 1;
     }
@@ -1278,7 +1273,7 @@ impl RaftNode {
         if self.applied < first
             || !self.cfg.compaction_due(
                 self.applied - first,
-                self.applied_bytes - self.snapshot_mark,
+                &self.applied_bytes,
                 self.snapshot_bytes,
             )
         {
@@ -1296,7 +1291,7 @@ impl RaftNode {
         // The queue as of `applied`: entries queued at or below the snapshot's index.
         let pending = self.dispatcher.queue_snapshot();
         self.capturing = Some((self.applied, term));
-        self.capture_mark = self.applied_bytes;
+        self.applied_bytes.capture_began();
         self.capture_out = Some(CaptureRequest::begin(
             h.as_mut(),
             &pending,
@@ -1371,7 +1366,7 @@ impl RaftNode {
             return;
         }
         self.raw.store().set_last_snapshot(snap.clone());
-        self.snapshot_mark = self.capture_mark;
+        self.applied_bytes.capture_kept();
         self.snapshot_bytes = snap.get_data().len() as u64;
         let target = self.compact_target(index);
         if target > first {
