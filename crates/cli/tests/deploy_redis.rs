@@ -261,6 +261,17 @@ fn redis_on_one_shard_three_replicas() {
         .query(&mut f)
         .expect("incr");
     assert_eq!(n, 1001);
+    // The leader committed the pipeline on its event loops; the follower, which serves no
+    // key itself, handed its commands to a helper thread.
+    let stat = |con: &mut redis::Connection, name: &str| -> u64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(con).expect("info");
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {info}"))
+    };
+    assert!(stat(&mut con, "mako_loop_transactions") >= 1000 / 64);
+    assert_eq!(stat(&mut f, "mako_loop_transactions"), 0);
+    assert!(stat(&mut f, "mako_helper_jobs") >= 2);
 
     // WATCH: a key changed by another connection makes EXEC answer nil; unchanged, it applies.
     let mut other = Raw::new(addr);

@@ -189,6 +189,7 @@ impl Node {
                         max_bulk: mako_proto::MAX_RESULTS,
                         ..mako_redis::resp::Limits::default()
                     },
+                    ..mako_redis::Options::default()
                 };
                 Some(mako_redis::Server::start(l, Arc::new(store), ropts)?)
             }

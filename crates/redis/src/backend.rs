@@ -70,7 +70,23 @@ pub trait Release: Send {
     /// Waits until it is released (`Ok`), or says why it is not: [`Failure::Aborted`] if
     /// it will never be visible, [`Failure::Unknown`] if its release did not come in time.
     fn wait(self: Box<Self>) -> Result<(), Failure>;
+
+    /// What [`Release::wait`] would return now, without waiting (`None`: not decided yet).
+    /// Only releases handed out by [`Backend::try_local`] are polled; the [`Store`]'s
+    /// [`Store::on_progress`] callback runs whenever the answer may have changed, and
+    /// [`Release::deadline`] says when it turns into [`Failure::Unknown`] at the latest.
+    fn poll(&mut self) -> Option<Result<(), Failure>> {
+        None
+    }
+
+    /// When a release still pending stops being waited for (its outcome is then unknown).
+    fn deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
+
+/// A callback the store runs whenever a pending release may have become decided.
+pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
 /// One connection's way to the store.
 pub trait Backend: Send {
@@ -91,6 +107,22 @@ pub trait Backend: Send {
         self.transact(body).map(|()| None)
     }
 
+    /// Runs `body` once in a fresh transaction and commits it, if that cannot block (every
+    /// key in `keys`, the keys `body` touches, is served here; no pause before a retry):
+    /// the [`Release`] returned then must be pollable ([`Release::poll`]). `None` (the
+    /// default) if it would have to wait for another node or cannot tell: nothing ran, and
+    /// the caller uses [`Backend::transact_pipelined`] on a thread that may block. A
+    /// retryable abort is returned as such (nothing applied) for the caller to retry there.
+    /// Event loops serving many connections on one thread use it.
+    fn try_local(
+        &mut self,
+        keys: &mut dyn Iterator<Item = &[u8]>,
+        body: &mut Body<'_>,
+    ) -> Option<Result<Option<Box<dyn Release>>, Failure>> {
+        let _ = (keys, body);
+        None
+    }
+
     /// The store's figures for INFO.
     fn figures(&mut self) -> Figures;
 }
@@ -99,6 +131,14 @@ pub trait Backend: Send {
 pub trait Store: Send + Sync + 'static {
     /// A backend for a new connection.
     fn connect(&self) -> Box<dyn Backend>;
+
+    /// Runs `wake` whenever a pending release handed out by [`Backend::try_local`] may have
+    /// become decided, for as long as the caller holds `wake` (the store keeps it weakly).
+    /// `wake` runs on the store's threads: it must be quick and not block. By default
+    /// nothing is announced (releases are then polled at their deadlines only).
+    fn on_progress(&self, wake: &Wake) {
+        let _ = wake;
+    }
 }
 
 /// The store's figures INFO reports.
@@ -223,6 +263,15 @@ impl Backend for MemStore {
             };
         }
         Ok(())
+    }
+
+    /// Every key is here and a commit only takes the map's lock.
+    fn try_local(
+        &mut self,
+        _keys: &mut dyn Iterator<Item = &[u8]>,
+        body: &mut Body<'_>,
+    ) -> Option<Result<Option<Box<dyn Release>>, Failure>> {
+        Some(self.transact(body).map(|()| None))
     }
 
     fn figures(&mut self) -> Figures {

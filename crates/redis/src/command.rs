@@ -57,6 +57,27 @@ pub enum Data {
     },
 }
 
+impl Data {
+    /// The keys it reads or writes, in its arguments' order; `None` for SCAN, which walks
+    /// the whole key space.
+    pub fn keys(&self) -> Option<Vec<&[u8]>> {
+        Some(match self {
+            Data::Get(k)
+            | Data::Set { key: k, .. }
+            | Data::IncrBy(k, _)
+            | Data::Append(k, _)
+            | Data::Strlen(k)
+            | Data::GetSet(k, _)
+            | Data::GetDel(k) => vec![k.as_slice()],
+            Data::Del(ks) | Data::Exists(ks) | Data::MGet(ks) => {
+                ks.iter().map(Vec::as_slice).collect()
+            }
+            Data::MSet(kvs) => kvs.iter().map(|(k, _)| k.as_slice()).collect(),
+            Data::Scan { .. } => return None,
+        })
+    }
+}
+
 /// A parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

@@ -47,6 +47,10 @@ pub struct Shared {
     pub commands: AtomicU64,
     /// Requests that were not RESP.
     pub malformed: AtomicU64,
+    /// Transactions committed on an event loop (keys all served here).
+    pub loop_txns: AtomicU64,
+    /// Runs of requests handed to a connection's helper thread (they might block).
+    pub helper_jobs: AtomicU64,
     next_id: AtomicU64,
     started: Instant,
 }
@@ -63,6 +67,8 @@ impl Shared {
             rejected: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
+            loop_txns: AtomicU64::new(0),
+            helper_jobs: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             started: Instant::now(),
         }
@@ -342,6 +348,36 @@ impl Connection {
             .fetch_add(ds.len() as u64, Ordering::Relaxed);
         self.release = release;
         Ok(replies)
+    }
+
+    /// [`Connection::group`] through [`Backend::try_local`]: `None` if it cannot run without
+    /// blocking (a key served elsewhere, SCAN), and nothing ran.
+    pub fn group_local(
+        &mut self,
+        ds: &[&Data],
+        shared: &Shared,
+        backend: &mut dyn Backend,
+    ) -> Option<Result<Vec<Value>, Failure>> {
+        self.release = None;
+        let mut keys = Vec::new();
+        for d in ds {
+            keys.extend(d.keys()?);
+        }
+        let mut replies = Vec::with_capacity(ds.len());
+        let r = backend.try_local(&mut keys.into_iter(), &mut |tx| {
+            replies.clear();
+            for d in ds {
+                replies.push(run(tx, d, &shared.cursors)?);
+            }
+            Ok(())
+        })?;
+        Some(r.map(|release| {
+            shared
+                .commands
+                .fetch_add(ds.len() as u64, Ordering::Relaxed);
+            self.release = release;
+            replies
+        }))
     }
 
     /// One data command as its own transaction.
@@ -797,6 +833,14 @@ fn info(sections: &[String], shared: &Shared, backend: &mut dyn Backend) -> Stri
         kv(
             "mako_malformed_requests",
             shared.malformed.load(Ordering::Relaxed).to_string(),
+        ),
+        kv(
+            "mako_loop_transactions",
+            shared.loop_txns.load(Ordering::Relaxed).to_string(),
+        ),
+        kv(
+            "mako_helper_jobs",
+            shared.helper_jobs.load(Ordering::Relaxed).to_string(),
         ),
     ];
     stats.extend(f.stats);

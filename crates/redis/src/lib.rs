@@ -18,12 +18,14 @@
 //!    is released. Every command is one transaction; EXEC runs its whole queue as one. A
 //!    mako-rs node implements [`Store`] with its coordinator; [`MemStore`] is a serial
 //!    in-memory store for tests and examples.
-//! 5. [`Server`] listens for TCP connections and serves each on its own thread: it reads
-//!    whatever the client pipelined, runs every complete request in order (each commit
-//!    through [`Backend::transact_pipelined`], so that their releases overlap), waits until
-//!    all of them are released, and writes the replies at once: no reply leaves before its
-//!    transaction is released. A malformed request is answered with `-ERR Protocol error: ...`
-//!    and closes that connection only.
+//! 5. [`Server`] listens for TCP connections and serves them on a few event loops: each reads
+//!    whatever its clients pipelined and runs every complete request in order. A run of data
+//!    commands whose keys are all served here commits on the loop ([`Backend::try_local`])
+//!    and its replies wait, without a thread, until [`Release::poll`] says it is released
+//!    ([`Store::on_progress`] wakes the loop); anything that may block goes to the
+//!    connection's helper thread. No reply leaves before its transaction is released. A
+//!    malformed request is answered with `-ERR Protocol error: ...` and closes that
+//!    connection only.
 //!
 //! ```
 //! use std::io::{Read, Write};
@@ -57,7 +59,7 @@ pub mod glob;
 pub mod resp;
 pub mod server;
 
-pub use backend::{Backend, Body, Failure, Figures, MemStore, Release, Store, Txn};
+pub use backend::{Backend, Body, Failure, Figures, MemStore, Release, Store, Txn, Wake};
 pub use server::{Options, Server};
 
 #[cfg(test)]

@@ -1,27 +1,53 @@
-//! The RESP listener: accepts connections up to a bound, serves each on its own thread
-//! (requests answered in order, pipelines batched into one write), and stops and joins
-//! every thread on [`Server::stop`].
+//! The RESP listener: an accept thread hands connections to a few event loops, each serving
+//! many connections on one thread; requests that may block run on a connection's helper thread.
+//!
+//! A loop reads whatever its connections pipelined and runs their requests in order. Data
+//! commands in a row run as one transaction; one whose keys are all served here commits on
+//! the loop itself ([`Backend::try_local`]) and its replies wait, without a thread, until
+//! [`Release::poll`] says it is released (the store's [`Store::on_progress`] wakes the loop).
+//! Everything that may block (a key served by another shard, a retry after a conflict, SCAN,
+//! WATCH, EXEC, a site that does not serve) goes to the connection's helper thread, made when
+//! first needed, and the connection reads nothing more until that is done, so replies keep
+//! their order and every command sees the writes of those before it. No reply leaves before
+//! its transaction is released. A malformed request is answered with
+//! `-ERR Protocol error: ...` and closes that connection only. [`Server::stop`] ends every
+//! connection and joins every thread.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, warn};
 
-use crate::backend::{Backend, Release, Store};
-use crate::command::Data;
+use crate::backend::{Backend, Failure, Release, Store, Wake};
+use crate::command::{Command, Data};
 use crate::conn::{Connection, Flow, Request, Shared};
 use crate::resp::{self, Parser, Value};
 
-/// How often a connection thread wakes up to notice shutdown.
+/// The longest a loop sleeps without an event (it then looks at release deadlines and at
+/// clients that stopped reading).
 const WAKE: Duration = Duration::from_millis(200);
 
-/// How long one write to a client may block (a client that stops reading is dropped).
+/// How long a client may leave replies unread before it is dropped.
 const WRITE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Most bytes read from one connection per loop round (then the others get their turn).
+const READ_BUDGET: usize = 256 * 1024;
+
+/// A connection reads no more requests while this many reply bytes wait to be written.
+const OUT_LIMIT: usize = 4 << 20;
+
+/// Most pipelined data commands one transaction runs.
+const GROUP: usize = 64;
+
+/// The loop's own token (its waker).
+const WAKER: Token = Token(usize::MAX);
 
 /// Settings of a RESP listener.
 #[derive(Debug, Clone)]
@@ -34,6 +60,8 @@ pub struct Options {
     pub limits: resp::Limits,
     /// A name for threads and logs.
     pub name: String,
+    /// Event-loop threads serving the connections (at least 1).
+    pub loops: usize,
 }
 
 impl Default for Options {
@@ -43,6 +71,7 @@ impl Default for Options {
             max_connections: 1024,
             limits: resp::Limits::default(),
             name: "redis".into(),
+            loops: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
         }
     }
 }
@@ -52,7 +81,7 @@ pub struct Server {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    loops: Vec<(Arc<Waker>, JoinHandle<()>)>,
     shared: Arc<Shared>,
 }
 
@@ -62,6 +91,12 @@ impl std::fmt::Debug for Server {
             .field("addr", &self.addr)
             .finish_non_exhaustive()
     }
+}
+
+/// Where the accept thread hands a connection to a loop.
+struct LoopInbox {
+    tx: Sender<(TcpStream, SocketAddr)>,
+    waker: Arc<Waker>,
 }
 
 impl Server {
@@ -74,16 +109,63 @@ impl Server {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(opts.token.clone(), addr.port()));
         let stop = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let (s2, stop2, conns2) = (Arc::clone(&shared), Arc::clone(&stop), Arc::clone(&conns));
+        let mut loops = Vec::new();
+        let mut inboxes = Vec::new();
+        for i in 0..opts.loops.max(1) {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = channel();
+            let mut lp = Loop {
+                poll,
+                waker: Arc::clone(&waker),
+                inbox: rx,
+                store: Arc::clone(&store),
+                shared: Arc::clone(&shared),
+                limits: opts.limits,
+                name: opts.name.clone(),
+                stop: Arc::clone(&stop),
+                conns: HashMap::new(),
+                retiring: Vec::new(),
+                next: 0,
+                armed: Arc::new(AtomicBool::new(false)),
+                done: channel(),
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-loop-{i}", opts.name))
+                .spawn(move || lp.run());
+            match spawned {
+                Ok(h) => loops.push((Arc::clone(&waker), h)),
+                Err(e) => {
+                    stop.store(true, Ordering::Release);
+                    for (w, h) in loops {
+                        let _ = w.wake();
+                        let _ = h.join();
+                    }
+                    return Err(e);
+                }
+            }
+            inboxes.push(LoopInbox { tx, waker });
+        }
+        let (s2, stop2) = (Arc::clone(&shared), Arc::clone(&stop));
         let accept = std::thread::Builder::new()
             .name(format!("{}-accept", opts.name))
-            .spawn(move || accept_loop(listener, store, s2, opts, stop2, conns2))?;
+            .spawn(move || accept_loop(listener, inboxes, s2, opts, stop2));
+        let accept = match accept {
+            Ok(h) => h,
+            Err(e) => {
+                stop.store(true, Ordering::Release);
+                for (w, h) in loops {
+                    let _ = w.wake();
+                    let _ = h.join();
+                }
+                return Err(e);
+            }
+        };
         Ok(Server {
             addr,
             stop,
             accept: Some(accept),
-            conns,
+            loops,
             shared,
         })
     }
@@ -108,7 +190,8 @@ impl Server {
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
-        for h in std::mem::take(&mut *self.conns.lock()) {
+        for (w, h) in std::mem::take(&mut self.loops) {
+            let _ = w.wake();
             let _ = h.join();
         }
     }
@@ -122,12 +205,12 @@ impl Drop for Server {
 
 fn accept_loop(
     listener: TcpListener,
-    store: Arc<dyn Store>,
+    loops: Vec<LoopInbox>,
     shared: Arc<Shared>,
     opts: Options,
     stop: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
+    let mut turn = 0usize;
     for stream in listener.incoming() {
         if stop.load(Ordering::Acquire) {
             break;
@@ -151,177 +234,661 @@ fn accept_loop(
             let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
             continue;
         }
+        if let Err(e) = stream.set_nonblocking(true) {
+            warn!(server = %opts.name, %peer, error = %e, "cannot serve a redis client");
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
         shared.connected.fetch_add(1, Ordering::AcqRel);
         shared.accepted.fetch_add(1, Ordering::Relaxed);
-        let (store2, shared2, stop2) = (Arc::clone(&store), Arc::clone(&shared), Arc::clone(&stop));
-        let (limits, name) = (opts.limits, opts.name.clone());
-        let h = std::thread::Builder::new()
-            .name(format!("{}-{peer}", opts.name))
-            .spawn(move || {
-                serve(stream, peer, &*store2, &shared2, limits, &name, &stop2);
-                shared2.connected.fetch_sub(1, Ordering::AcqRel);
-            });
-        let mut conns = conns.lock();
-        conns.retain(|h| !h.is_finished());
-        match h {
-            Ok(h) => conns.push(h),
-            Err(e) => {
-                shared.connected.fetch_sub(1, Ordering::AcqRel);
-                warn!(error = %e, "cannot spawn a redis client thread");
-            }
+        let Some(lp) = loops.get(turn % loops.len().max(1)) else {
+            shared.connected.fetch_sub(1, Ordering::AcqRel);
+            continue;
+        };
+        turn = turn.wrapping_add(1);
+        if lp.tx.send((stream, peer)).is_err() {
+            shared.connected.fetch_sub(1, Ordering::AcqRel);
+            continue;
         }
+        let _ = lp.waker.wake();
     }
 }
 
 /// Replies held until their transaction is released: the replies (several for pipelined
 /// data commands run as one transaction), the protocol to encode them for, the release to
-/// wait for.
+/// wait for (`None`: nothing to wait for).
 type Held = (Vec<Value>, u8, Option<Box<dyn Release>>);
 
-/// Most pipelined data commands one transaction runs.
-const GROUP: usize = 64;
+/// What a connection's helper thread runs: requests that may block, in order.
+enum Item {
+    /// Data commands to run as one transaction (one by one if that fails).
+    Group(Vec<Data>),
+    /// Any other request.
+    Other(Request),
+}
 
-/// Runs the gathered data commands (`args` and their parsed form) as one transaction, or
-/// one by one if that fails, and holds their replies.
-fn run_group(
-    conn: &mut Connection,
-    group: &mut Vec<Data>,
-    shared: &Shared,
-    backend: &mut dyn Backend,
-    replies: &mut Vec<Held>,
-) {
-    if group.is_empty() {
-        return;
+/// A connection's protocol state and its way to the store: with the loop, or with the
+/// helper thread while it runs a job.
+struct State {
+    conn: Connection,
+    backend: Box<dyn Backend>,
+}
+
+/// A job for a helper thread.
+struct Job {
+    token: Token,
+    state: State,
+    items: Vec<Item>,
+    /// A last reply, after which the connection closes (a malformed request's error).
+    last: Option<(Vec<Value>, u8)>,
+}
+
+/// A helper's answer: the state back, the replies (each already released or failed), and
+/// whether the connection closes after them.
+struct Done {
+    token: Token,
+    state: State,
+    replies: Vec<(Vec<Value>, u8)>,
+    close: bool,
+}
+
+/// A connection's helper thread.
+struct Helper {
+    jobs: Sender<Job>,
+    thread: JoinHandle<()>,
+}
+
+/// One client connection on a loop.
+struct Client {
+    token: Token,
+    stream: mio::net::TcpStream,
+    peer: SocketAddr,
+    parser: Parser,
+    input: Vec<u8>,
+    out: Vec<u8>,
+    /// `None` while the helper runs a job.
+    state: Option<State>,
+    /// Replies in order, each waiting for its release.
+    pending: VecDeque<Held>,
+    helper: Option<Helper>,
+    /// May have more to read (an edge-triggered readiness not yet drained).
+    readable: bool,
+    /// May accept more bytes.
+    writable: bool,
+    /// The client sent its last byte (or reading failed).
+    eof: bool,
+    /// Close once what is pending is written (QUIT, a malformed request).
+    closing: bool,
+    /// Writing failed or the client stopped reading: drop it now.
+    dead: bool,
+    /// Since when replies wait for the client to read them.
+    stalled: Option<Instant>,
+}
+
+/// One event loop and the connections it serves.
+struct Loop {
+    poll: Poll,
+    waker: Arc<Waker>,
+    inbox: Receiver<(TcpStream, SocketAddr)>,
+    store: Arc<dyn Store>,
+    shared: Arc<Shared>,
+    limits: resp::Limits,
+    name: String,
+    stop: Arc<AtomicBool>,
+    conns: HashMap<Token, Client>,
+    /// Connections gone whose helper still runs a job (dropped when it is done).
+    retiring: Vec<(Token, Helper)>,
+    next: usize,
+    /// Whether a release's progress should wake the loop.
+    armed: Arc<AtomicBool>,
+    done: (Sender<Done>, Receiver<Done>),
+}
+
+impl Loop {
+    fn run(&mut self) {
+        let wake: Wake = {
+            let (armed, waker) = (Arc::clone(&self.armed), Arc::clone(&self.waker));
+            Arc::new(move || {
+                // Pairs with the fence after arming: either the loop's last look saw the
+                // change this announces, or this sees the loop armed.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if armed.swap(false, Ordering::SeqCst) {
+                    let _ = waker.wake();
+                }
+            })
+        };
+        self.store.on_progress(&wake);
+        let mut events = Events::with_capacity(256);
+        let mut timeout = WAKE;
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != ErrorKind::Interrupted
+            {
+                warn!(server = %self.name, error = %e, "redis event loop cannot poll; stopping it");
+                break;
+            }
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            for ev in events.iter() {
+                if let Some(c) = self.conns.get_mut(&ev.token()) {
+                    c.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                    c.writable |= ev.is_writable() || ev.is_error();
+                }
+            }
+            self.admit();
+            self.finish_jobs();
+            timeout = self.serve_all();
+        }
+        self.shutdown();
     }
-    let ds: Vec<&Data> = group.iter().collect();
-    if ds.len() > 1
-        && let Ok(values) = conn.group(&ds, shared, backend)
-    {
-        replies.push((values, conn.proto(), conn.take_release()));
-        group.clear();
-        return;
+
+    /// Registers the connections the accept thread handed over.
+    fn admit(&mut self) {
+        while let Ok((stream, peer)) = self.inbox.try_recv() {
+            let mut stream = mio::net::TcpStream::from_std(stream);
+            let token = Token(self.next);
+            self.next = (self.next + 1) % (usize::MAX - 1);
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                warn!(server = %self.name, %peer, error = %e, "cannot serve a redis client");
+                self.shared.connected.fetch_sub(1, Ordering::AcqRel);
+                continue;
+            }
+            let state = State {
+                conn: Connection::new(&self.shared),
+                backend: self.store.connect(),
+            };
+            self.conns.insert(
+                token,
+                Client {
+                    token,
+                    stream,
+                    peer,
+                    parser: Parser::new(self.limits),
+                    input: Vec::with_capacity(16 * 1024),
+                    out: Vec::with_capacity(16 * 1024),
+                    state: Some(state),
+                    pending: VecDeque::new(),
+                    helper: None,
+                    readable: true,
+                    writable: true,
+                    eof: false,
+                    closing: false,
+                    dead: false,
+                    stalled: None,
+                },
+            );
+        }
     }
-    for d in group.drain(..) {
-        let (reply, _) = conn.handle_request(Request::Data(d), shared, backend);
-        replies.push((vec![reply], conn.proto(), conn.take_release()));
+
+    /// Takes back the state of connections whose helper finished its job.
+    fn finish_jobs(&mut self) {
+        while let Ok(d) = self.done.1.try_recv() {
+            if let Some(c) = self.conns.get_mut(&d.token) {
+                c.state = Some(d.state);
+                c.pending
+                    .extend(d.replies.into_iter().map(|(v, p)| (v, p, None)));
+                c.closing |= d.close;
+            } else if let Some(i) = self.retiring.iter().position(|(t, _)| *t == d.token) {
+                let (_, h) = self.retiring.swap_remove(i);
+                retire(h);
+            }
+        }
+    }
+
+    /// Reads, runs, settles and writes for every connection; drops those that ended.
+    /// Returns how long the loop may sleep.
+    fn serve_all(&mut self) -> Duration {
+        let mut timeout = WAKE;
+        let mut gone = Vec::new();
+        let ctx = Ctx {
+            shared: &self.shared,
+            name: &self.name,
+            done: &self.done.0,
+            waker: &self.waker,
+        };
+        for c in self.conns.values_mut() {
+            c.serve(&ctx);
+        }
+        // Armed before the releases are looked at again: one decided after this last look
+        // wakes the loop.
+        let waiting = self.conns.values().any(|c| !c.pending.is_empty());
+        self.armed.store(waiting, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        let now = Instant::now();
+        for (token, c) in &mut self.conns {
+            if waiting {
+                c.settle();
+                c.write(&ctx);
+            }
+            if c.ended() {
+                gone.push(*token);
+                continue;
+            }
+            if c.readable && c.can_read() {
+                timeout = Duration::ZERO;
+            }
+            if let Some(d) = c.pending.front().and_then(|h| h.2.as_ref()?.deadline()) {
+                timeout = timeout.min(d.saturating_duration_since(now));
+            }
+        }
+        for token in gone {
+            if let Some(mut c) = self.conns.remove(&token) {
+                let _ = self.poll.registry().deregister(&mut c.stream);
+                self.shared.connected.fetch_sub(1, Ordering::AcqRel);
+                debug!(server = %self.name, peer = %c.peer, "redis client connection ended");
+                if let Some(h) = c.helper.take() {
+                    if c.state.is_some() {
+                        retire(h);
+                    } else {
+                        self.retiring.push((token, h));
+                    }
+                }
+            }
+        }
+        timeout
+    }
+
+    /// Ends every connection and joins every helper (waiting for jobs under way).
+    fn shutdown(&mut self) {
+        for (_, mut c) in self.conns.drain() {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            self.shared.connected.fetch_sub(1, Ordering::AcqRel);
+            if let Some(h) = c.helper.take() {
+                retire(h);
+            }
+        }
+        for (_, h) in self.retiring.drain(..) {
+            retire(h);
+        }
     }
 }
 
-/// One connection until the client leaves, QUIT, a malformed request, or shutdown.
-fn serve(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    store: &dyn Store,
-    shared: &Shared,
-    limits: resp::Limits,
-    name: &str,
-    stop: &AtomicBool,
-) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(WAKE));
-    let _ = stream.set_write_timeout(Some(WRITE_LIMIT));
-    let mut backend = store.connect();
-    let mut conn = Connection::new(shared);
-    let mut parser = Parser::new(limits);
-    let mut input = Vec::with_capacity(16 * 1024);
-    let mut out = Vec::with_capacity(16 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    let mut replies: Vec<Held> = Vec::new();
-    loop {
-        if stop.load(Ordering::Acquire) {
-            return;
+/// Stops a helper thread (after its job, if it runs one) and joins it.
+fn retire(h: Helper) {
+    drop(h.jobs);
+    let _ = h.thread.join();
+}
+
+/// What a connection needs of its loop.
+struct Ctx<'a> {
+    shared: &'a Arc<Shared>,
+    name: &'a str,
+    done: &'a Sender<Done>,
+    waker: &'a Arc<Waker>,
+}
+
+impl Client {
+    /// Whether it would take more requests now.
+    fn can_read(&self) -> bool {
+        self.state.is_some() && !self.closing && !self.eof && self.out.len() < OUT_LIMIT
+    }
+
+    /// Whether it can be dropped.
+    fn ended(&self) -> bool {
+        self.dead
+            || ((self.closing || self.eof)
+                && self.state.is_some()
+                && self.pending.is_empty()
+                && self.out.is_empty())
+    }
+
+    fn serve(&mut self, ctx: &Ctx<'_>) {
+        if self.can_read() && self.readable {
+            self.read(ctx);
         }
-        match stream.read(&mut chunk) {
-            Ok(0) => {
-                debug!(server = %name, %peer, "redis client disconnected");
-                return;
-            }
-            Ok(n) => input.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => {
-                debug!(server = %name, %peer, error = %e, "redis client connection ended");
-                return;
-            }
+        if self.state.is_some() && !self.closing {
+            self.run(ctx);
         }
-        // Run every complete request received, in order; their releases overlap.
-        // Consecutive data commands run as one transaction (up to GROUP of them).
-        let mut close = false;
-        let mut group: Vec<Data> = Vec::new();
-        let mut parsed = 0;
-        loop {
-            match parser.next_at(&input, &mut parsed) {
-                Ok(Some(args)) => {
-                    let other = match conn.request(args) {
-                        Request::Data(d) => {
-                            group.push(d);
-                            if group.len() >= GROUP {
-                                run_group(
-                                    &mut conn,
-                                    &mut group,
-                                    shared,
-                                    &mut *backend,
-                                    &mut replies,
-                                );
-                            }
-                            continue;
-                        }
-                        other => other,
-                    };
-                    run_group(&mut conn, &mut group, shared, &mut *backend, &mut replies);
-                    let (reply, flow) = conn.handle_request(other, shared, &mut *backend);
-                    replies.push((vec![reply], conn.proto(), conn.take_release()));
-                    if flow == Flow::Close {
-                        close = true;
-                        break;
-                    }
+        self.settle();
+        self.write(ctx);
+    }
+
+    /// Reads what arrived, up to [`READ_BUDGET`].
+    fn read(&mut self, ctx: &Ctx<'_>) {
+        let mut got = 0;
+        let mut chunk = [0u8; 16 * 1024];
+        while got < READ_BUDGET {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    self.readable = false;
+                    return;
                 }
-                Ok(None) => break,
+                Ok(n) => {
+                    self.input.extend_from_slice(&chunk[..n]);
+                    got += n;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.readable = false;
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    run_group(&mut conn, &mut group, shared, &mut *backend, &mut replies);
-                    shared.malformed.fetch_add(1, Ordering::Relaxed);
-                    warn!(server = %name, %peer, error = %e, "closing redis client connection: malformed request");
-                    replies.push((vec![Value::err(format!("ERR {e}"))], conn.proto(), None));
+                    debug!(server = %ctx.name, peer = %self.peer, error = %e, "redis client connection failed");
+                    self.eof = true;
+                    self.readable = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs every complete request received, in order, until one must go to the helper.
+    fn run(&mut self, ctx: &Ctx<'_>) {
+        let Some(mut st) = self.state.take() else {
+            return;
+        };
+        let mut parsed = 0;
+        let mut group: Vec<Data> = Vec::new();
+        let mut slow: Vec<Item> = Vec::new();
+        loop {
+            match self.parser.next_at(&self.input, &mut parsed) {
+                Ok(Some(args)) => match st.conn.request(args) {
+                    Request::Data(d) => {
+                        group.push(d);
+                        if group.len() >= GROUP && !self.run_local(&mut st, &mut group, ctx) {
+                            slow.push(Item::Group(std::mem::take(&mut group)));
+                            break;
+                        }
+                    }
+                    other => {
+                        if !self.run_local(&mut st, &mut group, ctx) {
+                            slow.push(Item::Group(std::mem::take(&mut group)));
+                            slow.push(Item::Other(other));
+                            break;
+                        }
+                        if blocks(&other) {
+                            slow.push(Item::Other(other));
+                            break;
+                        }
+                        let (reply, flow) =
+                            st.conn.handle_request(other, ctx.shared, &mut *st.backend);
+                        self.pending.push_back((vec![reply], st.conn.proto(), None));
+                        if flow == Flow::Close {
+                            self.closing = true;
+                            break;
+                        }
+                    }
+                },
+                Ok(None) => {
+                    if !self.run_local(&mut st, &mut group, ctx) {
+                        slow.push(Item::Group(std::mem::take(&mut group)));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    if !self.run_local(&mut st, &mut group, ctx) {
+                        slow.push(Item::Group(std::mem::take(&mut group)));
+                    }
+                    ctx.shared.malformed.fetch_add(1, Ordering::Relaxed);
+                    warn!(server = %ctx.name, peer = %self.peer, error = %e, "closing redis client connection: malformed request");
+                    let err = (vec![Value::err(format!("ERR {e}"))], st.conn.proto());
+                    self.input.clear();
+                    if slow.is_empty() {
+                        self.pending.push_back((err.0, err.1, None));
+                        self.closing = true;
+                        self.state = Some(st);
+                    } else {
+                        // Answered after the helper's replies, which then close the connection.
+                        self.dispatch(st, slow, Some(err), ctx);
+                    }
+                    return;
+                }
+            }
+        }
+        self.input.drain(..parsed);
+        if slow.is_empty() {
+            self.state = Some(st);
+        } else {
+            self.dispatch(st, slow, None, ctx);
+        }
+    }
+
+    /// Runs `group` on the loop if the backend can without blocking, holding its replies;
+    /// returns false (nothing ran, `group` kept) if it must go to the helper.
+    fn run_local(&mut self, st: &mut State, group: &mut Vec<Data>, ctx: &Ctx<'_>) -> bool {
+        if group.is_empty() {
+            return true;
+        }
+        let ds: Vec<&Data> = group.iter().collect();
+        match st.conn.group_local(&ds, ctx.shared, &mut *st.backend) {
+            Some(Ok(values)) => {
+                ctx.shared.loop_txns.fetch_add(1, Ordering::Relaxed);
+                self.pending
+                    .push_back((values, st.conn.proto(), st.conn.take_release()));
+            }
+            // Not applied and not worth a retry: answered as one command would be.
+            Some(Err(f)) if ds.len() == 1 && !retryable(&f) => {
+                ctx.shared.commands.fetch_add(1, Ordering::Relaxed);
+                self.pending
+                    .push_back((vec![Value::err(f.reply_text())], st.conn.proto(), None));
+            }
+            _ => return false,
+        }
+        group.clear();
+        true
+    }
+
+    /// Hands `items` to the helper thread (made now if there is none).
+    fn dispatch(
+        &mut self,
+        state: State,
+        items: Vec<Item>,
+        last: Option<(Vec<Value>, u8)>,
+        ctx: &Ctx<'_>,
+    ) {
+        let items: Vec<Item> = items
+            .into_iter()
+            .filter(|i| !matches!(i, Item::Group(g) if g.is_empty()))
+            .collect();
+        if self.helper.is_none() {
+            match spawn_helper(ctx, &self.peer) {
+                Ok(h) => self.helper = Some(h),
+                Err(e) => {
+                    warn!(server = %ctx.name, peer = %self.peer, error = %e, "cannot spawn a redis helper thread; closing the connection");
+                    self.dead = true;
+                    self.state = Some(state);
+                    return;
+                }
+            }
+        }
+        ctx.shared.helper_jobs.fetch_add(1, Ordering::Relaxed);
+        let job = Job {
+            token: self.token,
+            state,
+            items,
+            last,
+        };
+        if let Some(h) = &self.helper
+            && let Err(back) = h.jobs.send(job)
+        {
+            self.state = Some(back.0.state);
+            self.dead = true;
+        }
+    }
+
+    /// Moves released replies, in order, to the output.
+    fn settle(&mut self) {
+        while let Some((_, _, release)) = self.pending.front_mut() {
+            let outcome = match release {
+                None => Ok(()),
+                Some(r) => match r.poll() {
+                    Some(o) => o,
+                    None => break,
+                },
+            };
+            let Some((values, proto, _)) = self.pending.pop_front() else {
+                break;
+            };
+            encode(values, proto, outcome, &mut self.out);
+        }
+    }
+
+    /// Writes what it can of the output.
+    fn write(&mut self, ctx: &Ctx<'_>) {
+        let mut written = 0;
+        while written < self.out.len() && self.writable {
+            match self.stream.write(&self.out[written..]) {
+                Ok(0) => {
+                    self.dead = true;
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => self.writable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(server = %ctx.name, peer = %self.peer, error = %e, "cannot answer a redis client");
+                    self.dead = true;
+                    break;
+                }
+            }
+        }
+        self.out.drain(..written);
+        if self.out.is_empty() {
+            self.stalled = None;
+        } else if written > 0 {
+            self.stalled = Some(Instant::now());
+        } else {
+            let since = *self.stalled.get_or_insert_with(Instant::now);
+            if since.elapsed() > WRITE_LIMIT {
+                debug!(server = %ctx.name, peer = %self.peer, "dropping a redis client that does not read its replies");
+                self.dead = true;
+            }
+        }
+        if self.closing && self.out.is_empty() && self.pending.is_empty() && self.state.is_some() {
+            let _ = self.stream.shutdown(std::net::Shutdown::Write);
+        }
+    }
+}
+
+/// Encodes `values` for `proto`, or, if their transaction failed, the error for each.
+fn encode(values: Vec<Value>, proto: u8, outcome: Result<(), Failure>, out: &mut Vec<u8>) {
+    match outcome {
+        Ok(()) => {
+            for v in values {
+                v.encode(proto, out);
+            }
+        }
+        Err(f) => {
+            let e = Value::err(f.reply_text());
+            for _ in &values {
+                e.encode(proto, out);
+            }
+        }
+    }
+}
+
+fn retryable(f: &Failure) -> bool {
+    matches!(
+        f,
+        Failure::Aborted {
+            retryable: true,
+            ..
+        }
+    )
+}
+
+/// Whether a request other than a data command may wait for the store (it goes to the
+/// helper).
+fn blocks(r: &Request) -> bool {
+    matches!(
+        r,
+        Request::Other {
+            parsed: Ok(Command::Watch(_) | Command::Exec),
+            ..
+        }
+    )
+}
+
+fn spawn_helper(ctx: &Ctx<'_>, peer: &SocketAddr) -> std::io::Result<Helper> {
+    let (jobs, rx) = channel::<Job>();
+    let (shared, done, waker) = (
+        Arc::clone(ctx.shared),
+        ctx.done.clone(),
+        Arc::clone(ctx.waker),
+    );
+    let thread = std::thread::Builder::new()
+        .name(format!("{}-{peer}", ctx.name))
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                let d = run_job(job, &shared);
+                if done.send(d).is_err() {
+                    return;
+                }
+                let _ = waker.wake();
+            }
+        })?;
+    Ok(Helper { jobs, thread })
+}
+
+/// Runs a helper's job: its requests in order (their releases overlap), then waits for
+/// every release.
+fn run_job(job: Job, shared: &Shared) -> Done {
+    let Job {
+        token,
+        mut state,
+        items,
+        last,
+    } = job;
+    let mut held: Vec<Held> = Vec::new();
+    let mut close = false;
+    for item in items {
+        match item {
+            Item::Group(mut g) => run_group(&mut state, &mut g, shared, &mut held),
+            Item::Other(r) => {
+                let (reply, flow) = state.conn.handle_request(r, shared, &mut *state.backend);
+                held.push((vec![reply], state.conn.proto(), state.conn.take_release()));
+                if flow == Flow::Close {
                     close = true;
                     break;
                 }
             }
         }
-        input.drain(..parsed);
-        run_group(&mut conn, &mut group, shared, &mut *backend, &mut replies);
-        // Each reply once its transaction is released (or the error saying why it is not,
-        // for every reply of that transaction).
-        for (values, proto, release) in replies.drain(..) {
-            match release.map(|r| r.wait()) {
-                Some(Err(f)) => {
-                    let e = Value::err(f.reply_text());
-                    for _ in &values {
-                        e.encode(proto, &mut out);
-                    }
-                }
-                _ => {
-                    for v in values {
-                        v.encode(proto, &mut out);
-                    }
-                }
-            }
-        }
-        if !out.is_empty() {
-            if let Err(e) = stream.write_all(&out) {
-                debug!(server = %name, %peer, error = %e, "cannot answer a redis client");
-                return;
-            }
-            out.clear();
-        }
-        if close {
-            let _ = stream.shutdown(std::net::Shutdown::Write);
-            return;
-        }
+    }
+    let mut replies: Vec<(Vec<Value>, u8)> = held
+        .into_iter()
+        .map(|(values, proto, release)| match release.map(|r| r.wait()) {
+            Some(Err(f)) => (vec![Value::err(f.reply_text()); values.len()], proto),
+            _ => (values, proto),
+        })
+        .collect();
+    if let Some(l) = last
+        && !close
+    {
+        replies.push(l);
+        close = true;
+    }
+    Done {
+        token,
+        state,
+        replies,
+        close,
+    }
+}
+
+/// Runs gathered data commands as one transaction, or one by one if that fails, holding
+/// their replies (on a thread that may block).
+fn run_group(st: &mut State, group: &mut Vec<Data>, shared: &Shared, held: &mut Vec<Held>) {
+    if group.is_empty() {
+        return;
+    }
+    let ds: Vec<&Data> = group.iter().collect();
+    if ds.len() > 1
+        && let Ok(values) = st.conn.group(&ds, shared, &mut *st.backend)
+    {
+        held.push((values, st.conn.proto(), st.conn.take_release()));
+        group.clear();
+        return;
+    }
+    for d in group.drain(..) {
+        let (reply, _) = st
+            .conn
+            .handle_request(Request::Data(d), shared, &mut *st.backend);
+        held.push((vec![reply], st.conn.proto(), st.conn.take_release()));
     }
 }

@@ -616,3 +616,244 @@ fn server_refuses_connections_over_its_limit() {
     );
     server.stop();
 }
+
+type WeakWake = std::sync::Weak<dyn Fn() + Send + Sync>;
+
+/// Releases the test decides: pending until [`Gate::open`], announced to the server's
+/// loops through [`crate::Store::on_progress`].
+#[derive(Clone, Default)]
+struct Gate {
+    open: Arc<std::sync::atomic::AtomicBool>,
+    wakes: Arc<parking_lot::Mutex<Vec<WeakWake>>>,
+    store: MemStore,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+        for w in self.wakes.lock().iter() {
+            if let Some(w) = w.upgrade() {
+                w();
+            }
+        }
+    }
+}
+
+struct GateRelease(Arc<std::sync::atomic::AtomicBool>);
+
+impl crate::Release for GateRelease {
+    fn wait(self: Box<Self>) -> Result<(), Failure> {
+        while !self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Option<Result<(), Failure>> {
+        self.0
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(Ok(()))
+    }
+}
+
+impl Backend for Gate {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        self.store.transact(body)
+    }
+
+    fn try_local(
+        &mut self,
+        _keys: &mut dyn Iterator<Item = &[u8]>,
+        body: &mut Body<'_>,
+    ) -> Option<Result<Option<Box<dyn crate::Release>>, Failure>> {
+        Some(
+            self.store
+                .transact(body)
+                .map(|()| Some(Box::new(GateRelease(Arc::clone(&self.open))) as _)),
+        )
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+impl crate::Store for Gate {
+    fn connect(&self) -> Box<dyn Backend> {
+        Box::new(self.clone())
+    }
+
+    fn on_progress(&self, wake: &crate::Wake) {
+        self.wakes.lock().push(Arc::downgrade(wake));
+    }
+}
+
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .filter(|n| n.starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn read_timeout(c: &TcpStream) {
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+}
+
+#[test]
+fn many_connections_wait_for_their_releases_without_a_thread_each() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gate = Gate::default();
+    let opts = Options {
+        loops: 2,
+        name: "rgate".into(),
+        ..Options::default()
+    };
+    let mut server = Server::start(listener, Arc::new(gate.clone()), opts).unwrap();
+    let mut clients: Vec<TcpStream> = (0..40)
+        .map(|_| TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        read_timeout(c);
+        c.write_all(format!("SET k{i} v\r\nGET k{i}\r\n").as_bytes())
+            .unwrap();
+    }
+    // Every transaction is committed (its writes visible to others) but none released.
+    let mut probe = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&probe);
+    probe.write_all(b"PING\r\n").unwrap();
+    assert_eq!(
+        read_replies(&mut probe, 1),
+        vec![Value::Simple("PONG".into())]
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while gate.store.value(b"k39").is_none() {
+        assert!(std::time::Instant::now() < deadline, "commands not run");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // No reply left before its release.
+    clients[0].set_nonblocking(true).unwrap();
+    let mut b = [0u8; 16];
+    assert!(
+        matches!(clients[0].read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "a reply before its release"
+    );
+    clients[0].set_nonblocking(false).unwrap();
+    // 41 connections, and the loops, the acceptor: no thread per connection.
+    let n = threads_named("rgate");
+    assert!(n <= 4, "{n} server threads for 41 connections");
+    gate.open();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let r = read_replies(c, 2);
+        assert_eq!(r, vec![ok(), bulk("v")], "connection {i}");
+    }
+    server.stop();
+    assert_eq!(threads_named("rgate"), 0, "every thread joined");
+}
+
+/// A backend that cannot run anything without blocking: every command waits until
+/// `go` is set (as a transaction waiting for another shard would).
+#[derive(Clone, Default)]
+struct Blocking {
+    go: Arc<std::sync::atomic::AtomicBool>,
+    store: MemStore,
+}
+
+impl Backend for Blocking {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        while !self.go.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.store.transact(body)
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+impl crate::Store for Blocking {
+    fn connect(&self) -> Box<dyn Backend> {
+        Box::new(self.clone())
+    }
+}
+
+#[test]
+fn a_command_that_blocks_holds_up_only_its_own_connection() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let store = Blocking::default();
+    let opts = Options {
+        loops: 1,
+        ..Options::default()
+    };
+    let mut server = Server::start(listener, Arc::new(store.clone()), opts).unwrap();
+    let mut stuck = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&stuck);
+    stuck.write_all(b"SET a 1\r\nPING\r\nGET a\r\n").unwrap();
+    // The same loop still answers another connection.
+    let mut other = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&other);
+    for _ in 0..3 {
+        other.write_all(b"PING\r\nECHO x\r\n").unwrap();
+        assert_eq!(
+            read_replies(&mut other, 2),
+            vec![Value::Simple("PONG".into()), bulk("x")]
+        );
+    }
+    store.go.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        read_replies(&mut stuck, 3),
+        vec![ok(), Value::Simple("PONG".into()), bulk("1")],
+        "in order, the later commands after the one that blocked"
+    );
+    server.stop();
+}
+
+#[test]
+fn replies_keep_their_order_across_commands_run_on_the_loop_and_off_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut server =
+        Server::start(listener, Arc::new(MemStore::new()), Options::default()).unwrap();
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&c);
+    // SCAN and WATCH run on the helper thread; the rest on the loop.
+    let mut req = Vec::new();
+    for i in 0..50 {
+        req.extend_from_slice(format!("SET k{i:02} {i}\r\n").as_bytes());
+        if i % 10 == 9 {
+            req.extend_from_slice(b"SCAN 0 COUNT 1000\r\nWATCH k00\r\nUNWATCH\r\n");
+        }
+    }
+    req.extend_from_slice(b"GET k49\r\nDBSIZE\r\n\x00\r\n");
+    c.write_all(&req).unwrap();
+    let r = read_replies(&mut c, 50 + 5 * 3 + 3);
+    let mut at = 0;
+    for i in 0..50 {
+        assert_eq!(r[at], ok(), "SET {i}");
+        at += 1;
+        if i % 10 == 9 {
+            let Value::Array(scan) = &r[at] else {
+                panic!("SCAN: {:?}", r[at]);
+            };
+            let Value::Array(keys) = &scan[1] else {
+                panic!("{scan:?}")
+            };
+            assert_eq!(keys.len(), i + 1, "SCAN sees every SET before it");
+            assert_eq!(r[at + 1], ok());
+            assert_eq!(r[at + 2], ok());
+            at += 3;
+        }
+    }
+    assert_eq!(r[at], bulk("49"));
+    assert!(
+        r[at + 1].text_contains("unknown command"),
+        "{:?}",
+        r[at + 1]
+    );
+    server.stop();
+}

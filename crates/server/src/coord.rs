@@ -143,6 +143,26 @@ impl Speculative {
         }
     }
 
+    /// The outcome [`Speculative::wait_release`] would return now, without waiting: `None`
+    /// while it is pending. Changes of it are announced by [`EpochView::listen`], except the
+    /// arrival of participants' acknowledgements (a commit with remote pieces).
+    pub fn poll_release(&self) -> Option<Result<(), ReleaseError>> {
+        let failover = ReleaseError::Aborted(AbortReason::Failover);
+        match self.fate() {
+            Fate::Kept => return Some(Ok(())),
+            Fate::Discarded => return Some(Err(failover)),
+            _ => {}
+        }
+        if self.acks.as_ref().is_some_and(|d| d.acked().is_err()) {
+            return None;
+        }
+        match self.epochs.judge(self.info.epoch, &self.info.vt) {
+            Verdict::Release => Some(Ok(())),
+            Verdict::Discard => Some(Err(failover)),
+            Verdict::Wait => None,
+        }
+    }
+
     /// Waits for release; if it does not come within `timeout`, says why the outcome is still
     /// pending, or that the failover discarded it (`Aborted(Failover)`: never visible).
     pub fn wait_release(&self, timeout: Duration) -> Result<(), ReleaseError> {

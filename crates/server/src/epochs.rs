@@ -8,7 +8,7 @@
 //! closing `e`, which is at most `FVW(e)[s]`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use mako_watermark::{Epoch, EpochError, EpochHistory, Fate, MetaCommand, WatermarkVector};
@@ -35,7 +35,12 @@ pub struct EpochView {
     history: Mutex<EpochHistory>,
     /// `VW_e` for every epoch whose `FVW` is not final yet (and the newest).
     vws: Mutex<BTreeMap<Epoch, Arc<WatermarkVector>>>,
+    /// Called whenever a verdict may have changed (see [`EpochView::listen`]).
+    listeners: Mutex<Vec<Weak<Listener>>>,
 }
+
+/// A callback run whenever a release verdict may have changed.
+pub type Listener = dyn Fn() + Send + Sync;
 
 impl EpochView {
     /// The view of a fresh deployment: epoch 0.
@@ -44,6 +49,31 @@ impl EpochView {
             shards,
             history: Mutex::new(EpochHistory::new(shards)),
             vws: Mutex::new(BTreeMap::new()),
+            listeners: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Calls `f` whenever a verdict may have changed (a `VW_e` moved or the history changed),
+    /// until `f` is dropped; for event loops that poll [`EpochView::judge`] instead of
+    /// blocking in [`EpochView::wait`]. `f` runs on the thread that made the change: it must
+    /// be quick and must not block.
+    pub fn listen(&self, f: &Arc<Listener>) {
+        let mut ls = self.listeners.lock();
+        ls.retain(|l| l.strong_count() > 0);
+        ls.push(Arc::downgrade(f));
+    }
+
+    /// Runs every live listener.
+    fn tell_listeners(&self) {
+        let live: Vec<Arc<Listener>> = {
+            let ls = self.listeners.lock();
+            if ls.is_empty() {
+                return;
+            }
+            ls.iter().filter_map(Weak::upgrade).collect()
+        };
+        for f in live {
+            f();
         }
     }
 
@@ -85,7 +115,11 @@ impl EpochView {
 
     /// Learns `W_s` of epoch `e`; returns whether `VW_e` moved.
     pub fn learn_w(&self, e: Epoch, shard: u32, w: u64) -> bool {
-        self.vw(e).is_some_and(|v| v.advance(shard as usize, w))
+        let moved = self.vw(e).is_some_and(|v| v.advance(shard as usize, w));
+        if moved {
+            self.tell_listeners();
+        }
+        moved
     }
 
     /// Applies a committed `meta` command (on a member of the group); returns whether it changed.
@@ -122,6 +156,7 @@ impl EpochView {
         for vw in all {
             vw.notify();
         }
+        self.tell_listeners();
     }
 
     /// The verdict on an epoch-`e` transaction stamped `vt`, as known now.
@@ -165,5 +200,50 @@ impl EpochView {
             verdict != Verdict::Wait
         });
         verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn listeners_hear_every_watermark_move_and_history_change_while_held() {
+        let view = EpochView::new(2);
+        let heard = Arc::new(AtomicUsize::new(0));
+        let f: Arc<Listener> = {
+            let heard = Arc::clone(&heard);
+            Arc::new(move || {
+                heard.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        view.listen(&f);
+        assert_eq!(view.judge(0, &[5, 0]), Verdict::Wait);
+        assert!(view.learn_w(0, 0, 5));
+        assert_eq!(heard.load(Ordering::SeqCst), 1, "a move is announced");
+        assert_eq!(view.judge(0, &[5, 0]), Verdict::Release);
+        assert!(!view.learn_w(0, 0, 4));
+        assert_eq!(
+            heard.load(Ordering::SeqCst),
+            1,
+            "no move, nothing announced"
+        );
+        let new = MetaCommand::NewEpoch {
+            shard: 1,
+            leader: 4,
+            term: 2,
+            reset: 0,
+        };
+        assert!(view.apply(&new).expect("applies"));
+        assert_eq!(heard.load(Ordering::SeqCst), 2, "a new epoch is announced");
+        drop(f);
+        assert!(view.learn_w(1, 0, 9));
+        assert_eq!(
+            heard.load(Ordering::SeqCst),
+            2,
+            "a dropped listener hears nothing"
+        );
+        assert!(view.listeners.lock().iter().all(|l| l.strong_count() == 0));
     }
 }
