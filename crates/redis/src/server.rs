@@ -310,6 +310,8 @@ struct Client {
     state: Option<State>,
     /// Replies in order, each waiting for its release.
     pending: VecDeque<Held>,
+    /// About how many bytes `pending` will take once encoded.
+    pending_bytes: usize,
     helper: Option<Helper>,
     /// May have more to read (an edge-triggered readiness not yet drained).
     readable: bool,
@@ -413,6 +415,7 @@ impl Loop {
                     out: Vec::with_capacity(16 * 1024),
                     state: Some(state),
                     pending: VecDeque::new(),
+                    pending_bytes: 0,
                     helper: None,
                     readable: true,
                     writable: true,
@@ -430,8 +433,9 @@ impl Loop {
         while let Ok(d) = self.done.1.try_recv() {
             if let Some(c) = self.conns.get_mut(&d.token) {
                 c.state = Some(d.state);
-                c.pending
-                    .extend(d.replies.into_iter().map(|(v, p)| (v, p, None)));
+                for (v, p) in d.replies {
+                    c.hold((v, p, None));
+                }
                 c.closing |= d.close;
             } else if let Some(i) = self.retiring.iter().position(|(t, _)| *t == d.token) {
                 let (_, h) = self.retiring.swap_remove(i);
@@ -525,7 +529,19 @@ struct Ctx<'a> {
 impl Client {
     /// Whether it would take more requests now.
     fn can_read(&self) -> bool {
-        self.state.is_some() && !self.closing && !self.eof && self.out.len() < OUT_LIMIT
+        self.state.is_some() && !self.closing && !self.eof && !self.backlogged()
+    }
+
+    /// Whether its replies not yet written are past [`OUT_LIMIT`] (it then runs and reads
+    /// nothing more until they shrink).
+    fn backlogged(&self) -> bool {
+        self.out.len() + self.pending_bytes >= OUT_LIMIT
+    }
+
+    /// Queues replies behind those before them.
+    fn hold(&mut self, h: Held) {
+        self.pending_bytes += weight(&h.0);
+        self.pending.push_back(h);
     }
 
     /// Whether it can be dropped.
@@ -587,6 +603,14 @@ impl Client {
         let mut group: Vec<Data> = Vec::new();
         let mut slow: Vec<Item> = Vec::new();
         loop {
+            if self.backlogged() {
+                // Too many replies unsent: the rest waits (a pipeline of small requests for
+                // large values cannot make the output grow without bound).
+                if !self.run_local(&mut st, &mut group, ctx) {
+                    slow.push(Item::Group(std::mem::take(&mut group)));
+                }
+                break;
+            }
             match self.parser.next_at(&self.input, &mut parsed) {
                 Ok(Some(args)) => match st.conn.request(args) {
                     Request::Data(d) => {
@@ -608,7 +632,7 @@ impl Client {
                         }
                         let (reply, flow) =
                             st.conn.handle_request(other, ctx.shared, &mut *st.backend);
-                        self.pending.push_back((vec![reply], st.conn.proto(), None));
+                        self.hold((vec![reply], st.conn.proto(), None));
                         if flow == Flow::Close {
                             self.closing = true;
                             break;
@@ -630,7 +654,7 @@ impl Client {
                     let err = (vec![Value::err(format!("ERR {e}"))], st.conn.proto());
                     self.input.clear();
                     if slow.is_empty() {
-                        self.pending.push_back((err.0, err.1, None));
+                        self.hold((err.0, err.1, None));
                         self.closing = true;
                         self.state = Some(st);
                     } else {
@@ -659,14 +683,12 @@ impl Client {
         match st.conn.group_local(&ds, ctx.shared, &mut *st.backend) {
             Some(Ok(values)) => {
                 ctx.shared.loop_txns.fetch_add(1, Ordering::Relaxed);
-                self.pending
-                    .push_back((values, st.conn.proto(), st.conn.take_release()));
+                self.hold((values, st.conn.proto(), st.conn.take_release()));
             }
             // Not applied and not worth a retry: answered as one command would be.
             Some(Err(f)) if ds.len() == 1 && !retryable(&f) => {
                 ctx.shared.commands.fetch_add(1, Ordering::Relaxed);
-                self.pending
-                    .push_back((vec![Value::err(f.reply_text())], st.conn.proto(), None));
+                self.hold((vec![Value::err(f.reply_text())], st.conn.proto(), None));
             }
             _ => return false,
         }
@@ -725,6 +747,7 @@ impl Client {
             let Some((values, proto, _)) = self.pending.pop_front() else {
                 break;
             };
+            self.pending_bytes = self.pending_bytes.saturating_sub(weight(&values));
             encode(values, proto, outcome, &mut self.out);
         }
     }
@@ -781,6 +804,25 @@ fn encode(values: Vec<Value>, proto: u8, outcome: Result<(), Failure>, out: &mut
             }
         }
     }
+}
+
+/// About how many bytes `values` take encoded.
+fn weight(values: &[Value]) -> usize {
+    values
+        .iter()
+        .map(|v| match v {
+            Value::Bulk(b) => b.len() + 16,
+            Value::Error(t) | Value::Verbatim(t) => t.len() + 16,
+            Value::Array(vs) => weight(vs) + 16,
+            Value::Map(kvs) => {
+                kvs.iter()
+                    .map(|(k, v)| weight(std::slice::from_ref(k)) + weight(std::slice::from_ref(v)))
+                    .sum::<usize>()
+                    + 16
+            }
+            _ => 16,
+        })
+        .sum()
 }
 
 fn retryable(f: &Failure) -> bool {

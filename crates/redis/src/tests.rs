@@ -857,3 +857,115 @@ fn replies_keep_their_order_across_commands_run_on_the_loop_and_off_it() {
     );
     server.stop();
 }
+
+#[test]
+fn a_client_that_never_reads_holds_up_neither_others_nor_shutdown() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let opts = Options {
+        loops: 1,
+        name: "rdeaf".into(),
+        ..Options::default()
+    };
+    let mut server = Server::start(listener, Arc::new(MemStore::new()), opts).unwrap();
+    // 1 MiB values asked for again and again, replies never read: the server's output to it
+    // fills up and it stops reading from it.
+    let mut deaf = TcpStream::connect(server.addr()).unwrap();
+    let big = vec![b'x'; 1 << 20];
+    let mut set = crate::resp::encode_request(&[b"SET", b"big", &big]);
+    deaf.write_all(&set).unwrap();
+    set.clear();
+    for _ in 0..64 {
+        set.extend_from_slice(b"GET big\r\n");
+    }
+    deaf.set_write_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    for _ in 0..8 {
+        if deaf.write_all(&set).is_err() {
+            break;
+        }
+    }
+    let mut other = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&other);
+    for i in 0..20 {
+        other
+            .write_all(format!("SET k{i} v\r\nGET k{i}\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(read_replies(&mut other, 2), vec![ok(), bulk("v")]);
+    }
+    let t = std::time::Instant::now();
+    server.stop();
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "stopped in {:?}",
+        t.elapsed()
+    );
+    assert_eq!(threads_named("rdeaf"), 0, "every thread joined");
+}
+
+#[test]
+fn a_client_gone_while_its_command_blocks_leaves_nothing_behind() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let store = Blocking::default();
+    let opts = Options {
+        loops: 1,
+        name: "rgone".into(),
+        ..Options::default()
+    };
+    let mut server = Server::start(listener, Arc::new(store.clone()), opts).unwrap();
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    c.write_all(b"SET a 1\r\n").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Its helper thread runs the command, which blocks.
+    while threads_named("rgone") < 3 {
+        assert!(std::time::Instant::now() < deadline, "no helper thread");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(c);
+    // Others are still served, and once the command ends its helper goes too.
+    let mut other = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&other);
+    other.write_all(b"PING\r\n").unwrap();
+    assert_eq!(
+        read_replies(&mut other, 1),
+        vec![Value::Simple("PONG".into())]
+    );
+    store.go.store(true, std::sync::atomic::Ordering::SeqCst);
+    while threads_named("rgone") > 2
+        || server
+            .shared()
+            .connected
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 1
+    {
+        assert!(std::time::Instant::now() < deadline, "the helper stayed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert_eq!(
+        store.store.value(b"a"),
+        Some(b"1".to_vec()),
+        "it ran to its end"
+    );
+    server.stop();
+    assert_eq!(threads_named("rgone"), 0);
+}
+
+#[test]
+fn a_request_trickled_byte_by_byte_is_answered_once_whole() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut server =
+        Server::start(listener, Arc::new(MemStore::new()), Options::default()).unwrap();
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&c);
+    let req = [
+        crate::resp::encode_request(&[b"SET", b"slow", b"value"]),
+        crate::resp::encode_request(&[b"GET", b"slow"]),
+    ]
+    .concat();
+    for b in &req {
+        c.write_all(std::slice::from_ref(b)).unwrap();
+        c.flush().unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    assert_eq!(read_replies(&mut c, 2), vec![ok(), bulk("value")]);
+    server.stop();
+}
