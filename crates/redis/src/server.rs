@@ -27,7 +27,7 @@ use tracing::{debug, warn};
 
 use crate::backend::{Backend, Failure, Release, Store, Wake};
 use crate::command::{Command, Data};
-use crate::conn::{Connection, Flow, Request, Shared};
+use crate::conn::{Connection, Flow, Request, Shared, run};
 use crate::resp::{self, Parser, Value};
 
 /// The longest a loop sleeps without an event (it then looks at release deadlines and at
@@ -259,6 +259,54 @@ fn accept_loop(
 /// wait for (`None`: nothing to wait for).
 type Held = (Vec<Value>, u8, Option<Box<dyn Release>>);
 
+/// Most commands [`Loop::combine`] runs in one transaction.
+const COMBINE: usize = 256;
+
+/// The release of a transaction several connections' commands share, and its outcome once
+/// known.
+struct Slot {
+    release: Option<Box<dyn Release>>,
+    outcome: Option<Result<(), Failure>>,
+}
+
+/// One connection's share of a [`Slot`]: polled by its loop.
+struct Joint(Arc<parking_lot::Mutex<Slot>>);
+
+impl Release for Joint {
+    fn wait(self: Box<Self>) -> Result<(), Failure> {
+        let inner = {
+            let mut s = self.0.lock();
+            if let Some(o) = &s.outcome {
+                return o.clone();
+            }
+            s.release.take()
+        };
+        match inner {
+            Some(r) => {
+                let o = r.wait();
+                self.0.lock().outcome = Some(o.clone());
+                o
+            }
+            // Only the loop polls these; nothing else waits on them.
+            None => Err(Failure::Unknown(
+                "another command of its transaction awaits the release".into(),
+            )),
+        }
+    }
+
+    fn poll(&mut self) -> Option<Result<(), Failure>> {
+        let mut s = self.0.lock();
+        if s.outcome.is_none() {
+            s.outcome = s.release.as_mut()?.poll();
+        }
+        s.outcome.clone()
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.0.lock().release.as_ref()?.deadline()
+    }
+}
+
 /// What a connection's helper thread runs: requests that may block, in order.
 enum Item {
     /// Data commands to run as one transaction (one by one if that fails).
@@ -312,6 +360,9 @@ struct Client {
     pending: VecDeque<Held>,
     /// About how many bytes `pending` will take once encoded.
     pending_bytes: usize,
+    /// Data commands that ended its input, to commit together with other connections'
+    /// (see [`Loop::combine`]).
+    deferred: Vec<Data>,
     helper: Option<Helper>,
     /// May have more to read (an edge-triggered readiness not yet drained).
     readable: bool,
@@ -416,6 +467,7 @@ impl Loop {
                     state: Some(state),
                     pending: VecDeque::new(),
                     pending_bytes: 0,
+                    deferred: Vec::new(),
                     helper: None,
                     readable: true,
                     writable: true,
@@ -458,6 +510,7 @@ impl Loop {
         for c in self.conns.values_mut() {
             c.serve(&ctx);
         }
+        Loop::combine(&mut self.conns, &ctx);
         // Armed before the releases are looked at again: one decided after this last look
         // wakes the loop.
         let waiting = self.conns.values().any(|c| !c.pending.is_empty());
@@ -495,6 +548,115 @@ impl Loop {
             }
         }
         timeout
+    }
+
+    /// Commits the data commands that ended each connection's input this round as few
+    /// transactions (up to [`COMBINE`] commands each) instead of one per connection: for
+    /// unpipelined clients, one commit per round instead of one per command. One transaction
+    /// running several connections' commands one after the other is still one serial order
+    /// of them; their replies share its release. If it cannot run on the loop (a key served
+    /// elsewhere, a conflict), each connection's commands run on their own as usual.
+    fn combine(conns: &mut HashMap<Token, Client>, ctx: &Ctx<'_>) {
+        let mut ready: Vec<Token> = conns
+            .iter()
+            .filter(|(_, c)| !c.deferred.is_empty() && c.state.is_some())
+            .map(|(t, _)| *t)
+            .collect();
+        while !ready.is_empty() {
+            let mut take = 0;
+            let mut commands = 0;
+            for t in &ready {
+                let n = conns.get(t).map_or(0, |c| c.deferred.len());
+                if take > 0 && commands + n > COMBINE {
+                    break;
+                }
+                take += 1;
+                commands += n;
+            }
+            let batch: Vec<Token> = ready.drain(..take).collect();
+            if batch.len() > 1 && Loop::commit_together(conns, &batch, ctx) {
+                continue;
+            }
+            for t in batch {
+                if let Some(c) = conns.get_mut(&t) {
+                    c.flush_deferred(ctx);
+                }
+            }
+        }
+    }
+
+    /// Runs the deferred commands of `batch` as one transaction on the first one's backend;
+    /// false if that could not be done (nothing applied, nothing taken).
+    fn commit_together(conns: &mut HashMap<Token, Client>, batch: &[Token], ctx: &Ctx<'_>) -> bool {
+        let mut parts: Vec<(Token, Vec<Data>, u8)> = Vec::with_capacity(batch.len());
+        for t in batch {
+            if let Some(c) = conns.get_mut(t)
+                && let Some(st) = &c.state
+            {
+                parts.push((*t, std::mem::take(&mut c.deferred), st.conn.proto()));
+            }
+        }
+        let give_back = |conns: &mut HashMap<Token, Client>, parts: Vec<(Token, Vec<Data>, u8)>| {
+            for (t, d, _) in parts {
+                if let Some(c) = conns.get_mut(&t) {
+                    c.deferred = d;
+                }
+            }
+        };
+        let mut keys: Vec<&[u8]> = Vec::new();
+        for (_, ds, _) in &parts {
+            for d in ds {
+                match d.keys() {
+                    Some(k) => keys.extend(k),
+                    None => {
+                        drop(keys);
+                        give_back(conns, parts);
+                        return false;
+                    }
+                }
+            }
+        }
+        let Some(st) = conns.get_mut(&parts[0].0).and_then(|c| c.state.as_mut()) else {
+            drop(keys);
+            give_back(conns, parts);
+            return false;
+        };
+        let mut replies: Vec<Vec<Value>> = vec![Vec::new(); parts.len()];
+        let r = st.backend.try_local(&mut keys.into_iter(), &mut |tx| {
+            for ((_, ds, _), out) in parts.iter().zip(replies.iter_mut()) {
+                out.clear();
+                for d in ds {
+                    out.push(run(tx, d, &ctx.shared.cursors)?);
+                }
+            }
+            Ok(())
+        });
+        let release = match r {
+            Some(Ok(release)) => release,
+            _ => {
+                give_back(conns, parts);
+                return false;
+            }
+        };
+        ctx.shared.loop_txns.fetch_add(1, Ordering::Relaxed);
+        let joint = release.map(|r| {
+            Arc::new(parking_lot::Mutex::new(Slot {
+                release: Some(r),
+                outcome: None,
+            }))
+        });
+        for ((t, ds, proto), values) in parts.into_iter().zip(replies) {
+            ctx.shared
+                .commands
+                .fetch_add(ds.len() as u64, Ordering::Relaxed);
+            if let Some(c) = conns.get_mut(&t) {
+                let rel = joint
+                    .as_ref()
+                    .map(|j| Box::new(Joint(Arc::clone(j))) as Box<dyn Release>);
+                c.hold((values, proto, rel));
+            }
+        }
+        true
     }
 
     /// Ends every connection and joins every helper (waiting for jobs under way).
@@ -549,6 +711,7 @@ impl Client {
         self.dead
             || ((self.closing || self.eof)
                 && self.state.is_some()
+                && self.deferred.is_empty()
                 && self.pending.is_empty()
                 && self.out.is_empty())
     }
@@ -640,9 +803,8 @@ impl Client {
                     }
                 },
                 Ok(None) => {
-                    if !self.run_local(&mut st, &mut group, ctx) {
-                        slow.push(Item::Group(std::mem::take(&mut group)));
-                    }
+                    // Committed after every connection had its turn, with theirs.
+                    self.deferred = std::mem::take(&mut group);
                     break;
                 }
                 Err(e) => {
@@ -670,6 +832,20 @@ impl Client {
             self.state = Some(st);
         } else {
             self.dispatch(st, slow, None, ctx);
+        }
+    }
+
+    /// Commits its deferred commands on their own (on the loop if it can, else on the helper).
+    fn flush_deferred(&mut self, ctx: &Ctx<'_>) {
+        let mut group = std::mem::take(&mut self.deferred);
+        let Some(mut st) = self.state.take() else {
+            self.deferred = group;
+            return;
+        };
+        if self.run_local(&mut st, &mut group, ctx) {
+            self.state = Some(st);
+        } else {
+            self.dispatch(st, vec![Item::Group(group)], None, ctx);
         }
     }
 

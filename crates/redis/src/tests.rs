@@ -969,3 +969,83 @@ fn a_request_trickled_byte_by_byte_is_answered_once_whole() {
     assert_eq!(read_replies(&mut c, 2), vec![ok(), bulk("value")]);
     server.stop();
 }
+
+/// A [`MemStore`] that commits on the loop and counts its transactions.
+#[derive(Clone, Default)]
+struct CountingLocal(MemStore, Arc<std::sync::atomic::AtomicUsize>);
+
+impl Backend for CountingLocal {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.transact(body)
+    }
+
+    fn try_local(
+        &mut self,
+        _keys: &mut dyn Iterator<Item = &[u8]>,
+        body: &mut Body<'_>,
+    ) -> Option<Result<Option<Box<dyn crate::Release>>, Failure>> {
+        Some(self.transact(body).map(|()| None))
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+impl crate::Store for CountingLocal {
+    fn connect(&self) -> Box<dyn Backend> {
+        Box::new(self.clone())
+    }
+}
+
+#[test]
+fn unpipelined_commands_of_many_connections_share_transactions_and_stay_serial() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let store = CountingLocal::default();
+    let opts = Options {
+        loops: 1,
+        ..Options::default()
+    };
+    let mut server = Server::start(listener, Arc::new(store.clone()), opts).unwrap();
+    let mut conns: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(server.addr()).unwrap())
+        .collect();
+    for c in &conns {
+        read_timeout(c);
+    }
+    let mut seen = Vec::new();
+    for round in 0..50 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            // One connection scans (which cannot share a transaction) every other round.
+            let req: &[u8] = if i == 0 && round % 2 == 0 {
+                b"SCAN 0 MATCH n COUNT 100\r\n"
+            } else {
+                b"INCR n\r\n"
+            };
+            c.write_all(req).unwrap();
+        }
+        for (i, c) in conns.iter_mut().enumerate() {
+            match read_replies(c, 1).pop() {
+                Some(Value::Int(n)) => seen.push(n),
+                Some(Value::Array(_)) if i == 0 => {}
+                other => panic!("connection {i}: {other:?}"),
+            }
+        }
+    }
+    seen.sort_unstable();
+    let n = seen.len() as i64;
+    assert_eq!(
+        seen,
+        (1..=n).collect::<Vec<i64>>(),
+        "every INCR saw the ones before it"
+    );
+    assert_eq!(store.0.value(b"n"), Some(n.to_string().into_bytes()));
+    let txns = store.1.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        txns < seen.len(),
+        "{txns} transactions for {} INCRs",
+        seen.len()
+    );
+    server.stop();
+}
