@@ -136,11 +136,7 @@ impl Server {
             match spawned {
                 Ok(h) => loops.push((Arc::clone(&waker), h)),
                 Err(e) => {
-                    stop.store(true, Ordering::Release);
-                    for (w, h) in loops {
-                        let _ = w.wake();
-                        let _ = h.join();
-                    }
+                    end_loops(&stop, loops);
                     return Err(e);
                 }
             }
@@ -153,11 +149,7 @@ impl Server {
         let accept = match accept {
             Ok(h) => h,
             Err(e) => {
-                stop.store(true, Ordering::Release);
-                for (w, h) in loops {
-                    let _ = w.wake();
-                    let _ = h.join();
-                }
+                end_loops(&stop, loops);
                 return Err(e);
             }
         };
@@ -190,10 +182,16 @@ impl Server {
         if let Some(t) = self.accept.take() {
             let _ = t.join();
         }
-        for (w, h) in std::mem::take(&mut self.loops) {
-            let _ = w.wake();
-            let _ = h.join();
-        }
+        end_loops(&self.stop, std::mem::take(&mut self.loops));
+    }
+}
+
+/// Tells the loops to stop, wakes them and joins them.
+fn end_loops(stop: &AtomicBool, loops: Vec<(Arc<Waker>, JoinHandle<()>)>) {
+    stop.store(true, Ordering::Release);
+    for (w, h) in loops {
+        let _ = w.wake();
+        let _ = h.join();
     }
 }
 

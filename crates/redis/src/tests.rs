@@ -688,6 +688,26 @@ impl crate::Store for Gate {
     }
 }
 
+/// A store handing each connection a clone of one backend.
+struct Each<B>(B);
+
+impl<B: Backend + Clone + Sync + 'static> crate::Store for Each<B> {
+    fn connect(&self) -> Box<dyn Backend> {
+        Box::new(self.0.clone())
+    }
+}
+
+/// A server of `store` on `loops` event loops, its threads named after `name`.
+fn start(store: Arc<dyn crate::Store>, loops: usize, name: &str) -> Server {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let opts = Options {
+        loops,
+        name: name.into(),
+        ..Options::default()
+    };
+    Server::start(listener, store, opts).unwrap()
+}
+
 /// Threads of this process whose name starts with `prefix`.
 fn threads_named(prefix: &str) -> usize {
     std::fs::read_dir("/proc/self/task")
@@ -707,14 +727,8 @@ fn read_timeout(c: &TcpStream) {
 
 #[test]
 fn many_connections_wait_for_their_releases_without_a_thread_each() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let gate = Gate::default();
-    let opts = Options {
-        loops: 2,
-        name: "rgate".into(),
-        ..Options::default()
-    };
-    let mut server = Server::start(listener, Arc::new(gate.clone()), opts).unwrap();
+    let mut server = start(Arc::new(gate.clone()), 2, "rgate");
     let mut clients: Vec<TcpStream> = (0..40)
         .map(|_| TcpStream::connect(server.addr()).unwrap())
         .collect();
@@ -777,21 +791,10 @@ impl Backend for Blocking {
     }
 }
 
-impl crate::Store for Blocking {
-    fn connect(&self) -> Box<dyn Backend> {
-        Box::new(self.clone())
-    }
-}
-
 #[test]
 fn a_command_that_blocks_holds_up_only_its_own_connection() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let store = Blocking::default();
-    let opts = Options {
-        loops: 1,
-        ..Options::default()
-    };
-    let mut server = Server::start(listener, Arc::new(store.clone()), opts).unwrap();
+    let mut server = start(Arc::new(Each(store.clone())), 1, "rblock");
     let mut stuck = TcpStream::connect(server.addr()).unwrap();
     read_timeout(&stuck);
     stuck.write_all(b"SET a 1\r\nPING\r\nGET a\r\n").unwrap();
@@ -860,13 +863,7 @@ fn replies_keep_their_order_across_commands_run_on_the_loop_and_off_it() {
 
 #[test]
 fn a_client_that_never_reads_holds_up_neither_others_nor_shutdown() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let opts = Options {
-        loops: 1,
-        name: "rdeaf".into(),
-        ..Options::default()
-    };
-    let mut server = Server::start(listener, Arc::new(MemStore::new()), opts).unwrap();
+    let mut server = start(Arc::new(MemStore::new()), 1, "rdeaf");
     // 1 MiB values asked for again and again, replies never read: the server's output to it
     // fills up and it stops reading from it.
     let mut deaf = TcpStream::connect(server.addr()).unwrap();
@@ -904,14 +901,8 @@ fn a_client_that_never_reads_holds_up_neither_others_nor_shutdown() {
 
 #[test]
 fn a_client_gone_while_its_command_blocks_leaves_nothing_behind() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let store = Blocking::default();
-    let opts = Options {
-        loops: 1,
-        name: "rgone".into(),
-        ..Options::default()
-    };
-    let mut server = Server::start(listener, Arc::new(store.clone()), opts).unwrap();
+    let mut server = start(Arc::new(Each(store.clone())), 1, "rgone");
     let mut c = TcpStream::connect(server.addr()).unwrap();
     c.write_all(b"SET a 1\r\n").unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -993,21 +984,10 @@ impl Backend for CountingLocal {
     }
 }
 
-impl crate::Store for CountingLocal {
-    fn connect(&self) -> Box<dyn Backend> {
-        Box::new(self.clone())
-    }
-}
-
 #[test]
 fn unpipelined_commands_of_many_connections_share_transactions_and_stay_serial() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let store = CountingLocal::default();
-    let opts = Options {
-        loops: 1,
-        ..Options::default()
-    };
-    let mut server = Server::start(listener, Arc::new(store.clone()), opts).unwrap();
+    let mut server = start(Arc::new(Each(store.clone())), 1, "rcount");
     let mut conns: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(server.addr()).unwrap())
         .collect();
