@@ -341,6 +341,45 @@ fn decode(data: &[u8]) -> Result<Body, SnapshotError> {
     Ok(postcard::from_bytes(unframe(data)?)?)
 }
 
+/// The leading fields of a [`Body`] (same order): whose snapshot it is.
+#[derive(Deserialize)]
+struct Head {
+    shard: u32,
+    shards: u32,
+    _clock: u64,
+    wm: LogWatermark,
+}
+
+/// Whether a snapshot of `shard` of `shards`, whose log watermark is `wm`, is one of
+/// `site`'s shard in this deployment (same shard, shard count and streams).
+fn belongs(site: &Site, shard: u32, shards: u32, wm: &LogWatermark) -> Result<(), SnapshotError> {
+    if wm.configured() != site.cfg.streams().as_slice() {
+        return Err(SnapshotError::Streams);
+    }
+    let (me, all) = (site.shard_id, site.cfg.shards);
+    if shard != me || shards != all {
+        return Err(SnapshotError::Shard {
+            found: shard,
+            found_shards: shards,
+            shard: me,
+            shards: all,
+        });
+    }
+    Ok(())
+}
+
+/// The check before a snapshot is accepted: its framing, and, reading only its leading
+/// fields, that it is one of `site`'s shard in this deployment. A snapshot refused here is
+/// dropped like a lost message; one refused later, at restore, stops the group.
+fn check(site: Option<&Site>, data: &[u8]) -> Result<(), SnapshotError> {
+    let body = unframe(data)?;
+    if let Some(site) = site {
+        let (head, _) = postcard::take_from_bytes::<Head>(body)?;
+        belongs(site, head.shard, head.shards, &head.wm)?;
+    }
+    Ok(())
+}
+
 /// What a capture takes on the group's thread at the snapshot's index `I`: everything but
 /// the tables (see the module doc, "Capture off the group's thread").
 struct AtIndex {
@@ -453,18 +492,8 @@ fn stage(site: &Site, mut body: Body, index: u64) -> Result<Staged, SnapshotErro
     if index < installed {
         return Err(SnapshotError::Stale { index, installed });
     }
-    if body.wm.configured() != site.cfg.streams().as_slice() {
-        return Err(SnapshotError::Streams);
-    }
+    belongs(site, body.shard, body.shards, &body.wm)?;
     let (me, shards) = (site.shard_id, site.cfg.shards);
-    if body.shard != me || body.shards != shards {
-        return Err(SnapshotError::Shard {
-            found: body.shard,
-            found_shards: body.shards,
-            shard: me,
-            shards,
-        });
-    }
     // The history must merge into this site's (a dry run: nothing changes yet).
     site.epochs.history().merge(body.history.clone())?;
     if let Some((e, _)) = body.vws.iter().find(|(_, v)| v.len() != shards as usize) {
@@ -744,7 +773,7 @@ impl SnapshotHandler for SiteSnapshots {
     }
 
     fn check(&self, data: &[u8]) -> Result<(), SnapshotRefused> {
-        unframe(data).map(|_| ()).map_err(|e| self.refused(e))
+        check(self.site().as_deref(), data).map_err(|e| self.refused(e))
     }
 
     fn can_snapshot(&self) -> bool {
@@ -790,6 +819,11 @@ pub mod testing {
         let at = super::begin(site, pending);
         let site = Arc::clone(site);
         Box::new(move || super::walk(&site, at).unwrap_or_default())
+    }
+
+    /// The check a site's group runs on a snapshot before accepting it.
+    pub fn check(site: &Site, data: &[u8]) -> Result<(), SnapshotError> {
+        super::check(Some(site), data)
     }
 
     /// Restores `site` from `data` taken at `index`.

@@ -13,7 +13,7 @@ use mako_commitlog::{Batch, Entry, Piece, Write};
 use mako_replication::{ApplyCtx, ApplyStatus, PendingQueue, QueuedEntry, Role};
 use mako_server::msg::Msg;
 use mako_server::snapshot::{SnapshotError, testing};
-use mako_server::{Cluster, ClusterConfig, ControlFaults, Fate, Protocol, Site};
+use mako_server::{Cluster, ClusterConfig, ControlFaults, Fate, Protocol, Site, SiteConfig};
 use mako_storage::table_id_for;
 use mako_watermark::stream_id;
 
@@ -595,6 +595,45 @@ fn malformed_snapshots_are_refused_without_changing_state() {
     assert_eq!(get(&b, "k0"), None);
     assert_eq!(get(&b, "k1").as_deref(), Some(&b"new"[..]));
     assert!(b.first_difference(&a).is_none());
+}
+
+/// A snapshot of another deployment (other worker streams, another shard) or a damaged one
+/// is refused by the check a group runs before it accepts a snapshot: at restore, after
+/// the protocol took it, a refusal would stop the group.
+#[test]
+fn a_snapshot_of_another_deployment_is_refused_before_it_is_accepted() {
+    let site = |workers, shard| {
+        let cfg = SiteConfig {
+            shards: 2,
+            workers,
+            tables: vec!["t".into()],
+            ..SiteConfig::default()
+        };
+        common::test_site_with(common::TestGroup::new(Role::Follower), cfg, shard)
+    };
+    let b = follower_site();
+    let good = testing::capture(&follower_site(), &[]);
+    testing::check(&b, &good).expect("a snapshot of this deployment's shard passes");
+    let other_streams = testing::capture(&site(2, 0), &[]);
+    assert!(matches!(
+        testing::check(&b, &other_streams),
+        Err(SnapshotError::Streams)
+    ));
+    let other_shard = testing::capture(&site(1, 1), &[]);
+    assert!(matches!(
+        testing::check(&b, &other_shard),
+        Err(SnapshotError::Shard { found: 1, .. })
+    ));
+    assert!(matches!(
+        testing::check(&b, &good[..good.len() - 3]),
+        Err(SnapshotError::Length { .. })
+    ));
+    // And restore refuses them too.
+    assert!(matches!(
+        testing::restore(&b, &other_streams, 5),
+        Err(SnapshotError::Streams)
+    ));
+    testing::restore(&b, &good, 5).expect("restored");
 }
 
 /// Catch-up by snapshot with every group on Multi-Paxos.

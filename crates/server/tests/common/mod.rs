@@ -123,8 +123,6 @@ pub fn test_site(
     group: Arc<TestGroup>,
     batch: mako_commitlog::BatchConfig,
 ) -> Arc<mako_server::Site> {
-    let net = mako_transport::sim::SimNetwork::new(1, mako_transport::sim::SimConfig::default());
-    let (ep, _rx) = net.endpoint(1);
     let cfg = SiteConfig {
         shards: 2,
         workers: 1,
@@ -132,7 +130,19 @@ pub fn test_site(
         batch,
         ..SiteConfig::default()
     };
-    mako_server::Site::new(cfg, 0, 1, vec![vec![1], vec![2]], group, Arc::new(ep)).expect("site")
+    test_site_with(group, cfg, 0)
+}
+
+/// A site of shard `shard` with `cfg`, on a test double group and a simulated network.
+pub fn test_site_with(
+    group: Arc<TestGroup>,
+    cfg: SiteConfig,
+    shard: u32,
+) -> Arc<mako_server::Site> {
+    let net = mako_transport::sim::SimNetwork::new(1, mako_transport::sim::SimConfig::default());
+    let (ep, _rx) = net.endpoint(1);
+    mako_server::Site::new(cfg, shard, 1, vec![vec![1], vec![2]], group, Arc::new(ep))
+        .expect("site")
 }
 
 /// Drives a leader `site` whose group is a test double (no Raft, no `meta` group) through
