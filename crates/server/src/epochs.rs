@@ -8,6 +8,7 @@
 //! closing `e`, which is at most `FVW(e)[s]`.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
@@ -37,6 +38,8 @@ pub struct EpochView {
     vws: Mutex<BTreeMap<Epoch, Arc<WatermarkVector>>>,
     /// Called whenever a verdict may have changed (see [`EpochView::listen`]).
     listeners: Mutex<Vec<Weak<Listener>>>,
+    /// Whether anyone ever listened (spares the lock on every move otherwise).
+    listened: AtomicBool,
 }
 
 /// A callback run whenever a release verdict may have changed.
@@ -50,6 +53,7 @@ impl EpochView {
             history: Mutex::new(EpochHistory::new(shards)),
             vws: Mutex::new(BTreeMap::new()),
             listeners: Mutex::new(Vec::new()),
+            listened: AtomicBool::new(false),
         }
     }
 
@@ -61,10 +65,14 @@ impl EpochView {
         let mut ls = self.listeners.lock();
         ls.retain(|l| l.strong_count() > 0);
         ls.push(Arc::downgrade(f));
+        self.listened.store(true, Ordering::Release);
     }
 
     /// Runs every live listener.
     fn tell_listeners(&self) {
+        if !self.listened.load(Ordering::Acquire) {
+            return;
+        }
         let live: Vec<Arc<Listener>> = {
             let ls = self.listeners.lock();
             if ls.is_empty() {
