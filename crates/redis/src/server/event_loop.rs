@@ -1,31 +1,19 @@
-//! The RESP listener: an accept thread hands connections to a few event loops, each serving
-//! many connections on one thread; requests that may block run on a connection's helper thread.
-//!
-//! A loop reads whatever its connections pipelined and runs their requests in order. Data
-//! commands in a row run as one transaction; one whose keys are all served here commits on
-//! the loop itself ([`Backend::try_local`]) and its replies wait, without a thread, until
-//! [`Release::poll`] says it is released (the store's [`Store::on_progress`] wakes the loop).
-//! Everything that may block (a key served by another shard, a retry after a conflict, SCAN,
-//! WATCH, EXEC, a site that does not serve) goes to the connection's helper thread, made when
-//! first needed, and the connection reads nothing more until that is done, so replies keep
-//! their order and every command sees the writes of those before it. No reply leaves before
-//! its transaction is released. A malformed request is answered with
-//! `-ERR Protocol error: ...` and closes that connection only. [`Server::stop`] ends every
-//! connection and joins every thread.
+//! One event loop: the connections it serves, each a state machine reading requests, running
+//! them (on the loop, or on its helper thread) and writing replies once released.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, warn};
 
-use crate::backend::{Backend, Failure, Release, Store, Wake};
+use super::helper::{Done, Helper, Item, Job, State, retire, spawn_helper};
+use crate::backend::{Failure, Release, Store, Wake};
 use crate::command::{Command, Data};
 use crate::conn::{Connection, Flow, Request, Shared, run};
 use crate::resp::{self, Parser, Value};
@@ -47,215 +35,12 @@ const OUT_LIMIT: usize = 4 << 20;
 const GROUP: usize = 64;
 
 /// The loop's own token (its waker).
-const WAKER: Token = Token(usize::MAX);
-
-/// Settings of a RESP listener.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The password clients must give with AUTH or HELLO (`None`: no authentication).
-    pub token: Option<Vec<u8>>,
-    /// Connections served at once; more are refused.
-    pub max_connections: usize,
-    /// Bounds on requests.
-    pub limits: resp::Limits,
-    /// A name for threads and logs.
-    pub name: String,
-    /// Event-loop threads serving the connections (at least 1).
-    pub loops: usize,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            token: None,
-            max_connections: 1024,
-            limits: resp::Limits::default(),
-            name: "redis".into(),
-            loops: std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
-        }
-    }
-}
-
-/// A running RESP listener.
-pub struct Server {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    accept: Option<JoinHandle<()>>,
-    loops: Vec<(Arc<Waker>, JoinHandle<()>)>,
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Server {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Where the accept thread hands a connection to a loop.
-struct LoopInbox {
-    tx: Sender<(TcpStream, SocketAddr)>,
-    waker: Arc<Waker>,
-}
-
-impl Server {
-    /// Serves `store` on `listener`.
-    pub fn start(
-        listener: TcpListener,
-        store: Arc<dyn Store>,
-        opts: Options,
-    ) -> std::io::Result<Server> {
-        let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared::new(opts.token.clone(), addr.port()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut loops = Vec::new();
-        let mut inboxes = Vec::new();
-        for i in 0..opts.loops.max(1) {
-            let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-            let (tx, rx) = channel();
-            let mut lp = Loop {
-                poll,
-                waker: Arc::clone(&waker),
-                inbox: rx,
-                store: Arc::clone(&store),
-                shared: Arc::clone(&shared),
-                limits: opts.limits,
-                name: opts.name.clone(),
-                stop: Arc::clone(&stop),
-                conns: HashMap::new(),
-                retiring: Vec::new(),
-                next: 0,
-                armed: Arc::new(AtomicBool::new(false)),
-                done: channel(),
-            };
-            let spawned = std::thread::Builder::new()
-                .name(format!("{}-loop-{i}", opts.name))
-                .spawn(move || lp.run());
-            match spawned {
-                Ok(h) => loops.push((Arc::clone(&waker), h)),
-                Err(e) => {
-                    end_loops(&stop, loops);
-                    return Err(e);
-                }
-            }
-            inboxes.push(LoopInbox { tx, waker });
-        }
-        let (s2, stop2) = (Arc::clone(&shared), Arc::clone(&stop));
-        let accept = std::thread::Builder::new()
-            .name(format!("{}-accept", opts.name))
-            .spawn(move || accept_loop(listener, inboxes, s2, opts, stop2));
-        let accept = match accept {
-            Ok(h) => h,
-            Err(e) => {
-                end_loops(&stop, loops);
-                return Err(e);
-            }
-        };
-        Ok(Server {
-            addr,
-            stop,
-            accept: Some(accept),
-            loops,
-            shared,
-        })
-    }
-
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Counters shared by its connections.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    /// Stops accepting, ends every connection and joins every thread.
-    pub fn stop(&mut self) {
-        if self.stop.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.accept.take() {
-            let _ = t.join();
-        }
-        end_loops(&self.stop, std::mem::take(&mut self.loops));
-    }
-}
-
-/// Tells the loops to stop, wakes them and joins them.
-fn end_loops(stop: &AtomicBool, loops: Vec<(Arc<Waker>, JoinHandle<()>)>) {
-    stop.store(true, Ordering::Release);
-    for (w, h) in loops {
-        let _ = w.wake();
-        let _ = h.join();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn accept_loop(
-    listener: TcpListener,
-    loops: Vec<LoopInbox>,
-    shared: Arc<Shared>,
-    opts: Options,
-    stop: Arc<AtomicBool>,
-) {
-    let mut turn = 0usize;
-    for stream in listener.incoming() {
-        if stop.load(Ordering::Acquire) {
-            break;
-        }
-        let mut stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                warn!(server = %opts.name, error = %e, "accepting a redis client failed");
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        let peer = stream
-            .peer_addr()
-            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-        if shared.connected.load(Ordering::Acquire) >= opts.max_connections as u64 {
-            shared.rejected.fetch_add(1, Ordering::Relaxed);
-            warn!(server = %opts.name, %peer, limit = opts.max_connections,
-                "refusing a redis client: too many connections");
-            let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
-            let _ = stream.write_all(b"-ERR max number of clients reached\r\n");
-            continue;
-        }
-        if let Err(e) = stream.set_nonblocking(true) {
-            warn!(server = %opts.name, %peer, error = %e, "cannot serve a redis client");
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        shared.connected.fetch_add(1, Ordering::AcqRel);
-        shared.accepted.fetch_add(1, Ordering::Relaxed);
-        let Some(lp) = loops.get(turn % loops.len().max(1)) else {
-            shared.connected.fetch_sub(1, Ordering::AcqRel);
-            continue;
-        };
-        turn = turn.wrapping_add(1);
-        if lp.tx.send((stream, peer)).is_err() {
-            shared.connected.fetch_sub(1, Ordering::AcqRel);
-            continue;
-        }
-        let _ = lp.waker.wake();
-    }
-}
+pub(super) const WAKER: Token = Token(usize::MAX);
 
 /// Replies held until their transaction is released: the replies (several for pipelined
 /// data commands run as one transaction), the protocol to encode them for, the release to
 /// wait for (`None`: nothing to wait for).
-type Held = (Vec<Value>, u8, Option<Box<dyn Release>>);
+pub(super) type Held = (Vec<Value>, u8, Option<Box<dyn Release>>);
 
 /// Most commands [`Loop::combine`] runs in one transaction.
 const COMBINE: usize = 256;
@@ -305,45 +90,6 @@ impl Release for Joint {
     }
 }
 
-/// What a connection's helper thread runs: requests that may block, in order.
-enum Item {
-    /// Data commands to run as one transaction (one by one if that fails).
-    Group(Vec<Data>),
-    /// Any other request.
-    Other(Request),
-}
-
-/// A connection's protocol state and its way to the store: with the loop, or with the
-/// helper thread while it runs a job.
-struct State {
-    conn: Connection,
-    backend: Box<dyn Backend>,
-}
-
-/// A job for a helper thread.
-struct Job {
-    token: Token,
-    state: State,
-    items: Vec<Item>,
-    /// A last reply, after which the connection closes (a malformed request's error).
-    last: Option<(Vec<Value>, u8)>,
-}
-
-/// A helper's answer: the state back, the replies (each already released or failed), and
-/// whether the connection closes after them.
-struct Done {
-    token: Token,
-    state: State,
-    replies: Vec<(Vec<Value>, u8)>,
-    close: bool,
-}
-
-/// A connection's helper thread.
-struct Helper {
-    jobs: Sender<Job>,
-    thread: JoinHandle<()>,
-}
-
 /// One client connection on a loop.
 struct Client {
     token: Token,
@@ -377,7 +123,7 @@ struct Client {
 }
 
 /// One event loop and the connections it serves.
-struct Loop {
+pub(super) struct Loop {
     poll: Poll,
     waker: Arc<Waker>,
     inbox: Receiver<(TcpStream, SocketAddr)>,
@@ -396,7 +142,35 @@ struct Loop {
 }
 
 impl Loop {
-    fn run(&mut self) {
+    /// A loop polling `poll` (woken by `waker`), taking connections from `inbox`.
+    pub(super) fn new(
+        poll: Poll,
+        waker: Arc<Waker>,
+        inbox: Receiver<(TcpStream, SocketAddr)>,
+        store: Arc<dyn Store>,
+        shared: Arc<Shared>,
+        opts: &super::Options,
+        stop: Arc<AtomicBool>,
+    ) -> Loop {
+        Loop {
+            poll,
+            waker,
+            inbox,
+            store,
+            shared,
+            limits: opts.limits,
+            name: opts.name.clone(),
+            stop,
+            conns: HashMap::new(),
+            retiring: Vec::new(),
+            next: 0,
+            armed: Arc::new(AtomicBool::new(false)),
+            done: std::sync::mpsc::channel(),
+        }
+    }
+
+    /// Serves its connections until the server stops.
+    pub(super) fn run(&mut self) {
         let wake: Wake = {
             let (armed, waker) = (Arc::clone(&self.armed), Arc::clone(&self.waker));
             Arc::new(move || {
@@ -672,18 +446,12 @@ impl Loop {
     }
 }
 
-/// Stops a helper thread (after its job, if it runs one) and joins it.
-fn retire(h: Helper) {
-    drop(h.jobs);
-    let _ = h.thread.join();
-}
-
 /// What a connection needs of its loop.
-struct Ctx<'a> {
-    shared: &'a Arc<Shared>,
-    name: &'a str,
-    done: &'a Sender<Done>,
-    waker: &'a Arc<Waker>,
+pub(super) struct Ctx<'a> {
+    pub(super) shared: &'a Arc<Shared>,
+    pub(super) name: &'a str,
+    pub(super) done: &'a Sender<Done>,
+    pub(super) waker: &'a Arc<Waker>,
 }
 
 impl Client {
@@ -1019,92 +787,4 @@ fn blocks(r: &Request) -> bool {
             ..
         }
     )
-}
-
-fn spawn_helper(ctx: &Ctx<'_>, peer: &SocketAddr) -> std::io::Result<Helper> {
-    let (jobs, rx) = channel::<Job>();
-    let (shared, done, waker) = (
-        Arc::clone(ctx.shared),
-        ctx.done.clone(),
-        Arc::clone(ctx.waker),
-    );
-    let thread = std::thread::Builder::new()
-        .name(format!("{}-{peer}", ctx.name))
-        .spawn(move || {
-            while let Ok(job) = rx.recv() {
-                let d = run_job(job, &shared);
-                if done.send(d).is_err() {
-                    return;
-                }
-                let _ = waker.wake();
-            }
-        })?;
-    Ok(Helper { jobs, thread })
-}
-
-/// Runs a helper's job: its requests in order (their releases overlap), then waits for
-/// every release.
-fn run_job(job: Job, shared: &Shared) -> Done {
-    let Job {
-        token,
-        mut state,
-        items,
-        last,
-    } = job;
-    let mut held: Vec<Held> = Vec::new();
-    let mut close = false;
-    for item in items {
-        match item {
-            Item::Group(mut g) => run_group(&mut state, &mut g, shared, &mut held),
-            Item::Other(r) => {
-                let (reply, flow) = state.conn.handle_request(r, shared, &mut *state.backend);
-                held.push((vec![reply], state.conn.proto(), state.conn.take_release()));
-                if flow == Flow::Close {
-                    close = true;
-                    break;
-                }
-            }
-        }
-    }
-    let mut replies: Vec<(Vec<Value>, u8)> = held
-        .into_iter()
-        .map(|(values, proto, release)| match release.map(|r| r.wait()) {
-            Some(Err(f)) => (vec![Value::err(f.reply_text()); values.len()], proto),
-            _ => (values, proto),
-        })
-        .collect();
-    if let Some(l) = last
-        && !close
-    {
-        replies.push(l);
-        close = true;
-    }
-    Done {
-        token,
-        state,
-        replies,
-        close,
-    }
-}
-
-/// Runs gathered data commands as one transaction, or one by one if that fails, holding
-/// their replies (on a thread that may block).
-fn run_group(st: &mut State, group: &mut Vec<Data>, shared: &Shared, held: &mut Vec<Held>) {
-    if group.is_empty() {
-        return;
-    }
-    let ds: Vec<&Data> = group.iter().collect();
-    if ds.len() > 1
-        && let Ok(values) = st.conn.group(&ds, shared, &mut *st.backend)
-    {
-        held.push((values, st.conn.proto(), st.conn.take_release()));
-        group.clear();
-        return;
-    }
-    for d in group.drain(..) {
-        let (reply, _) = st
-            .conn
-            .handle_request(Request::Data(d), shared, &mut *st.backend);
-        held.push((vec![reply], st.conn.proto(), st.conn.take_release()));
-    }
 }
