@@ -368,28 +368,17 @@ impl Loop {
                 parts.push((*t, std::mem::take(&mut c.deferred), st.conn.proto()));
             }
         }
-        let give_back = |conns: &mut HashMap<Token, Client>, parts: Vec<(Token, Vec<Data>, u8)>| {
-            for (t, d, _) in parts {
-                if let Some(c) = conns.get_mut(&t) {
-                    c.deferred = d;
-                }
-            }
+        let keys = parts
+            .iter()
+            .flat_map(|(_, ds, _)| ds)
+            .map(Data::keys)
+            .collect::<Option<Vec<_>>>()
+            .map(|ks| ks.concat());
+        let Some(keys) = keys else {
+            give_back(conns, parts);
+            return false;
         };
-        let mut keys: Vec<&[u8]> = Vec::new();
-        for (_, ds, _) in &parts {
-            for d in ds {
-                match d.keys() {
-                    Some(k) => keys.extend(k),
-                    None => {
-                        drop(keys);
-                        give_back(conns, parts);
-                        return false;
-                    }
-                }
-            }
-        }
         let Some(st) = conns.get_mut(&parts[0].0).and_then(|c| c.state.as_mut()) else {
-            drop(keys);
             give_back(conns, parts);
             return false;
         };
@@ -535,23 +524,21 @@ impl Client {
             if self.backlogged() {
                 // Too many replies unsent: the rest waits (a pipeline of small requests for
                 // large values cannot make the output grow without bound).
-                if !self.run_local(&mut st, &mut group, ctx) {
-                    slow.push(Item::Group(std::mem::take(&mut group)));
-                }
+                self.run_local(&mut st, &mut group, &mut slow, ctx);
                 break;
             }
             match self.parser.next_at(&self.input, &mut parsed) {
                 Ok(Some(args)) => match st.conn.request(args) {
                     Request::Data(d) => {
                         group.push(d);
-                        if group.len() >= GROUP && !self.run_local(&mut st, &mut group, ctx) {
-                            slow.push(Item::Group(std::mem::take(&mut group)));
+                        if group.len() >= GROUP
+                            && !self.run_local(&mut st, &mut group, &mut slow, ctx)
+                        {
                             break;
                         }
                     }
                     other => {
-                        if !self.run_local(&mut st, &mut group, ctx) {
-                            slow.push(Item::Group(std::mem::take(&mut group)));
+                        if !self.run_local(&mut st, &mut group, &mut slow, ctx) {
                             slow.push(Item::Other(other));
                             break;
                         }
@@ -574,9 +561,7 @@ impl Client {
                     break;
                 }
                 Err(e) => {
-                    if !self.run_local(&mut st, &mut group, ctx) {
-                        slow.push(Item::Group(std::mem::take(&mut group)));
-                    }
+                    self.run_local(&mut st, &mut group, &mut slow, ctx);
                     ctx.shared.malformed.fetch_add(1, Ordering::Relaxed);
                     warn!(server = %ctx.name, peer = %self.peer, error = %e, "closing redis client connection: malformed request");
                     let err = (vec![Value::err(format!("ERR {e}"))], st.conn.proto());
@@ -594,6 +579,11 @@ impl Client {
             }
         }
         self.input.drain(..parsed);
+        self.resume(st, slow, ctx);
+    }
+
+    /// Keeps `st` if nothing must go to the helper, else hands it `slow` with `st`.
+    fn resume(&mut self, st: State, slow: Vec<Item>, ctx: &Ctx<'_>) {
         if slow.is_empty() {
             self.state = Some(st);
         } else {
@@ -608,16 +598,21 @@ impl Client {
             self.deferred = group;
             return;
         };
-        if self.run_local(&mut st, &mut group, ctx) {
-            self.state = Some(st);
-        } else {
-            self.dispatch(st, vec![Item::Group(group)], None, ctx);
-        }
+        let mut slow = Vec::new();
+        self.run_local(&mut st, &mut group, &mut slow, ctx);
+        self.resume(st, slow, ctx);
     }
 
     /// Runs `group` on the loop if the backend can without blocking, holding its replies;
-    /// returns false (nothing ran, `group` kept) if it must go to the helper.
-    fn run_local(&mut self, st: &mut State, group: &mut Vec<Data>, ctx: &Ctx<'_>) -> bool {
+    /// if it must go to the helper instead, moves it to `slow` (nothing ran) and returns
+    /// false. Either way `group` is left empty.
+    fn run_local(
+        &mut self,
+        st: &mut State,
+        group: &mut Vec<Data>,
+        slow: &mut Vec<Item>,
+        ctx: &Ctx<'_>,
+    ) -> bool {
         if group.is_empty() {
             return true;
         }
@@ -632,7 +627,10 @@ impl Client {
                 ctx.shared.commands.fetch_add(1, Ordering::Relaxed);
                 self.hold((vec![Value::err(f.reply_text())], st.conn.proto(), None));
             }
-            _ => return false,
+            _ => {
+                slow.push(Item::Group(std::mem::take(group)));
+                return false;
+            }
         }
         group.clear();
         true
@@ -646,10 +644,6 @@ impl Client {
         last: Option<(Vec<Value>, u8)>,
         ctx: &Ctx<'_>,
     ) {
-        let items: Vec<Item> = items
-            .into_iter()
-            .filter(|i| !matches!(i, Item::Group(g) if g.is_empty()))
-            .collect();
         if self.helper.is_none() {
             match spawn_helper(ctx, &self.peer) {
                 Ok(h) => self.helper = Some(h),
@@ -787,4 +781,13 @@ fn blocks(r: &Request) -> bool {
             ..
         }
     )
+}
+
+/// Returns commands taken for a joint transaction to the connections they came from.
+fn give_back(conns: &mut HashMap<Token, Client>, parts: Vec<(Token, Vec<Data>, u8)>) {
+    for (t, d, _) in parts {
+        if let Some(c) = conns.get_mut(&t) {
+            c.deferred = d;
+        }
+    }
 }
