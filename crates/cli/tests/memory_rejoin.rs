@@ -108,6 +108,20 @@ fn memory_rejoin(extra: &str) {
         log.contains("rejoining without a vote"),
         "the restart is a rejoin:\n{log}"
     );
+    // Both of its groups (its shard's and `meta`) must have caught up before the leader goes:
+    // until then it may not vote, and the two left would have no majority (by design).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(logs.join(format!("{follower}.log"))).unwrap();
+        if log.matches("rejoined: caught up").count() >= 2 {
+            break;
+        }
+        if Instant::now() > deadline {
+            dump(&logs);
+            panic!("{follower} did not catch up in both of its groups");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Now lose the leader (a minority): the two others elect one that has every write.
     assert!(d.kill(&leader));
     let deadline = Instant::now() + Duration::from_secs(30);
