@@ -255,17 +255,25 @@ impl Msg {
     pub fn is_reply(b: &[u8]) -> bool {
         b.first() == Some(&REPLY_TAG)
     }
+
+    /// Whether an encoded payload is a [`Msg::Watermark`] (by its variant tag, without decoding it).
+    pub fn is_watermark(b: &[u8]) -> bool {
+        b.first() == Some(&WATERMARK_TAG)
+    }
 }
 
 /// Postcard's tag of [`Msg::Reply`]: its variant index, the payload's first byte.
 const REPLY_TAG: u8 = 7;
+
+/// Postcard's tag of [`Msg::Watermark`].
+const WATERMARK_TAG: u8 = 0;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn is_reply_tells_replies_from_every_other_message() {
+    fn is_reply_and_is_watermark_tell_their_message_from_every_other() {
         let reply = Msg::Reply {
             req: 300,
             reply: Reply::Locked,
@@ -304,9 +312,15 @@ mod tests {
             },
             Msg::Inquire { txn: (7, 7) },
         ];
-        for m in others {
+        for m in &others {
             assert!(!Msg::is_reply(&m.encode()), "{m:?}");
         }
         assert!(!Msg::is_reply(&[]));
+        // The watermark is the first of `others`; nothing else carries its tag.
+        assert!(Msg::is_watermark(&others[0].encode()));
+        for m in others[1..].iter().chain([&reply]) {
+            assert!(!Msg::is_watermark(&m.encode()), "{m:?}");
+        }
+        assert!(!Msg::is_watermark(&[]));
     }
 }

@@ -701,6 +701,13 @@ impl Site {
         }
     }
 
+    /// Learns shard `shard`'s watermark from its leader `from`.
+    fn on_watermark(&self, from: NodeId, shard: u32, epoch: Epoch, w: u64) {
+        // Only a replica that believes it leads sends watermarks.
+        self.learn_leader(shard, from);
+        self.learn(shard, epoch, w);
+    }
+
     /// Hands a participant's reply to the coordinator waiting for it, learning the `W_s` it carries.
     fn on_reply(&self, req: u64, reply: Reply, shard: u32, epoch: Epoch, w: u64) {
         self.learn(shard, epoch, w);
@@ -712,11 +719,13 @@ impl Site {
         }
     }
 
-    /// Serves a peer's [`Msg::Reply`] on the thread that received it (the transport's), so
-    /// a coordinator's round trip skips the control thread; anything else, and any message
+    /// Serves a peer's [`Msg::Reply`] and [`Msg::Watermark`] on the thread that received it
+    /// (the transport's), so a coordinator's round trip and the watermark exchange (a message
+    /// per leader pair per tick) skip the control thread; anything else, and any message
     /// while the site is paused, is returned for the control thread.
     pub(crate) fn shortcut(&self, env: Envelope) -> Option<Envelope> {
-        if !Msg::is_reply(&env.payload) || *self.paused.lock() {
+        if !(Msg::is_reply(&env.payload) || Msg::is_watermark(&env.payload)) || *self.paused.lock()
+        {
             return Some(env);
         }
         match Msg::decode(&env.payload)
@@ -730,6 +739,7 @@ impl Site {
                 epoch,
                 w,
             }) => self.on_reply(req, reply, shard, epoch, w),
+            Ok(Msg::Watermark { shard, epoch, w }) => self.on_watermark(env.from, shard, epoch, w),
             Ok(_) => return Some(env),
             Err(e) => self.malformed(env.from, &e),
         }
@@ -768,11 +778,7 @@ impl Site {
                 }
             };
             match msg {
-                Msg::Watermark { shard, epoch, w } => {
-                    // Only a replica that believes it leads sends watermarks.
-                    self.learn_leader(shard, env.from);
-                    self.learn(shard, epoch, w);
-                }
+                Msg::Watermark { shard, epoch, w } => self.on_watermark(env.from, shard, epoch, w),
                 Msg::Meta { cmd } => self.submit_meta(&cmd),
                 Msg::Epochs { history } => {
                     if let Err(e) = self.epochs.merge(history) {

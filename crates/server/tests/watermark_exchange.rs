@@ -97,3 +97,70 @@ fn a_leader_sends_a_moving_watermark_to_other_leaders_every_tick_and_to_follower
         .expect("replicas equal to their leaders");
     c.shutdown();
 }
+
+/// A leader learns other shards' watermarks on the thread that receives them, so a control
+/// thread held up (here: stuck sending a participant's reply) does not hold the exchange up.
+#[test]
+fn a_leader_learns_watermarks_while_its_control_thread_is_held_up() {
+    let mut cfg = common::config(2, 1, Duration::from_secs(5));
+    let x = Cluster::node_id(1, 0, 0);
+    // While `hold` is true, a reply sent by `x` waits in the fault hook (on x's control thread).
+    let hold = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
+    let held = Arc::new(AtomicBool::new(false));
+    let (h, inside) = (Arc::clone(&hold), Arc::clone(&held));
+    cfg.control_faults = Some(ControlFaults(Arc::new(move |from, _, m| {
+        if from == x && matches!(m, Msg::Reply { .. }) {
+            inside.store(true, Ordering::Release);
+            let (lock, cv) = &*h;
+            let mut g = lock.lock().expect("hold lock");
+            while *g {
+                g = cv.wait(g).expect("hold lock");
+            }
+        }
+        Fate::Deliver
+    })));
+    let c = Cluster::start(cfg).expect("cluster");
+    let write = |shard: u32, key: &str| {
+        let mut tx = c.leader(shard).begin(0).expect("configured worker");
+        tx.put(shard, 0, key.as_bytes(), Bytes::from_static(b"v"))
+            .expect("put");
+        tx.commit().expect("released")
+    };
+    write(0, "a");
+    write(1, "b");
+    assert_eq!(c.leader(0).node(), x, "shard 0 has one replica");
+    std::thread::scope(|s| {
+        // A coordinator on shard 1 reads from shard 0: x's control thread serves the read and
+        // is stuck sending its reply.
+        let reader = s.spawn(|| {
+            let mut tx = c.leader(1).begin(1).expect("configured worker");
+            tx.get(0, 0, b"a").map(|_| ())
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !held.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "x never replied to the read");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Shard 1 commits alone (its own watermark releases it); x must still hear it move.
+        let epoch = c.leader(1).log_epoch();
+        let mut ts = 0;
+        for i in 0..20 {
+            ts = write(1, &format!("k{i}")).vt[1];
+        }
+        let known = || c.leader(0).epochs().vw(epoch).map_or(0, |v| v.get(1));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while known() < ts && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let learned = known();
+        let (lock, cv) = &*hold;
+        *lock.lock().expect("hold lock") = false;
+        cv.notify_all();
+        let _ = reader.join().expect("reader thread");
+        assert!(
+            learned >= ts,
+            "with its control thread held up, x knew shard 1's watermark {learned}, below {ts}"
+        );
+    });
+    c.shutdown();
+}
