@@ -751,17 +751,23 @@ impl Site {
         let check = crossbeam_channel::tick(
             (self.cfg.timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(5)),
         );
+        // Every periodic check concerns held pieces: with none held, the thread sleeps until
+        // a message comes.
+        let idle = crossbeam_channel::never();
         loop {
+            self.stats
+                .pieces
+                .store(parts.len() as u64, Ordering::Relaxed);
+            let checks = if parts.len() == 0 { &idle } else { &check };
             let env = crossbeam_channel::select! {
                 recv(control) -> e => match e { Ok(e) => e, Err(_) => break },
-                recv(check) -> _ => {
+                recv(checks) -> _ => {
                     let now = Instant::now();
                     parts.end_epochs(self.open_epoch());
                     parts.expire(now, self.cfg.read_phase_timeout);
                     for txn in parts.overdue(now, self.cfg.timeout) {
                         self.send(txn.0, &Msg::Inquire { txn });
                     }
-                    self.stats.pieces.store(parts.len() as u64, Ordering::Relaxed);
                     continue;
                 }
                 recv(stop) -> _ => break,

@@ -73,3 +73,54 @@ fn sites_that_lead_nothing_tick_less_and_a_new_leader_ticks_fast() {
     }
     c.shutdown();
 }
+
+/// Context switches so far of this process's thread named `name` (Linux), if there is one.
+fn switches(name: &str) -> Option<u64> {
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+        return Some(
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+                .sum(),
+        );
+    }
+    None
+}
+
+/// A site's control thread sleeps while it holds no piece of a multi-shard transaction:
+/// nothing wakes it but messages for it (no periodic check without pieces to check).
+#[test]
+fn an_idle_control_thread_sleeps_until_a_message_comes() {
+    let c = Cluster::start(common::config(2, 3, Duration::from_secs(5))).expect("cluster");
+    // One multi-shard transaction: shard 1's leader held a piece of it, then finished it.
+    let mut tx = c.leader(0).begin(0).expect("configured worker");
+    for shard in 0..2 {
+        tx.put(shard, 0, b"k", bytes::Bytes::from_static(b"v"))
+            .expect("put");
+    }
+    tx.commit().expect("released");
+    std::thread::sleep(Duration::from_millis(200));
+    let names: Vec<String> = c
+        .sites
+        .iter()
+        .flatten()
+        .map(|s| format!("site-ctl-{}", s.node()))
+        .collect();
+    let before: Vec<u64> = names
+        .iter()
+        .map(|n| switches(n).expect("a control thread per site"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for (name, b) in names.iter().zip(before) {
+        let woke = switches(name).expect("control thread") - b;
+        // A periodic check would wake it about 100 times in 500 ms.
+        assert!(woke <= 25, "{name} woke {woke} times in 500 ms while idle");
+    }
+    c.shutdown();
+}
