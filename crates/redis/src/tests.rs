@@ -1029,3 +1029,262 @@ fn unpipelined_commands_of_many_connections_share_transactions_and_stay_serial()
     );
     server.stop();
 }
+
+// ---------------------------------------------------------------- outcomes, backlog, panics
+
+/// A backend that cannot run on the loop (as a site that forwards to the leaders) and whose
+/// first commit of several commands is applied but answered `Unknown` (the verdict was
+/// lost, as `ClientError::Unknown` → `Failure::Unknown` in node/src/redis.rs).
+#[derive(Clone, Default)]
+struct LostVerdict {
+    store: MemStore,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Backend for LostVerdict {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        self.store.transact(body)?;
+        if !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(Failure::Unknown(
+                "no verdict after the commit was sent".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+#[test]
+fn a_group_whose_outcome_is_unknown_is_not_run_again() {
+    let store = LostVerdict::default();
+    let mut server = start(Arc::new(Each(store.clone())), 1, "rlost");
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&c);
+    c.write_all(b"INCR n\r\nINCR n\r\n").unwrap();
+    let r = read_replies(&mut c, 2);
+    // Two INCRs sent: n is at most 2, and no reply may claim a value above 2.
+    assert_eq!(
+        store.store.value(b"n"),
+        Some(b"2".to_vec()),
+        "replies {r:?}: the group was applied, then each command again"
+    );
+    assert!(r.iter().all(|v| v.text_contains("UNKNOWN")), "{r:?}");
+    server.stop();
+}
+
+/// [`LostVerdict`] on the loop: its first local commit of several commands is applied but
+/// answered `Unknown`.
+#[derive(Clone, Default)]
+struct LostLocalVerdict(LostVerdict);
+
+impl Backend for LostLocalVerdict {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        self.0.store.transact(body)
+    }
+
+    fn try_local(
+        &mut self,
+        _keys: &mut dyn Iterator<Item = &[u8]>,
+        body: &mut Body<'_>,
+    ) -> Option<Result<Option<Box<dyn crate::Release>>, Failure>> {
+        Some(self.0.transact(body).map(|()| None))
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+#[test]
+fn a_group_whose_outcome_is_unknown_on_the_loop_is_not_run_again() {
+    let store = LostLocalVerdict::default();
+    let mut server = start(Arc::new(Each(store.clone())), 1, "rlostl");
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&c);
+    c.write_all(b"INCR n\r\nINCR n\r\n").unwrap();
+    let r = read_replies(&mut c, 2);
+    assert_eq!(
+        store.0.store.value(b"n"),
+        Some(b"2".to_vec()),
+        "replies {r:?}: the group was applied, then run again"
+    );
+    assert!(r.iter().all(|v| v.text_contains("UNKNOWN")), "{r:?}");
+    // The connection goes on: the next command runs normally.
+    c.write_all(b"INCR n\r\n").unwrap();
+    assert_eq!(read_replies(&mut c, 1), vec![Value::Int(3)]);
+    server.stop();
+}
+
+/// Like [`Gate`], but the releases end as an abort (a failover) once the gate opens.
+#[derive(Clone, Default)]
+struct FailGate(Gate);
+
+struct FailGateRelease(Arc<std::sync::atomic::AtomicBool>);
+
+impl crate::Release for FailGateRelease {
+    fn wait(self: Box<Self>) -> Result<(), Failure> {
+        while !self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(Failure::Aborted {
+            reason: "failover".into(),
+            retryable: true,
+        })
+    }
+
+    fn poll(&mut self) -> Option<Result<(), Failure>> {
+        self.0.load(std::sync::atomic::Ordering::SeqCst).then(|| {
+            Err(Failure::Aborted {
+                reason: "failover".into(),
+                retryable: true,
+            })
+        })
+    }
+}
+
+impl Backend for FailGate {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        self.0.store.transact(body)
+    }
+
+    fn try_local(
+        &mut self,
+        _keys: &mut dyn Iterator<Item = &[u8]>,
+        body: &mut Body<'_>,
+    ) -> Option<Result<Option<Box<dyn crate::Release>>, Failure>> {
+        Some(
+            self.0
+                .store
+                .transact(body)
+                .map(|()| Some(Box::new(FailGateRelease(Arc::clone(&self.0.open))) as _)),
+        )
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+impl crate::Store for FailGate {
+    fn connect(&self) -> Box<dyn Backend> {
+        Box::new(self.clone())
+    }
+
+    fn on_progress(&self, wake: &crate::Wake) {
+        self.0.wakes.lock().push(Arc::downgrade(wake));
+    }
+}
+
+#[test]
+fn a_pipeline_held_back_by_its_backlog_resumes_once_the_backlog_is_gone() {
+    let gate = FailGate::default();
+    let big = vec![b'x'; 1 << 20];
+    gate.0
+        .store
+        .clone()
+        .transact(&mut |tx| tx.put(b"big", &big))
+        .unwrap();
+    let mut server = start(Arc::new(gate.clone()), 1, "rback");
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&c);
+    // 64 GETs run as one transaction whose replies (64 MiB, not released) exceed the
+    // backlog limit: the GET and PING after them wait.
+    let mut req = Vec::new();
+    for _ in 0..65 {
+        req.extend_from_slice(b"GET big\r\n");
+    }
+    req.extend_from_slice(b"PING\r\n");
+    c.write_all(&req).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server
+        .shared()
+        .loop_txns
+        .load(std::sync::atomic::Ordering::SeqCst)
+        < 1
+    {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The release fails: the 64 replies are 64 short errors, written at once; nothing is
+    // backlogged any more and the rest of the pipeline can run.
+    let t = std::time::Instant::now();
+    gate.0.open();
+    let r = read_replies(&mut c, 66);
+    let took = t.elapsed();
+    assert!(
+        r[..65].iter().all(|v| v.text_contains("ABORTED")),
+        "{:?}",
+        &r[60..]
+    );
+    assert_eq!(r[65], Value::Simple("PONG".into()));
+    assert!(
+        took < std::time::Duration::from_millis(150),
+        "the rest of the pipeline waited {took:?} (the loop's 200 ms tick)"
+    );
+    server.stop();
+}
+
+/// A backend that panics on the key `boom` (a bug in a backend, or an unexpected result).
+#[derive(Clone, Default)]
+struct Panicky(MemStore);
+
+impl Backend for Panicky {
+    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
+        struct Check<'a>(&'a mut dyn crate::Txn);
+        impl crate::Txn for Check<'_> {
+            fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, Failure> {
+                assert_ne!(key, b"boom", "backend bug");
+                self.0.get(key)
+            }
+            fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), Failure> {
+                self.0.put(key, value)
+            }
+            fn delete(&mut self, key: &[u8]) -> Result<(), Failure> {
+                self.0.delete(key)
+            }
+            fn add(&mut self, key: &[u8], delta: i64) -> Result<i64, Failure> {
+                self.0.add(key, delta)
+            }
+            fn append(&mut self, key: &[u8], value: &[u8]) -> Result<i64, Failure> {
+                self.0.append(key, value)
+            }
+            fn scan(&mut self, a: Option<&[u8]>, l: usize) -> Result<Vec<Vec<u8>>, Failure> {
+                self.0.scan(a, l)
+            }
+        }
+        self.0.transact(&mut |tx| body(&mut Check(tx)))
+    }
+
+    fn figures(&mut self) -> Figures {
+        Figures::default()
+    }
+}
+
+#[test]
+fn a_connection_whose_helper_panicked_is_closed_not_leaked() {
+    let mut server = start(Arc::new(Each(Panicky::default())), 1, "rpanic");
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&c);
+    c.write_all(b"GET boom\r\n").unwrap();
+    // The client gives up and goes.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    drop(c);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while server
+        .shared()
+        .connected
+        .load(std::sync::atomic::Ordering::SeqCst)
+        > 0
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection stays served forever (no state, no helper)"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    server.stop();
+}

@@ -120,6 +120,8 @@ struct Client {
     dead: bool,
     /// Since when replies wait for the client to read them.
     stalled: Option<Instant>,
+    /// Its pipeline stopped at the backlog limit with requests left in `input`.
+    held_back: bool,
 }
 
 /// One event loop and the connections it serves.
@@ -247,6 +249,7 @@ impl Loop {
                     closing: false,
                     dead: false,
                     stalled: None,
+                    held_back: false,
                 },
             );
         }
@@ -256,7 +259,8 @@ impl Loop {
     fn finish_jobs(&mut self) {
         while let Ok(d) = self.done.1.try_recv() {
             if let Some(c) = self.conns.get_mut(&d.token) {
-                c.state = Some(d.state);
+                c.state = d.state;
+                c.dead |= c.state.is_none();
                 for (v, p) in d.replies {
                     c.hold((v, p, None));
                 }
@@ -298,7 +302,7 @@ impl Loop {
                 gone.push(*token);
                 continue;
             }
-            if c.readable && c.can_read() {
+            if (c.readable || c.held_back) && c.can_read() {
                 timeout = Duration::ZERO;
             }
             if let Some(d) = c.pending.front().and_then(|h| h.2.as_ref()?.deadline()) {
@@ -394,6 +398,18 @@ impl Loop {
         });
         let release = match r {
             Some(Ok(release)) => release,
+            Some(Err(f @ Failure::Unknown(_))) => {
+                // It may have been applied: none of it runs again.
+                for (t, ds, proto) in parts {
+                    ctx.shared
+                        .commands
+                        .fetch_add(ds.len() as u64, Ordering::Relaxed);
+                    if let Some(c) = conns.get_mut(&t) {
+                        c.hold((unknown_replies(&f, ds.len()), proto, None));
+                    }
+                }
+                return true;
+            }
             _ => {
                 give_back(conns, parts);
                 return false;
@@ -520,8 +536,10 @@ impl Client {
         let mut parsed = 0;
         let mut group: Vec<Data> = Vec::new();
         let mut slow: Vec<Item> = Vec::new();
+        self.held_back = false;
         loop {
             if self.backlogged() {
+                self.held_back = true;
                 // Too many replies unsent: the rest waits (a pipeline of small requests for
                 // large values cannot make the output grow without bound).
                 self.run_local(&mut st, &mut group, &mut slow, ctx);
@@ -621,6 +639,13 @@ impl Client {
             Some(Ok(values)) => {
                 ctx.shared.loop_txns.fetch_add(1, Ordering::Relaxed);
                 self.hold((values, st.conn.proto(), st.conn.take_release()));
+            }
+            // It may have been applied: none of it runs again.
+            Some(Err(f @ Failure::Unknown(_))) => {
+                ctx.shared
+                    .commands
+                    .fetch_add(ds.len() as u64, Ordering::Relaxed);
+                self.hold((unknown_replies(&f, ds.len()), st.conn.proto(), None));
             }
             // Not applied and not worth a retry: answered as one command would be.
             Some(Err(f)) if ds.len() == 1 && !retryable(&f) => {
@@ -759,6 +784,12 @@ fn weight(values: &[Value]) -> usize {
             _ => 16,
         })
         .sum()
+}
+
+/// The replies to `n` commands of one transaction whose outcome is unknown (`f`): it may
+/// have been applied, so no command of it may run again.
+pub(super) fn unknown_replies(f: &Failure, n: usize) -> Vec<Value> {
+    vec![Value::err(f.reply_text()); n]
 }
 
 fn retryable(f: &Failure) -> bool {

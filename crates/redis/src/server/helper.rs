@@ -2,14 +2,16 @@
 //! their releases), then hands the connection's state back to its loop.
 
 use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::mpsc::{Sender, channel};
 use std::thread::JoinHandle;
 
 use mio::Token;
+use tracing::error;
 
-use super::event_loop::{Ctx, Held};
-use crate::backend::Backend;
+use super::event_loop::{Ctx, Held, unknown_replies};
+use crate::backend::{Backend, Failure};
 use crate::command::Data;
 use crate::conn::{Connection, Flow, Request, Shared};
 use crate::resp::Value;
@@ -38,11 +40,11 @@ pub(super) struct Job {
     pub(super) last: Option<(Vec<Value>, u8)>,
 }
 
-/// A helper's answer: the state back, the replies (each already released or failed), and
-/// whether the connection closes after them.
+/// A helper's answer: the state back (`None`: the job panicked, the connection is lost), the
+/// replies (each already released or failed), and whether the connection closes after them.
 pub(super) struct Done {
     pub(super) token: Token,
-    pub(super) state: State,
+    pub(super) state: Option<State>,
     pub(super) replies: Vec<(Vec<Value>, u8)>,
     pub(super) close: bool,
 }
@@ -66,11 +68,24 @@ pub(super) fn spawn_helper(ctx: &Ctx<'_>, peer: &SocketAddr) -> std::io::Result<
         ctx.done.clone(),
         Arc::clone(ctx.waker),
     );
+    let peer = *peer;
     let thread = std::thread::Builder::new()
         .name(format!("{}-{peer}", ctx.name))
         .spawn(move || {
             while let Ok(job) = rx.recv() {
-                let d = run_job(job, &shared);
+                let token = job.token;
+                // A panic (a backend bug) loses this connection, not the loop's others: its
+                // loop closes it.
+                let d =
+                    catch_unwind(AssertUnwindSafe(|| run_job(job, &shared))).unwrap_or_else(|_| {
+                        error!(peer = %peer, "a redis helper job panicked; closing its connection");
+                        Done {
+                            token,
+                            state: None,
+                            replies: Vec::new(),
+                            close: true,
+                        }
+                    });
                 if done.send(d).is_err() {
                     return;
                 }
@@ -119,7 +134,7 @@ fn run_job(job: Job, shared: &Shared) -> Done {
     }
     Done {
         token,
-        state,
+        state: Some(state),
         replies,
         close,
     }
@@ -132,12 +147,21 @@ fn run_group(st: &mut State, group: &mut Vec<Data>, shared: &Shared, held: &mut 
         return;
     }
     let ds: Vec<&Data> = group.iter().collect();
-    if ds.len() > 1
-        && let Ok(values) = st.conn.group(&ds, shared, &mut *st.backend)
-    {
-        held.push((values, st.conn.proto(), st.conn.take_release()));
-        group.clear();
-        return;
+    if ds.len() > 1 {
+        match st.conn.group(&ds, shared, &mut *st.backend) {
+            Ok(values) => {
+                held.push((values, st.conn.proto(), st.conn.take_release()));
+                group.clear();
+                return;
+            }
+            // It may have been applied: running its commands again could apply them twice.
+            Err(f @ Failure::Unknown(_)) => {
+                held.push((unknown_replies(&f, ds.len()), st.conn.proto(), None));
+                group.clear();
+                return;
+            }
+            Err(_) => {}
+        }
     }
     for d in group.drain(..) {
         let (reply, _) = st
