@@ -112,7 +112,8 @@ pub trait Backend: Send {
     /// the [`Release`] returned then must be pollable ([`Release::poll`]). `None` (the
     /// default) if it would have to wait for another node or cannot tell: nothing ran, and
     /// the caller uses [`Backend::transact_pipelined`] on a thread that may block. A
-    /// retryable abort is returned as such (nothing applied) for the caller to retry there.
+    /// retryable abort is returned as such (nothing applied) for the caller to retry there;
+    /// [`Failure::Unknown`] (it may have been applied) is answered, never run again.
     /// Event loops serving many connections on one thread use it.
     fn try_local(
         &mut self,
