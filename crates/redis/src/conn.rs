@@ -209,6 +209,11 @@ impl Connection {
         }
     }
 
+    /// Whether the client has authenticated (always, without a token).
+    pub fn authenticated(&self) -> bool {
+        self.authed
+    }
+
     /// The protocol version replies are encoded for (2 or 3).
     pub fn proto(&self) -> u8 {
         self.proto

@@ -25,6 +25,19 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// These limits as they apply to a client that has not authenticated (as Redis: at most 10
+    /// arguments and 16 KiB per string), so that an unauthenticated peer cannot make the server
+    /// buffer large requests.
+    pub fn unauthenticated(self) -> Limits {
+        Limits {
+            max_bulk: self.max_bulk.min(16 * 1024),
+            max_args: self.max_args.min(10),
+            max_inline: self.max_inline.min(16 * 1024),
+        }
+    }
+}
+
 /// A request the parser cannot accept; the connection answers it and closes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProtocolError {
@@ -51,7 +64,10 @@ pub enum ProtocolError {
 /// A request being assembled from bytes as they arrive.
 #[derive(Debug, Default)]
 pub struct Parser {
+    /// The configured limits.
     limits: Limits,
+    /// Whether the client authenticated (else [`Limits::unauthenticated`] applies).
+    authenticated: bool,
     /// An array whose header was read: elements still expected, elements so far.
     partial: Option<(usize, Vec<Vec<u8>>)>,
 }
@@ -61,7 +77,22 @@ impl Parser {
     pub fn new(limits: Limits) -> Self {
         Parser {
             limits,
+            authenticated: true,
             partial: None,
+        }
+    }
+
+    /// Says whether the client has authenticated; until it has, the next requests are held to
+    /// [`Limits::unauthenticated`].
+    pub fn set_authenticated(&mut self, yes: bool) {
+        self.authenticated = yes;
+    }
+
+    fn limits(&self) -> Limits {
+        if self.authenticated {
+            self.limits
+        } else {
+            self.limits.unauthenticated()
         }
     }
 
@@ -91,13 +122,14 @@ impl Parser {
         buf: &[u8],
         pos: &mut usize,
     ) -> Result<Option<Vec<Vec<u8>>>, ProtocolError> {
+        let limits = self.limits();
         loop {
             if self.partial.is_none() {
                 let Some(&first) = buf.get(*pos) else {
                     return Ok(None);
                 };
                 if first != b'*' {
-                    let Some(line) = line(buf, *pos, self.limits.max_inline)? else {
+                    let Some(line) = line(buf, *pos, limits.max_inline)? else {
                         return Ok(None);
                     };
                     *pos += line.len() + 1;
@@ -113,7 +145,7 @@ impl Parser {
                 };
                 let n = parse_len(&trim_cr(l)[1..]).ok_or(ProtocolError::MultibulkLength)?;
                 *pos += l.len() + 1;
-                if n > self.limits.max_args as i64 {
+                if n > limits.max_args as i64 {
                     return Err(ProtocolError::MultibulkLength);
                 }
                 if n <= 0 {
@@ -136,7 +168,7 @@ impl Parser {
                     return Ok(None);
                 };
                 let len = parse_len(&trim_cr(l)[1..]).ok_or(ProtocolError::BulkLength)?;
-                if len < 0 || len > self.limits.max_bulk as i64 {
+                if len < 0 || len > limits.max_bulk as i64 {
                     return Err(ProtocolError::BulkLength);
                 }
                 let len = len as usize;

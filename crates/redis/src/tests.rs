@@ -1288,3 +1288,53 @@ fn a_connection_whose_helper_panicked_is_closed_not_leaked() {
     }
     server.stop();
 }
+
+/// With a token configured, a client that has not authenticated is held to small requests
+/// (as Redis: 10 arguments, 16 KiB strings), so it cannot make the server buffer large ones;
+/// once authenticated, the configured limits apply.
+#[test]
+fn an_unauthenticated_client_cannot_send_large_requests() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let opts = Options {
+        loops: 1,
+        name: "rauth".into(),
+        token: Some(b"secret".to_vec()),
+        ..Options::default()
+    };
+    let mut server = Server::start(listener, Arc::new(Each(MemStore::default())), opts).unwrap();
+    let big = format!("SET k {}\r\n", "x".repeat(20_000));
+    // An inline line is refused once it passes 16 KiB without its end: exactly one byte more
+    // is sent (all of it read by the server, so its close carries no reset).
+    let long_line = format!("SET k {}", "x".repeat(16 * 1024 + 1 - 6));
+    let big_bulk = {
+        let mut r = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$20000\r\n".to_vec();
+        r.extend(std::iter::repeat_n(b'x', 20_000));
+        r.extend_from_slice(b"\r\n");
+        r
+    };
+    let many = format!("*11\r\n{}", "$1\r\na\r\n".repeat(11));
+    // The bulk string's header alone is refused: only its first bytes are sent.
+    for request in [long_line.as_bytes(), &big_bulk[..200], many.as_bytes()] {
+        let mut c = TcpStream::connect(server.addr()).unwrap();
+        read_timeout(&c);
+        c.write_all(request).unwrap();
+        let r = read_replies(&mut c, 1);
+        assert!(r[0].text_contains("Protocol error"), "{r:?}");
+        // The connection is closed after the error.
+        let mut rest = Vec::new();
+        assert_eq!(c.read_to_end(&mut rest).unwrap_or(0), 0, "{rest:?}");
+    }
+    // Authenticated, the same requests are served.
+    let mut c = TcpStream::connect(server.addr()).unwrap();
+    read_timeout(&c);
+    c.write_all(b"AUTH secret\r\n").unwrap();
+    assert_eq!(read_replies(&mut c, 1), vec![Value::Simple("OK".into())]);
+    c.write_all(&big_bulk).unwrap();
+    assert_eq!(read_replies(&mut c, 1), vec![Value::Simple("OK".into())]);
+    c.write_all(big.as_bytes()).unwrap();
+    assert_eq!(read_replies(&mut c, 1), vec![Value::Simple("OK".into())]);
+    c.write_all(many.as_bytes()).unwrap();
+    let r = read_replies(&mut c, 1);
+    assert!(r[0].text_contains("unknown command"), "{r:?}");
+    server.stop();
+}

@@ -545,6 +545,7 @@ impl Client {
                 self.run_local(&mut st, &mut group, &mut slow, ctx);
                 break;
             }
+            self.parser.set_authenticated(st.conn.authenticated());
             match self.parser.next_at(&self.input, &mut parsed) {
                 Ok(Some(args)) => match st.conn.request(args) {
                     Request::Data(d) => {
