@@ -620,12 +620,14 @@ fn server_refuses_connections_over_its_limit() {
 type WeakWake = std::sync::Weak<dyn Fn() + Send + Sync>;
 
 /// Releases the test decides: pending until [`Gate::open`], announced to the server's
-/// loops through [`crate::Store::on_progress`].
+/// loops through [`crate::Store::on_progress`]; then released, or (with `fails`) ended as
+/// an abort (a failover).
 #[derive(Clone, Default)]
 struct Gate {
     open: Arc<std::sync::atomic::AtomicBool>,
     wakes: Arc<parking_lot::Mutex<Vec<WeakWake>>>,
     store: MemStore,
+    fails: bool,
 }
 
 impl Gate {
@@ -639,20 +641,33 @@ impl Gate {
     }
 }
 
-struct GateRelease(Arc<std::sync::atomic::AtomicBool>);
+struct GateRelease(Arc<std::sync::atomic::AtomicBool>, bool);
+
+impl GateRelease {
+    fn outcome(&self) -> Result<(), Failure> {
+        if self.1 {
+            Err(Failure::Aborted {
+                reason: "failover".into(),
+                retryable: true,
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
 
 impl crate::Release for GateRelease {
     fn wait(self: Box<Self>) -> Result<(), Failure> {
         while !self.0.load(std::sync::atomic::Ordering::SeqCst) {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
-        Ok(())
+        self.outcome()
     }
 
     fn poll(&mut self) -> Option<Result<(), Failure>> {
         self.0
             .load(std::sync::atomic::Ordering::SeqCst)
-            .then_some(Ok(()))
+            .then(|| self.outcome())
     }
 }
 
@@ -669,7 +684,7 @@ impl Backend for Gate {
         Some(
             self.store
                 .transact(body)
-                .map(|()| Some(Box::new(GateRelease(Arc::clone(&self.open))) as _)),
+                .map(|()| Some(Box::new(GateRelease(Arc::clone(&self.open), self.fails)) as _)),
         )
     }
 
@@ -1057,24 +1072,6 @@ impl Backend for LostVerdict {
     }
 }
 
-#[test]
-fn a_group_whose_outcome_is_unknown_is_not_run_again() {
-    let store = LostVerdict::default();
-    let mut server = start(Arc::new(Each(store.clone())), 1, "rlost");
-    let mut c = TcpStream::connect(server.addr()).unwrap();
-    read_timeout(&c);
-    c.write_all(b"INCR n\r\nINCR n\r\n").unwrap();
-    let r = read_replies(&mut c, 2);
-    // Two INCRs sent: n is at most 2, and no reply may claim a value above 2.
-    assert_eq!(
-        store.store.value(b"n"),
-        Some(b"2".to_vec()),
-        "replies {r:?}: the group was applied, then each command again"
-    );
-    assert!(r.iter().all(|v| v.text_contains("UNKNOWN")), "{r:?}");
-    server.stop();
-}
-
 /// [`LostVerdict`] on the loop: its first local commit of several commands is applied but
 /// answered `Unknown`.
 #[derive(Clone, Default)]
@@ -1098,92 +1095,47 @@ impl Backend for LostLocalVerdict {
     }
 }
 
+/// A group of commands answered `Unknown` (applied, its verdict lost) is answered so and
+/// never run again, whether it ran on a helper (`LostVerdict`) or on the loop; the
+/// connection goes on.
 #[test]
-fn a_group_whose_outcome_is_unknown_on_the_loop_is_not_run_again() {
-    let store = LostLocalVerdict::default();
-    let mut server = start(Arc::new(Each(store.clone())), 1, "rlostl");
-    let mut c = TcpStream::connect(server.addr()).unwrap();
-    read_timeout(&c);
-    c.write_all(b"INCR n\r\nINCR n\r\n").unwrap();
-    let r = read_replies(&mut c, 2);
-    assert_eq!(
-        store.0.store.value(b"n"),
-        Some(b"2".to_vec()),
-        "replies {r:?}: the group was applied, then run again"
-    );
-    assert!(r.iter().all(|v| v.text_contains("UNKNOWN")), "{r:?}");
-    // The connection goes on: the next command runs normally.
-    c.write_all(b"INCR n\r\n").unwrap();
-    assert_eq!(read_replies(&mut c, 1), vec![Value::Int(3)]);
-    server.stop();
-}
-
-/// Like [`Gate`], but the releases end as an abort (a failover) once the gate opens.
-#[derive(Clone, Default)]
-struct FailGate(Gate);
-
-struct FailGateRelease(Arc<std::sync::atomic::AtomicBool>);
-
-impl crate::Release for FailGateRelease {
-    fn wait(self: Box<Self>) -> Result<(), Failure> {
-        while !self.0.load(std::sync::atomic::Ordering::SeqCst) {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        Err(Failure::Aborted {
-            reason: "failover".into(),
-            retryable: true,
-        })
-    }
-
-    fn poll(&mut self) -> Option<Result<(), Failure>> {
-        self.0.load(std::sync::atomic::Ordering::SeqCst).then(|| {
-            Err(Failure::Aborted {
-                reason: "failover".into(),
-                retryable: true,
-            })
-        })
-    }
-}
-
-impl Backend for FailGate {
-    fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
-        self.0.store.transact(body)
-    }
-
-    fn try_local(
-        &mut self,
-        _keys: &mut dyn Iterator<Item = &[u8]>,
-        body: &mut Body<'_>,
-    ) -> Option<Result<Option<Box<dyn crate::Release>>, Failure>> {
-        Some(
-            self.0
-                .store
-                .transact(body)
-                .map(|()| Some(Box::new(FailGateRelease(Arc::clone(&self.0.open))) as _)),
-        )
-    }
-
-    fn figures(&mut self) -> Figures {
-        Figures::default()
-    }
-}
-
-impl crate::Store for FailGate {
-    fn connect(&self) -> Box<dyn Backend> {
-        Box::new(self.clone())
-    }
-
-    fn on_progress(&self, wake: &crate::Wake) {
-        self.0.wakes.lock().push(Arc::downgrade(wake));
+fn a_group_whose_outcome_is_unknown_is_not_run_again() {
+    let helper = LostVerdict::default();
+    let on_loop = LostLocalVerdict::default();
+    let cases: [(Arc<dyn crate::Store>, &MemStore, &str); 2] = [
+        (Arc::new(Each(helper.clone())), &helper.store, "rlost"),
+        (Arc::new(Each(on_loop.clone())), &on_loop.0.store, "rlostl"),
+    ];
+    for (store, data, name) in cases {
+        let mut server = start(store, 1, name);
+        let mut c = TcpStream::connect(server.addr()).unwrap();
+        read_timeout(&c);
+        c.write_all(b"INCR n\r\nINCR n\r\n").unwrap();
+        let r = read_replies(&mut c, 2);
+        // Two INCRs sent: n is 2, and no reply may claim a value above it.
+        assert_eq!(
+            data.value(b"n"),
+            Some(b"2".to_vec()),
+            "{name}: replies {r:?}: the group was applied, then run again"
+        );
+        assert!(
+            r.iter().all(|v| v.text_contains("UNKNOWN")),
+            "{name}: {r:?}"
+        );
+        c.write_all(b"INCR n\r\n").unwrap();
+        assert_eq!(read_replies(&mut c, 1), vec![Value::Int(3)], "{name}");
+        server.stop();
     }
 }
 
 #[test]
 fn a_pipeline_held_back_by_its_backlog_resumes_once_the_backlog_is_gone() {
-    let gate = FailGate::default();
+    let gate = Gate {
+        fails: true,
+        ..Gate::default()
+    };
     let big = vec![b'x'; 1 << 20];
-    gate.0
-        .store
+    gate.store
         .clone()
         .transact(&mut |tx| tx.put(b"big", &big))
         .unwrap();
@@ -1212,7 +1164,7 @@ fn a_pipeline_held_back_by_its_backlog_resumes_once_the_backlog_is_gone() {
     // The release fails: the 64 replies are 64 short errors, written at once; nothing is
     // backlogged any more and the rest of the pipeline can run.
     let t = std::time::Instant::now();
-    gate.0.open();
+    gate.open();
     let r = read_replies(&mut c, 66);
     let took = t.elapsed();
     assert!(
