@@ -8,7 +8,9 @@
 //! replicated in the background. The **leader callback** turns committed log
 //! entries into the shard watermark `W_s`; leaders exchange watermarks every
 //! tick and in 2PC replies, forming `VW` (followers hear them every
-//! [`WATERMARK_TO_ALL_EVERY`]th tick). A transaction is **released**
+//! [`WATERMARK_TO_ALL_EVERY`]th tick; a site learns watermarks and 2PC replies on the
+//! thread that receives them, and serves participant requests on its control thread,
+//! which sleeps while it holds no piece). A transaction is **released**
 //! (`DistTxn::commit` returns) once `VT <= VW`. The **follower callback**
 //! replays a batch only when `VT <= VW` and queues it otherwise, draining the
 //! queue in order as `VW` advances.
