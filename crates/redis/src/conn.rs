@@ -331,8 +331,9 @@ impl Connection {
     /// Runs pipelined data commands as one transaction: the same as running them one
     /// after another with nothing in between, which is one serial order of them as
     /// separate transactions. Their replies share the transaction's release
-    /// ([`Connection::take_release`]). On `Err` nothing of them was applied (e.g. the
-    /// transaction would be too large): answer them one by one instead.
+    /// ([`Connection::take_release`]). An unknown outcome (it may have been applied) is
+    /// every command's reply: nothing of it may run again. On `Err` nothing of them was
+    /// applied (e.g. the transaction would be too large): answer them one by one instead.
     pub fn group(
         &mut self,
         ds: &[&Data],
@@ -341,13 +342,14 @@ impl Connection {
     ) -> Result<Vec<Value>, Failure> {
         self.release = None;
         let mut replies = Vec::with_capacity(ds.len());
-        let release = backend.transact_pipelined(&mut |tx| {
+        let r = backend.transact_pipelined(&mut |tx| {
             replies.clear();
             for d in ds {
                 replies.push(run(tx, d, &shared.cursors)?);
             }
             Ok(())
-        })?;
+        });
+        let release = unknown_answered(r, &mut replies, ds.len())?;
         shared
             .commands
             .fetch_add(ds.len() as u64, Ordering::Relaxed);
@@ -356,7 +358,8 @@ impl Connection {
     }
 
     /// [`Connection::group`] through [`Backend::try_local`]: `None` if it cannot run without
-    /// blocking (a key served elsewhere, SCAN), and nothing ran.
+    /// blocking (a key served elsewhere, SCAN), and nothing ran. An unknown outcome is
+    /// answered as in [`Connection::group`].
     pub fn group_local(
         &mut self,
         ds: &[&Data],
@@ -376,7 +379,7 @@ impl Connection {
             }
             Ok(())
         })?;
-        Some(r.map(|release| {
+        Some(unknown_answered(r, &mut replies, ds.len()).map(|release| {
             shared
                 .commands
                 .fetch_add(ds.len() as u64, Ordering::Relaxed);
@@ -852,4 +855,27 @@ fn info(sections: &[String], shared: &Shared, backend: &mut dyn Backend) -> Stri
     section("Stats", stats);
     section("Keyspace", Vec::new());
     out
+}
+
+/// The replies to `n` commands of one transaction whose outcome is unknown (`f`): it may
+/// have been applied, so no command of it may run again.
+pub(crate) fn unknown_replies(f: &Failure, n: usize) -> Vec<Value> {
+    vec![Value::err(f.reply_text()); n]
+}
+
+/// A group's commit result with an unknown outcome turned into its answer: `replies` become
+/// the `n` commands' `-UNKNOWN` errors and no release is waited for. Other failures stay
+/// failures (nothing applied).
+fn unknown_answered<R>(
+    r: Result<Option<R>, Failure>,
+    replies: &mut Vec<Value>,
+    n: usize,
+) -> Result<Option<R>, Failure> {
+    match r {
+        Err(f @ Failure::Unknown(_)) => {
+            *replies = unknown_replies(&f, n);
+            Ok(None)
+        }
+        r => r,
+    }
 }

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 use super::helper::{Done, Helper, Item, Job, State, retire, spawn_helper};
 use crate::backend::{Failure, Release, Store, Wake};
 use crate::command::{Command, Data};
-use crate::conn::{Connection, Flow, Request, Shared, run};
+use crate::conn::{Connection, Flow, Request, Shared, run, unknown_replies};
 use crate::resp::{self, Parser, Value};
 
 /// The longest a loop sleeps without an event (it then looks at release deadlines and at
@@ -641,13 +641,6 @@ impl Client {
                 ctx.shared.loop_txns.fetch_add(1, Ordering::Relaxed);
                 self.hold((values, st.conn.proto(), st.conn.take_release()));
             }
-            // It may have been applied: none of it runs again.
-            Some(Err(f @ Failure::Unknown(_))) => {
-                ctx.shared
-                    .commands
-                    .fetch_add(ds.len() as u64, Ordering::Relaxed);
-                self.hold((unknown_replies(&f, ds.len()), st.conn.proto(), None));
-            }
             // Not applied and not worth a retry: answered as one command would be.
             Some(Err(f)) if ds.len() == 1 && !retryable(&f) => {
                 ctx.shared.commands.fetch_add(1, Ordering::Relaxed);
@@ -785,12 +778,6 @@ fn weight(values: &[Value]) -> usize {
             _ => 16,
         })
         .sum()
-}
-
-/// The replies to `n` commands of one transaction whose outcome is unknown (`f`): it may
-/// have been applied, so no command of it may run again.
-pub(super) fn unknown_replies(f: &Failure, n: usize) -> Vec<Value> {
-    vec![Value::err(f.reply_text()); n]
 }
 
 fn retryable(f: &Failure) -> bool {

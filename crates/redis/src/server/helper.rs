@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use mio::Token;
 use tracing::error;
 
-use super::event_loop::{Ctx, Held, unknown_replies};
-use crate::backend::{Backend, Failure};
+use super::event_loop::{Ctx, Held};
+use crate::backend::Backend;
 use crate::command::Data;
 use crate::conn::{Connection, Flow, Request, Shared};
 use crate::resp::Value;
@@ -147,21 +147,12 @@ fn run_group(st: &mut State, group: &mut Vec<Data>, shared: &Shared, held: &mut 
         return;
     }
     let ds: Vec<&Data> = group.iter().collect();
-    if ds.len() > 1 {
-        match st.conn.group(&ds, shared, &mut *st.backend) {
-            Ok(values) => {
-                held.push((values, st.conn.proto(), st.conn.take_release()));
-                group.clear();
-                return;
-            }
-            // It may have been applied: running its commands again could apply them twice.
-            Err(f @ Failure::Unknown(_)) => {
-                held.push((unknown_replies(&f, ds.len()), st.conn.proto(), None));
-                group.clear();
-                return;
-            }
-            Err(_) => {}
-        }
+    if ds.len() > 1
+        && let Ok(values) = st.conn.group(&ds, shared, &mut *st.backend)
+    {
+        held.push((values, st.conn.proto(), st.conn.take_release()));
+        group.clear();
+        return;
     }
     for d in group.drain(..) {
         let (reply, _) = st
