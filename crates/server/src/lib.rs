@@ -8,9 +8,11 @@
 //! replicated in the background. The **leader callback** turns committed log
 //! entries into the shard watermark `W_s`; leaders exchange watermarks every
 //! tick and in 2PC replies, forming `VW` (followers hear them every
-//! [`WATERMARK_TO_ALL_EVERY`]th tick; a site learns watermarks and 2PC replies on the
-//! thread that receives them, and serves participant requests on its control thread,
-//! which sleeps while it holds no piece). A transaction is **released**
+//! [`WATERMARK_TO_ALL_EVERY`]th tick). A site serves a peer's watermark and 2PC messages
+//! (requests, decisions, acknowledgements, replies) on the thread that receives them: in
+//! one process the sender's own thread, so a round trip between shard leaders hands
+//! nothing to another thread; its control thread serves only epochs, `meta` commands and
+//! inquiries, and its ticker checks the pieces it holds. A transaction is **released**
 //! (`DistTxn::commit` returns) once `VT <= VW`. The **follower callback**
 //! replays a batch only when `VT <= VW` and queues it otherwise, draining the
 //! queue in order as `VW` advances.

@@ -251,45 +251,37 @@ impl Msg {
         postcard::from_bytes(b)
     }
 
-    /// Whether an encoded payload is a [`Msg::Reply`] (by its variant tag, without decoding it).
-    pub fn is_reply(b: &[u8]) -> bool {
-        b.first() == Some(&REPLY_TAG)
-    }
-
-    /// Whether an encoded payload is a [`Msg::Watermark`] (by its variant tag, without decoding it).
-    pub fn is_watermark(b: &[u8]) -> bool {
-        b.first() == Some(&WATERMARK_TAG)
+    /// Whether an encoded payload is served on the thread that receives it (by its variant
+    /// tag, without decoding it): everything but [`Msg::Meta`], [`Msg::Epochs`] and
+    /// [`Msg::Inquire`], which the control thread serves.
+    pub fn served_on_receipt(b: &[u8]) -> bool {
+        !matches!(
+            b.first(),
+            None | Some(&META_TAG | &EPOCHS_TAG | &INQUIRE_TAG)
+        )
     }
 }
 
-/// Postcard's tag of [`Msg::Reply`]: its variant index, the payload's first byte.
-const REPLY_TAG: u8 = 7;
+/// Postcard's tag of [`Msg::Meta`]: its variant index, the payload's first byte.
+const META_TAG: u8 = 1;
 
-/// Postcard's tag of [`Msg::Watermark`].
-const WATERMARK_TAG: u8 = 0;
+/// Postcard's tag of [`Msg::Epochs`].
+const EPOCHS_TAG: u8 = 2;
+
+/// Postcard's tag of [`Msg::Inquire`].
+const INQUIRE_TAG: u8 = 6;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn is_reply_and_is_watermark_tell_their_message_from_every_other() {
-        let reply = Msg::Reply {
-            req: 300,
-            reply: Reply::Locked,
-            shard: 1,
-            epoch: 2,
-            w: 3,
-        };
-        assert!(Msg::is_reply(&reply.encode()));
-        let others = [
+    fn served_on_receipt_tells_the_control_threads_messages_from_every_other() {
+        let on_receipt = [
             Msg::Watermark {
                 shard: 7,
                 epoch: 7,
                 w: 7,
-            },
-            Msg::Epochs {
-                history: EpochHistory::new(2),
             },
             Msg::Request {
                 req: 7,
@@ -310,17 +302,33 @@ mod tests {
                 epoch: 7,
                 w: 7,
             },
+            Msg::Reply {
+                req: 300,
+                reply: Reply::Locked,
+                shard: 1,
+                epoch: 2,
+                w: 3,
+            },
+        ];
+        for m in &on_receipt {
+            assert!(Msg::served_on_receipt(&m.encode()), "{m:?}");
+        }
+        let control = [
+            Msg::Meta {
+                cmd: MetaCommand::Component {
+                    epoch: 1,
+                    shard: 0,
+                    w: 2,
+                },
+            },
+            Msg::Epochs {
+                history: EpochHistory::new(2),
+            },
             Msg::Inquire { txn: (7, 7) },
         ];
-        for m in &others {
-            assert!(!Msg::is_reply(&m.encode()), "{m:?}");
+        for m in &control {
+            assert!(!Msg::served_on_receipt(&m.encode()), "{m:?}");
         }
-        assert!(!Msg::is_reply(&[]));
-        // The watermark is the first of `others`; nothing else carries its tag.
-        assert!(Msg::is_watermark(&others[0].encode()));
-        for m in others[1..].iter().chain([&reply]) {
-            assert!(!Msg::is_watermark(&m.encode()), "{m:?}");
-        }
-        assert!(!Msg::is_watermark(&[]));
+        assert!(!Msg::served_on_receipt(&[]));
     }
 }

@@ -31,6 +31,7 @@
 //! transactions end this way when its shard changes leader).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -38,6 +39,7 @@ use mako_txn::{Locked, Prepared, Transaction};
 
 use mako_replication::NodeId;
 use mako_watermark::Epoch;
+use parking_lot::Mutex;
 
 use crate::msg::{Op, PeerError, Refusal, Reply, TxnId};
 use crate::site::Site;
@@ -73,7 +75,37 @@ struct Piece<'a> {
     state: State<'a>,
 }
 
-/// The pieces of one participant site (owned by its control thread).
+/// A site's [`Participants`] behind a lock, shared by every thread that receives a
+/// coordinator's request or decision (the transport's receiving threads, which serve them
+/// on receipt; the control thread, which serves them while the site is paused) and the
+/// site's ticker, which checks held pieces. It holds the site it belongs to; nothing is
+/// ever sent while its lock is held.
+pub(crate) struct Desk(DeskCell);
+
+/// The participants, borrowing the site the desk holds.
+type Guarded<'a> = Mutex<Participants<'a>>;
+
+self_cell::self_cell!(
+    struct DeskCell {
+        owner: Arc<Site>,
+        #[not_covariant]
+        dependent: Guarded,
+    }
+);
+
+impl Desk {
+    /// An empty desk of `site`.
+    pub(crate) fn new(site: Arc<Site>) -> Self {
+        Desk(DeskCell::new(site, |s| Mutex::new(Participants::new(s))))
+    }
+
+    /// Runs `f` on the participants, under their lock (`f` must not send or block).
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Participants<'_>) -> R) -> R {
+        self.0.with_dependent(|_, m| f(&mut m.lock()))
+    }
+}
+
+/// The pieces of one participant site (behind its [`Desk`]).
 pub(crate) struct Participants<'a> {
     site: &'a Site,
     open: HashMap<TxnId, Piece<'a>>,

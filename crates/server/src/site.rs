@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,7 @@ use crate::epochs::{EpochView, Verdict};
 use crate::finality::VersionFinality;
 use crate::lead::Lead;
 use crate::msg::{CONTROL_GROUP, Msg, PeerError, Refusal, Reply, TxnId};
-use crate::participant::Participants;
+use crate::participant::Desk;
 use crate::streams::StreamLog;
 
 /// A shard leader sends its watermark to other shards' leaders every tick it moved, and to
@@ -185,6 +185,8 @@ pub struct Site {
     stop_tx: Mutex<Option<Sender<()>>>,
     /// When a malformed control message was last logged.
     malformed_logged: Mutex<Option<Instant>>,
+    /// The participant's pieces (owned by the control thread; gone once it ended).
+    desk: OnceLock<Weak<Desk>>,
     /// Test hook: the site's threads are frozen while set.
     paused: Mutex<bool>,
     unpaused: parking_lot::Condvar,
@@ -325,6 +327,7 @@ impl Site {
             threads: Mutex::new(Vec::new()),
             stop_tx: Mutex::new(None),
             malformed_logged: Mutex::new(None),
+            desk: OnceLock::new(),
             paused: Mutex::new(false),
             unpaused: parking_lot::Condvar::new(),
             cfg,
@@ -358,11 +361,14 @@ impl Site {
     pub fn start(self: &Arc<Self>, control: Receiver<Envelope>) {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         *self.stop_tx.lock() = Some(stop_tx);
+        // The desk holds the site; the control thread owns it, the site only refers to it.
+        let desk = Arc::new(Desk::new(Arc::clone(self)));
+        let _ = self.desk.set(Arc::downgrade(&desk));
         let s = Arc::clone(self);
         let rx2 = stop_rx.clone();
         let control_thread = std::thread::Builder::new()
             .name(format!("site-ctl-{}", self.node))
-            .spawn(move || s.control_loop(control, rx2));
+            .spawn(move || s.control_loop(&desk, control, rx2));
         let s = Arc::clone(self);
         let ticker = std::thread::Builder::new()
             .name(format!("site-tick-{}", self.node))
@@ -609,6 +615,7 @@ impl Site {
     pub fn on_tick(&self) {
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
+        self.check_pieces(now);
         self.resend_decisions(now);
         self.broadcast_history(now);
         let version = self.epochs.with(|h| h.version());
@@ -719,141 +726,150 @@ impl Site {
         }
     }
 
-    /// Serves a peer's [`Msg::Reply`] and [`Msg::Watermark`] on the thread that received it
-    /// (the transport's), so a coordinator's round trip and the watermark exchange (a message
-    /// per leader pair per tick) skip the control thread; anything else, and any message
-    /// while the site is paused, is returned for the control thread.
+    /// Serves a peer's message on the thread that received it (the transport's), unless it
+    /// is one the control thread serves ([`Msg::served_on_receipt`]) or the site is paused:
+    /// a coordinator's round trip, a participant's request or decision and the watermark
+    /// exchange then cost no hand-off to another thread (in one process, none at all: the
+    /// sender's thread serves it). Returns what the control thread must serve.
     pub(crate) fn shortcut(&self, env: Envelope) -> Option<Envelope> {
-        if !(Msg::is_reply(&env.payload) || Msg::is_watermark(&env.payload)) || *self.paused.lock()
-        {
+        if !Msg::served_on_receipt(&env.payload) || *self.paused.lock() {
             return Some(env);
         }
-        match Msg::decode(&env.payload)
+        // The desk is gone once the control thread ended (the site is stopping).
+        let Some(desk) = self.desk.get().and_then(Weak::upgrade) else {
+            return Some(env);
+        };
+        self.serve(&desk, env);
+        None
+    }
+
+    /// Decodes, checks and serves one control message.
+    fn serve(&self, desk: &Desk, env: Envelope) {
+        let msg = match Msg::decode(&env.payload)
             .map_err(PeerError::Decode)
             .and_then(|m| self.check_peer(env.from, m))
         {
-            Ok(Msg::Reply {
+            Ok(m) => m,
+            Err(e) => {
+                self.malformed(env.from, &e);
+                return;
+            }
+        };
+        match msg {
+            Msg::Watermark { shard, epoch, w } => self.on_watermark(env.from, shard, epoch, w),
+            Msg::Meta { cmd } => self.submit_meta(&cmd),
+            Msg::Epochs { history } => {
+                if let Err(e) = self.epochs.merge(history) {
+                    self.malformed(env.from, &PeerError::Epochs(e));
+                }
+            }
+            Msg::Reply {
                 req,
                 reply,
                 shard,
                 epoch,
                 w,
-            }) => self.on_reply(req, reply, shard, epoch, w),
-            Ok(Msg::Watermark { shard, epoch, w }) => self.on_watermark(env.from, shard, epoch, w),
-            Ok(_) => return Some(env),
-            Err(e) => self.malformed(env.from, &e),
+            } => self.on_reply(req, reply, shard, epoch, w),
+            Msg::Request {
+                req,
+                epoch,
+                txn,
+                stream,
+                op,
+            } => {
+                let reply = desk.with(|parts| {
+                    parts.end_epochs(self.open_epoch());
+                    let reply = parts.request(epoch, txn, stream, op);
+                    self.stats
+                        .pieces
+                        .store(parts.len() as u64, Ordering::Relaxed);
+                    reply
+                });
+                let (epoch, w) = self.own_w();
+                let msg = Msg::Reply {
+                    req,
+                    reply,
+                    shard: self.shard_id,
+                    epoch,
+                    w,
+                };
+                self.send(env.from, &msg);
+            }
+            Msg::Decision { txn, epoch, commit } => {
+                let refused = desk.with(|parts| {
+                    parts.end_epochs(self.open_epoch());
+                    let refused = parts.decide(epoch, txn, commit);
+                    self.stats
+                        .pieces
+                        .store(parts.len() as u64, Ordering::Relaxed);
+                    refused
+                });
+                let refused = match refused {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.malformed(env.from, &e);
+                        return;
+                    }
+                };
+                let (epoch, w) = self.own_w();
+                let msg = Msg::Ack {
+                    txn,
+                    refused,
+                    shard: self.shard_id,
+                    epoch,
+                    w,
+                };
+                self.send(env.from, &msg);
+            }
+            Msg::Ack {
+                txn,
+                refused,
+                shard,
+                epoch,
+                w,
+            } => {
+                self.learn(shard, epoch, w);
+                if let Some(Refusal::NotLeader(Some(hint))) = refused {
+                    self.learn_leader(shard, hint);
+                }
+                self.acknowledged(txn, env.from, refused);
+            }
+            Msg::Inquire { txn } => self.inquired(txn, env.from),
         }
-        None
     }
 
-    fn control_loop(&self, control: Receiver<Envelope>, stop: Receiver<()>) {
-        let mut parts = Participants::new(self);
-        let check = crossbeam_channel::tick(
-            (self.cfg.timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(5)),
-        );
-        // Every periodic check concerns held pieces: with none held, the thread sleeps until
-        // a message comes.
-        let idle = crossbeam_channel::never();
+    /// Serves what the receiving threads leave to it (see [`Site::shortcut`]).
+    fn control_loop(&self, desk: &Desk, control: Receiver<Envelope>, stop: Receiver<()>) {
         loop {
-            self.stats
-                .pieces
-                .store(parts.len() as u64, Ordering::Relaxed);
-            let checks = if parts.len() == 0 { &idle } else { &check };
             let env = crossbeam_channel::select! {
                 recv(control) -> e => match e { Ok(e) => e, Err(_) => break },
-                recv(checks) -> _ => {
-                    let now = Instant::now();
-                    parts.end_epochs(self.open_epoch());
-                    parts.expire(now, self.cfg.read_phase_timeout);
-                    for txn in parts.overdue(now, self.cfg.timeout) {
-                        self.send(txn.0, &Msg::Inquire { txn });
-                    }
-                    continue;
-                }
                 recv(stop) -> _ => break,
             };
             self.wait_while_paused();
-            let msg = match Msg::decode(&env.payload)
-                .map_err(PeerError::Decode)
-                .and_then(|m| self.check_peer(env.from, m))
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    self.malformed(env.from, &e);
-                    continue;
-                }
-            };
-            match msg {
-                Msg::Watermark { shard, epoch, w } => self.on_watermark(env.from, shard, epoch, w),
-                Msg::Meta { cmd } => self.submit_meta(&cmd),
-                Msg::Epochs { history } => {
-                    if let Err(e) = self.epochs.merge(history) {
-                        self.malformed(env.from, &PeerError::Epochs(e));
-                    }
-                }
-                Msg::Reply {
-                    req,
-                    reply,
-                    shard,
-                    epoch,
-                    w,
-                } => self.on_reply(req, reply, shard, epoch, w),
-                Msg::Request {
-                    req,
-                    epoch,
-                    txn,
-                    stream,
-                    op,
-                } => {
-                    parts.end_epochs(self.open_epoch());
-                    let reply = parts.request(epoch, txn, stream, op);
-                    let (epoch, w) = self.own_w();
-                    let msg = Msg::Reply {
-                        req,
-                        reply,
-                        shard: self.shard_id,
-                        epoch,
-                        w,
-                    };
-                    self.send(env.from, &msg);
-                }
-                Msg::Decision { txn, epoch, commit } => {
-                    parts.end_epochs(self.open_epoch());
-                    let refused = match parts.decide(epoch, txn, commit) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            self.malformed(env.from, &e);
-                            continue;
-                        }
-                    };
-                    let (epoch, w) = self.own_w();
-                    let msg = Msg::Ack {
-                        txn,
-                        refused,
-                        shard: self.shard_id,
-                        epoch,
-                        w,
-                    };
-                    self.send(env.from, &msg);
-                }
-                Msg::Ack {
-                    txn,
-                    refused,
-                    shard,
-                    epoch,
-                    w,
-                } => {
-                    self.learn(shard, epoch, w);
-                    if let Some(Refusal::NotLeader(Some(hint))) = refused {
-                        self.learn_leader(shard, hint);
-                    }
-                    self.acknowledged(txn, env.from, refused);
-                }
-                Msg::Inquire { txn } => self.inquired(txn, env.from),
-            }
+            self.serve(desk, env);
+        }
+    }
+
+    /// Ends pieces of ended epochs, forgets idle read-phase pieces, asks coordinators about
+    /// pieces held too long.
+    fn check_pieces(&self, now: Instant) {
+        if self.stats.pieces.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let Some(desk) = self.desk.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let overdue = desk.with(|parts| {
+            parts.end_epochs(self.open_epoch());
+            parts.expire(now, self.cfg.read_phase_timeout);
+            let overdue = parts.overdue(now, self.cfg.timeout);
             self.stats
                 .pieces
                 .store(parts.len() as u64, Ordering::Relaxed);
+            overdue
+        });
+        for txn in overdue {
+            self.send(txn.0, &Msg::Inquire { txn });
         }
     }
 

@@ -93,8 +93,8 @@ fn switches(name: &str) -> Option<u64> {
     None
 }
 
-/// A site's control thread sleeps while it holds no piece of a multi-shard transaction:
-/// nothing wakes it but messages for it (no periodic check without pieces to check).
+/// A site's control thread sleeps until a message for it comes: it has no periodic work
+/// (the ticker checks the pieces of multi-shard transactions a participant holds).
 #[test]
 fn an_idle_control_thread_sleeps_until_a_message_comes() {
     let c = Cluster::start(common::config(2, 3, Duration::from_secs(5))).expect("cluster");
@@ -121,6 +121,51 @@ fn an_idle_control_thread_sleeps_until_a_message_comes() {
         let woke = switches(name).expect("control thread") - b;
         // A periodic check would wake it about 100 times in 500 ms.
         assert!(woke <= 25, "{name} woke {woke} times in 500 ms while idle");
+    }
+    c.shutdown();
+}
+
+/// A participant serves a coordinator's requests and decisions on the thread that receives
+/// them (in one process, the coordinator's own thread): multi-shard transactions wake no
+/// site's control thread, which serves only epochs, `meta` commands and inquiries.
+#[test]
+fn multi_shard_transactions_wake_no_control_thread() {
+    let c = Cluster::start(common::config(2, 3, Duration::from_secs(5))).expect("cluster");
+    let transfer = |i: u32| {
+        let mut tx = c.leader(0).begin(0).expect("configured worker");
+        let key = format!("k{}", i % 10);
+        tx.get(1, 0, key.as_bytes()).expect("remote read");
+        for shard in 0..2 {
+            tx.put(shard, 0, key.as_bytes(), bytes::Bytes::from(i.to_string()))
+                .expect("put");
+        }
+        tx.commit().expect("released");
+    };
+    transfer(0);
+    std::thread::sleep(Duration::from_millis(200));
+    let names: Vec<String> = c
+        .sites
+        .iter()
+        .flatten()
+        .map(|s| format!("site-ctl-{}", s.node()))
+        .collect();
+    let before: Vec<u64> = names
+        .iter()
+        .map(|n| switches(n).expect("a control thread per site"))
+        .collect();
+    let started = Instant::now();
+    for i in 1..=200 {
+        transfer(i);
+    }
+    let took = started.elapsed();
+    for (name, b) in names.iter().zip(before) {
+        let woke = switches(name).expect("control thread") - b;
+        // Serving them would wake shard 1's leader's control thread at least 3 times per
+        // transaction (read, validate, decision): 600 times.
+        assert!(
+            woke <= 25,
+            "{name} woke {woke} times during 200 multi-shard transactions ({took:?})"
+        );
     }
     c.shutdown();
 }

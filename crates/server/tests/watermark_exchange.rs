@@ -98,13 +98,14 @@ fn a_leader_sends_a_moving_watermark_to_other_leaders_every_tick_and_to_follower
     c.shutdown();
 }
 
-/// A leader learns other shards' watermarks on the thread that receives them, so a control
-/// thread held up (here: stuck sending a participant's reply) does not hold the exchange up.
+/// A leader learns other shards' watermarks on the thread that receives them, so a thread
+/// held up serving it (here: stuck sending a participant's reply) does not hold the exchange up.
 #[test]
 fn a_leader_learns_watermarks_while_its_control_thread_is_held_up() {
     let mut cfg = common::config(2, 1, Duration::from_secs(5));
     let x = Cluster::node_id(1, 0, 0);
-    // While `hold` is true, a reply sent by `x` waits in the fault hook (on x's control thread).
+    // While `hold` is true, a reply sent by `x` waits in the fault hook (on the thread that
+    // serves the request: in one process, the coordinator's).
     let hold = Arc::new((std::sync::Mutex::new(true), std::sync::Condvar::new()));
     let held = Arc::new(AtomicBool::new(false));
     let (h, inside) = (Arc::clone(&hold), Arc::clone(&held));
@@ -130,8 +131,8 @@ fn a_leader_learns_watermarks_while_its_control_thread_is_held_up() {
     write(1, "b");
     assert_eq!(c.leader(0).node(), x, "shard 0 has one replica");
     std::thread::scope(|s| {
-        // A coordinator on shard 1 reads from shard 0: x's control thread serves the read and
-        // is stuck sending its reply.
+        // A coordinator on shard 1 reads from shard 0: the thread serving the read is stuck
+        // sending its reply.
         let reader = s.spawn(|| {
             let mut tx = c.leader(1).begin(1).expect("configured worker");
             tx.get(0, 0, b"a").map(|_| ())
