@@ -63,6 +63,10 @@ impl Transport for Faulty {
         self.inner.local_id()
     }
 
+    fn receives_on_sending_thread(&self) -> bool {
+        self.inner.receives_on_sending_thread()
+    }
+
     fn send(&self, msg: Envelope) -> Result<(), SendError> {
         if msg.group != CONTROL_GROUP {
             return self.inner.send(msg);

@@ -157,6 +157,7 @@ impl Site {
                 *lead = Lead::Follower;
             }
         }
+        self.left_epoch();
     }
 
     /// One step of the leadership state machine (run by the ticker).
@@ -199,6 +200,7 @@ impl Site {
                     noop: None,
                     asked: None,
                 };
+                self.left_epoch();
             }
             *lead
         };

@@ -8,11 +8,13 @@
 //! replicated in the background. The **leader callback** turns committed log
 //! entries into the shard watermark `W_s`; leaders exchange watermarks every
 //! tick and in 2PC replies, forming `VW` (followers hear them every
-//! [`WATERMARK_TO_ALL_EVERY`]th tick). A site serves a peer's watermark and 2PC messages
-//! (requests, decisions, acknowledgements, replies) on the thread that receives them: in
-//! one process the sender's own thread, so a round trip between shard leaders hands
-//! nothing to another thread; its control thread serves only epochs, `meta` commands and
-//! inquiries, and its ticker checks the pieces it holds. A transaction is **released**
+//! [`WATERMARK_TO_ALL_EVERY`]th tick). A site serves watermarks, 2PC acknowledgements and
+//! replies on the thread that receives them, and a participant's requests and decisions
+//! too where that thread is the sender's (in one process: a round trip between shard
+//! leaders then hands nothing to another thread); otherwise (over TCP, whose receiving
+//! thread carries Raft traffic that a long scan must not hold up) its control thread
+//! serves them, with epochs, `meta` commands and inquiries. Its ticker checks the pieces
+//! it holds. A transaction is **released**
 //! (`DistTxn::commit` returns) once `VT <= VW`. The **follower callback**
 //! replays a batch only when `VT <= VW` and queues it otherwise, draining the
 //! queue in order as `VW` advances.

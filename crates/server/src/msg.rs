@@ -251,49 +251,45 @@ impl Msg {
         postcard::from_bytes(b)
     }
 
-    /// Whether an encoded payload is served on the thread that receives it (by its variant
-    /// tag, without decoding it): everything but [`Msg::Meta`], [`Msg::Epochs`] and
-    /// [`Msg::Inquire`], which the control thread serves.
+    /// Whether an encoded payload is quick to serve wherever it is received (by its variant
+    /// tag, without decoding it): [`Msg::Watermark`], [`Msg::Ack`] and [`Msg::Reply`].
     pub fn served_on_receipt(b: &[u8]) -> bool {
-        !matches!(
-            b.first(),
-            None | Some(&META_TAG | &EPOCHS_TAG | &INQUIRE_TAG)
-        )
+        matches!(b.first(), Some(&(WATERMARK_TAG | ACK_TAG | REPLY_TAG)))
+    }
+
+    /// Whether an encoded payload is a participant's work: [`Msg::Request`] or
+    /// [`Msg::Decision`] (by its variant tag).
+    pub fn is_participant_work(b: &[u8]) -> bool {
+        matches!(b.first(), Some(&(REQUEST_TAG | DECISION_TAG)))
     }
 }
 
-/// Postcard's tag of [`Msg::Meta`]: its variant index, the payload's first byte.
-const META_TAG: u8 = 1;
+/// Postcard's tag of [`Msg::Watermark`]: its variant index, the payload's first byte.
+const WATERMARK_TAG: u8 = 0;
 
-/// Postcard's tag of [`Msg::Epochs`].
-const EPOCHS_TAG: u8 = 2;
+/// Postcard's tag of [`Msg::Request`].
+const REQUEST_TAG: u8 = 3;
 
-/// Postcard's tag of [`Msg::Inquire`].
-const INQUIRE_TAG: u8 = 6;
+/// Postcard's tag of [`Msg::Decision`].
+const DECISION_TAG: u8 = 4;
+
+/// Postcard's tag of [`Msg::Ack`].
+const ACK_TAG: u8 = 5;
+
+/// Postcard's tag of [`Msg::Reply`].
+const REPLY_TAG: u8 = 7;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn served_on_receipt_tells_the_control_threads_messages_from_every_other() {
-        let on_receipt = [
+    fn variant_tags_tell_each_kind_of_message_from_every_other() {
+        let quick = [
             Msg::Watermark {
                 shard: 7,
                 epoch: 7,
                 w: 7,
-            },
-            Msg::Request {
-                req: 7,
-                epoch: 7,
-                txn: (7, 7),
-                stream: 7,
-                op: Op::Validate { writes: vec![] },
-            },
-            Msg::Decision {
-                txn: (7, 7),
-                epoch: 7,
-                commit: None,
             },
             Msg::Ack {
                 txn: (7, 7),
@@ -310,9 +306,20 @@ mod tests {
                 w: 3,
             },
         ];
-        for m in &on_receipt {
-            assert!(Msg::served_on_receipt(&m.encode()), "{m:?}");
-        }
+        let participant = [
+            Msg::Request {
+                req: 7,
+                epoch: 7,
+                txn: (7, 7),
+                stream: 7,
+                op: Op::Validate { writes: vec![] },
+            },
+            Msg::Decision {
+                txn: (7, 7),
+                epoch: 7,
+                commit: None,
+            },
+        ];
         let control = [
             Msg::Meta {
                 cmd: MetaCommand::Component {
@@ -326,9 +333,19 @@ mod tests {
             },
             Msg::Inquire { txn: (7, 7) },
         ];
+        for m in &quick {
+            assert!(Msg::served_on_receipt(&m.encode()), "{m:?}");
+            assert!(!Msg::is_participant_work(&m.encode()), "{m:?}");
+        }
+        for m in &participant {
+            assert!(!Msg::served_on_receipt(&m.encode()), "{m:?}");
+            assert!(Msg::is_participant_work(&m.encode()), "{m:?}");
+        }
         for m in &control {
             assert!(!Msg::served_on_receipt(&m.encode()), "{m:?}");
+            assert!(!Msg::is_participant_work(&m.encode()), "{m:?}");
         }
         assert!(!Msg::served_on_receipt(&[]));
+        assert!(!Msg::is_participant_work(&[]));
     }
 }

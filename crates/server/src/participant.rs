@@ -77,8 +77,8 @@ struct Piece<'a> {
 
 /// A site's [`Participants`] behind a lock, shared by every thread that receives a
 /// coordinator's request or decision (the transport's receiving threads, which serve them
-/// on receipt; the control thread, which serves them while the site is paused) and the
-/// site's ticker, which checks held pieces. It holds the site it belongs to; nothing is
+/// on receipt in one process; the control thread otherwise) and the site's ticker, which
+/// checks held pieces when the lock is free. It holds the site it belongs to; nothing is
 /// ever sent while its lock is held.
 pub(crate) struct Desk(DeskCell);
 
@@ -102,6 +102,12 @@ impl Desk {
     /// Runs `f` on the participants, under their lock (`f` must not send or block).
     pub(crate) fn with<R>(&self, f: impl FnOnce(&mut Participants<'_>) -> R) -> R {
         self.0.with_dependent(|_, m| f(&mut m.lock()))
+    }
+
+    /// Like [`Desk::with`] if the lock is free now; `None` (nothing run) if it is held.
+    pub(crate) fn try_with<R>(&self, f: impl FnOnce(&mut Participants<'_>) -> R) -> Option<R> {
+        self.0
+            .with_dependent(|_, m| m.try_lock().map(|mut p| f(&mut p)))
     }
 }
 

@@ -20,7 +20,7 @@ use crate::epochs::{EpochView, Verdict};
 use crate::finality::VersionFinality;
 use crate::lead::Lead;
 use crate::msg::{CONTROL_GROUP, Msg, PeerError, Refusal, Reply, TxnId};
-use crate::participant::Desk;
+use crate::participant::{Desk, Participants};
 use crate::streams::StreamLog;
 
 /// A shard leader sends its watermark to other shards' leaders every tick it moved, and to
@@ -187,6 +187,10 @@ pub struct Site {
     malformed_logged: Mutex<Option<Instant>>,
     /// The participant's pieces (owned by the control thread; gone once it ended).
     desk: OnceLock<Weak<Desk>>,
+    /// Whether peers' messages are received on their senders' threads (one process).
+    inline_peers: bool,
+    /// Wakes the control thread to end the pieces of an epoch this site stopped serving.
+    epoch_left: (Sender<()>, Receiver<()>),
     /// Test hook: the site's threads are frozen while set.
     paused: Mutex<bool>,
     unpaused: parking_lot::Condvar,
@@ -315,6 +319,7 @@ impl Site {
             wm_epoch_sent: AtomicU32::new(0),
             wm_sent: AtomicU64::new(0),
             tick_wake: crossbeam_channel::bounded(1),
+            inline_peers: transport.receives_on_sending_thread(),
             transport,
             pending: Mutex::new(HashMap::new()),
             next_req: AtomicU64::new(1),
@@ -328,6 +333,7 @@ impl Site {
             stop_tx: Mutex::new(None),
             malformed_logged: Mutex::new(None),
             desk: OnceLock::new(),
+            epoch_left: crossbeam_channel::bounded(1),
             paused: Mutex::new(false),
             unpaused: parking_lot::Condvar::new(),
             cfg,
@@ -414,6 +420,11 @@ impl Site {
     fn ticks_fast(&self) -> bool {
         !matches!(*self.lead.lock(), Lead::Follower)
             || self.meta.get().is_some_and(|m| m.role() == Role::Leader)
+    }
+
+    /// Has the control thread end the pieces of the epoch this site no longer serves.
+    pub(crate) fn left_epoch(&self) {
+        let _ = self.epoch_left.0.try_send(());
     }
 
     /// Runs the ticker now (a role change that needs it).
@@ -615,7 +626,10 @@ impl Site {
     pub fn on_tick(&self) {
         self.stats.ticks.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        self.check_pieces(now);
+        if let Some(desk) = self.desk.get().and_then(Weak::upgrade) {
+            // The ticker never waits for the desk: a busy one is checked on a later tick.
+            self.check_pieces(&desk, now, false);
+        }
         self.resend_decisions(now);
         self.broadcast_history(now);
         let version = self.epochs.with(|h| h.version());
@@ -727,12 +741,17 @@ impl Site {
     }
 
     /// Serves a peer's message on the thread that received it (the transport's), unless it
-    /// is one the control thread serves ([`Msg::served_on_receipt`]) or the site is paused:
-    /// a coordinator's round trip, a participant's request or decision and the watermark
-    /// exchange then cost no hand-off to another thread (in one process, none at all: the
-    /// sender's thread serves it). Returns what the control thread must serve.
+    /// is one the control thread serves or the site is paused: a coordinator's round trip
+    /// and the watermark exchange then cost no hand-off to another thread. A participant's
+    /// requests and decisions (whose work, a long scan say, would hold up every message the
+    /// receiving thread carries) are served on receipt only where that thread is the
+    /// sender's ([`Transport::receives_on_sending_thread`]: in one process a round trip
+    /// between shard leaders then hands nothing to another thread). Returns what the
+    /// control thread must serve.
     pub(crate) fn shortcut(&self, env: Envelope) -> Option<Envelope> {
-        if !Msg::served_on_receipt(&env.payload) || *self.paused.lock() {
+        let cheap = Msg::served_on_receipt(&env.payload);
+        let participant = Msg::is_participant_work(&env.payload);
+        if !(cheap || participant && self.inline_peers) || *self.paused.lock() {
             return Some(env);
         }
         // The desk is gone once the control thread ended (the site is stopping).
@@ -838,11 +857,17 @@ impl Site {
         }
     }
 
-    /// Serves what the receiving threads leave to it (see [`Site::shortcut`]).
+    /// Serves what the receiving threads leave to it (see [`Site::shortcut`]), and ends the
+    /// pieces of an epoch the site stopped serving as soon as it does (their locks may hold
+    /// up a snapshot install or a replay, which the ticker may be waiting for).
     fn control_loop(&self, desk: &Desk, control: Receiver<Envelope>, stop: Receiver<()>) {
         loop {
             let env = crossbeam_channel::select! {
                 recv(control) -> e => match e { Ok(e) => e, Err(_) => break },
+                recv(self.epoch_left.1) -> _ => {
+                    self.check_pieces(desk, Instant::now(), true);
+                    continue;
+                }
                 recv(stop) -> _ => break,
             };
             self.wait_while_paused();
@@ -852,14 +877,12 @@ impl Site {
 
     /// Ends pieces of ended epochs, forgets idle read-phase pieces, asks coordinators about
     /// pieces held too long.
-    fn check_pieces(&self, now: Instant) {
+    /// With `wait` false, nothing is done if the desk is busy (serving a long scan, say).
+    fn check_pieces(&self, desk: &Desk, now: Instant, wait: bool) {
         if self.stats.pieces.load(Ordering::Relaxed) == 0 {
             return;
         }
-        let Some(desk) = self.desk.get().and_then(Weak::upgrade) else {
-            return;
-        };
-        let overdue = desk.with(|parts| {
+        let check = |parts: &mut Participants<'_>| {
             parts.end_epochs(self.open_epoch());
             parts.expire(now, self.cfg.read_phase_timeout);
             let overdue = parts.overdue(now, self.cfg.timeout);
@@ -867,7 +890,12 @@ impl Site {
                 .pieces
                 .store(parts.len() as u64, Ordering::Relaxed);
             overdue
-        });
+        };
+        let overdue = if wait {
+            desk.with(check)
+        } else {
+            desk.try_with(check).unwrap_or_default()
+        };
         for txn in overdue {
             self.send(txn.0, &Msg::Inquire { txn });
         }

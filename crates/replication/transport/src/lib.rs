@@ -175,6 +175,13 @@ pub trait Transport: Send + Sync + 'static {
     /// Transports that do not support it keep using the inbox alone (the default).
     fn set_receive(&self, _receive: Option<Receive>) {}
 
+    /// Whether the `receive` of [`Transport::set_receive`] runs on the sending thread (an
+    /// in-process network): work done there then holds up only the sender, never other
+    /// traffic. False by default (a receiving thread carries every message from its peers).
+    fn receives_on_sending_thread(&self) -> bool {
+        false
+    }
+
     /// Queues one envelope for its destination; never blocks.
     fn send(&self, msg: Envelope) -> Result<(), SendError>;
 
@@ -195,6 +202,10 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
         (**self).set_receive(receive)
     }
 
+    fn receives_on_sending_thread(&self) -> bool {
+        (**self).receives_on_sending_thread()
+    }
+
     fn send(&self, msg: Envelope) -> Result<(), SendError> {
         (**self).send(msg)
     }
@@ -211,6 +222,10 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn set_receive(&self, receive: Option<Receive>) {
         (**self).set_receive(receive)
+    }
+
+    fn receives_on_sending_thread(&self) -> bool {
+        (**self).receives_on_sending_thread()
     }
 
     fn send(&self, msg: Envelope) -> Result<(), SendError> {

@@ -177,6 +177,10 @@ impl Transport for MemEndpoint {
         };
     }
 
+    fn receives_on_sending_thread(&self) -> bool {
+        true
+    }
+
     fn send(&self, mut msg: Envelope) -> Result<(), SendError> {
         let target = self.target(&self.hub.read(), &mut msg)?;
         match target {
