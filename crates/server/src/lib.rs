@@ -32,6 +32,7 @@ mod lead;
 pub mod meta;
 pub mod msg;
 pub mod node;
+mod pace;
 mod participant;
 pub mod site;
 pub mod snapshot;

@@ -62,6 +62,8 @@ use mako_txn::{AbortReason, CommitSink, PieceWrites};
 use mako_watermark::{Epoch, StreamId};
 use parking_lot::{Condvar, Mutex};
 
+use crate::pace::Pace;
+
 /// Entries submitted by this log and not yet committed beyond which submitting waits.
 ///
 /// Without it a burst of small batches can queue seconds of work in front of the
@@ -176,6 +178,10 @@ pub struct StreamLog {
     room_cv: Condvar,
     /// Since when the in-flight bound has been reached (cleared once there is room).
     full_since: Mutex<Option<Instant>>,
+    /// When the entries in flight were submitted: the log is behind once the oldest is too old.
+    pace: Mutex<Pace>,
+    /// A submitter was refused for being behind (a commit then wakes the waiting ones).
+    paced: AtomicBool,
     max_entry: usize,
 }
 
@@ -229,6 +235,8 @@ impl StreamLog {
             room: Mutex::new(()),
             room_cv: Condvar::new(),
             full_since: Mutex::new(None),
+            pace: Mutex::new(Pace::new(Instant::now())),
+            paced: AtomicBool::new(false),
             max_entry: DEFAULT_MAX_ENTRY_BYTES,
         }
     }
@@ -431,9 +439,11 @@ impl StreamLog {
     }
 
     fn resolved(&self, len: usize) {
-        self.committed.fetch_add(1, Ordering::AcqRel);
+        let n = self.committed.fetch_add(1, Ordering::AcqRel) + 1;
         self.committed_bytes.fetch_add(len as u64, Ordering::AcqRel);
-        if self.in_flight() + 64 >= MAX_IN_FLIGHT
+        self.pace.lock().committed(n, Instant::now());
+        if self.paced.swap(false, Ordering::AcqRel)
+            || self.in_flight() + 64 >= MAX_IN_FLIGHT
             || self.in_flight_bytes() + (256 << 10) >= MAX_IN_FLIGHT_BYTES
         {
             let _g = self.room.lock();
@@ -457,26 +467,33 @@ impl StreamLog {
         self.in_flight() >= MAX_IN_FLIGHT || self.in_flight_bytes() >= MAX_IN_FLIGHT_BYTES
     }
 
-    /// Whether an entry may be submitted now (the in-flight bound is not reached).
+    /// Whether an entry may be submitted now: the in-flight bound is not reached, and the
+    /// log is not behind ([`Pace::slow`]: its oldest entry in flight is not too old).
     ///
-    /// A bound reached for longer than [`FULL_RESET`] resets the counts: entries this replica
-    /// submitted and then applied as a follower (after a leader change) are never counted, so
-    /// the counts may never meet again. The bound only paces submissions; nothing is dropped.
+    /// A bound reached (or the log behind) for longer than [`FULL_RESET`] resets the counts:
+    /// entries this replica submitted and then applied as a follower (after a leader change)
+    /// are never counted, so the counts may never meet again. The bound only paces
+    /// submissions; nothing is dropped.
     fn room(&self) -> bool {
         let mut since = self.full_since.lock();
-        if !self.full() {
+        let now = Instant::now();
+        let behind = self.pace.lock().slow(now);
+        if !behind && !self.full() {
             *since = None;
             return true;
         }
-        let now = Instant::now();
+        if behind {
+            self.paced.store(true, Ordering::Release);
+        }
         match *since {
             None => {
                 *since = Some(now);
                 false
             }
             Some(t) if now.duration_since(t) >= FULL_RESET => {
-                self.committed
-                    .store(self.submitted.load(Ordering::Acquire), Ordering::Release);
+                let submitted = self.submitted.load(Ordering::Acquire);
+                self.committed.store(submitted, Ordering::Release);
+                self.pace.lock().clear(submitted);
                 self.committed_bytes.store(
                     self.submitted_bytes.load(Ordering::Acquire),
                     Ordering::Release,
@@ -566,8 +583,10 @@ impl StreamLog {
     fn submit(&self, bytes: Bytes, heartbeat: bool) -> Result<(), SubmitError> {
         let len = bytes.len() as u64;
         let group = self.group.get().ok_or(SubmitError::Stopped)?;
+        let now = Instant::now();
         group.submit(bytes)?;
-        self.submitted.fetch_add(1, Ordering::AcqRel);
+        let n = self.submitted.fetch_add(1, Ordering::AcqRel) + 1;
+        self.pace.lock().sent(n, now);
         self.submitted_bytes.fetch_add(len, Ordering::AcqRel);
         let in_flight = self.in_flight();
         let mut st = self.stats.lock();
