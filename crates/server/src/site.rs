@@ -796,14 +796,8 @@ impl Site {
                 stream,
                 op,
             } => {
-                let reply = desk.with(|parts| {
-                    parts.end_epochs(self.open_epoch());
-                    let reply = parts.request(epoch, txn, stream, op);
-                    self.stats
-                        .pieces
-                        .store(parts.len() as u64, Ordering::Relaxed);
-                    reply
-                });
+                let reply =
+                    desk.with(|parts| self.tend(parts, |p| p.request(epoch, txn, stream, op)));
                 let (epoch, w) = self.own_w();
                 let msg = Msg::Reply {
                     req,
@@ -815,14 +809,7 @@ impl Site {
                 self.send(env.from, &msg);
             }
             Msg::Decision { txn, epoch, commit } => {
-                let refused = desk.with(|parts| {
-                    parts.end_epochs(self.open_epoch());
-                    let refused = parts.decide(epoch, txn, commit);
-                    self.stats
-                        .pieces
-                        .store(parts.len() as u64, Ordering::Relaxed);
-                    refused
-                });
+                let refused = desk.with(|parts| self.tend(parts, |p| p.decide(epoch, txn, commit)));
                 let refused = match refused {
                     Ok(r) => r,
                     Err(e) => {
@@ -883,13 +870,10 @@ impl Site {
             return;
         }
         let check = |parts: &mut Participants<'_>| {
-            parts.end_epochs(self.open_epoch());
-            parts.expire(now, self.cfg.read_phase_timeout);
-            let overdue = parts.overdue(now, self.cfg.timeout);
-            self.stats
-                .pieces
-                .store(parts.len() as u64, Ordering::Relaxed);
-            overdue
+            self.tend(parts, |p| {
+                p.expire(now, self.cfg.read_phase_timeout);
+                p.overdue(now, self.cfg.timeout)
+            })
         };
         let overdue = if wait {
             desk.with(check)
@@ -899,6 +883,21 @@ impl Site {
         for txn in overdue {
             self.send(txn.0, &Msg::Inquire { txn });
         }
+    }
+
+    /// Runs `f` on the participants once the pieces of epochs this site no longer serves are
+    /// ended, then counts the pieces held.
+    fn tend<'p, R>(
+        &self,
+        parts: &mut Participants<'p>,
+        f: impl FnOnce(&mut Participants<'p>) -> R,
+    ) -> R {
+        parts.end_epochs(self.open_epoch());
+        let r = f(parts);
+        self.stats
+            .pieces
+            .store(parts.len() as u64, Ordering::Relaxed);
+        r
     }
 
     /// This shard's `W_s` and the epoch it counts (for piggybacking).

@@ -93,6 +93,21 @@ fn switches(name: &str) -> Option<u64> {
     None
 }
 
+/// The name of every site's control thread, and its context switches so far.
+fn control_switches(c: &Cluster) -> (Vec<String>, Vec<u64>) {
+    let names: Vec<String> = c
+        .sites
+        .iter()
+        .flatten()
+        .map(|s| format!("site-ctl-{}", s.node()))
+        .collect();
+    let before = names
+        .iter()
+        .map(|n| switches(n).expect("a control thread per site"))
+        .collect();
+    (names, before)
+}
+
 /// A site's control thread sleeps until a message for it comes: it has no periodic work
 /// (the ticker checks the pieces of multi-shard transactions a participant holds).
 #[test]
@@ -106,16 +121,7 @@ fn an_idle_control_thread_sleeps_until_a_message_comes() {
     }
     tx.commit().expect("released");
     std::thread::sleep(Duration::from_millis(200));
-    let names: Vec<String> = c
-        .sites
-        .iter()
-        .flatten()
-        .map(|s| format!("site-ctl-{}", s.node()))
-        .collect();
-    let before: Vec<u64> = names
-        .iter()
-        .map(|n| switches(n).expect("a control thread per site"))
-        .collect();
+    let (names, before) = control_switches(&c);
     std::thread::sleep(Duration::from_millis(500));
     for (name, b) in names.iter().zip(before) {
         let woke = switches(name).expect("control thread") - b;
@@ -143,16 +149,7 @@ fn multi_shard_transactions_wake_no_control_thread() {
     };
     transfer(0);
     std::thread::sleep(Duration::from_millis(200));
-    let names: Vec<String> = c
-        .sites
-        .iter()
-        .flatten()
-        .map(|s| format!("site-ctl-{}", s.node()))
-        .collect();
-    let before: Vec<u64> = names
-        .iter()
-        .map(|n| switches(n).expect("a control thread per site"))
-        .collect();
+    let (names, before) = control_switches(&c);
     let started = Instant::now();
     for i in 1..=200 {
         transfer(i);
