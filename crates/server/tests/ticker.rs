@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use mako_replication::Role;
 use mako_server::{Cluster, ClusterConfig, Site};
 
+/// One cluster at a time in this process: the tests find a site's threads by name, which
+/// every cluster's sites share (`cargo test` runs a file's tests in one process).
+static ONE_CLUSTER: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
 /// Whether `site` leads neither its shard nor `meta`.
 fn idle(site: &Site) -> bool {
     site.group().role() != Role::Leader
@@ -17,6 +21,7 @@ fn idle(site: &Site) -> bool {
 
 #[test]
 fn sites_that_lead_nothing_tick_less_and_a_new_leader_ticks_fast() {
+    let _one = ONE_CLUSTER.lock();
     let cfg = ClusterConfig {
         // Leadership stays where the test moves it.
         preferred_leader: false,
@@ -112,6 +117,7 @@ fn control_switches(c: &Cluster) -> (Vec<String>, Vec<u64>) {
 /// (the ticker checks the pieces of multi-shard transactions a participant holds).
 #[test]
 fn an_idle_control_thread_sleeps_until_a_message_comes() {
+    let _one = ONE_CLUSTER.lock();
     let c = Cluster::start(common::config(2, 3, Duration::from_secs(5))).expect("cluster");
     // One multi-shard transaction: shard 1's leader held a piece of it, then finished it.
     let mut tx = c.leader(0).begin(0).expect("configured worker");
@@ -136,6 +142,7 @@ fn an_idle_control_thread_sleeps_until_a_message_comes() {
 /// site's control thread, which serves only epochs, `meta` commands and inquiries.
 #[test]
 fn multi_shard_transactions_wake_no_control_thread() {
+    let _one = ONE_CLUSTER.lock();
     let c = Cluster::start(common::config(2, 3, Duration::from_secs(5))).expect("cluster");
     let transfer = |i: u32| {
         let mut tx = c.leader(0).begin(0).expect("configured worker");
