@@ -863,8 +863,8 @@ impl Site {
     }
 
     /// Ends pieces of ended epochs, forgets idle read-phase pieces, asks coordinators about
-    /// pieces held too long.
-    /// With `wait` false, nothing is done if the desk is busy (serving a long scan, say).
+    /// pieces held too long; with `wait` false, does nothing if the desk is busy (serving a
+    /// long scan, say).
     fn check_pieces(&self, desk: &Desk, now: Instant, wait: bool) {
         if self.stats.pieces.load(Ordering::Relaxed) == 0 {
             return;
