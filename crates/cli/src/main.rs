@@ -6,11 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// mimalloc instead of the system allocator: servers allocate from many threads at once
-/// (client connections, replication, snapshots), where glibc's arenas contend.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+mod alloc;
 mod check;
 mod client;
 mod cluster;
@@ -387,6 +383,7 @@ impl BenchArgs {
 fn main() -> anyhow::Result<()> {
     let mut cli = Cli::parse();
     init_logging(cli.log_level.as_deref(), cli.log_json)?;
+    alloc::tune();
     if let Command::Bench(cmd) = &mut cli.command {
         cmd.kv.resolve_shards()?;
     }
