@@ -113,11 +113,10 @@
 //! little-endian; the body is `postcard`. Decoding trusts no length: the header's body
 //! length must equal what arrived, the checksum must match, and `postcard` never allocates
 //! a byte string longer than the input left (sequence pre-allocation is capped by serde), so
-//! memory stays proportional to the snapshot's size. Capture walks the store table by table
-//! into one buffer: values are shared (`Bytes`) while the body is built, then copied once
-//! into the encoding, so a capture costs about one copy of the store's values plus its keys
-//! and stamps, on the host's snapshot thread (the group's thread spends microseconds on
-//! [`begin`]). Restore holds the
+//! memory stays proportional to the snapshot's size. Capture ([`capture`]) encodes the store
+//! table by table straight from its records (no decoded `Body` is built), so it costs about
+//! one copy of the store's values plus its keys and stamps, on the host's snapshot thread
+//! (the group's thread spends microseconds on [`begin`]). Restore holds the
 //! encoding and the decoded contents at once (about twice the store's size) until installed.
 
 use std::collections::HashSet;
@@ -135,6 +134,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::finality::FinalityState;
 use crate::site::Site;
+
+mod capture;
+use capture::walk;
 
 /// Opens every site snapshot.
 const MAGIC: [u8; 4] = *b"MKSS";
@@ -293,9 +295,13 @@ struct Body {
 }
 
 /// Frames an encoded body: header, then the body.
+#[cfg(test)]
 fn frame(body: &Body) -> Result<Bytes, postcard::Error> {
-    let mut out = vec![0u8; HEADER];
-    let mut out = postcard::to_extend(body, std::mem::take(&mut out))?;
+    Ok(seal(postcard::to_extend(body, vec![0u8; HEADER])?))
+}
+
+/// Fills in the header of `out`: [`HEADER`] reserved bytes, then the encoded body.
+fn seal(mut out: Vec<u8>) -> Bytes {
     let len = (out.len() - HEADER) as u64;
     let crc = crc32c::crc32c(&out[HEADER..]);
     out[0..4].copy_from_slice(&MAGIC);
@@ -303,7 +309,7 @@ fn frame(body: &Body) -> Result<Bytes, postcard::Error> {
     out[6..8].copy_from_slice(&0u16.to_le_bytes());
     out[8..16].copy_from_slice(&len.to_le_bytes());
     out[16..20].copy_from_slice(&crc.to_le_bytes());
-    Ok(Bytes::from(out))
+    Bytes::from(out)
 }
 
 /// Checks the framing (magic, version, length, checksum); returns the body's bytes.
@@ -422,50 +428,6 @@ fn widen(at: FinalityState, after: FinalityState) -> FinalityState {
         purged_below: at.purged_below.min(after.purged_below),
         led: union(union(at.led, after.led), purged_meanwhile),
     }
-}
-
-/// The expensive half of a capture: walks the tables (possibly while the group applies
-/// entries after `I`) and encodes the snapshot.
-fn walk(site: &Site, at: AtIndex) -> Result<Bytes, postcard::Error> {
-    let mut tables = Vec::new();
-    for t in site.store.tables() {
-        let mut records = Vec::with_capacity(t.len());
-        t.visit(Bound::Unbounded, Bound::Unbounded, false, |k, rec| {
-            let mut chain = rec.versions();
-            if chain.is_empty() {
-                return true;
-            }
-            chain.reverse();
-            let chain = chain
-                .into_iter()
-                .map(|v| VersionBody {
-                    epoch: v.stamp.epoch,
-                    ts: v.stamp.ts,
-                    vt: v.stamp.vt.to_vec(),
-                    value: v.value.map(Blob),
-                })
-                .collect();
-            records.push((Blob(Bytes::copy_from_slice(k)), chain));
-            true
-        });
-        tables.push(TableBody {
-            name: t.name().to_owned(),
-            records,
-        });
-    }
-    let finality = widen(at.finality, site.finality.state());
-    let body = Body {
-        shard: site.shard_id,
-        shards: site.cfg.shards,
-        clock: at.clock,
-        wm: at.wm,
-        history: at.history,
-        vws: at.vws,
-        finality,
-        pending: at.pending,
-        tables,
-    };
-    frame(&body)
 }
 
 /// Captures `site`'s state as of the last entry applied, with the group's queue `pending`.
@@ -840,7 +802,7 @@ pub mod testing {
 mod tests {
     use super::*;
 
-    fn body() -> Body {
+    pub(super) fn body() -> Body {
         let streams = [0u32, 1];
         Body {
             shard: 0,

@@ -257,6 +257,13 @@ impl Record {
     pub fn versions(&self) -> Vec<Version> {
         self.chain.lock().iter().rev().cloned().collect()
     }
+
+    /// Replaces `out`'s contents with a copy of the kept versions, oldest first (values
+    /// shared): [`Record::versions`] into a buffer the caller reuses across records.
+    pub fn copy_versions(&self, out: &mut Vec<Version>) {
+        out.clear();
+        out.extend(self.chain.lock().iter().cloned());
+    }
 }
 
 /// Removes every version older than the newest final one at or below the reclaim bound;
