@@ -20,7 +20,7 @@ const PURGE_DELAY_MS: std::ffi::c_long = 1000;
 ///   inherited), as Redis and most databases advise. With them, every first touch of a fresh
 ///   2 MiB region zeroes all of it and every return of freed memory splits one: on a 2-core
 ///   VM that took 14–20% of the CPU of in-process clusters (`clear_page_erms`), cut TPC-C 1x3
-///   throughput by about a quarter and doubled its release p99.
+///   throughput by about a quarter and more than doubled its release p99.
 /// - mimalloc's purge delay at [`PURGE_DELAY_MS`], unless `MIMALLOC_PURGE_DELAY` is set.
 pub fn tune() {
     #[cfg(target_os = "linux")]

@@ -197,6 +197,9 @@ pub struct FileSnapshots {
     dir: PathBuf,
     /// Test hook: stop (as a crash would) right after this step.
     crash_after: parking_lot::Mutex<Option<SnapshotStep>>,
+    /// Numbers the temporary files, so that two saves of one index at once (the snapshot
+    /// thread's capture, the group thread's install) never write the same one.
+    tmp_seq: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for FileSnapshots {
@@ -215,6 +218,7 @@ impl FileSnapshots {
         Ok(FileSnapshots {
             dir,
             crash_after: parking_lot::Mutex::new(None),
+            tmp_seq: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -269,7 +273,10 @@ impl SnapshotStore for FileSnapshots {
         body.extend_from_slice(&snap.term.to_le_bytes());
         body.extend_from_slice(&snap.data);
         let path = self.path(shard, index);
-        let tmp = path.with_extension("tmp");
+        let n = self
+            .tmp_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("{n}.tmp"));
         {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(SNAP_MAGIC)?;
@@ -348,6 +355,30 @@ mod tests {
             index,
             term,
             data: Bytes::copy_from_slice(data),
+        }
+    }
+
+    /// The host's snapshot thread saves captures while the group's thread saves installed
+    /// snapshots: two saves of one index at once each complete, and the file is one of them.
+    #[test]
+    fn concurrent_saves_of_one_index_leave_one_whole_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = std::sync::Arc::new(FileSnapshots::new(dir.path()).unwrap());
+        let a = vec![b'a'; 256 << 10];
+        let b = vec![b'b'; 200 << 10];
+        for index in 0..40 {
+            let saves: Vec<_> = [a.clone(), b.clone()]
+                .into_iter()
+                .map(|data| {
+                    let fs = std::sync::Arc::clone(&fs);
+                    std::thread::spawn(move || fs.save(0, &snap(index, 1, &data)))
+                })
+                .collect();
+            for s in saves {
+                s.join().unwrap().expect("each save completes");
+            }
+            let got = fs.load(0, index).unwrap().expect("the snapshot").data;
+            assert!(got[..] == a[..] || got[..] == b[..], "index {index}: a mix");
         }
     }
 
