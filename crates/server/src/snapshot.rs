@@ -114,9 +114,10 @@
 //! length must equal what arrived, the checksum must match, and `postcard` never allocates
 //! a byte string longer than the input left (sequence pre-allocation is capped by serde), so
 //! memory stays proportional to the snapshot's size. Capture ([`capture`]) encodes the store
-//! table by table straight from its records (no decoded `Body` is built), so it costs about
-//! one copy of the store's values plus its keys and stamps, on the host's snapshot thread
-//! (the group's thread spends microseconds on [`begin`]). Restore holds the
+//! table by table straight from its records (no decoded `Body` is built), on the host's
+//! snapshot thread (the group's thread spends microseconds on [`begin`]); at its peak it
+//! holds about twice the snapshot's size in buffers (a table's records, the tables, the
+//! framed whole). Restore holds the
 //! encoding and the decoded contents at once (about twice the store's size) until installed.
 
 use std::collections::HashSet;

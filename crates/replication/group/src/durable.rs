@@ -148,6 +148,8 @@ pub trait SnapshotStore: Send + Sync {
     fn save(&self, shard: u32, snap: &Snapshot) -> io::Result<()>;
     /// The snapshot of `shard` at `index`, if kept.
     fn load(&self, shard: u32, index: u64) -> io::Result<Option<Snapshot>>;
+    /// Whether a snapshot of `shard` at `index` is kept (complete; without reading it).
+    fn contains(&self, shard: u32, index: u64) -> io::Result<bool>;
     /// Deletes the snapshots of `shard` whose index `drop` selects.
     fn remove(&self, shard: u32, drop: &dyn Fn(u64) -> bool) -> io::Result<()>;
 }
@@ -166,6 +168,10 @@ impl SnapshotStore for MemSnapshots {
 
     fn load(&self, shard: u32, index: u64) -> io::Result<Option<Snapshot>> {
         Ok(self.snaps.lock().get(&(shard, index)).cloned())
+    }
+
+    fn contains(&self, shard: u32, index: u64) -> io::Result<bool> {
+        Ok(self.snaps.lock().contains_key(&(shard, index)))
     }
 
     fn remove(&self, shard: u32, drop: &dyn Fn(u64) -> bool) -> io::Result<()> {
@@ -290,6 +296,11 @@ impl SnapshotStore for FileSnapshots {
         self.check_step(SnapshotStep::Renamed)?;
         sync_dir(&self.dir)?;
         self.check_step(SnapshotStep::DirSynced)
+    }
+
+    fn contains(&self, shard: u32, index: u64) -> io::Result<bool> {
+        // A file under the final name is complete: saves rename it there last.
+        self.path(shard, index).try_exists()
     }
 
     fn load(&self, shard: u32, index: u64) -> io::Result<Option<Snapshot>> {

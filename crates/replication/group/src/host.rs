@@ -113,7 +113,10 @@ struct Captured {
 /// Runs one capture, on whatever thread calls it; a panic in it is a failed capture.
 ///
 /// With a `store`, a captured snapshot is also saved in it (a failure is logged, and the
-/// group's thread saves it again when it persists the compaction).
+/// group's thread saves it again when it persists the compaction), unless the store already
+/// holds a snapshot at its index: that one may be the one the log names (a capture taken
+/// again at the same index), and a capture the core will drop (one a snapshot install
+/// overtook mid-walk) must never replace it.
 fn run_capture(shard: u32, req: CaptureRequest, store: Option<&dyn SnapshotStore>) -> Captured {
     let (index, term, begin) = (req.index, req.term, req.begin);
     let started = Instant::now();
@@ -129,7 +132,7 @@ fn run_capture(shard: u32, req: CaptureRequest, store: Option<&dyn SnapshotStore
         );
     }
     let saved = match (&data, store) {
-        (Some(data), Some(store)) => {
+        (Some(data), Some(store)) if matches!(store.contains(shard, index), Ok(false)) => {
             let snap = Snapshot {
                 index,
                 term,
@@ -637,9 +640,9 @@ struct Driver<C: Core> {
     captured_tx: Sender<Captured>,
     /// Whether a capture handed to the snapshot thread has not reported back yet.
     capture_pending: bool,
-    /// The newest capture the snapshot thread saved: its index and its data's address and
-    /// length (the persist of that very snapshot skips saving it again).
-    presaved: Option<(u64, usize, usize)>,
+    /// The newest capture, if the snapshot thread saved it: its index, its term and its
+    /// data's address and length (the persist of that very snapshot skips saving it again).
+    presaved: Option<(u64, u64, usize, usize)>,
 }
 
 /// Whether the loop goes on.
@@ -896,12 +899,11 @@ impl<C: Core> Driver<C> {
                 "snapshot captured"
             );
         }
-        if c.saved {
-            self.presaved = c
-                .data
-                .as_ref()
-                .map(|d| (c.index, d.as_ptr() as usize, d.len()));
-        }
+        self.presaved = c
+            .data
+            .as_ref()
+            .filter(|_| c.saved)
+            .map(|d| (c.index, c.term, d.as_ptr() as usize, d.len()));
         self.node.snapshot_captured(c.index, c.term, c.data);
     }
 
@@ -995,7 +997,7 @@ impl<C: Core> Driver<C> {
         // usually saved already (by the snapshot thread, before it reported back).
         let presaved = job.snapshot.as_ref().is_some_and(|s| {
             !job.snapshot_installed
-                && self.presaved == Some((s.index, s.data.as_ptr() as usize, s.data.len()))
+                && self.presaved == Some((s.index, s.term, s.data.as_ptr() as usize, s.data.len()))
         });
         if job.snapshot.is_some() && !presaved {
             self.status.saves_in_turn.fetch_add(1, Ordering::Relaxed);
@@ -1282,6 +1284,40 @@ mod tests {
     fn nice() -> i32 {
         // SAFETY: plain integer arguments (see `lower_priority`).
         unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    fn request(index: u64, data: &'static [u8]) -> CaptureRequest {
+        CaptureRequest {
+            index,
+            term: 1,
+            run: Box::new(move || Some(Bytes::from_static(data))),
+            begin: Duration::ZERO,
+        }
+    }
+
+    /// A capture is saved off the group's thread, but never over a snapshot already kept at
+    /// its index: that may be the one the log names, and the capture one the core drops.
+    #[test]
+    fn a_capture_is_saved_unless_its_index_is_already_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileSnapshots::new(dir.path()).unwrap();
+        let done = run_capture(0, request(7, b"fresh"), Some(&store));
+        assert!(done.saved);
+        assert_eq!(&store.load(0, 7).unwrap().unwrap().data[..], b"fresh");
+
+        let named = Snapshot {
+            index: 9,
+            term: 1,
+            data: Bytes::from_static(b"named by the log"),
+        };
+        store.save(0, &named).unwrap();
+        let again = run_capture(0, request(9, b"a mix the core will drop"), Some(&store));
+        assert!(!again.saved, "not saved over the kept snapshot");
+        assert_eq!(
+            again.data.as_deref(),
+            Some(&b"a mix the core will drop"[..])
+        );
+        assert_eq!(store.load(0, 9).unwrap().unwrap(), named);
     }
 
     #[test]
