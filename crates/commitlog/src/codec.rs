@@ -179,6 +179,18 @@ impl Entry {
 
     /// Decodes one entry that fills `buf` exactly; keys and values borrow from `buf`.
     pub fn decode(buf: &Bytes) -> Result<Entry, DecodeError> {
+        Self::decode_with(buf, Writes::Keep)
+    }
+
+    /// [`Entry::decode`] without the writes: a batch's pieces keep their vector timestamps
+    /// and come with no writes. The entry is checked as fully (checksum, every length) as
+    /// `decode` checks it; for readers of stamps only (a leader feeding its watermark with
+    /// the batches it already installed).
+    pub fn decode_stamps(buf: &Bytes) -> Result<Entry, DecodeError> {
+        Self::decode_with(buf, Writes::Skip)
+    }
+
+    fn decode_with(buf: &Bytes, writes: Writes) -> Result<Entry, DecodeError> {
         if buf.len() < HEADER_LEN {
             return Err(DecodeError::Truncated {
                 needed: HEADER_LEN,
@@ -209,7 +221,7 @@ impl Entry {
                 actual: computed,
             });
         }
-        let entry = parse_body(&mut r)?;
+        let entry = parse_body(&mut r, writes)?;
         if r.remaining() != 0 {
             return Err(DecodeError::Malformed("trailing bytes after entry payload"));
         }
@@ -217,12 +229,19 @@ impl Entry {
     }
 }
 
+/// Whether decoding a batch builds its writes or only checks and skips them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    Keep,
+    Skip,
+}
+
 /// Parses the body (kind byte and payload) at the reader's position.
-fn parse_body(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
+fn parse_body(r: &mut Reader<'_>, writes: Writes) -> Result<Entry, DecodeError> {
     let tag = r.u8()?;
     let kind = EntryKind::from_tag(tag).ok_or(DecodeError::UnknownKind(tag))?;
     Ok(match kind {
-        EntryKind::Batch => Entry::Batch(parse_batch(r)?),
+        EntryKind::Batch => Entry::Batch(parse_batch(r, writes)?),
         EntryKind::NoOp => Entry::NoOp { epoch: r.u32()? },
         EntryKind::Advancer => Entry::Advancer,
         EntryKind::Ending => Entry::Ending { stream: r.u32()? },
@@ -235,7 +254,7 @@ fn parse_body(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
     })
 }
 
-fn parse_batch(r: &mut Reader<'_>) -> Result<Batch, DecodeError> {
+fn parse_batch(r: &mut Reader<'_>, keep: Writes) -> Result<Batch, DecodeError> {
     let epoch = r.u32()?;
     let stream = r.u32()?;
     let seq = r.u64()?;
@@ -248,10 +267,22 @@ fn parse_batch(r: &mut Reader<'_>) -> Result<Batch, DecodeError> {
             vt.push(r.u64()?);
         }
         let write_count = r.count(MIN_WRITE_LEN, "write count exceeds remaining bytes")?;
-        let mut writes = Vec::with_capacity(write_count);
+        let mut writes = Vec::with_capacity(if keep == Writes::Keep { write_count } else { 0 });
         for _ in 0..write_count {
             let table = r.u32()?;
             let key_len = r.u32()? as usize;
+            if keep == Writes::Skip {
+                r.take(key_len)?;
+                match r.u8()? {
+                    OP_PUT => {
+                        let value_len = r.u32()? as usize;
+                        r.take(value_len)?;
+                    }
+                    OP_DELETE => {}
+                    _ => return Err(DecodeError::Malformed("unknown write op tag")),
+                }
+                continue;
+            }
             let key = r.bytes(key_len)?;
             let op = match r.u8()? {
                 OP_PUT => {

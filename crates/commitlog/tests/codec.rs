@@ -38,8 +38,20 @@ proptest! {
     }
 
     #[test]
+    fn decoding_stamps_is_decoding_without_the_writes(entry in arb_entry(4, 4, 12)) {
+        let mut expected = entry.clone();
+        if let Entry::Batch(b) = &mut expected {
+            for p in &mut b.pieces {
+                p.writes.clear();
+            }
+        }
+        prop_assert_eq!(Entry::decode_stamps(&entry.encode()), Ok(expected));
+    }
+
+    #[test]
     fn decoding_random_garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..128)) {
-        let _ = Entry::decode(&Bytes::from(data));
+        let data = Bytes::from(data);
+        prop_assert_eq!(Entry::decode(&data).is_ok(), Entry::decode_stamps(&data).is_ok());
     }
 
     #[test]
@@ -49,6 +61,11 @@ proptest! {
     ) {
         let mut body = vec![kind];
         body.extend_from_slice(&payload);
+        // The stamps-only decode refuses exactly what the full one refuses.
+        prop_assert_eq!(
+            Entry::decode(&frame(&body)).err(),
+            Entry::decode_stamps(&frame(&body)).err()
+        );
         match Entry::decode(&frame(&body)) {
             Ok(entry) => {
                 prop_assert_eq!(Some(entry.kind()), EntryKind::from_tag(kind));
@@ -69,6 +86,8 @@ proptest! {
         let bytes = entry.encode();
         for len in 0..bytes.len() {
             let err = Entry::decode(&bytes.slice(..len));
+            let stamps = Entry::decode_stamps(&bytes.slice(..len)).err();
+            prop_assert_eq!(err.as_ref().err(), stamps.as_ref());
             prop_assert!(
                 matches!(err, Err(DecodeError::Truncated { .. })),
                 "prefix of {} / {} bytes gave {:?}", len, bytes.len(), err
@@ -83,8 +102,10 @@ proptest! {
             for bit in 0..8 {
                 let mut v = bytes.to_vec();
                 v[i] ^= 1 << bit;
-                let res = Entry::decode(&Bytes::from(v));
+                let v = Bytes::from(v);
+                let res = Entry::decode(&v);
                 prop_assert!(res.is_err(), "flip of byte {} bit {} decoded to {:?}", i, bit, res);
+                prop_assert!(Entry::decode_stamps(&v).is_err());
             }
         }
     }
