@@ -21,8 +21,9 @@
 //! produces a self-delimiting, versioned, checksummed frame; [`Entry::decode`]
 //! turns such a frame back into an entry. Decoding is zero-copy — keys and values
 //! are slices of the input [`Bytes`](bytes::Bytes) — and never panics: short, corrupt or
-//! unknown-version input is a [`DecodeError`]. The byte layout is specified in one
-//! place, the [`codec`] module.
+//! unknown-version input is a [`DecodeError`]. [`Entry::decode_stamps`] checks a frame
+//! as fully but builds no writes, for readers of a batch's stamps only. The byte layout is
+//! specified in one place, the [`codec`] module.
 //!
 //! ```
 //! use bytes::Bytes;
