@@ -995,28 +995,26 @@ impl<C: Core> Driver<C> {
     fn persist(&mut self, mut job: PersistJob) -> Result<(), String> {
         // The snapshot file first: the log record that names it follows. A local capture is
         // usually saved already (by the snapshot thread, before it reported back).
-        let presaved = job.snapshot.as_ref().is_some_and(|s| {
-            !job.snapshot_installed
-                && self.presaved == Some((s.index, s.term, s.data.as_ptr() as usize, s.data.len()))
-        });
-        if job.snapshot.is_some() && !presaved {
+        let presaved = !job.snapshot_installed
+            && job.snapshot.as_ref().is_some_and(|s| {
+                self.presaved == Some((s.index, s.term, s.data.as_ptr() as usize, s.data.len()))
+            });
+        if let Some(s) = job.snapshot.as_ref().filter(|_| !presaved) {
             self.status.saves_in_turn.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(s) = &job.snapshot
-            && !presaved
-            && let Err(e) = self.snapshots.save(self.shard, s)
-        {
-            if job.snapshot_installed {
-                // The leader's snapshot replaced our state; without it on disk we cannot go on.
-                return Err(format!("saving the installed snapshot: {e}"));
+            if let Err(e) = self.snapshots.save(self.shard, s) {
+                if job.snapshot_installed {
+                    // The leader's snapshot replaced our state; without it on disk we cannot
+                    // go on.
+                    return Err(format!("saving the installed snapshot: {e}"));
+                }
+                // A local compaction just does not happen on disk; the log keeps the entries.
+                tracing::error!(
+                    shard = self.shard,
+                    "saving snapshot, compaction skipped: {e}"
+                );
+                job.snapshot = None;
+                job.compact_to = None;
             }
-            // A local compaction just does not happen on disk; the log keeps the entries.
-            tracing::error!(
-                shard = self.shard,
-                "saving snapshot, compaction skipped: {e}"
-            );
-            job.snapshot = None;
-            job.compact_to = None;
         }
         let snapshot = job.snapshot.as_ref().map(|s| s.index);
         let number = job.number;
