@@ -8,9 +8,10 @@
 //! ([`Deployment::restart`]). [`Deployment::leader`] asks the sites which one leads a shard.
 //! `mako cluster`, `mako check --kill-leaders` and the process-level tests use it.
 //!
-//! [`LocalTopology`] writes a config for `S` shards × `R` replicas on 127.0.0.1 with ports
-//! that are free when it runs, for tests and benchmarks.
+//! [`LocalTopology`] writes a config for `S` shards × `R` replicas on 127.0.0.1, for tests
+//! and benchmarks, with ports [`ports::reserve`] keeps for this process until it exits.
 
+pub mod ports;
 pub mod proxy;
 mod topology;
 

@@ -63,7 +63,7 @@ pub struct PeerProxy {
 }
 
 impl PeerProxy {
-    /// Listens on every site's peer address of `cfg` and picks a free private address for
+    /// Listens on every site's peer address of `cfg` and reserves a private port ([`crate::ports`]) for
     /// each site to listen on instead.
     pub fn start(cfg: &Config) -> io::Result<PeerProxy> {
         let inner = Arc::new(Inner::default());
@@ -72,9 +72,9 @@ impl PeerProxy {
         for s in &cfg.sites {
             let public = cfg.peer_addr(s);
             let l = TcpListener::bind(public)?;
-            let private = {
-                let p = TcpListener::bind(SocketAddr::new(public.ip(), 0))?;
-                p.local_addr()?
+            let private = match crate::ports::reserve(1)?.first() {
+                Some(&port) => SocketAddr::new(public.ip(), port),
+                None => return Err(io::Error::other("no private port reserved")),
             };
             sites.insert(s.name.clone(), (cfg.node_id(s), public, private));
             listeners.push((l, private));

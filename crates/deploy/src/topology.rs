@@ -1,7 +1,6 @@
-//! Configs for local test and benchmark deployments, on ports free when they are written.
+//! Configs for local test and benchmark deployments, on ports this process owns ([`crate::ports`]).
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 /// `S` shards × `R` replicas on 127.0.0.1.
@@ -37,18 +36,12 @@ impl LocalTopology {
         }
     }
 
-    /// Writes `dir/deploy.yml` (data under `dir/data`) and returns its path. Ports are
-    /// chosen free now; another process could take one before the sites bind it.
+    /// Writes `dir/deploy.yml` (data under `dir/data`) and returns its path. Its ports are
+    /// reserved for this process ([`crate::ports::reserve`]): neither another test nor a
+    /// socket bound to any port can take them before the sites bind them.
     pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
-        let mut ports = Vec::new();
-        let mut holders = Vec::new();
         let per_site = if self.redis { 4 } else { 3 };
-        for _ in 0..self.shards * self.replicas * per_site {
-            let l = TcpListener::bind("127.0.0.1:0")?;
-            ports.push(l.local_addr()?.port());
-            holders.push(l);
-        }
-        drop(holders);
+        let ports = crate::ports::reserve((self.shards * self.replicas * per_site) as usize)?;
         let mut y = String::new();
         let _ = writeln!(y, "durability: {}", self.durability);
         let _ = writeln!(y, "data_dir: {}", dir.join("data").display());

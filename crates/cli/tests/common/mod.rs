@@ -49,28 +49,10 @@ pub struct Cluster {
 impl Cluster {
     /// Writes `topo` and starts every site, then waits until every shard serves.
     ///
-    /// The topology's ports are free when chosen, but another process (or an outgoing
-    /// connection given an ephemeral port) may take one before a site binds it: then the
-    /// whole deployment is set up again on fresh ports, up to 3 times.
+    /// The topology's ports are reserved for this test process (`mako_deploy::ports`), so no
+    /// other test or ephemeral socket can take one before its site binds it.
     pub fn start(topo: &LocalTopology) -> Cluster {
-        let mut attempt = 1;
-        loop {
-            let c = Cluster::prepare(topo, None);
-            match Cluster::try_boot(c, |_| Vec::new()) {
-                (c, None) => return c,
-                (c, Some(e)) => {
-                    let logs = c.all_logs();
-                    if attempt < 3 && logs.contains("Address already in use") {
-                        eprintln!(
-                            "a port was taken before its site bound it; retrying on fresh ports"
-                        );
-                        attempt += 1;
-                        continue; // dropping `c` stops its sites
-                    }
-                    panic!("deployment not ready: {e}\n{logs}");
-                }
-            }
-        }
+        Cluster::boot(Cluster::prepare(topo, None), |_| Vec::new())
     }
 
     /// Writes `topo` and loads it without starting any site (`log_level` for the servers).
@@ -94,22 +76,16 @@ impl Cluster {
     }
 
     /// Starts every site with `args(site)` appended, then waits until every shard serves.
-    pub fn boot(c: Cluster, args: impl Fn(&str) -> Vec<String>) -> Cluster {
-        match Cluster::try_boot(c, args) {
-            (c, None) => c,
-            (c, Some(e)) => panic!("deployment not ready: {e}\n{}", c.all_logs()),
-        }
-    }
-
-    /// [`Cluster::boot`], handing the cluster back with the error if it does not get ready.
-    fn try_boot(mut c: Cluster, args: impl Fn(&str) -> Vec<String>) -> (Cluster, Option<String>) {
+    pub fn boot(mut c: Cluster, args: impl Fn(&str) -> Vec<String>) -> Cluster {
         let names: Vec<String> = c.cfg().sites.iter().map(|s| s.name.clone()).collect();
         for n in &names {
             c.dep.set_site_args(n, args(n));
             c.dep.restart(n).expect("site starts");
         }
-        let e = c.dep.wait_ready(Duration::from_secs(60)).err();
-        (c, e.map(|e| e.to_string()))
+        if let Err(e) = c.dep.wait_ready(Duration::from_secs(60)) {
+            panic!("deployment not ready: {e}\n{}", c.all_logs());
+        }
+        c
     }
 
     /// The config.

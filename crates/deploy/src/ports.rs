@@ -1,0 +1,156 @@
+//! Ports for local deployments that no other test or OS-assigned socket can take meanwhile.
+//!
+//! A port chosen by binding port 0 and closing the socket is free only until someone else
+//! binds: the OS hands the same port to the next process that asks for any port, and a
+//! server started a moment later then fails with "Address already in use". Ports handed out
+//! here come instead from a pool *outside* the OS's ephemeral range (so no socket bound to
+//! port 0 and no outgoing connection gets them), in blocks that one process at a time owns:
+//! a block is owned by holding an exclusive lock on its file under
+//! `$TMPDIR/mako-ports/`, which the OS drops when the process exits. A block is taken only
+//! if all its ports can be bound at that moment.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::net::TcpListener;
+use std::ops::Range;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+/// Ports per block: one lock file covers this many consecutive ports.
+const BLOCK: u16 = 64;
+
+/// Ports of the pool, at most (the pool sits just below the ephemeral range).
+const POOL: u16 = 12 * 1024;
+
+/// The ports owned by this process and not handed out yet, and the locks that own them.
+struct Owned {
+    free: Range<u16>,
+    locks: Vec<File>,
+}
+
+static OWNED: Mutex<Owned> = Mutex::new(Owned {
+    free: 0..0,
+    locks: Vec::new(),
+});
+
+fn owned() -> MutexGuard<'static, Owned> {
+    OWNED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `n` distinct ports on 127.0.0.1 that this process owns until it exits.
+pub fn reserve(n: usize) -> io::Result<Vec<u16>> {
+    let mut owned = owned();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        if owned.free.is_empty() {
+            let (block, lock) = take_block()?;
+            owned.free = block;
+            owned.locks.push(lock);
+        }
+        out.extend(owned.free.next());
+    }
+    Ok(out)
+}
+
+/// The pool's port range: below the ephemeral range if there is room, else above it.
+fn pool() -> io::Result<Range<u16>> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_else(|_| "32768 60999".into());
+    let pool = pool_for(&text);
+    if pool.len() < usize::from(BLOCK) {
+        return Err(io::Error::other(format!(
+            "no room for a port pool outside the ephemeral range {text:?}"
+        )));
+    }
+    Ok(pool)
+}
+
+/// The pool for an `ip_local_port_range` text (`"LOW HIGH"`); empty if it leaves no room.
+fn pool_for(range_text: &str) -> Range<u16> {
+    let mut it = range_text.split_whitespace().map(|s| s.parse::<u16>().ok());
+    let (Some(Some(low)), Some(Some(high))) = (it.next(), it.next()) else {
+        return 0..0;
+    };
+    let below = low.saturating_sub(POOL).max(1024)..low;
+    if below.len() >= usize::from(BLOCK) {
+        return below;
+    }
+    let above_start = high.saturating_add(1);
+    above_start..above_start.saturating_add(POOL)
+}
+
+/// Locks a block of the pool that no other process holds and whose ports all bind now.
+fn take_block() -> io::Result<(Range<u16>, File)> {
+    let pool = pool()?;
+    let dir = std::env::temp_dir().join("mako-ports");
+    std::fs::create_dir_all(&dir)?;
+    let blocks = pool.len() / usize::from(BLOCK);
+    // Start at a place that differs between processes, so they rarely contend for one file.
+    let start = std::process::id() as usize % blocks;
+    for i in 0..blocks {
+        let b = (start + i) % blocks;
+        let first = pool.start + (b as u16) * BLOCK;
+        let block = first..first + BLOCK;
+        let path: PathBuf = dir.join(format!("block-{first}.lock"));
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        if !try_lock(&file)? {
+            continue;
+        }
+        if block
+            .clone()
+            .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
+        {
+            return Ok((block, file));
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("every block of ports {pool:?} is taken"),
+    ))
+}
+
+/// Takes an exclusive lock on `file` without waiting; `false` if another process holds one.
+fn try_lock(file: &File) -> io::Result<bool> {
+    // SAFETY: `flock` only reads the descriptor, which `file` keeps open for the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(err),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_lies_outside_the_ephemeral_range() {
+        assert_eq!(pool_for("32768\t60999\n"), 20480..32768);
+        assert_eq!(pool_for("2000 60999"), 1024..2000);
+        assert_eq!(pool_for("1050 60999"), 61000..65535);
+        assert!(pool_for("1024 65535").is_empty());
+        assert!(pool_for("garbage").is_empty());
+    }
+
+    #[test]
+    fn reserved_ports_are_distinct_and_bindable() {
+        let a = reserve(100).unwrap();
+        let b = reserve(3).unwrap();
+        let mut all: Vec<u16> = a.iter().chain(&b).copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 103);
+        for p in all {
+            TcpListener::bind(("127.0.0.1", p)).unwrap();
+        }
+    }
+}
