@@ -151,6 +151,16 @@ fn redis_on_one_shard_three_replicas() {
         r.cmd("INCRBY n x"),
         err("ERR value is not an integer or out of range")
     );
+    // Stored values Redis does not read as integers either.
+    for v in ["+5", "007", "-0", "1e3"] {
+        assert_eq!(r.cmd(&format!("SET odd {v}")), Reply::ok());
+        assert_eq!(
+            r.cmd("INCR odd"),
+            err("ERR value is not an integer or out of range"),
+            "INCR of {v:?}"
+        );
+    }
+    assert_eq!(r.cmd("DEL odd"), Reply::Int(1));
     assert_eq!(r.cmd("APPEND k xyz"), Reply::Int(4));
     assert_eq!(r.cmd("STRLEN k"), Reply::Int(4));
     assert_eq!(r.cmd("GETSET k new"), bulk("wxyz"));

@@ -272,9 +272,9 @@ pub fn apply_ref(
     })
 }
 
-/// A decimal `i64` as Redis stores integers (no sign `+`, no spaces, no leading zeros needed).
+/// A stored decimal `i64` as Redis's `INCR` reads one ([`mako_redis::command::parse_i64`]).
 pub fn parse_int(v: &[u8]) -> Option<i64> {
-    std::str::from_utf8(v).ok()?.parse().ok()
+    mako_redis::command::parse_i64(v)
 }
 
 fn unknown_table(table: &str) -> OpError {
@@ -375,6 +375,40 @@ mod tests {
             let r = OpRef::from(&op);
             assert_eq!(r.table(), op.table());
             assert_eq!(r.to_op(), op);
+        }
+    }
+
+    /// What Redis's `INCR` accepts as an integer (its `string2ll`), value by value.
+    #[test]
+    fn integers_parse_as_redis_parses_them() {
+        let ok: [(&[u8], i64); 6] = [
+            (b"0", 0),
+            (b"-5", -5),
+            (b"42", 42),
+            (b"9223372036854775807", i64::MAX),
+            (b"-9223372036854775808", i64::MIN),
+            (b"1000000", 1_000_000),
+        ];
+        for (v, n) in ok {
+            assert_eq!(parse_int(v), Some(n), "{:?}", String::from_utf8_lossy(v));
+        }
+        let refused: [&[u8]; 13] = [
+            b"",
+            b"+5",
+            b"007",
+            b"-0",
+            b" 5",
+            b"5 ",
+            b"-",
+            b"9223372036854775808",
+            b"-9223372036854775809",
+            b"12345678901234567890",
+            b"1e3",
+            b"\xff1",
+            b"0x10",
+        ];
+        for v in refused {
+            assert_eq!(parse_int(v), None, "{:?}", String::from_utf8_lossy(v));
         }
     }
 }

@@ -206,12 +206,9 @@ impl Txn for MemTxn<'_> {
     fn add(&mut self, key: &[u8], delta: i64) -> Result<i64, Failure> {
         let old = match self.get(key)? {
             None => 0,
-            Some(v) => std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| {
-                    Failure::Refused("value is not an integer or out of range".into())
-                })?,
+            Some(v) => crate::command::parse_i64(&v).ok_or_else(|| {
+                Failure::Refused("value is not an integer or out of range".into())
+            })?,
         };
         let new = old
             .checked_add(delta)

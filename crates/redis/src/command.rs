@@ -192,18 +192,27 @@ fn arity_error(name: &str) -> String {
     format!("ERR wrong number of arguments for '{name}' command")
 }
 
-/// A decimal `i64` argument as Redis accepts it (no `+`, no blanks, no leading zeros).
+/// A decimal `i64` as Redis reads one (its `string2ll`): an optional `-`, then `0` alone or
+/// digits without a leading zero; no `+`, no blanks, no `-0`, nothing out of range.
 pub fn parse_i64(a: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(a).ok()?;
-    let digits = s.strip_prefix('-').unwrap_or(s);
-    if digits.is_empty()
-        || !digits.bytes().all(|b| b.is_ascii_digit())
-        || (digits.len() > 1 && digits.starts_with('0'))
-        || s == "-0"
-    {
-        return None;
+    let (negative, digits) = match a.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, a),
+    };
+    match digits {
+        [b'0'] if !negative => return Some(0),
+        [b'1'..=b'9', ..] => {}
+        _ => return None,
     }
-    s.parse().ok()
+    // Accumulated negatively, so that `i64::MIN` fits.
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if negative { Some(n) } else { n.checked_neg() }
 }
 
 /// Moves an argument out (a request's arguments are not used again once parsed).
