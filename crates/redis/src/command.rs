@@ -371,9 +371,10 @@ fn parse_set(a: &mut [Vec<u8>]) -> Result<Command, ParseError> {
     while i < a.len() {
         let opt = String::from_utf8_lossy(&a[i]).to_ascii_uppercase();
         match opt.as_str() {
-            "NX" if cond == SetCond::Always => cond = SetCond::Nx,
-            "XX" if cond == SetCond::Always => cond = SetCond::Xx,
-            "GET" if !get => get = true,
+            // Repeating a flag is allowed (as in Redis); NX with XX is not.
+            "NX" if cond != SetCond::Xx => cond = SetCond::Nx,
+            "XX" if cond != SetCond::Nx => cond = SetCond::Xx,
+            "GET" => get = true,
             "KEEPTTL" if !expiry => expiry = true,
             "EX" | "PX" | "EXAT" | "PXAT" if !expiry && i + 1 < a.len() => {
                 expiry = true;
@@ -534,6 +535,10 @@ mod tests {
         assert_eq!(p("set k v nx"), set(SetCond::Nx, false));
         assert_eq!(p("set k v XX GET"), set(SetCond::Xx, true));
         assert_eq!(err("set k v nx xx"), SYNTAX);
+        assert_eq!(err("set k v xx nx"), SYNTAX);
+        // A flag given twice is the flag once, as in Redis.
+        assert_eq!(p("set k v NX nx"), set(SetCond::Nx, false));
+        assert_eq!(p("set k v xx XX get GET"), set(SetCond::Xx, true));
         assert_eq!(err("set k v bogus"), SYNTAX);
         assert_eq!(err("set k v EX"), SYNTAX);
         for e in [
