@@ -40,17 +40,32 @@ fn owned() -> MutexGuard<'static, Owned> {
 
 /// `n` distinct ports on 127.0.0.1 that this process owns until it exits.
 pub fn reserve(n: usize) -> io::Result<Vec<u16>> {
-    let mut owned = owned();
     let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        if owned.free.is_empty() {
-            let (block, lock) = take_block()?;
-            owned.free = block;
-            owned.locks.push(lock);
+    loop {
+        {
+            let mut owned = owned();
+            while out.len() < n {
+                match owned.free.next() {
+                    Some(p) => out.push(p),
+                    None => break,
+                }
+            }
         }
-        out.extend(owned.free.next());
+        if out.len() == n {
+            return Ok(out);
+        }
+        // Taken without holding `OWNED` (it binds and locks files); two threads taking
+        // blocks at once lock different files, as `flock`s of separate opens conflict.
+        let (block, lock) = take_block()?;
+        let mut owned = owned();
+        owned.locks.push(lock);
+        if owned.free.is_empty() {
+            owned.free = block;
+        } else {
+            // Another thread refilled meanwhile: use this block's ports first.
+            out.extend(block.take(n - out.len()));
+        }
     }
-    Ok(out)
 }
 
 /// The pool's port range: below the ephemeral range if there is room, else above it.
