@@ -210,6 +210,12 @@ fn print_result(op: &Operation, r: &OperationResult) {
         OperationResult::Done => println!("{} OK", key.unwrap_or_default()),
         OperationResult::Int(i) => println!("{} = {i}", key.unwrap_or_default()),
         OperationResult::Rows(rows) => print_rows(rows),
+        OperationResult::Version(Some((epoch, ts))) => {
+            println!("{} version {epoch}.{ts}", key.unwrap_or_default())
+        }
+        OperationResult::Version(None) => {
+            println!("{} version (never written)", key.unwrap_or_default())
+        }
     }
 }
 

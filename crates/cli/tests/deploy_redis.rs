@@ -568,4 +568,44 @@ fn redis_multi_exec_is_atomic_across_shards() {
     );
     let v: i64 = redis::cmd("GET").arg(&x).query(&mut con).expect("get");
     assert_eq!(v, 81);
+
+    // A write that leaves the value as it was counts too, on either shard (one of the
+    // two version reads is a remote one).
+    for k in [&x, &y] {
+        let _: () = redis::cmd("WATCH")
+            .arg(&x)
+            .arg(&y)
+            .query(&mut con)
+            .expect("watch");
+        let now: i64 = redis::cmd("GET").arg(k).query(&mut other).expect("get");
+        let _: () = redis::cmd("SET")
+            .arg(k)
+            .arg(now)
+            .query(&mut other)
+            .expect("set");
+        let r: Value = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&x)
+            .arg(0)
+            .query(&mut con)
+            .expect("exec");
+        assert_eq!(r, Value::Nil, "EXEC after {k} was rewritten answers nil");
+    }
+    // Untouched, the block applies.
+    let _: () = redis::cmd("WATCH")
+        .arg(&x)
+        .arg(&y)
+        .query(&mut con)
+        .expect("watch");
+    let r: Value = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg(&x)
+        .arg(0)
+        .query(&mut con)
+        .expect("exec");
+    assert_ne!(r, Value::Nil);
+    let v: i64 = redis::cmd("GET").arg(&x).query(&mut con).expect("get");
+    assert_eq!(v, 0);
 }

@@ -586,6 +586,20 @@ impl Txn<'_> {
         }
     }
 
+    /// The version of `key` of the default table: `(epoch, timestamp)` of its newest
+    /// version, which every write changes (the same value again and a delete included);
+    /// `None` if it was never written. Validated at commit; this transaction's own writes
+    /// are not seen.
+    pub fn version(&mut self, key: &[u8]) -> Result<Option<(u32, u64)>, ClientError> {
+        match self.op(Op::Version {
+            table: DEFAULT_TABLE.into(),
+            key: key.to_vec(),
+        })? {
+            OpResult::Version(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Writes `key` of the default table.
     pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<(), ClientError> {
         self.put_in(DEFAULT_TABLE, key, value)

@@ -94,6 +94,13 @@ pub enum OpRef<'a> {
         /// The bytes appended.
         value: &'a [u8],
     },
+    /// Reads the key's version (see [`Op::Version`]).
+    Version {
+        /// The table.
+        table: &'a str,
+        /// The key.
+        key: &'a [u8],
+    },
 }
 
 impl<'a> From<&'a Op> for OpRef<'a> {
@@ -119,6 +126,7 @@ impl<'a> From<&'a Op> for OpRef<'a> {
                 delta: *delta,
             },
             Op::Append { table, key, value } => OpRef::Append { table, key, value },
+            Op::Version { table, key } => OpRef::Version { table, key },
         }
     }
 }
@@ -161,6 +169,10 @@ impl OpRef<'_> {
                 key: key.to_vec(),
                 value: value.to_vec(),
             },
+            OpRef::Version { table, key } => Op::Version {
+                table: table.into(),
+                key: key.to_vec(),
+            },
         }
     }
 
@@ -171,7 +183,8 @@ impl OpRef<'_> {
             | OpRef::Delete { table, .. }
             | OpRef::Scan { table, .. }
             | OpRef::Add { table, .. }
-            | OpRef::Append { table, .. } => table,
+            | OpRef::Append { table, .. }
+            | OpRef::Version { table, .. } => table,
         }
     }
 }
@@ -222,7 +235,8 @@ pub fn apply_ref(
         | OpRef::Put { key, .. }
         | OpRef::Delete { key, .. }
         | OpRef::Add { key, .. }
-        | OpRef::Append { key, .. } => (
+        | OpRef::Append { key, .. }
+        | OpRef::Version { key, .. } => (
             key,
             catalog
                 .shard_of(table, key)
@@ -231,6 +245,7 @@ pub fn apply_ref(
     };
     Ok(match op {
         OpRef::Get { .. } => OpResult::Value(tx.get(shard, index, key)?.map(|b| b.to_vec())),
+        OpRef::Version { .. } => OpResult::Version(tx.version(shard, index, key)?),
         OpRef::Put { value, .. } => {
             tx.put(shard, index, key, Bytes::copy_from_slice(value))?;
             OpResult::Done
@@ -369,6 +384,10 @@ mod tests {
                 table: "t".into(),
                 key: b"s".to_vec(),
                 value: b"tail".to_vec(),
+            },
+            Op::Version {
+                table: "t".into(),
+                key: b"v".to_vec(),
             },
         ];
         for op in ops {

@@ -420,6 +420,17 @@ impl<R: RunOp> Txn for Ops<R> {
             other => Err(unexpected(&other)),
         }
     }
+
+    fn version(&mut self, key: &[u8]) -> Result<mako_redis::backend::KeyVersion, Failure> {
+        let op = OpRef::Version {
+            table: DEFAULT_TABLE,
+            key,
+        };
+        match self.0.run(op)? {
+            OpResult::Version(v) => Ok(v),
+            other => Err(unexpected(&other)),
+        }
+    }
 }
 
 /// A transaction coordinated by this site.

@@ -629,3 +629,40 @@ fn a_scan_returning_more_than_the_row_limit_is_refused_and_the_transaction_stays
     t.commit().unwrap();
     assert_eq!(cl.get(b"after").unwrap(), Some(b"1".to_vec()));
 }
+
+/// `Txn::version` over the client protocol: every write changes it (the same value again
+/// and a delete included), and a stale version read aborts the commit.
+#[test]
+fn client_version_reads_change_with_every_write() {
+    let c = start(1, 1, Limits::default());
+    let mut cl = c.client();
+    let version = |cl: &mut mako_client::Client| {
+        let mut t = cl.begin();
+        let v = t.version(b"k").unwrap();
+        t.commit().unwrap();
+        v
+    };
+    assert_eq!(version(&mut cl), None);
+    cl.put(b"k", b"same").unwrap();
+    let v1 = version(&mut cl).expect("written");
+    cl.put(b"k", b"same").unwrap();
+    let v2 = version(&mut cl).expect("written");
+    assert_ne!(v1, v2);
+    cl.delete(b"k").unwrap();
+    let v3 = version(&mut cl).expect("a delete is a version");
+    assert_ne!(v2, v3);
+    assert_eq!(cl.get(b"k").unwrap(), None);
+
+    let mut t = cl.begin();
+    assert_eq!(t.version(b"k").unwrap(), Some(v3));
+    t.put(b"other", b"x").unwrap();
+    let mut cl2 = c.client();
+    cl2.put(b"k", b"again").unwrap();
+    match t.commit() {
+        Err(ClientError::Aborted { reason, .. }) => assert_eq!(reason, "conflict"),
+        other => panic!("a stale version read must abort, got {other:?}"),
+    }
+    for n in &c.nodes {
+        n.shutdown(false);
+    }
+}

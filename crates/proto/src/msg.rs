@@ -170,6 +170,15 @@ pub enum Op {
         /// The bytes appended.
         value: Vec<u8>,
     },
+    /// Reads the version of a key: the `(epoch, timestamp)` of its newest version, a
+    /// delete's included (none if it was never written). It changes with every write to the
+    /// key, the same value written again included; the transaction's own writes are not seen.
+    Version {
+        /// The table.
+        table: String,
+        /// The key.
+        key: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -181,7 +190,8 @@ impl Op {
             | Op::Delete { table, .. }
             | Op::Scan { table, .. }
             | Op::Add { table, .. }
-            | Op::Append { table, .. } => table,
+            | Op::Append { table, .. }
+            | Op::Version { table, .. } => table,
         }
     }
 
@@ -192,7 +202,8 @@ impl Op {
             | Op::Put { key, .. }
             | Op::Delete { key, .. }
             | Op::Add { key, .. }
-            | Op::Append { key, .. } => Some(key),
+            | Op::Append { key, .. }
+            | Op::Version { key, .. } => Some(key),
             Op::Scan { .. } => None,
         }
     }
@@ -209,6 +220,8 @@ impl OpResult {
                 .iter()
                 .fold(11, |n, (k, v)| n.saturating_add(20 + k.len() + v.len())),
             OpResult::Int(_) => 11,
+            // Tag, option tag, a u32 and a u64 (varints).
+            OpResult::Version(_) => 18,
         }
     }
 }
@@ -227,6 +240,8 @@ pub enum OpResult {
     Rows(Rows),
     /// An integer result (new value of `Add`, new length of `Append`).
     Int(i64),
+    /// A key's version (`Version`): `(epoch, timestamp)`, none if never written.
+    Version(Option<(u32, u64)>),
 }
 
 /// One response.

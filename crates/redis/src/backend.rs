@@ -60,7 +60,13 @@ pub trait Txn {
     fn append(&mut self, key: &[u8], value: &[u8]) -> Result<i64, Failure>;
     /// Up to `limit` keys from `from` on, in key order across every shard.
     fn scan(&mut self, from: Bound<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>, Failure>;
+    /// The version of `key`. This transaction's own writes are not seen.
+    fn version(&mut self, key: &[u8]) -> Result<KeyVersion, Failure>;
 }
+
+/// A key's version: a token that changes with every write to the key, the same value
+/// written again and a delete included (`None`: never written).
+pub type KeyVersion = Option<(u32, u64)>;
 
 /// The body of a transaction: may run more than once (after a retryable abort).
 pub type Body<'a> = dyn FnMut(&mut dyn Txn) -> Result<(), Failure> + 'a;
@@ -158,7 +164,15 @@ pub struct Figures {
 /// A serial in-memory store (one lock over a map), for tests and examples.
 #[derive(Debug, Clone, Default)]
 pub struct MemStore {
-    map: Arc<Mutex<BTreeMap<Vec<u8>, Vec<u8>>>>,
+    map: Arc<Mutex<Mem>>,
+}
+
+/// The rows of a [`MemStore`] and the commit that last wrote each key.
+#[derive(Debug, Default)]
+struct Mem {
+    rows: BTreeMap<Vec<u8>, Vec<u8>>,
+    versions: BTreeMap<Vec<u8>, u64>,
+    commits: u64,
 }
 
 impl MemStore {
@@ -169,7 +183,7 @@ impl MemStore {
 
     /// The value of `key`, outside any transaction.
     pub fn value(&self, key: &[u8]) -> Option<Vec<u8>> {
-        self.map.lock().get(key).cloned()
+        self.map.lock().rows.get(key).cloned()
     }
 }
 
@@ -182,6 +196,7 @@ impl Store for MemStore {
 /// A [`MemStore`] transaction: writes buffered, applied at commit under the lock.
 struct MemTxn<'a> {
     map: &'a BTreeMap<Vec<u8>, Vec<u8>>,
+    versions: &'a BTreeMap<Vec<u8>, u64>,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
@@ -242,21 +257,29 @@ impl Txn for MemTxn<'_> {
             .take(limit)
             .collect())
     }
+
+    fn version(&mut self, key: &[u8]) -> Result<KeyVersion, Failure> {
+        Ok(self.versions.get(key).map(|&c| (0, c)))
+    }
 }
 
 impl Backend for MemStore {
     fn transact(&mut self, body: &mut Body<'_>) -> Result<(), Failure> {
-        let mut map = self.map.lock();
+        let mut mem = self.map.lock();
         let mut tx = MemTxn {
-            map: &map,
+            map: &mem.rows,
+            versions: &mem.versions,
             writes: BTreeMap::new(),
         };
         body(&mut tx)?;
         let writes = tx.writes;
+        mem.commits += 1;
+        let commit = mem.commits;
         for (k, v) in writes {
+            mem.versions.insert(k.clone(), commit);
             match v {
-                Some(v) => map.insert(k, v),
-                None => map.remove(&k),
+                Some(v) => mem.rows.insert(k, v),
+                None => mem.rows.remove(&k),
             };
         }
         Ok(())
@@ -274,7 +297,7 @@ impl Backend for MemStore {
     fn figures(&mut self) -> Figures {
         Figures {
             leader: true,
-            stats: vec![("keys".into(), self.map.lock().len().to_string())],
+            stats: vec![("keys".into(), self.map.lock().rows.len().to_string())],
             ..Figures::default()
         }
     }

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::backend::{Backend, Failure, Release, Txn};
+use crate::backend::{Backend, Failure, KeyVersion, Release, Txn};
 use crate::command::{self, Command, Data, ParseError, SetCond};
 use crate::glob;
 use crate::resp::Value;
@@ -196,7 +196,8 @@ pub struct Connection {
     /// Inside MULTI: the queue, and whether queueing failed (EXEC answers EXECABORT).
     multi: Option<(Vec<Queued>, bool)>,
     /// WATCHed keys and the values they had.
-    watched: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// WATCHed keys and their versions at WATCH ([`Txn::version`]).
+    watched: Vec<(Vec<u8>, KeyVersion)>,
     /// The release the last reply waits for (see [`Connection::take_release`]).
     release: Option<Box<dyn Release>>,
 }
@@ -442,13 +443,13 @@ impl Connection {
         }
     }
 
-    /// WATCH: remembers each key's value now (read in a transaction).
+    /// WATCH: remembers each key's version now (read in a transaction).
     fn watch(&mut self, keys: Vec<Vec<u8>>, backend: &mut dyn Backend) -> Value {
         let mut seen = Vec::new();
         let r = backend.transact(&mut |tx| {
             seen.clear();
             for k in &keys {
-                seen.push((k.clone(), tx.get(k)?));
+                seen.push((k.clone(), tx.version(k)?));
             }
             Ok(())
         });
@@ -483,8 +484,9 @@ impl Connection {
             .collect();
         let mut replies = Vec::with_capacity(data.len());
         let r = backend.transact_pipelined(&mut |tx| {
+            // Any write since WATCH, even of the same value, changed the version.
             for (k, v) in &watched {
-                if tx.get(k)? != *v {
+                if tx.version(k)? != *v {
                     return Err(Failure::Cancelled);
                 }
             }

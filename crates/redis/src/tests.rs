@@ -276,6 +276,45 @@ fn watch_aborts_exec_when_a_key_changed() {
     assert_eq!(f.cmd("EXEC"), Value::Array(vec![bulk("1")]));
 }
 
+/// As in Redis, any write to a watched key since WATCH aborts EXEC, also one that leaves
+/// the value as it was.
+#[test]
+fn watch_notices_writes_that_leave_the_value_unchanged() {
+    let mut f = Fixture::new(None);
+    let mut other = Connection::new(&f.shared);
+    let cases: [&[&str]; 4] = [
+        &["SET w A"],
+        &["SET w B", "SET w A"],
+        &["DEL w", "SET w A"],
+        &["GETSET w A"],
+    ];
+    for writes in cases {
+        assert_eq!(f.cmd("SET w A"), ok());
+        assert_eq!(f.cmd("WATCH w"), ok());
+        for w in writes {
+            assert!(!f.cmd_on(&mut other, w).is_error(), "{w}");
+        }
+        assert_eq!(f.store.value(b"w"), Some(b"A".to_vec()));
+        assert_eq!(f.cmd("MULTI"), ok());
+        assert_eq!(f.cmd("SET w mine"), Value::Simple("QUEUED".into()));
+        assert_eq!(f.cmd("EXEC"), Value::NilArray, "after {writes:?}");
+        assert_eq!(f.store.value(b"w"), Some(b"A".to_vec()));
+    }
+    // A key absent at WATCH, then written and deleted: it changed.
+    assert_eq!(f.cmd("WATCH gone"), ok());
+    assert_eq!(f.cmd_on(&mut other, "SET gone 1"), ok());
+    assert_eq!(f.cmd_on(&mut other, "DEL gone"), Value::Int(1));
+    assert_eq!(f.cmd("MULTI"), ok());
+    assert_eq!(f.cmd("SET gone mine"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("EXEC"), Value::NilArray);
+    // Untouched watched keys (one absent) let EXEC apply.
+    assert_eq!(f.cmd("WATCH w never"), ok());
+    assert_eq!(f.cmd_on(&mut other, "GET w"), Value::bulk("A"));
+    assert_eq!(f.cmd("MULTI"), ok());
+    assert_eq!(f.cmd("SET w mine"), Value::Simple("QUEUED".into()));
+    assert_eq!(f.cmd("EXEC"), Value::Array(vec![ok()]));
+}
+
 #[test]
 fn scan_walks_every_key_with_match_and_count() {
     let mut f = Fixture::new(None);
@@ -1302,6 +1341,9 @@ impl Backend for Panicky {
                 l: usize,
             ) -> Result<Vec<Vec<u8>>, Failure> {
                 self.0.scan(a, l)
+            }
+            fn version(&mut self, key: &[u8]) -> Result<crate::backend::KeyVersion, Failure> {
+                self.0.version(key)
             }
         }
         self.0.transact(&mut |tx| body(&mut Check(tx)))

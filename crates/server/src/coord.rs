@@ -474,6 +474,31 @@ impl<'a> DistTxn<'a> {
         }
     }
 
+    /// The `(epoch, timestamp)` of the newest version of `key` of table `table` on `shard`
+    /// (`None`: never written); it changes with every write, and is validated at commit.
+    /// The transaction's own buffered writes are not seen.
+    pub fn version(
+        &mut self,
+        shard: u32,
+        table: usize,
+        key: &[u8],
+    ) -> Result<Option<(u32, u64)>, Abort> {
+        let t = self.table(table)?;
+        if shard == self.site.shard_id {
+            return Ok(self.local().version(t, key));
+        }
+        let op = Op::Version {
+            table: t.id(),
+            key: key.to_vec(),
+        };
+        let (txn, stream, site, epoch) = (self.txn(), self.stream(), self.site, self.epoch());
+        let r = self.remote(shard)?;
+        match site.ask(txn, stream, epoch, r, op)? {
+            Reply::Version(v) => Ok(v),
+            other => Err(refused(other)),
+        }
+    }
+
     /// Up to `limit` rows of `table` on `shard` in `range`, ascending; the range is validated at commit.
     pub fn scan(
         &mut self,

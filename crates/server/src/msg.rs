@@ -126,6 +126,13 @@ pub enum Op {
         /// Writes of a piece not locked yet (empty after [`Op::Lock`]).
         writes: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     },
+    /// Read the `(epoch, timestamp)` of the newest version of `key` of table `table`.
+    Version {
+        /// Table id.
+        table: u32,
+        /// Key.
+        key: Vec<u8>,
+    },
 }
 
 /// A participant's answer.
@@ -146,6 +153,8 @@ pub enum Reply {
     },
     /// Refused: conflict, unknown transaction, stale epoch, or not the leader.
     Refused(Refusal),
+    /// The version read (`None`: the key never had one).
+    Version(Option<(u32, u64)>),
 }
 
 /// Why a participant refused.

@@ -206,6 +206,15 @@ impl<'a> Participants<'a> {
                     _ => Reply::Refused(Refusal::Unknown),
                 }
             }
+            Op::Version { table, key } => {
+                let Some(t) = site.table_by_id(table) else {
+                    return Reply::Refused(Refusal::Unknown);
+                };
+                match self.piece(txn, stream).map(|p| &mut p.state) {
+                    Some(State::Open(tx)) => Reply::Version(tx.version(t, &key)),
+                    _ => Reply::Refused(Refusal::Unknown),
+                }
+            }
             Op::Scan {
                 table,
                 lo,

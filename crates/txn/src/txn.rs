@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use mako_storage::{Key, LOCK_BIT, Record, Stamp, Table, TableId, Vt};
+use mako_storage::{Key, LOCK_BIT, Record, Stamp, Table, TableId, Version, Vt};
 
 use crate::error::{Abort, AbortReason, OpError};
 use crate::shard::Shard;
@@ -151,14 +151,14 @@ impl<'s> Transaction<'s> {
         }
     }
 
-    fn track_read(&mut self, record: &Arc<Record>) -> Option<Bytes> {
+    fn track_read(&mut self, record: &Arc<Record>) -> Option<Version> {
         let view = record.read();
         add_dependency(&mut self.deps, &view, self.shard.epoch(), self.shard.id());
         self.reads.push(ReadEntry {
             record: Arc::clone(record),
             ts: view.ts,
         });
-        view.version.and_then(|v| v.value)
+        view.version
     }
 
     /// The value under `key`, seeing this transaction's own writes.
@@ -166,6 +166,19 @@ impl<'s> Transaction<'s> {
         if let Some(i) = self.find_write(table.id(), key) {
             return self.writes[i].value.clone();
         }
+        self.read_committed(table, key).and_then(|v| v.value)
+    }
+
+    /// The `(epoch, timestamp)` of the newest committed version under `key`, a delete's
+    /// included (`None` if the key never had one): it changes with every write to the key.
+    /// Validated at commit as [`Transaction::get`] is; this transaction's own writes are
+    /// not seen.
+    pub fn version(&mut self, table: &'s Table, key: &[u8]) -> Option<(u32, u64)> {
+        self.read_committed(table, key).map(|v| v.stamp.order())
+    }
+
+    /// Reads the newest committed version under `key` into the read set.
+    fn read_committed(&mut self, table: &'s Table, key: &[u8]) -> Option<Version> {
         let rec = table.record(key);
         let known = match &rec {
             Some(rec) => Known::Record(Arc::clone(rec)),
