@@ -164,6 +164,26 @@ pub const TABLE: &[(&str, i32)] = &[
     ("unwatch", 1),
 ];
 
+/// What `COMMAND INFO` says of a command besides its arity: flags, and where its keys are
+/// (first, last, step; last `-1`: the last argument), as cluster-aware clients read them.
+pub fn describe(name: &str) -> (&'static [&'static str], (i64, i64, i64)) {
+    const READ: &[&str] = &["readonly", "fast"];
+    const WRITE: &[&str] = &["write", "denyoom", "fast"];
+    const OTHER: &[&str] = &["fast"];
+    match name {
+        "get" | "strlen" => (READ, (1, 1, 1)),
+        "exists" | "mget" => (READ, (1, -1, 1)),
+        "set" | "incr" | "incrby" | "decr" | "decrby" | "append" | "getset" | "getdel" => {
+            (WRITE, (1, 1, 1))
+        }
+        "del" => (&["write"], (1, -1, 1)),
+        "mset" => (&["write", "denyoom"], (1, -1, 2)),
+        "watch" => (OTHER, (1, -1, 1)),
+        "scan" => (&["readonly"], (0, 0, 0)),
+        _ => (OTHER, (0, 0, 0)),
+    }
+}
+
 /// `ERR syntax error`.
 pub const SYNTAX: &str = "ERR syntax error";
 /// `ERR value is not an integer or out of range`.

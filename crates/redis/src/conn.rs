@@ -804,17 +804,21 @@ fn config_get(params: &[Vec<u8>]) -> Value {
 
 fn command_info(sub: Option<&str>, args: &[Vec<u8>]) -> Value {
     let entry = |name: &str, arity: i32| {
+        let (flags, (first, last, step)) = command::describe(name);
         Value::Array(vec![
             Value::bulk(name),
             Value::Int(i64::from(arity)),
-            Value::Array(Vec::new()),
-            Value::Int(0),
-            Value::Int(0),
-            Value::Int(0),
+            Value::Array(flags.iter().map(|f| Value::Simple((*f).into())).collect()),
+            Value::Int(first),
+            Value::Int(last),
+            Value::Int(step),
         ])
     };
     match sub {
         None => Value::Array(command::TABLE.iter().map(|(n, a)| entry(n, *a)).collect()),
+        Some("count") if !args.is_empty() => {
+            Value::err("ERR wrong number of arguments for 'command|count' command")
+        }
         Some("count") => Value::Int(command::TABLE.len() as i64),
         Some("list") => Value::Array(command::TABLE.iter().map(|(n, _)| Value::bulk(n)).collect()),
         Some("docs") => Value::Map(Vec::new()),

@@ -203,11 +203,10 @@ fn trim_cr(l: &[u8]) -> &[u8] {
     l.strip_suffix(b"\r").unwrap_or(l)
 }
 
+/// A length of a request header, read as Redis reads it (`string2ll`: no `+`, no leading
+/// zeros).
 fn parse_len(digits: &[u8]) -> Option<i64> {
-    if digits.is_empty() || digits.len() > 20 {
-        return None;
-    }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    crate::command::parse_i64(digits)
 }
 
 /// Splits an inline command as `redis-cli` quotes it: words separated by blanks, `"..."`
@@ -569,6 +568,11 @@ mod tests {
         assert_eq!(run(b"*1\r\n$-1\r\n"), Err(ProtocolError::BulkLength));
         assert_eq!(run(b"*1\r\n$x\r\n"), Err(ProtocolError::BulkLength));
         assert_eq!(run(b"*zz\r\n"), Err(ProtocolError::MultibulkLength));
+        // Lengths are read as Redis reads them: no '+', no leading zeros.
+        assert_eq!(run(b"*+1\r\n"), Err(ProtocolError::MultibulkLength));
+        assert_eq!(run(b"*01\r\n"), Err(ProtocolError::MultibulkLength));
+        assert_eq!(run(b"*1\r\n$+4\r\n"), Err(ProtocolError::BulkLength));
+        assert_eq!(run(b"*1\r\n$04\r\n"), Err(ProtocolError::BulkLength));
         assert_eq!(run(b"*1\r\n:1\r\n"), Err(ProtocolError::ExpectedBulk(':')));
         assert_eq!(
             run(b"*1\r\n$1\r\nab\r\n"),

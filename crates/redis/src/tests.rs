@@ -114,6 +114,29 @@ fn connection_commands() {
     assert_eq!(f.cmd("CONFIG GET nothing"), Value::Map(Vec::new()));
     assert!(matches!(f.cmd("COMMAND COUNT"), Value::Int(n) if n > 20));
     assert_eq!(f.cmd("COMMAND DOCS"), Value::Map(Vec::new()));
+    assert!(f.cmd("COMMAND COUNT x").is_error());
+    // Key positions as Redis gives them (cluster-aware clients route by them).
+    let mut positions = |name: &str| {
+        let Value::Array(entries) = f.cmd(&format!("COMMAND INFO {name}")) else {
+            panic!("COMMAND INFO answers an array");
+        };
+        let Value::Array(e) = &entries[0] else {
+            panic!("{entries:?}")
+        };
+        (e[3].clone(), e[4].clone(), e[5].clone())
+    };
+    assert_eq!(
+        positions("get"),
+        (Value::Int(1), Value::Int(1), Value::Int(1))
+    );
+    assert_eq!(
+        positions("mset"),
+        (Value::Int(1), Value::Int(-1), Value::Int(2))
+    );
+    assert_eq!(
+        positions("ping"),
+        (Value::Int(0), Value::Int(0), Value::Int(0))
+    );
     let Value::Verbatim(info) = f.cmd("INFO") else {
         panic!("INFO is text");
     };
