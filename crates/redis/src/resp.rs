@@ -59,6 +59,12 @@ pub enum ProtocolError {
     /// A bulk string not followed by CRLF.
     #[error("Protocol error: bulk string not terminated by CRLF")]
     BulkTerminator,
+    /// A `*` count within the limit, but over what an unauthenticated client may send.
+    #[error("Protocol error: unauthenticated multibulk length")]
+    UnauthenticatedMultibulkLength,
+    /// A `$` length within the limit, but over what an unauthenticated client may send.
+    #[error("Protocol error: unauthenticated bulk length")]
+    UnauthenticatedBulkLength,
 }
 
 /// A request being assembled from bytes as they arrive.
@@ -146,7 +152,11 @@ impl Parser {
                 let n = parse_len(&trim_cr(l)[1..]).ok_or(ProtocolError::MultibulkLength)?;
                 *pos += l.len() + 1;
                 if n > limits.max_args as i64 {
-                    return Err(ProtocolError::MultibulkLength);
+                    return Err(if n <= self.limits.max_args as i64 {
+                        ProtocolError::UnauthenticatedMultibulkLength
+                    } else {
+                        ProtocolError::MultibulkLength
+                    });
                 }
                 if n <= 0 {
                     continue; // Redis ignores empty and null arrays in requests
@@ -168,8 +178,11 @@ impl Parser {
                     return Ok(None);
                 };
                 let len = parse_len(&trim_cr(l)[1..]).ok_or(ProtocolError::BulkLength)?;
-                if len < 0 || len > limits.max_bulk as i64 {
+                if len < 0 || len > self.limits.max_bulk as i64 {
                     return Err(ProtocolError::BulkLength);
+                }
+                if len > limits.max_bulk as i64 {
+                    return Err(ProtocolError::UnauthenticatedBulkLength);
                 }
                 let len = len as usize;
                 let start = *pos + l.len() + 1;

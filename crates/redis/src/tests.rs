@@ -1427,12 +1427,25 @@ fn an_unauthenticated_client_cannot_send_large_requests() {
     };
     let many = format!("*11\r\n{}", "$1\r\na\r\n".repeat(11));
     // The bulk string's header alone is refused: only its first bytes are sent.
-    for request in [long_line.as_bytes(), &big_bulk[..200], many.as_bytes()] {
+    for (request, error) in [
+        (
+            long_line.as_bytes(),
+            "Protocol error: too big inline request",
+        ),
+        (
+            &big_bulk[..200],
+            "Protocol error: unauthenticated bulk length",
+        ),
+        (
+            many.as_bytes(),
+            "Protocol error: unauthenticated multibulk length",
+        ),
+    ] {
         let mut c = TcpStream::connect(server.addr()).unwrap();
         read_timeout(&c);
         c.write_all(request).unwrap();
         let r = read_replies(&mut c, 1);
-        assert!(r[0].text_contains("Protocol error"), "{r:?}");
+        assert!(r[0].text_contains(error), "{r:?}");
         // The connection is closed after the error.
         let mut rest = Vec::new();
         assert_eq!(c.read_to_end(&mut rest).unwrap_or(0), 0, "{rest:?}");
