@@ -500,6 +500,7 @@ impl Host {
             captured_tx,
             capture_pending: false,
             presaved: None,
+            rejoin_watch: RejoinWatch::default(),
         };
         let tick = Duration::from_millis(cfg.heartbeat_interval_ms);
         let thread = std::thread::Builder::new()
@@ -643,6 +644,41 @@ struct Driver<C: Core> {
     /// The newest capture, if the snapshot thread saved it: its index, its term and its
     /// data's address and length (the persist of that very snapshot skips saving it again).
     presaved: Option<(u64, u64, usize, usize)>,
+    /// Whether this replica rejoins with no leader in sight (see [`RejoinWatch`]).
+    rejoin_watch: RejoinWatch,
+}
+
+/// How long a rejoining replica may see no leader before it warns (and then twice as long
+/// between warnings).
+const REJOIN_WARN_AFTER: Duration = Duration::from_secs(30);
+
+/// Watches a rejoining replica that knows no leader. It must not vote until it has caught
+/// up with one, so if every replica of its shard rejoins (all restarted with `memory`
+/// durability, which lost the shard's data), none ever leads: that deserves a warning that
+/// says so, not silence.
+#[derive(Debug, Default)]
+struct RejoinWatch {
+    /// Since when it has been rejoining without a leader.
+    alone_since: Option<Instant>,
+    /// When the next warning is due.
+    next_warning: Option<Instant>,
+}
+
+impl RejoinWatch {
+    /// The seconds without a leader to warn about at `now`, if a warning is due.
+    fn check(&mut self, rejoining: bool, leader_known: bool, now: Instant) -> Option<u64> {
+        if !rejoining || leader_known {
+            *self = RejoinWatch::default();
+            return None;
+        }
+        let since = *self.alone_since.get_or_insert(now);
+        let due = *self.next_warning.get_or_insert(since + REJOIN_WARN_AFTER);
+        if now < due {
+            return None;
+        }
+        self.next_warning = Some(now + 2 * REJOIN_WARN_AFTER);
+        Some(now.saturating_duration_since(since).as_secs())
+    }
 }
 
 /// Whether the loop goes on.
@@ -977,6 +1013,19 @@ impl<C: Core> Driver<C> {
         let rejoining = self.node.rejoining();
         if s.rejoining.swap(rejoining, Ordering::AcqRel) != rejoining {
             tracing::debug!(shard = self.shard, rejoining, "rejoin state published");
+        }
+        if (rejoining || self.rejoin_watch.alone_since.is_some())
+            && let Some(secs) =
+                self.rejoin_watch
+                    .check(rejoining, self.node.leader().is_some(), Instant::now())
+        {
+            tracing::warn!(
+                shard = self.shard,
+                "still rejoining after {secs} s without a leader: this replica lost its log \
+                 (memory durability) and may not vote until it catches up with one; if every \
+                 replica of this shard restarted, the shard's data is gone and none can lead: \
+                 stop them and remove their data directories to start the shard empty"
+            );
         }
         if self.node.is_leader() || !s.rejoining_peers.lock().is_empty() {
             let peers = if self.node.is_leader() {
@@ -1316,6 +1365,26 @@ mod tests {
             Some(&b"a mix the core will drop"[..])
         );
         assert_eq!(store.load(0, 9).unwrap().unwrap(), named);
+    }
+
+    #[test]
+    fn a_replica_rejoining_without_a_leader_warns_after_a_while_and_then_less_often() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = RejoinWatch::default();
+        assert_eq!(w.check(true, false, at(0)), None);
+        assert_eq!(w.check(true, false, at(29)), None);
+        assert_eq!(w.check(true, false, at(30)), Some(30));
+        assert_eq!(w.check(true, false, at(31)), None);
+        assert_eq!(w.check(true, false, at(89)), None);
+        assert_eq!(w.check(true, false, at(90)), Some(90));
+        // A leader seen (or the rejoin over) starts the count again.
+        assert_eq!(w.check(true, true, at(91)), None);
+        assert_eq!(w.check(true, false, at(100)), None);
+        assert_eq!(w.check(true, false, at(129)), None);
+        assert_eq!(w.check(true, false, at(130)), Some(30));
+        assert_eq!(w.check(false, false, at(131)), None);
+        assert_eq!(w.check(true, false, at(170)), None);
     }
 
     #[test]
