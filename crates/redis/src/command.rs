@@ -330,8 +330,7 @@ pub fn parse(mut args: Vec<Vec<u8>>) -> Result<Command, ParseError> {
         "select" => Ok(Command::Select(int(&a[0]).map_err(ParseError::Invalid)?)),
         "quit" => Ok(Command::Quit),
         "command" => Ok(Command::Command(
-            a.first()
-                .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase()),
+            a.first().map(|s| String::from_utf8_lossy(s).into_owned()),
             a.get(1..).map(<[Vec<u8>]>::to_vec).unwrap_or_default(),
         )),
         "client" => {

@@ -814,7 +814,8 @@ fn command_info(sub: Option<&str>, args: &[Vec<u8>]) -> Value {
             Value::Int(step),
         ])
     };
-    match sub {
+    let lower = sub.map(str::to_ascii_lowercase);
+    match lower.as_deref() {
         None => Value::Array(command::TABLE.iter().map(|(n, a)| entry(n, *a)).collect()),
         Some("count") if !args.is_empty() => {
             Value::err("ERR wrong number of arguments for 'command|count' command")
@@ -833,8 +834,9 @@ fn command_info(sub: Option<&str>, args: &[Vec<u8>]) -> Value {
                 })
                 .collect(),
         ),
-        Some(other) => Value::err(format!(
-            "ERR unknown subcommand '{other}'. Try COMMAND HELP."
+        Some(_) => Value::err(format!(
+            "ERR unknown subcommand '{}'. Try COMMAND HELP.",
+            sub.unwrap_or_default()
         )),
     }
 }

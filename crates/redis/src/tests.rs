@@ -115,6 +115,11 @@ fn connection_commands() {
     assert!(matches!(f.cmd("COMMAND COUNT"), Value::Int(n) if n > 20));
     assert_eq!(f.cmd("COMMAND DOCS"), Value::Map(Vec::new()));
     assert!(f.cmd("COMMAND COUNT x").is_error());
+    assert!(matches!(f.cmd("command count"), Value::Int(_)));
+    assert_eq!(
+        f.cmd("COMMAND FOO"),
+        Value::err("ERR unknown subcommand 'FOO'. Try COMMAND HELP.")
+    );
     // Key positions as Redis gives them (cluster-aware clients route by them).
     let mut positions = |name: &str| {
         let Value::Array(entries) = f.cmd(&format!("COMMAND INFO {name}")) else {
