@@ -104,7 +104,8 @@ impl<'s> Transaction<'s> {
             writes: Vec::new(),
             write_index: None,
             stream,
-            recent: VecDeque::with_capacity(RECENT_READS),
+            // Allocated by the first read: a blind write (SET, MSET) reads nothing.
+            recent: VecDeque::new(),
             deps: smallvec::smallvec![0; shard.shards()],
         }
     }
@@ -591,6 +592,8 @@ fn stored(v: &Bytes) -> Bytes {
 fn remember(recent: &mut VecDeque<(TableId, Key, Known)>, table: TableId, key: Key, known: Known) {
     if recent.len() == RECENT_READS {
         recent.pop_front();
+    } else if recent.capacity() == 0 {
+        recent.reserve_exact(RECENT_READS);
     }
     recent.push_back((table, key, known));
 }
