@@ -19,7 +19,7 @@ pub const REDIS_VERSION: &str = "7.2.0";
 /// Most keys one SCAN examines, whatever its COUNT.
 pub const MAX_SCAN_COUNT: usize = 10_000;
 
-/// SCAN cursors kept at once; older ones are forgotten (they resume from their prefix).
+/// SCAN cursors kept at once; older ones are forgotten (`ERR invalid cursor`).
 const MAX_CURSORS: usize = 100_000;
 
 /// `NOAUTH Authentication required.`
@@ -79,57 +79,37 @@ impl Shared {
 /// Keys by cursor number, and cursor numbers oldest first.
 type CursorMap = (HashMap<u64, Vec<u8>>, VecDeque<u64>);
 
-/// Bytes of a key's start a cursor number carries (its high bytes; the low two count).
-const CURSOR_PREFIX: usize = 6;
-
-/// SCAN positions. A cursor number stands for the last key a SCAN returned (its position in
-/// the key order of every shard merged); cursors are numbers because clients parse them as
-/// such. The number carries that key's first [`CURSOR_PREFIX`] bytes, and this registry maps
-/// it to the whole key. A cursor the registry does not know (handed out by another front
-/// end or before a restart, forgotten beyond the bound, or made up) resumes from its prefix
-/// instead: SCAN then repeats the keys between the prefix and the position, which Redis's
-/// SCAN allows, but never skips one. (One case can still skip: a cursor held while more
-/// than [`MAX_CURSORS`] newer ones are handed out, whose number then comes round again for
-/// a later key with the same prefix.)
-#[derive(Debug, Default)]
+/// SCAN positions: a cursor number stands for the last key a SCAN returned (its position
+/// in the key order of every shard merged). Cursors are numbers because clients parse them
+/// as such; this registry maps them to keys, forgetting the oldest beyond a bound.
+#[derive(Debug)]
 pub struct Cursors {
     inner: Mutex<CursorMap>,
     next: AtomicU64,
 }
 
-/// Where a SCAN with cursor `id` resumes.
-pub enum ScanFrom {
-    /// From the first key.
-    Start,
-    /// After this key (a cursor this front end handed out).
-    After(Vec<u8>),
-    /// From this key on (an unknown cursor's prefix).
-    From(Vec<u8>),
+impl Default for Cursors {
+    fn default() -> Self {
+        // Start somewhere unlikely to match a cursor an earlier process handed out.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Cursors {
+            inner: Mutex::default(),
+            next: AtomicU64::new((seed % (1 << 40)) << 12 | 1),
+        }
+    }
 }
 
 impl Cursors {
     /// A new cursor standing for `key`.
     pub fn register(&self, key: Vec<u8>) -> u64 {
-        let mut head = [0u8; 8];
-        let n = key.len().min(CURSOR_PREFIX);
-        head[..n].copy_from_slice(&key[..n]);
-        let seq = self.next.fetch_add(1, Ordering::Relaxed) & 0xffff;
-        let id = (u64::from_be_bytes(head) | seq).max(1);
+        let id = self.next.fetch_add(1, Ordering::Relaxed).max(1);
         let mut g = self.inner.lock();
         let (map, order) = &mut *g;
-        match map.get_mut(&id) {
-            // The number came round again for another key: it stands for the smaller of the
-            // two positions, which repeats keys for one holder but skips none for either.
-            Some(k) => {
-                if key < *k {
-                    *k = key;
-                }
-            }
-            None => {
-                map.insert(id, key);
-                order.push_back(id);
-            }
-        }
+        map.insert(id, key);
+        order.push_back(id);
         while order.len() > MAX_CURSORS {
             if let Some(old) = order.pop_front() {
                 map.remove(&old);
@@ -138,27 +118,10 @@ impl Cursors {
         id
     }
 
-    /// Where cursor `id` resumes.
-    pub fn position(&self, id: u64) -> ScanFrom {
-        if id == 0 {
-            return ScanFrom::Start;
-        }
-        if let Some(k) = self.inner.lock().0.get(&id) {
-            return ScanFrom::After(k.clone());
-        }
-        match cursor_prefix(&id.to_be_bytes()[..CURSOR_PREFIX]) {
-            [] => ScanFrom::Start,
-            p => ScanFrom::From(p.to_vec()),
-        }
+    /// The key cursor `id` stands for.
+    pub fn get(&self, id: u64) -> Option<Vec<u8>> {
+        self.inner.lock().0.get(&id).cloned()
     }
-}
-
-/// Where an unknown cursor made for `key` resumes: its first [`CURSOR_PREFIX`] bytes, less
-/// trailing zero bytes (which may be a shorter key's padding), so never past `key`.
-fn cursor_prefix(key: &[u8]) -> &[u8] {
-    let head = &key[..key.len().min(CURSOR_PREFIX)];
-    let len = head.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-    &head[..len]
 }
 
 /// One request, parsed in its connection's state by [`Connection::request`].
@@ -195,7 +158,6 @@ pub struct Connection {
     name: Option<Vec<u8>>,
     /// Inside MULTI: the queue, and whether queueing failed (EXEC answers EXECABORT).
     multi: Option<(Vec<Queued>, bool)>,
-    /// WATCHed keys and the values they had.
     /// WATCHed keys and their versions at WATCH ([`Txn::version`]).
     watched: Vec<(Vec<u8>, KeyVersion)>,
     /// The release the last reply waits for (see [`Connection::take_release`]).
@@ -732,34 +694,18 @@ pub fn run(tx: &mut dyn Txn, d: &Data, cursors: &Cursors) -> Result<Value, Failu
                 pattern,
                 count,
             } => {
-                let from = cursors.position(*cursor);
-                let count = (*count).min(MAX_SCAN_COUNT);
-                let bound = match &from {
-                    ScanFrom::Start => Bound::Unbounded,
-                    ScanFrom::After(k) => Bound::Excluded(&k[..]),
-                    ScanFrom::From(k) => Bound::Included(&k[..]),
+                let after = match cursor {
+                    0 => None,
+                    c => match cursors.get(*c) {
+                        Some(k) => Some(k),
+                        None => return Ok(Value::err("ERR invalid cursor")),
+                    },
                 };
-                let mut keys = tx.scan(bound, count)?;
-                let mut more = keys.len() >= count;
-                if let ScanFrom::From(p) = &from {
-                    // The cursor handed back must resume past this prefix, or a client whose
-                    // every call reaches another front end would go round in circles.
-                    while more
-                        && let Some(last) = keys.last()
-                        && cursor_prefix(last) == &p[..]
-                    {
-                        if keys.len() >= MAX_SCAN_COUNT {
-                            return Ok(Value::err(
-                                "ERR this SCAN cursor is not known here and too many keys share its position; SCAN again from 0",
-                            ));
-                        }
-                        let extra = tx.scan(Bound::Excluded(&last.clone()[..]), count)?;
-                        more = extra.len() >= count;
-                        keys.extend(extra);
-                    }
-                }
+                let count = (*count).min(MAX_SCAN_COUNT);
+                let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                let keys = tx.scan(from, count)?;
                 let next = match keys.last() {
-                    Some(last) if more => cursors.register(last.clone()),
+                    Some(last) if keys.len() >= count => cursors.register(last.clone()),
                     _ => 0,
                 };
                 let keys = keys
