@@ -4,20 +4,19 @@
 //! binds: the OS hands the same port to the next process that asks for any port, and a
 //! server started a moment later then fails with "Address already in use". Ports handed out
 //! here come instead from a pool *outside* the OS's ephemeral range (so no socket bound to
-//! port 0 and no outgoing connection gets them), in blocks that one process at a time owns:
-//! a block is owned by holding an exclusive lock on its file under
-//! `$TMPDIR/mako-ports/`, which the OS drops when the process exits. A block is taken only
-//! if all its ports can be bound at that moment.
+//! port 0 and no outgoing connection gets them), in blocks that one process at a time owns.
+//! A process owns a block by listening on its first port, which it keeps (and never hands
+//! out) until it exits: the lock is as wide as the ports it guards (one network namespace),
+//! needs no file, and the OS drops it with the process. A block is taken only if all its
+//! other ports can be bound at that moment. If the ephemeral range leaves no room for a
+//! pool, ports are chosen by binding port 0, as a last resort.
 
-use std::fs::{File, OpenOptions};
 use std::io;
 use std::net::TcpListener;
 use std::ops::Range;
-use std::os::fd::AsRawFd;
-use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
-/// Ports per block: one lock file covers this many consecutive ports.
+/// Ports per block, its lock port included.
 const BLOCK: u16 = 64;
 
 /// Ports of the pool, at most (the pool sits just below the ephemeral range).
@@ -26,7 +25,7 @@ const POOL: u16 = 12 * 1024;
 /// The ports owned by this process and not handed out yet, and the locks that own them.
 struct Owned {
     free: Range<u16>,
-    locks: Vec<File>,
+    locks: Vec<TcpListener>,
 }
 
 static OWNED: Mutex<Owned> = Mutex::new(Owned {
@@ -38,7 +37,8 @@ fn owned() -> MutexGuard<'static, Owned> {
     OWNED.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `n` distinct ports on 127.0.0.1 that this process owns until it exits.
+/// `n` distinct ports on 127.0.0.1 that this process owns until it exits (or, with no room
+/// for a pool, ports free now: see the module documentation).
 pub fn reserve(n: usize) -> io::Result<Vec<u16>> {
     let mut out = Vec::with_capacity(n);
     loop {
@@ -54,9 +54,13 @@ pub fn reserve(n: usize) -> io::Result<Vec<u16>> {
         if out.len() == n {
             return Ok(out);
         }
-        // Taken without holding `OWNED` (it binds and locks files); two threads taking
-        // blocks at once lock different files, as `flock`s of separate opens conflict.
-        let (block, lock) = take_block()?;
+        // Taken without holding `OWNED` (it binds sockets); two threads taking blocks at
+        // once cannot both listen on one block's first port.
+        let Some(pool) = pool() else {
+            out.extend(any_free(n - out.len())?);
+            return Ok(out);
+        };
+        let (block, lock) = take_block(pool)?;
         let mut owned = owned();
         owned.locks.push(lock);
         if owned.free.is_empty() {
@@ -68,17 +72,23 @@ pub fn reserve(n: usize) -> io::Result<Vec<u16>> {
     }
 }
 
-/// The pool's port range: below the ephemeral range if there is room, else above it.
-fn pool() -> io::Result<Range<u16>> {
+/// The pool's port range: below the ephemeral range if there is room, else above it;
+/// `None` if the ephemeral range leaves no room on either side.
+fn pool() -> Option<Range<u16>> {
     let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .unwrap_or_else(|_| "32768 60999".into());
     let pool = pool_for(&text);
-    if pool.len() < usize::from(BLOCK) {
-        return Err(io::Error::other(format!(
-            "no room for a port pool outside the ephemeral range {text:?}"
-        )));
-    }
-    Ok(pool)
+    (pool.len() >= usize::from(BLOCK)).then_some(pool)
+}
+
+/// `n` ports free now, chosen by the OS (another socket may take one before it is bound).
+fn any_free(n: usize) -> io::Result<Vec<u16>> {
+    let held = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<io::Result<Vec<_>>>()?;
+    held.iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect()
 }
 
 /// The pool for an `ip_local_port_range` text (`"LOW HIGH"`); empty if it leaves no room.
@@ -95,52 +105,27 @@ fn pool_for(range_text: &str) -> Range<u16> {
     above_start..above_start.saturating_add(POOL)
 }
 
-/// Locks a block of the pool that no other process holds and whose ports all bind now.
-fn take_block() -> io::Result<(Range<u16>, File)> {
-    let pool = pool()?;
-    let dir = std::env::temp_dir().join("mako-ports");
-    std::fs::create_dir_all(&dir)?;
+/// Locks a block of the pool that no other process holds and whose ports all bind now:
+/// the ports after its first, and the listener on its first that owns it.
+fn take_block(pool: Range<u16>) -> io::Result<(Range<u16>, TcpListener)> {
     let blocks = pool.len() / usize::from(BLOCK);
-    // Start at a place that differs between processes, so they rarely contend for one file.
-    let start = std::process::id() as usize % blocks;
-    for i in 0..blocks {
-        let b = (start + i) % blocks;
+    for b in 0..blocks {
         let first = pool.start + (b as u16) * BLOCK;
-        let block = first..first + BLOCK;
-        let path: PathBuf = dir.join(format!("block-{first}.lock"));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)?;
-        if !try_lock(&file)? {
-            continue;
-        }
-        if block
+        let Ok(lock) = TcpListener::bind(("127.0.0.1", first)) else {
+            continue; // another process owns it (or something else uses that port)
+        };
+        let ports = first + 1..first + BLOCK;
+        if ports
             .clone()
             .all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok())
         {
-            return Ok((block, file));
+            return Ok((ports, lock));
         }
     }
     Err(io::Error::new(
         io::ErrorKind::AddrInUse,
         format!("every block of ports {pool:?} is taken"),
     ))
-}
-
-/// Takes an exclusive lock on `file` without waiting; `false` if another process holds one.
-fn try_lock(file: &File) -> io::Result<bool> {
-    // SAFETY: `flock` only reads the descriptor, which `file` keeps open for the call.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EWOULDBLOCK) => Ok(false),
-        _ => Err(err),
-    }
 }
 
 #[cfg(test)]

@@ -76,11 +76,17 @@ fn child_prints_reserved_ports() {
 #[test]
 fn another_process_gets_other_ports_while_these_are_held() {
     let mine = mako_deploy::ports::reserve(5).unwrap();
+    // Another temporary directory too (as another container sharing the host's network
+    // would have): ports belong to the network, so must their ownership.
+    let elsewhere = std::env::temp_dir().join(format!("mako-ports-child-{}", std::process::id()));
+    std::fs::create_dir_all(&elsewhere).unwrap();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["child_prints_reserved_ports", "--exact", "--nocapture"])
         .env("MAKO_PORTS_CHILD", "1")
+        .env("TMPDIR", &elsewhere)
         .output()
         .unwrap();
+    std::fs::remove_dir_all(&elsewhere).unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
