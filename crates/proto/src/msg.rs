@@ -151,7 +151,8 @@ pub enum Op {
         limit: u32,
     },
     /// Adds `delta` to the decimal integer stored under the key (absent: 0); the result is
-    /// the new value. A value that is not a decimal `i64` aborts with an error.
+    /// the new value. A value that is not a decimal `i64` as Redis writes one (an optional
+    /// `-`, no `+`, no leading zeros) is refused with an error.
     Add {
         /// The table.
         table: String,
