@@ -544,25 +544,31 @@ fn redis_multi_exec_is_atomic_across_shards() {
 
     // WATCH across shards: a change on the other shard aborts the block.
     let mut other = connect(addr, "");
-    let _: () = redis::cmd("WATCH")
-        .arg(&x)
-        .arg(&y)
-        .query(&mut con)
-        .expect("watch");
+    let watch_both = |con: &mut redis::Connection| {
+        let _: () = redis::cmd("WATCH")
+            .arg(&x)
+            .arg(&y)
+            .query(con)
+            .expect("watch");
+    };
+    // EXEC of a block that sets x to 0: nil if a watched key changed.
+    let exec_set_x = |con: &mut redis::Connection| -> Value {
+        redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(&x)
+            .arg(0)
+            .query(con)
+            .expect("exec")
+    };
+    watch_both(&mut con);
     let _: () = redis::cmd("SET")
         .arg(&y)
         .arg(50)
         .query(&mut other)
         .expect("set");
-    let r: Value = redis::pipe()
-        .atomic()
-        .cmd("SET")
-        .arg(&x)
-        .arg(0)
-        .query(&mut con)
-        .expect("exec");
     assert_eq!(
-        r,
+        exec_set_x(&mut con),
         Value::Nil,
         "EXEC after a watched key changed answers nil"
     );
@@ -572,40 +578,22 @@ fn redis_multi_exec_is_atomic_across_shards() {
     // A write that leaves the value as it was counts too, on either shard (one of the
     // two version reads is a remote one).
     for k in [&x, &y] {
-        let _: () = redis::cmd("WATCH")
-            .arg(&x)
-            .arg(&y)
-            .query(&mut con)
-            .expect("watch");
+        watch_both(&mut con);
         let now: i64 = redis::cmd("GET").arg(k).query(&mut other).expect("get");
         let _: () = redis::cmd("SET")
             .arg(k)
             .arg(now)
             .query(&mut other)
             .expect("set");
-        let r: Value = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(&x)
-            .arg(0)
-            .query(&mut con)
-            .expect("exec");
-        assert_eq!(r, Value::Nil, "EXEC after {k} was rewritten answers nil");
+        assert_eq!(
+            exec_set_x(&mut con),
+            Value::Nil,
+            "EXEC after {k} was rewritten answers nil"
+        );
     }
     // Untouched, the block applies.
-    let _: () = redis::cmd("WATCH")
-        .arg(&x)
-        .arg(&y)
-        .query(&mut con)
-        .expect("watch");
-    let r: Value = redis::pipe()
-        .atomic()
-        .cmd("SET")
-        .arg(&x)
-        .arg(0)
-        .query(&mut con)
-        .expect("exec");
-    assert_ne!(r, Value::Nil);
+    watch_both(&mut con);
+    assert_ne!(exec_set_x(&mut con), Value::Nil);
     let v: i64 = redis::cmd("GET").arg(&x).query(&mut con).expect("get");
     assert_eq!(v, 0);
 }
