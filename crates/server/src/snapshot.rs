@@ -9,7 +9,7 @@
 //!   components its `NoOp`s fixed) and the shard clock;
 //! - the epoch history ([`EpochHistory`]) and each open epoch's `VW`;
 //! - the group's pending queue at `I` (entries applied but queued, in log order);
-//! - the site's finality state ([`FinalityState`]): which epochs' versions a failover may
+//! - the site's finality state (`FinalityState`): which epochs' versions a failover may
 //!   still discard (epochs the source led and has not purged) and its purge point.
 //!
 //! # Why a leader's store may be copied as it is
@@ -32,7 +32,7 @@
 //!    installed twice and an older one never hides a newer one.
 //! 3. *Versions that will be discarded are not final here either.* The snapshot names the
 //!    epochs the source led and has not purged; the restoring site merges them into its
-//!    [`crate::finality::VersionFinality`] (the union with its own, the lower purge point).
+//!    `crate::finality::VersionFinality` (the union with its own, the lower purge point).
 //!    Their versions therefore keep their predecessors (chains are only trimmed behind a
 //!    final version) until `FVW(e)` is final, and the site's purge then removes those with
 //!    `VT > FVW(e)`, uncovering what they overwrote: the same rule that hides a deposed
@@ -40,7 +40,7 @@
 //!    hence kept, so treating it as final is sound on any replica.
 //! 4. *Nobody reads them meanwhile.* A follower serves no transaction (participants refuse
 //!    with `NotLeader`), and to lead it must establish a new epoch, which waits until every
-//!    earlier epoch's `FVW` is final and purges first (see [`crate::lead`]).
+//!    earlier epoch's `FVW` is final and purges first (see `crate::lead`).
 //!
 //! Capture is fuzzy on a leader (coordinators keep installing while tables are walked):
 //! a version installed during the walk may be missing, but by (1) its piece commits after
@@ -51,9 +51,9 @@
 //!
 //! Walking and encoding a store takes long (0.1–1 s for a few MB), so capture is split
 //! ([`SnapshotHandler::begin_snapshot`]): on the group's thread, right after the apply of
-//! `I`, [`begin`] takes the finality state, the epoch history, the `VW` values, the log
+//! `I`, `begin` takes the finality state, the epoch history, the `VW` values, the log
 //! watermark, the clock and the pending queue, all exactly as they are at `I`; the host's
-//! snapshot thread then walks the tables and encodes ([`walk`]) while the group goes on
+//! snapshot thread then walks the tables and encodes (`walk`) while the group goes on
 //! applying entries after `I`, on a follower as on a leader. The snapshot is still a
 //! correct state at `I`:
 //!
@@ -84,7 +84,7 @@
 //!    may open an epoch (a follower at `I` promoted meanwhile, or a leader finishing its
 //!    establishment on its ticker) and install speculative versions of it, or finish a purge
 //!    (removing discarded versions the walk may already have copied). So the finality state
-//!    is read again after the walk and the snapshot names the union ([`widen`]): every epoch
+//!    is read again after the walk and the snapshot names the union (`widen`): every epoch
 //!    led at `I` or after the walk, and every epoch purged during the walk, as led and not
 //!    purged, with the purge point of `I`. Any version the walk copied whose epoch could
 //!    still be discarded is therefore non-final on the restoring replica until its own purge
@@ -113,9 +113,9 @@
 //! little-endian; the body is `postcard`. Decoding trusts no length: the header's body
 //! length must equal what arrived, the checksum must match, and `postcard` never allocates
 //! a byte string longer than the input left (sequence pre-allocation is capped by serde), so
-//! memory stays proportional to the snapshot's size. Capture ([`capture`]) encodes the store
+//! memory stays proportional to the snapshot's size. Capture (`capture`) encodes the store
 //! table by table straight from its records (no decoded `Body` is built), on the host's
-//! snapshot thread (the group's thread spends microseconds on [`begin`]); at its peak it
+//! snapshot thread (the group's thread spends microseconds on `begin`); at its peak it
 //! holds about twice the snapshot's size in buffers (a table's records, the tables, the
 //! framed whole). Restore holds the
 //! encoding and the decoded contents at once (about twice the store's size) until installed.
@@ -659,7 +659,7 @@ impl SiteSnapshots {
     }
 }
 
-/// The site's half of a handler made by [`detached`]: [`SnapshotSlot::attach`] installs a
+/// The site's half of a handler made by [`detached`]: `SnapshotSlot::attach` installs a
 /// snapshot the group restored before the site existed, then serves the site.
 pub struct SnapshotSlot {
     site: Arc<OnceLock<Weak<Site>>>,

@@ -43,7 +43,7 @@ const MAX_HINTED_WAREHOUSES: usize = 1 << 20;
 /// One row of a load batch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadRow {
-    /// The table, as its position in [`TABLE_NAMES`] ([`Tbl::index`]).
+    /// The table, as its position in [`TABLE_NAMES`] ([`crate::backend::Tbl::index`]).
     pub table: u8,
     /// Key.
     pub key: Vec<u8>,

@@ -3,8 +3,8 @@
 //!
 //! A loop reads whatever its connections pipelined and runs their requests in order. Data
 //! commands in a row run as one transaction; one whose keys are all served here commits on
-//! the loop itself ([`Backend::try_local`]) and its replies wait, without a thread, until
-//! [`Release::poll`] says it is released (the store's [`Store::on_progress`] wakes the loop).
+//! the loop itself ([`crate::Backend::try_local`]) and its replies wait, without a thread, until
+//! [`crate::Release::poll`] says it is released (the store's [`crate::Store::on_progress`] wakes the loop).
 //! Everything that may block (a key served by another shard, a retry after a conflict, SCAN,
 //! WATCH, EXEC, a site that does not serve) goes to the connection's helper thread, made when
 //! first needed, and the connection reads nothing more until that is done, so replies keep
