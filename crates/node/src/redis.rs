@@ -362,10 +362,10 @@ fn append<'a>(key: &'a [u8], value: &'a [u8]) -> OpRef<'a> {
     }
 }
 
-fn scan(from: Bound<&[u8]>, limit: usize) -> OpRef<'_> {
+fn scan(after: Option<&[u8]>, limit: usize) -> OpRef<'_> {
     OpRef::Scan {
         table: DEFAULT_TABLE,
-        lo: from,
+        lo: after.map_or(Bound::Unbounded, Bound::Excluded),
         hi: Bound::Unbounded,
         limit: u32::try_from(limit).unwrap_or(u32::MAX),
     }
@@ -414,8 +414,8 @@ impl<R: RunOp> Txn for Ops<R> {
         }
     }
 
-    fn scan(&mut self, from: Bound<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>, Failure> {
-        match self.0.run(scan(from, limit))? {
+    fn scan(&mut self, after: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>, Failure> {
+        match self.0.run(scan(after, limit))? {
             OpResult::Rows(rows) => Ok(rows.into_iter().map(|(k, _)| k).collect()),
             other => Err(unexpected(&other)),
         }

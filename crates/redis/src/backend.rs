@@ -2,7 +2,6 @@
 //! committed by a [`Backend`] (a mako-rs node, or [`MemStore`] in tests).
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -58,8 +57,9 @@ pub trait Txn {
     fn add(&mut self, key: &[u8], delta: i64) -> Result<i64, Failure>;
     /// Appends `value` to `key`'s value (absent: empty) and returns the new length.
     fn append(&mut self, key: &[u8], value: &[u8]) -> Result<i64, Failure>;
-    /// Up to `limit` keys from `from` on, in key order across every shard.
-    fn scan(&mut self, from: Bound<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>, Failure>;
+    /// Up to `limit` keys after `after` (exclusive; `None`: from the first), in key order
+    /// across every shard.
+    fn scan(&mut self, after: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>, Failure>;
     /// The version of `key`. This transaction's own writes are not seen.
     fn version(&mut self, key: &[u8]) -> Result<KeyVersion, Failure>;
 }
@@ -239,8 +239,9 @@ impl Txn for MemTxn<'_> {
         Ok(v.len() as i64)
     }
 
-    fn scan(&mut self, from: Bound<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>, Failure> {
-        let lo = from.map(<[u8]>::to_vec);
+    fn scan(&mut self, after: Option<&[u8]>, limit: usize) -> Result<Vec<Vec<u8>>, Failure> {
+        use std::ops::Bound;
+        let lo = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.to_vec()));
         let mut merged: BTreeMap<Vec<u8>, bool> = self
             .map
             .range((lo.clone(), Bound::Unbounded))

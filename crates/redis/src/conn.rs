@@ -2,7 +2,6 @@
 //! queueing and WATCH, and the execution of each command as one transaction of a [`Backend`].
 
 use std::collections::{HashMap, VecDeque};
-use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -702,8 +701,7 @@ pub fn run(tx: &mut dyn Txn, d: &Data, cursors: &Cursors) -> Result<Value, Failu
                     },
                 };
                 let count = (*count).min(MAX_SCAN_COUNT);
-                let from = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-                let keys = tx.scan(from, count)?;
+                let keys = tx.scan(after.as_deref(), count)?;
                 let next = match keys.last() {
                     Some(last) if keys.len() >= count => cursors.register(last.clone()),
                     _ => 0,

@@ -1284,11 +1284,7 @@ impl Backend for Panicky {
             fn append(&mut self, key: &[u8], value: &[u8]) -> Result<i64, Failure> {
                 self.0.append(key, value)
             }
-            fn scan(
-                &mut self,
-                a: std::ops::Bound<&[u8]>,
-                l: usize,
-            ) -> Result<Vec<Vec<u8>>, Failure> {
+            fn scan(&mut self, a: Option<&[u8]>, l: usize) -> Result<Vec<Vec<u8>>, Failure> {
                 self.0.scan(a, l)
             }
             fn version(&mut self, key: &[u8]) -> Result<crate::backend::KeyVersion, Failure> {
