@@ -812,13 +812,16 @@ impl StreamLog {
 }
 
 impl CommitSink for StreamLog {
+    fn pace(&self) {
+        self.throttle();
+    }
+
     fn admit(
         &self,
         stream: u32,
         vt_len: usize,
         writes: &PieceWrites<'_>,
     ) -> Result<(), AbortReason> {
-        self.throttle();
         self.check(stream, vt_len, writes.iter())
     }
 

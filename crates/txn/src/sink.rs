@@ -48,6 +48,11 @@ impl PieceWrites<'_> {
 /// reaches the log before its versions are in the store; or refuse without
 /// calling `stamp`, and the transaction aborts with nothing visible.
 pub trait CommitSink: Send + Sync {
+    /// Waits while the sink is behind (back-pressure), before a writing transaction takes its
+    /// first lock: a commit held back here keeps no other transaction waiting. The default
+    /// never waits.
+    fn pace(&self) {}
+
     /// Checks, before the piece is stamped, that `stream` can log it (`vt_len` components);
     /// an `Err` aborts the transaction with nothing visible. The default admits everything.
     fn admit(

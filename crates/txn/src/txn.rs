@@ -375,6 +375,9 @@ impl<'s> Transaction<'s> {
         confirm: impl FnOnce() -> Result<(), AbortReason>,
     ) -> Result<CommitInfo, Abort> {
         let shard = self.shard;
+        if !self.writes.is_empty() {
+            shard.sink().pace();
+        }
         let prepared = self.prepare()?;
         if let Err(reason) = confirm() {
             prepared.abort();
