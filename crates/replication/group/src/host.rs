@@ -5,9 +5,10 @@
 //! to their groups' workers (on the thread that receives them where the transport supports
 //! [`Transport::set_receive`], else through a router thread serving the inbox) and owns the node's
 //! shared [`LogStore`] (one log stream for every group, so one sync covers
-//! many appends). Each group gets a [`Worker`] thread that waits on its
-//! channels (commands, inbound messages, the heartbeat ticker, persistence
-//! completions) — no polling — feeds the group's [`Core`], sends what it produces,
+//! many appends). Each group gets a [`Worker`] thread that takes what its channels hold
+//! (commands, inbound messages, persistence completions, captures), ticks when its heartbeat
+//! is due, and otherwise sleeps until a sender rings it (see `bell.rs`; it never polls). It
+//! feeds the group's [`Core`], sends what it produces,
 //! and queues what must be durable. Which protocol a group runs is the type parameter of
 //! [`Host::start_group`]; groups of both protocols can share a host. Snapshot captures the
 //! cores begin run on the host's one snapshot thread, one at a time, which also saves them
@@ -23,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TrySendError, select};
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, select};
 use mako_logstore::{Durability, GroupState, LogError, LogStore};
 use mako_replication::{
     ApplyDispatcher, ApplyFn, GroupHealth, NodeId, Replicator, Resolution, Role, RoleChangeFn,
@@ -32,6 +33,7 @@ use mako_replication::{
 use mako_transport::{Envelope, Transport};
 use parking_lot::Mutex;
 
+use crate::bell::{Bell, Mailbox};
 use crate::config::GroupConfig;
 use crate::core::{CaptureRequest, Core, CoreError, OutMsg, PersistJob, Snapshot};
 use crate::durable::{self, FileSnapshots, MemSnapshots, RecoverError, SnapshotStore};
@@ -90,7 +92,7 @@ struct CaptureJob {
     /// Where the snapshot is saved once captured (see [`Captured::saved`]).
     store: Arc<dyn SnapshotStore>,
     /// Where the result goes (the group's worker).
-    reply: Sender<Captured>,
+    reply: Mailbox<Captured>,
 }
 
 /// A capture's result, for the group's worker.
@@ -257,7 +259,7 @@ impl Published {
 pub struct Worker {
     id: NodeId,
     shard: u32,
-    tx: Sender<Cmd>,
+    tx: Mailbox<Cmd>,
     dispatcher: Arc<ApplyDispatcher>,
     status: Arc<Published>,
     /// Entries `submit` accepted.
@@ -322,6 +324,8 @@ pub type Shortcut = Arc<dyn Fn(Envelope) -> Option<Envelope> + Send + Sync>;
 #[derive(Clone)]
 struct Route {
     tx: Sender<Envelope>,
+    /// Rung after each envelope queued on `tx` (a group's worker, which never blocks on it).
+    bell: Option<Arc<Bell>>,
     /// Serves some envelopes on the thread routing them; what it returns goes on to `tx`.
     shortcut: Option<Shortcut>,
     /// Counts envelopes dropped on a full inbox.
@@ -354,10 +358,18 @@ fn route(routes: &Mutex<HashMap<u32, Route>>, env: Envelope) {
     };
     // A full group inbox drops (the protocols retransmit) rather than stalling every other
     // group behind one slow worker.
-    if let Err(TrySendError::Full(_)) = route.tx.try_send(env)
-        && let Some(p) = &route.drops
-    {
-        p.inbox_drops.fetch_add(1, Ordering::Relaxed);
+    match route.tx.try_send(env) {
+        Ok(()) => {
+            if let Some(b) = &route.bell {
+                b.ring();
+            }
+        }
+        Err(TrySendError::Full(_)) => {
+            if let Some(p) = &route.drops {
+                p.inbox_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(TrySendError::Disconnected(_)) => {}
     }
 }
 
@@ -475,6 +487,7 @@ impl Host {
         let dispatcher = Arc::new(ApplyDispatcher::new(shard));
         let node = C::new(cfg.clone(), init, Arc::clone(&dispatcher), snapshots)
             .map_err(StartError::Core)?;
+        let bell = Arc::new(Bell::default());
         let (tx, cmd_rx) = crossbeam_channel::bounded(cfg.max_unresolved_entries as usize + 1024);
         let (in_tx, in_rx) = crossbeam_channel::bounded(GROUP_INBOX);
         // Completions are bounded by the persist jobs in flight, which the log store bounds.
@@ -493,11 +506,12 @@ impl Host {
             id: cfg.id,
             transport: Arc::clone(&self.transport),
             log: Arc::clone(&self.log),
-            done_tx,
+            done_tx: Mailbox::new(done_tx, Arc::clone(&bell)),
             status: Arc::clone(&status),
             snapshots: store,
             capture_tx: self.capture_tx.lock().clone(),
-            captured_tx,
+            captured_tx: Mailbox::new(captured_tx, Arc::clone(&bell)),
+            bell: Arc::clone(&bell),
             capture_pending: false,
             presaved: None,
             rejoin_watch: RejoinWatch::default(),
@@ -511,6 +525,7 @@ impl Host {
             shard,
             Route {
                 tx: in_tx,
+                bell: Some(Arc::clone(&bell)),
                 shortcut: None,
                 drops: Some(Arc::clone(&status)),
             },
@@ -518,7 +533,7 @@ impl Host {
         let w = Arc::new(Worker {
             id: cfg.id,
             shard,
-            tx,
+            tx: Mailbox::new(tx, bell),
             dispatcher,
             status,
             submitted: AtomicU64::new(0),
@@ -538,6 +553,7 @@ impl Host {
             group,
             Route {
                 tx,
+                bell: None,
                 shortcut: None,
                 drops: None,
             },
@@ -552,6 +568,7 @@ impl Host {
             group,
             Route {
                 tx,
+                bell: None,
                 shortcut: Some(shortcut),
                 drops: None,
             },
@@ -628,7 +645,7 @@ struct Driver<C: Core> {
     id: NodeId,
     transport: Arc<dyn Transport>,
     log: Arc<LogStore>,
-    done_tx: Sender<Done>,
+    done_tx: Mailbox<Done>,
     status: Arc<Published>,
     snapshots: Arc<dyn SnapshotStore>,
     /// Origin of the lease clock (shared with the `Worker`).
@@ -638,7 +655,9 @@ struct Driver<C: Core> {
     /// The host's snapshot thread (`None`: captures run on this thread).
     capture_tx: Option<Sender<CaptureJob>>,
     /// Where the snapshot thread reports this group's captures.
-    captured_tx: Sender<Captured>,
+    captured_tx: Mailbox<Captured>,
+    /// Wakes this group's thread (rung by every sender to it).
+    bell: Arc<Bell>,
     /// Whether a capture handed to the snapshot thread has not reported back yet.
     capture_pending: bool,
     /// The newest capture, if the snapshot thread saved it: its index, its term and its
@@ -696,11 +715,12 @@ impl<C: Core> Driver<C> {
         captured: Receiver<Captured>,
         tick: Duration,
     ) {
-        let ticker = crossbeam_channel::tick(tick);
+        self.bell.attach();
+        let mut next_tick = Instant::now() + tick;
         loop {
             // A panic in the protocol core stops this group, visibly; never a silent dead thread.
             let turn = catch_unwind(AssertUnwindSafe(|| {
-                self.turn(&cmds, &inbox, &done, &captured, &ticker)
+                self.turn(&cmds, &inbox, &done, &captured, tick, &mut next_tick)
             }));
             match turn {
                 Ok(Ok(Flow::Continue)) => {}
@@ -729,33 +749,28 @@ impl<C: Core> Driver<C> {
         }
     }
 
-    /// One turn: wait for anything, then take a bounded amount of everything ready.
+    /// One turn: take a bounded amount of everything ready, tick when due, and park until
+    /// rung or the next tick if there was nothing to do.
+    ///
+    /// Senders ring the thread's [`Bell`]; the thread never blocks on a channel (see
+    /// `bell.rs` for why).
     fn turn(
         &mut self,
         cmds: &Receiver<Cmd>,
         inbox: &Receiver<Envelope>,
         done: &Receiver<Done>,
         captured: &Receiver<Captured>,
-        ticker: &Receiver<std::time::Instant>,
+        tick: Duration,
+        next_tick: &mut Instant,
     ) -> Result<Flow, String> {
-        select! {
-            recv(captured) -> c => if let Ok(c) = c { self.captured(c) },
-            recv(cmds) -> c => match c {
-                Ok(Cmd::Shutdown) | Err(_) => return Ok(Flow::Stop),
-                Ok(c) => self.command(c),
-            },
-            recv(done) -> d => if let Ok(d) = d { self.persisted(d)? },
-            recv(inbox) -> env => match env {
-                Ok(env) => self.receive(&env),
-                Err(_) => return Ok(Flow::Stop),
-            },
-            recv(ticker) -> _ => self.tick(),
-        }
+        let mut busy = false;
         // A flood of proposals never starves peers' messages, completions or the tick.
         while let Ok(d) = done.try_recv() {
+            busy = true;
             self.persisted(d)?;
         }
         while let Ok(c) = captured.try_recv() {
+            busy = true;
             self.captured(c);
         }
         for _ in 0..DRAIN_LIMIT {
@@ -764,20 +779,35 @@ impl<C: Core> Driver<C> {
                     self.flush()?;
                     return Ok(Flow::Stop);
                 }
-                Ok(c) => self.command(c),
-                Err(_) => break,
+                Ok(c) => {
+                    busy = true;
+                    self.command(c);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return Ok(Flow::Stop),
             }
         }
         for _ in 0..DRAIN_LIMIT {
             match inbox.try_recv() {
-                Ok(env) => self.receive(&env),
-                Err(_) => break,
+                Ok(env) => {
+                    busy = true;
+                    self.receive(&env);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => return Ok(Flow::Stop),
             }
         }
-        if ticker.try_recv().is_ok() {
+        let now = Instant::now();
+        if now >= *next_tick {
+            busy = true;
             self.tick();
+            // Ticks missed while busy are not made up: the next is one period from now.
+            *next_tick = (*next_tick + tick).max(now + tick / 2);
         }
         self.flush()?;
+        if !busy {
+            std::thread::park_timeout(next_tick.saturating_duration_since(Instant::now()));
+        }
         Ok(Flow::Continue)
     }
 
@@ -897,6 +927,7 @@ impl<C: Core> Driver<C> {
         // Only the capture's own reply sender may keep the channel open now: a capture the
         // snapshot thread skips (or a thread that is gone) ends the wait with a disconnect.
         let (closed, _) = crossbeam_channel::unbounded();
+        let closed = Mailbox::new(closed, Arc::clone(&self.bell));
         drop(std::mem::replace(&mut self.captured_tx, closed));
         if let Ok(c) = captured.recv() {
             let flushed = catch_unwind(AssertUnwindSafe(|| {

@@ -20,6 +20,7 @@
 //! calls [`Core::poll`], sends the messages, makes the persist job durable, then sends the
 //! job's held-back messages and reports it with [`Core::on_persisted`].
 
+mod bell;
 pub mod chunk;
 pub mod config;
 pub mod core;
