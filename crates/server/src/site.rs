@@ -166,8 +166,11 @@ pub struct Site {
     wm_ticks: AtomicU64,
     /// The epoch of the last watermark sent to every replica.
     wm_epoch_sent: AtomicU32,
-    /// The last watermark sent (to other shards' leaders or to everyone).
+    /// The last watermark the ticker sent (to other shards' leaders or to everyone).
     wm_sent: AtomicU64,
+    /// The last watermark the apply callback pushed to other shards' leaders (apart from
+    /// `wm_sent`: a tick that sent a value does not stop the push of it, nor the reverse).
+    wm_pushed: AtomicU64,
     /// Wakes the ticker at once (this site became leader).
     tick_wake: (Sender<()>, Receiver<()>),
     pub(crate) transport: Arc<dyn Transport>,
@@ -318,6 +321,7 @@ impl Site {
             wm_ticks: AtomicU64::new(0),
             wm_epoch_sent: AtomicU32::new(0),
             wm_sent: AtomicU64::new(0),
+            wm_pushed: AtomicU64::new(0),
             tick_wake: crossbeam_channel::bounded(1),
             inline_peers: transport.receives_on_sending_thread(),
             transport,
@@ -694,13 +698,45 @@ impl Site {
                 .filter(|&n| n != self.node)
                 .collect()
         };
+        self.send_to_all(to, msg);
+    }
+
+    /// Sends `W_s` (`w` in `epoch`) to the other shards' leaders as soon as it moved: the
+    /// leader apply callback calls it once per committed batch, so a multi-shard release waits
+    /// for no tick. The ticker still sends it to every other replica every few ticks.
+    pub(crate) fn push_watermark(&self, epoch: Epoch, w: u64) {
+        if self.nodes.len() < 2 || w == u64::MAX {
+            return;
+        }
+        // A new epoch goes to everyone, from the ticker.
+        if self.wm_epoch_sent.load(Ordering::Relaxed) != epoch
+            || self.wm_pushed.swap(w, Ordering::Relaxed) == w
+        {
+            return;
+        }
+        let to: Vec<NodeId> = (0..self.nodes.len() as u32)
+            .filter(|&s| s != self.shard_id)
+            .filter_map(|s| self.leader_of(s))
+            .filter(|&n| n != self.node)
+            .collect();
+        let msg = Msg::Watermark {
+            shard: self.shard_id,
+            epoch,
+            w,
+        }
+        .encode();
+        self.send_to_all(to, msg);
+    }
+
+    /// Sends `payload` on the control channel to each of `to`.
+    fn send_to_all(&self, to: Vec<NodeId>, payload: bytes::Bytes) {
         let envs = to
             .into_iter()
             .map(|to| Envelope {
                 group: CONTROL_GROUP,
                 from: self.node,
                 to,
-                payload: msg.clone(),
+                payload: payload.clone(),
             })
             .collect();
         let _ = self.transport.send_batch(envs);

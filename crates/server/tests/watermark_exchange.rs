@@ -165,3 +165,53 @@ fn a_leader_learns_watermarks_while_its_control_thread_is_held_up() {
     });
     c.shutdown();
 }
+
+/// A leader sends its watermark to the other shards' leaders as its log commits, not on its
+/// next tick: a multi-shard commit is released although every watermark a ticker sends is
+/// dropped (the issue asked for no fixed timer in the release path).
+#[test]
+fn a_multi_shard_commit_is_released_without_the_tickers_watermarks() {
+    let mut cfg = common::config(2, 3, Duration::from_secs(10));
+    let dropping = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let (on, n) = (Arc::clone(&dropping), Arc::clone(&dropped));
+    cfg.control_faults = Some(ControlFaults(Arc::new(move |_, _, m| {
+        let ticker = std::thread::current()
+            .name()
+            .is_some_and(|t| t.starts_with("site-tick"));
+        if ticker && on.load(Ordering::Relaxed) && matches!(m, Msg::Watermark { .. }) {
+            n.fetch_add(1, Ordering::Relaxed);
+            return Fate::Drop;
+        }
+        Fate::Deliver
+    })));
+    let c = Cluster::start(cfg).expect("cluster");
+    let both = |i: u32| {
+        let mut tx = c.leader(0).begin(0).expect("configured worker");
+        for shard in 0..2 {
+            tx.put(
+                shard,
+                0,
+                format!("k{i}").as_bytes(),
+                Bytes::from_static(b"v"),
+            )
+            .expect("put");
+        }
+        tx.commit_speculative().expect("committed")
+    };
+    // Settle first: leaders elected, epochs open and announced.
+    both(0)
+        .wait_release(Duration::from_secs(30))
+        .expect("the first commit released");
+    dropping.store(true, Ordering::Relaxed);
+    for i in 1..=20 {
+        both(i)
+            .wait_release(Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("commit {i} not released: {e}"));
+    }
+    assert!(
+        dropped.load(Ordering::Relaxed) > 0,
+        "the tickers sent watermarks meanwhile, and they were dropped"
+    );
+    c.shutdown();
+}
