@@ -53,8 +53,8 @@ pub use ceiling::{
     run_log_ceiling, run_transport_ceiling,
 };
 pub use cluster::{
-    ClusterBenchConfig, ClusterBenchError, ClusterProgress, ClusterReport, FailoverReport,
-    run_cluster,
+    ClusterBenchConfig, ClusterBenchError, ClusterProgress, ClusterReport, DEMO_WINDOW,
+    FailoverReport, run_cluster,
 };
 pub use driver::{
     BenchConfig, BenchError, BenchReport, Dist, Progress, TABLE, ZIPF_THETA, load, run,

@@ -445,8 +445,17 @@ pub fn cluster_figure(r: &ClusterReport, command: &str) -> Figure {
     Figure {
         title: vec![
             format!(
-                "{command}: {} shard(s) x {} replicas, {}, durability {}, {} worker(s)/shard",
-                r.shards, r.replicas, r.protocol, r.durability, r.threads
+                "{command}: {} shard(s) x {} replicas, {}, durability {}, {} worker(s)/shard, window {}",
+                r.shards,
+                r.replicas,
+                r.protocol,
+                r.durability,
+                r.threads,
+                if r.window == 0 {
+                    "unbounded".to_owned()
+                } else {
+                    r.window.to_string()
+                }
             ),
             format!(
                 "micro workload, {}% read-only, cross-shard {:.1}% of commits; released {:.0} txn/s, release p50 {:.0} us p99 {:.0} us; election timeout {}-{} ms",
@@ -757,6 +766,8 @@ mod tests {
             shards: 2,
             replicas: 3,
             threads: 4,
+            window: 32,
+            max_unreleased: 32,
             read_pct: 80,
             cross_shard_pct: None,
             durability: "fsync".into(),

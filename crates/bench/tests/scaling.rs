@@ -64,3 +64,37 @@ fn fixed_cross_shard_run_reports_cpu_and_measured_share() {
     assert!((t.rows[0].cross_shard_measured_pct - r.distributed_pct).abs() < 1e-9);
     assert!(ScalingReport::new(&[&r], 1).ratio.is_none());
 }
+
+/// A worker with a window keeps no more commits unreleased than the window; without one it
+/// runs ahead of replication.
+#[test]
+fn a_worker_keeps_at_most_its_window_of_commits_unreleased() {
+    let run = |window: usize| {
+        let cfg = ClusterBenchConfig {
+            shards: 2,
+            replicas: 3,
+            threads: 1,
+            duration: Duration::from_millis(600),
+            keys: 2_000,
+            window,
+            ..ClusterBenchConfig::default()
+        };
+        let r = run_cluster(&cfg, |_| {}).expect("cluster run");
+        assert!(r.consistent, "{:?}", r.difference);
+        assert!(
+            r.released_per_sec > 0.0,
+            "released nothing with window {window}"
+        );
+        r.max_unreleased
+    };
+    let bounded = run(3);
+    assert!(
+        (1..=3).contains(&bounded),
+        "{bounded} unreleased at once with a window of 3"
+    );
+    let unbounded = run(0);
+    assert!(
+        unbounded > 3,
+        "without a window a worker runs ahead of replication: at most {unbounded} unreleased"
+    );
+}

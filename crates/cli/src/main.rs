@@ -100,6 +100,9 @@ struct DemoArgs {
     /// Replication protocol: raft or paxos.
     #[arg(long, default_value = "raft", value_name = "PROTOCOL")]
     replication: Protocol,
+    /// Unreleased commits a worker keeps in flight before it waits for the oldest (0: no bound).
+    #[arg(long, default_value_t = mako_bench::DEMO_WINDOW, value_name = "N")]
+    window: usize,
     /// Draw the run as an SVG picture: released/s over time, release latency over time, and
     /// the commit and release latency distributions.
     #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "mako-demo.svg")]
@@ -276,6 +279,11 @@ struct BenchArgs {
     /// Cluster runs: a commit neither released nor discarded this long counts as unknown, ms.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     unknown_after_ms: u64,
+    /// Cluster runs: unreleased commits a worker keeps in flight before it waits for the
+    /// oldest, as a client with a bounded window does (0: no bound; the default for the micro
+    /// workload, for the highest throughput; 64 for TPC-C).
+    #[arg(long, value_name = "N")]
+    window: Option<usize>,
     /// Cluster runs: log durability.
     #[arg(long, value_enum, default_value = "memory")]
     durability: DurabilityArg,
@@ -789,6 +797,7 @@ fn cluster_config(args: &BenchArgs, shards: u32) -> anyhow::Result<ClusterBenchC
         election_ms,
         request_timeout: Duration::from_millis(args.request_timeout_ms),
         unknown_after: Duration::from_millis(args.unknown_after_ms),
+        window: args.window.unwrap_or(0),
     };
     check_cluster(&cfg)?;
     anyhow::ensure!(
@@ -1152,11 +1161,12 @@ fn conditions(cfg: &ClusterBenchConfig) -> String {
         ),
     };
     format!(
-        "cluster bench: protocol={} shards={} replicas={} workers/shard={} keys={} read-only={}% {cross} dist={} durability={:?} election timeout {}-{} ms request timeout {} ms unknown after {} ms duration {:.1} s{}",
+        "cluster bench: protocol={} shards={} replicas={} workers/shard={} window={} keys={} read-only={}% {cross} dist={} durability={:?} election timeout {}-{} ms request timeout {} ms unknown after {} ms duration {:.1} s{}",
         cfg.protocol,
         cfg.shards,
         cfg.replicas,
         cfg.threads,
+        window_text(cfg.window),
         group(cfg.keys),
         cfg.read_pct,
         cfg.dist.name(),
@@ -1387,14 +1397,24 @@ fn durability(d: DurabilityArg) -> Durability {
     }
 }
 
+/// A worker's window as printed: its size, or "unbounded" for 0.
+fn window_text(w: usize) -> String {
+    if w == 0 {
+        "unbounded".into()
+    } else {
+        w.to_string()
+    }
+}
+
 fn print_cluster(r: &ClusterReport) {
     println!(
-        "[{} {} {}x{} workers/shard={} read-only={}% cross-shard={:.0}%]  speculative {:>9}/s  released {:>9}/s  aborts {:.2}% (unknown {})  commit p50 {:.0} us  release p50/p99/p99.9 {:.0}/{:.0}/{:.0} us  replay lag p99 {:.0} us  cpu {:.2} s in {:.2} s ({} released/cpu-s)  {}",
+        "[{} {} {}x{} workers/shard={} window={} read-only={}% cross-shard={:.0}%]  speculative {:>9}/s  released {:>9}/s  aborts {:.2}% (unknown {})  commit p50 {:.0} us  release p50/p99/p99.9 {:.0}/{:.0}/{:.0} us  replay lag p99 {:.0} us  cpu {:.2} s in {:.2} s ({} released/cpu-s)  {}",
         r.protocol,
         r.durability,
         r.shards,
         r.replicas,
         r.threads,
+        window_text(r.window),
         r.read_pct,
         r.distributed_pct,
         group(r.spec_per_sec as u64),
@@ -1431,15 +1451,17 @@ fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         durability: Durability::Memory,
         protocol: args.replication,
         seed: 42,
+        window: args.window,
         ..ClusterBenchConfig::default()
     };
     check_cluster(&cfg)?;
     let live = std::io::stdout().is_terminal();
     println!(
-        "mako demo: 2 shards x 3 {} replicas (memory durability) in one process, {} keys, {} worker(s) per shard leader, {:.0} s of the micro workload",
+        "mako demo: 2 shards x 3 {} replicas (memory durability) in one process, {} keys, {} worker(s) per shard leader keeping {} unreleased commits at most, {:.0} s of the micro workload",
         cfg.protocol,
         group(cfg.keys),
         cfg.threads,
+        window_text(cfg.window),
         duration.as_secs_f64()
     );
     println!("loading and electing leaders...");
@@ -1608,6 +1630,7 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
         );
         let cfg = mako_tpcc::TpccConfig {
             shards: args.shards as usize,
+            window: args.window.unwrap_or(mako_tpcc::DEFAULT_WINDOW),
             ..cfg
         };
         let r = mako_tpcc::run_cluster(&cfg, replicas, show)?;
@@ -1621,8 +1644,10 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string(&r)?);
         } else {
             println!(
-                "cluster: {} shard(s) x {} replica(s); latencies below are begin to speculative commit",
-                r.shards, r.replicas
+                "cluster: {} shard(s) x {} replica(s), window {} unreleased commits per worker; latencies below are begin to speculative commit",
+                r.shards,
+                r.replicas,
+                window_text(cfg.window)
             );
             print_tpcc(&r.tpcc);
             println!(

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use mako_server::{Cluster, ClusterConfig, DistTxn, Site, SiteConfig, Speculative};
+use mako_server::{Cluster, ClusterConfig, DistTxn, ReleaseError, Site, SiteConfig, Speculative};
 use mako_storage::Key;
 use mako_txn::{Abort, AbortReason, CommitInfo};
 
@@ -37,6 +37,9 @@ use crate::txn::{TxnError, TxnKind};
 const LOAD_BATCH: usize = 1_000;
 /// How long loading, release at the end of the run, and follower catch-up may take.
 const SETTLE: Duration = Duration::from_secs(60);
+
+/// How long a worker whose window is full waits for its oldest commit before it goes on.
+const WINDOW_WAIT: Duration = Duration::from_secs(2);
 
 /// Why a cluster run failed (beyond the errors of a local run).
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,9 @@ pub struct ClusterTpccReport {
     pub release_latency: Vec<Quantile>,
     /// Commits still unreleased when the measured phase ended.
     pub unreleased_at_end: u64,
+    /// The most commits one worker had unreleased at once (at most the window with one,
+    /// unless its oldest commit stayed unreleased for 2 s).
+    pub max_unreleased: usize,
     /// Commits that were never released (timed out after the run).
     pub never_released: u64,
     /// Whether every follower's store equals its leader's after the run.
@@ -295,6 +301,10 @@ struct ClusterWorker<'c> {
     distributed: u64,
     unreleased_at_end: u64,
     never_released: u64,
+    /// Unreleased commits kept at most ([`TpccConfig::window`]).
+    window: usize,
+    /// The most commits unreleased at once.
+    max_unreleased: usize,
 }
 
 impl ClusterWorker<'_> {
@@ -307,6 +317,30 @@ impl ClusterWorker<'_> {
         {
             if let Some((t0, kind, _)) = self.pending.pop_front() {
                 self.record(t0, kind, series);
+            }
+        }
+    }
+
+    /// Waits while `window` (0: no bound) or more commits are unreleased: for the oldest to be
+    /// released, at most [`WINDOW_WAIT`] (then the window is exceeded rather than the run stalled);
+    /// one a failover discarded leaves the window, counted as never released.
+    fn make_room(&mut self, series: &mut series::Recorder) {
+        if self.window == 0 || self.pending.len() < self.window {
+            return;
+        }
+        let deadline = Instant::now() + WINDOW_WAIT;
+        while self.pending.len() >= self.window {
+            let Some((_, _, s)) = self.pending.front() else {
+                break;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match s.wait_release(left) {
+                Ok(()) => self.settle(series),
+                Err(ReleaseError::Aborted(_)) => {
+                    self.pending.pop_front();
+                    self.never_released += 1;
+                }
+                Err(ReleaseError::Pending(_)) => break,
             }
         }
     }
@@ -332,8 +366,10 @@ impl<'c> Worker for ClusterWorker<'c> {
         if let Some((spec, distributed)) = self.backend.last.take() {
             self.distributed += u64::from(distributed);
             self.pending.push_back((t0, kind, spec));
+            self.max_unreleased = self.max_unreleased.max(self.pending.len());
         }
         self.settle(series);
+        self.make_room(series);
     }
 
     fn aborted(&mut self, _reason: AbortReason) {
@@ -592,6 +628,8 @@ pub fn run_cluster(
                 distributed: 0,
                 unreleased_at_end: 0,
                 never_released: 0,
+                window: cfg.window,
+                max_unreleased: 0,
             };
             let term = Terminal::build(cfg.warehouses, cfg.scale, c_load, i as u32 + 1, cfg, i);
             (w, term)
@@ -605,6 +643,7 @@ pub fn run_cluster(
     let mut release = new_hist();
     let mut release_by: Vec<Histogram<u64>> = (0..TxnKind::ALL.len()).map(|_| new_hist()).collect();
     let (mut distributed, mut unreleased_at_end, mut never_released) = (0, 0, 0);
+    let mut max_unreleased = 0;
     for w in &done {
         let _ = release.add(&w.release);
         for (all, mine) in release_by.iter_mut().zip(&w.release_by) {
@@ -613,6 +652,7 @@ pub fn run_cluster(
         distributed += w.distributed;
         unreleased_at_end += w.unreleased_at_end;
         never_released += w.never_released;
+        max_unreleased = max_unreleased.max(w.max_unreleased);
     }
     drop(done);
 
@@ -674,6 +714,7 @@ pub fn run_cluster(
             lag.value_at_quantile(0.99) as f64
         },
         unreleased_at_end,
+        max_unreleased,
         never_released,
         replicas_identical: difference.is_none(),
         difference,
@@ -774,6 +815,8 @@ mod tests {
             distributed: 0,
             unreleased_at_end: 0,
             never_released: 0,
+            window: 0,
+            max_unreleased: 0,
         };
         cluster.transfer_leader(0, 1).expect("transfer");
         assert!(

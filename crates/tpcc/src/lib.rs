@@ -79,7 +79,7 @@ mod txn;
 
 pub use backend::{Backend, KeyRange, LocalTxn, Tbl, TxnOps};
 pub use cluster::{ClusterTpccError, ClusterTpccReport, ReleaseStats, ReplicaCheck, run_cluster};
-pub use config::{DISTRICTS, Mix, Scale, ShardMap, TpccConfig, TpccError};
+pub use config::{DEFAULT_WINDOW, DISTRICTS, Mix, Scale, ShardMap, TpccConfig, TpccError};
 pub use consistency::{ConsistencyReport, Violation, check_consistency};
 pub use db::Db;
 pub use driver::{TpccProgress, TpccReport, TxnStats, run, run_on};

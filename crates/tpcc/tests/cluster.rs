@@ -86,3 +86,33 @@ fn one_shard_three_replicas_run_is_consistent_everywhere() {
     assert!(c.windows(2).all(|w| w[0].us <= w[1].us));
     assert_eq!(r.tpcc.commit_latency.len(), 41);
 }
+
+/// A worker with a window keeps no more commits unreleased than the window.
+#[test]
+fn a_cluster_worker_keeps_at_most_its_window_of_commits_unreleased() {
+    let run = |window: usize| {
+        let cfg = TpccConfig {
+            warehouses: 1,
+            threads: 1,
+            shards: 1,
+            scale: SMALL,
+            duration: Duration::from_millis(800),
+            window,
+            ..TpccConfig::default()
+        };
+        let r = run_cluster(&cfg, 3, |_| {}).expect("cluster run");
+        assert!(r.replicas_identical, "replicas differ: {:?}", r.difference);
+        assert!(r.tpcc.committed > 0);
+        r.max_unreleased
+    };
+    let bounded = run(2);
+    assert!(
+        (1..=2).contains(&bounded),
+        "{bounded} unreleased at once with a window of 2"
+    );
+    let unbounded = run(0);
+    assert!(
+        unbounded > 2,
+        "without a window a worker runs ahead of replication: at most {unbounded} unreleased"
+    );
+}
