@@ -1,13 +1,13 @@
 //! Wake-ups for a group's thread: senders queue on a channel and ring; the thread parks.
 //!
-//! A thread blocked in `select!` over several channels registers with each channel's waker,
-//! whose lock every sender then takes to wake it. A sender that finds that lock held by a
-//! thread the scheduler has just preempted sleeps until that thread runs again: measured on
-//! `mako demo` (2 cores), client threads slept in `Replicator::submit` for milliseconds, and
-//! a coordinator asleep between its 2PC phases holds back every shard it touches. Here the
-//! group's thread only ever polls its channels (`try_recv`), which never registers it
-//! anywhere, and sleeps in [`std::thread::park_timeout`]; a sender wakes it with
-//! [`std::thread::Thread::unpark`], which takes no lock.
+//! A thread blocked in `select!` over several channels registers with each channel's waker
+//! (a lock each) every time it waits and unregisters when it wakes, and every sender that
+//! finds it registered takes that channel's waker lock to wake it. Here the group's thread
+//! only ever polls its channels (`try_recv`, which never registers it anywhere) and sleeps
+//! in [`std::thread::park_timeout`]; a sender wakes it with [`std::thread::Thread::unpark`],
+//! which takes no lock. Measured on `mako demo` (2 cores, window 64, 3 interleaved runs
+//! each): release p50 1.38 ms and p99 3.75 ms against 1.48 ms and 4.1 ms with `select!`;
+//! released txn/s within the noise.
 
 use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
