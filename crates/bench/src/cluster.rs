@@ -747,16 +747,38 @@ impl Flight<'_> {
     }
 
     /// Waits, while `window` (0: no bound) or more commits are pending, for the oldest to be
-    /// settled (released, discarded, or pending so long that it counts as `Unknown`).
-    fn make_room(&mut self, window: usize) {
+    /// settled (released, discarded, or pending so long that it counts as `Unknown`). Commits
+    /// left at a crashed coordinator, or at one that no longer leads the worker's home shard
+    /// (`leader`), are set aside at once, as the worker's move to the new leader sets them
+    /// aside, so the window does not hold up the failover figures.
+    fn make_room(&mut self, window: usize, leader: &dyn Fn() -> Option<u64>) {
         while window > 0
             && self.pending.len() >= window
             && !self.shared.stop.load(Ordering::Relaxed)
         {
+            let crashed = self.shared.killed_node.load(Ordering::Relaxed);
+            if leader().is_some_and(|l| l != self.node) {
+                let moved = std::mem::take(&mut self.pending);
+                self.slow.extend(moved);
+                return;
+            }
+            if self.pending.iter().any(|f| f.node == crashed) {
+                for f in std::mem::take(&mut self.pending) {
+                    if f.node == crashed {
+                        self.slow.push(f);
+                    } else {
+                        self.pending.push_back(f);
+                    }
+                }
+                continue;
+            }
             if let Some(f) = self.pending.front() {
                 let waited = Instant::now().saturating_duration_since(f.t0);
                 let left = self.unknown_after.saturating_sub(waited);
-                let _ = f.spec.wait_release(left.min(CHECK_AFTER));
+                // At least 1 ms: a commit not yet old enough to be settled is not spun on.
+                let _ = f
+                    .spec
+                    .wait_release(left.clamp(Duration::from_millis(1), CHECK_AFTER));
             }
             self.settle();
         }
@@ -1001,7 +1023,9 @@ fn worker(
             }
         }
         fl.settle();
-        fl.make_room(cfg.window);
+        fl.make_room(cfg.window, &|| {
+            cluster.current_leader(home).map(|s| s.node())
+        });
     }
     fl.drain()
 }

@@ -672,13 +672,15 @@ impl Site {
             w,
         }
         .encode();
-        // Other shards' leaders release with it: every tick it moved. Everyone else
-        // (followers, which replay with it, and the whole cluster when leaders change) every
-        // few ticks, and at once when this shard's epoch moved. The exchange costs O(replicas) messages per
-        // leader per tick instead of O(shards x replicas).
+        // Other shards' leaders release with it: every tick it moved (besides the pushes of the
+        // apply callback, `push_watermark`, which cost O(shards) messages per committed entry).
+        // Everyone else (followers, which replay with it, and the whole cluster when leaders
+        // change) every few ticks, and at once when this shard's epoch moved. The tick's
+        // exchange costs O(replicas) messages per leader per tick instead of O(shards x replicas).
         let n = self.wm_ticks.fetch_add(1, Ordering::Relaxed);
-        let everyone = n.checked_rem(WATERMARK_TO_ALL_EVERY) == Some(0)
-            || self.wm_epoch_sent.swap(epoch, Ordering::Relaxed) != epoch;
+        // Recorded on every tick (pushes wait for the epoch's announcement to everyone).
+        let epoch_moved = self.wm_epoch_sent.swap(epoch, Ordering::Relaxed) != epoch;
+        let everyone = n.checked_rem(WATERMARK_TO_ALL_EVERY) == Some(0) || epoch_moved;
         // Other shards' leaders already know an unchanged watermark (and everyone hears it
         // again every few ticks, should a message have been lost).
         if self.wm_sent.swap(w, Ordering::Relaxed) == w && !everyone {

@@ -295,6 +295,9 @@ struct ClusterWorker<'c> {
     /// The worker's home shard.
     shard: u32,
     pending: VecDeque<(Instant, TxnKind, Speculative)>,
+    /// Commits set aside from `pending` after [`WINDOW_WAIT`] unreleased (they no longer count
+    /// against the window; each is recorded once released, or at the end).
+    stale: Vec<(Instant, TxnKind, Speculative)>,
     release: Histogram<u64>,
     /// Release latency per transaction type, in [`TxnKind::ALL`] order.
     release_by: Vec<Histogram<u64>>,
@@ -308,8 +311,18 @@ struct ClusterWorker<'c> {
 }
 
 impl ClusterWorker<'_> {
-    /// Records the releases observed now, oldest first (until the first unreleased commit).
+    /// Records the releases observed now, oldest first (until the first unreleased commit),
+    /// and those of commits set aside.
     fn settle(&mut self, series: &mut series::Recorder) {
+        if !self.stale.is_empty() {
+            for (t0, kind, s) in std::mem::take(&mut self.stale) {
+                if s.is_released() {
+                    self.record(t0, kind, series);
+                } else {
+                    self.stale.push((t0, kind, s));
+                }
+            }
+        }
         while self
             .pending
             .front()
@@ -321,26 +334,28 @@ impl ClusterWorker<'_> {
         }
     }
 
-    /// Waits while `window` (0: no bound) or more commits are unreleased: for the oldest to be
-    /// released, at most [`WINDOW_WAIT`] (then the window is exceeded rather than the run stalled);
-    /// one a failover discarded leaves the window, counted as never released.
+    /// Waits while `window` (0: no bound) or more commits are unreleased, for the oldest to be
+    /// released; one still unreleased [`WINDOW_WAIT`] after it began (say, left at a leader
+    /// that lost its shard) is set aside and no longer counts, and one a failover discarded
+    /// leaves the window counted as never released.
     fn make_room(&mut self, series: &mut series::Recorder) {
-        if self.window == 0 || self.pending.len() < self.window {
-            return;
-        }
-        let deadline = Instant::now() + WINDOW_WAIT;
-        while self.pending.len() >= self.window {
-            let Some((_, _, s)) = self.pending.front() else {
+        while self.window > 0 && self.pending.len() >= self.window {
+            let Some((t0, _, s)) = self.pending.front() else {
                 break;
             };
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = (*t0 + WINDOW_WAIT).saturating_duration_since(Instant::now());
             match s.wait_release(left) {
                 Ok(()) => self.settle(series),
                 Err(ReleaseError::Aborted(_)) => {
                     self.pending.pop_front();
                     self.never_released += 1;
                 }
-                Err(ReleaseError::Pending(_)) => break,
+                Err(ReleaseError::Pending(_)) => {
+                    if let Some(p) = self.pending.pop_front() {
+                        self.stale.push(p);
+                    }
+                    self.settle(series);
+                }
             }
         }
     }
@@ -379,8 +394,9 @@ impl<'c> Worker for ClusterWorker<'c> {
 
     fn finish(&mut self, series: &mut series::Recorder) {
         self.settle(series);
-        self.unreleased_at_end = self.pending.len() as u64;
-        let pending: Vec<_> = self.pending.drain(..).collect();
+        self.unreleased_at_end = (self.pending.len() + self.stale.len()) as u64;
+        let mut pending: Vec<_> = std::mem::take(&mut self.stale);
+        pending.extend(self.pending.drain(..));
         for (t0, kind, s) in pending {
             if s.wait_release(SETTLE).is_ok() {
                 self.record(t0, kind, series);
@@ -623,6 +639,7 @@ pub fn run_cluster(
                 cluster: &cluster,
                 shard: s as u32,
                 pending: VecDeque::new(),
+                stale: Vec::new(),
                 release: new_hist(),
                 release_by: (0..TxnKind::ALL.len()).map(|_| new_hist()).collect(),
                 distributed: 0,
@@ -810,6 +827,7 @@ mod tests {
             cluster: &cluster,
             shard: 0,
             pending: VecDeque::new(),
+            stale: Vec::new(),
             release: new_hist(),
             release_by: Vec::new(),
             distributed: 0,

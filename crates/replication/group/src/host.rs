@@ -7,7 +7,7 @@
 //! shared [`LogStore`] (one log stream for every group, so one sync covers
 //! many appends). Each group gets a [`Worker`] thread that takes what its channels hold
 //! (commands, inbound messages, persistence completions, captures), ticks when its heartbeat
-//! is due, and otherwise sleeps until a sender rings it (see `bell.rs`; it never polls). It
+//! is due, and otherwise sleeps until a sender rings it (see `bell.rs`; it never blocks on a channel). It
 //! feeds the group's [`Core`], sends what it produces,
 //! and queues what must be durable. Which protocol a group runs is the type parameter of
 //! [`Host::start_group`]; groups of both protocols can share a host. Snapshot captures the
@@ -801,7 +801,8 @@ impl<C: Core> Driver<C> {
         if now >= *next_tick {
             busy = true;
             self.tick();
-            // Ticks missed while busy are not made up: the next is one period from now.
+            // Ticks missed while busy are not made up: after a late tick the next is half a
+            // period away at least.
             *next_tick = (*next_tick + tick).max(now + tick / 2);
         }
         self.flush()?;
