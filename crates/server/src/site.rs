@@ -704,7 +704,7 @@ impl Site {
     }
 
     /// Sends `W_s` (`w` in `epoch`) to the other shards' leaders as soon as it moved: the
-    /// leader apply callback calls it once per committed batch, so a multi-shard release waits
+    /// leader apply callback calls it once per committed entry, so a multi-shard release waits
     /// for no tick. The ticker still sends it to every other replica every few ticks.
     pub(crate) fn push_watermark(&self, epoch: Epoch, w: u64) {
         if self.nodes.len() < 2 || w == u64::MAX {

@@ -7,9 +7,9 @@
 //! shared [`LogStore`] (one log stream for every group, so one sync covers
 //! many appends). Each group gets a [`Worker`] thread that takes what its channels hold
 //! (commands, inbound messages, persistence completions, captures), ticks when its heartbeat
-//! is due, and otherwise sleeps until a sender rings it (see `bell.rs`; it never blocks on a channel). It
-//! feeds the group's [`Core`], sends what it produces,
-//! and queues what must be durable. Which protocol a group runs is the type parameter of
+//! is due, and otherwise sleeps until a sender rings it (see `bell.rs`; it never blocks on a
+//! channel). It feeds the group's [`Core`], sends what it produces, and queues what must be
+//! durable. Which protocol a group runs is the type parameter of
 //! [`Host::start_group`]; groups of both protocols can share a host. Snapshot captures the
 //! cores begin run on the host's one snapshot thread, one at a time, which also saves them
 //! to the snapshot store, and come back to their group's worker as an input (a group has at
