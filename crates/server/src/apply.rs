@@ -28,9 +28,8 @@ enum BatchVerdict {
 }
 
 impl Site {
-    /// Feeds one committed entry to the shard's watermark and clock; returns the watermark's
-    /// epoch and value after it.
-    fn observe_own(&self, entry: &Entry) -> (u32, u64) {
+    /// Feeds one committed entry to the shard's watermark and clock.
+    fn observe_own(&self, entry: &Entry) {
         let me = self.shard_id as usize;
         let (epoch, w, closed) = {
             let mut wm = self.wm.lock();
@@ -56,7 +55,6 @@ impl Site {
             Entry::Heartbeat { w, .. } => self.shard.observe(*w),
             _ => {}
         }
-        (epoch, w)
     }
 
     /// Decodes a committed entry; a malformed one is logged, counted and skipped.
@@ -92,8 +90,7 @@ impl Site {
             Some(Entry::Batch(b)) if self.own_open(&b) => {
                 let entry = Entry::Batch(b);
                 self.log.committed_one(ctx.entry.len(), Some(&entry));
-                let (epoch, w) = self.observe_own(&entry);
-                self.push_watermark(epoch, w);
+                self.observe_own(&entry);
                 return Applied {
                     status: ApplyStatus::Normal,
                     ts: self.w(),
@@ -105,14 +102,20 @@ impl Site {
             other => other,
         };
         self.log.committed_one(ctx.entry.len(), entry.as_ref());
-        let applied = self.apply_entry(ctx, entry);
-        // A heartbeat moves `W_s` too (often the last step a multi-shard commit waits for).
+        self.apply_entry(ctx, entry)
+    }
+
+    /// End of a round of applied entries (the group's thread ends its turn): a leader sends
+    /// the `W_s` they moved to the other shards' leaders, once for the whole round.
+    pub fn applied_round(&self) {
+        if !self.is_leader() {
+            return;
+        }
         let (epoch, w) = {
             let wm = self.wm.lock();
             (wm.epoch(), wm.value())
         };
         self.push_watermark(epoch, w);
-        applied
     }
 
     /// Follower apply callback (`register_for_follower_par_id_return`): replay or queue.

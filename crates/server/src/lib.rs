@@ -7,7 +7,7 @@
 //! each piece is logged on its worker's stream ([`streams::StreamLog`]) and
 //! replicated in the background. The **leader callback** turns committed log
 //! entries into the shard watermark `W_s`; a leader sends it to the other shards' leaders
-//! as it moves (from that callback, once per committed entry), every tick it moved, and in
+//! as it moves (once per round of entries applied), every tick it moved, and in
 //! 2PC replies, forming `VW` (followers hear them every
 //! [`WATERMARK_TO_ALL_EVERY`]th tick). A site serves watermarks, 2PC acknowledgements and
 //! replies on the thread that receives them, and a participant's requests and decisions

@@ -361,6 +361,8 @@ impl Site {
         group.on_apply(Role::Leader, Box::new(move |ctx| s.leader_apply(ctx)));
         let s = Arc::clone(&site);
         group.on_apply(Role::Follower, Box::new(move |ctx| s.follower_apply(ctx)));
+        let s = Arc::clone(&site);
+        group.on_apply_round(Box::new(move || s.applied_round()));
         if !attached {
             group.set_snapshot_handler(Box::new(crate::snapshot::SiteSnapshots::new(&site)));
         }
@@ -672,8 +674,8 @@ impl Site {
             w,
         }
         .encode();
-        // Other shards' leaders release with it: every tick it moved (besides the pushes of the
-        // apply callback, `push_watermark`, which cost O(shards) messages per committed entry).
+        // Other shards' leaders release with it: every tick it moved (besides the pushes after
+        // each round of applied entries, `push_watermark`, O(shards) messages per round).
         // Everyone else (followers, which replay with it, and the whole cluster when leaders
         // change) every few ticks, and at once when this shard's epoch moved. The tick's
         // exchange costs O(replicas) messages per leader per tick instead of O(shards x replicas).
@@ -703,9 +705,9 @@ impl Site {
         self.send_to_all(to, msg);
     }
 
-    /// Sends `W_s` (`w` in `epoch`) to the other shards' leaders as soon as it moved: the
-    /// leader apply callback calls it once per committed entry, so a multi-shard release waits
-    /// for no tick. The ticker still sends it to every other replica every few ticks.
+    /// Sends `W_s` (`w` in `epoch`) to the other shards' leaders as soon as it moved: called
+    /// once per round of applied entries ([`Site::applied_round`]), so a multi-shard release
+    /// waits for no tick. The ticker still sends it to every other replica every few ticks.
     pub(crate) fn push_watermark(&self, epoch: Epoch, w: u64) {
         if self.nodes.len() < 2 || w == u64::MAX {
             return;

@@ -5,7 +5,7 @@ use parking_lot::Mutex;
 
 use crate::{
     Applied, ApplyCtx, ApplyFn, ApplyStatus, PendingQueue, QueuedEntry, Role, RoleChange,
-    RoleChangeFn, Unapplied, UnappliedFn,
+    RoleChangeFn, RoundFn, Unapplied, UnappliedFn,
 };
 
 /// Counters of what the dispatcher did.
@@ -27,6 +27,8 @@ struct Inner {
     leader_cb: Option<ApplyFn>,
     follower_cb: Option<ApplyFn>,
     unapplied_cb: Option<UnappliedFn>,
+    /// Whether an entry was handed to a callback since the last [`ApplyDispatcher::end_round`].
+    applied_in_round: bool,
     queue: PendingQueue,
     stats: ApplyStats,
 }
@@ -53,6 +55,8 @@ pub struct ApplyDispatcher {
     inner: Mutex<Inner>,
     /// Role-change listeners, called without `inner` held (they may re-register callbacks).
     role_cbs: Mutex<Vec<RoleChangeFn>>,
+    /// Run by [`ApplyDispatcher::end_round`], without `inner` held.
+    round_cb: Mutex<Option<RoundFn>>,
 }
 
 impl std::fmt::Debug for ApplyDispatcher {
@@ -74,6 +78,7 @@ impl ApplyDispatcher {
             shard,
             inner: Mutex::new(Inner::default()),
             role_cbs: Mutex::new(Vec::new()),
+            round_cb: Mutex::new(None),
         }
     }
 
@@ -84,6 +89,21 @@ impl ApplyDispatcher {
         match role {
             Role::Leader => inner.leader_cb = Some(cb),
             Role::Follower => inner.follower_cb = Some(cb),
+        }
+    }
+
+    /// Sets the callback run by [`ApplyDispatcher::end_round`].
+    pub fn set_round_callback(&self, cb: RoundFn) {
+        *self.round_cb.lock() = Some(cb);
+    }
+
+    /// Ends a round of applying: runs the round callback if an entry was handed to an apply
+    /// callback since the last round ended. The group's thread calls it at the end of each
+    /// turn.
+    pub fn end_round(&self) {
+        let applied = std::mem::take(&mut self.inner.lock().applied_in_round);
+        if applied && let Some(cb) = self.round_cb.lock().as_mut() {
+            cb();
         }
     }
 
@@ -180,6 +200,7 @@ impl ApplyDispatcher {
         if !handled {
             inner.stats.unhandled += 1;
         }
+        inner.applied_in_round |= handled;
         inner.stats.applied += 1;
         status
     }
@@ -212,6 +233,7 @@ impl ApplyDispatcher {
             }
             drained += 1;
         }
+        inner.applied_in_round |= drained > 0;
         drained
     }
 
@@ -248,6 +270,40 @@ impl ApplyDispatcher {
 
 #[cfg(test)]
 mod tests {
+    /// The round callback runs once per round in which an entry reached an apply callback
+    /// (including entries a retry drained), and not for a round with none.
+    #[test]
+    fn a_round_callback_runs_once_per_round_that_applied_something() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let d = ApplyDispatcher::new(0);
+        let rounds = Arc::new(AtomicU32::new(0));
+        let r = Arc::clone(&rounds);
+        d.set_round_callback(Box::new(move || {
+            r.fetch_add(1, Ordering::Relaxed);
+        }));
+        // No apply callback yet: entries queue, nothing was applied.
+        d.apply(1, &Bytes::from_static(b"1"));
+        d.end_round();
+        assert_eq!(rounds.load(Ordering::Relaxed), 0);
+        d.set_callback(
+            Role::Follower,
+            Box::new(|ctx| crate::Applied::normal(ctx.index)),
+        );
+        d.retry_pending();
+        d.end_round();
+        assert_eq!(rounds.load(Ordering::Relaxed), 1, "the drained entry");
+        d.apply(2, &Bytes::from_static(b"2"));
+        d.apply(3, &Bytes::from_static(b"3"));
+        d.end_round();
+        d.end_round();
+        assert_eq!(
+            rounds.load(Ordering::Relaxed),
+            2,
+            "one call for two entries"
+        );
+    }
+
     /// Entries committed before any callback is registered are kept, in order, and offered
     /// once one is (a group starts before its owner can register callbacks).
     #[test]

@@ -193,6 +193,10 @@ pub struct Unapplied {
 /// A callback told about every submitted entry that ends without being applied here.
 pub type UnappliedFn = Box<dyn FnMut(Unapplied) + Send>;
 
+/// Called once the replica has applied a run of entries and has nothing more to apply at
+/// once (the group's thread ends its turn): where per-entry work is coalesced.
+pub type RoundFn = Box<dyn FnMut() + Send>;
+
 /// Why a group stopped serving, as published in its status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupHealth {
@@ -305,6 +309,9 @@ pub trait Replicator: Send + Sync {
     /// Every entry `submit` accepted ends in exactly one of: handed to an apply callback on
     /// this replica, or reported here.
     fn on_unapplied(&self, cb: UnappliedFn);
+    /// Registers the callback run after each run of applied entries (see [`RoundFn`]); a
+    /// protocol without rounds never calls it.
+    fn on_apply_round(&self, _cb: RoundFn) {}
     /// Entries submitted on this replica and not yet resolved (applied here or reported unapplied).
     fn outstanding(&self) -> u64;
     /// Whether the group runs, or why it stopped.

@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, select};
 use mako_logstore::{Durability, GroupState, LogError, LogStore};
 use mako_replication::{
     ApplyDispatcher, ApplyFn, GroupHealth, NodeId, Replicator, Resolution, Role, RoleChangeFn,
-    SnapshotHandler, SubmitError, Unapplied, UnappliedFn,
+    RoundFn, SnapshotHandler, SubmitError, Unapplied, UnappliedFn,
 };
 use mako_transport::{Envelope, Transport};
 use parking_lot::Mutex;
@@ -806,6 +806,8 @@ impl<C: Core> Driver<C> {
             *next_tick = (*next_tick + tick).max(now + tick / 2);
         }
         self.flush()?;
+        // What this turn applied is one round (the site pushes its watermark once per round).
+        self.node.dispatcher().end_round();
         if !busy {
             std::thread::park_timeout(next_tick.saturating_duration_since(Instant::now()));
         }
@@ -1222,6 +1224,10 @@ impl Replicator for Worker {
 
     fn on_unapplied(&self, cb: UnappliedFn) {
         self.dispatcher.set_unapplied_callback(cb);
+    }
+
+    fn on_apply_round(&self, cb: RoundFn) {
+        self.dispatcher.set_round_callback(cb);
     }
 
     fn outstanding(&self) -> u64 {
