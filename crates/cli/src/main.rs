@@ -1647,7 +1647,7 @@ fn bench_tpcc(args: &BenchArgs) -> anyhow::Result<()> {
                 "cluster: {} shard(s) x {} replica(s), window {} unreleased commits per worker; latencies below are begin to speculative commit",
                 r.shards,
                 r.replicas,
-                window_text(cfg.window)
+                window_text(r.window)
             );
             print_tpcc(&r.tpcc);
             println!(

@@ -150,8 +150,13 @@ pub(crate) fn cluster_figure(r: &ClusterTpccReport) -> Figure {
     Figure {
         title: vec![
             format!(
-                "mako bench: workload tpcc, {} shard(s) x {} replicas, raft, durability {}, {} warehouse(s), {} worker(s)",
-                r.shards, r.replicas, r.durability, t.warehouses, t.threads
+                "mako bench: workload tpcc, {} shard(s) x {} replicas, raft, durability {}, {} warehouse(s), {} worker(s), window {}",
+                r.shards,
+                r.replicas,
+                r.durability,
+                t.warehouses,
+                t.threads,
+                crate::window_text(r.window)
             ),
             mix,
             figures,

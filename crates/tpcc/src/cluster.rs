@@ -111,6 +111,8 @@ pub struct ClusterTpccReport {
     pub release_latency: Vec<Quantile>,
     /// Commits still unreleased when the measured phase ended.
     pub unreleased_at_end: u64,
+    /// Unreleased commits a worker kept at most ([`TpccConfig::window`]; 0: no bound).
+    pub window: usize,
     /// The most commits one worker had unreleased at once (at most the window with one,
     /// unless its oldest commit stayed unreleased for 2 s).
     pub max_unreleased: usize,
@@ -731,6 +733,7 @@ pub fn run_cluster(
             lag.value_at_quantile(0.99) as f64
         },
         unreleased_at_end,
+        window: cfg.window,
         max_unreleased,
         never_released,
         replicas_identical: difference.is_none(),
