@@ -747,21 +747,19 @@ impl Flight<'_> {
     }
 
     /// Waits, while `window` (0: no bound) or more commits are pending, for the oldest to be
-    /// settled (released, discarded, or pending so long that it counts as `Unknown`). Commits
-    /// left at a crashed coordinator, or at one that no longer leads the worker's home shard
-    /// (`leader`), are set aside at once, as the worker's move to the new leader sets them
-    /// aside, so the window does not hold up the failover figures.
+    /// settled (released, discarded, or pending so long that it counts as `Unknown`). It does
+    /// not wait once another replica leads the worker's home shard (`leader`): the worker's
+    /// move to it sets the pending commits aside. Commits left at a crashed coordinator are
+    /// set aside at once. The window thus never holds up the failover figures.
     fn make_room(&mut self, window: usize, leader: &dyn Fn() -> Option<u64>) {
         while window > 0
             && self.pending.len() >= window
             && !self.shared.stop.load(Ordering::Relaxed)
         {
-            let crashed = self.shared.killed_node.load(Ordering::Relaxed);
             if leader().is_some_and(|l| l != self.node) {
-                let moved = std::mem::take(&mut self.pending);
-                self.slow.extend(moved);
                 return;
             }
+            let crashed = self.shared.killed_node.load(Ordering::Relaxed);
             if self.pending.iter().any(|f| f.node == crashed) {
                 for f in std::mem::take(&mut self.pending) {
                     if f.node == crashed {

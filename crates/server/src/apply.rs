@@ -108,14 +108,9 @@ impl Site {
     /// End of a round of applied entries (the group's thread ends its turn): a leader sends
     /// the `W_s` they moved to the other shards' leaders, once for the whole round.
     pub fn applied_round(&self) {
-        if !self.is_leader() {
-            return;
+        if self.is_leader() {
+            self.push_watermark();
         }
-        let (epoch, w) = {
-            let wm = self.wm.lock();
-            (wm.epoch(), wm.value())
-        };
-        self.push_watermark(epoch, w);
     }
 
     /// Follower apply callback (`register_for_follower_par_id_return`): replay or queue.

@@ -664,16 +664,7 @@ impl Site {
         }
         self.report_components(now);
         self.log.tick(now, self.shard.clock());
-        let (epoch, w) = {
-            let wm = self.wm.lock();
-            (wm.epoch(), wm.value())
-        };
-        let msg = Msg::Watermark {
-            shard: self.shard_id,
-            epoch,
-            w,
-        }
-        .encode();
+        let (epoch, w) = self.own_w();
         // Other shards' leaders release with it: every tick it moved (besides the pushes after
         // each round of applied entries, `push_watermark`, O(shards) messages per round).
         // Everyone else (followers, which replay with it, and the whole cluster when leaders
@@ -688,6 +679,29 @@ impl Site {
         if self.wm_sent.swap(w, Ordering::Relaxed) == w && !everyone {
             return;
         }
+        self.send_watermark(epoch, w, everyone);
+    }
+
+    /// Sends `W_s` to the other shards' leaders as soon as it moved: called once per round of
+    /// applied entries ([`Site::applied_round`]), so a multi-shard release waits for no tick.
+    /// The ticker still sends it to every other replica every few ticks.
+    pub(crate) fn push_watermark(&self) {
+        let (epoch, w) = self.own_w();
+        if self.nodes.len() < 2 || w == u64::MAX {
+            return;
+        }
+        // A new epoch goes to everyone, from the ticker.
+        if self.wm_epoch_sent.load(Ordering::Relaxed) != epoch
+            || self.wm_pushed.swap(w, Ordering::Relaxed) == w
+        {
+            return;
+        }
+        self.send_watermark(epoch, w, false);
+    }
+
+    /// Sends `W_s` (`w` in `epoch`) on the control channel to every other replica
+    /// (`everyone`), or to the other shards' leaders only.
+    fn send_watermark(&self, epoch: Epoch, w: u64, everyone: bool) {
         let to: Vec<NodeId> = if everyone {
             self.nodes
                 .iter()
@@ -702,38 +716,12 @@ impl Site {
                 .filter(|&n| n != self.node)
                 .collect()
         };
-        self.send_to_all(to, msg);
-    }
-
-    /// Sends `W_s` (`w` in `epoch`) to the other shards' leaders as soon as it moved: called
-    /// once per round of applied entries ([`Site::applied_round`]), so a multi-shard release
-    /// waits for no tick. The ticker still sends it to every other replica every few ticks.
-    pub(crate) fn push_watermark(&self, epoch: Epoch, w: u64) {
-        if self.nodes.len() < 2 || w == u64::MAX {
-            return;
-        }
-        // A new epoch goes to everyone, from the ticker.
-        if self.wm_epoch_sent.load(Ordering::Relaxed) != epoch
-            || self.wm_pushed.swap(w, Ordering::Relaxed) == w
-        {
-            return;
-        }
-        let to: Vec<NodeId> = (0..self.nodes.len() as u32)
-            .filter(|&s| s != self.shard_id)
-            .filter_map(|s| self.leader_of(s))
-            .filter(|&n| n != self.node)
-            .collect();
-        let msg = Msg::Watermark {
+        let payload = Msg::Watermark {
             shard: self.shard_id,
             epoch,
             w,
         }
         .encode();
-        self.send_to_all(to, msg);
-    }
-
-    /// Sends `payload` on the control channel to each of `to`.
-    fn send_to_all(&self, to: Vec<NodeId>, payload: bytes::Bytes) {
         let envs = to
             .into_iter()
             .map(|to| Envelope {
@@ -940,7 +928,8 @@ impl Site {
         r
     }
 
-    /// This shard's `W_s` and the epoch it counts (for piggybacking).
+    /// This shard's `W_s` and the epoch it counts, read together (for piggybacking and the
+    /// exchange).
     fn own_w(&self) -> (Epoch, u64) {
         let wm = self.wm.lock();
         (wm.epoch(), wm.value())
